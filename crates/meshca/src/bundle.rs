@@ -1,0 +1,577 @@
+//! The Istio `cacerts` bundle: parsed from a map of file name to bytes, validated at parse time
+//! (parse, don't validate: a [`Cacerts`] value is known-good), serialized to either layout.
+
+use std::collections::BTreeMap;
+
+use core::fmt;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::cert::Certificate;
+use crate::error::{Error, Result};
+use crate::key::PrivateKey;
+
+/// `ca-cert.pem`: the signing CA certificate.
+pub const CA_CERT: &str = "ca-cert.pem";
+/// `ca-key.pem`: the signing CA's private key.
+pub const CA_KEY: &str = "ca-key.pem";
+/// `cert-chain.pem`: ca-cert first, then each issuer up to the root.
+pub const CERT_CHAIN: &str = "cert-chain.pem";
+/// `root-cert.pem`: the trusted root(s).
+pub const ROOT_CERT: &str = "root-cert.pem";
+/// cert-manager layout: certificate (and chain).
+pub const TLS_CRT: &str = "tls.crt";
+/// cert-manager layout: private key.
+pub const TLS_KEY: &str = "tls.key";
+/// cert-manager layout: trusted CA(s).
+pub const CA_CRT: &str = "ca.crt";
+
+const ISTIO_FILES: [&str; 4] = [CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT];
+const TLS_FILES: [&str; 3] = [TLS_CRT, TLS_KEY, CA_CRT];
+
+/// Which file names a bundle uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Layout {
+    /// `ca-cert.pem`, `ca-key.pem`, `cert-chain.pem`, `root-cert.pem` (Istio's plug-in CA layout).
+    #[default]
+    Istio,
+    /// `tls.crt`, `tls.key`, `ca.crt` (cert-manager style, istiod >= 1.15).
+    Tls,
+}
+
+impl Layout {
+    /// The file names this layout uses.
+    pub fn files(self) -> &'static [&'static str] {
+        match self {
+            Layout::Istio => &ISTIO_FILES,
+            Layout::Tls => &TLS_FILES,
+        }
+    }
+
+    /// `istio` or `tls`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Istio => "istio",
+            Layout::Tls => "tls",
+        }
+    }
+}
+
+impl core::str::FromStr for Layout {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "istio" => Ok(Layout::Istio),
+            "tls" => Ok(Layout::Tls),
+            other => Err(Error::InvalidParameter {
+                field: "layout".into(),
+                reason: format!("unknown layout `{other}`; choose `istio` or `tls`"),
+            }),
+        }
+    }
+}
+
+/// File name -> contents, as in a Secret's `data` or a directory. Contents are zeroized on drop
+/// (the key file is among them) and `Debug` shows only names and sizes.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Files(BTreeMap<String, Zeroizing<Vec<u8>>>);
+
+impl Files {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a file.
+    pub fn insert(&mut self, name: impl Into<String>, data: impl Into<Vec<u8>>) {
+        self.0.insert(name.into(), Zeroizing::new(data.into()));
+    }
+
+    /// A file's contents.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0.get(name).map(|v| v.as_slice())
+    }
+
+    /// Whether a file is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// File names and contents, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// Number of files.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no files.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn names(&self) -> String {
+        if self.0.is_empty() {
+            "no files".into()
+        } else {
+            self.0.keys().cloned().collect::<Vec<_>>().join(", ")
+        }
+    }
+}
+
+impl<K: Into<String>, V: Into<Vec<u8>>> FromIterator<(K, V)> for Files {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut files = Files::new();
+        for (k, v) in iter {
+            files.insert(k, v);
+        }
+        files
+    }
+}
+
+impl fmt::Debug for Files {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|(k, v)| (k, format!("{} bytes", v.len()))),
+            )
+            .finish()
+    }
+}
+
+/// Something worth telling the user about a bundle that is nonetheless valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Warning {
+    /// A certificate's notAfter is later than its issuer's (Istio's tools/certs makes these: root
+    /// and intermediate both get 3650 days, seconds apart). Harmless until the issuer expires.
+    OutlivesIssuer {
+        /// Subject of the certificate.
+        subject: String,
+        /// Subject of its issuer.
+        issuer: String,
+    },
+    /// A root in the trust bundle that this bundle's chain does not use has expired.
+    ExpiredExtraRoot {
+        /// Subject of the root.
+        subject: String,
+    },
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::OutlivesIssuer { subject, issuer } => write!(
+                f,
+                "{subject} expires after its issuer {issuer}; workload certificates stop verifying when the \
+                 issuer expires, so plan rotation by the issuer's date"
+            ),
+            Warning::ExpiredExtraRoot { subject } => {
+                write!(f, "root-cert.pem holds an expired root {subject}; remove it from the trust bundle")
+            }
+        }
+    }
+}
+
+/// A validated Istio CA bundle: a signing CA certificate with its key, the chain from it to a
+/// root, and the trusted roots. Also the shape of a signing CA (for a root, all four files are the
+/// root, as in the seed's management Secret).
+#[derive(Clone)]
+pub struct Cacerts {
+    ca_cert: Certificate,
+    ca_key: PrivateKey,
+    /// ca-cert first, up to and including the root the chain reaches (completed from the roots).
+    path: Vec<Certificate>,
+    /// How many certificates of `path` came from the chain file itself.
+    chain_len: usize,
+    roots: Vec<Certificate>,
+    layout: Layout,
+    warnings: Vec<Warning>,
+}
+
+impl fmt::Debug for Cacerts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cacerts")
+            .field("ca_cert", &self.ca_cert)
+            .field("ca_key", &self.ca_key)
+            .field("chain_len", &self.chain_len)
+            .field("root", &self.root().subject())
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cacerts {
+    /// Parses and validates a bundle in either layout at time `now`. Every rule failure is its
+    /// own [`Error`] variant naming the file and certificate.
+    pub fn from_files(files: &Files, now: OffsetDateTime) -> Result<Self> {
+        let layout = detect_layout(files)?;
+        let get = |name: &str| files.get(name).unwrap_or_default();
+        match layout {
+            Layout::Istio => {
+                let ca_certs = Certificate::from_pem_all(get(CA_CERT), CA_CERT)?;
+                if ca_certs.len() > 1 {
+                    return Err(Error::TooManyCertificates {
+                        file: CA_CERT.into(),
+                        count: ca_certs.len(),
+                        chain_file: CERT_CHAIN,
+                    });
+                }
+                let ca_key = PrivateKey::from_pem(get(CA_KEY), CA_KEY)?;
+                let chain = Certificate::from_pem_all(get(CERT_CHAIN), CERT_CHAIN)?;
+                let roots = Certificate::from_pem_all(get(ROOT_CERT), ROOT_CERT)?;
+                let ca_cert = ca_certs
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| unreachable!("decode_all is non-empty"));
+                if chain[0] != ca_cert {
+                    return Err(Error::ChainOrder {
+                        file: CERT_CHAIN.into(),
+                        found: chain[0].subject(),
+                        expected: ca_cert.subject(),
+                    });
+                }
+                Self::assemble(ca_cert, ca_key, chain, roots, Layout::Istio, now)
+            }
+            Layout::Tls => {
+                let mut chain = Certificate::from_pem_all(get(TLS_CRT), TLS_CRT)?;
+                let ca_key = PrivateKey::from_pem(get(TLS_KEY), TLS_KEY)?;
+                let roots = Certificate::from_pem_all(get(CA_CRT), CA_CRT)?;
+                // istiod: chain = tls.crt + ca.crt; the roots complete it below.
+                chain.retain(|c| !roots.contains(c));
+                if chain.is_empty() {
+                    return Err(Error::ChainOrder {
+                        file: TLS_CRT.into(),
+                        found: "only certificates that are also in ca.crt".into(),
+                        expected: "the signing CA certificate".into(),
+                    });
+                }
+                let ca_cert = chain[0].clone();
+                Self::assemble(ca_cert, ca_key, chain, roots, Layout::Tls, now)
+            }
+        }
+    }
+
+    /// Builds a bundle from parts (e.g. a CSR-signed certificate plus the cluster's own key) and
+    /// validates it exactly as [`Cacerts::from_files`] does. `chain` starts with `ca_cert`.
+    pub fn from_parts(
+        ca_key: PrivateKey,
+        chain: Vec<Certificate>,
+        roots: Vec<Certificate>,
+        now: OffsetDateTime,
+    ) -> Result<Self> {
+        let ca_cert = chain.first().cloned().ok_or_else(|| Error::EmptyPem {
+            file: CERT_CHAIN.into(),
+            expected: "CERTIFICATE",
+        })?;
+        if roots.is_empty() {
+            return Err(Error::EmptyPem {
+                file: ROOT_CERT.into(),
+                expected: "CERTIFICATE",
+            });
+        }
+        Self::assemble(ca_cert, ca_key, chain, roots, Layout::Istio, now)
+    }
+
+    fn assemble(
+        ca_cert: Certificate,
+        ca_key: PrivateKey,
+        chain: Vec<Certificate>,
+        roots: Vec<Certificate>,
+        layout: Layout,
+        now: OffsetDateTime,
+    ) -> Result<Self> {
+        let (cert_file, key_file, chain_file, roots_file) = match layout {
+            Layout::Istio => (CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT),
+            Layout::Tls => (TLS_CRT, TLS_KEY, TLS_CRT, CA_CRT),
+        };
+        // Algorithms first: no other check is meaningful over a SHA-1 signature or a 1024-bit key.
+        ca_cert.check_algorithms(cert_file)?;
+        for c in &chain {
+            c.check_algorithms(chain_file)?;
+        }
+        for r in &roots {
+            r.check_algorithms(roots_file)?;
+        }
+        if ca_cert.public_key_raw() != ca_key.public_key_raw() {
+            return Err(Error::KeyMismatch {
+                key_file: key_file.into(),
+                cert_file: cert_file.into(),
+                subject: ca_cert.subject(),
+            });
+        }
+        for r in &roots {
+            if !r.is_self_signed() {
+                return Err(Error::NotARoot {
+                    file: roots_file.into(),
+                    subject: r.subject(),
+                });
+            }
+        }
+
+        // Walk the chain: each certificate must be signed by the next.
+        for (i, pair) in chain.windows(2).enumerate() {
+            let (child, parent) = (&pair[0], &pair[1]);
+            if child.issuer_der() != parent.subject_der() {
+                return Err(Error::ChainBroken {
+                    file: chain_file.into(),
+                    index: i + 1,
+                    subject: child.subject(),
+                    issuer: child.issuer(),
+                    next: parent.subject(),
+                });
+            }
+            if child.verify_signed_by(parent).is_err() {
+                return Err(Error::BadSignature {
+                    file: chain_file.into(),
+                    subject: child.subject(),
+                    issuer: parent.subject(),
+                });
+            }
+        }
+
+        // The chain reaches a root in the trust bundle: either it ends with one, or its last
+        // certificate is signed by one (Istio's samples ship cert-chain.pem without the root).
+        let chain_len = chain.len();
+        let last = chain[chain_len - 1].clone();
+        let mut path = chain;
+        let reached = if last.is_self_signed() {
+            roots.iter().position(|r| {
+                *r == last
+                    || (r.subject_der() == last.subject_der()
+                        && r.public_key_raw() == last.public_key_raw())
+            })
+        } else {
+            let found = roots.iter().position(|r| {
+                r.subject_der() == last.issuer_der() && last.verify_signed_by(r).is_ok()
+            });
+            if let Some(i) = found {
+                path.push(roots[i].clone());
+            }
+            found
+        };
+        if reached.is_none() {
+            return Err(Error::UntrustedChain {
+                file: chain_file.into(),
+                subject: last.subject(),
+                issuer: last.issuer(),
+                roots_file: roots_file.into(),
+                roots: roots
+                    .iter()
+                    .map(Certificate::subject)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            });
+        }
+
+        // CA constraints on every certificate of the path (RFC 5280 6.1.4).
+        for (depth, c) in path.iter().enumerate() {
+            let file = if depth == 0 {
+                cert_file
+            } else if depth < chain_len {
+                chain_file
+            } else {
+                roots_file
+            };
+            let Some(pathlen) = c.ca_pathlen() else {
+                return Err(Error::NotCa {
+                    file: file.into(),
+                    subject: c.subject(),
+                });
+            };
+            if c.allows_cert_sign() == Some(false) {
+                return Err(Error::NoKeyCertSign {
+                    file: file.into(),
+                    subject: c.subject(),
+                });
+            }
+            // CAs below this one on the path, not counting self-issued ones (RFC 5280 4.2.1.9).
+            let below = path[..depth].iter().filter(|b| !b.is_self_issued()).count();
+            if let Some(p) = pathlen {
+                if usize::from(p) < below {
+                    return Err(Error::PathLenExceeded {
+                        file: file.into(),
+                        subject: c.subject(),
+                        pathlen: p,
+                        below,
+                    });
+                }
+            }
+            if let Some(missing) = c.eku_missing_for_mtls() {
+                return Err(Error::CaEkuTooNarrow {
+                    file: file.into(),
+                    subject: c.subject(),
+                    missing,
+                });
+            }
+            if now < c.not_before() {
+                return Err(Error::NotYetValid {
+                    file: file.into(),
+                    subject: c.subject(),
+                    not_before: c.not_before(),
+                    now,
+                });
+            }
+            if now > c.not_after() {
+                return Err(Error::Expired {
+                    file: file.into(),
+                    subject: c.subject(),
+                    not_after: c.not_after(),
+                    now,
+                });
+            }
+        }
+
+        let mut warnings = Vec::new();
+        for pair in path.windows(2) {
+            if pair[0].not_after() > pair[1].not_after() {
+                warnings.push(Warning::OutlivesIssuer {
+                    subject: pair[0].subject(),
+                    issuer: pair[1].subject(),
+                });
+            }
+        }
+        let root = &path[path.len() - 1];
+        for r in &roots {
+            if r != root && now > r.not_after() {
+                warnings.push(Warning::ExpiredExtraRoot {
+                    subject: r.subject(),
+                });
+            }
+        }
+        Ok(Cacerts {
+            ca_cert,
+            ca_key,
+            path,
+            chain_len,
+            roots,
+            layout,
+            warnings,
+        })
+    }
+
+    /// The signing CA certificate (`ca-cert.pem`).
+    pub fn ca_cert(&self) -> &Certificate {
+        &self.ca_cert
+    }
+
+    /// The signing CA's private key (`ca-key.pem`).
+    pub fn ca_key(&self) -> &PrivateKey {
+        &self.ca_key
+    }
+
+    /// ca-cert, each issuer, and the root the chain reaches.
+    pub fn path(&self) -> &[Certificate] {
+        &self.path
+    }
+
+    /// `cert-chain.pem` as read (it may leave out the root).
+    pub fn cert_chain(&self) -> &[Certificate] {
+        &self.path[..self.chain_len]
+    }
+
+    /// The root this bundle's chain reaches.
+    pub fn root(&self) -> &Certificate {
+        &self.path[self.path.len() - 1]
+    }
+
+    /// Every root in `root-cert.pem` (more than one during a root rotation).
+    pub fn roots(&self) -> &[Certificate] {
+        &self.roots
+    }
+
+    /// Whether `cert` is one of this bundle's trusted roots.
+    pub fn trusts_root(&self, cert: &Certificate) -> bool {
+        self.roots.iter().any(|r| r == cert)
+    }
+
+    /// The layout the bundle was read in (or [`Layout::Istio`] for issued bundles).
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Non-fatal findings.
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// The earliest notAfter on the path: after it, nothing this CA signs verifies.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.path
+            .iter()
+            .map(Certificate::not_after)
+            .min()
+            .unwrap_or_else(|| self.ca_cert.not_after())
+    }
+
+    /// The SHA-256 fingerprint of the root the chain reaches.
+    pub fn root_fingerprint(&self) -> String {
+        self.root().fingerprint_sha256()
+    }
+
+    /// The bundle as files in `layout`. `cert-chain.pem` always runs up to and including the root
+    /// (Istio's recommended form); `tls.crt` holds the chain without the root, `ca.crt` the roots.
+    pub fn to_files(&self, layout: Layout) -> Files {
+        let pem_of = |certs: &[Certificate]| {
+            certs
+                .iter()
+                .map(Certificate::to_pem)
+                .collect::<String>()
+                .into_bytes()
+        };
+        let mut files = Files::new();
+        let key = self.ca_key.to_pkcs8_pem();
+        match layout {
+            Layout::Istio => {
+                files.insert(CA_CERT, self.ca_cert.to_pem().into_bytes());
+                files.insert(CA_KEY, key.as_bytes().to_vec());
+                files.insert(CERT_CHAIN, pem_of(&self.path));
+                files.insert(ROOT_CERT, pem_of(&self.roots));
+            }
+            Layout::Tls => {
+                let without_root = &self.path[..self.path.len() - 1];
+                let chain = if without_root.is_empty() {
+                    &self.path[..]
+                } else {
+                    without_root
+                };
+                files.insert(TLS_CRT, pem_of(chain));
+                files.insert(TLS_KEY, key.as_bytes().to_vec());
+                files.insert(CA_CRT, pem_of(&self.roots));
+            }
+        }
+        files
+    }
+}
+
+fn detect_layout(files: &Files) -> Result<Layout> {
+    let present_istio = ISTIO_FILES.iter().filter(|f| files.contains(f)).count();
+    let present_tls = TLS_FILES.iter().filter(|f| files.contains(f)).count();
+    let (layout, names, expected) = if present_istio > 0 {
+        // istiod prefers the classic layout when ca-cert.pem is there.
+        (
+            Layout::Istio,
+            &ISTIO_FILES[..],
+            "ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem",
+        )
+    } else if present_tls > 0 {
+        (Layout::Tls, &TLS_FILES[..], "tls.crt, tls.key, ca.crt")
+    } else {
+        return Err(Error::NoBundle {
+            present: files.names(),
+        });
+    };
+    if let Some(missing) = names.iter().find(|f| !files.contains(f)) {
+        return Err(Error::MissingFile {
+            missing: (*missing).into(),
+            present: files.names(),
+            expected,
+        });
+    }
+    Ok(layout)
+}

@@ -1,0 +1,497 @@
+//! Private keys: generation, import from every PEM format istiod accepts, PKCS#8 export.
+//!
+//! ring signs only with PKCS#8 keys, so PKCS#1 (`RSA PRIVATE KEY`) and SEC1 (`EC PRIVATE KEY`)
+//! inputs are converted to PKCS#8 on import (pkcs1/sec1/pkcs8 crates). Key bytes live in
+//! zeroizing buffers and never reach `Debug`, `Display` or an error message.
+
+use core::fmt;
+use core::str::FromStr;
+
+use der::asn1::ObjectIdentifier;
+use der::{Decode, Encode};
+use pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use rand_core::CryptoRngCore;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::error::{Error, Result};
+use crate::pem;
+
+pub(crate) const OID_RSA_ENCRYPTION: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+pub(crate) const OID_EC_PUBLIC_KEY: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+pub(crate) const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+pub(crate) const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+pub(crate) const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+pub(crate) const OID_ED448: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.113");
+
+/// Which key to generate for a new certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyAlgorithm {
+    /// ECDSA on NIST P-256 with SHA-256: fast, small, istiod's ECC choice. The default.
+    #[default]
+    EcdsaP256,
+    /// ECDSA on NIST P-384 with SHA-384.
+    EcdsaP384,
+    /// RSA 2048 (istiod's default for workloads).
+    Rsa2048,
+    /// RSA 3072.
+    Rsa3072,
+    /// RSA 4096 (Istio's tools/certs and Gloo Mesh default for CAs).
+    Rsa4096,
+}
+
+impl KeyAlgorithm {
+    /// Every algorithm, in the order `--help` lists them.
+    pub const ALL: [KeyAlgorithm; 5] = [
+        KeyAlgorithm::EcdsaP256,
+        KeyAlgorithm::EcdsaP384,
+        KeyAlgorithm::Rsa2048,
+        KeyAlgorithm::Rsa3072,
+        KeyAlgorithm::Rsa4096,
+    ];
+
+    /// The name used on the command line and in policies: `ecdsa-p256`, `rsa-4096`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyAlgorithm::EcdsaP256 => "ecdsa-p256",
+            KeyAlgorithm::EcdsaP384 => "ecdsa-p384",
+            KeyAlgorithm::Rsa2048 => "rsa-2048",
+            KeyAlgorithm::Rsa3072 => "rsa-3072",
+            KeyAlgorithm::Rsa4096 => "rsa-4096",
+        }
+    }
+
+    /// The RSA algorithm for a key size in bits (Gloo's `rsaKeySizeBytes` is really bits).
+    pub fn rsa(bits: usize) -> Result<Self> {
+        match bits {
+            2048 => Ok(KeyAlgorithm::Rsa2048),
+            3072 => Ok(KeyAlgorithm::Rsa3072),
+            4096 => Ok(KeyAlgorithm::Rsa4096),
+            other => Err(Error::UnknownKeyAlgorithmName {
+                name: format!("rsa-{other}"),
+            }),
+        }
+    }
+
+    /// The key type a key of this algorithm has.
+    pub fn key_type(self) -> KeyType {
+        match self {
+            KeyAlgorithm::EcdsaP256 => KeyType::EcdsaP256,
+            KeyAlgorithm::EcdsaP384 => KeyType::EcdsaP384,
+            KeyAlgorithm::Rsa2048 => KeyType::Rsa { bits: 2048 },
+            KeyAlgorithm::Rsa3072 => KeyType::Rsa { bits: 3072 },
+            KeyAlgorithm::Rsa4096 => KeyType::Rsa { bits: 4096 },
+        }
+    }
+}
+
+impl fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for KeyAlgorithm {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let norm = s.trim().to_ascii_lowercase().replace('_', "-");
+        KeyAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == norm || a.name().replace('-', "") == norm)
+            .ok_or_else(|| Error::UnknownKeyAlgorithmName { name: s.to_owned() })
+    }
+}
+
+/// The type of an existing key (private key or certificate public key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyType {
+    /// ECDSA P-256.
+    EcdsaP256,
+    /// ECDSA P-384.
+    EcdsaP384,
+    /// RSA with a modulus of `bits` bits.
+    Rsa {
+        /// Modulus size.
+        bits: usize,
+    },
+}
+
+impl KeyType {
+    /// Whether a key of this type is what `alg` would generate.
+    pub fn matches(self, alg: KeyAlgorithm) -> bool {
+        self == alg.key_type()
+    }
+
+    pub(crate) fn rcgen_alg(self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            KeyType::Rsa { .. } => &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyType::EcdsaP256 => f.write_str("ECDSA P-256"),
+            KeyType::EcdsaP384 => f.write_str("ECDSA P-384"),
+            KeyType::Rsa { bits } => write!(f, "RSA {bits}"),
+        }
+    }
+}
+
+/// A private key meshca can sign with. Zeroized on drop; `Debug` shows only its type.
+pub struct PrivateKey {
+    key_type: KeyType,
+    pkcs8: Zeroizing<Vec<u8>>,
+    pair: rcgen::KeyPair,
+}
+
+impl PrivateKey {
+    /// Generates a key. All randomness comes from `rng` (key generation goes through the
+    /// RustCrypto `p256`/`p384`/`rsa` crates because ring's RNG trait is sealed).
+    pub fn generate(alg: KeyAlgorithm, rng: &mut dyn CryptoRngCore) -> Result<Self> {
+        let failed = |e: &dyn fmt::Display| Error::Issuance {
+            what: "a private key",
+            detail: e.to_string(),
+        };
+        let mut rng = rng;
+        let doc = match alg {
+            KeyAlgorithm::EcdsaP256 => p256::SecretKey::random(&mut rng).to_pkcs8_der(),
+            KeyAlgorithm::EcdsaP384 => p384::SecretKey::random(&mut rng).to_pkcs8_der(),
+            KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
+                let KeyType::Rsa { bits } = alg.key_type() else {
+                    unreachable!()
+                };
+                rsa::RsaPrivateKey::new(&mut rng, bits)
+                    .map_err(|e| failed(&e))?
+                    .to_pkcs8_der()
+            }
+        }
+        .map_err(|e| failed(&e))?;
+        Self::from_normalized_pkcs8(
+            alg.key_type(),
+            Zeroizing::new(doc.as_bytes().to_vec()),
+            "generated key",
+        )
+    }
+
+    /// Reads the first private key in `pem`: PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`)
+    /// or SEC1 (`EC PRIVATE KEY`, with or without a leading `EC PARAMETERS` block). `file` names
+    /// the source in errors.
+    pub fn from_pem(pem_data: &[u8], file: &str) -> Result<Self> {
+        let blocks = pem::decode_all(file, "PRIVATE KEY", pem_data)?;
+        let mut curve_hint = None;
+        for block in &blocks {
+            match block.label.as_str() {
+                "EC PARAMETERS" => {
+                    curve_hint = Some(ObjectIdentifier::from_der(&block.der).map_err(|e| {
+                        Error::KeyParse {
+                            file: file.to_owned(),
+                            detail: format!("EC PARAMETERS block is not a named curve: {e}"),
+                        }
+                    })?);
+                }
+                "PRIVATE KEY" => return Self::from_pkcs8_der(&block.der, file),
+                "RSA PRIVATE KEY" => return Self::from_pkcs1_der(&block.der, file),
+                "EC PRIVATE KEY" => return Self::from_sec1_der(&block.der, curve_hint, file),
+                "ENCRYPTED PRIVATE KEY" => {
+                    return Err(Error::EncryptedKey {
+                        file: file.to_owned(),
+                    })
+                }
+                other => {
+                    return Err(Error::KeyParse {
+                        file: file.to_owned(),
+                        detail: format!("found a `{other}` PEM block, not a private key"),
+                    })
+                }
+            }
+        }
+        Err(Error::EmptyPem {
+            file: file.to_owned(),
+            expected: "PRIVATE KEY",
+        })
+    }
+
+    /// Reads a PKCS#8 `PrivateKeyInfo`.
+    pub fn from_pkcs8_der(der_bytes: &[u8], file: &str) -> Result<Self> {
+        let bad = |detail: String| Error::KeyParse {
+            file: file.to_owned(),
+            detail,
+        };
+        let info =
+            pkcs8::PrivateKeyInfo::try_from(der_bytes).map_err(|e| bad(format!("PKCS#8: {e}")))?;
+        let oid = info.algorithm.oid;
+        if oid == OID_RSA_ENCRYPTION {
+            let bits = rsa_bits(info.private_key, file)?;
+            return Self::from_normalized_pkcs8(
+                KeyType::Rsa { bits },
+                Zeroizing::new(der_bytes.to_vec()),
+                file,
+            );
+        }
+        if oid == OID_EC_PUBLIC_KEY {
+            let curve = info
+                .algorithm
+                .parameters_oid()
+                .map_err(|_| bad("EC key without a named curve".into()))?;
+            // Re-encode through p256/p384 so the embedded public key, which ring requires, is present.
+            let (key_type, doc) = if curve == OID_P256 {
+                let k =
+                    p256::SecretKey::from_pkcs8_der(der_bytes).map_err(|e| bad(e.to_string()))?;
+                (KeyType::EcdsaP256, k.to_pkcs8_der())
+            } else if curve == OID_P384 {
+                let k =
+                    p384::SecretKey::from_pkcs8_der(der_bytes).map_err(|e| bad(e.to_string()))?;
+                (KeyType::EcdsaP384, k.to_pkcs8_der())
+            } else {
+                return Err(Error::UnknownCurve {
+                    file: file.to_owned(),
+                    curve: curve_name(curve),
+                });
+            };
+            let doc = doc.map_err(|e| bad(e.to_string()))?;
+            return Self::from_normalized_pkcs8(
+                key_type,
+                Zeroizing::new(doc.as_bytes().to_vec()),
+                file,
+            );
+        }
+        if oid == OID_ED25519 || oid == OID_ED448 {
+            return Err(Error::Ed25519Key {
+                file: file.to_owned(),
+            });
+        }
+        Err(Error::UnsupportedKeyAlgorithm {
+            file: file.to_owned(),
+            algorithm: oid.to_string(),
+        })
+    }
+
+    /// Reads a PKCS#1 `RSAPrivateKey` and wraps it as PKCS#8.
+    pub fn from_pkcs1_der(der_bytes: &[u8], file: &str) -> Result<Self> {
+        let bits = rsa_bits(der_bytes, file)?;
+        let info = pkcs8::PrivateKeyInfo::new(
+            spki::AlgorithmIdentifierRef {
+                oid: OID_RSA_ENCRYPTION,
+                parameters: Some(der::asn1::AnyRef::NULL),
+            },
+            der_bytes,
+        );
+        let doc = info.to_der().map_err(|e| Error::KeyParse {
+            file: file.to_owned(),
+            detail: e.to_string(),
+        })?;
+        Self::from_normalized_pkcs8(KeyType::Rsa { bits }, Zeroizing::new(doc), file)
+    }
+
+    /// Reads a SEC1 `ECPrivateKey`; `curve_hint` is the curve of a preceding `EC PARAMETERS`
+    /// block, used when the key itself names none.
+    pub fn from_sec1_der(
+        der_bytes: &[u8],
+        curve_hint: Option<ObjectIdentifier>,
+        file: &str,
+    ) -> Result<Self> {
+        let bad = |detail: String| Error::KeyParse {
+            file: file.to_owned(),
+            detail,
+        };
+        let parsed =
+            sec1::EcPrivateKey::try_from(der_bytes).map_err(|e| bad(format!("SEC1: {e}")))?;
+        let curve = parsed
+            .parameters
+            .and_then(|p| p.named_curve())
+            .or(curve_hint)
+            .ok_or_else(|| {
+                bad("EC key names no curve and no EC PARAMETERS block precedes it".into())
+            })?;
+        let (key_type, doc) = if curve == OID_P256 {
+            let k =
+                p256::SecretKey::from_slice(parsed.private_key).map_err(|e| bad(e.to_string()))?;
+            (KeyType::EcdsaP256, k.to_pkcs8_der())
+        } else if curve == OID_P384 {
+            let k =
+                p384::SecretKey::from_slice(parsed.private_key).map_err(|e| bad(e.to_string()))?;
+            (KeyType::EcdsaP384, k.to_pkcs8_der())
+        } else {
+            return Err(Error::UnknownCurve {
+                file: file.to_owned(),
+                curve: curve_name(curve),
+            });
+        };
+        let doc = doc.map_err(|e| bad(e.to_string()))?;
+        Self::from_normalized_pkcs8(key_type, Zeroizing::new(doc.as_bytes().to_vec()), file)
+    }
+
+    fn from_normalized_pkcs8(
+        key_type: KeyType,
+        pkcs8: Zeroizing<Vec<u8>>,
+        file: &str,
+    ) -> Result<Self> {
+        if let KeyType::Rsa { bits } = key_type {
+            if bits < 2048 {
+                return Err(Error::WeakRsaKey {
+                    file: file.to_owned(),
+                    what: "the private key".into(),
+                    bits,
+                });
+            }
+        }
+        let der = rustls_pki_types::PrivatePkcs8KeyDer::from(&pkcs8[..]);
+        let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, key_type.rcgen_alg())
+            .map_err(|e| Error::KeyParse {
+                file: file.to_owned(),
+                detail: format!("rejected by ring: {e}"),
+            })?;
+        Ok(PrivateKey {
+            key_type,
+            pkcs8,
+            pair,
+        })
+    }
+
+    /// The key's type.
+    pub fn key_type(&self) -> KeyType {
+        self.key_type
+    }
+
+    /// PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), the form Istio's tools/certs writes.
+    pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
+        Zeroizing::new(pem::encode("PRIVATE KEY", &self.pkcs8))
+    }
+
+    /// PKCS#8 DER.
+    pub fn pkcs8_der(&self) -> &[u8] {
+        &self.pkcs8
+    }
+
+    /// The raw public key as it appears in a certificate's subjectPublicKey BIT STRING (the EC
+    /// point, or the PKCS#1 `RSAPublicKey`).
+    pub fn public_key_raw(&self) -> &[u8] {
+        self.pair.public_key_raw()
+    }
+
+    pub(crate) fn pair(&self) -> &rcgen::KeyPair {
+        &self.pair
+    }
+}
+
+impl Clone for PrivateKey {
+    fn clone(&self) -> Self {
+        Self::from_normalized_pkcs8(self.key_type, self.pkcs8.clone(), "key")
+            .unwrap_or_else(|_| unreachable!("a key that loaded once loads again"))
+    }
+}
+
+impl Drop for PrivateKey {
+    fn drop(&mut self) {
+        self.pair.zeroize();
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivateKey")
+            .field("key_type", &self.key_type)
+            .finish_non_exhaustive()
+    }
+}
+
+fn rsa_bits(pkcs1_der: &[u8], file: &str) -> Result<usize> {
+    let key = pkcs1::RsaPrivateKey::try_from(pkcs1_der).map_err(|e| Error::KeyParse {
+        file: file.to_owned(),
+        detail: format!("PKCS#1: {e}"),
+    })?;
+    Ok(uint_bits(key.modulus.as_bytes()))
+}
+
+/// Bit length of a big-endian unsigned integer.
+pub(crate) fn uint_bits(be: &[u8]) -> usize {
+    let be = match be.iter().position(|&b| b != 0) {
+        Some(i) => &be[i..],
+        None => return 0,
+    };
+    be.len() * 8 - be[0].leading_zeros() as usize
+}
+
+pub(crate) fn curve_name(oid: ObjectIdentifier) -> String {
+    match oid.to_string().as_str() {
+        "1.3.132.0.10" => "secp256k1 (1.3.132.0.10)".into(),
+        "1.3.132.0.35" => "P-521 (1.3.132.0.35)".into(),
+        "1.3.36.3.3.2.8.1.1.7" => "brainpoolP256r1 (1.3.36.3.3.2.8.1.1.7)".into(),
+        other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn algorithm_names_round_trip() {
+        for alg in KeyAlgorithm::ALL {
+            assert_eq!(alg.name().parse::<KeyAlgorithm>().unwrap(), alg);
+        }
+        assert_eq!(
+            "ECDSA_P384".parse::<KeyAlgorithm>().unwrap(),
+            KeyAlgorithm::EcdsaP384
+        );
+        let e = "dsa-1024".parse::<KeyAlgorithm>().unwrap_err();
+        assert!(e.to_string().contains("ecdsa-p256"), "{e}");
+    }
+
+    #[test]
+    fn debug_never_shows_key_material() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256, &mut rng).unwrap();
+        let shown = format!("{key:?}");
+        assert_eq!(shown, "PrivateKey { key_type: EcdsaP256, .. }");
+        let pem = key.to_pkcs8_pem();
+        let body: String = pem.lines().nth(1).unwrap().chars().take(24).collect();
+        assert!(!shown.contains(&body));
+    }
+
+    #[test]
+    fn generation_is_deterministic_under_a_seeded_rng() {
+        use rand_core::SeedableRng;
+        let a = PrivateKey::generate(
+            KeyAlgorithm::EcdsaP384,
+            &mut rand_chacha::ChaCha20Rng::seed_from_u64(7),
+        )
+        .unwrap();
+        let b = PrivateKey::generate(
+            KeyAlgorithm::EcdsaP384,
+            &mut rand_chacha::ChaCha20Rng::seed_from_u64(7),
+        )
+        .unwrap();
+        assert_eq!(a.pkcs8_der(), b.pkcs8_der());
+        assert_eq!(a.key_type(), KeyType::EcdsaP384);
+    }
+
+    #[test]
+    fn pkcs8_pem_round_trips() {
+        use rand_core::SeedableRng;
+        let key = PrivateKey::generate(
+            KeyAlgorithm::EcdsaP256,
+            &mut rand_chacha::ChaCha20Rng::seed_from_u64(3),
+        )
+        .unwrap();
+        let back = PrivateKey::from_pem(key.to_pkcs8_pem().as_bytes(), "k.pem").unwrap();
+        assert_eq!(back.public_key_raw(), key.public_key_raw());
+    }
+
+    #[test]
+    fn uint_bits_counts_significant_bits() {
+        assert_eq!(uint_bits(&[0, 0x01, 0]), 9);
+        assert_eq!(uint_bits(&[0x80, 0]), 16);
+        assert_eq!(uint_bits(&[]), 0);
+    }
+
+    use rand_core::SeedableRng;
+}

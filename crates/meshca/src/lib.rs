@@ -1,0 +1,70 @@
+//! meshca: PKI for Istio multi-cluster trust.
+//!
+//! Every Istio cluster's istiod signs workload certificates with the intermediate CA in the
+//! Secret `istio-system/cacerts`. meshca issues those intermediates from one shared root (or an
+//! intermediate whose root lives in an external PKI), issues SPIFFE workload certificates as
+//! istiod does, validates bundles more strictly than istiod, checks that clusters trust each
+//! other, and plans rotation.
+//!
+//! This crate is pure: it never touches files, the network, the environment or the clock.
+//! Every time-dependent function takes `now`; all randomness comes from the `rng` argument
+//! (pass [`OsRng`] outside tests).
+//!
+//! ```
+//! use meshca::{IntermediateParams, LeafParams, RootParams, SigningCa, SpiffeId};
+//! # fn main() -> Result<(), meshca::Error> {
+//! let now = time::OffsetDateTime::now_utc(); // the caller owns the clock
+//! let rng = &mut meshca::OsRng;
+//! let root = SigningCa::generate_root(&RootParams::default(), rng, now)?;
+//! let cluster1 = root.issue_intermediate(&IntermediateParams::new("cluster1"), rng, now)?.value;
+//! let files = cluster1.to_files(meshca::Layout::Istio); // ca-cert.pem, ca-key.pem, ...
+//! assert_eq!(files.len(), 4);
+//! let id = SpiffeId::workload("cluster.local", "bookinfo", "reviews")?;
+//! let leaf = SigningCa::new(cluster1).issue_leaf(&LeafParams::new(id), rng, now)?.value;
+//! meshca::verify_workload_chain(&leaf.chain(), root.bundle().roots(), now)?;
+//! # Ok(()) }
+//! ```
+
+mod bundle;
+mod ca;
+mod cert;
+mod error;
+mod key;
+mod pem;
+mod profile;
+mod rotation;
+mod spiffe;
+mod time_fmt;
+mod verify;
+
+pub use bundle::{
+    Cacerts, Files, Layout, Warning, CA_CERT, CA_CRT, CA_KEY, CERT_CHAIN, ROOT_CERT, TLS_CRT,
+    TLS_KEY,
+};
+pub use ca::{
+    validate_cluster_name, Csr, IntermediateParams, Issued, Leaf, LeafParams, RootParams, SignedCa,
+    SigningCa, MAX_LEAF_TTL,
+};
+pub use cert::{Certificate, PublicKeyKind, SignatureError};
+pub use error::{Error, Result};
+pub use key::{KeyAlgorithm, KeyType, PrivateKey};
+pub use profile::{BACKDATE, ISTIOD_SAN};
+pub use rotation::{plan, Current, IssueReason, Plan, RotationPolicy};
+pub use spiffe::{validate_trust_domain, SpiffeId};
+pub use time_fmt::human_duration;
+pub use verify::{check_cross_cluster, check_mutual_trust, verify_workload_chain, SharedRoot};
+
+/// The RNG trait every issuing function takes.
+pub use rand_core::CryptoRngCore;
+/// The operating system's RNG, for callers outside tests.
+pub use rand_core::OsRng;
+
+/// Formats a time as RFC 3339 in UTC, whole seconds, as meshca's messages do.
+pub fn format_time(t: time::OffsetDateTime) -> String {
+    time_fmt::rfc3339(t)
+}
+
+/// Parses every certificate of a PEM file (`file` names it in errors).
+pub fn parse_certificates(pem: &[u8], file: &str) -> Result<Vec<Certificate>> {
+    Certificate::from_pem_all(pem, file)
+}

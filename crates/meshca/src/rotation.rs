@@ -1,0 +1,302 @@
+//! The rotation plan: a pure function of (policy, signer, current bundle, now).
+
+use core::fmt;
+
+use time::{Duration, OffsetDateTime};
+
+use crate::bundle::Cacerts;
+use crate::ca::{IntermediateParams, SigningCa};
+use crate::error::{Error, Result};
+use crate::key::KeyAlgorithm;
+use crate::time_fmt::rfc3339;
+
+/// How per-cluster intermediates are issued and when they are rotated (RootTrustPolicy's
+/// `intermediateCertOptions`).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct RotationPolicy {
+    /// Lifetime of an intermediate (`ttlDays`).
+    pub ttl: Duration,
+    /// Rotate when less than `lifetime * grace_ratio` remains (`secretRotationGracePeriodRatio`,
+    /// in (0, 1)).
+    pub grace_ratio: f64,
+    /// Key algorithm of new intermediates.
+    pub key: KeyAlgorithm,
+    /// Subject O of new intermediates (`orgName`).
+    pub organization: String,
+    /// pathLenConstraint of new intermediates.
+    pub pathlen: u8,
+}
+
+impl RotationPolicy {
+    /// A policy with `ttl` and `grace_ratio`, P-256 keys, O=Istio, pathlen 0. Refuses a
+    /// non-positive ttl and a ratio outside (0, 1).
+    pub fn new(ttl: Duration, grace_ratio: f64) -> Result<Self> {
+        let p = RotationPolicy {
+            ttl,
+            grace_ratio,
+            key: KeyAlgorithm::EcdsaP256,
+            organization: "Istio".into(),
+            pathlen: 0,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks the bounds (for policies built field by field).
+    pub fn validate(&self) -> Result<()> {
+        if self.ttl <= Duration::ZERO {
+            return Err(Error::InvalidParameter {
+                field: "ttlDays".into(),
+                reason: "must be at least 1 day".into(),
+            });
+        }
+        if !(self.grace_ratio > 0.0 && self.grace_ratio < 1.0) {
+            return Err(Error::InvalidParameter {
+                field: "secretRotationGracePeriodRatio".into(),
+                reason: format!("must be in (0,1), got {}", self.grace_ratio),
+            });
+        }
+        Ok(())
+    }
+
+    /// The intermediate parameters this policy issues for `cluster`.
+    pub fn intermediate_params(&self, cluster: &str) -> IntermediateParams {
+        let mut p = IntermediateParams::new(cluster);
+        p.ttl = self.ttl;
+        p.key = self.key;
+        p.organization = self.organization.clone();
+        p.pathlen = self.pathlen;
+        p
+    }
+
+    /// When a certificate valid from `not_before` to `not_after` enters its grace period.
+    pub fn rotate_at(
+        &self,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> OffsetDateTime {
+        let lifetime = not_after - not_before;
+        not_after - lifetime * self.grace_ratio
+    }
+}
+
+/// What a cluster has now.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Current<'a> {
+    /// No bundle.
+    Missing,
+    /// A bundle that failed validation, with the reason.
+    Invalid(&'a Error),
+    /// A valid bundle.
+    Valid(&'a Cacerts),
+}
+
+/// Why a new intermediate is needed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IssueReason {
+    /// The cluster has no bundle.
+    Missing,
+    /// The bundle is not valid yet.
+    NotYetValid(String),
+    /// The bundle is invalid (expired, broken, ...).
+    Invalid(String),
+    /// Less than `lifetime * ratio` remains.
+    GracePeriod {
+        /// When the grace period began.
+        rotate_at: OffsetDateTime,
+        /// When the bundle expires.
+        not_after: OffsetDateTime,
+    },
+    /// The bundle does not trust the signer's root.
+    RootChanged {
+        /// The root the bundle trusts now.
+        current: String,
+        /// The signer's root.
+        signer: String,
+    },
+    /// The bundle's CA was not issued by the signing CA.
+    SignerChanged {
+        /// Who issued the bundle's CA.
+        current_issuer: String,
+        /// The signing CA.
+        signer: String,
+    },
+    /// The bundle was issued with other parameters than the policy now asks for.
+    ParametersChanged {
+        /// Which parameter.
+        field: &'static str,
+        /// Its value in the bundle.
+        current: String,
+        /// The policy's value.
+        wanted: String,
+    },
+}
+
+impl fmt::Display for IssueReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IssueReason::Missing => f.write_str("no cacerts bundle yet"),
+            IssueReason::NotYetValid(e) => write!(f, "bundle not yet valid: {e}"),
+            IssueReason::Invalid(e) => write!(f, "bundle invalid: {e}"),
+            IssueReason::GracePeriod {
+                rotate_at,
+                not_after,
+            } => write!(
+                f,
+                "inside the grace period since {} (expires {})",
+                rfc3339(*rotate_at),
+                rfc3339(*not_after)
+            ),
+            IssueReason::RootChanged { current, signer } => {
+                write!(
+                    f,
+                    "root changed: bundle trusts {current}, signer's root is {signer}"
+                )
+            }
+            IssueReason::SignerChanged {
+                current_issuer,
+                signer,
+            } => {
+                write!(
+                    f,
+                    "signer changed: bundle CA issued by {current_issuer}, signer is {signer}"
+                )
+            }
+            IssueReason::ParametersChanged {
+                field,
+                current,
+                wanted,
+            } => {
+                write!(
+                    f,
+                    "policy changed: {field} is {current}, policy wants {wanted}"
+                )
+            }
+        }
+    }
+}
+
+/// The plan for one cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Plan {
+    /// The bundle is fine until `recheck_at`, when it enters its grace period.
+    Keep {
+        /// When to look again.
+        recheck_at: OffsetDateTime,
+    },
+    /// Issue a new intermediate.
+    Issue {
+        /// Why.
+        reason: IssueReason,
+    },
+}
+
+/// Decides whether `cluster`'s bundle is kept or re-issued under `policy` by `signer` at `now`.
+pub fn plan(
+    policy: &RotationPolicy,
+    signer: &SigningCa,
+    cluster: &str,
+    current: Current<'_>,
+    now: OffsetDateTime,
+) -> Plan {
+    let issue = |reason| Plan::Issue { reason };
+    let bundle = match current {
+        Current::Missing => return issue(IssueReason::Missing),
+        Current::Invalid(e @ Error::NotYetValid { .. }) => {
+            return issue(IssueReason::NotYetValid(e.to_string()))
+        }
+        Current::Invalid(e) => return issue(IssueReason::Invalid(e.to_string())),
+        Current::Valid(b) => b,
+    };
+    if now < bundle.ca_cert().not_before() {
+        return issue(IssueReason::NotYetValid(format!(
+            "notBefore {}",
+            rfc3339(bundle.ca_cert().not_before())
+        )));
+    }
+    let signer_root = signer.bundle().root();
+    if !bundle.trusts_root(signer_root) {
+        return issue(IssueReason::RootChanged {
+            current: bundle.root().subject(),
+            signer: signer_root.subject(),
+        });
+    }
+    let signer_ca = signer.bundle().ca_cert();
+    let ca = bundle.ca_cert();
+    if ca.issuer_der() != signer_ca.subject_der() || ca.verify_signed_by(signer_ca).is_err() {
+        return issue(IssueReason::SignerChanged {
+            current_issuer: ca.issuer(),
+            signer: signer_ca.subject(),
+        });
+    }
+    if let Some(reason) = parameters_changed(policy, cluster, bundle) {
+        return issue(reason);
+    }
+    let not_after = bundle.not_after();
+    let rotate_at = policy.rotate_at(ca.not_before(), not_after);
+    if now >= rotate_at {
+        return issue(IssueReason::GracePeriod {
+            rotate_at,
+            not_after,
+        });
+    }
+    Plan::Keep {
+        recheck_at: rotate_at,
+    }
+}
+
+fn parameters_changed(
+    policy: &RotationPolicy,
+    cluster: &str,
+    bundle: &Cacerts,
+) -> Option<IssueReason> {
+    let ca = bundle.ca_cert();
+    let changed = |field, current: String, wanted: String| {
+        Some(IssueReason::ParametersChanged {
+            field,
+            current,
+            wanted,
+        })
+    };
+    let key_type = ca.key_type();
+    if key_type != Some(policy.key.key_type()) {
+        let current = key_type.map_or_else(|| "unsupported".into(), |k| k.to_string());
+        return changed("key algorithm", current, policy.key.key_type().to_string());
+    }
+    if ca.organization().as_deref() != Some(policy.organization.as_str()) {
+        return changed(
+            "organization",
+            ca.organization().unwrap_or_default(),
+            policy.organization.clone(),
+        );
+    }
+    if ca.locality().as_deref() != Some(cluster) {
+        return changed(
+            "cluster (subject L)",
+            ca.locality().unwrap_or_default(),
+            cluster.to_owned(),
+        );
+    }
+    if ca.ca_pathlen() != Some(Some(policy.pathlen)) {
+        let current = match ca.ca_pathlen() {
+            Some(Some(p)) => p.to_string(),
+            _ => "none".into(),
+        };
+        return changed("pathlen", current, policy.pathlen.to_string());
+    }
+    // A lifetime longer than the policy allows means ttlDays was lowered (gloo-mesh#1154: changed
+    // parameters did not re-issue). Shorter is fine: clamping to the signer shortens it.
+    let lifetime = ca.not_after() - ca.not_before();
+    if lifetime > policy.ttl + crate::profile::BACKDATE + Duration::minutes(1) {
+        return changed(
+            "ttl",
+            crate::time_fmt::human_duration(lifetime),
+            crate::time_fmt::human_duration(policy.ttl),
+        );
+    }
+    None
+}

@@ -1,0 +1,155 @@
+//! SPIFFE IDs of Istio's form: `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
+
+use core::fmt;
+use core::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// A validated Istio workload identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SpiffeId {
+    trust_domain: String,
+    namespace: String,
+    service_account: String,
+}
+
+impl SpiffeId {
+    /// Builds `spiffe://<trust_domain>/ns/<namespace>/sa/<service_account>`, validating each part.
+    pub fn workload(trust_domain: &str, namespace: &str, service_account: &str) -> Result<Self> {
+        format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}").parse()
+    }
+
+    /// The trust domain (e.g. `cluster.local`).
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// The Kubernetes namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The Kubernetes service account.
+    pub fn service_account(&self) -> &str {
+        &self.service_account
+    }
+}
+
+/// Checks a trust domain as the SPIFFE spec defines it (lowercase letters, digits, `.`, `-`, `_`).
+pub fn validate_trust_domain(td: &str) -> core::result::Result<(), String> {
+    if td.is_empty() {
+        return Err("the trust domain is empty".into());
+    }
+    if td.len() > 255 {
+        return Err("the trust domain is longer than 255 characters".into());
+    }
+    if let Some(c) = td
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(format!(
+            "the trust domain may hold only lowercase letters, digits, '.', '-' and '_', not {c:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_segment(what: &str, s: &str) -> core::result::Result<(), String> {
+    if s.is_empty() {
+        return Err(format!("the {what} is empty"));
+    }
+    if s == "." || s == ".." {
+        return Err(format!("the {what} may not be `.` or `..`"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(format!(
+            "the {what} may hold only letters, digits, '.', '-' and '_', not {c:?}"
+        ));
+    }
+    Ok(())
+}
+
+impl FromStr for SpiffeId {
+    type Err = Error;
+
+    fn from_str(id: &str) -> Result<Self> {
+        let bad = |reason: String| Error::InvalidSpiffeId {
+            id: id.to_owned(),
+            reason,
+        };
+        let rest = id
+            .strip_prefix("spiffe://")
+            .ok_or_else(|| bad("it does not start with spiffe://".into()))?;
+        let (td, path) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("it has no path".into()))?;
+        validate_trust_domain(td).map_err(bad)?;
+        let parts: Vec<&str> = path.split('/').collect();
+        match parts.as_slice() {
+            ["ns", ns, "sa", sa] => {
+                validate_segment("namespace", ns).map_err(bad)?;
+                validate_segment("service account", sa).map_err(bad)?;
+                Ok(SpiffeId {
+                    trust_domain: td.to_owned(),
+                    namespace: (*ns).to_owned(),
+                    service_account: (*sa).to_owned(),
+                })
+            }
+            _ => Err(bad(format!(
+                "the path `/{path}` is not /ns/<namespace>/sa/<service-account>"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "spiffe://{}/ns/{}/sa/{}",
+            self.trust_domain, self.namespace, self.service_account
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_istio_ids() {
+        let id: SpiffeId = "spiffe://cluster.local/ns/bookinfo/sa/reviews-v3"
+            .parse()
+            .unwrap();
+        assert_eq!(id.trust_domain(), "cluster.local");
+        assert_eq!(id.namespace(), "bookinfo");
+        assert_eq!(id.service_account(), "reviews-v3");
+        assert_eq!(
+            id.to_string(),
+            "spiffe://cluster.local/ns/bookinfo/sa/reviews-v3"
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_ids() {
+        for (id, needle) in [
+            ("http://cluster.local/ns/a/sa/b", "spiffe://"),
+            ("spiffe://Cluster.Local/ns/a/sa/b", "lowercase"),
+            ("spiffe://cluster.local", "no path"),
+            (
+                "spiffe://cluster.local/ns/a/sa/",
+                "service account is empty",
+            ),
+            ("spiffe://cluster.local/ns/a/b/c", "/ns/<namespace>/sa/"),
+            ("spiffe://cluster.local/ns/../sa/b", "`.` or `..`"),
+            ("spiffe://cluster.local/ns/a b/sa/b", "' '"),
+            ("spiffe:///ns/a/sa/b", "empty"),
+        ] {
+            let e = id.parse::<SpiffeId>().unwrap_err().to_string();
+            assert!(e.contains(needle), "{id}: {e}");
+        }
+    }
+}
