@@ -134,13 +134,7 @@ impl<K: Into<String>, V: Into<Vec<u8>>> FromIterator<(K, V)> for Files {
 
 impl fmt::Debug for Files {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(
-                self.0
-                    .iter()
-                    .map(|(k, v)| (k, format!("{} bytes", v.len()))),
-            )
-            .finish()
+        f.debug_map().entries(self.0.iter().map(|(k, v)| (k, format!("{} bytes", v.len())))).finish()
     }
 }
 
@@ -225,10 +219,7 @@ impl Cacerts {
                 let ca_key = PrivateKey::from_pem(get(CA_KEY), CA_KEY)?;
                 let chain = Certificate::from_pem_all(get(CERT_CHAIN), CERT_CHAIN)?;
                 let roots = Certificate::from_pem_all(get(ROOT_CERT), ROOT_CERT)?;
-                let ca_cert = ca_certs
-                    .into_iter()
-                    .next()
-                    .unwrap_or_else(|| unreachable!("decode_all is non-empty"));
+                let ca_cert = ca_certs.into_iter().next().unwrap_or_else(|| unreachable!("decode_all is non-empty"));
                 if chain[0] != ca_cert {
                     return Err(Error::ChainOrder {
                         file: CERT_CHAIN.into(),
@@ -265,15 +256,12 @@ impl Cacerts {
         roots: Vec<Certificate>,
         now: OffsetDateTime,
     ) -> Result<Self> {
-        let ca_cert = chain.first().cloned().ok_or_else(|| Error::EmptyPem {
-            file: CERT_CHAIN.into(),
-            expected: "CERTIFICATE",
-        })?;
+        let ca_cert = chain
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::EmptyPem { file: CERT_CHAIN.into(), expected: "CERTIFICATE" })?;
         if roots.is_empty() {
-            return Err(Error::EmptyPem {
-                file: ROOT_CERT.into(),
-                expected: "CERTIFICATE",
-            });
+            return Err(Error::EmptyPem { file: ROOT_CERT.into(), expected: "CERTIFICATE" });
         }
         Self::assemble(ca_cert, ca_key, chain, roots, Layout::Istio, now)
     }
@@ -307,10 +295,7 @@ impl Cacerts {
         }
         for r in &roots {
             if !r.is_self_signed() {
-                return Err(Error::NotARoot {
-                    file: roots_file.into(),
-                    subject: r.subject(),
-                });
+                return Err(Error::NotARoot { file: roots_file.into(), subject: r.subject() });
             }
         }
 
@@ -342,14 +327,11 @@ impl Cacerts {
         let mut path = chain;
         let reached = if last.is_self_signed() {
             roots.iter().position(|r| {
-                *r == last
-                    || (r.subject_der() == last.subject_der()
-                        && r.public_key_raw() == last.public_key_raw())
+                *r == last || (r.subject_der() == last.subject_der() && r.public_key_raw() == last.public_key_raw())
             })
         } else {
-            let found = roots.iter().position(|r| {
-                r.subject_der() == last.issuer_der() && last.verify_signed_by(r).is_ok()
-            });
+            let found =
+                roots.iter().position(|r| r.subject_der() == last.issuer_der() && last.verify_signed_by(r).is_ok());
             if let Some(i) = found {
                 path.push(roots[i].clone());
             }
@@ -361,11 +343,7 @@ impl Cacerts {
                 subject: last.subject(),
                 issuer: last.issuer(),
                 roots_file: roots_file.into(),
-                roots: roots
-                    .iter()
-                    .map(Certificate::subject)
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                roots: roots.iter().map(Certificate::subject).collect::<Vec<_>>().join("; "),
             });
         }
 
@@ -379,35 +357,20 @@ impl Cacerts {
                 roots_file
             };
             let Some(pathlen) = c.ca_pathlen() else {
-                return Err(Error::NotCa {
-                    file: file.into(),
-                    subject: c.subject(),
-                });
+                return Err(Error::NotCa { file: file.into(), subject: c.subject() });
             };
             if c.allows_cert_sign() == Some(false) {
-                return Err(Error::NoKeyCertSign {
-                    file: file.into(),
-                    subject: c.subject(),
-                });
+                return Err(Error::NoKeyCertSign { file: file.into(), subject: c.subject() });
             }
             // CAs below this one on the path, not counting self-issued ones (RFC 5280 4.2.1.9).
             let below = path[..depth].iter().filter(|b| !b.is_self_issued()).count();
             if let Some(p) = pathlen {
                 if usize::from(p) < below {
-                    return Err(Error::PathLenExceeded {
-                        file: file.into(),
-                        subject: c.subject(),
-                        pathlen: p,
-                        below,
-                    });
+                    return Err(Error::PathLenExceeded { file: file.into(), subject: c.subject(), pathlen: p, below });
                 }
             }
             if let Some(missing) = c.eku_missing_for_mtls() {
-                return Err(Error::CaEkuTooNarrow {
-                    file: file.into(),
-                    subject: c.subject(),
-                    missing,
-                });
+                return Err(Error::CaEkuTooNarrow { file: file.into(), subject: c.subject(), missing });
             }
             if now < c.not_before() {
                 return Err(Error::NotYetValid {
@@ -418,41 +381,23 @@ impl Cacerts {
                 });
             }
             if now > c.not_after() {
-                return Err(Error::Expired {
-                    file: file.into(),
-                    subject: c.subject(),
-                    not_after: c.not_after(),
-                    now,
-                });
+                return Err(Error::Expired { file: file.into(), subject: c.subject(), not_after: c.not_after(), now });
             }
         }
 
         let mut warnings = Vec::new();
         for pair in path.windows(2) {
             if pair[0].not_after() > pair[1].not_after() {
-                warnings.push(Warning::OutlivesIssuer {
-                    subject: pair[0].subject(),
-                    issuer: pair[1].subject(),
-                });
+                warnings.push(Warning::OutlivesIssuer { subject: pair[0].subject(), issuer: pair[1].subject() });
             }
         }
         let root = &path[path.len() - 1];
         for r in &roots {
             if r != root && now > r.not_after() {
-                warnings.push(Warning::ExpiredExtraRoot {
-                    subject: r.subject(),
-                });
+                warnings.push(Warning::ExpiredExtraRoot { subject: r.subject() });
             }
         }
-        Ok(Cacerts {
-            ca_cert,
-            ca_key,
-            path,
-            chain_len,
-            roots,
-            layout,
-            warnings,
-        })
+        Ok(Cacerts { ca_cert, ca_key, path, chain_len, roots, layout, warnings })
     }
 
     /// The signing CA certificate (`ca-cert.pem`).
@@ -502,11 +447,7 @@ impl Cacerts {
 
     /// The earliest notAfter on the path: after it, nothing this CA signs verifies.
     pub fn not_after(&self) -> OffsetDateTime {
-        self.path
-            .iter()
-            .map(Certificate::not_after)
-            .min()
-            .unwrap_or_else(|| self.ca_cert.not_after())
+        self.path.iter().map(Certificate::not_after).min().unwrap_or_else(|| self.ca_cert.not_after())
     }
 
     /// The SHA-256 fingerprint of the root the chain reaches.
@@ -517,13 +458,7 @@ impl Cacerts {
     /// The bundle as files in `layout`. `cert-chain.pem` always runs up to and including the root
     /// (Istio's recommended form); `tls.crt` holds the chain without the root, `ca.crt` the roots.
     pub fn to_files(&self, layout: Layout) -> Files {
-        let pem_of = |certs: &[Certificate]| {
-            certs
-                .iter()
-                .map(Certificate::to_pem)
-                .collect::<String>()
-                .into_bytes()
-        };
+        let pem_of = |certs: &[Certificate]| certs.iter().map(Certificate::to_pem).collect::<String>().into_bytes();
         let mut files = Files::new();
         let key = self.ca_key.to_pkcs8_pem();
         match layout {
@@ -535,11 +470,7 @@ impl Cacerts {
             }
             Layout::Tls => {
                 let without_root = &self.path[..self.path.len() - 1];
-                let chain = if without_root.is_empty() {
-                    &self.path[..]
-                } else {
-                    without_root
-                };
+                let chain = if without_root.is_empty() { &self.path[..] } else { without_root };
                 files.insert(TLS_CRT, pem_of(chain));
                 files.insert(TLS_KEY, key.as_bytes().to_vec());
                 files.insert(CA_CRT, pem_of(&self.roots));
@@ -554,24 +485,14 @@ fn detect_layout(files: &Files) -> Result<Layout> {
     let present_tls = TLS_FILES.iter().filter(|f| files.contains(f)).count();
     let (layout, names, expected) = if present_istio > 0 {
         // istiod prefers the classic layout when ca-cert.pem is there.
-        (
-            Layout::Istio,
-            &ISTIO_FILES[..],
-            "ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem",
-        )
+        (Layout::Istio, &ISTIO_FILES[..], "ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem")
     } else if present_tls > 0 {
         (Layout::Tls, &TLS_FILES[..], "tls.crt, tls.key, ca.crt")
     } else {
-        return Err(Error::NoBundle {
-            present: files.names(),
-        });
+        return Err(Error::NoBundle { present: files.names() });
     };
     if let Some(missing) = names.iter().find(|f| !files.contains(f)) {
-        return Err(Error::MissingFile {
-            missing: (*missing).into(),
-            present: files.names(),
-            expected,
-        });
+        return Err(Error::MissingFile { missing: (*missing).into(), present: files.names(), expected });
     }
     Ok(layout)
 }

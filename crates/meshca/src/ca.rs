@@ -94,34 +94,22 @@ pub struct LeafParams {
 impl LeafParams {
     /// A 24-hour P-256 certificate for `spiffe_id`.
     pub fn new(spiffe_id: SpiffeId) -> Self {
-        LeafParams {
-            spiffe_id,
-            ttl: Duration::hours(24),
-            key: KeyAlgorithm::EcdsaP256,
-        }
+        LeafParams { spiffe_id, ttl: Duration::hours(24), key: KeyAlgorithm::EcdsaP256 }
     }
 }
 
 /// Checks a cluster name: it becomes a subject attribute and a directory name, so it must be a
 /// plain identifier (letters, digits, `-`, `_`, `.`; not starting with `.`).
 pub fn validate_cluster_name(name: &str) -> Result<()> {
-    let bad = |reason: &str| Error::InvalidParameter {
-        field: "cluster".into(),
-        reason: format!("`{name}`: {reason}"),
-    };
+    let bad = |reason: &str| Error::InvalidParameter { field: "cluster".into(), reason: format!("`{name}`: {reason}") };
     if name.is_empty() || name.len() > 253 {
         return Err(bad("a cluster name has 1 to 253 characters"));
     }
     if name.starts_with('.') || name.starts_with('-') {
         return Err(bad("a cluster name may not start with '.' or '-'"));
     }
-    if name
-        .chars()
-        .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        return Err(bad(
-            "a cluster name may hold only letters, digits, '-', '_' and '.'",
-        ));
+    if name.chars().any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        return Err(bad("a cluster name may hold only letters, digits, '-', '_' and '.'"));
     }
     Ok(())
 }
@@ -194,10 +182,7 @@ pub struct Csr {
 
 impl fmt::Debug for Csr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Csr")
-            .field("subject", &self.subject)
-            .field("key_type", &self.key_type)
-            .finish()
+        f.debug_struct("Csr").field("subject", &self.subject).field("key_type", &self.key_type).finish()
     }
 }
 
@@ -207,10 +192,7 @@ impl Csr {
         validate_cluster_name(cluster)?;
         let req = profile::intermediate_request(cluster, organization)
             .serialize_request(key.pair())
-            .map_err(|e| Error::Issuance {
-                what: "a CSR",
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| Error::Issuance { what: "a CSR", detail: e.to_string() })?;
         Ok(pem::encode("CERTIFICATE REQUEST", req.der()))
     }
 
@@ -221,20 +203,14 @@ impl Csr {
         let block = blocks
             .iter()
             .find(|b| b.label == "CERTIFICATE REQUEST" || b.label == "NEW CERTIFICATE REQUEST")
-            .ok_or_else(|| Error::EmptyPem {
-                file: file.to_owned(),
-                expected: "CERTIFICATE REQUEST",
-            })?;
+            .ok_or_else(|| Error::EmptyPem { file: file.to_owned(), expected: "CERTIFICATE REQUEST" })?;
         Self::from_der(&block.der, file)
     }
 
     /// Parses a DER CSR and verifies its self-signature (proof that the requester holds the key).
     pub fn from_der(der_bytes: &[u8], file: &str) -> Result<Self> {
         use der::Decode;
-        let bad = |detail: String| Error::Csr {
-            file: file.to_owned(),
-            detail,
-        };
+        let bad = |detail: String| Error::Csr { file: file.to_owned(), detail };
         let req = x509_cert::request::CertReq::from_der(der_bytes)
             .map_err(|e| bad(format!("not a PKCS#10 certificate request ({e})")))?;
         let spki = &req.info.public_key;
@@ -242,35 +218,22 @@ impl Csr {
         let key_type = match kind {
             PublicKeyKind::Supported(t) => t,
             PublicKeyKind::WeakRsa { bits } => {
-                return Err(Error::WeakRsaKey {
-                    file: file.to_owned(),
-                    what: "the CSR's key".into(),
-                    bits,
-                })
+                return Err(Error::WeakRsaKey { file: file.to_owned(), what: "the CSR's key".into(), bits })
             }
-            PublicKeyKind::Unsupported(alg) => return Err(bad(format!(
-                "the CSR's {alg} key is not usable by istiod; use ECDSA P-256/P-384 or RSA >= 2048"
-            ))),
+            PublicKeyKind::Unsupported(alg) => {
+                return Err(bad(format!(
+                    "the CSR's {alg} key is not usable by istiod; use ECDSA P-256/P-384 or RSA >= 2048"
+                )))
+            }
         };
         let raw = spki.subject_public_key.raw_bytes().to_vec();
         let tbs = crate::cert::tbs_range(der_bytes).map_err(|e| bad(e.to_string()))?;
-        let sig = req
-            .signature
-            .as_bytes()
-            .ok_or_else(|| bad("malformed signature".into()))?;
+        let sig = req.signature.as_bytes().ok_or_else(|| bad("malformed signature".into()))?;
         crate::cert::verify_signature(req.algorithm.oid, key_type, &raw, &der_bytes[tbs], sig).map_err(|_| {
             bad("the CSR's signature does not verify with its own public key; it was altered or is corrupt".into())
         })?;
-        let subject = if req.info.subject.0.is_empty() {
-            "(empty)".into()
-        } else {
-            req.info.subject.to_string()
-        };
-        Ok(Csr {
-            subject,
-            key_type,
-            public_key_raw: raw,
-        })
+        let subject = if req.info.subject.0.is_empty() { "(empty)".into() } else { req.info.subject.to_string() };
+        Ok(Csr { subject, key_type, public_key_raw: raw })
     }
 
     /// The subject the requester asked for (informational: the profile decides the real one).
@@ -324,12 +287,7 @@ impl SignedCa {
 
     /// The files of a `cacerts` bundle except `ca-key.pem`, which only the cluster holds.
     pub fn to_files(&self) -> Files {
-        let pem_of = |c: &[Certificate]| {
-            c.iter()
-                .map(Certificate::to_pem)
-                .collect::<String>()
-                .into_bytes()
-        };
+        let pem_of = |c: &[Certificate]| c.iter().map(Certificate::to_pem).collect::<String>().into_bytes();
         let mut files = Files::new();
         files.insert(crate::bundle::CA_CERT, self.chain[0].to_pem().into_bytes());
         files.insert(crate::bundle::CERT_CHAIN, pem_of(&self.chain));
@@ -362,29 +320,13 @@ impl SigningCa {
 
     /// Generates a self-signed root. The returned signer's files are the seed's management
     /// Secret: ca-cert, cert-chain and root-cert all hold the root.
-    pub fn generate_root(
-        params: &RootParams,
-        rng: &mut dyn CryptoRngCore,
-        now: OffsetDateTime,
-    ) -> Result<Self> {
+    pub fn generate_root(params: &RootParams, rng: &mut dyn CryptoRngCore, now: OffsetDateTime) -> Result<Self> {
         check_ttl("ttl", params.ttl)?;
         let key = PrivateKey::generate(params.key, rng)?;
-        let common = Common {
-            serial: random_serial(rng),
-            not_before: now - BACKDATE,
-            not_after: now + params.ttl,
-        };
-        let cert = profile::root(
-            common,
-            &params.common_name,
-            &params.organization,
-            params.pathlen,
-        )
-        .self_signed(key.pair())
-        .map_err(|e| Error::Issuance {
-            what: "a root",
-            detail: e.to_string(),
-        })?;
+        let common = Common { serial: random_serial(rng), not_before: now - BACKDATE, not_after: now + params.ttl };
+        let cert = profile::root(common, &params.common_name, &params.organization, params.pathlen)
+            .self_signed(key.pair())
+            .map_err(|e| Error::Issuance { what: "a root", detail: e.to_string() })?;
         let cert = Certificate::from_der(cert.der(), "root", 1)?;
         let bundle = Cacerts::from_parts(key, vec![cert.clone()], vec![cert], now)?;
         Ok(SigningCa { bundle })
@@ -413,10 +355,7 @@ impl SigningCa {
         let signed = self.sign_ca(key.public_key_raw(), key.key_type(), params, rng, now)?;
         let clamped_from = signed.clamped_from;
         let bundle = signed.value.into_cacerts(key, now)?;
-        Ok(Issued {
-            value: bundle,
-            clamped_from,
-        })
+        Ok(Issued { value: bundle, clamped_from })
     }
 
     /// Signs a per-cluster intermediate for `csr`; the profile (from `params`), not the CSR,
@@ -443,23 +382,12 @@ impl SigningCa {
         validate_cluster_name(&params.cluster)?;
         check_ttl("ttl", params.ttl)?;
         let (common, clamped_from) = self.window(params.ttl, rng, now);
-        let p = profile::intermediate(
-            common,
-            &params.cluster,
-            &params.organization,
-            &params.common_name,
-            params.pathlen,
-        )?;
+        let p =
+            profile::intermediate(common, &params.cluster, &params.organization, &params.common_name, params.pathlen)?;
         let cert = self.sign(&p, public_key_raw, key_type, "an intermediate")?;
         let mut chain = vec![cert];
         chain.extend(self.bundle.path().iter().cloned());
-        Ok(Issued {
-            value: SignedCa {
-                chain,
-                roots: self.bundle.roots().to_vec(),
-            },
-            clamped_from,
-        })
+        Ok(Issued { value: SignedCa { chain, roots: self.bundle.roots().to_vec() }, clamped_from })
     }
 
     /// Issues a workload certificate as istiod would, with a new key.
@@ -482,22 +410,9 @@ impl SigningCa {
         let key = PrivateKey::generate(params.key, rng)?;
         let (common, clamped_from) = self.window(params.ttl, rng, now);
         let p = profile::leaf(common, &params.spiffe_id)?;
-        let cert = self.sign(
-            &p,
-            key.public_key_raw(),
-            key.key_type(),
-            "a workload certificate",
-        )?;
-        let leaf = Leaf {
-            cert,
-            key,
-            ca_path: self.bundle.path().to_vec(),
-            roots: self.bundle.roots().to_vec(),
-        };
-        Ok(Issued {
-            value: leaf,
-            clamped_from,
-        })
+        let cert = self.sign(&p, key.public_key_raw(), key.key_type(), "a workload certificate")?;
+        let leaf = Leaf { cert, key, ca_path: self.bundle.path().to_vec(), roots: self.bundle.roots().to_vec() };
+        Ok(Issued { value: leaf, clamped_from })
     }
 
     fn sign(
@@ -508,30 +423,16 @@ impl SigningCa {
         what: &'static str,
     ) -> Result<Certificate> {
         let ca = self.bundle.ca_cert();
-        let issuer = rcgen::Issuer::from_ca_cert_der(
-            &CertificateDer::from(ca.der()),
-            self.bundle.ca_key().pair(),
-        )
-        .map_err(|_| Error::IssuerNameNotRepresentable {
-            subject: ca.subject(),
-        })?;
-        let subject_key = RequestedKey {
-            raw: public_key_raw,
-            alg: key_type.rcgen_alg(),
-        };
-        let issued = params
-            .signed_by(&subject_key, &issuer)
-            .map_err(|e| Error::Issuance {
-                what,
-                detail: e.to_string(),
-            })?;
+        let issuer = rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(ca.der()), self.bundle.ca_key().pair())
+            .map_err(|_| Error::IssuerNameNotRepresentable { subject: ca.subject() })?;
+        let subject_key = RequestedKey { raw: public_key_raw, alg: key_type.rcgen_alg() };
+        let issued =
+            params.signed_by(&subject_key, &issuer).map_err(|e| Error::Issuance { what, detail: e.to_string() })?;
         let cert = Certificate::from_der(issued.der(), "issued certificate", 1)?;
         // rcgen rebuilds the issuer name from parsed attributes; verifiers link certificates by
         // exact name bytes, so refuse rather than hand out a certificate that would not chain.
         if cert.issuer_der() != ca.subject_der() {
-            return Err(Error::IssuerNameNotRepresentable {
-                subject: ca.subject(),
-            });
+            return Err(Error::IssuerNameNotRepresentable { subject: ca.subject() });
         }
         Ok(cert)
     }
@@ -546,39 +447,17 @@ impl SigningCa {
     ) -> (Common, Option<OffsetDateTime>) {
         let requested = now + ttl;
         let limit = self.bundle.not_after();
-        let (not_after, clamped_from) = if requested > limit {
-            (limit, Some(requested))
-        } else {
-            (requested, None)
-        };
+        let (not_after, clamped_from) = if requested > limit { (limit, Some(requested)) } else { (requested, None) };
         let not_before = (now - BACKDATE).max(self.bundle.ca_cert().not_before());
-        (
-            Common {
-                serial: random_serial(rng),
-                not_before,
-                not_after,
-            },
-            clamped_from,
-        )
+        (Common { serial: random_serial(rng), not_before, not_after }, clamped_from)
     }
 
     fn check_valid_at(&self, now: OffsetDateTime) -> Result<()> {
         let ca = self.bundle.ca_cert();
-        let not_before = self
-            .bundle
-            .path()
-            .iter()
-            .map(Certificate::not_before)
-            .max()
-            .unwrap_or(ca.not_before());
+        let not_before = self.bundle.path().iter().map(Certificate::not_before).max().unwrap_or(ca.not_before());
         let not_after = self.bundle.not_after();
         if now < not_before || now >= not_after {
-            return Err(Error::SignerNotValid {
-                subject: ca.subject(),
-                now,
-                not_before,
-                not_after,
-            });
+            return Err(Error::SignerNotValid { subject: ca.subject(), now, not_before, not_after });
         }
         Ok(())
     }
@@ -606,10 +485,7 @@ impl SigningCa {
 
 fn check_ttl(field: &str, ttl: Duration) -> Result<()> {
     if ttl <= Duration::ZERO {
-        return Err(Error::InvalidParameter {
-            field: field.into(),
-            reason: "the lifetime must be positive".into(),
-        });
+        return Err(Error::InvalidParameter { field: field.into(), reason: "the lifetime must be positive".into() });
     }
     Ok(())
 }

@@ -8,18 +8,16 @@ use der::{Decode, Encode, Reader, SliceReader};
 use time::OffsetDateTime;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
-    SubjectAltName, SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName,
+    SubjectKeyIdentifier,
 };
 
 use crate::error::{Error, Result};
 use crate::key::{self, KeyType};
 use crate::pem;
 
-pub(crate) const OID_SERVER_AUTH: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
-pub(crate) const OID_CLIENT_AUTH: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
+pub(crate) const OID_SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
+pub(crate) const OID_CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
 const OID_ANY_EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
 pub(crate) const OID_O: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
 pub(crate) const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
@@ -108,18 +106,10 @@ impl fmt::Debug for Certificate {
 impl Certificate {
     /// Parses one DER certificate. `file` and `index` (1-based) name it in errors.
     pub fn from_der(der_bytes: &[u8], file: &str, index: usize) -> Result<Self> {
-        let bad = |detail: String| Error::CertificateParse {
-            file: file.to_owned(),
-            index,
-            detail,
-        };
+        let bad = |detail: String| Error::CertificateParse { file: file.to_owned(), index, detail };
         let parsed = x509_cert::Certificate::from_der(der_bytes).map_err(|e| bad(e.to_string()))?;
         let tbs = tbs_range(der_bytes).map_err(|e| bad(e.to_string()))?;
-        Ok(Certificate {
-            der: der_bytes.to_vec(),
-            parsed,
-            tbs,
-        })
+        Ok(Certificate { der: der_bytes.to_vec(), parsed, tbs })
     }
 
     /// Parses every `CERTIFICATE` block of a PEM file; other blocks are an error.
@@ -174,20 +164,14 @@ impl Certificate {
 
     /// The first value of a subject attribute (e.g. [`OID_O`]), if present and a string.
     pub(crate) fn subject_attr(&self, oid: ObjectIdentifier) -> Option<String> {
-        self.tbs()
-            .subject
-            .0
-            .iter()
-            .flat_map(|rdn| rdn.0.iter())
-            .find(|atv| atv.oid == oid)
-            .and_then(|atv| {
-                let any = &atv.value;
-                Utf8StringRef::try_from(any)
-                    .map(|s| s.as_str().to_owned())
-                    .or_else(|_| PrintableStringRef::try_from(any).map(|s| s.as_str().to_owned()))
-                    .or_else(|_| TeletexStringRef::try_from(any).map(|s| s.as_str().to_owned()))
-                    .ok()
-            })
+        self.tbs().subject.0.iter().flat_map(|rdn| rdn.0.iter()).find(|atv| atv.oid == oid).and_then(|atv| {
+            let any = &atv.value;
+            Utf8StringRef::try_from(any)
+                .map(|s| s.as_str().to_owned())
+                .or_else(|_| PrintableStringRef::try_from(any).map(|s| s.as_str().to_owned()))
+                .or_else(|_| TeletexStringRef::try_from(any).map(|s| s.as_str().to_owned()))
+                .ok()
+        })
     }
 
     /// Common name (CN) of the subject.
@@ -256,8 +240,7 @@ impl Certificate {
 
     /// `None` if there is no keyUsage extension, else whether it includes keyCertSign.
     pub fn allows_cert_sign(&self) -> Option<bool> {
-        self.ext::<KeyUsage>()
-            .map(|(_, ku)| ku.0.contains(KeyUsages::KeyCertSign))
+        self.ext::<KeyUsage>().map(|(_, ku)| ku.0.contains(KeyUsages::KeyCertSign))
     }
 
     /// keyUsage names, in RFC 5280 order.
@@ -305,10 +288,7 @@ impl Certificate {
         if ekus.contains(&OID_ANY_EKU) {
             return None;
         }
-        match (
-            ekus.contains(&OID_SERVER_AUTH),
-            ekus.contains(&OID_CLIENT_AUTH),
-        ) {
+        match (ekus.contains(&OID_SERVER_AUTH), ekus.contains(&OID_CLIENT_AUTH)) {
             (true, true) => None,
             (true, false) => Some("clientAuth"),
             (false, true) => Some("serverAuth"),
@@ -346,10 +326,7 @@ impl Certificate {
 
     /// URI SANs (SPIFFE IDs for workload certificates).
     pub fn uri_sans(&self) -> Vec<String> {
-        self.san_strings()
-            .into_iter()
-            .filter_map(|s| s.strip_prefix("URI:").map(str::to_owned))
-            .collect()
+        self.san_strings().into_iter().filter_map(|s| s.strip_prefix("URI:").map(str::to_owned)).collect()
     }
 
     /// Whether the subjectAltName extension is marked critical.
@@ -359,14 +336,12 @@ impl Certificate {
 
     /// subjectKeyIdentifier, hex with colons.
     pub fn subject_key_id(&self) -> Option<String> {
-        self.ext::<SubjectKeyIdentifier>()
-            .map(|(_, ski)| hex_colon(ski.0.as_bytes()))
+        self.ext::<SubjectKeyIdentifier>().map(|(_, ski)| hex_colon(ski.0.as_bytes()))
     }
 
     /// authorityKeyIdentifier keyIdentifier, hex with colons.
     pub fn authority_key_id(&self) -> Option<String> {
-        self.ext::<AuthorityKeyIdentifier>()
-            .and_then(|(_, aki)| aki.key_identifier.map(|k| hex_colon(k.as_bytes())))
+        self.ext::<AuthorityKeyIdentifier>().and_then(|(_, aki)| aki.key_identifier.map(|k| hex_colon(k.as_bytes())))
     }
 
     /// The certificate's public key type.
@@ -384,10 +359,7 @@ impl Certificate {
 
     /// The subjectPublicKey BIT STRING contents.
     pub fn public_key_raw(&self) -> &[u8] {
-        self.tbs()
-            .subject_public_key_info
-            .subject_public_key
-            .raw_bytes()
+        self.tbs().subject_public_key_info.subject_public_key.raw_bytes()
     }
 
     /// Name of the signature algorithm.
@@ -403,47 +375,28 @@ impl Certificate {
     pub(crate) fn check_algorithms(&self, file: &str) -> Result<()> {
         match SigAlg::from_oid(self.parsed.signature_algorithm.oid) {
             Ok(SigAlg::Weak(algorithm)) => {
-                return Err(Error::WeakSignature {
-                    file: file.to_owned(),
-                    subject: self.subject(),
-                    algorithm,
-                })
+                return Err(Error::WeakSignature { file: file.to_owned(), subject: self.subject(), algorithm })
             }
             Err(algorithm) => {
-                return Err(Error::UnsupportedSignature {
-                    file: file.to_owned(),
-                    subject: self.subject(),
-                    algorithm,
-                })
+                return Err(Error::UnsupportedSignature { file: file.to_owned(), subject: self.subject(), algorithm })
             }
             Ok(_) => {}
         }
         match self.public_key_kind() {
             PublicKeyKind::Supported(_) => Ok(()),
-            PublicKeyKind::WeakRsa { bits } => Err(Error::WeakRsaKey {
-                file: file.to_owned(),
-                what: self.subject(),
-                bits,
-            }),
-            PublicKeyKind::Unsupported(algorithm) => Err(Error::UnsupportedPublicKey {
-                file: file.to_owned(),
-                subject: self.subject(),
-                algorithm,
-            }),
+            PublicKeyKind::WeakRsa { bits } => {
+                Err(Error::WeakRsaKey { file: file.to_owned(), what: self.subject(), bits })
+            }
+            PublicKeyKind::Unsupported(algorithm) => {
+                Err(Error::UnsupportedPublicKey { file: file.to_owned(), subject: self.subject(), algorithm })
+            }
         }
     }
 
     /// Verifies this certificate's signature with `issuer`'s public key.
-    pub fn verify_signed_by(
-        &self,
-        issuer: &Certificate,
-    ) -> core::result::Result<(), SignatureError> {
+    pub fn verify_signed_by(&self, issuer: &Certificate) -> core::result::Result<(), SignatureError> {
         let key_type = issuer.key_type().ok_or(SignatureError::Unsupported)?;
-        let signature = self
-            .parsed
-            .signature
-            .as_bytes()
-            .ok_or(SignatureError::Invalid)?;
+        let signature = self.parsed.signature.as_bytes().ok_or(SignatureError::Invalid)?;
         verify_signature(
             self.parsed.signature_algorithm.oid,
             key_type,
@@ -471,11 +424,7 @@ pub(crate) fn spki_kind(spki: &spki::SubjectPublicKeyInfoOwned) -> PublicKeyKind
         };
     }
     if oid == key::OID_EC_PUBLIC_KEY {
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+        let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
         return match curve {
             Some(c) if c == key::OID_P256 => PublicKeyKind::Supported(KeyType::EcdsaP256),
             Some(c) if c == key::OID_P384 => PublicKeyKind::Supported(KeyType::EcdsaP384),
@@ -572,12 +521,7 @@ mod tests {
 
     #[test]
     fn garbage_der_is_a_named_parse_error() {
-        let e =
-            Certificate::from_der(&[0x30, 0x03, 0x02, 0x01, 0x01], "ca-cert.pem", 1).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("ca-cert.pem: certificate #1 is not a valid X.509"),
-            "{e}"
-        );
+        let e = Certificate::from_der(&[0x30, 0x03, 0x02, 0x01, 0x01], "ca-cert.pem", 1).unwrap_err();
+        assert!(e.to_string().starts_with("ca-cert.pem: certificate #1 is not a valid X.509"), "{e}");
     }
 }

@@ -309,9 +309,7 @@ pub enum Error {
     },
 
     /// An RSA key is shorter than 2048 bits.
-    #[error(
-        "{file}: {what} is an RSA key of {bits} bits; istiod and meshca need at least 2048 bits"
-    )]
+    #[error("{file}: {what} is an RSA key of {bits} bits; istiod and meshca need at least 2048 bits")]
     WeakRsaKey {
         /// File name.
         file: String,
@@ -354,9 +352,7 @@ pub enum Error {
     },
 
     /// An EC key on a curve other than P-256/P-384.
-    #[error(
-        "{file}: the EC private key is on curve {curve}; istiod supports only P-256 and P-384"
-    )]
+    #[error("{file}: the EC private key is on curve {curve}; istiod supports only P-256 and P-384")]
     UnknownCurve {
         /// File name.
         file: String,
@@ -394,7 +390,9 @@ pub enum Error {
 
     // ---- issuance ------------------------------------------------------------------------
     /// A SPIFFE ID that is not of Istio's form.
-    #[error("invalid SPIFFE ID `{id}`: {reason}; expected spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>")]
+    #[error(
+        "invalid SPIFFE ID `{id}`: {reason}; expected spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>"
+    )]
     InvalidSpiffeId {
         /// The ID given.
         id: String,

@@ -16,10 +16,8 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::error::{Error, Result};
 use crate::pem;
 
-pub(crate) const OID_RSA_ENCRYPTION: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-pub(crate) const OID_EC_PUBLIC_KEY: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+pub(crate) const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+pub(crate) const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 pub(crate) const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 pub(crate) const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 pub(crate) const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
@@ -69,9 +67,7 @@ impl KeyAlgorithm {
             2048 => Ok(KeyAlgorithm::Rsa2048),
             3072 => Ok(KeyAlgorithm::Rsa3072),
             4096 => Ok(KeyAlgorithm::Rsa4096),
-            other => Err(Error::UnknownKeyAlgorithmName {
-                name: format!("rsa-{other}"),
-            }),
+            other => Err(Error::UnknownKeyAlgorithmName { name: format!("rsa-{other}") }),
         }
     }
 
@@ -156,29 +152,18 @@ impl PrivateKey {
     /// Generates a key. All randomness comes from `rng` (key generation goes through the
     /// RustCrypto `p256`/`p384`/`rsa` crates because ring's RNG trait is sealed).
     pub fn generate(alg: KeyAlgorithm, rng: &mut dyn CryptoRngCore) -> Result<Self> {
-        let failed = |e: &dyn fmt::Display| Error::Issuance {
-            what: "a private key",
-            detail: e.to_string(),
-        };
+        let failed = |e: &dyn fmt::Display| Error::Issuance { what: "a private key", detail: e.to_string() };
         let mut rng = rng;
         let doc = match alg {
             KeyAlgorithm::EcdsaP256 => p256::SecretKey::random(&mut rng).to_pkcs8_der(),
             KeyAlgorithm::EcdsaP384 => p384::SecretKey::random(&mut rng).to_pkcs8_der(),
             KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
-                let KeyType::Rsa { bits } = alg.key_type() else {
-                    unreachable!()
-                };
-                rsa::RsaPrivateKey::new(&mut rng, bits)
-                    .map_err(|e| failed(&e))?
-                    .to_pkcs8_der()
+                let KeyType::Rsa { bits } = alg.key_type() else { unreachable!() };
+                rsa::RsaPrivateKey::new(&mut rng, bits).map_err(|e| failed(&e))?.to_pkcs8_der()
             }
         }
         .map_err(|e| failed(&e))?;
-        Self::from_normalized_pkcs8(
-            alg.key_type(),
-            Zeroizing::new(doc.as_bytes().to_vec()),
-            "generated key",
-        )
+        Self::from_normalized_pkcs8(alg.key_type(), Zeroizing::new(doc.as_bytes().to_vec()), "generated key")
     }
 
     /// Reads the first private key in `pem`: PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`)
@@ -190,21 +175,15 @@ impl PrivateKey {
         for block in &blocks {
             match block.label.as_str() {
                 "EC PARAMETERS" => {
-                    curve_hint = Some(ObjectIdentifier::from_der(&block.der).map_err(|e| {
-                        Error::KeyParse {
-                            file: file.to_owned(),
-                            detail: format!("EC PARAMETERS block is not a named curve: {e}"),
-                        }
+                    curve_hint = Some(ObjectIdentifier::from_der(&block.der).map_err(|e| Error::KeyParse {
+                        file: file.to_owned(),
+                        detail: format!("EC PARAMETERS block is not a named curve: {e}"),
                     })?);
                 }
                 "PRIVATE KEY" => return Self::from_pkcs8_der(&block.der, file),
                 "RSA PRIVATE KEY" => return Self::from_pkcs1_der(&block.der, file),
                 "EC PRIVATE KEY" => return Self::from_sec1_der(&block.der, curve_hint, file),
-                "ENCRYPTED PRIVATE KEY" => {
-                    return Err(Error::EncryptedKey {
-                        file: file.to_owned(),
-                    })
-                }
+                "ENCRYPTED PRIVATE KEY" => return Err(Error::EncryptedKey { file: file.to_owned() }),
                 other => {
                     return Err(Error::KeyParse {
                         file: file.to_owned(),
@@ -213,147 +192,83 @@ impl PrivateKey {
                 }
             }
         }
-        Err(Error::EmptyPem {
-            file: file.to_owned(),
-            expected: "PRIVATE KEY",
-        })
+        Err(Error::EmptyPem { file: file.to_owned(), expected: "PRIVATE KEY" })
     }
 
     /// Reads a PKCS#8 `PrivateKeyInfo`.
     pub fn from_pkcs8_der(der_bytes: &[u8], file: &str) -> Result<Self> {
-        let bad = |detail: String| Error::KeyParse {
-            file: file.to_owned(),
-            detail,
-        };
-        let info =
-            pkcs8::PrivateKeyInfo::try_from(der_bytes).map_err(|e| bad(format!("PKCS#8: {e}")))?;
+        let bad = |detail: String| Error::KeyParse { file: file.to_owned(), detail };
+        let info = pkcs8::PrivateKeyInfo::try_from(der_bytes).map_err(|e| bad(format!("PKCS#8: {e}")))?;
         let oid = info.algorithm.oid;
         if oid == OID_RSA_ENCRYPTION {
             let bits = rsa_bits(info.private_key, file)?;
-            return Self::from_normalized_pkcs8(
-                KeyType::Rsa { bits },
-                Zeroizing::new(der_bytes.to_vec()),
-                file,
-            );
+            return Self::from_normalized_pkcs8(KeyType::Rsa { bits }, Zeroizing::new(der_bytes.to_vec()), file);
         }
         if oid == OID_EC_PUBLIC_KEY {
-            let curve = info
-                .algorithm
-                .parameters_oid()
-                .map_err(|_| bad("EC key without a named curve".into()))?;
+            let curve = info.algorithm.parameters_oid().map_err(|_| bad("EC key without a named curve".into()))?;
             // Re-encode through p256/p384 so the embedded public key, which ring requires, is present.
             let (key_type, doc) = if curve == OID_P256 {
-                let k =
-                    p256::SecretKey::from_pkcs8_der(der_bytes).map_err(|e| bad(e.to_string()))?;
+                let k = p256::SecretKey::from_pkcs8_der(der_bytes).map_err(|e| bad(e.to_string()))?;
                 (KeyType::EcdsaP256, k.to_pkcs8_der())
             } else if curve == OID_P384 {
-                let k =
-                    p384::SecretKey::from_pkcs8_der(der_bytes).map_err(|e| bad(e.to_string()))?;
+                let k = p384::SecretKey::from_pkcs8_der(der_bytes).map_err(|e| bad(e.to_string()))?;
                 (KeyType::EcdsaP384, k.to_pkcs8_der())
             } else {
-                return Err(Error::UnknownCurve {
-                    file: file.to_owned(),
-                    curve: curve_name(curve),
-                });
+                return Err(Error::UnknownCurve { file: file.to_owned(), curve: curve_name(curve) });
             };
             let doc = doc.map_err(|e| bad(e.to_string()))?;
-            return Self::from_normalized_pkcs8(
-                key_type,
-                Zeroizing::new(doc.as_bytes().to_vec()),
-                file,
-            );
+            return Self::from_normalized_pkcs8(key_type, Zeroizing::new(doc.as_bytes().to_vec()), file);
         }
         if oid == OID_ED25519 || oid == OID_ED448 {
-            return Err(Error::Ed25519Key {
-                file: file.to_owned(),
-            });
+            return Err(Error::Ed25519Key { file: file.to_owned() });
         }
-        Err(Error::UnsupportedKeyAlgorithm {
-            file: file.to_owned(),
-            algorithm: oid.to_string(),
-        })
+        Err(Error::UnsupportedKeyAlgorithm { file: file.to_owned(), algorithm: oid.to_string() })
     }
 
     /// Reads a PKCS#1 `RSAPrivateKey` and wraps it as PKCS#8.
     pub fn from_pkcs1_der(der_bytes: &[u8], file: &str) -> Result<Self> {
         let bits = rsa_bits(der_bytes, file)?;
         let info = pkcs8::PrivateKeyInfo::new(
-            spki::AlgorithmIdentifierRef {
-                oid: OID_RSA_ENCRYPTION,
-                parameters: Some(der::asn1::AnyRef::NULL),
-            },
+            spki::AlgorithmIdentifierRef { oid: OID_RSA_ENCRYPTION, parameters: Some(der::asn1::AnyRef::NULL) },
             der_bytes,
         );
-        let doc = info.to_der().map_err(|e| Error::KeyParse {
-            file: file.to_owned(),
-            detail: e.to_string(),
-        })?;
+        let doc = info.to_der().map_err(|e| Error::KeyParse { file: file.to_owned(), detail: e.to_string() })?;
         Self::from_normalized_pkcs8(KeyType::Rsa { bits }, Zeroizing::new(doc), file)
     }
 
     /// Reads a SEC1 `ECPrivateKey`; `curve_hint` is the curve of a preceding `EC PARAMETERS`
     /// block, used when the key itself names none.
-    pub fn from_sec1_der(
-        der_bytes: &[u8],
-        curve_hint: Option<ObjectIdentifier>,
-        file: &str,
-    ) -> Result<Self> {
-        let bad = |detail: String| Error::KeyParse {
-            file: file.to_owned(),
-            detail,
-        };
-        let parsed =
-            sec1::EcPrivateKey::try_from(der_bytes).map_err(|e| bad(format!("SEC1: {e}")))?;
+    pub fn from_sec1_der(der_bytes: &[u8], curve_hint: Option<ObjectIdentifier>, file: &str) -> Result<Self> {
+        let bad = |detail: String| Error::KeyParse { file: file.to_owned(), detail };
+        let parsed = sec1::EcPrivateKey::try_from(der_bytes).map_err(|e| bad(format!("SEC1: {e}")))?;
         let curve = parsed
             .parameters
             .and_then(|p| p.named_curve())
             .or(curve_hint)
-            .ok_or_else(|| {
-                bad("EC key names no curve and no EC PARAMETERS block precedes it".into())
-            })?;
+            .ok_or_else(|| bad("EC key names no curve and no EC PARAMETERS block precedes it".into()))?;
         let (key_type, doc) = if curve == OID_P256 {
-            let k =
-                p256::SecretKey::from_slice(parsed.private_key).map_err(|e| bad(e.to_string()))?;
+            let k = p256::SecretKey::from_slice(parsed.private_key).map_err(|e| bad(e.to_string()))?;
             (KeyType::EcdsaP256, k.to_pkcs8_der())
         } else if curve == OID_P384 {
-            let k =
-                p384::SecretKey::from_slice(parsed.private_key).map_err(|e| bad(e.to_string()))?;
+            let k = p384::SecretKey::from_slice(parsed.private_key).map_err(|e| bad(e.to_string()))?;
             (KeyType::EcdsaP384, k.to_pkcs8_der())
         } else {
-            return Err(Error::UnknownCurve {
-                file: file.to_owned(),
-                curve: curve_name(curve),
-            });
+            return Err(Error::UnknownCurve { file: file.to_owned(), curve: curve_name(curve) });
         };
         let doc = doc.map_err(|e| bad(e.to_string()))?;
         Self::from_normalized_pkcs8(key_type, Zeroizing::new(doc.as_bytes().to_vec()), file)
     }
 
-    fn from_normalized_pkcs8(
-        key_type: KeyType,
-        pkcs8: Zeroizing<Vec<u8>>,
-        file: &str,
-    ) -> Result<Self> {
+    fn from_normalized_pkcs8(key_type: KeyType, pkcs8: Zeroizing<Vec<u8>>, file: &str) -> Result<Self> {
         if let KeyType::Rsa { bits } = key_type {
             if bits < 2048 {
-                return Err(Error::WeakRsaKey {
-                    file: file.to_owned(),
-                    what: "the private key".into(),
-                    bits,
-                });
+                return Err(Error::WeakRsaKey { file: file.to_owned(), what: "the private key".into(), bits });
             }
         }
         let der = rustls_pki_types::PrivatePkcs8KeyDer::from(&pkcs8[..]);
         let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, key_type.rcgen_alg())
-            .map_err(|e| Error::KeyParse {
-                file: file.to_owned(),
-                detail: format!("rejected by ring: {e}"),
-            })?;
-        Ok(PrivateKey {
-            key_type,
-            pkcs8,
-            pair,
-        })
+            .map_err(|e| Error::KeyParse { file: file.to_owned(), detail: format!("rejected by ring: {e}") })?;
+        Ok(PrivateKey { key_type, pkcs8, pair })
     }
 
     /// The key's type.
@@ -397,17 +312,13 @@ impl Drop for PrivateKey {
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PrivateKey")
-            .field("key_type", &self.key_type)
-            .finish_non_exhaustive()
+        f.debug_struct("PrivateKey").field("key_type", &self.key_type).finish_non_exhaustive()
     }
 }
 
 fn rsa_bits(pkcs1_der: &[u8], file: &str) -> Result<usize> {
-    let key = pkcs1::RsaPrivateKey::try_from(pkcs1_der).map_err(|e| Error::KeyParse {
-        file: file.to_owned(),
-        detail: format!("PKCS#1: {e}"),
-    })?;
+    let key = pkcs1::RsaPrivateKey::try_from(pkcs1_der)
+        .map_err(|e| Error::KeyParse { file: file.to_owned(), detail: format!("PKCS#1: {e}") })?;
     Ok(uint_bits(key.modulus.as_bytes()))
 }
 
@@ -438,10 +349,7 @@ mod tests {
         for alg in KeyAlgorithm::ALL {
             assert_eq!(alg.name().parse::<KeyAlgorithm>().unwrap(), alg);
         }
-        assert_eq!(
-            "ECDSA_P384".parse::<KeyAlgorithm>().unwrap(),
-            KeyAlgorithm::EcdsaP384
-        );
+        assert_eq!("ECDSA_P384".parse::<KeyAlgorithm>().unwrap(), KeyAlgorithm::EcdsaP384);
         let e = "dsa-1024".parse::<KeyAlgorithm>().unwrap_err();
         assert!(e.to_string().contains("ecdsa-p256"), "{e}");
     }
@@ -460,16 +368,8 @@ mod tests {
     #[test]
     fn generation_is_deterministic_under_a_seeded_rng() {
         use rand_core::SeedableRng;
-        let a = PrivateKey::generate(
-            KeyAlgorithm::EcdsaP384,
-            &mut rand_chacha::ChaCha20Rng::seed_from_u64(7),
-        )
-        .unwrap();
-        let b = PrivateKey::generate(
-            KeyAlgorithm::EcdsaP384,
-            &mut rand_chacha::ChaCha20Rng::seed_from_u64(7),
-        )
-        .unwrap();
+        let a = PrivateKey::generate(KeyAlgorithm::EcdsaP384, &mut rand_chacha::ChaCha20Rng::seed_from_u64(7)).unwrap();
+        let b = PrivateKey::generate(KeyAlgorithm::EcdsaP384, &mut rand_chacha::ChaCha20Rng::seed_from_u64(7)).unwrap();
         assert_eq!(a.pkcs8_der(), b.pkcs8_der());
         assert_eq!(a.key_type(), KeyType::EcdsaP384);
     }
@@ -477,11 +377,8 @@ mod tests {
     #[test]
     fn pkcs8_pem_round_trips() {
         use rand_core::SeedableRng;
-        let key = PrivateKey::generate(
-            KeyAlgorithm::EcdsaP256,
-            &mut rand_chacha::ChaCha20Rng::seed_from_u64(3),
-        )
-        .unwrap();
+        let key =
+            PrivateKey::generate(KeyAlgorithm::EcdsaP256, &mut rand_chacha::ChaCha20Rng::seed_from_u64(3)).unwrap();
         let back = PrivateKey::from_pem(key.to_pkcs8_pem().as_bytes(), "k.pem").unwrap();
         assert_eq!(back.public_key_raw(), key.public_key_raw());
     }

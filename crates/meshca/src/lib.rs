@@ -37,13 +37,10 @@ mod spiffe;
 mod time_fmt;
 mod verify;
 
-pub use bundle::{
-    Cacerts, Files, Layout, Warning, CA_CERT, CA_CRT, CA_KEY, CERT_CHAIN, ROOT_CERT, TLS_CRT,
-    TLS_KEY,
-};
+pub use bundle::{Cacerts, Files, Layout, Warning, CA_CERT, CA_CRT, CA_KEY, CERT_CHAIN, ROOT_CERT, TLS_CRT, TLS_KEY};
 pub use ca::{
-    validate_cluster_name, Csr, IntermediateParams, Issued, Leaf, LeafParams, RootParams, SignedCa,
-    SigningCa, MAX_LEAF_TTL,
+    validate_cluster_name, Csr, IntermediateParams, Issued, Leaf, LeafParams, RootParams, SignedCa, SigningCa,
+    MAX_LEAF_TTL,
 };
 pub use cert::{Certificate, PublicKeyKind, SignatureError};
 pub use error::{Error, Result};
@@ -68,3 +65,8 @@ pub fn format_time(t: time::OffsetDateTime) -> String {
 pub fn parse_certificates(pem: &[u8], file: &str) -> Result<Vec<Certificate>> {
     Certificate::from_pem_all(pem, file)
 }
+
+/// The README's examples, compiled and run as doctests so they cannot drift from the API.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

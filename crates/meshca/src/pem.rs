@@ -35,36 +35,26 @@ pub(crate) fn decode_all(file: &str, expected: &'static str, data: &[u8]) -> Res
         let block_text = &after[..end];
         if block_text.contains("Proc-Type:") && block_text.contains("ENCRYPTED") {
             // Legacy OpenSSL encryption headers; RFC 7468 decoders refuse them with a vague error.
-            return Err(Error::EncryptedKey {
-                file: file.to_owned(),
-            });
+            return Err(Error::EncryptedKey { file: file.to_owned() });
         }
-        let (decoded_label, der) =
-            pem_rfc7468::decode_vec(block_text.as_bytes()).map_err(|e| Error::Pem {
-                file: file.to_owned(),
-                expected,
-                detail: format!("block `{label}`: {e}"),
-            })?;
-        blocks.push(Block {
-            label: decoded_label.to_owned(),
-            der: der.into(),
-        });
+        let (decoded_label, der) = pem_rfc7468::decode_vec(block_text.as_bytes()).map_err(|e| Error::Pem {
+            file: file.to_owned(),
+            expected,
+            detail: format!("block `{label}`: {e}"),
+        })?;
+        blocks.push(Block { label: decoded_label.to_owned(), der: der.into() });
         rest = &after[end..];
     }
     if blocks.is_empty() {
-        return Err(Error::EmptyPem {
-            file: file.to_owned(),
-            expected,
-        });
+        return Err(Error::EmptyPem { file: file.to_owned(), expected });
     }
     Ok(blocks)
 }
 
 /// Encodes DER as a PEM block with `label`, LF line endings.
 pub(crate) fn encode(label: &str, der: &[u8]) -> String {
-    pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der).unwrap_or_else(|_| {
-        unreachable!("PEM encoding of in-memory DER with a static label cannot fail")
-    })
+    pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der)
+        .unwrap_or_else(|_| unreachable!("PEM encoding of in-memory DER with a static label cannot fail"))
 }
 
 #[cfg(test)]
@@ -84,29 +74,17 @@ mod tests {
 
     #[test]
     fn empty_and_binary_input_name_the_file() {
-        let e = decode_all("root-cert.pem", "CERTIFICATE", b"")
-            .err()
-            .unwrap();
-        assert!(
-            matches!(e, Error::EmptyPem { ref file, .. } if file == "root-cert.pem"),
-            "{e}"
-        );
-        let e = decode_all("ca-cert.pem", "CERTIFICATE", &[0x30, 0x82, 0xff, 0xfe])
-            .err()
-            .unwrap();
-        assert!(
-            e.to_string().starts_with("ca-cert.pem: not valid PEM"),
-            "{e}"
-        );
+        let e = decode_all("root-cert.pem", "CERTIFICATE", b"").err().unwrap();
+        assert!(matches!(e, Error::EmptyPem { ref file, .. } if file == "root-cert.pem"), "{e}");
+        let e = decode_all("ca-cert.pem", "CERTIFICATE", &[0x30, 0x82, 0xff, 0xfe]).err().unwrap();
+        assert!(e.to_string().starts_with("ca-cert.pem: not valid PEM"), "{e}");
     }
 
     #[test]
     fn truncated_block_is_an_error() {
         let a = encode("CERTIFICATE", &[1, 2, 3]);
         let cut = &a[..a.len() - 10];
-        let e = decode_all("c.pem", "CERTIFICATE", cut.as_bytes())
-            .err()
-            .unwrap();
+        let e = decode_all("c.pem", "CERTIFICATE", cut.as_bytes()).err().unwrap();
         assert!(matches!(e, Error::Pem { .. }), "{e}");
     }
 }

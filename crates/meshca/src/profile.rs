@@ -3,8 +3,8 @@
 //! The profiles decide every extension; a CSR contributes only its public key.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
+    SanType, SerialNumber,
 };
 use time::OffsetDateTime;
 
@@ -37,12 +37,7 @@ fn base(common: Common, dn: DistinguishedName) -> CertificateParams {
 }
 
 /// Root CA (Istio tools/certs `root-ca`): O=<org>, CN=<cn>.
-pub(crate) fn root(
-    common: Common,
-    common_name: &str,
-    organization: &str,
-    pathlen: Option<u8>,
-) -> CertificateParams {
+pub(crate) fn root(common: Common, common_name: &str, organization: &str, pathlen: Option<u8>) -> CertificateParams {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, organization);
     dn.push(DnType::CommonName, common_name);
@@ -55,11 +50,7 @@ pub(crate) fn root(
     });
     // RFC 5280 4.2.1.3: keyCertSign + cRLSign for a CA; digitalSignature as Istio's root has it.
     // rcgen marks keyUsage critical.
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     // RFC 5280 4.2.1.2: subjectKeyIdentifier (rcgen writes it for CAs; SHA-256 truncated to 160 bits).
     // No authorityKeyIdentifier: it is self-signed (4.2.1.1 allows omitting it).
     p
@@ -83,18 +74,13 @@ pub(crate) fn intermediate(
     // issues only workload certificates.
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(pathlen));
     // RFC 5280 4.2.1.3, critical: keyCertSign + cRLSign; digitalSignature as Istio's has it.
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     // Istio tools/certs: SAN DNS:istiod.istio-system.svc (subject is non-empty, so not critical).
-    p.subject_alt_names = vec![SanType::DnsName(ISTIOD_SAN.try_into().map_err(|_| {
-        Error::Issuance {
-            what: "an intermediate",
-            detail: "istiod SAN is not IA5".into(),
-        }
-    })?)];
+    p.subject_alt_names = vec![SanType::DnsName(
+        ISTIOD_SAN
+            .try_into()
+            .map_err(|_| Error::Issuance { what: "an intermediate", detail: "istiod SAN is not IA5".into() })?,
+    )];
     // RFC 5280 4.2.1.1: authorityKeyIdentifier = the issuer's subjectKeyIdentifier.
     p.use_authority_key_identifier_extension = true;
     // No extendedKeyUsage: a CA EKU without clientAuth breaks istiod (istio#27193).
@@ -107,22 +93,15 @@ pub(crate) fn leaf(common: Common, id: &SpiffeId) -> Result<CertificateParams> {
     let mut p = base(common, DistinguishedName::new());
     // RFC 5280 4.2.1.6: with an empty subject the SAN extension MUST be critical; rcgen marks it
     // critical exactly when the subject is empty.
-    p.subject_alt_names = vec![SanType::URI(id.to_string().try_into().map_err(|_| {
-        Error::InvalidSpiffeId {
-            id: id.to_string(),
-            reason: "not an IA5 string".into(),
-        }
-    })?)];
+    p.subject_alt_names = vec![SanType::URI(
+        id.to_string()
+            .try_into()
+            .map_err(|_| Error::InvalidSpiffeId { id: id.to_string(), reason: "not an IA5 string".into() })?,
+    )];
     // istiod: keyUsage digitalSignature | keyEncipherment (critical).
-    p.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     // istiod: EKU serverAuth + clientAuth, for both ends of mTLS.
-    p.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     // istiod: basicConstraints CA:FALSE (critical).
     p.is_ca = IsCa::ExplicitNoCa;
     // RFC 5280 4.2.1.1: AKI links the leaf to its issuer's key (Go adds it too).

@@ -32,13 +32,8 @@ impl RotationPolicy {
     /// A policy with `ttl` and `grace_ratio`, P-256 keys, O=Istio, pathlen 0. Refuses a
     /// non-positive ttl and a ratio outside (0, 1).
     pub fn new(ttl: Duration, grace_ratio: f64) -> Result<Self> {
-        let p = RotationPolicy {
-            ttl,
-            grace_ratio,
-            key: KeyAlgorithm::EcdsaP256,
-            organization: "Istio".into(),
-            pathlen: 0,
-        };
+        let p =
+            RotationPolicy { ttl, grace_ratio, key: KeyAlgorithm::EcdsaP256, organization: "Istio".into(), pathlen: 0 };
         p.validate()?;
         Ok(p)
     }
@@ -46,10 +41,7 @@ impl RotationPolicy {
     /// Checks the bounds (for policies built field by field).
     pub fn validate(&self) -> Result<()> {
         if self.ttl <= Duration::ZERO {
-            return Err(Error::InvalidParameter {
-                field: "ttlDays".into(),
-                reason: "must be at least 1 day".into(),
-            });
+            return Err(Error::InvalidParameter { field: "ttlDays".into(), reason: "must be at least 1 day".into() });
         }
         if !(self.grace_ratio > 0.0 && self.grace_ratio < 1.0) {
             return Err(Error::InvalidParameter {
@@ -71,11 +63,7 @@ impl RotationPolicy {
     }
 
     /// When a certificate valid from `not_before` to `not_after` enters its grace period.
-    pub fn rotate_at(
-        &self,
-        not_before: OffsetDateTime,
-        not_after: OffsetDateTime,
-    ) -> OffsetDateTime {
+    pub fn rotate_at(&self, not_before: OffsetDateTime, not_after: OffsetDateTime) -> OffsetDateTime {
         let lifetime = not_after - not_before;
         not_after - lifetime * self.grace_ratio
     }
@@ -141,39 +129,17 @@ impl fmt::Display for IssueReason {
             IssueReason::Missing => f.write_str("no cacerts bundle yet"),
             IssueReason::NotYetValid(e) => write!(f, "bundle not yet valid: {e}"),
             IssueReason::Invalid(e) => write!(f, "bundle invalid: {e}"),
-            IssueReason::GracePeriod {
-                rotate_at,
-                not_after,
-            } => write!(
-                f,
-                "inside the grace period since {} (expires {})",
-                rfc3339(*rotate_at),
-                rfc3339(*not_after)
-            ),
+            IssueReason::GracePeriod { rotate_at, not_after } => {
+                write!(f, "inside the grace period since {} (expires {})", rfc3339(*rotate_at), rfc3339(*not_after))
+            }
             IssueReason::RootChanged { current, signer } => {
-                write!(
-                    f,
-                    "root changed: bundle trusts {current}, signer's root is {signer}"
-                )
+                write!(f, "root changed: bundle trusts {current}, signer's root is {signer}")
             }
-            IssueReason::SignerChanged {
-                current_issuer,
-                signer,
-            } => {
-                write!(
-                    f,
-                    "signer changed: bundle CA issued by {current_issuer}, signer is {signer}"
-                )
+            IssueReason::SignerChanged { current_issuer, signer } => {
+                write!(f, "signer changed: bundle CA issued by {current_issuer}, signer is {signer}")
             }
-            IssueReason::ParametersChanged {
-                field,
-                current,
-                wanted,
-            } => {
-                write!(
-                    f,
-                    "policy changed: {field} is {current}, policy wants {wanted}"
-                )
+            IssueReason::ParametersChanged { field, current, wanted } => {
+                write!(f, "policy changed: {field} is {current}, policy wants {wanted}")
             }
         }
     }
@@ -206,32 +172,21 @@ pub fn plan(
     let issue = |reason| Plan::Issue { reason };
     let bundle = match current {
         Current::Missing => return issue(IssueReason::Missing),
-        Current::Invalid(e @ Error::NotYetValid { .. }) => {
-            return issue(IssueReason::NotYetValid(e.to_string()))
-        }
+        Current::Invalid(e @ Error::NotYetValid { .. }) => return issue(IssueReason::NotYetValid(e.to_string())),
         Current::Invalid(e) => return issue(IssueReason::Invalid(e.to_string())),
         Current::Valid(b) => b,
     };
     if now < bundle.ca_cert().not_before() {
-        return issue(IssueReason::NotYetValid(format!(
-            "notBefore {}",
-            rfc3339(bundle.ca_cert().not_before())
-        )));
+        return issue(IssueReason::NotYetValid(format!("notBefore {}", rfc3339(bundle.ca_cert().not_before()))));
     }
     let signer_root = signer.bundle().root();
     if !bundle.trusts_root(signer_root) {
-        return issue(IssueReason::RootChanged {
-            current: bundle.root().subject(),
-            signer: signer_root.subject(),
-        });
+        return issue(IssueReason::RootChanged { current: bundle.root().subject(), signer: signer_root.subject() });
     }
     let signer_ca = signer.bundle().ca_cert();
     let ca = bundle.ca_cert();
     if ca.issuer_der() != signer_ca.subject_der() || ca.verify_signed_by(signer_ca).is_err() {
-        return issue(IssueReason::SignerChanged {
-            current_issuer: ca.issuer(),
-            signer: signer_ca.subject(),
-        });
+        return issue(IssueReason::SignerChanged { current_issuer: ca.issuer(), signer: signer_ca.subject() });
     }
     if let Some(reason) = parameters_changed(policy, cluster, bundle) {
         return issue(reason);
@@ -239,47 +194,25 @@ pub fn plan(
     let not_after = bundle.not_after();
     let rotate_at = policy.rotate_at(ca.not_before(), not_after);
     if now >= rotate_at {
-        return issue(IssueReason::GracePeriod {
-            rotate_at,
-            not_after,
-        });
+        return issue(IssueReason::GracePeriod { rotate_at, not_after });
     }
-    Plan::Keep {
-        recheck_at: rotate_at,
-    }
+    Plan::Keep { recheck_at: rotate_at }
 }
 
-fn parameters_changed(
-    policy: &RotationPolicy,
-    cluster: &str,
-    bundle: &Cacerts,
-) -> Option<IssueReason> {
+fn parameters_changed(policy: &RotationPolicy, cluster: &str, bundle: &Cacerts) -> Option<IssueReason> {
     let ca = bundle.ca_cert();
-    let changed = |field, current: String, wanted: String| {
-        Some(IssueReason::ParametersChanged {
-            field,
-            current,
-            wanted,
-        })
-    };
+    let changed =
+        |field, current: String, wanted: String| Some(IssueReason::ParametersChanged { field, current, wanted });
     let key_type = ca.key_type();
     if key_type != Some(policy.key.key_type()) {
         let current = key_type.map_or_else(|| "unsupported".into(), |k| k.to_string());
         return changed("key algorithm", current, policy.key.key_type().to_string());
     }
     if ca.organization().as_deref() != Some(policy.organization.as_str()) {
-        return changed(
-            "organization",
-            ca.organization().unwrap_or_default(),
-            policy.organization.clone(),
-        );
+        return changed("organization", ca.organization().unwrap_or_default(), policy.organization.clone());
     }
     if ca.locality().as_deref() != Some(cluster) {
-        return changed(
-            "cluster (subject L)",
-            ca.locality().unwrap_or_default(),
-            cluster.to_owned(),
-        );
+        return changed("cluster (subject L)", ca.locality().unwrap_or_default(), cluster.to_owned());
     }
     if ca.ca_pathlen() != Some(Some(policy.pathlen)) {
         let current = match ca.ca_pathlen() {
@@ -292,11 +225,7 @@ fn parameters_changed(
     // parameters did not re-issue). Shorter is fine: clamping to the signer shortens it.
     let lifetime = ca.not_after() - ca.not_before();
     if lifetime > policy.ttl + crate::profile::BACKDATE + Duration::minutes(1) {
-        return changed(
-            "ttl",
-            crate::time_fmt::human_duration(lifetime),
-            crate::time_fmt::human_duration(policy.ttl),
-        );
+        return changed("ttl", crate::time_fmt::human_duration(lifetime), crate::time_fmt::human_duration(policy.ttl));
     }
     None
 }

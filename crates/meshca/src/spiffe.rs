@@ -43,13 +43,10 @@ pub fn validate_trust_domain(td: &str) -> core::result::Result<(), String> {
     if td.len() > 255 {
         return Err("the trust domain is longer than 255 characters".into());
     }
-    if let Some(c) = td
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')))
+    if let Some(c) =
+        td.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')))
     {
-        return Err(format!(
-            "the trust domain may hold only lowercase letters, digits, '.', '-' and '_', not {c:?}"
-        ));
+        return Err(format!("the trust domain may hold only lowercase letters, digits, '.', '-' and '_', not {c:?}"));
     }
     Ok(())
 }
@@ -61,13 +58,8 @@ fn validate_segment(what: &str, s: &str) -> core::result::Result<(), String> {
     if s == "." || s == ".." {
         return Err(format!("the {what} may not be `.` or `..`"));
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
-    {
-        return Err(format!(
-            "the {what} may hold only letters, digits, '.', '-' and '_', not {c:?}"
-        ));
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
+        return Err(format!("the {what} may hold only letters, digits, '.', '-' and '_', not {c:?}"));
     }
     Ok(())
 }
@@ -76,16 +68,9 @@ impl FromStr for SpiffeId {
     type Err = Error;
 
     fn from_str(id: &str) -> Result<Self> {
-        let bad = |reason: String| Error::InvalidSpiffeId {
-            id: id.to_owned(),
-            reason,
-        };
-        let rest = id
-            .strip_prefix("spiffe://")
-            .ok_or_else(|| bad("it does not start with spiffe://".into()))?;
-        let (td, path) = rest
-            .split_once('/')
-            .ok_or_else(|| bad("it has no path".into()))?;
+        let bad = |reason: String| Error::InvalidSpiffeId { id: id.to_owned(), reason };
+        let rest = id.strip_prefix("spiffe://").ok_or_else(|| bad("it does not start with spiffe://".into()))?;
+        let (td, path) = rest.split_once('/').ok_or_else(|| bad("it has no path".into()))?;
         validate_trust_domain(td).map_err(bad)?;
         let parts: Vec<&str> = path.split('/').collect();
         match parts.as_slice() {
@@ -98,20 +83,14 @@ impl FromStr for SpiffeId {
                     service_account: (*sa).to_owned(),
                 })
             }
-            _ => Err(bad(format!(
-                "the path `/{path}` is not /ns/<namespace>/sa/<service-account>"
-            ))),
+            _ => Err(bad(format!("the path `/{path}` is not /ns/<namespace>/sa/<service-account>"))),
         }
     }
 }
 
 impl fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "spiffe://{}/ns/{}/sa/{}",
-            self.trust_domain, self.namespace, self.service_account
-        )
+        write!(f, "spiffe://{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
     }
 }
 
@@ -121,16 +100,11 @@ mod tests {
 
     #[test]
     fn parses_istio_ids() {
-        let id: SpiffeId = "spiffe://cluster.local/ns/bookinfo/sa/reviews-v3"
-            .parse()
-            .unwrap();
+        let id: SpiffeId = "spiffe://cluster.local/ns/bookinfo/sa/reviews-v3".parse().unwrap();
         assert_eq!(id.trust_domain(), "cluster.local");
         assert_eq!(id.namespace(), "bookinfo");
         assert_eq!(id.service_account(), "reviews-v3");
-        assert_eq!(
-            id.to_string(),
-            "spiffe://cluster.local/ns/bookinfo/sa/reviews-v3"
-        );
+        assert_eq!(id.to_string(), "spiffe://cluster.local/ns/bookinfo/sa/reviews-v3");
     }
 
     #[test]
@@ -139,10 +113,7 @@ mod tests {
             ("http://cluster.local/ns/a/sa/b", "spiffe://"),
             ("spiffe://Cluster.Local/ns/a/sa/b", "lowercase"),
             ("spiffe://cluster.local", "no path"),
-            (
-                "spiffe://cluster.local/ns/a/sa/",
-                "service account is empty",
-            ),
+            ("spiffe://cluster.local/ns/a/sa/", "service account is empty"),
             ("spiffe://cluster.local/ns/a/b/c", "/ns/<namespace>/sa/"),
             ("spiffe://cluster.local/ns/../sa/b", "`.` or `..`"),
             ("spiffe://cluster.local/ns/a b/sa/b", "' '"),

@@ -5,10 +5,7 @@ use time::{OffsetDateTime, UtcOffset};
 
 /// `2026-11-28T00:56:20Z`; falls back to the debug form for years RFC 3339 cannot show.
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    let t = t
-        .to_offset(UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .unwrap_or(t);
+    let t = t.to_offset(UtcOffset::UTC).replace_nanosecond(0).unwrap_or(t);
     t.format(&Rfc3339).unwrap_or_else(|_| format!("{t:?}"))
 }
 
@@ -40,10 +37,7 @@ mod tests {
 
     #[test]
     fn formats_utc_whole_seconds() {
-        assert_eq!(
-            rfc3339(datetime!(2026-11-28 00:56:20.5 UTC)),
-            "2026-11-28T00:56:20Z"
-        );
+        assert_eq!(rfc3339(datetime!(2026-11-28 00:56:20.5 UTC)), "2026-11-28T00:56:20Z");
     }
 
     #[test]

@@ -14,74 +14,36 @@ use crate::spiffe::SpiffeId;
 /// Verifies a workload chain (leaf first, then intermediates; a root in it is harmless) against
 /// `roots` at `now` with rustls-webpki, for both client and server use as mTLS needs, and
 /// checks the leaf is a workload certificate of Istio's form. Returns its SPIFFE ID.
-pub fn verify_workload_chain(
-    chain: &[Certificate],
-    roots: &[Certificate],
-    now: OffsetDateTime,
-) -> Result<SpiffeId> {
+pub fn verify_workload_chain(chain: &[Certificate], roots: &[Certificate], now: OffsetDateTime) -> Result<SpiffeId> {
     let untrusted = |detail: String| Error::LeafUntrusted {
-        what: chain
-            .first()
-            .map(Certificate::subject)
-            .unwrap_or_else(|| "empty chain".into()),
+        what: chain.first().map(Certificate::subject).unwrap_or_else(|| "empty chain".into()),
         trust: format!("{} root(s)", roots.len()),
         detail,
     };
-    let leaf = chain
-        .first()
-        .ok_or_else(|| untrusted("the chain is empty".into()))?;
-    let profile = |detail: String| Error::LeafProfile {
-        what: "workload certificate".into(),
-        detail,
-    };
+    let leaf = chain.first().ok_or_else(|| untrusted("the chain is empty".into()))?;
+    let profile = |detail: String| Error::LeafProfile { what: "workload certificate".into(), detail };
     if leaf.is_ca() {
-        return Err(profile(
-            "it is a CA certificate, not a workload certificate".into(),
-        ));
+        return Err(profile("it is a CA certificate, not a workload certificate".into()));
     }
     let uris = leaf.uri_sans();
     let [uri] = uris.as_slice() else {
-        return Err(profile(format!(
-            "it must carry exactly one URI SAN (a SPIFFE ID), found {}",
-            uris.len()
-        )));
+        return Err(profile(format!("it must carry exactly one URI SAN (a SPIFFE ID), found {}", uris.len())));
     };
     let id: SpiffeId = uri.parse()?;
 
-    let anchor_ders: Vec<CertificateDer<'_>> = roots
-        .iter()
-        .map(|r| CertificateDer::from(r.der()))
-        .collect();
+    let anchor_ders: Vec<CertificateDer<'_>> = roots.iter().map(|r| CertificateDer::from(r.der())).collect();
     let anchors = anchor_ders
         .iter()
-        .map(|d| {
-            webpki::anchor_from_trusted_cert(d)
-                .map_err(|e| untrusted(format!("unusable root: {e}")))
-        })
+        .map(|d| webpki::anchor_from_trusted_cert(d).map_err(|e| untrusted(format!("unusable root: {e}"))))
         .collect::<Result<Vec<_>>>()?;
-    let intermediates: Vec<CertificateDer<'_>> = chain[1..]
-        .iter()
-        .map(|c| CertificateDer::from(c.der()))
-        .collect();
+    let intermediates: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.der())).collect();
     let leaf_der = CertificateDer::from(leaf.der());
     let ee = webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| untrusted(format!("{e}")))?;
-    let secs =
-        u64::try_from(now.unix_timestamp()).map_err(|_| untrusted("time before 1970".into()))?;
+    let secs = u64::try_from(now.unix_timestamp()).map_err(|_| untrusted("time before 1970".into()))?;
     let time = UnixTime::since_unix_epoch(core::time::Duration::from_secs(secs));
-    for (usage, name) in [
-        (webpki::KeyUsage::client_auth(), "client"),
-        (webpki::KeyUsage::server_auth(), "server"),
-    ] {
-        ee.verify_for_usage(
-            webpki::ALL_VERIFICATION_ALGS,
-            &anchors,
-            &intermediates,
-            time,
-            usage,
-            None,
-            None,
-        )
-        .map_err(|e| untrusted(format!("as a TLS {name}: {e:?}")))?;
+    for (usage, name) in [(webpki::KeyUsage::client_auth(), "client"), (webpki::KeyUsage::server_auth(), "server")] {
+        ee.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &intermediates, time, usage, None, None)
+            .map_err(|e| untrusted(format!("as a TLS {name}: {e:?}")))?;
     }
     Ok(id)
 }
@@ -101,10 +63,7 @@ pub struct SharedRoot {
 /// names the bundle that differs, comparing against the first.
 pub fn check_mutual_trust(bundles: &[(&str, &Cacerts)]) -> Result<SharedRoot> {
     let Some((_, first)) = bundles.first() else {
-        return Err(Error::InvalidParameter {
-            field: "bundles".into(),
-            reason: "no bundle to compare".into(),
-        });
+        return Err(Error::InvalidParameter { field: "bundles".into(), reason: "no bundle to compare".into() });
     };
     for (name_a, a) in bundles {
         for (name_b, b) in bundles {
@@ -115,11 +74,7 @@ pub fn check_mutual_trust(bundles: &[(&str, &Cacerts)]) -> Result<SharedRoot> {
                 } else {
                     (name_b, name_a, b.root(), a)
                 };
-                let root = if other_bundle.trusts_root(root) {
-                    a.root()
-                } else {
-                    root
-                };
+                let root = if other_bundle.trusts_root(root) { a.root() } else { root };
                 return Err(Error::RootMismatch {
                     reference: (*reference).to_owned(),
                     other: (*other).to_owned(),
@@ -135,10 +90,7 @@ pub fn check_mutual_trust(bundles: &[(&str, &Cacerts)]) -> Result<SharedRoot> {
             }
         }
     }
-    Ok(SharedRoot {
-        subject: first.root().subject(),
-        fingerprint: first.root_fingerprint(),
-    })
+    Ok(SharedRoot { subject: first.root().subject(), fingerprint: first.root_fingerprint() })
 }
 
 /// Issues a short-lived probe workload certificate from every bundle and verifies each with
@@ -153,19 +105,15 @@ pub fn check_cross_cluster(
     let mut params = LeafParams::new(id);
     params.ttl = time::Duration::hours(1);
     for (name_a, a) in bundles {
-        let leaf = SigningCa::new((*a).clone())
-            .issue_leaf(&params, rng, now)?
-            .value;
+        let leaf = SigningCa::new((*a).clone()).issue_leaf(&params, rng, now)?.value;
         for (name_b, b) in bundles {
-            verify_workload_chain(&leaf.chain(), b.roots(), now).map_err(|e| {
-                Error::LeafUntrusted {
-                    what: format!("a workload certificate from {name_a}"),
-                    trust: format!("{name_b}'s root-cert.pem"),
-                    detail: match e {
-                        Error::LeafUntrusted { detail, .. } => detail,
-                        other => other.to_string(),
-                    },
-                }
+            verify_workload_chain(&leaf.chain(), b.roots(), now).map_err(|e| Error::LeafUntrusted {
+                what: format!("a workload certificate from {name_a}"),
+                trust: format!("{name_b}'s root-cert.pem"),
+                detail: match e {
+                    Error::LeafUntrusted { detail, .. } => detail,
+                    other => other.to_string(),
+                },
             })?;
         }
     }

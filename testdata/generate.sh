@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Regenerates testdata/openssl/ with the system OpenSSL (>= 1.1.1; LibreSSL will not do).
+# Each directory is a bundle or key that breaks (or exercises) exactly one rule meshca checks.
+# Re-running gives the same structure with new keys, serials and dates; tests depend only on
+# the structure. Certificates are valid for ~10 years from generation.
+set -euo pipefail
+cd "$(dirname "$0")"
+out=openssl
+rm -rf "$out"
+mkdir -p "$out"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+ec256() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+rsa() { openssl genpkey -algorithm RSA -pkeyopt "rsa_keygen_bits:$2" -out "$1" 2>/dev/null; }
+
+# mkroot KEY CERT SUBJECT [EXTRA_EXT...]
+mkroot() {
+  local key=$1 cert=$2 subj=$3; shift 3
+  local ext=(-addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature"
+             -addext "subjectKeyIdentifier=hash")
+  if [ $# -gt 0 ]; then ext=("$@"); fi
+  openssl req -x509 -new -key "$key" -subj "$subj" -days 3650 -sha256 "${ext[@]}" -out "$cert" 2>/dev/null
+}
+
+# mkcert KEY SUBJECT CA_CERT CA_KEY EXTFILE_TEXT OUT [DIGEST] [DAYS]
+mkcert() {
+  local key=$1 subj=$2 ca=$3 cakey=$4 exttext=$5 outcert=$6 md=${7:-sha256} days=${8:-3000}
+  printf '%s\n' "$exttext" > "$tmp/ext"
+  openssl req -new -key "$key" -subj "$subj" -out "$tmp/csr" 2>/dev/null
+  openssl x509 -req -in "$tmp/csr" -CA "$ca" -CAkey "$cakey" -set_serial "0x$(openssl rand -hex 16)" \
+    -days "$days" "-$md" -extfile "$tmp/ext" -out "$outcert" 2>/dev/null
+}
+
+CA_EXT='basicConstraints=critical,CA:true,pathlen:0
+keyUsage=critical,keyCertSign,cRLSign,digitalSignature
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid
+subjectAltName=DNS:istiod.istio-system.svc'
+
+# bundle DIR CA_CERT CA_KEY CHAIN_FILES... -- ROOT_FILES...
+bundle() {
+  local dir=$out/$1 cert=$2 key=$3; shift 3
+  mkdir -p "$dir"
+  cp "$cert" "$dir/ca-cert.pem"
+  cp "$key" "$dir/ca-key.pem"
+  : > "$dir/cert-chain.pem"
+  while [ "$1" != "--" ]; do cat "$1" >> "$dir/cert-chain.pem"; shift; done
+  shift
+  : > "$dir/root-cert.pem"
+  for r in "$@"; do cat "$r" >> "$dir/root-cert.pem"; done
+}
+
+# The shared root and a good cluster bundle.
+ec256 "$tmp/root.key"; mkroot "$tmp/root.key" "$tmp/root.pem" "/O=Istio/CN=Root CA"
+ec256 "$tmp/c1.key"
+mkcert "$tmp/c1.key" "/O=Istio/CN=Intermediate CA/L=cluster1" "$tmp/root.pem" "$tmp/root.key" "$CA_EXT" "$tmp/c1.pem"
+bundle good "$tmp/c1.pem" "$tmp/c1.key" "$tmp/c1.pem" "$tmp/root.pem" -- "$tmp/root.pem"
+# The root as a signer (the seed's management Secret: all four files are the root).
+bundle root-signer "$tmp/root.pem" "$tmp/root.key" "$tmp/root.pem" -- "$tmp/root.pem"
+
+# cert-manager layout of the good bundle.
+mkdir -p "$out/good-tls"
+cp "$tmp/c1.pem" "$out/good-tls/tls.crt"; cp "$tmp/c1.key" "$out/good-tls/tls.key"; cp "$tmp/root.pem" "$out/good-tls/ca.crt"
+
+# Three levels, as in the seed's Option 3: root (external PKI) -> management CA -> cluster CA.
+ec256 "$tmp/mgmt.key"
+mkcert "$tmp/mgmt.key" "/O=Istio/CN=Management CA" "$tmp/root.pem" "$tmp/root.key" \
+  "basicConstraints=critical,CA:true,pathlen:1
+keyUsage=critical,keyCertSign,cRLSign
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid" "$tmp/mgmt.pem"
+bundle mgmt-signer "$tmp/mgmt.pem" "$tmp/mgmt.key" "$tmp/mgmt.pem" "$tmp/root.pem" -- "$tmp/root.pem"
+ec256 "$tmp/c3.key"
+mkcert "$tmp/c3.key" "/O=Istio/CN=Intermediate CA/L=cluster3" "$tmp/mgmt.pem" "$tmp/mgmt.key" "$CA_EXT" "$tmp/c3.pem"
+bundle three-level "$tmp/c3.pem" "$tmp/c3.key" "$tmp/c3.pem" "$tmp/mgmt.pem" "$tmp/root.pem" -- "$tmp/root.pem"
+# The middle certificate left out: cluster CA followed directly by the root.
+bundle chain-gap "$tmp/c3.pem" "$tmp/c3.key" "$tmp/c3.pem" "$tmp/root.pem" -- "$tmp/root.pem"
+
+# A management CA with pathlen:0 that nonetheless signed a cluster CA.
+ec256 "$tmp/mgmt0.key"
+mkcert "$tmp/mgmt0.key" "/O=Istio/CN=Management CA pathlen 0" "$tmp/root.pem" "$tmp/root.key" \
+  "basicConstraints=critical,CA:true,pathlen:0
+keyUsage=critical,keyCertSign,cRLSign
+subjectKeyIdentifier=hash" "$tmp/mgmt0.pem"
+bundle mgmt0-signer "$tmp/mgmt0.pem" "$tmp/mgmt0.key" "$tmp/mgmt0.pem" "$tmp/root.pem" -- "$tmp/root.pem"
+ec256 "$tmp/c4.key"
+mkcert "$tmp/c4.key" "/O=Istio/CN=Intermediate CA/L=cluster4" "$tmp/mgmt0.pem" "$tmp/mgmt0.key" "$CA_EXT" "$tmp/c4.pem"
+bundle pathlen-exceeded "$tmp/c4.pem" "$tmp/c4.key" "$tmp/c4.pem" "$tmp/mgmt0.pem" "$tmp/root.pem" -- "$tmp/root.pem"
+
+# cert-chain.pem in the wrong order (root first).
+bundle wrong-order "$tmp/c1.pem" "$tmp/c1.key" "$tmp/root.pem" "$tmp/c1.pem" -- "$tmp/root.pem"
+
+# ca-key.pem from another key.
+ec256 "$tmp/other.key"
+bundle key-mismatch "$tmp/c1.pem" "$tmp/other.key" "$tmp/c1.pem" "$tmp/root.pem" -- "$tmp/root.pem"
+
+# root-cert.pem holds a different root.
+ec256 "$tmp/root2.key"; mkroot "$tmp/root2.key" "$tmp/root2.pem" "/O=Other/CN=Other Root CA"
+bundle untrusted-root "$tmp/c1.pem" "$tmp/c1.key" "$tmp/c1.pem" -- "$tmp/root2.pem"
+
+# A root with the same name as ours but another key: names link, the signature does not.
+mkroot "$tmp/root2.key" "$tmp/impostor.pem" "/O=Istio/CN=Root CA"
+bundle bad-signature "$tmp/c1.pem" "$tmp/c1.key" "$tmp/c1.pem" "$tmp/impostor.pem" -- "$tmp/impostor.pem"
+
+# root-cert.pem holds an intermediate besides the root.
+bundle not-a-root "$tmp/c1.pem" "$tmp/c1.key" "$tmp/c1.pem" "$tmp/root.pem" -- "$tmp/root.pem" "$tmp/c1.pem"
+
+# A "CA" that is a server certificate (CA:FALSE), as in istio#27605.
+ec256 "$tmp/srv.key"
+mkcert "$tmp/srv.key" "/O=Istio/CN=istiod" "$tmp/root.pem" "$tmp/root.key" \
+  "basicConstraints=critical,CA:false
+keyUsage=critical,digitalSignature,keyEncipherment
+subjectAltName=DNS:istiod.istio-system.svc" "$tmp/srv.pem"
+bundle not-ca "$tmp/srv.pem" "$tmp/srv.key" "$tmp/srv.pem" "$tmp/root.pem" -- "$tmp/root.pem"
+
+# A CA whose keyUsage lacks keyCertSign.
+ec256 "$tmp/noks.key"
+mkcert "$tmp/noks.key" "/O=Istio/CN=Intermediate CA/L=noks" "$tmp/root.pem" "$tmp/root.key" \
+  "basicConstraints=critical,CA:true,pathlen:0
+keyUsage=critical,digitalSignature,cRLSign" "$tmp/noks.pem"
+bundle no-keycertsign "$tmp/noks.pem" "$tmp/noks.key" "$tmp/noks.pem" "$tmp/root.pem" -- "$tmp/root.pem"
+
+# A CA with EKU serverAuth only (istio#27193).
+ec256 "$tmp/eku.key"
+mkcert "$tmp/eku.key" "/O=Istio/CN=Intermediate CA/L=eku" "$tmp/root.pem" "$tmp/root.key" "$CA_EXT
+extendedKeyUsage=serverAuth" "$tmp/eku.pem"
+bundle ca-eku-server-only "$tmp/eku.pem" "$tmp/eku.key" "$tmp/eku.pem" "$tmp/root.pem" -- "$tmp/root.pem"
+
+# A CA with EKU serverAuth+clientAuth: allowed.
+mkcert "$tmp/eku.key" "/O=Istio/CN=Intermediate CA/L=eku-both" "$tmp/root.pem" "$tmp/root.key" "$CA_EXT
+extendedKeyUsage=serverAuth,clientAuth" "$tmp/eku2.pem"
+bundle ca-eku-both "$tmp/eku2.pem" "$tmp/eku.key" "$tmp/eku2.pem" "$tmp/root.pem" -- "$tmp/root.pem"
+
+# Signed with SHA-1 (LibreSSL defaults, istio#38049).
+ec256 "$tmp/sha1.key"
+mkcert "$tmp/sha1.key" "/O=Istio/CN=Intermediate CA/L=sha1" "$tmp/root.pem" "$tmp/root.key" "$CA_EXT" "$tmp/sha1.pem" sha1
+bundle sha1 "$tmp/sha1.pem" "$tmp/sha1.key" "$tmp/sha1.pem" "$tmp/root.pem" -- "$tmp/root.pem"
+
+# An RSA 1024 intermediate.
+rsa "$tmp/r1024.key" 1024
+mkcert "$tmp/r1024.key" "/O=Istio/CN=Intermediate CA/L=rsa1024" "$tmp/root.pem" "$tmp/root.key" "$CA_EXT" "$tmp/r1024.pem"
+bundle rsa1024 "$tmp/r1024.pem" "$tmp/r1024.key" "$tmp/r1024.pem" "$tmp/root.pem" -- "$tmp/root.pem"
+
+# An Ed25519 root and intermediate.
+openssl genpkey -algorithm ed25519 -out "$tmp/ed.key"
+openssl req -x509 -new -key "$tmp/ed.key" -subj "/O=Istio/CN=Ed Root" -days 3650 \
+  -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign" -out "$tmp/edroot.pem" 2>/dev/null
+bundle ed25519 "$tmp/edroot.pem" "$tmp/ed.key" "$tmp/edroot.pem" -- "$tmp/edroot.pem"
+
+# An RSA-2048 root issued SHA-256 chain with the key in PKCS#1, and an RSA cluster CA.
+rsa "$tmp/rroot.key" 2048; mkroot "$tmp/rroot.key" "$tmp/rroot.pem" "/O=Istio/CN=RSA Root CA"
+openssl rsa -in "$tmp/rroot.key" -traditional -out "$tmp/rroot-pkcs1.key" 2>/dev/null
+bundle rsa-root-signer "$tmp/rroot.pem" "$tmp/rroot-pkcs1.key" "$tmp/rroot.pem" -- "$tmp/rroot.pem"
+
+# Keys in every format (for import tests).
+mkdir -p "$out/keys"
+rsa "$out/keys/rsa2048-pkcs8.pem" 2048
+openssl rsa -in "$out/keys/rsa2048-pkcs8.pem" -traditional -out "$out/keys/rsa2048-pkcs1.pem" 2>/dev/null
+openssl ecparam -name prime256v1 -genkey -out "$out/keys/p256-sec1-with-params.pem"
+openssl ec -in "$out/keys/p256-sec1-with-params.pem" -out "$out/keys/p256-sec1.pem" 2>/dev/null
+openssl pkey -in "$out/keys/p256-sec1.pem" -out "$out/keys/p256-pkcs8.pem"
+openssl ecparam -name secp384r1 -genkey -noout -out "$out/keys/p384-sec1.pem"
+openssl pkcs8 -topk8 -v2 aes256 -in "$out/keys/p256-pkcs8.pem" -passout pass:secret -out "$out/keys/encrypted-pkcs8.pem"
+openssl rsa -in "$out/keys/rsa2048-pkcs8.pem" -traditional -aes256 -passout pass:secret -out "$out/keys/encrypted-pkcs1.pem" 2>/dev/null
+cp "$tmp/ed.key" "$out/keys/ed25519.pem"
+openssl ecparam -name secp256k1 -genkey -noout -out "$out/keys/secp256k1.pem"
+cp "$tmp/r1024.key" "$out/keys/rsa1024.pem"
+
+# CSRs made by OpenSSL, as a cluster using its own tooling would send.
+mkdir -p "$out/csr"
+openssl req -new -key "$out/keys/p256-pkcs8.pem" -subj "/O=Istio/CN=Intermediate CA/L=csr-cluster" -out "$out/csr/p256.csr"
+openssl req -new -key "$out/keys/rsa2048-pkcs8.pem" -subj "/CN=whatever the requester asks" \
+  -addext "basicConstraints=critical,CA:true" -out "$out/csr/rsa2048.csr"
+cp "$out/csr/p256.csr" "$out/csr/tampered.csr"
+# Flip one character of the subject inside the base64 body: same structure, broken signature.
+python3 - "$out/csr/tampered.csr" <<'PY'
+import base64, sys
+path = sys.argv[1]
+lines = open(path).read().strip().splitlines()
+der = bytearray(base64.b64decode("".join(lines[1:-1])))
+i = der.find(b"csr-cluster")
+der[i] ^= 0x01
+body = base64.b64encode(bytes(der)).decode()
+open(path, "w").write(lines[0] + "\n" + "\n".join(body[j:j+64] for j in range(0, len(body), 64)) + "\n" + lines[-1] + "\n")
+PY
+date -u +%s > "$out/GENERATED_AT"
+echo "wrote $(find "$out" -type f | wc -l) files under testdata/$out"
