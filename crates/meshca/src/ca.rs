@@ -176,6 +176,7 @@ impl Leaf {
 #[derive(Clone)]
 pub struct Csr {
     subject: String,
+    locality: Option<String>,
     key_type: KeyType,
     public_key_raw: Vec<u8>,
 }
@@ -232,13 +233,19 @@ impl Csr {
         crate::cert::verify_signature(req.algorithm.oid, key_type, &raw, &der_bytes[tbs], sig).map_err(|_| {
             bad("the CSR's signature does not verify with its own public key; it was altered or is corrupt".into())
         })?;
-        let subject = if req.info.subject.0.is_empty() { "(empty)".into() } else { req.info.subject.to_string() };
-        Ok(Csr { subject, key_type, public_key_raw: raw })
+        let subject = crate::cert::name_string(&req.info.subject);
+        let locality = crate::cert::name_attr(&req.info.subject, crate::cert::OID_L);
+        Ok(Csr { subject, locality, key_type, public_key_raw: raw })
     }
 
     /// The subject the requester asked for (informational: the profile decides the real one).
     pub fn subject(&self) -> &str {
         &self.subject
+    }
+
+    /// The cluster the requester names (subject L, as meshca's and Istio's CSRs carry it).
+    pub fn requested_cluster(&self) -> Option<&str> {
+        self.locality.as_deref()
     }
 
     /// The requested key's type.

@@ -164,14 +164,7 @@ impl Certificate {
 
     /// The first value of a subject attribute (e.g. [`OID_O`]), if present and a string.
     pub(crate) fn subject_attr(&self, oid: ObjectIdentifier) -> Option<String> {
-        self.tbs().subject.0.iter().flat_map(|rdn| rdn.0.iter()).find(|atv| atv.oid == oid).and_then(|atv| {
-            let any = &atv.value;
-            Utf8StringRef::try_from(any)
-                .map(|s| s.as_str().to_owned())
-                .or_else(|_| PrintableStringRef::try_from(any).map(|s| s.as_str().to_owned()))
-                .or_else(|_| TeletexStringRef::try_from(any).map(|s| s.as_str().to_owned()))
-                .ok()
-        })
+        name_attr(&self.tbs().subject, oid)
     }
 
     /// Common name (CN) of the subject.
@@ -488,6 +481,18 @@ pub(crate) fn tbs_range(signed: &[u8]) -> der::Result<core::ops::Range<usize>> {
 
 fn to_offset(d: core::time::Duration) -> OffsetDateTime {
     OffsetDateTime::UNIX_EPOCH + d
+}
+
+/// The first value of attribute `oid` in `name`, if it is a string.
+pub(crate) fn name_attr(name: &x509_cert::name::Name, oid: ObjectIdentifier) -> Option<String> {
+    name.0.iter().flat_map(|rdn| rdn.0.iter()).find(|atv| atv.oid == oid).and_then(|atv| {
+        let any = &atv.value;
+        Utf8StringRef::try_from(any)
+            .map(|s| s.as_str().to_owned())
+            .or_else(|_| PrintableStringRef::try_from(any).map(|s| s.as_str().to_owned()))
+            .or_else(|_| TeletexStringRef::try_from(any).map(|s| s.as_str().to_owned()))
+            .ok()
+    })
 }
 
 pub(crate) fn name_string(name: &x509_cert::name::Name) -> String {

@@ -198,6 +198,7 @@ fn csr_flow_keeps_the_cluster_key_in_the_cluster() {
     // At the CA: only the CSR.
     let csr = Csr::from_pem(csr_pem.as_bytes(), "edge-1.csr").unwrap();
     assert_eq!(csr.key_type(), KeyType::EcdsaP256);
+    assert_eq!(csr.requested_cluster(), Some("edge-1"));
     let signed = r.sign_intermediate_csr(&csr, &IntermediateParams::new("edge-1"), &mut rng(19), now()).unwrap().value;
     let files = signed.to_files();
     assert!(!files.contains("ca-key.pem"), "the CA never sees or writes the cluster key");
@@ -212,6 +213,8 @@ fn openssl_csrs_get_the_profile_not_what_they_ask_for() {
     let r = root(KeyAlgorithm::EcdsaP256, 20);
     let csr = Csr::from_pem(&read("openssl/csr/rsa2048.csr"), "rsa2048.csr").unwrap();
     assert_eq!(csr.key_type(), KeyType::Rsa { bits: 2048 });
+    assert_eq!(csr.requested_cluster(), None);
+    assert_eq!(csr.subject(), "CN=whatever the requester asks");
     let signed = r.sign_intermediate_csr(&csr, &IntermediateParams::new("c9"), &mut rng(21), now()).unwrap().value;
     let cert = signed.cert();
     assert_eq!(cert.subject(), "L=c9,CN=Intermediate CA,O=Istio");

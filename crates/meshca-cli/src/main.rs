@@ -1,0 +1,1119 @@
+//! `meshca`: Istio multi-cluster CA material in one binary.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use base64::Engine;
+use clap::{Args, Parser, Subcommand};
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+
+use meshca::{
+    Cacerts, Csr, Files, IntermediateParams, KeyAlgorithm, Layout, LeafParams, PrivateKey, RootParams, SigningCa,
+    SpiffeId,
+};
+use meshca_cli::describe::{cert_view, write_tree};
+use meshca_cli::reconcile::{self, Action, Options, Report};
+use meshca_cli::store::{DirStore, SecretRef, Store};
+use meshca_cli::{fs, mtls, policy, proxy, Error};
+
+const EXIT_HELP: &str = "\
+Exit codes: 0 success; 1 a check failed or meshca refused an input (invalid bundle, key, CSR or
+policy; a cluster that failed to reconcile); 2 usage error.";
+
+/// PKI for Istio multi-cluster trust: a shared root, a `cacerts` intermediate per cluster,
+/// SPIFFE workload certificates, verification and rotation.
+///
+/// New here? Run `meshca quickstart`: it does the whole multi-cluster workflow in a local
+/// directory (no cluster needed) and tells you what to run next.
+#[derive(Parser, Debug)]
+#[command(name = "meshca", version, after_help = EXIT_HELP, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate a root CA as a signing bundle (all four files hold the root, like Gloo's
+    /// management Secret).
+    RootCa(RootCaArgs),
+    /// Issue a cluster's intermediate CA as a `cacerts` bundle (Istio's `make <cluster>-cacerts`).
+    Intermediate(IntermediateArgs),
+    /// Issue a workload certificate as istiod would (SPIFFE URI SAN, empty subject).
+    Leaf(LeafArgs),
+    /// In a cluster: make a key and a CSR for its intermediate; the key never leaves.
+    Csr(CsrArgs),
+    /// At the CA: sign a cluster's CSR with the intermediate profile.
+    SignCsr(SignCsrArgs),
+    /// Validate bundles and check they share a root; or compare sidecars' secrets.
+    Verify(VerifyArgs),
+    /// Show what a bundle directory, PEM file or sidecar secret dump holds.
+    Inspect(InspectArgs),
+    /// Print a bundle as a Kubernetes Secret manifest for `kubectl apply -f -`.
+    Secret(SecretArgs),
+    /// Issue, rotate or keep every cluster's `cacerts` per a RootTrustPolicy.
+    Reconcile(ReconcileArgs),
+    /// The whole workflow in a fresh local store: root, policy, three clusters, verification,
+    /// and a real mTLS handshake between clusters.
+    Quickstart(QuickstartArgs),
+}
+
+#[derive(Args, Debug)]
+struct RootCaArgs {
+    /// Directory to write ca-cert.pem, ca-key.pem, cert-chain.pem and root-cert.pem into.
+    #[arg(long)]
+    out: PathBuf,
+    /// Key algorithm: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096.
+    #[arg(long, default_value = "ecdsa-p256")]
+    key: KeyAlgorithm,
+    /// Lifetime in days.
+    #[arg(long, default_value_t = 3650)]
+    days: i64,
+    /// Subject common name.
+    #[arg(long, default_value = "Root CA")]
+    cn: String,
+    /// Subject organization.
+    #[arg(long, default_value = "Istio")]
+    org: String,
+    /// pathLenConstraint (default: none, as Istio's root).
+    #[arg(long)]
+    pathlen: Option<u8>,
+    /// Replace CA material already in --out.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct IntermediateArgs {
+    /// The signing CA: a bundle directory (a root from `root-ca`, or a management intermediate
+    /// whose cert-chain.pem runs up to an external root).
+    #[arg(long)]
+    ca: PathBuf,
+    /// Cluster name (written to the subject's L).
+    #[arg(long)]
+    cluster: String,
+    /// Directory to write the bundle into.
+    #[arg(long)]
+    out: PathBuf,
+    /// Lifetime in days (clamped to the signer's).
+    #[arg(long, default_value_t = 365)]
+    days: i64,
+    /// Key algorithm: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096.
+    #[arg(long, default_value = "ecdsa-p256")]
+    key: KeyAlgorithm,
+    /// pathLenConstraint (0: the cluster CA signs only workloads).
+    #[arg(long, default_value_t = 0)]
+    pathlen: u8,
+    /// The mesh's trust domain; checked, and used in the suggested `meshca leaf` command.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// Subject organization.
+    #[arg(long, default_value = "Istio")]
+    org: String,
+    /// File names: istio (ca-cert.pem ...) or tls (tls.crt, tls.key, ca.crt).
+    #[arg(long, default_value = "istio")]
+    layout: Layout,
+    /// Issue as if at this time (RFC 3339).
+    #[arg(long)]
+    at: Option<String>,
+    /// Replace a bundle already in --out.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct LeafArgs {
+    /// The issuing CA bundle (a cluster's cacerts).
+    #[arg(long)]
+    ca: PathBuf,
+    /// spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>
+    #[arg(long)]
+    spiffe: String,
+    /// Directory for cert-chain.pem, key.pem, root-cert.pem.
+    #[arg(long)]
+    out: PathBuf,
+    /// Lifetime in hours (istiod: 24, at most 2160).
+    #[arg(long, default_value_t = 24)]
+    hours: i64,
+    /// Key algorithm.
+    #[arg(long, default_value = "ecdsa-p256")]
+    key: KeyAlgorithm,
+    /// Issue as if at this time (RFC 3339).
+    #[arg(long)]
+    at: Option<String>,
+    /// Replace files already in --out.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct CsrArgs {
+    /// Cluster name (the CSR's subject L).
+    #[arg(long)]
+    cluster: String,
+    /// Directory for ca-key.pem (kept here) and ca-csr.pem (send this one).
+    #[arg(long)]
+    out: PathBuf,
+    /// Key algorithm.
+    #[arg(long, default_value = "ecdsa-p256")]
+    key: KeyAlgorithm,
+    /// Subject organization.
+    #[arg(long, default_value = "Istio")]
+    org: String,
+    /// Replace a key already in --out.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct SignCsrArgs {
+    /// The signing CA bundle directory.
+    #[arg(long)]
+    ca: PathBuf,
+    /// The CSR (PEM).
+    #[arg(long)]
+    csr: PathBuf,
+    /// Directory for ca-cert.pem, cert-chain.pem, root-cert.pem. If it holds the cluster's
+    /// ca-key.pem (as `meshca csr` leaves it), the result is a complete, validated bundle.
+    #[arg(long)]
+    out: PathBuf,
+    /// Lifetime in days.
+    #[arg(long, default_value_t = 365)]
+    days: i64,
+    /// Cluster name (default: the CSR's subject L). The profile, not the CSR, decides the rest.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// pathLenConstraint.
+    #[arg(long, default_value_t = 0)]
+    pathlen: u8,
+    /// Subject organization.
+    #[arg(long, default_value = "Istio")]
+    org: String,
+    /// Sign as if at this time (RFC 3339).
+    #[arg(long)]
+    at: Option<String>,
+    /// Replace certificates already in --out.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    /// Bundle directories (either layout).
+    dirs: Vec<PathBuf>,
+    /// A sidecar's `istioctl proxy-config secret <pod> -o json` (or yaml); repeat for each.
+    #[arg(long = "proxy-secret", value_name = "FILE")]
+    proxy_secrets: Vec<PathBuf>,
+    /// Check as of this time (RFC 3339) instead of now.
+    #[arg(long)]
+    at: Option<String>,
+    /// Skip issuing a probe workload certificate from each bundle for the cross-cluster check.
+    #[arg(long)]
+    no_probe: bool,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    /// A bundle directory, a PEM file (certificates, key or CSR), or a sidecar secret dump.
+    path: PathBuf,
+    /// As of this time (RFC 3339) instead of now.
+    #[arg(long)]
+    at: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct SecretArgs {
+    /// The bundle directory.
+    dir: PathBuf,
+    /// Secret name.
+    #[arg(long, default_value = "cacerts")]
+    name: String,
+    /// Namespace.
+    #[arg(long, default_value = "istio-system")]
+    namespace: String,
+    /// Key names: istio or tls.
+    #[arg(long, default_value = "istio")]
+    layout: Layout,
+    /// Validate as of this time (RFC 3339).
+    #[arg(long)]
+    at: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ReconcileArgs {
+    /// The RootTrustPolicy YAML (Gloo's admin.gloo.solo.io/v2 as written, or meshca.dev/v1alpha1).
+    #[arg(long)]
+    policy: PathBuf,
+    /// The directory store: STORE/<cluster>/<namespace>/<secret>/<key>.
+    #[arg(long)]
+    store: PathBuf,
+    /// A workload cluster; repeat for each.
+    #[arg(long = "cluster", value_name = "NAME", required_unless_present = "clusters_file")]
+    clusters: Vec<String>,
+    /// A file with one cluster name per line (# comments allowed).
+    #[arg(long, conflicts_with = "clusters")]
+    clusters_file: Option<PathBuf>,
+    /// The cluster holding the signing CA Secret.
+    #[arg(long, default_value = "mgmt")]
+    mgmt_cluster: String,
+    /// Plan and act as if at this time (RFC 3339): rehearse rotation.
+    #[arg(long)]
+    at: Option<String>,
+    /// Show what would change; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+    /// List every cluster even when there are many.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Args, Debug)]
+struct QuickstartArgs {
+    /// Where to put the store, the policy and the workload certificates.
+    #[arg(long, default_value = "meshca-quickstart")]
+    dir: PathBuf,
+}
+
+/// An error and the exit code it maps to.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure { code: 1, message: e.to_string() }
+    }
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure { code: 2, message: message.into() }
+}
+
+type CmdResult = Result<ExitCode, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::RootCa(a) => root_ca(a),
+        Command::Intermediate(a) => intermediate(a),
+        Command::Leaf(a) => leaf(a),
+        Command::Csr(a) => csr(a),
+        Command::SignCsr(a) => sign_csr(a),
+        Command::Verify(a) => verify(a),
+        Command::Inspect(a) => inspect(a),
+        Command::Secret(a) => secret(a),
+        Command::Reconcile(a) => reconcile_cmd(a),
+        Command::Quickstart(a) => quickstart(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("meshca: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn parse_at(at: &Option<String>) -> Result<OffsetDateTime, Failure> {
+    match at {
+        None => Ok(OffsetDateTime::now_utc()),
+        Some(s) => OffsetDateTime::parse(s, &Rfc3339)
+            .map_err(|e| usage(format!("--at {s}: not an RFC 3339 time like 2026-11-28T12:00:00Z ({e})"))),
+    }
+}
+
+fn days(n: i64, flag: &str) -> Result<Duration, Failure> {
+    if !(1..=36_500).contains(&n) {
+        return Err(usage(format!("{flag} must be between 1 and 36500, got {n}")));
+    }
+    Ok(Duration::days(n))
+}
+
+fn load_bundle(dir: &Path, now: OffsetDateTime) -> Result<Cacerts, Error> {
+    let files = fs::read_files(dir)?;
+    Cacerts::from_files(&files, now).map_err(Error::core(dir.display()))
+}
+
+fn load_signer(dir: &Path, now: OffsetDateTime) -> Result<SigningCa, Error> {
+    let files = fs::read_files(dir)?;
+    SigningCa::from_files(&files, now).map_err(Error::core(format!("signing CA {}", dir.display())))
+}
+
+/// Refuses to replace any of `names` in `dir` unless `force`.
+fn guard_overwrite(dir: &Path, names: &[&str], force: bool) -> Result<(), Error> {
+    if !force && names.iter().any(|n| dir.join(n).exists()) {
+        return Err(Error::WouldOverwrite { path: dir.to_owned() });
+    }
+    Ok(())
+}
+
+fn print_written(paths: &[PathBuf]) {
+    for p in paths {
+        println!("  wrote {}", p.display());
+    }
+}
+
+fn root_ca(a: RootCaArgs) -> CmdResult {
+    guard_overwrite(&a.out, Layout::Istio.files(), a.force)?;
+    let mut p = RootParams::default();
+    p.key = a.key;
+    p.ttl = days(a.days, "--days")?;
+    p.common_name = a.cn;
+    p.organization = a.org;
+    p.pathlen = a.pathlen;
+    let now = OffsetDateTime::now_utc();
+    let root = SigningCa::generate_root(&p, &mut meshca::OsRng, now).map_err(Error::core("root-ca"))?;
+    let written = fs::write_files(&a.out, &root.bundle().to_files(Layout::Istio)).map_err(Error::from)?;
+    let c = root.bundle().ca_cert();
+    println!("root CA {} ({}), expires {}", c.subject(), a.key.key_type(), meshca::format_time(c.not_after()));
+    println!("  sha256 {}", c.fingerprint_sha256());
+    print_written(&written);
+    println!("next: meshca intermediate --ca {} --cluster cluster1 --out cluster1", a.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn intermediate(a: IntermediateArgs) -> CmdResult {
+    let now = parse_at(&a.at)?;
+    meshca::validate_trust_domain(&a.trust_domain).map_err(|e| usage(format!("--trust-domain: {e}")))?;
+    guard_overwrite(&a.out, &[Layout::Istio.files(), Layout::Tls.files()].concat(), a.force)?;
+    let signer = load_signer(&a.ca, now)?;
+    let mut p = IntermediateParams::new(&a.cluster);
+    p.ttl = days(a.days, "--days")?;
+    p.key = a.key;
+    p.pathlen = a.pathlen;
+    p.organization = a.org;
+    let issued = signer.issue_intermediate(&p, &mut meshca::OsRng, now).map_err(Error::core(&a.cluster))?;
+    let bundle = issued.value;
+    let written = fs::write_files(&a.out, &bundle.to_files(a.layout)).map_err(Error::from)?;
+    let c = bundle.ca_cert();
+    println!("{} ({}), expires {}", c.subject(), a.key.key_type(), meshca::format_time(c.not_after()));
+    if let Some(wanted) = issued.clamped_from {
+        println!("  note: lifetime cut to the signing CA's notAfter (asked for {})", meshca::format_time(wanted));
+    }
+    println!("  chain {} -> root {}", bundle.path().len(), bundle.root().subject());
+    print_written(&written);
+    println!("next: meshca secret {} | kubectl --context <{}> apply -f -", a.out.display(), a.cluster);
+    println!(
+        "      meshca leaf --ca {} --spiffe spiffe://{}/ns/default/sa/default --out {}-workload",
+        a.out.display(),
+        a.trust_domain,
+        a.cluster
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn leaf(a: LeafArgs) -> CmdResult {
+    let now = parse_at(&a.at)?;
+    let id: SpiffeId = a.spiffe.parse().map_err(|e: meshca::Error| usage(format!("--spiffe: {e}")))?;
+    guard_overwrite(&a.out, &["cert-chain.pem", "key.pem", "root-cert.pem"], a.force)?;
+    let signer = load_signer(&a.ca, now)?;
+    let mut p = LeafParams::new(id);
+    p.ttl = Duration::hours(a.hours);
+    p.key = a.key;
+    let issued = signer.issue_leaf(&p, &mut meshca::OsRng, now).map_err(Error::core("leaf"))?;
+    let l = issued.value;
+    let mut files = Files::new();
+    files.insert("cert-chain.pem", l.cert_chain_pem().into_bytes());
+    files.insert("key.pem", l.key_pem().as_bytes().to_vec());
+    files.insert("root-cert.pem", l.root_cert_pem().into_bytes());
+    let written = fs::write_files(&a.out, &files).map_err(Error::from)?;
+    println!("{} ({}), expires {}", a.spiffe, a.key.key_type(), meshca::format_time(l.cert().not_after()));
+    if issued.clamped_from.is_some() {
+        println!("  note: lifetime cut to the issuing CA's notAfter");
+    }
+    print_written(&written);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn csr(a: CsrArgs) -> CmdResult {
+    guard_overwrite(&a.out, &["ca-key.pem", "ca-csr.pem"], a.force)?;
+    let key = PrivateKey::generate(a.key, &mut meshca::OsRng).map_err(Error::core("csr"))?;
+    let csr_pem = Csr::generate_pem(&a.cluster, &a.org, &key).map_err(Error::core("csr"))?;
+    let mut files = Files::new();
+    files.insert("ca-key.pem", key.to_pkcs8_pem().as_bytes().to_vec());
+    files.insert("ca-csr.pem", csr_pem.into_bytes());
+    let written = fs::write_files(&a.out, &files).map_err(Error::from)?;
+    println!("key ({}) and CSR for cluster {}", a.key.key_type(), a.cluster);
+    print_written(&written);
+    println!(
+        "next: send {} to the CA; it runs: meshca sign-csr --ca <ca-dir> --csr ca-csr.pem --out {}",
+        a.out.join("ca-csr.pem").display(),
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign_csr(a: SignCsrArgs) -> CmdResult {
+    let now = parse_at(&a.at)?;
+    guard_overwrite(&a.out, &["ca-cert.pem", "cert-chain.pem", "root-cert.pem"], a.force)?;
+    let signer = load_signer(&a.ca, now)?;
+    let csr_file = a.csr.display().to_string();
+    let data =
+        std::fs::read(&a.csr).map_err(|e| Error::Io(fs::IoError { path: a.csr.clone(), action: "read", source: e }))?;
+    let request = Csr::from_pem(&data, &csr_file).map_err(Error::core("sign-csr"))?;
+    let cluster = match (&a.cluster, request.requested_cluster()) {
+        (Some(c), _) => c.clone(),
+        (None, Some(c)) => c.to_owned(),
+        (None, None) => {
+            return Err(usage(format!(
+                "{csr_file}: the CSR names no cluster (subject L; it asks for {}); pass --cluster",
+                request.subject()
+            )))
+        }
+    };
+    let mut p = IntermediateParams::new(&cluster);
+    p.ttl = days(a.days, "--days")?;
+    p.pathlen = a.pathlen;
+    p.organization = a.org;
+    let issued = signer.sign_intermediate_csr(&request, &p, &mut meshca::OsRng, now).map_err(Error::core(&cluster))?;
+    let signed = issued.value;
+    // With the cluster's key beside it, check the whole bundle before writing anything.
+    let key_path = a.out.join("ca-key.pem");
+    let complete = if key_path.exists() {
+        let key_pem = std::fs::read(&key_path)
+            .map_err(|e| Error::Io(fs::IoError { path: key_path.clone(), action: "read", source: e }))?;
+        let key = PrivateKey::from_pem(&key_pem, &key_path.display().to_string()).map_err(Error::core("sign-csr"))?;
+        Some(signed.clone().into_cacerts(key, now).map_err(Error::core(a.out.display()))?)
+    } else {
+        None
+    };
+    let written = fs::write_files(&a.out, &signed.to_files()).map_err(Error::from)?;
+    println!(
+        "{} for key {} ({}), expires {}",
+        signed.cert().subject(),
+        request.key_type(),
+        csr_file,
+        meshca::format_time(signed.cert().not_after())
+    );
+    print_written(&written);
+    if let Some(b) = complete {
+        println!(
+            "{} is now a complete cacerts bundle, valid until {}",
+            a.out.display(),
+            meshca::format_time(b.not_after())
+        );
+    } else {
+        println!("the cluster adds its ca-key.pem to these three files to complete its cacerts bundle");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BundleStatus {
+    path: String,
+    ok: bool,
+    error: Option<String>,
+    subject: Option<String>,
+    #[serde(with = "reconcile::rfc3339_opt")]
+    not_after: Option<OffsetDateTime>,
+    root_fingerprint: Option<String>,
+    warnings: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProxyStatus {
+    path: String,
+    ok: bool,
+    spiffe_id: Option<String>,
+    root_fingerprints: Vec<String>,
+    errors: Vec<String>,
+}
+
+fn verify(a: VerifyArgs) -> CmdResult {
+    if a.dirs.is_empty() && a.proxy_secrets.is_empty() {
+        return Err(usage("give bundle directories and/or --proxy-secret FILE; see `meshca verify --help`"));
+    }
+    let now = parse_at(&a.at)?;
+    let mut ok = true;
+    let mut statuses = Vec::new();
+    let mut bundles: Vec<(String, Cacerts)> = Vec::new();
+    for dir in &a.dirs {
+        let name = dir.display().to_string();
+        match load_bundle(dir, now) {
+            Ok(b) => {
+                if !a.json {
+                    let left = meshca::human_duration(b.not_after() - now);
+                    println!(
+                        "OK    {name}: {}, expires {} (in {left}), root sha256 {}",
+                        b.ca_cert().subject(),
+                        meshca::format_time(b.not_after()),
+                        short(&b.root_fingerprint())
+                    );
+                    for w in b.warnings() {
+                        println!("      warning: {w}");
+                    }
+                }
+                statuses.push(BundleStatus {
+                    path: name.clone(),
+                    ok: true,
+                    error: None,
+                    subject: Some(b.ca_cert().subject()),
+                    not_after: Some(b.not_after()),
+                    root_fingerprint: Some(b.root_fingerprint()),
+                    warnings: b.warnings().iter().map(ToString::to_string).collect(),
+                });
+                bundles.push((name, b));
+            }
+            Err(e) => {
+                ok = false;
+                // The error names the bundle, the file, what is wrong and the fix.
+                eprintln!("FAIL  {e}");
+                statuses.push(BundleStatus {
+                    path: name,
+                    ok: false,
+                    error: Some(e.to_string()),
+                    subject: None,
+                    not_after: None,
+                    root_fingerprint: None,
+                    warnings: Vec::new(),
+                });
+            }
+        }
+    }
+    let mut trust = serde_json::Value::Null;
+    if bundles.len() > 1 {
+        let refs: Vec<(&str, &Cacerts)> = bundles.iter().map(|(n, b)| (n.as_str(), b)).collect();
+        let result = meshca::check_mutual_trust(&refs).and_then(|shared| {
+            if !a.no_probe {
+                meshca::check_cross_cluster(&refs, &mut meshca::OsRng, now)?;
+            }
+            Ok(shared)
+        });
+        match result {
+            Ok(shared) => {
+                if !a.json {
+                    println!(
+                        "OK    all {} bundles share root {} (sha256 {})",
+                        refs.len(),
+                        shared.subject,
+                        shared.fingerprint
+                    );
+                    if !a.no_probe {
+                        println!("OK    a workload certificate from each is trusted by every other's root-cert.pem");
+                    }
+                }
+                trust = serde_json::json!({"ok": true, "rootFingerprint": shared.fingerprint});
+            }
+            Err(e) => {
+                ok = false;
+                eprintln!("FAIL  {e}");
+                trust = serde_json::json!({"ok": false, "error": e.to_string()});
+            }
+        }
+    }
+    let proxies = verify_proxies(&a.proxy_secrets, now, a.json, &mut ok);
+    if a.json {
+        let out = serde_json::json!({
+            "at": meshca::format_time(now),
+            "ok": ok,
+            "bundles": statuses,
+            "trust": trust,
+            "proxies": proxies,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn verify_proxies(paths: &[PathBuf], now: OffsetDateTime, json: bool, ok: &mut bool) -> Vec<ProxyStatus> {
+    let mut parsed = Vec::new();
+    let mut statuses = Vec::new();
+    for p in paths {
+        let name = p.display().to_string();
+        let result = std::fs::read_to_string(p)
+            .map_err(|e| Error::Io(fs::IoError { path: p.clone(), action: "read", source: e }))
+            .and_then(|text| proxy::parse(&text, &name));
+        match result {
+            Ok(s) => parsed.push(s),
+            Err(e) => {
+                *ok = false;
+                eprintln!("FAIL  {e}");
+                statuses.push(ProxyStatus {
+                    path: name,
+                    ok: false,
+                    spiffe_id: None,
+                    root_fingerprints: vec![],
+                    errors: vec![e.to_string()],
+                });
+            }
+        }
+    }
+    for a in &parsed {
+        let mut st = ProxyStatus {
+            path: a.source.clone(),
+            ok: true,
+            spiffe_id: a.chain.first().and_then(|c| c.uri_sans().into_iter().next()),
+            root_fingerprints: a.roots.iter().map(|r| r.fingerprint_sha256()).collect(),
+            errors: Vec::new(),
+        };
+        if !json {
+            println!(
+                "proxy {}: workload {}, trusts {}",
+                a.source,
+                st.spiffe_id.as_deref().unwrap_or("(no workload certificate)"),
+                a.roots
+                    .iter()
+                    .map(|r| format!("{} ({})", r.subject(), short(&r.fingerprint_sha256())))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        for b in &parsed {
+            if a.chain.is_empty() {
+                st.errors.push(format!("{}: no workload certificate chain (`default` secret) in the dump", a.source));
+                break;
+            }
+            match meshca::verify_workload_chain(&a.chain, &b.roots, now) {
+                Ok(_) => {
+                    if !json && a.source != b.source {
+                        println!("OK    {}'s workload chain is trusted by {}'s ROOTCA", a.source, b.source);
+                    }
+                }
+                Err(e) => st
+                    .errors
+                    .push(format!("{}'s workload chain is not trusted by {}'s ROOTCA: {e}", a.source, b.source)),
+            }
+        }
+        for e in &st.errors {
+            eprintln!("FAIL  {e}");
+        }
+        if !st.errors.is_empty() {
+            st.ok = false;
+            *ok = false;
+        }
+        statuses.push(st);
+    }
+    if parsed.len() > 1 && *ok && !json {
+        println!("OK    all {} proxies trust the same root and each other's workloads", parsed.len());
+    }
+    statuses
+}
+
+fn short(fp: &str) -> String {
+    fp.chars().take(23).collect::<String>() + "…"
+}
+
+fn inspect(a: InspectArgs) -> CmdResult {
+    let now = parse_at(&a.at)?;
+    let path = &a.path;
+    let mut out = String::new();
+    let json = if path.is_dir() {
+        inspect_dir(path, now, &mut out)?
+    } else {
+        let data = std::fs::read(path)
+            .map_err(|e| Error::Io(fs::IoError { path: path.clone(), action: "read", source: e }))?;
+        inspect_file(path, &data, now, &mut out)?
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+    } else {
+        print!("{out}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect_dir(dir: &Path, now: OffsetDateTime, out: &mut String) -> Result<serde_json::Value, Error> {
+    let files = fs::read_files(dir)?;
+    let bundle = Cacerts::from_files(&files, now);
+    match &bundle {
+        Ok(b) => {
+            out.push_str(&format!(
+                "{}: valid {} bundle, signing CA {} ({})\n",
+                dir.display(),
+                b.layout().name(),
+                b.ca_cert().subject(),
+                b.ca_key().key_type()
+            ));
+            out.push_str(&format!(
+                "chain ({} certificates, signing CA first in the files; shown from the root):\n",
+                b.path().len()
+            ));
+            let views: Vec<_> = b.path().iter().map(|c| cert_view(c, now)).collect();
+            write_tree(out, &views, "  ");
+            out.push_str(&format!(
+                "trust bundle ({} root{}):\n",
+                b.roots().len(),
+                if b.roots().len() == 1 { "" } else { "s" }
+            ));
+            for r in b.roots() {
+                let mark = if r == b.root() { " <- this chain's root" } else { "" };
+                out.push_str(&format!("  {} sha256 {}{mark}\n", r.subject(), short(&r.fingerprint_sha256())));
+            }
+            out.push_str(&format!("private key: {} (matches the signing CA)\n", b.ca_key().key_type()));
+            for w in b.warnings() {
+                out.push_str(&format!("warning: {w}\n"));
+            }
+            Ok(serde_json::json!({
+                "path": dir.display().to_string(),
+                "valid": true,
+                "layout": b.layout().name(),
+                "chain": views,
+                "roots": b.roots().iter().map(|r| cert_view(r, now)).collect::<Vec<_>>(),
+                "keyType": b.ca_key().key_type().to_string(),
+                "warnings": b.warnings().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }))
+        }
+        Err(e) => {
+            out.push_str(&format!("{}: NOT a valid bundle: {e}\n", dir.display()));
+            let mut per_file = serde_json::Map::new();
+            for (name, data) in files.iter() {
+                if fs::is_key_file(name) {
+                    let kind = PrivateKey::from_pem(data, name).map(|k| k.key_type().to_string());
+                    out.push_str(&format!(
+                        "{name}: private key, {}\n",
+                        kind.as_ref().map_or_else(|e| e.to_string(), Clone::clone)
+                    ));
+                    continue;
+                }
+                if let Ok(certs) = meshca::parse_certificates(data, name) {
+                    out.push_str(&format!("{name}:\n"));
+                    let views: Vec<_> = certs.iter().map(|c| cert_view(c, now)).collect();
+                    write_tree(out, &views, "  ");
+                    per_file.insert(name.to_owned(), serde_json::to_value(&views).unwrap_or_default());
+                }
+            }
+            Ok(
+                serde_json::json!({"path": dir.display().to_string(), "valid": false, "error": e.to_string(), "files": per_file}),
+            )
+        }
+    }
+}
+
+fn inspect_file(path: &Path, data: &[u8], now: OffsetDateTime, out: &mut String) -> Result<serde_json::Value, Error> {
+    let name = path.display().to_string();
+    let text = String::from_utf8_lossy(data);
+    if text.contains("inlineBytes") || text.contains("inlineString") || text.trim_start().starts_with('{') {
+        let s = proxy::parse(&text, &name)?;
+        let roots: Vec<_> = s.roots.iter().map(|c| cert_view(c, now)).collect();
+        let chain: Vec<_> = s.chain.iter().map(|c| cert_view(c, now)).collect();
+        out.push_str(&format!("{name}: sidecar secrets\nROOTCA (trusted roots):\n"));
+        write_tree(out, &roots, "  ");
+        out.push_str("default (workload certificate chain):\n");
+        write_tree(out, &chain, "  ");
+        let trusted = meshca::verify_workload_chain(&s.chain, &s.roots, now);
+        out.push_str(&match &trusted {
+            Ok(id) => format!("the workload chain ({id}) verifies against ROOTCA\n"),
+            Err(e) => format!("the workload chain does NOT verify against ROOTCA: {e}\n"),
+        });
+        return Ok(
+            serde_json::json!({"path": name, "kind": "proxy-secret", "roots": roots, "chain": chain, "chainTrusted": trusted.is_ok()}),
+        );
+    }
+    if text.contains("PRIVATE KEY-----") {
+        let k = PrivateKey::from_pem(data, &name).map_err(Error::core("inspect"))?;
+        out.push_str(&format!("{name}: private key, {}\n", k.key_type()));
+        return Ok(serde_json::json!({"path": name, "kind": "private-key", "keyType": k.key_type().to_string()}));
+    }
+    if text.contains("CERTIFICATE REQUEST-----") {
+        let c = Csr::from_pem(data, &name).map_err(Error::core("inspect"))?;
+        out.push_str(&format!(
+            "{name}: certificate request from {} ({} key), signature valid\n",
+            c.subject(),
+            c.key_type()
+        ));
+        return Ok(
+            serde_json::json!({"path": name, "kind": "csr", "subject": c.subject(), "keyType": c.key_type().to_string()}),
+        );
+    }
+    let certs = meshca::parse_certificates(data, &name).map_err(Error::core("inspect"))?;
+    let views: Vec<_> = certs.iter().map(|c| cert_view(c, now)).collect();
+    out.push_str(&format!("{name}: {} certificate{}\n", certs.len(), if certs.len() == 1 { "" } else { "s" }));
+    write_tree(out, &views, "  ");
+    Ok(serde_json::json!({"path": name, "kind": "certificates", "certificates": views}))
+}
+
+fn secret(a: SecretArgs) -> CmdResult {
+    let now = parse_at(&a.at)?;
+    policy::check_name("--name", &a.name).map_err(usage)?;
+    policy::check_name("--namespace", &a.namespace).map_err(usage)?;
+    let b = load_bundle(&a.dir, now)?;
+    print!("{}", secret_manifest(&b, &a.name, &a.namespace, a.layout));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A Secret manifest `kubectl apply -f -` accepts: base64 `data`, meshca's label and annotations.
+fn secret_manifest(b: &Cacerts, name: &str, namespace: &str, layout: Layout) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut y = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:\n    \
+         app.kubernetes.io/managed-by: meshca\n  annotations:\n    meshca.dev/root-fingerprint: \"{}\"\n    \
+         meshca.dev/not-after: \"{}\"\ntype: Opaque\ndata:\n",
+        b.root_fingerprint(),
+        meshca::format_time(b.not_after())
+    );
+    for (key, data) in b.to_files(layout).iter() {
+        y.push_str(&format!("  {key}: {}\n", b64.encode(data)));
+    }
+    y
+}
+
+fn read_clusters(a: &ReconcileArgs) -> Result<Vec<String>, Failure> {
+    let mut clusters = a.clusters.clone();
+    if let Some(f) = &a.clusters_file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| Failure::from(Error::Io(fs::IoError { path: f.clone(), action: "read", source: e })))?;
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if !line.is_empty() {
+                clusters.push(line.to_owned());
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for c in &clusters {
+        meshca::validate_cluster_name(c).map_err(|e| usage(e.to_string()))?;
+        if !seen.insert(c) {
+            return Err(usage(format!("cluster `{c}` is listed twice")));
+        }
+        if c == &a.mgmt_cluster {
+            return Err(usage(format!(
+                "cluster `{c}` is the management cluster (--mgmt-cluster); list only workload clusters"
+            )));
+        }
+    }
+    if clusters.is_empty() {
+        return Err(usage("no clusters: pass --cluster NAME (repeatable) or --clusters-file FILE"));
+    }
+    Ok(clusters)
+}
+
+fn reconcile_cmd(a: ReconcileArgs) -> CmdResult {
+    let now = parse_at(&a.at)?;
+    let clusters = read_clusters(&a)?;
+    let policy_file = a.policy.display().to_string();
+    let text = std::fs::read_to_string(&a.policy)
+        .map_err(|e| Failure::from(Error::Io(fs::IoError { path: a.policy.clone(), action: "read", source: e })))?;
+    let pol = policy::parse(&text, &policy_file)?;
+    let store = DirStore::new(&a.store);
+    let mut opts = Options::new(now, clusters);
+    opts.dry_run = a.dry_run;
+    opts.mgmt_cluster = a.mgmt_cluster.clone();
+    let show_progress = !a.json && std::io::stderr().is_terminal() && opts.clusters.len() > 20;
+    let mut progress = |done: usize, total: usize| {
+        if show_progress {
+            eprint!("\r  reconciling {done}/{total}");
+            if done == total {
+                eprint!("\r{}\r", " ".repeat(40));
+            }
+        }
+    };
+    let report = reconcile::reconcile(&store, &pol, &opts, &mut meshca::OsRng, &mut progress)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", render_report(&report, &pol, a.verbose));
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The human form of a reconcile run: a header, one line per cluster (only the changes when
+/// there are many, unless `verbose`), and a summary.
+fn render_report(r: &Report, pol: &policy::Policy, verbose: bool) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "policy {} ({}) at {}{}\n",
+        pol.name,
+        pol.api_version,
+        meshca::format_time(r.at),
+        if r.dry_run { ", dry run: nothing written" } else { "" }
+    ));
+    s.push_str(&format!(
+        "signer {}{} root sha256 {}\n       {}\n",
+        r.signer.subject,
+        if r.signer.created { " (created now)" } else { "" },
+        short(&r.signer.root_fingerprint),
+        r.signer.location
+    ));
+    let many = r.clusters.len() > 50 && !verbose;
+    let width = r.clusters.iter().map(|c| c.cluster.len()).max().unwrap_or(7).max(7);
+    s.push_str(&format!(
+        "{:<width$}  {:<12}  {:<20}  {:<20}  {}\n",
+        "CLUSTER", "ACTION", "EXPIRES", "NEXT CHECK", "REASON"
+    ));
+    let mut hidden = 0;
+    for c in &r.clusters {
+        if many && c.action == Action::Kept {
+            hidden += 1;
+            continue;
+        }
+        let t = |t: Option<OffsetDateTime>| t.map(meshca::format_time).unwrap_or_else(|| "-".into());
+        s.push_str(&format!(
+            "{:<width$}  {:<12}  {:<20}  {:<20}  {}\n",
+            c.cluster,
+            c.action.word(),
+            t(c.not_after),
+            t(c.next_check),
+            c.reason
+        ));
+        for w in &c.warnings {
+            s.push_str(&format!("{:<width$}  warning: {w}\n", ""));
+        }
+    }
+    if hidden > 0 {
+        s.push_str(&format!("... and {hidden} clusters kept unchanged (--verbose lists them)\n"));
+    }
+    let counts: Vec<String> = r.counts().iter().map(|(a, n)| format!("{n} {}", a.word())).collect();
+    s.push_str(&format!(
+        "{} cluster{}: {}.",
+        r.clusters.len(),
+        if r.clusters.len() == 1 { "" } else { "s" },
+        counts.join(", ")
+    ));
+    if r.trust.ok {
+        s.push_str(&format!(
+            " All share root {} (sha256 {}).",
+            r.signer.root,
+            short(r.trust.root_fingerprint.as_deref().unwrap_or(""))
+        ));
+    } else {
+        s.push_str(&format!("\nTRUST CHECK FAILED: {}", r.trust.error.as_deref().unwrap_or("")));
+    }
+    if let Some(n) = r.next_check {
+        s.push_str(&format!(" Next check due {}.", meshca::format_time(n)));
+    }
+    s.push('\n');
+    if pol.auto_restart_pods && r.clusters.iter().any(|c| matches!(c.action, Action::Issued | Action::Rotated)) {
+        s.push_str("note: autoRestartPods is set; the directory store cannot restart istiod, restart it where the bundle was applied\n");
+    }
+    for n in &r.notes {
+        s.push_str(&format!("note: {n}\n"));
+    }
+    s
+}
+
+fn quickstart(a: QuickstartArgs) -> CmdResult {
+    let dir = &a.dir;
+    let store_dir = dir.join("store");
+    let store = DirStore::new(&store_dir);
+    let policy_path = dir.join("policy.yaml");
+    let now = OffsetDateTime::now_utc();
+    let rng = &mut meshca::OsRng;
+    println!("meshca quickstart: the multi-cluster CA workflow end to end in {}", dir.display());
+    println!("(the same steps as shared/reference's Gloo guide, on a local store that mirrors Kubernetes Secrets)\n");
+
+    // Step 1: the root CA as the management cluster's Secret.
+    let pol = policy::parse(policy::SEED_POLICY, "policy.yaml")?;
+    let (ns, name) = pol.signer.secret();
+    let mgmt_secret = SecretRef::new("mgmt", ns, name);
+    let signer_dir = store.dir(&mgmt_secret);
+    match store.read(&mgmt_secret)? {
+        Some(_) => println!("Step 1  root CA exists, reusing it   {}", signer_dir.display()),
+        None => {
+            let root = SigningCa::generate_root(&RootParams::default(), rng, now).map_err(Error::core("root"))?;
+            store.write(&mgmt_secret, &root.bundle().to_files(Layout::Istio))?;
+            println!("Step 1  root CA {} -> {}", root.bundle().ca_cert().subject(), signer_dir.display());
+            println!("        (what `meshca root-ca --out {}` does)", signer_dir.display());
+        }
+    }
+
+    // Step 2: the seed's policy, reconciled onto three clusters, then verified.
+    if !policy_path.exists() {
+        fs::write_file_atomic(&policy_path, policy::SEED_POLICY.as_bytes(), 0o644).map_err(Error::from)?;
+    }
+    let text = std::fs::read_to_string(&policy_path)
+        .map_err(|e| Failure::from(Error::Io(fs::IoError { path: policy_path.clone(), action: "read", source: e })))?;
+    let pol = policy::parse(&text, &policy_path.display().to_string())?;
+    let clusters: Vec<String> = ["cluster1", "cluster2", "cluster3"].map(String::from).to_vec();
+    println!("Step 2  policy {} (ttlDays 1, secretRotationGracePeriodRatio 0.1)", policy_path.display());
+    println!(
+        "        meshca reconcile --policy {} --store {} --cluster cluster1 --cluster cluster2 --cluster cluster3",
+        policy_path.display(),
+        store_dir.display()
+    );
+    let report = reconcile::reconcile(&store, &pol, &Options::new(now, clusters.clone()), rng, &mut |_, _| {})?;
+    for line in render_report(&report, &pol, true).lines() {
+        println!("        {line}");
+    }
+    if !report.ok() {
+        return Ok(ExitCode::from(1));
+    }
+    let mut bundles = Vec::new();
+    for c in &clusters {
+        bundles.push((c.as_str(), load_bundle(&store.dir(&SecretRef::cacerts(c)), now)?));
+    }
+    let refs: Vec<(&str, &Cacerts)> = bundles.iter().map(|(n, b)| (*n, b)).collect();
+    let shared = meshca::check_mutual_trust(&refs).map_err(Error::core("verify"))?;
+    meshca::check_cross_cluster(&refs, rng, now).map_err(Error::core("verify"))?;
+    println!(
+        "        verified: every cluster's cacerts shares root {} ({})",
+        shared.subject,
+        short(&shared.fingerprint)
+    );
+
+    // Step 3: a workload in each cluster; real mTLS across clusters.
+    let workloads = [("cluster1", "productpage"), ("cluster2", "reviews"), ("cluster3", "ratings")];
+    let mut leaves = Vec::new();
+    println!("Step 3  workload certificates, as istiod issues them:");
+    for ((cluster, sa), (_, bundle)) in workloads.iter().zip(&bundles) {
+        let id = SpiffeId::workload("cluster.local", "bookinfo", sa).map_err(Error::core("workload"))?;
+        let leaf = SigningCa::new(bundle.clone())
+            .issue_leaf(&LeafParams::new(id.clone()), rng, now)
+            .map_err(Error::core(*cluster))?
+            .value;
+        let mut files = Files::new();
+        files.insert("cert-chain.pem", leaf.cert_chain_pem().into_bytes());
+        files.insert("key.pem", leaf.key_pem().as_bytes().to_vec());
+        files.insert("root-cert.pem", leaf.root_cert_pem().into_bytes());
+        let wdir = dir.join("workloads").join(cluster);
+        fs::write_files(&wdir, &files).map_err(Error::from)?;
+        println!("        {cluster}  {id}  -> {}", wdir.display());
+        leaves.push(leaf);
+    }
+    for (i, j) in [(0usize, 1usize), (1, 2), (2, 0)] {
+        let hs = mtls::handshake(&leaves[i], bundles[i].1.roots(), &leaves[j], bundles[j].1.roots()).map_err(|e| {
+            Failure { code: 1, message: format!("mTLS {} -> {} failed: {e}", workloads[i].0, workloads[j].0) }
+        })?;
+        println!(
+            "        mTLS {} {} -> {} {}: {} {}, each side verified the other",
+            workloads[i].0, workloads[i].1, workloads[j].0, workloads[j].1, hs.protocol, hs.cipher_suite
+        );
+    }
+    // And what meshca prevents: a cluster whose intermediate comes from another root.
+    let stranger_root = SigningCa::generate_root(&RootParams::default(), rng, now).map_err(Error::core("root"))?;
+    let stranger = stranger_root
+        .issue_intermediate(&IntermediateParams::new("stranger"), rng, now)
+        .map_err(Error::core("root"))?
+        .value;
+    let id = SpiffeId::workload("cluster.local", "bookinfo", "intruder").map_err(Error::core("workload"))?;
+    let intruder =
+        SigningCa::new(stranger.clone()).issue_leaf(&LeafParams::new(id), rng, now).map_err(Error::core("leaf"))?.value;
+    // The intruder even trusts the real root; only the server's verdict on it matters.
+    match mtls::handshake(&intruder, bundles[1].1.roots(), &leaves[1], bundles[1].1.roots()) {
+        Ok(_) => return Err(Failure { code: 1, message: "a workload from a foreign root was accepted".into() }),
+        Err(e) => println!(
+            "        refused: cluster2 reviews rejects a workload from a cluster with another root ({})",
+            e.server.as_deref().unwrap_or("refused")
+        ),
+    }
+
+    let c1 = store.dir(&SecretRef::cacerts("cluster1"));
+    let tomorrow = meshca::format_time(now + Duration::hours(22));
+    println!("\nAll done. Next:");
+    println!("  meshca inspect {}", c1.display());
+    println!(
+        "  meshca verify {}",
+        clusters.iter().map(|c| store.dir(&SecretRef::cacerts(c)).display().to_string()).collect::<Vec<_>>().join(" ")
+    );
+    println!("  meshca secret {} | kubectl --context <cluster1> apply -f -", c1.display());
+    println!(
+        "  meshca reconcile --policy {} --store {} --cluster cluster1 --cluster cluster2 --cluster cluster3 --at {tomorrow}",
+        policy_path.display(),
+        store_dir.display()
+    );
+    println!("    (rehearse rotation: 22 h from now every intermediate is inside its 10% grace period)");
+    Ok(ExitCode::SUCCESS)
+}

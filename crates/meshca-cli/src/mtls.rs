@@ -1,0 +1,244 @@
+//! A real mutual-TLS handshake between two workloads over loopback TCP, each trusting only its
+//! cluster's `root-cert.pem`: the seed's Step 3 ("workloads can talk across clusters") without a
+//! cluster. Peers are authenticated by SPIFFE ID, as Envoy does, not by host name.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use meshca::{Certificate, Leaf};
+
+/// Why a handshake failed, from each side's point of view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandshakeError {
+    /// The client's error, if it failed.
+    pub client: Option<String>,
+    /// The server's error, if it failed.
+    pub server: Option<String>,
+}
+
+impl std::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.client, &self.server) {
+            (Some(c), Some(s)) => write!(f, "client: {c}; server: {s}"),
+            (Some(c), None) => write!(f, "client: {c}"),
+            (None, Some(s)) => write!(f, "server: {s}"),
+            (None, None) => f.write_str("handshake failed"),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+fn setup(e: impl std::fmt::Display) -> HandshakeError {
+    HandshakeError { client: Some(format!("setup: {e}")), server: None }
+}
+
+/// What the handshake established.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Handshake {
+    /// `TLSv1_3`, ...
+    pub protocol: String,
+    /// The negotiated cipher suite.
+    pub cipher_suite: String,
+    /// The server's SPIFFE ID as the client verified it.
+    pub server_id: String,
+    /// The client's SPIFFE ID as the server verified it.
+    pub client_id: String,
+    /// What the client read back from the server.
+    pub response: String,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn der_chain(leaf: &Leaf) -> Vec<CertificateDer<'static>> {
+    leaf.chain().iter().map(|c| CertificateDer::from(c.der().to_vec())).collect()
+}
+
+fn key_der(leaf: &Leaf) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::Pkcs8(leaf.key().pkcs8_der().to_vec().into())
+}
+
+fn root_store(roots: &[Certificate]) -> Result<RootCertStore, String> {
+    let mut store = RootCertStore::empty();
+    for r in roots {
+        store.add(CertificateDer::from(r.der().to_vec())).map_err(|e| format!("unusable root {}: {e}", r.subject()))?;
+    }
+    Ok(store)
+}
+
+fn spiffe_of(der: &CertificateDer<'_>) -> Option<String> {
+    Certificate::from_der(der, "peer", 1).ok()?.uri_sans().into_iter().next()
+}
+
+/// Verifies the server's chain with webpki (serverAuth) against the trusted roots and checks its
+/// SPIFFE ID, instead of a DNS name.
+#[derive(Debug)]
+struct SpiffeServerVerifier {
+    roots: Vec<CertificateDer<'static>>,
+    expected_id: Option<String>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let anchors: Vec<_> = self
+            .roots
+            .iter()
+            .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| rustls::Error::General(format!("bad trust anchor: {e}")))?;
+        let ee = webpki::EndEntityCert::try_from(end_entity).map_err(|e| rustls::Error::General(format!("{e}")))?;
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| match e {
+            webpki::Error::UnknownIssuer => rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+            other => {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(other))))
+            }
+        })?;
+        let id = spiffe_of(end_entity)
+            .ok_or_else(|| rustls::Error::General("server certificate carries no SPIFFE ID".into()))?;
+        if let Some(want) = &self.expected_id {
+            if &id != want {
+                return Err(rustls::Error::General(format!("server is {id}, expected {want}")));
+            }
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Runs one request over mutual TLS on 127.0.0.1: `server` presents its chain and requires a
+/// client certificate chaining to `server_trust`; `client` presents its chain and requires the
+/// server to chain to `client_trust` and carry `server`'s SPIFFE ID. Returns what both sides
+/// verified, or the first side's error.
+pub fn handshake(
+    client: &Leaf,
+    client_trust: &[Certificate],
+    server: &Leaf,
+    server_trust: &[Certificate],
+) -> Result<Handshake, HandshakeError> {
+    let provider = provider();
+    let client_verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(root_store(server_trust).map_err(setup)?),
+        provider.clone(),
+    )
+    .build()
+    .map_err(setup)?;
+    let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(setup)?
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(der_chain(server), key_der(server))
+        .map_err(setup)?;
+
+    let verifier = SpiffeServerVerifier {
+        roots: client_trust.iter().map(|c| CertificateDer::from(c.der().to_vec())).collect(),
+        expected_id: server.cert().uri_sans().into_iter().next(),
+        provider: provider.clone(),
+    };
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(setup)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(der_chain(client), key_der(client))
+        .map_err(setup)?;
+
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(setup)?;
+    let addr = listener.local_addr().map_err(setup)?;
+    let server_thread = std::thread::spawn(move || -> Result<String, String> {
+        let (tcp, _) = listener.accept().map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        let conn = rustls::ServerConnection::new(Arc::new(server_config)).map_err(|e| e.to_string())?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut line = String::new();
+        BufReader::new(&mut tls).read_line(&mut line).map_err(|e| format!("server: {e}"))?;
+        let client_id = tls
+            .conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(spiffe_of)
+            .ok_or("server: client presented no SPIFFE ID")?;
+        let reply = format!("200 OK: {} for {client_id}\n", line.trim());
+        tls.write_all(reply.as_bytes()).map_err(|e| format!("server: {e}"))?;
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+        Ok(client_id)
+    });
+
+    let client_result = (|| -> Result<Handshake, String> {
+        let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        // Envoy's SNI for an outbound cluster; the name is not what is verified.
+        let sni =
+            ServerName::try_from("outbound_.9080_._.reviews.bookinfo.svc.cluster.local").map_err(|e| e.to_string())?;
+        let conn = rustls::ClientConnection::new(Arc::new(client_config), sni).map_err(|e| e.to_string())?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        tls.write_all(b"GET /reviews/3\n").map_err(|e| format!("client: {e}"))?;
+        let mut response = String::new();
+        BufReader::new(&mut tls).read_line(&mut response).map_err(|e| format!("client: {e}"))?;
+        Ok(Handshake {
+            protocol: tls.conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
+            cipher_suite: tls.conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
+            server_id: tls.conn.peer_certificates().and_then(|c| c.first()).and_then(spiffe_of).unwrap_or_default(),
+            client_id: String::new(),
+            response: response.trim().to_owned(),
+        })
+    })();
+    let server_result = server_thread.join().unwrap_or_else(|_| Err("server thread panicked".to_owned()));
+    match (client_result, server_result) {
+        (Ok(mut hs), Ok(client_id)) => {
+            hs.client_id = client_id;
+            Ok(hs)
+        }
+        (c, s) => Err(HandshakeError { client: c.err(), server: s.err() }),
+    }
+}

@@ -1,0 +1,393 @@
+//! The RootTrustPolicy file: Gloo Mesh's `admin.gloo.solo.io/v2` YAML accepted as written, and
+//! meshca's own `meshca.dev/v1alpha1` with the same spec. Unknown or invalid fields are errors
+//! that name the field path.
+
+use serde::Deserialize;
+use serde_json::Value;
+use time::Duration;
+
+use meshca::{KeyAlgorithm, RootParams, RotationPolicy};
+
+use crate::error::Error;
+
+/// Gloo Mesh's API version, as in the seed.
+pub const GLOO_API_VERSION: &str = "admin.gloo.solo.io/v2";
+/// meshca's own API version (same spec).
+pub const MESHCA_API_VERSION: &str = "meshca.dev/v1alpha1";
+
+/// The seed's policy (shared/reference): intermediates live one day and rotate with 10% left.
+pub const SEED_POLICY: &str = "\
+apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata:
+  name: root-trust-policy
+  namespace: gloo-mesh
+spec:
+  config:
+    intermediateCertOptions:
+      secretRotationGracePeriodRatio: 0.1
+      ttlDays: 1
+    mgmtServerCa:
+      secretRef:
+        name: my-root-trust-policy.gloo-mesh
+        namespace: gloo-mesh
+";
+
+/// Where the signing CA comes from.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum SignerSource {
+    /// An existing Secret on the management cluster (`mgmtServerCa.secretRef`).
+    SecretRef {
+        /// Secret name.
+        name: String,
+        /// Secret namespace.
+        namespace: String,
+    },
+    /// A root meshca creates on first run and stores as `<policy>.<namespace>` in the policy's
+    /// namespace (`mgmtServerCa.generated`), as Gloo Mesh does.
+    Generated {
+        /// Secret name.
+        name: String,
+        /// Secret namespace.
+        namespace: String,
+        /// The root to create.
+        root: RootParams,
+    },
+}
+
+impl SignerSource {
+    /// Namespace and name of the signing CA Secret.
+    pub fn secret(&self) -> (&str, &str) {
+        match self {
+            SignerSource::SecretRef { name, namespace } | SignerSource::Generated { name, namespace, .. } => {
+                (namespace, name)
+            }
+        }
+    }
+}
+
+/// A parsed, checked policy.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Policy {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace` (default `gloo-mesh`).
+    pub namespace: String,
+    /// `apiVersion` as written.
+    pub api_version: String,
+    /// The signing CA.
+    pub signer: SignerSource,
+    /// How intermediates are issued and rotated.
+    pub rotation: RotationPolicy,
+    /// `spec.config.autoRestartPods`.
+    pub auto_restart_pods: bool,
+    /// Fields accepted but not acted on by this edge, for the user to know.
+    pub notes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPolicy {
+    api_version: String,
+    kind: String,
+    metadata: RawMeta,
+    spec: RawSpec,
+    #[serde(default)]
+    #[allow(dead_code)]
+    status: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMeta {
+    name: String,
+    namespace: Option<String>,
+    // labels, annotations, uid, generation... are Kubernetes' business.
+    #[serde(flatten)]
+    _rest: serde_json::Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSpec {
+    config: RawConfig,
+    apply_to_meshes: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    mgmt_server_ca: Option<RawMgmt>,
+    agent_ca: Option<Value>,
+    intermediate_cert_options: Option<RawCertOptions>,
+    auto_restart_pods: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMgmt {
+    generated: Option<RawCertOptions>,
+    secret_ref: Option<RawRef>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRef {
+    name: String,
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCertOptions {
+    ttl_days: Option<i64>,
+    rsa_key_size_bytes: Option<i64>,
+    key_algorithm: Option<String>,
+    org_name: Option<String>,
+    secret_rotation_grace_period_ratio: Option<f64>,
+    path_len: Option<i64>,
+}
+
+/// Parses a policy file's text. `file` names it in errors.
+pub fn parse(text: &str, file: &str) -> Result<Policy, Error> {
+    let bad = |detail: String| Error::Policy { file: file.to_owned(), detail };
+    let value: Value = serde_saphyr::from_str(text).map_err(|e| bad(format!("not valid YAML: {e}")))?;
+    let raw: RawPolicy = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." || path.is_empty() {
+            bad(inner)
+        } else {
+            bad(format!("{path}: {inner}"))
+        }
+    })?;
+
+    if raw.api_version != GLOO_API_VERSION && raw.api_version != MESHCA_API_VERSION {
+        return Err(bad(format!(
+            "apiVersion must be {GLOO_API_VERSION} or {MESHCA_API_VERSION}, got {}",
+            raw.api_version
+        )));
+    }
+    if raw.kind != "RootTrustPolicy" {
+        return Err(bad(format!("kind must be RootTrustPolicy, got {}", raw.kind)));
+    }
+    let mut generated_ratio_note = false;
+    let namespace = raw.metadata.namespace.clone().unwrap_or_else(|| "gloo-mesh".into());
+    check_name("metadata.name", &raw.metadata.name).map_err(bad)?;
+    check_name("metadata.namespace", &namespace).map_err(bad)?;
+    let cfg = raw.spec.config;
+    if cfg.agent_ca.is_some() {
+        return Err(bad("spec.config.agentCa is not supported: meshca issues every cluster's intermediate from \
+                        one signing CA so that they share a root; use spec.config.mgmtServerCa"
+            .into()));
+    }
+    let mgmt = cfg.mgmt_server_ca.ok_or_else(|| {
+        bad("spec.config.mgmtServerCa is required: give secretRef (your CA) or generated (meshca creates a root)"
+            .into())
+    })?;
+    let signer = match (mgmt.secret_ref, mgmt.generated) {
+        (Some(_), Some(_)) => {
+            return Err(bad("spec.config.mgmtServerCa: give either secretRef or generated, not both".into()))
+        }
+        (None, None) => return Err(bad("spec.config.mgmtServerCa needs secretRef or generated".into())),
+        (Some(r), None) => {
+            let ns = r.namespace.unwrap_or_else(|| namespace.clone());
+            check_name("spec.config.mgmtServerCa.secretRef.name", &r.name).map_err(bad)?;
+            check_name("spec.config.mgmtServerCa.secretRef.namespace", &ns).map_err(bad)?;
+            SignerSource::SecretRef { name: r.name, namespace: ns }
+        }
+        (None, Some(g)) => {
+            let base = "spec.config.mgmtServerCa.generated";
+            let mut root = RootParams::default();
+            if let Some(days) = g.ttl_days {
+                root.ttl = days_field(base, days).map_err(bad)?;
+            }
+            root.key = key_field(base, &g).map_err(bad)?.unwrap_or(root.key);
+            if let Some(org) = g.org_name {
+                root.organization = org;
+            }
+            root.pathlen = match g.path_len {
+                Some(p) => Some(u8::try_from(p).map_err(|_| bad(format!("{base}.pathLen must be 0..255, got {p}")))?),
+                None => None,
+            };
+            if g.secret_rotation_grace_period_ratio.is_some() {
+                generated_ratio_note = true;
+            }
+            SignerSource::Generated {
+                name: format!("{}.{}", raw.metadata.name, namespace),
+                namespace: namespace.clone(),
+                root,
+            }
+        }
+    };
+
+    let base = "spec.config.intermediateCertOptions";
+    let opts = cfg.intermediate_cert_options.unwrap_or_default();
+    let ttl = match opts.ttl_days {
+        Some(d) => days_field(base, d).map_err(bad)?,
+        None => Duration::days(365),
+    };
+    let ratio = opts.secret_rotation_grace_period_ratio.unwrap_or(0.1);
+    if !(ratio > 0.0 && ratio < 1.0) {
+        return Err(bad(format!("{base}.secretRotationGracePeriodRatio must be in (0,1), got {ratio}")));
+    }
+    let mut rotation = RotationPolicy::new(ttl, ratio).map_err(|e| bad(format!("{base}: {e}")))?;
+    if let Some(key) = key_field(base, &opts).map_err(bad)? {
+        rotation.key = key;
+    }
+    if let Some(org) = opts.org_name {
+        if org.is_empty() {
+            return Err(bad(format!("{base}.orgName must not be empty")));
+        }
+        rotation.organization = org;
+    }
+    if let Some(p) = opts.path_len {
+        rotation.pathlen = u8::try_from(p).map_err(|_| bad(format!("{base}.pathLen must be 0..255, got {p}")))?;
+    }
+
+    let mut notes = Vec::new();
+    if generated_ratio_note {
+        notes.push(
+            "spec.config.mgmtServerCa.generated.secretRotationGracePeriodRatio is accepted but a generated \
+                    root is not rotated automatically; plan a root rotation before it expires"
+                .into(),
+        );
+    }
+    if raw.spec.apply_to_meshes.is_some() {
+        notes.push(
+            "spec.applyToMeshes is not used to select clusters here; the clusters come from the command line".into(),
+        );
+    }
+    Ok(Policy {
+        name: raw.metadata.name,
+        namespace,
+        api_version: raw.api_version,
+        signer,
+        rotation,
+        auto_restart_pods: cfg.auto_restart_pods.unwrap_or(false),
+        notes,
+    })
+}
+
+fn days_field(base: &str, days: i64) -> Result<Duration, String> {
+    if !(1..=36_500).contains(&days) {
+        return Err(format!("{base}.ttlDays must be between 1 and 36500, got {days}"));
+    }
+    Ok(Duration::days(days))
+}
+
+fn key_field(base: &str, o: &RawCertOptions) -> Result<Option<KeyAlgorithm>, String> {
+    let from_rsa = match o.rsa_key_size_bytes {
+        // Gloo's field is named bytes but holds bits (4096).
+        Some(bits) => Some(KeyAlgorithm::rsa(usize::try_from(bits).unwrap_or(0)).map_err(|_| {
+            format!("{base}.rsaKeySizeBytes must be 2048, 3072 or 4096 (it is a size in bits), got {bits}")
+        })?),
+        None => None,
+    };
+    let named = match &o.key_algorithm {
+        Some(name) => Some(name.parse::<KeyAlgorithm>().map_err(|e| format!("{base}.keyAlgorithm: {e}"))?),
+        None => None,
+    };
+    match (named, from_rsa) {
+        (Some(a), Some(b)) if a != b => {
+            Err(format!("{base}: keyAlgorithm {a} contradicts rsaKeySizeBytes ({b}); give only one"))
+        }
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// Kubernetes object names (RFC 1123 subdomain): they become directory names in the store.
+pub fn check_name(field: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && !name.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{field} `{name}` is not a Kubernetes name (lowercase letters, digits, '-' and '.')"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text, "policy.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_seed_policy_is_accepted_as_written() {
+        let p = parse(SEED_POLICY, "policy.yaml").unwrap();
+        assert_eq!(p.name, "root-trust-policy");
+        assert_eq!(p.signer.secret(), ("gloo-mesh", "my-root-trust-policy.gloo-mesh"));
+        assert_eq!(p.rotation.ttl, Duration::days(1));
+        assert_eq!(p.rotation.grace_ratio, 0.1);
+        assert_eq!(p.rotation.key, KeyAlgorithm::EcdsaP256);
+    }
+
+    #[test]
+    fn meshca_api_version_and_generated_root() {
+        let text = SEED_POLICY.replace(GLOO_API_VERSION, MESHCA_API_VERSION).replace(
+            "secretRef:\n        name: my-root-trust-policy.gloo-mesh\n        namespace: gloo-mesh",
+            "generated:\n        ttlDays: 730\n        rsaKeySizeBytes: 4096\n        orgName: acme",
+        );
+        let p = parse(&text, "p.yaml").unwrap();
+        match &p.signer {
+            SignerSource::Generated { name, namespace, root } => {
+                assert_eq!((name.as_str(), namespace.as_str()), ("root-trust-policy.gloo-mesh", "gloo-mesh"));
+                assert_eq!(root.key, KeyAlgorithm::Rsa4096);
+                assert_eq!(root.organization, "acme");
+                assert_eq!(root.ttl, Duration::days(730));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_named_by_path() {
+        let cases = [
+            (
+                "secretRotationGracePeriodRatio: 0.1",
+                "secretRotationGracePeriodRatio: 1.5",
+                "spec.config.intermediateCertOptions.secretRotationGracePeriodRatio must be in (0,1), got 1.5",
+            ),
+            (
+                "ttlDays: 1",
+                "ttlDays: 0",
+                "spec.config.intermediateCertOptions.ttlDays must be between 1 and 36500, got 0",
+            ),
+            (
+                "ttlDays: 1",
+                "ttlDays: 1\n      colour: blue",
+                "spec.config.intermediateCertOptions.colour: unknown field `colour`, expected one of `ttlDays`",
+            ),
+            ("ttlDays: 1", "ttlDays: one", "spec.config.intermediateCertOptions.ttlDays: invalid type"),
+            ("ttlDays: 1", "ttlDays: 1\n      keyAlgorithm: dsa", "keyAlgorithm: unknown key algorithm `dsa`"),
+            ("ttlDays: 1", "ttlDays: 1\n      rsaKeySizeBytes: 512", "rsaKeySizeBytes must be 2048, 3072 or 4096"),
+            ("kind: RootTrustPolicy", "kind: TrustPolicy", "kind must be RootTrustPolicy"),
+            ("apiVersion: admin.gloo.solo.io/v2", "apiVersion: v1", "apiVersion must be"),
+        ];
+        for (from, to, want) in cases {
+            let e = err(&SEED_POLICY.replace(from, to));
+            assert!(e.starts_with("policy.yaml: "), "{e}");
+            assert!(e.contains(want), "{to}: {e}");
+        }
+    }
+
+    #[test]
+    fn structural_mistakes_are_explained() {
+        assert!(err("a: [").contains("not valid YAML"));
+        let agent = SEED_POLICY.replace("mgmtServerCa:", "agentCa: {}\n    mgmtServerCa:");
+        assert!(err(&agent).contains("agentCa is not supported"));
+        let none = SEED_POLICY.replace("mgmtServerCa:\n      secretRef:\n        name: my-root-trust-policy.gloo-mesh\n        namespace: gloo-mesh\n", "");
+        assert!(err(&none).contains("mgmtServerCa is required"), "{}", err(&none));
+        let bad_name = SEED_POLICY.replace("name: my-root-trust-policy.gloo-mesh", "name: ../../etc");
+        assert!(err(&bad_name).contains("not a Kubernetes name"));
+    }
+}
