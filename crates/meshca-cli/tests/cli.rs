@@ -1,0 +1,655 @@
+//! Drives the built `meshca` binary: every command, every documented exit code, bad inputs,
+//! rotation over time with `--at`, and the system OpenSSL on what it writes.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshca");
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+fn meshca(args: &[&str]) -> Out {
+    let o = Command::new(BIN).args(args).output().unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Table rows (lines starting with a cluster name) whose action is `action`.
+fn rows(out: &Out, action: &str) -> usize {
+    out.stdout.lines().filter(|l| l.starts_with('c') && l.contains(&format!("  {action}  "))).count()
+}
+
+fn ok(args: &[&str]) -> Out {
+    let out = meshca(args);
+    assert_eq!(out.code, 0, "meshca {args:?}\n{}", out.all());
+    out
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("meshca-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn testdata(rel: &str) -> String {
+    s(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(rel))
+}
+
+fn has_openssl() -> bool {
+    let found = Command::new("openssl").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
+    if !found {
+        eprintln!("SKIPPED openssl checks: no openssl on PATH");
+    }
+    found
+}
+
+/// `openssl verify` of `cert` (its first certificate) with `chain` as untrusted intermediates.
+fn openssl_verify(root: &Path, chain: &Path, cert: &Path, purpose: Option<&str>) -> bool {
+    let mut args = vec!["verify".to_owned()];
+    if let Some(p) = purpose {
+        args.extend(["-purpose".to_owned(), p.to_owned()]);
+    }
+    args.extend(["-CAfile".into(), s(root), "-untrusted".into(), s(chain), s(cert)]);
+    let o = Command::new("openssl").args(&args).output().unwrap();
+    o.status.success()
+}
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn root_intermediate_leaf_and_openssl_agrees() {
+    let d = tempdir("ril");
+    let root = d.join("root");
+    let c1 = d.join("c1");
+    let w = d.join("w");
+    ok(&["root-ca", "--out", &s(&root), "--cn", "Acme Root", "--org", "Acme"]);
+    let out = ok(&["intermediate", "--ca", &s(&root), "--cluster", "cluster1", "--out", &s(&c1)]);
+    assert!(out.stdout.contains("L=cluster1,CN=Intermediate CA,O=Istio"), "{}", out.stdout);
+    ok(&["leaf", "--ca", &s(&c1), "--spiffe", "spiffe://cluster.local/ns/default/sa/sleep", "--out", &s(&w)]);
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&root.join("ca-key.pem")), 0o600);
+        assert_eq!(mode(&c1.join("ca-key.pem")), 0o600);
+        assert_eq!(mode(&w.join("key.pem")), 0o600);
+        assert_eq!(mode(&c1.join("ca-cert.pem")), 0o644);
+    }
+    if has_openssl() {
+        assert!(openssl_verify(&root.join("root-cert.pem"), &c1.join("cert-chain.pem"), &c1.join("ca-cert.pem"), None));
+        for purpose in ["sslclient", "sslserver"] {
+            assert!(openssl_verify(
+                &w.join("root-cert.pem"),
+                &w.join("cert-chain.pem"),
+                &w.join("cert-chain.pem"),
+                Some(purpose)
+            ));
+        }
+    }
+    // Refuses to overwrite a bundle without --force, then replaces it with --force.
+    let before = std::fs::read(c1.join("ca-key.pem")).unwrap();
+    let again = meshca(&["intermediate", "--ca", &s(&root), "--cluster", "cluster1", "--out", &s(&c1)]);
+    assert_eq!(again.code, 1, "{}", again.all());
+    assert!(again.stderr.contains("--force"), "{}", again.stderr);
+    assert_eq!(std::fs::read(c1.join("ca-key.pem")).unwrap(), before, "nothing was touched");
+    ok(&["intermediate", "--ca", &s(&root), "--cluster", "cluster1", "--out", &s(&c1), "--force"]);
+    assert_ne!(std::fs::read(c1.join("ca-key.pem")).unwrap(), before);
+    // The tls layout.
+    let t = d.join("t");
+    ok(&[
+        "intermediate",
+        "--ca",
+        &s(&root),
+        "--cluster",
+        "c2",
+        "--out",
+        &s(&t),
+        "--layout",
+        "tls",
+        "--key",
+        "ecdsa-p384",
+    ]);
+    assert!(t.join("tls.crt").is_file() && t.join("tls.key").is_file() && t.join("ca.crt").is_file());
+    ok(&["verify", &s(&c1), &s(&t)]);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn signers_from_elsewhere_rsa_three_levels_and_pathlen() {
+    let d = tempdir("signers");
+    // A PKCS#1 RSA root made by OpenSSL, an RSA-2048 cluster CA under it.
+    let rsa = d.join("rsa");
+    ok(&[
+        "intermediate",
+        "--ca",
+        &testdata("openssl/rsa-root-signer"),
+        "--cluster",
+        "r",
+        "--out",
+        &s(&rsa),
+        "--key",
+        "rsa-2048",
+    ]);
+    // Option 3: a management CA whose root lives elsewhere.
+    let three = d.join("three");
+    let out = ok(&["intermediate", "--ca", &testdata("openssl/mgmt-signer"), "--cluster", "c3", "--out", &s(&three)]);
+    assert!(out.stdout.contains("chain 3"), "{}", out.stdout);
+    if has_openssl() {
+        assert!(openssl_verify(
+            &rsa.join("root-cert.pem"),
+            &rsa.join("cert-chain.pem"),
+            &rsa.join("ca-cert.pem"),
+            None
+        ));
+        assert!(openssl_verify(
+            &three.join("root-cert.pem"),
+            &three.join("cert-chain.pem"),
+            &three.join("ca-cert.pem"),
+            None
+        ));
+    }
+    // Istio's sample CA (PKCS#1 key, chain without the root, a root whose subject has an
+    // EMAIL attribute) signs a cluster CA whose issuer name verifiers link byte for byte.
+    let sample = d.join("sample");
+    let out = ok(&["intermediate", "--ca", &testdata("istio-samples"), "--cluster", "x", "--out", &s(&sample)]);
+    assert!(out.stdout.contains("EMAIL=testrootca@istio.io"), "{}", out.stdout);
+    ok(&["leaf", "--ca", &s(&sample), "--spiffe", "spiffe://cluster.local/ns/a/sa/b", "--out", &s(&d.join("w"))]);
+    if has_openssl() {
+        assert!(openssl_verify(
+            &sample.join("root-cert.pem"),
+            &sample.join("cert-chain.pem"),
+            &sample.join("ca-cert.pem"),
+            None
+        ));
+    }
+    // A pathlen:0 management CA may sign workloads, not CAs.
+    let e = meshca(&[
+        "intermediate",
+        "--ca",
+        &testdata("openssl/mgmt0-signer"),
+        "--cluster",
+        "x",
+        "--out",
+        &s(&d.join("y0")),
+    ]);
+    assert_eq!(e.code, 1, "{}", e.all());
+    assert!(e.stderr.contains("cannot issue an intermediate CA"), "{}", e.stderr);
+    // A non-CA signer is refused, naming the file and the fix.
+    let e = meshca(&["intermediate", "--ca", &testdata("openssl/not-ca"), "--cluster", "x", "--out", &s(&d.join("y"))]);
+    assert_eq!(e.code, 1);
+    assert!(
+        e.stderr.contains("signing CA") && e.stderr.contains("ca-cert.pem") && e.stderr.contains("not a CA"),
+        "{}",
+        e.stderr
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn csr_flow_never_moves_the_cluster_key() {
+    let d = tempdir("csr");
+    let root = d.join("root");
+    let c = d.join("edge");
+    ok(&["root-ca", "--out", &s(&root)]);
+    ok(&["csr", "--cluster", "edge-1", "--out", &s(&c)]);
+    let key_before = std::fs::read(c.join("ca-key.pem")).unwrap();
+    let out = ok(&["sign-csr", "--ca", &s(&root), "--csr", &s(&c.join("ca-csr.pem")), "--out", &s(&c)]);
+    assert!(out.stdout.contains("now a complete cacerts bundle"), "{}", out.stdout);
+    assert!(out.stdout.contains("L=edge-1"), "{}", out.stdout);
+    assert_eq!(std::fs::read(c.join("ca-key.pem")).unwrap(), key_before);
+    ok(&["verify", &s(&c)]);
+    // An OpenSSL CSR that names no cluster needs --cluster.
+    let e = meshca(&[
+        "sign-csr",
+        "--ca",
+        &s(&root),
+        "--csr",
+        &testdata("openssl/csr/rsa2048.csr"),
+        "--out",
+        &s(&d.join("o")),
+    ]);
+    assert_eq!(e.code, 2, "{}", e.all());
+    assert!(e.stderr.contains("pass --cluster"), "{}", e.stderr);
+    ok(&[
+        "sign-csr",
+        "--ca",
+        &s(&root),
+        "--csr",
+        &testdata("openssl/csr/rsa2048.csr"),
+        "--out",
+        &s(&d.join("o")),
+        "--cluster",
+        "o",
+    ]);
+    // A tampered CSR is refused.
+    let e = meshca(&[
+        "sign-csr",
+        "--ca",
+        &s(&root),
+        "--csr",
+        &testdata("openssl/csr/tampered.csr"),
+        "--out",
+        &s(&d.join("t")),
+    ]);
+    assert_eq!(e.code, 1);
+    assert!(e.stderr.contains("signature does not verify"), "{}", e.stderr);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn verify_exit_codes_and_messages() {
+    let d = tempdir("verify");
+    let (r1, r2) = (d.join("r1"), d.join("r2"));
+    ok(&["root-ca", "--out", &s(&r1)]);
+    ok(&["root-ca", "--out", &s(&r2)]);
+    let [a, b, c] = ["a", "b", "c"].map(|n| d.join(n));
+    ok(&["intermediate", "--ca", &s(&r1), "--cluster", "a", "--out", &s(&a)]);
+    ok(&["intermediate", "--ca", &s(&r1), "--cluster", "b", "--out", &s(&b)]);
+    ok(&["intermediate", "--ca", &s(&r2), "--cluster", "c", "--out", &s(&c)]);
+    let good = ok(&["verify", &s(&a), &s(&b)]);
+    assert!(good.stdout.contains("all 2 bundles share root"), "{}", good.stdout);
+    assert!(good.stdout.contains("trusted by every other"), "{}", good.stdout);
+
+    let bad = meshca(&["verify", &s(&a), &s(&b), &s(&c)]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains(&format!("{} does not trust", s(&c))), "names the odd one: {}", bad.stderr);
+
+    // A refused bundle: one line on stderr naming the bundle, the file, the problem and the fix.
+    std::fs::remove_file(b.join("root-cert.pem")).unwrap();
+    let bad = meshca(&["verify", &s(&a), &s(&b)]);
+    assert_eq!(bad.code, 1);
+    let line = bad.stderr.lines().find(|l| l.contains("FAIL")).unwrap();
+    assert!(
+        line.contains(&s(&b)) && line.contains("root-cert.pem is missing") && line.contains("provide all of"),
+        "{line}"
+    );
+
+    // --at: after cluster a expires it fails; --json is parseable and says so.
+    let json = meshca(&["verify", &s(&a), "--at", "2099-01-01T00:00:00Z", "--json"]);
+    assert_eq!(json.code, 1);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["bundles"][0]["error"].as_str().unwrap().contains("expired"), "{v}");
+
+    assert_eq!(meshca(&["verify"]).code, 2);
+    assert_eq!(meshca(&["verify", &s(&a), "--at", "yesterday"]).code, 2);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A sidecar secret dump as `istioctl proxy-config secret <pod> -o json` prints it.
+fn envoy_dump(leaf_dir: &Path) -> serde_json::Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let chain = b64.encode(std::fs::read(leaf_dir.join("cert-chain.pem")).unwrap());
+    let root = b64.encode(std::fs::read(leaf_dir.join("root-cert.pem")).unwrap());
+    serde_json::json!({
+      "dynamicActiveSecrets": [
+        {"name": "default", "versionInfo": "2026-11-28 00:00:00", "lastUpdated": "2026-11-28T00:00:00Z",
+         "secret": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret", "name": "default",
+           "tlsCertificate": {"certificateChain": {"inlineBytes": chain}, "privateKey": {"inlineBytes": "W3JlZGFjdGVkXQ=="}}}},
+        {"name": "ROOTCA", "versionInfo": "2026-11-28 00:00:00", "lastUpdated": "2026-11-28T00:00:00Z",
+         "secret": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret", "name": "ROOTCA",
+           "validationContext": {"trustedCa": {"inlineBytes": root}}}}
+      ]
+    })
+}
+
+/// The same dump in YAML, laid out as the seed's `-o yaml` excerpt.
+fn envoy_dump_yaml(leaf_dir: &Path) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let chain = b64.encode(std::fs::read(leaf_dir.join("cert-chain.pem")).unwrap());
+    let root = b64.encode(std::fs::read(leaf_dir.join("root-cert.pem")).unwrap());
+    format!(
+        "dynamicActiveSecrets:\n- lastUpdated: \"2022-11-08T09:53:16.743Z\"\n  name: default\n  secret:\n    '@type': \
+         type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n    name: default\n    tlsCertificate:\n      \
+         certificateChain:\n        inlineBytes: {chain}\n      privateKey:\n        inlineBytes: W3JlZGFjdGVkXQ==\n- \
+         lastUpdated: \"2022-11-08T09:53:16.743Z\"\n  name: ROOTCA\n  secret:\n    '@type': \
+         type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n    name: ROOTCA\n    validationContext:\n      \
+         trustedCa:\n        inlineBytes: {root}\n"
+    )
+}
+
+#[test]
+fn proxy_secret_dumps_are_compared() {
+    let d = tempdir("proxy");
+    let (r1, r2) = (d.join("r1"), d.join("r2"));
+    ok(&["root-ca", "--out", &s(&r1)]);
+    ok(&["root-ca", "--out", &s(&r2)]);
+    for (name, root) in [("c1", &r1), ("c2", &r1), ("c3", &r2)] {
+        ok(&["intermediate", "--ca", &s(root), "--cluster", name, "--out", &s(&d.join(name))]);
+        let sa = format!("spiffe://cluster.local/ns/bookinfo/sa/{name}-app");
+        ok(&["leaf", "--ca", &s(&d.join(name)), "--spiffe", &sa, "--out", &s(&d.join(format!("{name}-w")))]);
+    }
+    let a = d.join("productpage.json");
+    std::fs::write(&a, serde_json::to_string_pretty(&envoy_dump(&d.join("c1-w"))).unwrap()).unwrap();
+    let b = d.join("reviews.yaml");
+    std::fs::write(&b, envoy_dump_yaml(&d.join("c2-w"))).unwrap();
+    let c = d.join("stranger.json");
+    std::fs::write(&c, envoy_dump(&d.join("c3-w")).to_string()).unwrap();
+
+    let out = ok(&["verify", "--proxy-secret", &s(&a), "--proxy-secret", &s(&b)]);
+    assert!(out.stdout.contains("spiffe://cluster.local/ns/bookinfo/sa/c1-app"), "{}", out.stdout);
+    assert!(out.stdout.contains("all 2 proxies trust the same root"), "{}", out.stdout);
+    let bad = meshca(&["verify", "--proxy-secret", &s(&a), "--proxy-secret", &s(&c)]);
+    assert_eq!(bad.code, 1, "{}", bad.all());
+    assert!(bad.stderr.contains("is not trusted by"), "{}", bad.stderr);
+
+    let shown = ok(&["inspect", &s(&b)]);
+    assert!(
+        shown.stdout.contains("ROOTCA") && shown.stdout.contains("URI:spiffe://cluster.local/ns/bookinfo/sa/c2-app"),
+        "{}",
+        shown.stdout
+    );
+    assert!(shown.stdout.contains("verifies against ROOTCA"), "{}", shown.stdout);
+    let e = meshca(&["inspect", &s(&d.join("c1/ca-cert.pem"))]);
+    assert_eq!(e.code, 0);
+    std::fs::write(d.join("junk.json"), "{\"nothing\": 1}").unwrap();
+    let e = meshca(&["verify", "--proxy-secret", &s(&d.join("junk.json"))]);
+    assert_eq!(e.code, 1);
+    assert!(e.stderr.contains("no trustedCa or certificateChain"), "{}", e.stderr);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn inspect_shows_and_never_leaks_keys() {
+    let d = tempdir("inspect");
+    let root = d.join("root");
+    ok(&["root-ca", "--out", &s(&root), "--key", "ecdsa-p384"]);
+    let out = ok(&["inspect", &s(&root)]);
+    assert!(out.stdout.contains("valid istio bundle") && out.stdout.contains("ECDSA P-384"), "{}", out.stdout);
+    let key_pem = std::fs::read_to_string(root.join("ca-key.pem")).unwrap();
+    let body = key_pem.lines().nth(1).unwrap();
+    let out = ok(&["inspect", &s(&root.join("ca-key.pem"))]);
+    assert!(out.stdout.contains("private key, ECDSA P-384"), "{}", out.stdout);
+    assert!(!out.all().contains(&body[..16]));
+    let json = ok(&["inspect", &s(&root), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["chain"][0]["role"], "root");
+    assert!(!json.stdout.contains(&body[..16]));
+    // An invalid bundle is still shown, with why it is invalid.
+    let out = ok(&["inspect", &testdata("openssl/wrong-order")]);
+    assert!(out.stdout.contains("NOT a valid bundle") && out.stdout.contains("first certificate"), "{}", out.stdout);
+    let out = ok(&["inspect", &testdata("openssl/csr/p256.csr")]);
+    assert!(out.stdout.contains("L=csr-cluster"), "{}", out.stdout);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn secret_manifest_round_trips() {
+    let d = tempdir("secret");
+    let root = d.join("root");
+    let c = d.join("c");
+    ok(&["root-ca", "--out", &s(&root)]);
+    ok(&["intermediate", "--ca", &s(&root), "--cluster", "c1", "--out", &s(&c)]);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (layout, keys) in [
+        ("istio", vec!["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]),
+        ("tls", vec!["ca.crt", "tls.crt", "tls.key"]),
+    ] {
+        let out = ok(&["secret", &s(&c), "--layout", layout, "--namespace", "istio-system"]);
+        let v: serde_json::Value = serde_saphyr::from_str(&out.stdout).unwrap();
+        assert_eq!(v["apiVersion"], "v1");
+        assert_eq!(v["kind"], "Secret");
+        assert_eq!(v["metadata"]["name"], "cacerts");
+        assert_eq!(v["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshca");
+        let data = v["data"].as_object().unwrap();
+        assert_eq!(data.keys().map(String::as_str).collect::<Vec<_>>(), keys);
+        if layout == "istio" {
+            let cert = b64.decode(data["ca-cert.pem"].as_str().unwrap()).unwrap();
+            assert_eq!(cert, std::fs::read(c.join("ca-cert.pem")).unwrap());
+        }
+    }
+    // An invalid bundle is not turned into a manifest.
+    let e = meshca(&["secret", &testdata("openssl/key-mismatch")]);
+    assert_eq!(e.code, 1);
+    assert!(e.stdout.is_empty() && e.stderr.contains("does not match"), "{}", e.all());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+const SEED_POLICY: &str = "\
+apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata:
+  name: root-trust-policy
+  namespace: gloo-mesh
+spec:
+  config:
+    intermediateCertOptions:
+      secretRotationGracePeriodRatio: 0.1
+      ttlDays: 1
+    mgmtServerCa:
+      secretRef:
+        name: my-root-trust-policy.gloo-mesh
+        namespace: gloo-mesh
+";
+
+/// A store with the seed's management Secret and policy. Returns (store, policy path).
+fn seed_store(tag: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let d = tempdir(tag);
+    let store = d.join("store");
+    ok(&["root-ca", "--out", &s(&store.join("mgmt/gloo-mesh/my-root-trust-policy.gloo-mesh"))]);
+    let policy = d.join("policy.yaml");
+    std::fs::write(&policy, SEED_POLICY).unwrap();
+    (d, store, policy)
+}
+
+/// Every file under `dir` (following the store's links) with its bytes.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap();
+            let path = e.path();
+            if std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink() {
+                out.push((s(&path), std::fs::read_link(&path).unwrap().to_string_lossy().into_owned().into_bytes()));
+            } else if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((s(&path), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn reconcile_issues_keeps_and_rotates_over_time() {
+    let (d, store, policy) = seed_store("reconcile");
+    let (st, pol) = (s(&store), s(&policy));
+    let base = ["reconcile", "--policy", &pol, "--store", &st, "--cluster", "cluster1", "--cluster", "cluster2"];
+    let t0 = "2030-01-01T00:00:00Z";
+    // Certificates are issued at --at; the root from root-ca is valid from now for 10 years.
+    let first = ok(&[&base[..], &["--at", t0]].concat());
+    assert_eq!(rows(&first, "issued"), 2, "{}", first.stdout);
+    assert!(first.stdout.contains("All share root"), "{}", first.stdout);
+    let c1 = store.join("cluster1/istio-system/cacerts");
+    if has_openssl() {
+        let at = "1893456060"; // 2030-01-01T00:01:00Z
+        let o = Command::new("openssl")
+            .args([
+                "verify",
+                "-attime",
+                at,
+                "-CAfile",
+                &s(&c1.join("root-cert.pem")),
+                "-untrusted",
+                &s(&c1.join("cert-chain.pem")),
+                &s(&c1.join("ca-cert.pem")),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    // Idempotent: a second run inside the validity window changes no byte.
+    let before = snapshot(&store);
+    let second = ok(&[&base[..], &["--at", "2030-01-01T12:00:00Z"]].concat());
+    assert_eq!(rows(&second, "kept"), 2, "{}", second.stdout);
+    assert_eq!(snapshot(&store), before);
+
+    // The grace point: 10% of (24 h + 5 min backdate) before expiry = 2.4 h + 30 s.
+    let just_before = ok(&[&base[..], &["--at", "2030-01-01T21:35:00Z"]].concat());
+    assert_eq!(rows(&just_before, "kept"), 2, "{}", just_before.stdout);
+    let dry = ok(&[&base[..], &["--at", "2030-01-01T21:36:00Z", "--dry-run"]].concat());
+    assert_eq!(rows(&dry, "would rotate"), 2, "{}", dry.stdout);
+    assert_eq!(snapshot(&store), before, "--dry-run writes nothing");
+    let rotated = ok(&[&base[..], &["--at", "2030-01-01T21:36:00Z", "--json"]].concat());
+    let v: serde_json::Value = serde_json::from_str(&rotated.stdout).unwrap();
+    assert_eq!(v["clusters"][0]["action"], "rotated");
+    assert!(v["clusters"][0]["reason"].as_str().unwrap().contains("grace period"), "{v}");
+    assert_eq!(v["trust"]["ok"], true);
+    assert_ne!(snapshot(&store), before);
+    ok(&["verify", &s(&c1), &s(&store.join("cluster2/istio-system/cacerts")), "--at", "2030-01-01T22:00:00Z"]);
+
+    // Long after expiry: the expired bundle is replaced.
+    let late = ok(&[&base[..], &["--at", "2030-03-01T00:00:00Z"]].concat());
+    assert!(late.stdout.contains("expired"), "{}", late.stdout);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn reconcile_one_broken_cluster_does_not_stop_the_others() {
+    let (d, store, policy) = seed_store("partial");
+    // cluster2's Secret path is a file, not a directory: reading it fails.
+    std::fs::create_dir_all(store.join("cluster2/istio-system")).unwrap();
+    std::fs::write(store.join("cluster2/istio-system/cacerts"), b"not a directory").unwrap();
+    let list = d.join("clusters.txt");
+    std::fs::write(&list, "# workload clusters\ncluster1\ncluster2   # broken\n\ncluster3\n").unwrap();
+    let out = meshca(&["reconcile", "--policy", &s(&policy), "--store", &s(&store), "--clusters-file", &s(&list)]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("cluster2  FAILED"), "{}", out.stdout);
+    assert_eq!(rows(&out, "issued"), 2, "{}", out.stdout);
+    assert!(store.join("cluster3/istio-system/cacerts/ca-cert.pem").is_file());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn reconcile_refuses_bad_policies_and_signers() {
+    let (d, store, policy) = seed_store("badpolicy");
+    let run = |text: &str| {
+        std::fs::write(&policy, text).unwrap();
+        meshca(&["reconcile", "--policy", &s(&policy), "--store", &s(&store), "--cluster", "c1"])
+    };
+    for (from, to, want) in [
+        (
+            "secretRotationGracePeriodRatio: 0.1",
+            "secretRotationGracePeriodRatio: 1.5",
+            "spec.config.intermediateCertOptions.secretRotationGracePeriodRatio must be in (0,1), got 1.5",
+        ),
+        ("ttlDays: 1", "ttlDays: 0", "spec.config.intermediateCertOptions.ttlDays must be between 1 and 36500, got 0"),
+        ("ttlDays: 1", "ttlDays: 1\n      keyAlgorithm: ed25519", "unknown key algorithm `ed25519`"),
+        ("ttlDays: 1", "ttlDays: 1\n      ttlHours: 3", "unknown field `ttlHours`"),
+    ] {
+        let out = run(&SEED_POLICY.replace(from, to));
+        assert_eq!(out.code, 1, "{to}: {}", out.all());
+        assert!(out.stderr.contains(want), "{to}: {}", out.stderr);
+        assert!(out.stderr.contains("policy.yaml"), "names the file: {}", out.stderr);
+        assert!(!store.join("c1").exists(), "nothing written for a bad policy");
+    }
+    // A signer that is not a CA.
+    let mgmt = store.join("mgmt/gloo-mesh/my-root-trust-policy.gloo-mesh");
+    std::fs::remove_dir_all(&mgmt).unwrap();
+    copy_dir(Path::new(&testdata("openssl/not-ca")), &mgmt);
+    let out = run(SEED_POLICY);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("signing CA") && out.stderr.contains("not a CA"), "{}", out.stderr);
+    // No signer at all: say how to make one.
+    std::fs::remove_dir_all(&mgmt).unwrap();
+    let out = run(SEED_POLICY);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("meshca root-ca --out"), "{}", out.stderr);
+    // Usage errors.
+    assert_eq!(meshca(&["reconcile", "--policy", &s(&policy), "--store", &s(&store)]).code, 2);
+    assert_eq!(meshca(&["reconcile", "--policy", &s(&policy), "--store", &s(&store), "--cluster", "../x"]).code, 2);
+    assert_eq!(meshca(&["root-ca", "--out", &s(&d.join("r")), "--key", "dsa-1024"]).code, 2);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn generated_root_is_created_once() {
+    let d = tempdir("generated");
+    let store = d.join("store");
+    let policy = d.join("p.yaml");
+    std::fs::write(
+        &policy,
+        SEED_POLICY.replace(
+            "secretRef:\n        name: my-root-trust-policy.gloo-mesh\n        namespace: gloo-mesh",
+            "generated:\n        ttlDays: 3650",
+        ),
+    )
+    .unwrap();
+    let args = ["reconcile", "--policy", &s(&policy), "--store", &s(&store), "--cluster", "c1"];
+    let first = ok(&args);
+    assert!(first.stdout.contains("(created now)"), "{}", first.stdout);
+    let root_dir = store.join("mgmt/gloo-mesh/root-trust-policy.gloo-mesh");
+    let root = std::fs::read(root_dir.join("ca-cert.pem")).unwrap();
+    let second = ok(&args);
+    assert!(!second.stdout.contains("(created now)"), "{}", second.stdout);
+    assert_eq!(std::fs::read(root_dir.join("ca-cert.pem")).unwrap(), root);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn many_clusters_stay_readable() {
+    let (d, store, policy) = seed_store("many");
+    let list = d.join("clusters.txt");
+    std::fs::write(&list, (1..=60).map(|i| format!("c{i:03}\n")).collect::<String>()).unwrap();
+    let args = ["reconcile", "--policy", &s(&policy), "--store", &s(&store), "--clusters-file", &s(&list)];
+    let first = ok(&args);
+    assert!(first.stdout.contains("60 clusters: 60 issued."), "{}", first.stdout);
+    let second = ok(&args);
+    assert!(second.stdout.contains("... and 60 clusters kept unchanged"), "{}", second.stdout);
+    assert!(second.stdout.lines().count() < 10, "{}", second.stdout);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn quickstart_proves_cross_cluster_mtls_and_reruns() {
+    let d = tempdir("quickstart");
+    let dir = d.join("qs");
+    let out = ok(&["quickstart", "--dir", &s(&dir)]);
+    assert_eq!(out.stdout.matches("each side verified the other").count(), 3, "{}", out.stdout);
+    assert!(out.stdout.contains("refused: cluster2 reviews rejects"), "{}", out.stdout);
+    assert!(out.stdout.contains("meshca inspect"), "{}", out.stdout);
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        assert!(dir.join(format!("store/{c}/istio-system/cacerts/ca-key.pem")).is_file());
+        assert!(dir.join(format!("workloads/{c}/cert-chain.pem")).is_file());
+    }
+    let again = ok(&["quickstart", "--dir", &s(&dir)]);
+    assert!(again.stdout.contains("reusing it"), "{}", again.stdout);
+    assert_eq!(again.stdout.matches("  kept  ").count(), 3, "{}", again.stdout);
+    std::fs::remove_dir_all(&d).unwrap();
+}
