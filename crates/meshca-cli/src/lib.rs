@@ -4,6 +4,7 @@
 pub mod describe;
 pub mod error;
 pub mod fs;
+pub mod manifest;
 pub mod mtls;
 pub mod policy;
 pub mod proxy;

@@ -4,7 +4,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
@@ -16,7 +15,7 @@ use meshca::{
 use meshca_cli::describe::{cert_view, write_tree};
 use meshca_cli::reconcile::{self, Action, Options, Report};
 use meshca_cli::store::{DirStore, SecretRef, Store};
-use meshca_cli::{fs, mtls, policy, proxy, Error};
+use meshca_cli::{fs, manifest, mtls, policy, proxy, Error};
 
 const EXIT_HELP: &str = "\
 Exit codes: 0 success; 1 a check failed or meshca refused an input (invalid bundle, key, CSR or
@@ -841,24 +840,8 @@ fn secret(a: SecretArgs) -> CmdResult {
     policy::check_name("--name", &a.name).map_err(usage)?;
     policy::check_name("--namespace", &a.namespace).map_err(usage)?;
     let b = load_bundle(&a.dir, now)?;
-    print!("{}", secret_manifest(&b, &a.name, &a.namespace, a.layout));
+    print!("{}", manifest::secret_manifest(&b, &a.name, &a.namespace, a.layout));
     Ok(ExitCode::SUCCESS)
-}
-
-/// A Secret manifest `kubectl apply -f -` accepts: base64 `data`, meshca's label and annotations.
-fn secret_manifest(b: &Cacerts, name: &str, namespace: &str, layout: Layout) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut y = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:\n    \
-         app.kubernetes.io/managed-by: meshca\n  annotations:\n    meshca.dev/root-fingerprint: \"{}\"\n    \
-         meshca.dev/not-after: \"{}\"\ntype: Opaque\ndata:\n",
-        b.root_fingerprint(),
-        meshca::format_time(b.not_after())
-    );
-    for (key, data) in b.to_files(layout).iter() {
-        y.push_str(&format!("  {key}: {}\n", b64.encode(data)));
-    }
-    y
 }
 
 fn read_clusters(a: &ReconcileArgs) -> Result<Vec<String>, Failure> {

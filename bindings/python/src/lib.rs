@@ -1,0 +1,722 @@
+//! Python bindings: conversions, the clock and exceptions. Every PKI decision is the core's.
+
+// Methods mirror Python keyword-argument signatures, which are long by design.
+#![allow(clippy::too_many_arguments)]
+
+use std::path::PathBuf;
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use time::{Duration, OffsetDateTime};
+
+use meshca::{
+    Cacerts, Csr, Files, IntermediateParams, KeyAlgorithm, Layout, Leaf, LeafParams, PrivateKey, RootParams,
+    RotationPolicy, SigningCa, SpiffeId,
+};
+
+create_exception!(meshca, MeshcaError, PyException, "Base class of every error meshca raises for bad input.");
+create_exception!(
+    meshca,
+    BundleInvalidError,
+    MeshcaError,
+    "A CA bundle failed validation (the message names the file and the fix)."
+);
+create_exception!(
+    meshca,
+    KeyUnsupportedError,
+    MeshcaError,
+    "A private key is encrypted, of an unsupported type or size, or malformed."
+);
+create_exception!(
+    meshca,
+    CsrInvalidError,
+    MeshcaError,
+    "A certificate signing request is malformed or its signature fails."
+);
+create_exception!(meshca, PolicyInvalidError, MeshcaError, "A rotation policy value is out of range.");
+create_exception!(
+    meshca,
+    InvalidParameterError,
+    MeshcaError,
+    "A parameter (cluster name, SPIFFE ID, lifetime, layout...) is invalid."
+);
+create_exception!(
+    meshca,
+    IssuanceError,
+    MeshcaError,
+    "The signing CA cannot issue what was asked (expired, pathlen, ...)."
+);
+create_exception!(meshca, TrustError, MeshcaError, "Bundles do not share a root, or a workload chain does not verify.");
+create_exception!(meshca, FileError, MeshcaError, "A file or directory could not be read or written.");
+
+/// The one mapping from core errors to Python exceptions; messages are kept intact.
+fn core_err(e: meshca::Error) -> PyErr {
+    use meshca::Error as E;
+    let msg = e.to_string();
+    match e {
+        E::WeakRsaKey { ref what, .. } if what.contains("key") => KeyUnsupportedError::new_err(msg),
+        E::EncryptedKey { .. }
+        | E::Ed25519Key { .. }
+        | E::UnknownCurve { .. }
+        | E::UnsupportedKeyAlgorithm { .. }
+        | E::KeyParse { .. }
+        | E::UnknownKeyAlgorithmName { .. } => KeyUnsupportedError::new_err(msg),
+        E::Csr { .. } => CsrInvalidError::new_err(msg),
+        E::InvalidSpiffeId { .. } | E::InvalidParameter { .. } => InvalidParameterError::new_err(msg),
+        E::SignerCannotIssueCa { .. }
+        | E::SignerNotValid { .. }
+        | E::IssuerNameNotRepresentable { .. }
+        | E::Issuance { .. } => IssuanceError::new_err(msg),
+        E::RootMismatch { .. } | E::LeafUntrusted { .. } | E::LeafProfile { .. } => TrustError::new_err(msg),
+        _ => BundleInvalidError::new_err(msg),
+    }
+}
+
+fn cli_err(e: meshca_cli::Error) -> PyErr {
+    match e {
+        meshca_cli::Error::Core { context, source } => {
+            let py = core_err(source);
+            Python::attach(|py_| {
+                let msg = format!("{context}: {}", py.value(py_));
+                PyErr::from_type(py.get_type(py_), msg)
+            })
+        }
+        meshca_cli::Error::Io(io) => FileError::new_err(io.to_string()),
+        other => MeshcaError::new_err(other.to_string()),
+    }
+}
+
+// ---- the clock ----------------------------------------------------------------------------
+
+/// `now` from Python: `None` reads the clock (the only place meshca does); a datetime must be
+/// timezone-aware.
+fn now_from(now: Option<&Bound<'_, PyAny>>) -> PyResult<OffsetDateTime> {
+    let Some(dt) = now else { return Ok(OffsetDateTime::now_utc()) };
+    if dt.getattr("tzinfo")?.is_none() || dt.call_method0("utcoffset")?.is_none() {
+        return Err(InvalidParameterError::new_err(
+            "now must be a timezone-aware datetime, e.g. datetime.now(timezone.utc)",
+        ));
+    }
+    let ts: f64 = dt.call_method0("timestamp")?.extract()?;
+    OffsetDateTime::from_unix_timestamp_nanos((ts * 1e9).round() as i128)
+        .map_err(|e| InvalidParameterError::new_err(format!("now is out of range: {e}")))
+}
+
+fn to_datetime<'py>(py: Python<'py>, t: OffsetDateTime) -> PyResult<Bound<'py, PyAny>> {
+    let dt = py.import("datetime")?;
+    let utc = dt.getattr("timezone")?.getattr("utc")?;
+    dt.getattr("datetime")?.call_method1("fromtimestamp", (t.unix_timestamp(), utc))
+}
+
+// ---- conversions --------------------------------------------------------------------------
+
+fn key_alg(name: &str) -> PyResult<KeyAlgorithm> {
+    name.parse::<KeyAlgorithm>().map_err(core_err)
+}
+
+fn layout(name: &str) -> PyResult<Layout> {
+    name.parse::<Layout>().map_err(core_err)
+}
+
+fn days(n: i64, field: &str) -> PyResult<Duration> {
+    if !(1..=36_500).contains(&n) {
+        return Err(InvalidParameterError::new_err(format!("{field} must be between 1 and 36500, got {n}")));
+    }
+    Ok(Duration::days(n))
+}
+
+fn files_from(dict: &Bound<'_, PyDict>) -> PyResult<Files> {
+    let mut files = Files::new();
+    for (k, v) in dict.iter() {
+        let name: String = k.extract()?;
+        let data: Vec<u8> =
+            if let Ok(s) = v.cast::<PyString>() { s.extract::<String>()?.into_bytes() } else { v.extract()? };
+        files.insert(name, data);
+    }
+    Ok(files)
+}
+
+fn files_to<'py>(py: Python<'py>, files: &Files) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in files.iter() {
+        d.set_item(k, PyBytes::new(py, v))?;
+    }
+    Ok(d)
+}
+
+fn pem_of(certs: &[meshca::Certificate]) -> Vec<u8> {
+    certs.iter().map(meshca::Certificate::to_pem).collect::<String>().into_bytes()
+}
+
+fn load_verify(ctx: &Bound<'_, PyAny>, roots: &[meshca::Certificate]) -> PyResult<()> {
+    let pem = String::from_utf8(pem_of(roots)).unwrap_or_default();
+    let kwargs = PyDict::new(ctx.py());
+    kwargs.set_item("cadata", pem)?;
+    ctx.call_method("load_verify_locations", (), Some(&kwargs))?;
+    Ok(())
+}
+
+// ---- Cacerts ------------------------------------------------------------------------------
+
+/// A validated Istio CA bundle (`cacerts`). Reading is validating: an instance is known-good.
+#[pyclass(module = "meshca", name = "Cacerts", frozen)]
+#[derive(Clone)]
+struct PyCacerts {
+    inner: Cacerts,
+}
+
+#[pymethods]
+impl PyCacerts {
+    /// Reads and validates a bundle directory (either layout).
+    #[staticmethod]
+    #[pyo3(signature = (path, now = None))]
+    fn from_dir(path: PathBuf, now: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let now = now_from(now)?;
+        let files = meshca_cli::fs::read_files(&path).map_err(|e| cli_err(e.into()))?;
+        let inner = Cacerts::from_files(&files, now)
+            .map_err(|e| cli_err(meshca_cli::Error::Core { context: path.display().to_string(), source: e }))?;
+        Ok(PyCacerts { inner })
+    }
+
+    /// Validates a bundle given as `{file name: bytes}` (either layout).
+    #[staticmethod]
+    #[pyo3(signature = (files, now = None))]
+    fn from_files(files: &Bound<'_, PyDict>, now: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let now = now_from(now)?;
+        Ok(PyCacerts { inner: Cacerts::from_files(&files_from(files)?, now).map_err(core_err)? })
+    }
+
+    /// The bundle's files in the Istio layout: `{"ca-cert.pem": b"...", ...}`.
+    #[getter]
+    fn files<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        files_to(py, &self.inner.to_files(Layout::Istio))
+    }
+
+    /// The bundle's files in `layout` ("istio" or "tls").
+    #[pyo3(signature = (layout = "istio"))]
+    fn to_files<'py>(&self, py: Python<'py>, layout: &str) -> PyResult<Bound<'py, PyDict>> {
+        files_to(py, &self.inner.to_files(self::layout(layout)?))
+    }
+
+    /// Writes the bundle into `dir`: each file atomically, the key 0600. Returns the paths.
+    #[pyo3(signature = (dir, layout = "istio"))]
+    fn write(&self, dir: PathBuf, layout: &str) -> PyResult<Vec<String>> {
+        let files = self.inner.to_files(self::layout(layout)?);
+        let written = meshca_cli::fs::write_files(&dir, &files).map_err(|e| cli_err(e.into()))?;
+        Ok(written.into_iter().map(|p| p.display().to_string()).collect())
+    }
+
+    /// A Kubernetes Secret manifest for `kubectl apply -f -`.
+    #[pyo3(signature = (name = "cacerts", namespace = "istio-system", layout = "istio"))]
+    fn secret_manifest(&self, name: &str, namespace: &str, layout: &str) -> PyResult<String> {
+        Ok(meshca_cli::manifest::secret_manifest(&self.inner, name, namespace, self::layout(layout)?))
+    }
+
+    /// The earliest notAfter on the chain (tz-aware UTC datetime).
+    #[getter]
+    fn not_after<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_datetime(py, self.inner.not_after())
+    }
+
+    /// The signing CA's notBefore.
+    #[getter]
+    fn not_before<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_datetime(py, self.inner.ca_cert().not_before())
+    }
+
+    /// SHA-256 fingerprint of the root the chain reaches (hex with colons).
+    #[getter]
+    fn root_fingerprint(&self) -> String {
+        self.inner.root_fingerprint()
+    }
+
+    /// Subject of the signing CA (RFC 4514).
+    #[getter]
+    fn subject(&self) -> String {
+        self.inner.ca_cert().subject()
+    }
+
+    /// The cluster name in the subject's L attribute, if any.
+    #[getter]
+    fn cluster(&self) -> Option<String> {
+        self.inner.ca_cert().locality()
+    }
+
+    /// The signing key's type, e.g. "ECDSA P-256".
+    #[getter]
+    fn key_type(&self) -> String {
+        self.inner.ca_key().key_type().to_string()
+    }
+
+    /// `ca-cert.pem`.
+    #[getter]
+    fn ca_cert_pem<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.inner.ca_cert().to_pem().as_bytes())
+    }
+
+    /// `cert-chain.pem` (ca-cert up to and including the root).
+    #[getter]
+    fn cert_chain_pem<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &pem_of(self.inner.path()))
+    }
+
+    /// `root-cert.pem` (every trusted root).
+    #[getter]
+    fn root_cert_pem<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &pem_of(self.inner.roots()))
+    }
+
+    /// Non-fatal findings.
+    #[getter]
+    fn warnings(&self) -> Vec<String> {
+        self.inner.warnings().iter().map(ToString::to_string).collect()
+    }
+
+    /// Makes `ssl_context` trust this bundle's roots (trustme style).
+    fn configure_trust(&self, ssl_context: &Bound<'_, PyAny>) -> PyResult<()> {
+        load_verify(ssl_context, self.inner.roots())
+    }
+
+    /// Verifies a workload chain (PEM, leaf first) against this bundle's roots with
+    /// rustls-webpki; returns its SPIFFE ID.
+    #[pyo3(signature = (cert_chain_pem, now = None))]
+    fn verify_workload(&self, cert_chain_pem: &[u8], now: Option<&Bound<'_, PyAny>>) -> PyResult<String> {
+        let now = now_from(now)?;
+        let chain = meshca::parse_certificates(cert_chain_pem, "cert_chain_pem").map_err(core_err)?;
+        Ok(meshca::verify_workload_chain(&chain, self.inner.roots(), now).map_err(core_err)?.to_string())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<Cacerts {} ({}) until {}, root {}>",
+            self.inner.ca_cert().subject(),
+            self.inner.ca_key().key_type(),
+            meshca::format_time(self.inner.not_after()),
+            &self.inner.root_fingerprint()[..23]
+        )
+    }
+}
+
+// ---- Leaf ---------------------------------------------------------------------------------
+
+/// A workload certificate with its key, chain and trust bundle.
+#[pyclass(module = "meshca", name = "Leaf", frozen)]
+struct PyLeaf {
+    inner: Leaf,
+}
+
+#[pymethods]
+impl PyLeaf {
+    /// The leaf, then its CA chain up to the root (PEM).
+    #[getter]
+    fn cert_chain_pem<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.inner.cert_chain_pem().as_bytes())
+    }
+
+    /// The leaf certificate alone (PEM).
+    #[getter]
+    fn cert_pem<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.inner.cert().to_pem().as_bytes())
+    }
+
+    /// The private key (PKCS#8 PEM).
+    #[getter]
+    fn private_key_pem<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.inner.key_pem().as_bytes())
+    }
+
+    /// The issuing cluster's `root-cert.pem`.
+    #[getter]
+    fn root_cert_pem<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.inner.root_cert_pem().as_bytes())
+    }
+
+    /// The SPIFFE ID (URI SAN).
+    #[getter]
+    fn spiffe_id(&self) -> String {
+        self.inner.cert().uri_sans().into_iter().next().unwrap_or_default()
+    }
+
+    /// notAfter.
+    #[getter]
+    fn not_after<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_datetime(py, self.inner.cert().not_after())
+    }
+
+    /// Loads this certificate and key into `ssl_context` (trustme style). The key passes through
+    /// a private temporary directory (0700, file 0600) that is removed at once.
+    fn configure_cert(&self, ssl_context: &Bound<'_, PyAny>) -> PyResult<()> {
+        let dir = std::env::temp_dir().join(format!(
+            "meshca-{}-{}",
+            std::process::id(),
+            OffsetDateTime::now_utc().unix_timestamp_nanos()
+        ));
+        let mut files = Files::new();
+        files.insert("cert-chain.pem", self.inner.cert_chain_pem().into_bytes());
+        files.insert("key.pem", self.inner.key_pem().as_bytes().to_vec());
+        let result = meshca_cli::fs::write_files(&dir, &files).map_err(|e| cli_err(e.into())).and_then(|_| {
+            let kwargs = PyDict::new(ssl_context.py());
+            kwargs.set_item("certfile", dir.join("cert-chain.pem"))?;
+            kwargs.set_item("keyfile", dir.join("key.pem"))?;
+            ssl_context.call_method("load_cert_chain", (), Some(&kwargs)).map(|_| ())
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    /// Makes `ssl_context` trust the issuing cluster's roots.
+    fn configure_trust(&self, ssl_context: &Bound<'_, PyAny>) -> PyResult<()> {
+        load_verify(ssl_context, self.inner.roots())
+    }
+
+    /// Writes cert-chain.pem, key.pem (0600) and root-cert.pem into `dir`.
+    fn write(&self, dir: PathBuf) -> PyResult<Vec<String>> {
+        let mut files = Files::new();
+        files.insert("cert-chain.pem", self.inner.cert_chain_pem().into_bytes());
+        files.insert("key.pem", self.inner.key_pem().as_bytes().to_vec());
+        files.insert("root-cert.pem", self.inner.root_cert_pem().into_bytes());
+        let written = meshca_cli::fs::write_files(&dir, &files).map_err(|e| cli_err(e.into()))?;
+        Ok(written.into_iter().map(|p| p.display().to_string()).collect())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<Leaf {} until {}>", self.spiffe_id(), meshca::format_time(self.inner.cert().not_after()))
+    }
+}
+
+// ---- SigningCa ----------------------------------------------------------------------------
+
+/// A CA that signs: a root, or an intermediate whose root lives elsewhere.
+#[pyclass(module = "meshca", name = "SigningCa", frozen)]
+struct PySigningCa {
+    inner: SigningCa,
+}
+
+#[pymethods]
+impl PySigningCa {
+    /// Generates a self-signed root (Istio's tools/certs profile).
+    #[staticmethod]
+    #[pyo3(signature = (common_name = "Root CA", organization = "Istio", ttl_days = 3650, key = "ecdsa-p256", pathlen = None, now = None))]
+    fn generate_root(
+        common_name: &str,
+        organization: &str,
+        ttl_days: i64,
+        key: &str,
+        pathlen: Option<u8>,
+        now: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let now = now_from(now)?;
+        let mut p = RootParams::default();
+        p.common_name = common_name.to_owned();
+        p.organization = organization.to_owned();
+        p.ttl = days(ttl_days, "ttl_days")?;
+        p.key = key_alg(key)?;
+        p.pathlen = pathlen;
+        Ok(PySigningCa { inner: SigningCa::generate_root(&p, &mut meshca::OsRng, now).map_err(core_err)? })
+    }
+
+    /// Reads a signing CA from a bundle directory.
+    #[staticmethod]
+    #[pyo3(signature = (path, now = None))]
+    fn from_dir(path: PathBuf, now: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        Ok(PySigningCa { inner: SigningCa::new(PyCacerts::from_dir(path, now)?.inner) })
+    }
+
+    /// Reads a signing CA from `{file name: bytes}`.
+    #[staticmethod]
+    #[pyo3(signature = (files, now = None))]
+    fn from_files(files: &Bound<'_, PyDict>, now: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        Ok(PySigningCa { inner: SigningCa::new(PyCacerts::from_files(files, now)?.inner) })
+    }
+
+    /// Uses a bundle as a signer.
+    #[staticmethod]
+    fn from_cacerts(cacerts: &PyCacerts) -> Self {
+        PySigningCa { inner: SigningCa::new(cacerts.inner.clone()) }
+    }
+
+    /// The signer's own bundle (for a root: all four files hold the root).
+    #[getter]
+    fn cacerts(&self) -> PyCacerts {
+        PyCacerts { inner: self.inner.bundle().clone() }
+    }
+
+    /// The signer's `root-cert.pem`.
+    #[getter]
+    fn root_cert_pem<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &pem_of(self.inner.bundle().roots()))
+    }
+
+    /// Issues a cluster's intermediate as a complete `cacerts` bundle.
+    #[pyo3(signature = (cluster, ttl_days = 365, key = "ecdsa-p256", trust_domain = "cluster.local", organization = "Istio", pathlen = 0, now = None))]
+    fn issue_intermediate(
+        &self,
+        cluster: &str,
+        ttl_days: i64,
+        key: &str,
+        trust_domain: &str,
+        organization: &str,
+        pathlen: u8,
+        now: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyCacerts> {
+        let now = now_from(now)?;
+        meshca::validate_trust_domain(trust_domain)
+            .map_err(|e| InvalidParameterError::new_err(format!("trust_domain: {e}")))?;
+        let mut p = IntermediateParams::new(cluster);
+        p.ttl = days(ttl_days, "ttl_days")?;
+        p.key = key_alg(key)?;
+        p.organization = organization.to_owned();
+        p.pathlen = pathlen;
+        let issued = self.inner.issue_intermediate(&p, &mut meshca::OsRng, now).map_err(core_err)?;
+        Ok(PyCacerts { inner: issued.value })
+    }
+
+    /// Issues a workload certificate as istiod does.
+    #[pyo3(signature = (spiffe_id, ttl_hours = 24, key = "ecdsa-p256", now = None))]
+    fn issue_leaf(
+        &self,
+        spiffe_id: &str,
+        ttl_hours: i64,
+        key: &str,
+        now: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyLeaf> {
+        let now = now_from(now)?;
+        let id: SpiffeId = spiffe_id.parse().map_err(core_err)?;
+        let mut p = LeafParams::new(id);
+        p.ttl = Duration::hours(ttl_hours);
+        p.key = key_alg(key)?;
+        Ok(PyLeaf { inner: self.inner.issue_leaf(&p, &mut meshca::OsRng, now).map_err(core_err)?.value })
+    }
+
+    /// Signs a cluster's CSR with the intermediate profile. Returns `ca-cert.pem`,
+    /// `cert-chain.pem` and `root-cert.pem`; the cluster adds its own `ca-key.pem`.
+    #[pyo3(signature = (csr_pem, cluster = None, ttl_days = 365, organization = "Istio", pathlen = 0, now = None))]
+    fn sign_csr<'py>(
+        &self,
+        py: Python<'py>,
+        csr_pem: &[u8],
+        cluster: Option<&str>,
+        ttl_days: i64,
+        organization: &str,
+        pathlen: u8,
+        now: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let now = now_from(now)?;
+        let csr = Csr::from_pem(csr_pem, "csr_pem").map_err(core_err)?;
+        let cluster =
+            cluster.map(str::to_owned).or_else(|| csr.requested_cluster().map(str::to_owned)).ok_or_else(|| {
+                InvalidParameterError::new_err(format!(
+                    "the CSR names no cluster (subject {}); pass cluster=",
+                    csr.subject()
+                ))
+            })?;
+        let mut p = IntermediateParams::new(&cluster);
+        p.ttl = days(ttl_days, "ttl_days")?;
+        p.organization = organization.to_owned();
+        p.pathlen = pathlen;
+        let signed = self.inner.sign_intermediate_csr(&csr, &p, &mut meshca::OsRng, now).map_err(core_err)?;
+        files_to(py, &signed.value.to_files())
+    }
+
+    /// Makes `ssl_context` trust this signer's roots.
+    fn configure_trust(&self, ssl_context: &Bound<'_, PyAny>) -> PyResult<()> {
+        load_verify(ssl_context, self.inner.bundle().roots())
+    }
+
+    fn __repr__(&self) -> String {
+        let b = self.inner.bundle();
+        format!("<SigningCa {} until {}>", b.ca_cert().subject(), meshca::format_time(b.not_after()))
+    }
+}
+
+// ---- rotation -----------------------------------------------------------------------------
+
+/// What to do with one cluster's bundle.
+#[pyclass(module = "meshca", name = "Plan", frozen)]
+struct PyPlan {
+    action: &'static str,
+    reason: String,
+    recheck_at: Option<OffsetDateTime>,
+}
+
+#[pymethods]
+impl PyPlan {
+    /// "keep" or "issue".
+    #[getter]
+    fn action(&self) -> &'static str {
+        self.action
+    }
+
+    /// Why.
+    #[getter]
+    fn reason(&self) -> String {
+        self.reason.clone()
+    }
+
+    /// For "keep": when the bundle enters its grace period; else None.
+    #[getter]
+    fn recheck_at<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.recheck_at.map(|t| to_datetime(py, t)).transpose()
+    }
+
+    fn __repr__(&self) -> String {
+        match self.recheck_at {
+            Some(t) => format!("<Plan keep until {}>", meshca::format_time(t)),
+            None => format!("<Plan {}: {}>", self.action, self.reason),
+        }
+    }
+}
+
+/// `ttlDays` and `secretRotationGracePeriodRatio` of a RootTrustPolicy.
+#[pyclass(module = "meshca", name = "RotationPolicy", frozen)]
+struct PyRotationPolicy {
+    inner: RotationPolicy,
+}
+
+#[pymethods]
+impl PyRotationPolicy {
+    #[new]
+    #[pyo3(signature = (ttl_days, grace_ratio, key = "ecdsa-p256", organization = "Istio", pathlen = 0))]
+    fn new(ttl_days: i64, grace_ratio: f64, key: &str, organization: &str, pathlen: u8) -> PyResult<Self> {
+        if !(1..=36_500).contains(&ttl_days) {
+            return Err(PolicyInvalidError::new_err(format!("ttl_days must be between 1 and 36500, got {ttl_days}")));
+        }
+        let mut inner = RotationPolicy::new(Duration::days(ttl_days), grace_ratio)
+            .map_err(|e| PolicyInvalidError::new_err(e.to_string()))?;
+        inner.key = key_alg(key)?;
+        inner.organization = organization.to_owned();
+        inner.pathlen = pathlen;
+        Ok(PyRotationPolicy { inner })
+    }
+
+    /// Lifetime of an intermediate, in days.
+    #[getter]
+    fn ttl_days(&self) -> i64 {
+        self.inner.ttl.whole_days()
+    }
+
+    /// The grace ratio.
+    #[getter]
+    fn grace_ratio(&self) -> f64 {
+        self.inner.grace_ratio
+    }
+
+    /// Decides whether `current` (a Cacerts, a dict of files that may be invalid, or None) is
+    /// kept or re-issued by `signer`. `cluster` defaults to the bundle's subject L.
+    #[pyo3(signature = (current, signer, now = None, cluster = None))]
+    fn plan(
+        &self,
+        current: &Bound<'_, PyAny>,
+        signer: &PySigningCa,
+        now: Option<&Bound<'_, PyAny>>,
+        cluster: Option<&str>,
+    ) -> PyResult<PyPlan> {
+        let now = now_from(now)?;
+        let parsed: Option<Result<Cacerts, meshca::Error>> = if current.is_none() {
+            None
+        } else if let Ok(c) = current.cast::<PyCacerts>() {
+            Some(Ok(c.get().inner.clone()))
+        } else if let Ok(d) = current.cast::<PyDict>() {
+            Some(Cacerts::from_files(&files_from(d)?, now))
+        } else {
+            return Err(InvalidParameterError::new_err("current must be a Cacerts, a dict of files, or None"));
+        };
+        let cluster = match (cluster, &parsed) {
+            (Some(c), _) => c.to_owned(),
+            (None, Some(Ok(b))) => b.ca_cert().locality().unwrap_or_default(),
+            _ => String::new(),
+        };
+        let cur = match &parsed {
+            None => meshca::Current::Missing,
+            Some(Ok(b)) => meshca::Current::Valid(b),
+            Some(Err(e)) => meshca::Current::Invalid(e),
+        };
+        Ok(match meshca::plan(&self.inner, &signer.inner, &cluster, cur, now) {
+            meshca::Plan::Keep { recheck_at } => PyPlan {
+                action: "keep",
+                reason: "valid, outside the grace period".into(),
+                recheck_at: Some(recheck_at),
+            },
+            meshca::Plan::Issue { reason } => PyPlan { action: "issue", reason: reason.to_string(), recheck_at: None },
+            other => PyPlan { action: "issue", reason: format!("{other:?}"), recheck_at: None },
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("RotationPolicy(ttl_days={}, grace_ratio={})", self.ttl_days(), self.inner.grace_ratio)
+    }
+}
+
+// ---- functions ----------------------------------------------------------------------------
+
+/// Checks that every bundle trusts every other's root; returns the shared root's fingerprint.
+#[pyfunction]
+fn verify_same_root(bundles: &Bound<'_, PyList>) -> PyResult<String> {
+    let mut owned = Vec::new();
+    for (i, b) in bundles.iter().enumerate() {
+        let c = b.cast::<PyCacerts>().map_err(|_| InvalidParameterError::new_err("bundles must be Cacerts"))?;
+        let inner = c.get().inner.clone();
+        let name = inner.ca_cert().locality().unwrap_or_else(|| format!("bundle #{}", i + 1));
+        owned.push((name, inner));
+    }
+    let refs: Vec<(&str, &Cacerts)> = owned.iter().map(|(n, b)| (n.as_str(), b)).collect();
+    Ok(meshca::check_mutual_trust(&refs).map_err(core_err)?.fingerprint)
+}
+
+/// Verifies a workload chain (PEM, leaf first) against roots (PEM) with rustls-webpki; returns
+/// the SPIFFE ID.
+#[pyfunction]
+#[pyo3(signature = (cert_chain_pem, root_cert_pem, now = None))]
+fn verify_workload_chain(
+    cert_chain_pem: &[u8],
+    root_cert_pem: &[u8],
+    now: Option<&Bound<'_, PyAny>>,
+) -> PyResult<String> {
+    let now = now_from(now)?;
+    let chain = meshca::parse_certificates(cert_chain_pem, "cert_chain_pem").map_err(core_err)?;
+    let roots = meshca::parse_certificates(root_cert_pem, "root_cert_pem").map_err(core_err)?;
+    Ok(meshca::verify_workload_chain(&chain, &roots, now).map_err(core_err)?.to_string())
+}
+
+/// In a cluster: a new key and a CSR for its intermediate. Returns `(key_pem, csr_pem)`.
+#[pyfunction]
+#[pyo3(signature = (cluster, key = "ecdsa-p256", organization = "Istio"))]
+fn make_csr<'py>(
+    py: Python<'py>,
+    cluster: &str,
+    key: &str,
+    organization: &str,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let k = PrivateKey::generate(key_alg(key)?, &mut meshca::OsRng).map_err(core_err)?;
+    let csr = Csr::generate_pem(cluster, organization, &k).map_err(core_err)?;
+    Ok((PyBytes::new(py, k.to_pkcs8_pem().as_bytes()), PyBytes::new(py, csr.as_bytes())))
+}
+
+#[pymodule]
+fn _meshca(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<PyCacerts>()?;
+    m.add_class::<PySigningCa>()?;
+    m.add_class::<PyLeaf>()?;
+    m.add_class::<PyRotationPolicy>()?;
+    m.add_class::<PyPlan>()?;
+    m.add_function(wrap_pyfunction!(verify_same_root, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_workload_chain, m)?)?;
+    m.add_function(wrap_pyfunction!(make_csr, m)?)?;
+    for (name, ty) in [
+        ("MeshcaError", py.get_type::<MeshcaError>()),
+        ("BundleInvalidError", py.get_type::<BundleInvalidError>()),
+        ("KeyUnsupportedError", py.get_type::<KeyUnsupportedError>()),
+        ("CsrInvalidError", py.get_type::<CsrInvalidError>()),
+        ("PolicyInvalidError", py.get_type::<PolicyInvalidError>()),
+        ("InvalidParameterError", py.get_type::<InvalidParameterError>()),
+        ("IssuanceError", py.get_type::<IssuanceError>()),
+        ("TrustError", py.get_type::<TrustError>()),
+        ("FileError", py.get_type::<FileError>()),
+    ] {
+        m.add(name, ty)?;
+    }
+    Ok(())
+}

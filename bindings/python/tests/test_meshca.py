@@ -1,0 +1,282 @@
+"""meshca from Python, checked by independent verifiers: pyca/cryptography and the ssl module."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import pytest
+from cryptography import x509
+from cryptography.x509 import oid
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+import meshca
+
+TESTDATA = Path(__file__).resolve().parents[3] / "testdata"
+UTC = datetime.timezone.utc
+
+
+def certs(pem: bytes) -> List[x509.Certificate]:
+    return x509.load_pem_x509_certificates(pem)
+
+
+def verify_client(leaf: meshca.Leaf, root_cert_pem: bytes, now: Optional[datetime.datetime] = None) -> x509.Certificate:
+    """pyca/cryptography's RFC 5280 client verifier over the leaf's chain."""
+    chain = certs(leaf.cert_chain_pem)
+    verifier = (
+        PolicyBuilder()
+        .store(Store(certs(root_cert_pem)))
+        .time(now or datetime.datetime.now(UTC))
+        .build_client_verifier()
+    )
+    verified = verifier.verify(chain[0], chain[1:])
+    return verified.chain[0]
+
+
+@pytest.fixture(scope="module")
+def mesh() -> Tuple[meshca.SigningCa, meshca.Cacerts, meshca.Cacerts]:
+    root = meshca.SigningCa.generate_root()
+    return root, root.issue_intermediate("cluster1"), root.issue_intermediate("cluster2", key="ecdsa-p384")
+
+
+def test_profiles_as_cryptography_reads_them(mesh) -> None:
+    root, c1, _ = mesh
+    (ca,) = certs(c1.ca_cert_pem)
+    assert ca.subject.get_attributes_for_oid(oid.NameOID.LOCALITY_NAME)[0].value == "cluster1"
+    bc = ca.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert bc.critical and bc.value.ca and bc.value.path_length == 0
+    ku = ca.extensions.get_extension_for_class(x509.KeyUsage)
+    assert ku.critical and ku.value.key_cert_sign and ku.value.crl_sign
+    san = ca.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["istiod.istio-system.svc"]
+    aki = ca.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    (root_cert,) = certs(root.root_cert_pem)
+    ski = root_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert aki.key_identifier == ski.digest
+
+    leaf = meshca.SigningCa.from_cacerts(c1).issue_leaf("spiffe://cluster.local/ns/bookinfo/sa/reviews")
+    (cert,) = certs(leaf.cert_pem)
+    assert len(cert.subject) == 0
+    san_ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert san_ext.critical
+    assert san_ext.value.get_values_for_type(x509.UniformResourceIdentifier) == [
+        "spiffe://cluster.local/ns/bookinfo/sa/reviews"
+    ]
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [oid.ExtendedKeyUsageOID.SERVER_AUTH, oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert cert.serial_number.bit_length() >= 64
+    life = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert datetime.timedelta(hours=24) <= life <= datetime.timedelta(hours=24, minutes=5)
+
+
+def test_cross_cluster_chains_verify_with_cryptography(mesh) -> None:
+    root, c1, c2 = mesh
+    l1 = meshca.SigningCa.from_cacerts(c1).issue_leaf("spiffe://cluster.local/ns/a/sa/one")
+    l2 = meshca.SigningCa.from_cacerts(c2).issue_leaf("spiffe://cluster.local/ns/b/sa/two", key="rsa-2048")
+    # Each cluster's workload is trusted by the other's root-cert.pem alone.
+    assert verify_client(l1, c2.root_cert_pem).serial_number == certs(l1.cert_pem)[0].serial_number
+    assert verify_client(l2, c1.root_cert_pem).serial_number == certs(l2.cert_pem)[0].serial_number
+    assert meshca.verify_same_root([c1, c2]) == root.cacerts.root_fingerprint
+
+    stranger = meshca.SigningCa.generate_root().issue_intermediate("cluster3")
+    l3 = meshca.SigningCa.from_cacerts(stranger).issue_leaf("spiffe://cluster.local/ns/c/sa/three")
+    with pytest.raises(VerificationError):
+        verify_client(l3, c1.root_cert_pem)
+    with pytest.raises(meshca.TrustError, match="cluster3"):
+        meshca.verify_same_root([c1, c2, stranger])
+    with pytest.raises(meshca.TrustError):
+        meshca.verify_workload_chain(l3.cert_chain_pem, c1.root_cert_pem)
+
+
+def test_rsa_and_three_level_chains() -> None:
+    mgmt = meshca.SigningCa.from_dir(TESTDATA / "openssl" / "mgmt-signer")
+    c = mgmt.issue_intermediate("cluster7", key="rsa-2048")
+    assert len(certs(c.cert_chain_pem)) == 3
+    leaf = meshca.SigningCa.from_cacerts(c).issue_leaf("spiffe://cluster.local/ns/x/sa/y")
+    verify_client(leaf, c.root_cert_pem)
+    # Istio's own sample root has a non-critical basicConstraints: istiod and meshca accept it,
+    # pyca/cryptography's stricter policy does not (a verifier quirk worth knowing).
+    sample = meshca.SigningCa.from_dir(TESTDATA / "istio-samples")
+    leaf = sample.issue_leaf("spiffe://trust-domain-foo/ns/foo/sa/foo")
+    with pytest.raises(VerificationError, match="criticality"):
+        verify_client(leaf, sample.root_cert_pem)
+    assert sample.cacerts.verify_workload(leaf.cert_chain_pem) == "spiffe://trust-domain-foo/ns/foo/sa/foo"
+
+
+def _serve(ctx: ssl.SSLContext, sock: socket.socket, result: dict) -> None:
+    try:
+        conn, _ = sock.accept()
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            result["client_cert"] = tls.getpeercert()
+            result["request"] = tls.recv(100)
+            tls.sendall(b"200 OK")
+            result["version"] = tls.version()
+    except (ssl.SSLError, OSError) as e:
+        result["error"] = e
+
+
+def handshake(server_leaf: meshca.Leaf, server_trust, client_leaf: meshca.Leaf, client_trust) -> dict:
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    server_leaf.configure_cert(server_ctx)
+    server_trust.configure_trust(server_ctx)
+
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    # Workloads are identified by SPIFFE URI, not host name (as Envoy does).
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_REQUIRED
+    client_leaf.configure_cert(client_ctx)
+    client_trust.configure_trust(client_ctx)
+
+    result: dict = {}
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(10)
+        t = threading.Thread(target=_serve, args=(server_ctx, listener, result))
+        t.start()
+        try:
+            with socket.create_connection(listener.getsockname(), timeout=10) as raw:
+                with client_ctx.wrap_socket(raw, server_hostname="reviews.bookinfo.svc.cluster.local") as tls:
+                    result["server_cert"] = tls.getpeercert()
+                    tls.sendall(b"GET /reviews/3")
+                    result["response"] = tls.recv(100)
+        except (ssl.SSLError, OSError) as e:
+            result["client_error"] = e
+        t.join(10)
+    return result
+
+
+def uri_san(peer: dict) -> str:
+    return next(v for k, v in peer["subjectAltName"] if k == "URI")
+
+
+def test_tls13_mutual_handshake_across_clusters(mesh) -> None:
+    _, c1, c2 = mesh
+    server = meshca.SigningCa.from_cacerts(c1).issue_leaf("spiffe://cluster.local/ns/bookinfo/sa/reviews")
+    client = meshca.SigningCa.from_cacerts(c2).issue_leaf("spiffe://cluster.local/ns/bookinfo/sa/productpage")
+    # Each side trusts only its own cluster's root-cert.pem.
+    r = handshake(server, c1, client, c2)
+    assert "error" not in r and "client_error" not in r, r
+    assert r["version"] == "TLSv1.3"
+    assert r["response"] == b"200 OK" and r["request"] == b"GET /reviews/3"
+    assert uri_san(r["server_cert"]) == "spiffe://cluster.local/ns/bookinfo/sa/reviews"
+    assert uri_san(r["client_cert"]) == "spiffe://cluster.local/ns/bookinfo/sa/productpage"
+
+
+def test_tls_refuses_a_workload_from_another_root(mesh) -> None:
+    _, c1, _ = mesh
+    server = meshca.SigningCa.from_cacerts(c1).issue_leaf("spiffe://cluster.local/ns/bookinfo/sa/reviews")
+    foreign = meshca.SigningCa.generate_root().issue_intermediate("elsewhere")
+    intruder = meshca.SigningCa.from_cacerts(foreign).issue_leaf("spiffe://cluster.local/ns/bookinfo/sa/intruder")
+    r = handshake(server, c1, intruder, c1)
+    assert isinstance(r.get("error"), ssl.SSLError), r
+    assert "certificate verify failed" in str(r["error"]) or "CERTIFICATE_VERIFY_FAILED" in str(r["error"])
+
+
+def test_write_read_and_secret_manifest(tmp_path: Path, mesh) -> None:
+    _, c1, _ = mesh
+    written = c1.write(tmp_path / "c1")
+    assert sorted(Path(p).name for p in written) == ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]
+    assert stat.S_IMODE(os.stat(tmp_path / "c1" / "ca-key.pem").st_mode) == 0o600
+    again = meshca.Cacerts.from_dir(tmp_path / "c1")
+    assert again.files == c1.files
+    assert sorted(c1.to_files("tls")) == ["ca.crt", "tls.crt", "tls.key"]
+    assert meshca.Cacerts.from_files(c1.to_files("tls")).root_fingerprint == c1.root_fingerprint
+    manifest = c1.secret_manifest(namespace="istio-system")
+    assert "kind: Secret" in manifest and "  ca-key.pem: " in manifest and "name: cacerts" in manifest
+    assert c1.cluster == "cluster1" and c1.key_type == "ECDSA P-256"
+    assert c1.not_after.tzinfo is not None
+
+
+def test_csr_flow() -> None:
+    root = meshca.SigningCa.generate_root()
+    key_pem, csr_pem = meshca.make_csr("edge-1")
+    files = root.sign_csr(csr_pem)
+    assert "ca-key.pem" not in files
+    files["ca-key.pem"] = key_pem
+    bundle = meshca.Cacerts.from_files(files)
+    assert bundle.cluster == "edge-1"
+    with pytest.raises(meshca.CsrInvalidError, match="signature"):
+        root.sign_csr((TESTDATA / "openssl" / "csr" / "tampered.csr").read_bytes())
+    with pytest.raises(meshca.InvalidParameterError, match="pass cluster="):
+        root.sign_csr((TESTDATA / "openssl" / "csr" / "rsa2048.csr").read_bytes())
+
+
+def test_rotation_plan_at_the_grace_boundary() -> None:
+    t0 = datetime.datetime(2030, 1, 1, tzinfo=UTC)
+    root = meshca.SigningCa.generate_root(now=t0)
+    policy = meshca.RotationPolicy(ttl_days=1, grace_ratio=0.1)
+    bundle = root.issue_intermediate("c1", ttl_days=1, now=t0)
+    keep = policy.plan(bundle, root, now=t0)
+    assert keep.action == "keep"
+    assert keep.recheck_at is not None
+    second = datetime.timedelta(seconds=1)
+    assert policy.plan(bundle, root, now=keep.recheck_at - second).action == "keep"
+    issue = policy.plan(bundle, root, now=keep.recheck_at)
+    assert issue.action == "issue" and "grace period" in issue.reason and issue.recheck_at is None
+    missing = policy.plan(None, root, now=t0)
+    assert missing.action == "issue" and "no cacerts" in missing.reason
+    expired = policy.plan(bundle.files, root, now=t0 + datetime.timedelta(days=2))
+    assert expired.action == "issue" and "expired" in expired.reason
+
+
+@pytest.mark.parametrize(
+    "call, exc, needle",
+    [
+        (lambda: meshca.Cacerts.from_files({"ca-cert.pem": b"x"}), meshca.BundleInvalidError, "ca-key.pem is missing"),
+        (lambda: meshca.Cacerts.from_dir(TESTDATA / "openssl" / "key-mismatch"), meshca.BundleInvalidError, "does not match"),
+        (lambda: meshca.Cacerts.from_dir(TESTDATA / "openssl" / "sha1"), meshca.BundleInvalidError, "SHA-256"),
+        (lambda: meshca.Cacerts.from_dir(TESTDATA / "no-such-dir"), meshca.FileError, "no-such-dir"),
+        (lambda: meshca.SigningCa.generate_root(key="dsa-1024"), meshca.KeyUnsupportedError, "ecdsa-p256"),
+        (lambda: meshca.SigningCa.generate_root(ttl_days=0), meshca.InvalidParameterError, "ttl_days"),
+        (lambda: meshca.RotationPolicy(1, 1.5), meshca.PolicyInvalidError, "must be in (0,1)"),
+        (lambda: meshca.RotationPolicy(0, 0.5), meshca.PolicyInvalidError, "ttl_days"),
+        (lambda: meshca.SigningCa.generate_root(now=datetime.datetime(2030, 1, 1)), meshca.InvalidParameterError, "timezone-aware"),
+        (lambda: meshca.SigningCa.from_dir(TESTDATA / "openssl" / "mgmt0-signer").issue_intermediate("c"), meshca.IssuanceError, "pathLenConstraint"),
+        (lambda: meshca.SigningCa.generate_root().issue_leaf("spiffe://td/ns/a"), meshca.InvalidParameterError, "/ns/<namespace>/sa/"),
+        (lambda: meshca.SigningCa.generate_root().issue_intermediate("../x"), meshca.InvalidParameterError, "cluster"),
+        (lambda: meshca.Cacerts.from_files(dict(_encrypted_bundle())), meshca.KeyUnsupportedError, "encrypted"),
+    ],
+)
+def test_bad_inputs_raise_the_right_error(call, exc, needle) -> None:
+    with pytest.raises(exc, match=None) as info:
+        call()
+    assert isinstance(info.value, meshca.MeshcaError)
+    assert needle in str(info.value), str(info.value)
+
+
+def _encrypted_bundle():
+    good = TESTDATA / "openssl" / "good"
+    files = {p.name: p.read_bytes() for p in good.iterdir()}
+    files["ca-key.pem"] = (TESTDATA / "openssl" / "keys" / "encrypted-pkcs8.pem").read_bytes()
+    return files
+
+
+def test_key_material_is_not_in_reprs(mesh) -> None:
+    _, c1, _ = mesh
+    body = c1.files["ca-key.pem"].splitlines()[1][:20].decode()
+    assert body not in repr(c1)
+    assert "Cacerts" in repr(c1)
+
+
+def test_stubs_match_the_module() -> None:
+    pytest.importorskip("mypy")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "meshca", "--ignore-missing-stub"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
