@@ -186,3 +186,30 @@ open(path, "w").write(lines[0] + "\n" + "\n".join(body[j:j+64] for j in range(0,
 PY
 date -u +%s > "$out/GENERATED_AT"
 echo "wrote $(find "$out" -type f | wc -l) files under testdata/$out"
+
+# Sidecar secret dumps as `istioctl proxy-config secret <pod> -o json|yaml` print them, from
+# Istio's sample workload certificate (inspect/verify --proxy-secret input).
+mkdir -p proxy-secrets
+python3 - <<'PY'
+import base64, json
+chain = base64.b64encode(open("istio-samples/workload-foo-cert.pem", "rb").read()).decode()
+roots = base64.b64encode(open("istio-samples/workload-foo-root-certs.pem", "rb").read()).decode()
+t = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+dump = {"dynamicActiveSecrets": [
+    {"name": "default", "versionInfo": "0", "lastUpdated": "2022-11-08T09:53:16.743Z",
+     "secret": {"@type": t, "name": "default", "tlsCertificate": {
+         "certificateChain": {"inlineBytes": chain}, "privateKey": {"inlineBytes": "W3JlZGFjdGVkXQ=="}}}},
+    {"name": "ROOTCA", "versionInfo": "0", "lastUpdated": "2022-11-08T09:53:16.743Z",
+     "secret": {"@type": t, "name": "ROOTCA", "validationContext": {"trustedCa": {"inlineBytes": roots}}}}]}
+open("proxy-secrets/foo.json", "w").write(json.dumps(dump, indent=2) + "\n")
+yaml = ["dynamicActiveSecrets:"]
+for s in dump["dynamicActiveSecrets"]:
+    yaml += [f"- lastUpdated: \"{s['lastUpdated']}\"", f"  name: {s['name']}", "  secret:",
+             f"    '@type': {t}", f"    name: {s['name']}"]
+    if "tlsCertificate" in s["secret"]:
+        yaml += ["    tlsCertificate:", "      certificateChain:", f"        inlineBytes: {chain}",
+                 "      privateKey:", "        inlineBytes: W3JlZGFjdGVkXQ=="]
+    else:
+        yaml += ["    validationContext:", "      trustedCa:", f"        inlineBytes: {roots}"]
+open("proxy-secrets/foo.yaml", "w").write("\n".join(yaml) + "\n")
+PY

@@ -280,3 +280,13 @@ def test_stubs_match_the_module() -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    block = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "kind: Secret" in out and "keep valid, outside the grace period" in out
+    assert stat.S_IMODE(os.stat(tmp_path / "out" / "cluster1" / "ca-key.pem").st_mode) == 0o600

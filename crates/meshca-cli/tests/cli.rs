@@ -653,3 +653,27 @@ fn quickstart_proves_cross_cluster_mtls_and_reruns() {
     assert_eq!(again.stdout.matches("  kept  ").count(), 3, "{}", again.stdout);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn istio_sample_sidecar_dumps_verify() {
+    // testdata/proxy-secrets: Istio's sample workload certificate in the format
+    // `istioctl proxy-config secret -o json|yaml` prints.
+    let out = ok(&[
+        "verify",
+        "--proxy-secret",
+        &testdata("proxy-secrets/foo.json"),
+        "--proxy-secret",
+        &testdata("proxy-secrets/foo.yaml"),
+    ]);
+    assert!(out.stdout.contains("spiffe://trust-domain-foo/ns/foo/sa/foo"), "{}", out.stdout);
+    let json = ok(&["inspect", &testdata("proxy-secrets/foo.yaml"), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["kind"], "proxy-secret");
+    assert_eq!(v["chainTrusted"], true);
+    assert_eq!(v["chain"][0]["sans"][0], "URI:spiffe://trust-domain-foo/ns/foo/sa/foo");
+    // Before the workload certificate's notBefore it does not verify.
+    assert_eq!(
+        meshca(&["verify", "--proxy-secret", &testdata("proxy-secrets/foo.json"), "--at", "2023-01-01T00:00:00Z"]).code,
+        1
+    );
+}

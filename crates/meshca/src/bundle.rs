@@ -266,6 +266,32 @@ impl Cacerts {
         Self::assemble(ca_cert, ca_key, chain, roots, Layout::Istio, now)
     }
 
+    /// A bundle for a CA certificate this crate just issued under `signer`, built without
+    /// re-checking what is already known: the signer is a validated bundle, the issuer name and
+    /// path length were checked at issuance, and the certificate carries `key`'s public key.
+    /// Debug builds (and so every test) still run the full validation and compare.
+    pub(crate) fn issued(ca_cert: Certificate, key: PrivateKey, signer: &Cacerts, now: OffsetDateTime) -> Self {
+        let mut path = Vec::with_capacity(signer.path.len() + 1);
+        path.push(ca_cert.clone());
+        path.extend(signer.path.iter().cloned());
+        let bundle = Cacerts {
+            ca_cert,
+            ca_key: key,
+            chain_len: path.len(),
+            path,
+            roots: signer.roots.clone(),
+            layout: Layout::Istio,
+            warnings: signer.warnings.clone(),
+        };
+        debug_assert_eq!(
+            Cacerts::from_parts(bundle.ca_key.clone(), bundle.path.clone(), bundle.roots.clone(), now)
+                .map(|full| (full.path, full.warnings)),
+            Ok((bundle.path.clone(), bundle.warnings.clone())),
+            "an issued bundle must pass full validation"
+        );
+        bundle
+    }
+
     fn assemble(
         ca_cert: Certificate,
         ca_key: PrivateKey,

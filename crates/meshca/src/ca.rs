@@ -360,9 +360,9 @@ impl SigningCa {
         self.check_can_issue_ca(now)?;
         let key = PrivateKey::generate(params.key, rng)?;
         let signed = self.sign_ca(key.public_key_raw(), key.key_type(), params, rng, now)?;
-        let clamped_from = signed.clamped_from;
-        let bundle = signed.value.into_cacerts(key, now)?;
-        Ok(Issued { value: bundle, clamped_from })
+        let cert = signed.value.chain[0].clone();
+        let bundle = Cacerts::issued(cert, key, &self.bundle, now);
+        Ok(Issued { value: bundle, clamped_from: signed.clamped_from })
     }
 
     /// Signs a per-cluster intermediate for `csr`; the profile (from `params`), not the CSR,

@@ -84,6 +84,8 @@ pub struct Certificate {
     der: Vec<u8>,
     parsed: x509_cert::Certificate,
     tbs: core::ops::Range<usize>,
+    /// Whether the signature verifies with the certificate's own key, computed once.
+    self_signed: std::sync::OnceLock<bool>,
 }
 
 impl PartialEq for Certificate {
@@ -109,7 +111,7 @@ impl Certificate {
         let bad = |detail: String| Error::CertificateParse { file: file.to_owned(), index, detail };
         let parsed = x509_cert::Certificate::from_der(der_bytes).map_err(|e| bad(e.to_string()))?;
         let tbs = tbs_range(der_bytes).map_err(|e| bad(e.to_string()))?;
-        Ok(Certificate { der: der_bytes.to_vec(), parsed, tbs })
+        Ok(Certificate { der: der_bytes.to_vec(), parsed, tbs, self_signed: std::sync::OnceLock::new() })
     }
 
     /// Parses every `CERTIFICATE` block of a PEM file; other blocks are an error.
@@ -189,7 +191,7 @@ impl Certificate {
 
     /// Whether the certificate is self-issued and its signature verifies with its own key.
     pub fn is_self_signed(&self) -> bool {
-        self.is_self_issued() && self.verify_signed_by(self).is_ok()
+        *self.self_signed.get_or_init(|| self.is_self_issued() && self.verify_signed_by(self).is_ok())
     }
 
     /// notBefore.

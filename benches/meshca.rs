@@ -1,0 +1,156 @@
+//! `cargo bench -p meshca-benches`: every operation a user waits on, and the floor they are
+//! measured against (ring P-256 key generation + one ECDSA signature).
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use rand_core::SeedableRng;
+use time::OffsetDateTime;
+
+use meshca::{
+    Cacerts, Csr, Current, IntermediateParams, KeyAlgorithm, Layout, LeafParams, PrivateKey, RootParams,
+    RotationPolicy, SigningCa, SpiffeId,
+};
+use meshca_cli::policy;
+use meshca_cli::reconcile::{reconcile, Options};
+use meshca_cli::store::{DirStore, SecretRef, Store};
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+}
+
+fn root(key: KeyAlgorithm) -> SigningCa {
+    let mut p = RootParams::default();
+    p.key = key;
+    SigningCa::generate_root(&p, &mut meshca::OsRng, now()).unwrap()
+}
+
+fn inter(key: KeyAlgorithm) -> IntermediateParams {
+    let mut p = IntermediateParams::new("cluster1");
+    p.key = key;
+    p
+}
+
+fn floor(c: &mut Criterion) {
+    use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+    let rng = ring::rand::SystemRandom::new();
+    let msg = [7u8; 600]; // about the size of a TBSCertificate
+    c.bench_function("floor/ring_p256_keygen_plus_sign", |b| {
+        b.iter(|| {
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+            let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+            black_box(kp.sign(&rng, &msg).unwrap());
+        })
+    });
+}
+
+fn issuance(c: &mut Criterion) {
+    let mut g = c.benchmark_group("issue");
+    g.bench_function("root_p256", |b| b.iter(|| black_box(root(KeyAlgorithm::EcdsaP256))));
+    let p256 = root(KeyAlgorithm::EcdsaP256);
+    for (name, key) in [("intermediate_p256", KeyAlgorithm::EcdsaP256), ("intermediate_p384", KeyAlgorithm::EcdsaP384)]
+    {
+        let params = inter(key);
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(p256.issue_intermediate(&params, &mut meshca::OsRng, now()).unwrap()))
+        });
+    }
+    let cluster = SigningCa::new(
+        p256.issue_intermediate(&inter(KeyAlgorithm::EcdsaP256), &mut meshca::OsRng, now()).unwrap().value,
+    );
+    let leaf = LeafParams::new(SpiffeId::workload("cluster.local", "default", "app").unwrap());
+    g.bench_function("leaf_p256", |b| {
+        b.iter(|| black_box(cluster.issue_leaf(&leaf, &mut meshca::OsRng, now()).unwrap()))
+    });
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256, &mut meshca::OsRng).unwrap();
+    let csr = Csr::from_pem(Csr::generate_pem("edge", "Istio", &key).unwrap().as_bytes(), "csr").unwrap();
+    let params = IntermediateParams::new("edge");
+    g.bench_function("sign_csr_p256", |b| {
+        b.iter(|| black_box(p256.sign_intermediate_csr(&csr, &params, &mut meshca::OsRng, now()).unwrap()))
+    });
+    g.finish();
+
+    // RSA is slow: fewer samples.
+    let mut g = c.benchmark_group("issue_rsa");
+    g.sample_size(10);
+    g.bench_function("root_rsa4096", |b| b.iter(|| black_box(root(KeyAlgorithm::Rsa4096))));
+    let rsa_root = root(KeyAlgorithm::Rsa4096);
+    let params = inter(KeyAlgorithm::Rsa2048);
+    g.bench_function("intermediate_rsa2048_under_rsa4096", |b| {
+        b.iter(|| black_box(rsa_root.issue_intermediate(&params, &mut meshca::OsRng, now()).unwrap()))
+    });
+    g.finish();
+}
+
+fn validation_and_plan(c: &mut Criterion) {
+    let r = root(KeyAlgorithm::EcdsaP256);
+    let bundle = r.issue_intermediate(&inter(KeyAlgorithm::EcdsaP256), &mut meshca::OsRng, now()).unwrap().value;
+    let files = bundle.to_files(Layout::Istio);
+    c.bench_function("validate/bundle_parse_and_validate_p256", |b| {
+        b.iter(|| black_box(Cacerts::from_files(black_box(&files), now()).unwrap()))
+    });
+    let policy = RotationPolicy::new(time::Duration::days(365), 0.1).unwrap();
+    c.bench_function("plan/rotation_plan", |b| {
+        b.iter(|| black_box(meshca::plan(&policy, &r, "cluster1", Current::Valid(&bundle), now())))
+    });
+}
+
+fn store_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("meshca-bench-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn reconcile_clusters(c: &mut Criterion) {
+    let pol = policy::parse(policy::SEED_POLICY, "policy.yaml").unwrap();
+    let mut g = c.benchmark_group("reconcile_dir_store");
+    g.sample_size(10);
+    for n in [10usize, 100, 1000] {
+        let clusters: Vec<String> = (0..n).map(|i| format!("c{i:04}")).collect();
+        g.throughput(Throughput::Elements(n as u64));
+        // A first run: every cluster issued and written.
+        g.bench_function(format!("issue_{n}"), |b| {
+            b.iter_batched(
+                || {
+                    let dir = store_dir(&format!("issue{n}"));
+                    let store = DirStore::new(&dir);
+                    let (ns, name) = pol.signer.secret();
+                    store
+                        .write(
+                            &SecretRef::new("mgmt", ns, name),
+                            &root(KeyAlgorithm::EcdsaP256).bundle().to_files(Layout::Istio),
+                        )
+                        .unwrap();
+                    store
+                },
+                |store| {
+                    let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
+                    let r = reconcile(&store, &pol, &Options::new(now(), clusters.clone()), &mut rng, &mut |_, _| {})
+                        .unwrap();
+                    assert!(r.ok());
+                    let _ = std::fs::remove_dir_all(store.root());
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        // A steady-state run: every cluster read, validated and kept.
+        let dir = store_dir(&format!("keep{n}"));
+        let store = DirStore::new(&dir);
+        let (ns, name) = pol.signer.secret();
+        store
+            .write(&SecretRef::new("mgmt", ns, name), &root(KeyAlgorithm::EcdsaP256).bundle().to_files(Layout::Istio))
+            .unwrap();
+        let opts = Options::new(now(), clusters.clone());
+        reconcile(&store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
+        g.bench_function(format!("keep_{n}"), |b| {
+            b.iter(|| black_box(reconcile(&store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {}).unwrap()))
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, floor, issuance, validation_and_plan, reconcile_clusters);
+criterion_main!(benches);

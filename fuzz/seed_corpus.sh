@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Fills fuzz/corpus/<target>/ from testdata/ (the corpus itself is not committed).
+set -euo pipefail
+cd "$(dirname "$0")"
+td=../testdata
+rm -rf corpus && mkdir -p corpus/{bundle_files,private_key_pem,csr_sign,policy_yaml,inspect_pem,proxy_secret}
+i=0
+for d in "$td"/openssl/*/; do
+  [ -f "$d/ca-cert.pem" ] || continue
+  i=$((i+1))
+  { printf '\x00'; cat "$d/ca-cert.pem"; printf '\x00'; cat "$d/ca-key.pem"; printf '\x00'; cat "$d/cert-chain.pem"; printf '\x00'; cat "$d/root-cert.pem"; } > "corpus/bundle_files/$i"
+done
+{ printf '\x01'; cat "$td/openssl/good-tls/tls.crt"; printf '\x00'; cat "$td/openssl/good-tls/tls.key"; printf '\x00'; cat "$td/openssl/good-tls/ca.crt"; } > corpus/bundle_files/tls
+cp "$td"/openssl/keys/*.pem corpus/private_key_pem/
+cp "$td"/istio-samples/ca-key*.pem corpus/private_key_pem/
+cp "$td"/openssl/csr/*.csr corpus/csr_sign/
+cp "$td"/istio-samples/*cert*.pem corpus/inspect_pem/
+cp "$td"/openssl/good/cert-chain.pem corpus/inspect_pem/good-chain.pem
+cp "$td"/policies/*.yaml corpus/policy_yaml/ 2>/dev/null || true
+cp "$td"/proxy-secrets/* corpus/proxy_secret/ 2>/dev/null || true
+echo "seeded: $(find corpus -type f | wc -l) files"
