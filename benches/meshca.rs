@@ -13,9 +13,9 @@ use meshca::{
     Cacerts, Csr, Current, IntermediateParams, KeyAlgorithm, Layout, LeafParams, PrivateKey, RootParams,
     RotationPolicy, SigningCa, SpiffeId,
 };
-use meshca_cli::policy;
-use meshca_cli::reconcile::{reconcile, Options};
-use meshca_cli::store::{DirStore, SecretRef, Store};
+use meshca_ops::policy;
+use meshca_ops::reconcile::{reconcile, Options};
+use meshca_ops::store::{DirStore, SecretRef, Store, WriteMeta};
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
@@ -121,6 +121,7 @@ fn reconcile_clusters(c: &mut Criterion) {
                         .write(
                             &SecretRef::new("mgmt", ns, name),
                             &root(KeyAlgorithm::EcdsaP256).bundle().to_files(Layout::Istio),
+                            &WriteMeta::default(),
                         )
                         .unwrap();
                     store
@@ -140,7 +141,11 @@ fn reconcile_clusters(c: &mut Criterion) {
         let store = DirStore::new(&dir);
         let (ns, name) = pol.signer.secret();
         store
-            .write(&SecretRef::new("mgmt", ns, name), &root(KeyAlgorithm::EcdsaP256).bundle().to_files(Layout::Istio))
+            .write(
+                &SecretRef::new("mgmt", ns, name),
+                &root(KeyAlgorithm::EcdsaP256).bundle().to_files(Layout::Istio),
+                &WriteMeta::default(),
+            )
             .unwrap();
         let opts = Options::new(now(), clusters.clone());
         reconcile(&store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {}).unwrap();

@@ -74,16 +74,16 @@ fn core_err(e: meshca::Error) -> PyErr {
     }
 }
 
-fn cli_err(e: meshca_cli::Error) -> PyErr {
+fn cli_err(e: meshca_ops::Error) -> PyErr {
     match e {
-        meshca_cli::Error::Core { context, source } => {
+        meshca_ops::Error::Core { context, source } => {
             let py = core_err(source);
             Python::attach(|py_| {
                 let msg = format!("{context}: {}", py.value(py_));
                 PyErr::from_type(py.get_type(py_), msg)
             })
         }
-        meshca_cli::Error::Io(io) => FileError::new_err(io.to_string()),
+        meshca_ops::Error::Io(io) => FileError::new_err(io.to_string()),
         other => MeshcaError::new_err(other.to_string()),
     }
 }
@@ -174,9 +174,9 @@ impl PyCacerts {
     #[pyo3(signature = (path, now = None))]
     fn from_dir(path: PathBuf, now: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let now = now_from(now)?;
-        let files = meshca_cli::fs::read_files(&path).map_err(|e| cli_err(e.into()))?;
+        let files = meshca_ops::fs::read_files(&path).map_err(|e| cli_err(e.into()))?;
         let inner = Cacerts::from_files(&files, now)
-            .map_err(|e| cli_err(meshca_cli::Error::Core { context: path.display().to_string(), source: e }))?;
+            .map_err(|e| cli_err(meshca_ops::Error::Core { context: path.display().to_string(), source: e }))?;
         Ok(PyCacerts { inner })
     }
 
@@ -204,14 +204,14 @@ impl PyCacerts {
     #[pyo3(signature = (dir, layout = "istio"))]
     fn write(&self, dir: PathBuf, layout: &str) -> PyResult<Vec<String>> {
         let files = self.inner.to_files(self::layout(layout)?);
-        let written = meshca_cli::fs::write_files(&dir, &files).map_err(|e| cli_err(e.into()))?;
+        let written = meshca_ops::fs::write_files(&dir, &files).map_err(|e| cli_err(e.into()))?;
         Ok(written.into_iter().map(|p| p.display().to_string()).collect())
     }
 
     /// A Kubernetes Secret manifest for `kubectl apply -f -`.
     #[pyo3(signature = (name = "cacerts", namespace = "istio-system", layout = "istio"))]
     fn secret_manifest(&self, name: &str, namespace: &str, layout: &str) -> PyResult<String> {
-        Ok(meshca_cli::manifest::secret_manifest(&self.inner, name, namespace, self::layout(layout)?))
+        Ok(meshca_ops::manifest::secret_manifest(&self.inner, name, namespace, self::layout(layout)?))
     }
 
     /// The earliest notAfter on the chain (tz-aware UTC datetime).
@@ -356,7 +356,7 @@ impl PyLeaf {
         let mut files = Files::new();
         files.insert("cert-chain.pem", self.inner.cert_chain_pem().into_bytes());
         files.insert("key.pem", self.inner.key_pem().as_bytes().to_vec());
-        let result = meshca_cli::fs::write_files(&dir, &files).map_err(|e| cli_err(e.into())).and_then(|_| {
+        let result = meshca_ops::fs::write_files(&dir, &files).map_err(|e| cli_err(e.into())).and_then(|_| {
             let kwargs = PyDict::new(ssl_context.py());
             kwargs.set_item("certfile", dir.join("cert-chain.pem"))?;
             kwargs.set_item("keyfile", dir.join("key.pem"))?;
@@ -377,7 +377,7 @@ impl PyLeaf {
         files.insert("cert-chain.pem", self.inner.cert_chain_pem().into_bytes());
         files.insert("key.pem", self.inner.key_pem().as_bytes().to_vec());
         files.insert("root-cert.pem", self.inner.root_cert_pem().into_bytes());
-        let written = meshca_cli::fs::write_files(&dir, &files).map_err(|e| cli_err(e.into()))?;
+        let written = meshca_ops::fs::write_files(&dir, &files).map_err(|e| cli_err(e.into()))?;
         Ok(written.into_iter().map(|p| p.display().to_string()).collect())
     }
 

@@ -12,10 +12,10 @@ use meshca::{
     Cacerts, Csr, Files, IntermediateParams, KeyAlgorithm, Layout, LeafParams, PrivateKey, RootParams, SigningCa,
     SpiffeId,
 };
-use meshca_cli::describe::{cert_view, write_tree};
-use meshca_cli::reconcile::{self, Action, Options, Report};
-use meshca_cli::store::{DirStore, SecretRef, Store};
-use meshca_cli::{fs, manifest, mtls, policy, proxy, Error};
+use meshca_ops::describe::{cert_view, write_tree};
+use meshca_ops::reconcile::{self, Action, Options, Report};
+use meshca_ops::store::{DirStore, SecretRef, Store, WriteMeta};
+use meshca_ops::{fs, manifest, mtls, policy, proxy, Error};
 
 const EXIT_HELP: &str = "\
 Exit codes: 0 success; 1 a check failed or meshca refused an input (invalid bundle, key, CSR or
@@ -57,6 +57,59 @@ enum Command {
     /// The whole workflow in a fresh local store: root, policy, three clusters, verification,
     /// and a real mTLS handshake between clusters.
     Quickstart(QuickstartArgs),
+    /// Run the Kubernetes controller: watch RootTrustPolicy objects, keep every workload
+    /// cluster's cacerts rotated (clusters from Istio's remote secrets).
+    Controller(ControllerArgs),
+    /// Print the RootTrustPolicy CustomResourceDefinition (`meshca crd | kubectl apply -f -`).
+    Crd,
+}
+
+/// Where Kubernetes clusters are found: `--kube` with kubeconfig contexts.
+#[derive(Args, Debug, Clone)]
+struct KubeArgs {
+    /// Use the Kubernetes API of real clusters instead of a directory store.
+    #[arg(long)]
+    kube: bool,
+    /// The kubeconfig (default: $KUBECONFIG or ~/.kube/config).
+    #[arg(long, requires = "kube")]
+    kubeconfig: Option<PathBuf>,
+    /// Let meshca replace a `cacerts` it did not create (a hand-made one).
+    #[arg(long, requires = "kube")]
+    adopt: bool,
+    /// Bound on each Kubernetes API call, in seconds.
+    #[arg(long, default_value_t = 20, requires = "kube")]
+    timeout: u64,
+}
+
+#[derive(Args, Debug)]
+struct ControllerArgs {
+    /// The kubeconfig of the management cluster (default: in-cluster config, else $KUBECONFIG).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// kubeconfig context of the management cluster.
+    #[arg(long)]
+    context: Option<String>,
+    /// Watch policies in this namespace only (default: all).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Where Istio's remote secrets (istio/multiCluster=true) are.
+    #[arg(long, default_value = "istio-system")]
+    remote_secret_namespace: String,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, default_value = "meshca-system")]
+    lease_namespace: String,
+    /// This replica's identity (default: $POD_NAME, else the host name).
+    #[arg(long)]
+    identity: Option<String>,
+    /// Name of the management cluster in reports.
+    #[arg(long, default_value = "mgmt")]
+    mgmt_cluster: String,
+    /// Let meshca replace `cacerts` Secrets it did not create.
+    #[arg(long)]
+    adopt: bool,
+    /// Bound on each Kubernetes API call, in seconds.
+    #[arg(long, default_value_t = 20)]
+    timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -202,6 +255,11 @@ struct SignCsrArgs {
 struct VerifyArgs {
     /// Bundle directories (either layout).
     dirs: Vec<PathBuf>,
+    /// With --kube: a cluster as NAME=CONTEXT whose istio-system/cacerts is checked; repeat.
+    #[arg(long = "cluster", value_name = "NAME=CONTEXT", requires = "kube")]
+    clusters: Vec<String>,
+    #[command(flatten)]
+    kube: KubeArgs,
     /// A sidecar's `istioctl proxy-config secret <pod> -o json` (or yaml); repeat for each.
     #[arg(long = "proxy-secret", value_name = "FILE")]
     proxy_secrets: Vec<PathBuf>,
@@ -252,17 +310,20 @@ struct ReconcileArgs {
     #[arg(long)]
     policy: PathBuf,
     /// The directory store: STORE/<cluster>/<namespace>/<secret>/<key>.
-    #[arg(long)]
-    store: PathBuf,
-    /// A workload cluster; repeat for each.
+    #[arg(long, required_unless_present = "kube", conflicts_with = "kube")]
+    store: Option<PathBuf>,
+    /// A workload cluster; repeat for each. With --kube: NAME=CONTEXT (CONTEXT defaults to NAME).
     #[arg(long = "cluster", value_name = "NAME", required_unless_present = "clusters_file")]
     clusters: Vec<String>,
     /// A file with one cluster name per line (# comments allowed).
     #[arg(long, conflicts_with = "clusters")]
     clusters_file: Option<PathBuf>,
-    /// The cluster holding the signing CA Secret.
+    /// The cluster holding the signing CA Secret. With --kube: NAME[=CONTEXT] (default: the
+    /// current context).
     #[arg(long, default_value = "mgmt")]
     mgmt_cluster: String,
+    #[command(flatten)]
+    kube: KubeArgs,
     /// Plan and act as if at this time (RFC 3339): rehearse rotation.
     #[arg(long)]
     at: Option<String>,
@@ -315,6 +376,11 @@ fn main() -> ExitCode {
         Command::Secret(a) => secret(a),
         Command::Reconcile(a) => reconcile_cmd(a),
         Command::Quickstart(a) => quickstart(a),
+        Command::Controller(a) => controller(a),
+        Command::Crd => {
+            print!("{}", meshca_kube::crd::CRD_YAML);
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -532,17 +598,73 @@ struct ProxyStatus {
     errors: Vec<String>,
 }
 
+/// `NAME=CONTEXT` (or `NAME`, meaning the context of the same name).
+fn cluster_context(spec: &str) -> Result<(String, String), Failure> {
+    let (name, ctx) = spec.split_once('=').unwrap_or((spec, spec));
+    meshca::validate_cluster_name(name).map_err(|e| usage(e.to_string()))?;
+    if ctx.is_empty() {
+        return Err(usage(format!("--cluster {spec}: the context after '=' is empty")));
+    }
+    Ok((name.to_owned(), ctx.to_owned()))
+}
+
+/// A runtime and a Kubernetes store over kubeconfig contexts. `mgmt` with no context is the
+/// current context. The runtime must outlive the store.
+fn kube_store(
+    k: &KubeArgs,
+    mgmt: Option<(String, Option<String>)>,
+    clusters: &[(String, String)],
+) -> Result<(tokio::runtime::Runtime, meshca_kube::KubeStore), Failure> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure { code: 1, message: format!("cannot start the async runtime: {e}") })?;
+    let timeout = std::time::Duration::from_secs(k.timeout);
+    let mut map = std::collections::BTreeMap::new();
+    let kc = k.kubeconfig.as_deref();
+    let connect = |ctx: Option<&str>| {
+        rt.block_on(meshca_kube::clusters::client_for_context(kc, ctx, timeout))
+            .map_err(|e| Failure { code: 1, message: e.to_string() })
+    };
+    if let Some((name, ctx)) = mgmt {
+        map.insert(name, connect(ctx.as_deref())?);
+    }
+    for (name, ctx) in clusters {
+        map.insert(name.clone(), connect(Some(ctx))?);
+    }
+    let store = meshca_kube::KubeStore::new(rt.handle().clone(), map).adopt(k.adopt).timeout(timeout);
+    Ok((rt, store))
+}
+
 fn verify(a: VerifyArgs) -> CmdResult {
-    if a.dirs.is_empty() && a.proxy_secrets.is_empty() {
-        return Err(usage("give bundle directories and/or --proxy-secret FILE; see `meshca verify --help`"));
+    if a.dirs.is_empty() && a.proxy_secrets.is_empty() && a.clusters.is_empty() {
+        return Err(usage("give bundle directories, --kube --cluster NAME=CONTEXT, or --proxy-secret FILE; see `meshca verify --help`"));
     }
     let now = parse_at(&a.at)?;
     let mut ok = true;
     let mut statuses = Vec::new();
     let mut bundles: Vec<(String, Cacerts)> = Vec::new();
-    for dir in &a.dirs {
-        let name = dir.display().to_string();
-        match load_bundle(dir, now) {
+    // Each source: a name to show and the bundle or why it was refused.
+    let mut sources: Vec<(String, Result<Cacerts, Error>)> =
+        a.dirs.iter().map(|d| (d.display().to_string(), load_bundle(d, now))).collect();
+    let mut _rt = None;
+    if a.kube.kube {
+        let clusters = a.clusters.iter().map(|c| cluster_context(c)).collect::<Result<Vec<_>, _>>()?;
+        let (rt, store) = kube_store(&a.kube, None, &clusters)?;
+        for (name, _) in &clusters {
+            let secret = SecretRef::cacerts(name);
+            let loc = store.location(&secret);
+            let got = store.read(&secret).and_then(|f| match f {
+                None => Err(Error::Input(format!("{loc}: no cacerts Secret (reconcile this cluster first)"))),
+                Some(files) => Cacerts::from_files(&files, now).map_err(Error::core(&loc)),
+            });
+            sources.push((name.clone(), got));
+        }
+        _rt = Some(rt);
+    }
+    for (name, loaded) in sources {
+        match loaded {
             Ok(b) => {
                 if !a.json {
                     let left = meshca::human_duration(b.not_after() - now);
@@ -572,7 +694,7 @@ fn verify(a: VerifyArgs) -> CmdResult {
                 // The error names the bundle, the file, what is wrong and the fix.
                 eprintln!("FAIL  {e}");
                 statuses.push(BundleStatus {
-                    path: name,
+                    path: name.clone(),
                     ok: false,
                     error: Some(e.to_string()),
                     subject: None,
@@ -857,12 +979,13 @@ fn read_clusters(a: &ReconcileArgs) -> Result<Vec<String>, Failure> {
         }
     }
     let mut seen = std::collections::HashSet::new();
-    for c in &clusters {
+    for spec in &clusters {
+        let c = spec.split('=').next().unwrap_or(spec);
         meshca::validate_cluster_name(c).map_err(|e| usage(e.to_string()))?;
         if !seen.insert(c) {
             return Err(usage(format!("cluster `{c}` is listed twice")));
         }
-        if c == &a.mgmt_cluster {
+        if Some(c) == a.mgmt_cluster.split('=').next() {
             return Err(usage(format!(
                 "cluster `{c}` is the management cluster (--mgmt-cluster); list only workload clusters"
             )));
@@ -881,10 +1004,23 @@ fn reconcile_cmd(a: ReconcileArgs) -> CmdResult {
     let text = std::fs::read_to_string(&a.policy)
         .map_err(|e| Failure::from(Error::Io(fs::IoError { path: a.policy.clone(), action: "read", source: e })))?;
     let pol = policy::parse(&text, &policy_file)?;
-    let store = DirStore::new(&a.store);
+    let mut _rt = None;
+    let store: Box<dyn Store> = if a.kube.kube {
+        let specs = clusters.iter().map(|c| cluster_context(c)).collect::<Result<Vec<_>, _>>()?;
+        let (mgmt_name, mgmt_ctx) = match a.mgmt_cluster.split_once('=') {
+            Some((n, c)) => (n.to_owned(), Some(c.to_owned())),
+            None => (a.mgmt_cluster.clone(), None),
+        };
+        let (rt, store) = kube_store(&a.kube, Some((mgmt_name, mgmt_ctx)), &specs)?;
+        _rt = Some(rt);
+        Box::new(store)
+    } else {
+        Box::new(DirStore::new(a.store.clone().unwrap_or_default()))
+    };
+    let clusters: Vec<String> = clusters.iter().map(|c| c.split('=').next().unwrap_or(c).to_owned()).collect();
     let mut opts = Options::new(now, clusters);
     opts.dry_run = a.dry_run;
-    opts.mgmt_cluster = a.mgmt_cluster.clone();
+    opts.mgmt_cluster = a.mgmt_cluster.split('=').next().unwrap_or("mgmt").to_owned();
     let show_progress = !a.json && std::io::stderr().is_terminal() && opts.clusters.len() > 20;
     let mut progress = |done: usize, total: usize| {
         if show_progress {
@@ -894,7 +1030,7 @@ fn reconcile_cmd(a: ReconcileArgs) -> CmdResult {
             }
         }
     };
-    let report = reconcile::reconcile(&store, &pol, &opts, &mut meshca::OsRng, &mut progress)?;
+    let report = reconcile::reconcile(store.as_ref(), &pol, &opts, &mut meshca::OsRng, &mut progress)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
@@ -978,6 +1114,64 @@ fn render_report(r: &Report, pol: &policy::Policy, verbose: bool) -> String {
     s
 }
 
+fn controller(a: ControllerArgs) -> CmdResult {
+    let identity = a
+        .identity
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("meshca-{}", std::process::id()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure { code: 1, message: format!("cannot start the async runtime: {e}") })?;
+    let timeout = std::time::Duration::from_secs(a.timeout);
+    rt.block_on(async move {
+        let client = if a.kubeconfig.is_none() && a.context.is_none() {
+            let config =
+                kube::Config::infer().await.map_err(|e| Failure { code: 1, message: format!("kubeconfig: {e}") })?;
+            kube::Client::try_from(config).map_err(|e| Failure { code: 1, message: e.to_string() })?
+        } else {
+            meshca_kube::clusters::client_for_context(a.kubeconfig.as_deref(), a.context.as_deref(), timeout)
+                .await
+                .map_err(|e| Failure { code: 1, message: e.to_string() })?
+        };
+        let mut cfg = meshca_kube::controller::ControllerConfig::new(&identity);
+        cfg.namespace = a.namespace;
+        cfg.mgmt_cluster = a.mgmt_cluster;
+        cfg.remote_secret_namespace = a.remote_secret_namespace;
+        cfg.adopt = a.adopt;
+        cfg.timeout = timeout;
+        cfg.lease = Some(meshca_kube::leader::LeaseConfig {
+            namespace: a.lease_namespace,
+            name: "meshca-controller".into(),
+            identity: identity.clone(),
+            duration: std::time::Duration::from_secs(15),
+        });
+        eprintln!("meshca controller {identity}: waiting for the leader lease, then watching RootTrustPolicy objects");
+        meshca_kube::controller::run(client, cfg, shutdown_signal())
+            .await
+            .map_err(|e| Failure { code: 1, message: e.to_string() })
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM (Kubernetes stops pods with SIGTERM).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 fn quickstart(a: QuickstartArgs) -> CmdResult {
     let dir = &a.dir;
     let store_dir = dir.join("store");
@@ -997,7 +1191,7 @@ fn quickstart(a: QuickstartArgs) -> CmdResult {
         Some(_) => println!("Step 1  root CA exists, reusing it   {}", signer_dir.display()),
         None => {
             let root = SigningCa::generate_root(&RootParams::default(), rng, now).map_err(Error::core("root"))?;
-            store.write(&mgmt_secret, &root.bundle().to_files(Layout::Istio))?;
+            store.write(&mgmt_secret, &root.bundle().to_files(Layout::Istio), &WriteMeta::default())?;
             println!("Step 1  root CA {} -> {}", root.bundle().ca_cert().subject(), signer_dir.display());
             println!("        (what `meshca root-ca --out {}` does)", signer_dir.display());
         }

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     let mut ok = true;
     let mut bundles: Vec<(&str, Cacerts)> = Vec::new();
     for dir in &dirs {
-        let parsed = meshca_cli::fs::read_files(Path::new(dir))
+        let parsed = meshca_ops::fs::read_files(Path::new(dir))
             .map_err(|e| e.to_string())
             .and_then(|files| Cacerts::from_files(&files, now).map_err(|e| e.to_string()));
         match parsed {

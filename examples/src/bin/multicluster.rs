@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use meshca::{IntermediateParams, Layout, LeafParams, RootParams, SigningCa, SpiffeId};
-use meshca_cli::fs;
+use meshca_ops::fs;
 
 const CLUSTERS: [&str; 2] = ["cluster1", "cluster2"];
 

@@ -8,7 +8,11 @@ use meshca::{plan, Cacerts, CryptoRngCore, Current, IssueReason, Layout, Plan, S
 
 use crate::error::Error;
 use crate::policy::{Policy, SignerSource};
-use crate::store::{SecretRef, Store};
+use crate::store::{SecretRef, Store, WriteMeta};
+
+/// How often a cluster is re-read and re-planned when someone else wrote its Secret between
+/// our read and our write.
+const CONFLICT_RETRIES: usize = 3;
 
 /// How a run behaves.
 #[derive(Clone, Debug)]
@@ -22,12 +26,14 @@ pub struct Options {
     pub mgmt_cluster: String,
     /// Workload clusters.
     pub clusters: Vec<String>,
+    /// The policy object's generation (Kubernetes), recorded on what is written.
+    pub policy_generation: Option<i64>,
 }
 
 impl Options {
     /// Options for `clusters` at `now`, management cluster `mgmt`.
     pub fn new(now: OffsetDateTime, clusters: Vec<String>) -> Self {
-        Options { now, dry_run: false, mgmt_cluster: "mgmt".into(), clusters }
+        Options { now, dry_run: false, mgmt_cluster: "mgmt".into(), clusters, policy_generation: None }
     }
 }
 
@@ -85,6 +91,11 @@ pub struct ClusterResult {
     pub next_check: Option<OffsetDateTime>,
     /// Warnings about the bundle.
     pub warnings: Vec<String>,
+    /// When this run wrote a new bundle (issued or rotated).
+    #[serde(with = "rfc3339_opt")]
+    pub rotated_at: Option<OffsetDateTime>,
+    /// What `autoRestartPods` restarted after the new bundle landed.
+    pub restarted: Option<String>,
 }
 
 /// The signing CA as used in this run.
@@ -179,7 +190,7 @@ pub fn load_signer(
         (None, SignerSource::Generated { root, .. }) => {
             let signer = SigningCa::generate_root(root, rng, opts.now).map_err(Error::core("generating the root"))?;
             if !opts.dry_run {
-                store.write(&secret, &signer.bundle().to_files(Layout::Istio))?;
+                store.write(&secret, &signer.bundle().to_files(Layout::Istio), &managed_meta(policy, opts, None))?;
             }
             (signer, true)
         }
@@ -251,6 +262,35 @@ fn reconcile_one(
     opts: &Options,
     rng: &mut dyn CryptoRngCore,
 ) -> (ClusterResult, Option<Cacerts>) {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match reconcile_attempt(store, policy, signer, cluster, opts, rng) {
+            Attempt::Conflict(_) if attempt < CONFLICT_RETRIES => continue,
+            Attempt::Conflict(mut result) => {
+                result.reason =
+                    format!("{} (gave up after {attempt} conflicting writes by someone else)", result.reason);
+                return (result, None);
+            }
+            Attempt::Done(result, bundle) => return (result, bundle.map(|b| *b)),
+        }
+    }
+}
+
+enum Attempt {
+    Done(ClusterResult, Option<Box<Cacerts>>),
+    /// Someone else wrote the Secret between our read and our write: read and plan again.
+    Conflict(ClusterResult),
+}
+
+fn reconcile_attempt(
+    store: &dyn Store,
+    policy: &Policy,
+    signer: &SigningCa,
+    cluster: &str,
+    opts: &Options,
+    rng: &mut dyn CryptoRngCore,
+) -> Attempt {
     let secret = SecretRef::cacerts(cluster);
     let location = store.location(&secret);
     let mut result = ClusterResult {
@@ -261,13 +301,15 @@ fn reconcile_one(
         not_after: None,
         next_check: None,
         warnings: Vec::new(),
+        rotated_at: None,
+        restarted: None,
     };
     let now = opts.now;
     let existing = match store.read(&secret) {
         Ok(f) => f,
         Err(e) => {
             result.reason = e.to_string();
-            return (result, None);
+            return Attempt::Done(result, None);
         }
     };
     let parsed = existing.as_ref().map(|f| Cacerts::from_files(f, now));
@@ -284,7 +326,7 @@ fn reconcile_one(
             result.not_after = Some(bundle.not_after());
             result.next_check = Some(recheck_at);
             result.warnings = bundle.warnings().iter().map(ToString::to_string).collect();
-            (result, Some(bundle))
+            Attempt::Done(result, Some(Box::new(bundle)))
         }
         Plan::Issue { reason } => {
             let existed = !matches!(reason, IssueReason::Missing);
@@ -301,21 +343,49 @@ fn reconcile_one(
                     result.next_check =
                         Some(policy.rotation.rotate_at(bundle.ca_cert().not_before(), bundle.not_after()));
                     result.warnings = bundle.warnings().iter().map(ToString::to_string).collect();
-                    (result, Some(bundle))
+                    if !opts.dry_run {
+                        result.rotated_at = Some(now);
+                        if policy.auto_restart_pods {
+                            match store.restart_istiod(cluster) {
+                                Ok(what) => result.restarted = what,
+                                Err(e) => result.warnings.push(format!("autoRestartPods: {e}")),
+                            }
+                        }
+                    }
+                    Attempt::Done(result, Some(Box::new(bundle)))
+                }
+                Err(Error::Conflict { .. }) => {
+                    result.reason = format!("{}; the Secret changed while meshca worked", result.reason);
+                    Attempt::Conflict(result)
                 }
                 Err(e) => {
                     result.reason = format!("{}; {e}", result.reason);
                     // The cluster keeps what it had; count it only if it is still valid.
                     let kept = parsed.and_then(Result::ok);
-                    (result, kept)
+                    Attempt::Done(result, kept.map(Box::new))
                 }
             }
         }
         _ => {
             result.reason = "the core returned a plan this version of meshca does not know".into();
-            (result, None)
+            Attempt::Done(result, None)
         }
     }
+}
+
+/// The labels and annotations meshca puts on what it writes.
+fn managed_meta(policy: &Policy, opts: &Options, bundle: Option<&Cacerts>) -> WriteMeta {
+    let mut meta = WriteMeta::default();
+    meta.labels.insert(crate::manifest::MANAGED_BY.0.into(), crate::manifest::MANAGED_BY.1.into());
+    meta.annotations.insert("meshca.dev/policy".into(), format!("{}/{}", policy.namespace, policy.name));
+    if let Some(g) = opts.policy_generation {
+        meta.annotations.insert("meshca.dev/policy-generation".into(), g.to_string());
+    }
+    if let Some(b) = bundle {
+        meta.annotations.insert("meshca.dev/root-fingerprint".into(), b.root_fingerprint());
+        meta.annotations.insert("meshca.dev/not-after".into(), meshca::format_time(b.not_after()));
+    }
+    meta
 }
 
 fn issue_and_write(
@@ -336,7 +406,7 @@ fn issue_and_write(
     if opts.dry_run {
         return Ok(checked);
     }
-    store.write(secret, &files)?;
+    store.write(secret, &files, &managed_meta(policy, opts, Some(&checked)))?;
     // Read back what landed, as istiod will.
     let landed = store
         .read(secret)?

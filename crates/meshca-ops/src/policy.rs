@@ -152,8 +152,15 @@ struct RawCertOptions {
 
 /// Parses a policy file's text. `file` names it in errors.
 pub fn parse(text: &str, file: &str) -> Result<Policy, Error> {
+    let value: Value = serde_saphyr::from_str(text)
+        .map_err(|e| Error::Policy { file: file.to_owned(), detail: format!("not valid YAML: {e}") })?;
+    parse_value(value, file)
+}
+
+/// Parses a policy already decoded to JSON (a Kubernetes custom resource). `source` names it in
+/// errors. Server-populated metadata (uid, generation, managedFields...) and `status` are ignored.
+pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
     let bad = |detail: String| Error::Policy { file: file.to_owned(), detail };
-    let value: Value = serde_saphyr::from_str(text).map_err(|e| bad(format!("not valid YAML: {e}")))?;
     let raw: RawPolicy = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();

@@ -45,14 +45,32 @@ impl std::fmt::Display for SecretRef {
     }
 }
 
+/// Labels and annotations a write puts on a Secret (stores without metadata ignore them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteMeta {
+    /// Labels, e.g. `app.kubernetes.io/managed-by: meshca`.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Annotations, e.g. the root fingerprint and notAfter.
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
 /// Where Secrets are read and written. Implementations make each write atomic per Secret.
 pub trait Store {
     /// A human-readable location of a Secret (a path, or a cluster/namespace/name).
     fn location(&self, secret: &SecretRef) -> String;
     /// The Secret's data, or `None` if it does not exist.
     fn read(&self, secret: &SecretRef) -> Result<Option<Files>, Error>;
-    /// Creates or replaces the Secret's data as a whole.
-    fn write(&self, secret: &SecretRef, files: &Files) -> Result<(), Error>;
+    /// Creates or replaces the Secret's data as a whole. A store with concurrent writers replaces
+    /// only the version it last read and returns [`Error::Conflict`] otherwise; a store that
+    /// knows who wrote a Secret refuses to replace one meshca does not manage
+    /// ([`Error::NotManaged`]).
+    fn write(&self, secret: &SecretRef, files: &Files, meta: &WriteMeta) -> Result<(), Error>;
+    /// Restarts istiod in `cluster` so a new CA is used at once (`autoRestartPods`). Returns
+    /// what was restarted, or `None` where the store cannot restart anything.
+    fn restart_istiod(&self, cluster: &str) -> Result<Option<String>, Error> {
+        let _ = cluster;
+        Ok(None)
+    }
 }
 
 /// The directory store.
@@ -110,7 +128,7 @@ impl Store for DirStore {
         Ok(if files.is_empty() { None } else { Some(files) })
     }
 
-    fn write(&self, secret: &SecretRef, files: &Files) -> Result<(), Error> {
+    fn write(&self, secret: &SecretRef, files: &Files, _meta: &WriteMeta) -> Result<(), Error> {
         let dir = self.checked_dir(secret)?;
         write_secret_dir(&dir, files)?;
         Ok(())
@@ -241,10 +259,10 @@ mod tests {
         let s = SecretRef::cacerts("c1");
         assert_eq!(store.read(&s).unwrap(), None);
         let v1 = files(&[("ca-cert.pem", "1"), ("ca-key.pem", "k1")]);
-        store.write(&s, &v1).unwrap();
+        store.write(&s, &v1, &WriteMeta::default()).unwrap();
         assert_eq!(store.read(&s).unwrap(), Some(v1));
         let v2 = files(&[("tls.crt", "2"), ("tls.key", "k2")]);
-        store.write(&s, &v2).unwrap();
+        store.write(&s, &v2, &WriteMeta::default()).unwrap();
         assert_eq!(store.read(&s).unwrap(), Some(v2), "old keys are gone after a layout change");
         // One data directory remains, plus the link and the keys.
         let dir = store.dir(&s);
@@ -269,7 +287,7 @@ mod tests {
         let store = DirStore::new(&root);
         let s = SecretRef::new("mgmt", "gloo-mesh", "ca");
         crate::fs::write_files(&store.dir(&s), &files(&[("ca-cert.pem", "old"), ("extra.txt", "x")])).unwrap();
-        store.write(&s, &files(&[("ca-cert.pem", "new")])).unwrap();
+        store.write(&s, &files(&[("ca-cert.pem", "new")]), &WriteMeta::default()).unwrap();
         // A write replaces the Secret's whole data, as a Kubernetes replace does.
         assert_eq!(store.read(&s).unwrap(), Some(files(&[("ca-cert.pem", "new")])));
         let plain =

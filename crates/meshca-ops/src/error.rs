@@ -41,6 +41,32 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// Someone else changed the Secret since it was read (HTTP 409); re-read and re-plan.
+    #[error("{location}: changed by someone else since it was read (conflict); re-reading")]
+    Conflict {
+        /// The Secret.
+        location: String,
+    },
+
+    /// The Secret exists but was not written by meshca.
+    #[error(
+        "{location}: exists but is not managed by meshca (no app.kubernetes.io/managed-by=meshca label); it was \
+         probably made by hand. meshca leaves it alone; pass --adopt to let meshca replace it"
+    )]
+    NotManaged {
+        /// The Secret.
+        location: String,
+    },
+
+    /// A store (Kubernetes API, file system) failed in a way that is not the input's fault.
+    #[error("{location}: {detail}")]
+    Store {
+        /// Which cluster, Secret or object.
+        location: String,
+        /// What failed (HTTP status, timeout, connection refused...).
+        detail: String,
+    },
+
     /// Any other bad input (a flag value, an unreadable dump).
     #[error("{0}")]
     Input(String),

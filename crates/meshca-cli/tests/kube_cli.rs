@@ -1,0 +1,116 @@
+//! `meshca reconcile --kube` and `meshca verify --kube` against Kubernetes API servers speaking
+//! the real HTTP API over sockets (the test server of meshca-kube), through a kubeconfig.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../meshca-kube/tests/support/apiserver.rs"]
+mod apiserver;
+
+use std::process::Command;
+
+use apiserver::{ApiServer, SECRETS};
+use base64::Engine;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshca");
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(BIN).args(args).output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// One kubeconfig with a context per (name, server).
+fn kubeconfig(servers: &[(&str, &ApiServer)]) -> String {
+    let mut clusters = String::new();
+    let mut contexts = String::new();
+    let mut users = String::new();
+    for (name, s) in servers {
+        clusters += &format!("- name: {name}\n  cluster:\n    server: {}\n", s.url);
+        contexts += &format!("- name: {name}\n  context:\n    cluster: {name}\n    user: {name}\n");
+        users += &format!("- name: {name}\n  user:\n    token: test\n");
+    }
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{contexts}users:\n{users}current-context: {}\n",
+        servers[0].0
+    )
+}
+
+#[test]
+fn reconcile_and_verify_through_kubeconfig_contexts() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (mgmt, c1, c2) =
+        rt.block_on(async { (ApiServer::start().await, ApiServer::start().await, ApiServer::start().await) });
+    let d = std::env::temp_dir().join(format!("meshca-kube-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+
+    // The seed's Step 1: the root as a Secret on the management cluster.
+    let root = d.join("root");
+    assert_eq!(run(&["root-ca", "--out", root.to_str().unwrap()]).0, 0);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut data = serde_json::Map::new();
+    for f in ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"] {
+        data.insert(f.into(), json!(b64.encode(std::fs::read(root.join(f)).unwrap())));
+    }
+    mgmt.put(SECRETS, "gloo-mesh", json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "my-root-trust-policy.gloo-mesh"}, "data": data}));
+
+    let kc = d.join("kubeconfig");
+    std::fs::write(&kc, kubeconfig(&[("mgmt-ctx", &mgmt), ("ctx-1", &c1), ("c2", &c2)])).unwrap();
+    let policy = d.join("policy.yaml");
+    std::fs::write(&policy, meshca_ops::policy::SEED_POLICY).unwrap();
+    let (kc, pol) = (kc.to_str().unwrap(), policy.to_str().unwrap());
+
+    let args = [
+        "reconcile",
+        "--kube",
+        "--kubeconfig",
+        kc,
+        "--policy",
+        pol,
+        "--mgmt-cluster",
+        "mgmt=mgmt-ctx",
+        "--cluster",
+        "cluster1=ctx-1",
+        "--cluster",
+        "c2",
+    ];
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("cluster1  issued") && out.contains("c2        issued"), "{out}");
+    assert!(out.contains("cluster1: istio-system/cacerts") || out.contains("All share root"), "{out}");
+    let secret = c1.get(SECRETS, "istio-system", "cacerts").unwrap();
+    assert_eq!(secret["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshca");
+    let (code, out, _) = run(&args);
+    assert_eq!(code, 0);
+    assert!(out.contains("2 clusters: 2 kept."), "{out}");
+
+    let (code, out, err) =
+        run(&["verify", "--kube", "--kubeconfig", kc, "--cluster", "cluster1=ctx-1", "--cluster", "c2=c2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("all 2 bundles share root"), "{out}");
+
+    // A cluster whose API is down: one FAIL line, exit 1.
+    let (code, _, err) = run(&[
+        "verify",
+        "--kube",
+        "--kubeconfig",
+        kc,
+        "--cluster",
+        "cluster1=ctx-1",
+        "--cluster",
+        "nope=no-such-context",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no-such-context"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+    drop(rt);
+}
+
+#[test]
+fn crd_prints_the_committed_manifest() {
+    let (code, out, _) = run(&["crd"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/crd.yaml")).unwrap());
+}

@@ -1,0 +1,320 @@
+//! The controller: watches RootTrustPolicy objects on the management cluster, runs the same
+//! reconcile loop as the CLI against every workload cluster (found through Istio's remote
+//! secrets), writes status and Events, and requeues each policy at the next rotation time the
+//! core's plan computed. Failures back off exponentially.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::{predicates, watcher, Controller, PredicateConfig, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use meshca_ops::reconcile::{self, Action as Outcome, Options, Report};
+
+use crate::leader::{self, LeaseConfig};
+use crate::store::KubeStore;
+use crate::{clusters, crd, Error};
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ControllerConfig {
+    /// Watch policies in this namespace only (`None`: all namespaces).
+    pub namespace: Option<String>,
+    /// The management cluster's name in reports and the store.
+    pub mgmt_cluster: String,
+    /// Where Istio's remote secrets live on the management cluster.
+    pub remote_secret_namespace: String,
+    /// Replace `cacerts` Secrets meshca did not create.
+    pub adopt: bool,
+    /// Bound on each API call.
+    pub timeout: Duration,
+    /// Leader election (`None`: run unconditionally, e.g. in tests with one replica).
+    pub lease: Option<LeaseConfig>,
+    /// This replica's name, for Events.
+    pub identity: String,
+}
+
+impl ControllerConfig {
+    /// Defaults: all namespaces, management cluster `mgmt`, remote secrets in `istio-system`.
+    pub fn new(identity: &str) -> Self {
+        ControllerConfig {
+            namespace: None,
+            mgmt_cluster: "mgmt".into(),
+            remote_secret_namespace: "istio-system".into(),
+            adopt: false,
+            timeout: Duration::from_secs(20),
+            lease: None,
+            identity: identity.to_owned(),
+        }
+    }
+}
+
+struct Ctx {
+    mgmt: Client,
+    cfg: ControllerConfig,
+    ar: ApiResource,
+    recorder: Recorder,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Runs until `shutdown` resolves (or leadership is lost, which is an error: exit and let
+/// another replica take over).
+pub async fn run(
+    mgmt: Client,
+    cfg: ControllerConfig,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    if let Some(lease) = &cfg.lease {
+        leader::acquire(&mgmt, lease).await?;
+    }
+    let ar = crd::api_resource();
+    let api: Api<DynamicObject> = match &cfg.namespace {
+        Some(ns) => Api::namespaced_with(mgmt.clone(), ns, &ar),
+        None => Api::all_with(mgmt.clone(), &ar),
+    };
+    let recorder = Recorder::new(
+        mgmt.clone(),
+        Reporter { controller: "meshca-controller".into(), instance: Some(cfg.identity.clone()) },
+    );
+    let lease = cfg.lease.clone();
+    let ctx = Arc::new(Ctx { mgmt: mgmt.clone(), cfg, ar: ar.clone(), recorder, failures: Mutex::new(HashMap::new()) });
+    // Trigger on spec changes (generation), not on our own status writes: a status write would
+    // otherwise start another full pass over every cluster. Time-based requeues still run.
+    let writer = Writer::new(ar.clone());
+    let reader = writer.as_reader();
+    let trigger = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, PredicateConfig::default());
+    let controller = Controller::for_stream_with(trigger, reader, ar)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_policy, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                eprintln!("meshca-controller: {e}");
+            }
+        });
+    match lease {
+        Some(lease) => {
+            tokio::select! {
+                () = controller => Ok(()),
+                lost = leader::keep(mgmt, lease) => Err(lost),
+            }
+        }
+        None => {
+            controller.await;
+            Ok(())
+        }
+    }
+}
+
+fn key(obj: &DynamicObject) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Exponential backoff: 5 s, 10 s, 20 s ... up to 5 minutes.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs((5u64 << failures.min(6)).min(300))
+}
+
+fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let mut f = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+    let n = f.entry(key(&obj)).or_insert(0);
+    *n += 1;
+    eprintln!("meshca-controller: {}: {err}; retrying in {:?}", key(&obj), backoff(*n));
+    Action::requeue(backoff(*n))
+}
+
+async fn reconcile_policy(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let now = OffsetDateTime::now_utc();
+    let source = format!("RootTrustPolicy {}", key(&obj));
+    let generation = obj.metadata.generation;
+    let mut value = serde_json::to_value(obj.as_ref()).unwrap_or(Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+    }
+    let policy = match meshca_ops::policy::parse_value(value, &source) {
+        Ok(p) => p,
+        Err(e) => {
+            set_status(
+                &ctx,
+                &obj,
+                json!({
+                    "observedGeneration": generation, "state": "INVALID", "message": e.to_string(),
+                    "conditions": [condition(false, "InvalidPolicy", &e.to_string(), now, generation)],
+                }),
+            )
+            .await?;
+            publish(&ctx, &obj, EventType::Warning, "InvalidPolicy", "Validate", &e.to_string()).await;
+            // Nothing to do until someone edits the policy.
+            return Ok(Action::await_change());
+        }
+    };
+
+    let mut clients: BTreeMap<String, Client> = BTreeMap::new();
+    clients.insert(ctx.cfg.mgmt_cluster.clone(), ctx.mgmt.clone());
+    for (name, client) in
+        clusters::clients_from_remote_secrets(&ctx.mgmt, &ctx.cfg.remote_secret_namespace, ctx.cfg.timeout).await?
+    {
+        clients.insert(name, client);
+    }
+    let workload: Vec<String> = clients.keys().filter(|n| **n != ctx.cfg.mgmt_cluster).cloned().collect();
+    if workload.is_empty() {
+        let msg = format!(
+            "no workload clusters: no remote secrets labelled {} in {}",
+            clusters::REMOTE_SECRET_SELECTOR,
+            ctx.cfg.remote_secret_namespace
+        );
+        set_status(
+            &ctx,
+            &obj,
+            json!({
+                "observedGeneration": generation, "state": "WARNING", "message": msg,
+                "conditions": [condition(false, "NoClusters", &msg, now, generation)],
+            }),
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+
+    let store =
+        KubeStore::new(tokio::runtime::Handle::current(), clients).adopt(ctx.cfg.adopt).timeout(ctx.cfg.timeout);
+    let mut opts = Options::new(now, workload);
+    opts.mgmt_cluster = ctx.cfg.mgmt_cluster.clone();
+    opts.policy_generation = generation;
+    let run = tokio::task::spawn_blocking(move || {
+        reconcile::reconcile(&store, &policy, &opts, &mut meshca::OsRng, &mut |_, _| {})
+    })
+    .await
+    .map_err(|e| Error::Config { context: source.clone(), detail: format!("reconcile task failed: {e}") })?;
+    let report = match run {
+        Ok(r) => r,
+        Err(e) => {
+            // The signer is missing or invalid: nothing can be issued.
+            set_status(
+                &ctx,
+                &obj,
+                json!({
+                    "observedGeneration": generation, "state": "FAILED", "message": e.to_string(),
+                    "conditions": [condition(false, "SignerUnavailable", &e.to_string(), now, generation)],
+                }),
+            )
+            .await?;
+            publish(&ctx, &obj, EventType::Warning, "SignerUnavailable", "Reconcile", &e.to_string()).await;
+            return Err(e.into());
+        }
+    };
+
+    set_status(&ctx, &obj, status_of(&report, &obj, now, generation)).await?;
+    for c in &report.clusters {
+        let (type_, reason, action) = match c.action {
+            Outcome::Issued => (EventType::Normal, "Issued", "Issue"),
+            Outcome::Rotated => (EventType::Normal, "Rotated", "Rotate"),
+            Outcome::Failed => (EventType::Warning, "ClusterFailed", "Reconcile"),
+            _ => continue,
+        };
+        let mut note = format!("{}: {}", c.cluster, c.reason);
+        if let Some(r) = &c.restarted {
+            note.push_str(&format!("; {r}"));
+        }
+        publish(&ctx, &obj, type_, reason, action, &note).await;
+    }
+
+    let failed = report.clusters.iter().any(|c| c.action == Outcome::Failed) || !report.trust.ok;
+    let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+    let until_next = report
+        .next_check
+        .map(|t| Duration::from_secs(u64::try_from((t - now).whole_seconds()).unwrap_or(0)))
+        .unwrap_or(Duration::from_secs(3600))
+        .max(Duration::from_secs(5));
+    if failed {
+        let n = failures.entry(key(&obj)).or_insert(0);
+        *n += 1;
+        Ok(Action::requeue(until_next.min(backoff(*n))))
+    } else {
+        failures.remove(&key(&obj));
+        // The next rotation time the core's plan computed, not a fixed timer.
+        Ok(Action::requeue(until_next))
+    }
+}
+
+fn condition(ready: bool, reason: &str, message: &str, now: OffsetDateTime, generation: Option<i64>) -> Value {
+    json!({
+        "type": "Ready",
+        "status": if ready { "True" } else { "False" },
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": meshca::format_time(now),
+        "observedGeneration": generation,
+    })
+}
+
+fn status_of(report: &Report, obj: &DynamicObject, now: OffsetDateTime, generation: Option<i64>) -> Value {
+    let previous = obj.data.get("status").and_then(|s| s.get("clusters")).cloned().unwrap_or(Value::Null);
+    let mut clusters = serde_json::Map::new();
+    for c in &report.clusters {
+        let last_rotation = match c.rotated_at {
+            Some(t) => Value::String(meshca::format_time(t)),
+            None => previous.get(&c.cluster).and_then(|p| p.get("lastRotation")).cloned().unwrap_or(Value::Null),
+        };
+        clusters.insert(
+            c.cluster.clone(),
+            json!({
+                "action": c.action,
+                "reason": c.reason,
+                "notAfter": c.not_after.map(meshca::format_time),
+                "nextCheck": c.next_check.map(meshca::format_time),
+                "lastRotation": last_rotation,
+            }),
+        );
+    }
+    let failed: Vec<&str> =
+        report.clusters.iter().filter(|c| c.action == Outcome::Failed).map(|c| c.cluster.as_str()).collect();
+    let warned = report.clusters.iter().any(|c| !c.warnings.is_empty());
+    let (state, reason, message) = if !failed.is_empty() {
+        ("FAILED", "ClustersFailed", format!("failed: {}", failed.join(", ")))
+    } else if !report.trust.ok {
+        ("FAILED", "TrustCheckFailed", report.trust.error.clone().unwrap_or_default())
+    } else if warned {
+        ("WARNING", "Reconciled", format!("{} clusters reconciled, with warnings", report.clusters.len()))
+    } else {
+        ("ACCEPTED", "Reconciled", format!("{} clusters share root {}", report.clusters.len(), report.signer.root))
+    };
+    json!({
+        "observedGeneration": generation,
+        "state": state,
+        "message": message,
+        "rootFingerprint": report.trust.root_fingerprint,
+        "nextCheck": report.next_check.map(meshca::format_time),
+        "clusters": clusters,
+        "conditions": [condition(state == "ACCEPTED" || state == "WARNING", reason, &message, now, generation)],
+    })
+}
+
+async fn set_status(ctx: &Ctx, obj: &DynamicObject, status: Value) -> Result<(), Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.mgmt.clone(), &obj.namespace().unwrap_or_default(), &ctx.ar);
+    api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Kube { context: format!("status of RootTrustPolicy {}", key(obj)), source })
+}
+
+async fn publish(ctx: &Ctx, obj: &DynamicObject, type_: EventType, reason: &str, action: &str, note: &str) {
+    let ev = Event { type_, reason: reason.into(), note: Some(note.into()), action: action.into(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&ctx.ar)).await {
+        // Events are best effort; the status carries the same facts.
+        eprintln!("meshca-controller: cannot publish event {reason}: {}", crate::store::describe(&e));
+    }
+}

@@ -1,0 +1,443 @@
+//! meshca-kube against a Kubernetes API served over a socket (tests/support/apiserver.rs),
+//! driven by the real `kube::Client`; and, when MESHCA_E2E_KUBECONFIG is set, a real cluster.
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/apiserver.rs"]
+mod apiserver;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use apiserver::{ApiServer, FaultKind, DEPLOYMENTS, EVENTS, POLICIES, SECRETS};
+use axum::http::Method;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use meshca::{Cacerts, Files, Layout, RootParams, SigningCa};
+use meshca_kube::leader::{self, LeaseConfig};
+use meshca_kube::{clusters, controller, KubeStore};
+use meshca_ops::policy;
+use meshca_ops::reconcile::{self, Action, Options, Report};
+use meshca_ops::store::{SecretRef, Store, WriteMeta};
+
+const SIGNER: &str = "my-root-trust-policy.gloo-mesh";
+
+fn secret_json(name: &str, files: &Files, labels: &[(&str, &str)]) -> Value {
+    let mut s = Secret::default();
+    s.metadata.name = Some(name.into());
+    if !labels.is_empty() {
+        s.metadata.labels = Some(labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect());
+    }
+    s.data = Some(files.iter().map(|(k, v)| (k.to_owned(), ByteString(v.to_vec()))).collect());
+    let mut v = serde_json::to_value(&s).unwrap();
+    v["apiVersion"] = json!("v1");
+    v["kind"] = json!("Secret");
+    v
+}
+
+fn files_of(secret: &Value) -> Files {
+    let s: Secret = serde_json::from_value(secret.clone()).unwrap();
+    s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
+}
+
+/// A management server holding the seed's signing CA Secret.
+async fn mgmt_with_root() -> (ApiServer, SigningCa) {
+    let mgmt = ApiServer::start().await;
+    let root = SigningCa::generate_root(&RootParams::default(), &mut meshca::OsRng, OffsetDateTime::now_utc()).unwrap();
+    mgmt.put(SECRETS, "gloo-mesh", secret_json(SIGNER, &root.bundle().to_files(Layout::Istio), &[]));
+    (mgmt, root)
+}
+
+async fn servers(n: usize) -> Vec<ApiServer> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(ApiServer::start().await);
+    }
+    v
+}
+
+fn store_for(mgmt: &ApiServer, clusters: &[(&str, &ApiServer)]) -> KubeStore {
+    let mut map = BTreeMap::new();
+    map.insert("mgmt".to_owned(), mgmt.client());
+    for (name, s) in clusters {
+        map.insert((*name).to_owned(), s.client());
+    }
+    KubeStore::new(tokio::runtime::Handle::current(), map)
+}
+
+/// Runs the synchronous reconcile loop off the async workers, as the controller does.
+async fn run(store: KubeStore, text: &str, clusters: &[&str], now: OffsetDateTime) -> Report {
+    let pol = policy::parse(text, "policy.yaml").unwrap();
+    let opts = Options::new(now, clusters.iter().map(|c| (*c).to_owned()).collect());
+    tokio::task::spawn_blocking(move || {
+        reconcile::reconcile(&store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {}).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn actions(r: &Report) -> Vec<(String, Action)> {
+    r.clusters.iter().map(|c| (c.cluster.clone(), c.action)).collect()
+}
+
+fn cacerts_at(server: &ApiServer, now: OffsetDateTime) -> Cacerts {
+    let s = server.get(SECRETS, "istio-system", "cacerts").expect("cacerts exists");
+    Cacerts::from_files(&files_of(&s), now).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_creates_replaces_and_guards() {
+    let c1 = ApiServer::start().await;
+    let mut map = BTreeMap::new();
+    map.insert("c1".to_owned(), c1.client());
+    let handle = tokio::runtime::Handle::current();
+    let result = tokio::task::spawn_blocking(move || {
+        let store = KubeStore::new(handle.clone(), map.clone());
+        let s = SecretRef::cacerts("c1");
+        assert_eq!(store.read(&s).unwrap(), None);
+        let v1: Files = [("ca-cert.pem", b"one".to_vec())].into_iter().collect();
+        let mut meta = WriteMeta::default();
+        meta.labels.insert("app.kubernetes.io/managed-by".into(), "meshca".into());
+        store.write(&s, &v1, &meta).unwrap();
+        assert_eq!(store.read(&s).unwrap(), Some(v1.clone()));
+        let v2: Files = [("ca-cert.pem", b"two".to_vec())].into_iter().collect();
+        store.write(&s, &v2, &meta).unwrap();
+        assert_eq!(store.read(&s).unwrap(), Some(v2.clone()));
+        (store, s, v2, meta)
+    })
+    .await
+    .unwrap();
+    let (store, s, v2, meta) = result;
+    let obj = c1.get(SECRETS, "istio-system", "cacerts").unwrap();
+    assert_eq!(obj["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshca");
+    // Another writer changes it after our read: our replace carries a stale version -> Conflict.
+    let mut other = obj.clone();
+    other["data"]["extra"] = json!("eA==");
+    c1.put(SECRETS, "istio-system", other);
+    let err = tokio::task::spawn_blocking(move || store.write(&s, &v2, &meta).unwrap_err()).await.unwrap();
+    assert!(matches!(err, meshca_ops::Error::Conflict { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_across_clusters_is_idempotent() {
+    let (mgmt, root) = mgmt_with_root().await;
+    let cs = servers(2).await;
+    let now = OffsetDateTime::now_utc();
+    let first = run(store_for(&mgmt, &[("c1", &cs[0]), ("c2", &cs[1])]), policy::SEED_POLICY, &["c1", "c2"], now).await;
+    assert_eq!(actions(&first), [("c1".into(), Action::Issued), ("c2".into(), Action::Issued)]);
+    assert!(first.trust.ok, "{:?}", first.trust);
+    let (b1, b2) = (cacerts_at(&cs[0], now), cacerts_at(&cs[1], now));
+    meshca::check_mutual_trust(&[("c1", &b1), ("c2", &b2)]).unwrap();
+    assert_eq!(b1.root(), root.bundle().root());
+    let obj = cs[0].get(SECRETS, "istio-system", "cacerts").unwrap();
+    assert_eq!(obj["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshca");
+    assert_eq!(obj["metadata"]["annotations"]["meshca.dev/root-fingerprint"], json!(root.bundle().root_fingerprint()));
+    assert_eq!(obj["metadata"]["annotations"]["meshca.dev/policy"], "gloo-mesh/root-trust-policy");
+
+    let writes = (cs[0].writes(), cs[1].writes(), mgmt.writes());
+    let second = run(
+        store_for(&mgmt, &[("c1", &cs[0]), ("c2", &cs[1])]),
+        policy::SEED_POLICY,
+        &["c1", "c2"],
+        now + time::Duration::hours(1),
+    )
+    .await;
+    assert_eq!(actions(&second), [("c1".into(), Action::Kept), ("c2".into(), Action::Kept)]);
+    assert_eq!((cs[0].writes(), cs[1].writes(), mgmt.writes()), writes, "a second run writes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_409_race_is_reread_and_replanned() {
+    let (mgmt, _) = mgmt_with_root().await;
+    let c1 = ApiServer::start().await;
+    let now = OffsetDateTime::now_utc();
+    run(store_for(&mgmt, &[("c1", &c1)]), policy::SEED_POLICY, &["c1"], now).await;
+    let before = cacerts_at(&c1, now);
+    // Into the grace period; another writer touches cacerts between our read and our write.
+    let later = now + time::Duration::hours(22);
+    c1.fault(Some(Method::PUT), "/secrets/cacerts", FaultKind::ConcurrentWrite, 1);
+    let r = run(store_for(&mgmt, &[("c1", &c1)]), policy::SEED_POLICY, &["c1"], later).await;
+    assert_eq!(r.clusters[0].action, Action::Rotated, "{:?}", r.clusters[0]);
+    let puts = c1.log().iter().filter(|l| l.starts_with("PUT")).count();
+    assert_eq!(puts, 2, "one conflicting PUT, then one after re-reading: {:?}", c1.log());
+    let after = cacerts_at(&c1, later);
+    assert_ne!(after.ca_cert(), before.ca_cert());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_keep_old_bundles_and_say_which_cluster_and_why() {
+    let (mgmt, _) = mgmt_with_root().await;
+    let cs = servers(3).await;
+    let now = OffsetDateTime::now_utc();
+    let all = [("c1", &cs[0]), ("c2", &cs[1]), ("c3", &cs[2])];
+    run(store_for(&mgmt, &all), policy::SEED_POLICY, &["c1", "c2", "c3"], now).await;
+    let old: Vec<Cacerts> = cs.iter().map(|s| cacerts_at(s, now)).collect();
+
+    // c1 answers 500 to writes, c2 is too slow, c4 is unreachable; c3 is healthy.
+    cs[0].fault(Some(Method::PUT), "/secrets/cacerts", FaultKind::Status(500), 100);
+    cs[1].fault(Some(Method::GET), "/secrets/cacerts", FaultKind::Delay(Duration::from_secs(3)), 100);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut dead = kube::Config::new(dead_url.parse().unwrap());
+    dead.connect_timeout = Some(Duration::from_secs(1));
+    let mut map = BTreeMap::new();
+    map.insert("mgmt".to_owned(), mgmt.client());
+    for (n, s) in all {
+        map.insert(n.to_owned(), s.client());
+    }
+    map.insert("c4".to_owned(), kube::Client::try_from(dead).unwrap());
+    let store = KubeStore::new(tokio::runtime::Handle::current(), map).timeout(Duration::from_secs(1));
+    let later = now + time::Duration::hours(22);
+    let r = run(store, policy::SEED_POLICY, &["c1", "c2", "c3", "c4"], later).await;
+    let by: BTreeMap<_, _> = r.clusters.iter().map(|c| (c.cluster.as_str(), c)).collect();
+    assert_eq!(by["c1"].action, Action::Failed);
+    assert!(by["c1"].reason.contains("HTTP 500"), "{}", by["c1"].reason);
+    assert_eq!(by["c2"].action, Action::Failed);
+    assert!(by["c2"].reason.contains("timed out"), "{}", by["c2"].reason);
+    assert_eq!(by["c3"].action, Action::Rotated);
+    assert_eq!(by["c4"].action, Action::Failed);
+    assert!(by["c4"].reason.to_lowercase().contains("connect"), "{}", by["c4"].reason);
+    assert!(!r.ok());
+    // Every cluster holds either its old valid bundle or the new one, never a broken one.
+    cs[1].clear_faults();
+    assert_eq!(cacerts_at(&cs[0], later).ca_cert(), old[0].ca_cert());
+    assert_eq!(cacerts_at(&cs[1], later).ca_cert(), old[1].ca_cert());
+    assert_ne!(cacerts_at(&cs[2], later).ca_cert(), old[2].ca_cert());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_made_cacerts_is_replaced_only_with_adopt() {
+    let (mgmt, _) = mgmt_with_root().await;
+    let c1 = ApiServer::start().await;
+    let now = OffsetDateTime::now_utc();
+    // An existing installation's own cacerts, from another root.
+    let other = SigningCa::generate_root(&RootParams::default(), &mut meshca::OsRng, now).unwrap();
+    let theirs =
+        other.issue_intermediate(&meshca::IntermediateParams::new("c1"), &mut meshca::OsRng, now).unwrap().value;
+    c1.put(SECRETS, "istio-system", secret_json("cacerts", &theirs.to_files(Layout::Istio), &[]));
+    let r = run(store_for(&mgmt, &[("c1", &c1)]), policy::SEED_POLICY, &["c1"], now).await;
+    assert_eq!(r.clusters[0].action, Action::Failed);
+    assert!(r.clusters[0].reason.contains("--adopt"), "{}", r.clusters[0].reason);
+    assert_eq!(cacerts_at(&c1, now).ca_cert(), theirs.ca_cert(), "left alone");
+    let r = run(store_for(&mgmt, &[("c1", &c1)]).adopt(true), policy::SEED_POLICY, &["c1"], now).await;
+    assert_eq!(r.clusters[0].action, Action::Rotated, "{}", r.clusters[0].reason);
+    assert!(r.clusters[0].reason.contains("root changed"), "{}", r.clusters[0].reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clusters_in_one_run() {
+    let (mgmt, _) = mgmt_with_root().await;
+    let cs = servers(200).await;
+    let names: Vec<String> = (0..200).map(|i| format!("cluster{i:03}")).collect();
+    let pairs: Vec<(&str, &ApiServer)> = names.iter().map(String::as_str).zip(cs.iter()).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let r = run(store_for(&mgmt, &pairs), policy::SEED_POLICY, &refs, OffsetDateTime::now_utc()).await;
+    assert_eq!(r.counts(), [(Action::Issued, 200)]);
+    assert!(r.trust.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_restart_pods_restarts_istiod() {
+    let (mgmt, _) = mgmt_with_root().await;
+    let c1 = ApiServer::start().await;
+    c1.put(DEPLOYMENTS, "istio-system", json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "istiod", "labels": {"app": "istiod"}},
+        "spec": {"selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"labels": {"app": "istiod"}}, "spec": {"containers": []}}}
+    }));
+    let text = policy::SEED_POLICY
+        .replace("    intermediateCertOptions:", "    autoRestartPods: true\n    intermediateCertOptions:");
+    let r = run(store_for(&mgmt, &[("c1", &c1)]), &text, &["c1"], OffsetDateTime::now_utc()).await;
+    assert_eq!(r.clusters[0].restarted.as_deref(), Some("restarted istiod (istiod)"));
+    let d = c1.get(DEPLOYMENTS, "istio-system", "istiod").unwrap();
+    assert!(d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string(), "{d}");
+}
+
+/// An Istio remote secret (what `istioctl create-remote-secret` makes) for `server`.
+fn remote_secret(cluster: &str, server: &ApiServer) -> Value {
+    let files: Files = [(cluster, server.kubeconfig(cluster).into_bytes())].into_iter().collect();
+    secret_json(&format!("istio-remote-secret-{cluster}"), &files, &[("istio/multiCluster", "true")])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_come_from_istio_remote_secrets() {
+    let (mgmt, _) = mgmt_with_root().await;
+    let cs = servers(2).await;
+    mgmt.put(SECRETS, "istio-system", remote_secret("east", &cs[0]));
+    mgmt.put(SECRETS, "istio-system", remote_secret("west", &cs[1]));
+    mgmt.put(SECRETS, "istio-system", secret_json("unrelated", &Files::new(), &[]));
+    let found =
+        clusters::clients_from_remote_secrets(&mgmt.client(), "istio-system", Duration::from_secs(5)).await.unwrap();
+    let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["east", "west"]);
+    // The clients reach the right servers.
+    let api: kube::Api<Secret> = kube::Api::namespaced(found[1].1.clone(), "istio-system");
+    assert!(api.get_opt("cacerts").await.unwrap().is_none());
+    assert!(cs[1].log().iter().any(|l| l.contains("/secrets/cacerts")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_at_a_time() {
+    let mgmt = ApiServer::start().await;
+    let client = mgmt.client();
+    let cfg = |id: &str| LeaseConfig {
+        namespace: "meshca-system".into(),
+        name: "meshca-controller".into(),
+        identity: id.into(),
+        duration: Duration::from_secs(2),
+    };
+    assert!(leader::try_acquire(&client, &cfg("a")).await.unwrap());
+    assert!(!leader::try_acquire(&client, &cfg("b")).await.unwrap(), "b must wait while a holds it");
+    assert!(leader::try_acquire(&client, &cfg("a")).await.unwrap(), "a renews");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert!(leader::try_acquire(&client, &cfg("b")).await.unwrap(), "b takes an expired lease");
+    let lease = mgmt.get(apiserver::LEASES, "meshca-system", "meshca-controller").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+}
+
+fn policy_cr(ttl_days: u32) -> Value {
+    json!({
+        "apiVersion": "meshca.dev/v1alpha1", "kind": "RootTrustPolicy",
+        "metadata": {"name": "root-trust-policy"},
+        "spec": {"config": {
+            "intermediateCertOptions": {"secretRotationGracePeriodRatio": 0.1, "ttlDays": ttl_days},
+            "mgmtServerCa": {"secretRef": {"name": SIGNER, "namespace": "gloo-mesh"}},
+        }},
+    })
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_reconciles_policies_writes_status_and_events() {
+    let (mgmt, _) = mgmt_with_root().await;
+    let cs = servers(2).await;
+    mgmt.put(SECRETS, "istio-system", remote_secret("east", &cs[0]));
+    mgmt.put(SECRETS, "istio-system", remote_secret("west", &cs[1]));
+    mgmt.put(POLICIES, "gloo-mesh", policy_cr(30));
+
+    let mut cfg = controller::ControllerConfig::new("replica-a");
+    cfg.lease = Some(LeaseConfig {
+        namespace: "gloo-mesh".into(),
+        name: "meshca-controller".into(),
+        identity: "replica-a".into(),
+        duration: Duration::from_secs(15),
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let client = mgmt.client();
+    let task = tokio::spawn(controller::run(client, cfg, async move {
+        let _ = stopped.await;
+    }));
+
+    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
+    wait_for("status ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
+    let st = status(&mgmt);
+    assert_eq!(st["observedGeneration"], 1);
+    assert_eq!(st["clusters"]["east"]["action"], "issued");
+    assert!(st["clusters"]["west"]["lastRotation"].is_string(), "{st}");
+    assert!(st["nextCheck"].is_string(), "{st}");
+    assert_eq!(st["conditions"][0]["type"], "Ready");
+    assert_eq!(st["conditions"][0]["status"], "True");
+    let now = OffsetDateTime::now_utc();
+    let east = cacerts_at(&cs[0], now);
+    assert_eq!(east.ca_cert().not_after() - east.ca_cert().not_before(), time::Duration::days(30) + meshca::BACKDATE);
+    // One Issued event per cluster; kube's Recorder folds repeats into one object's series.count.
+    let issued_events = |m: &ApiServer| {
+        m.list(EVENTS)
+            .iter()
+            .filter(|e| e["reason"] == "Issued" && e["regarding"]["name"] == "root-trust-policy")
+            .map(|e| e["series"]["count"].as_u64().unwrap_or(1))
+            .sum::<u64>()
+    };
+    wait_for("two Issued events", || issued_events(&mgmt) == 2).await;
+
+    // Lowering ttlDays is a spec change (generation 2): the controller re-issues.
+    let mut cr = mgmt.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap();
+    cr["spec"]["config"]["intermediateCertOptions"]["ttlDays"] = json!(7);
+    cr["metadata"]["generation"] = json!(2);
+    mgmt.put(POLICIES, "gloo-mesh", cr);
+    wait_for("generation 2 observed", || status(&mgmt)["observedGeneration"] == 2).await;
+    let st = status(&mgmt);
+    assert_eq!(st["clusters"]["east"]["action"], "rotated", "{st}");
+    assert!(st["clusters"]["east"]["reason"].as_str().unwrap().contains("ttl"), "{st}");
+
+    // An invalid policy is reported in status, naming the field.
+    let mut cr = mgmt.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap();
+    cr["spec"]["config"]["intermediateCertOptions"]["secretRotationGracePeriodRatio"] = json!(1.5);
+    cr["metadata"]["generation"] = json!(3);
+    mgmt.put(POLICIES, "gloo-mesh", cr);
+    wait_for("INVALID", || status(&mgmt)["state"] == "INVALID").await;
+    assert!(status(&mgmt)["message"]
+        .as_str()
+        .unwrap()
+        .contains("secretRotationGracePeriodRatio must be in (0,1), got 1.5"));
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    let lease = mgmt.get(apiserver::LEASES, "gloo-mesh", "meshca-controller").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+}
+
+#[test]
+fn the_crd_is_valid_yaml_for_our_resource() {
+    let crd: Value = serde_saphyr::from_str(meshca_kube::crd::CRD_YAML).unwrap();
+    assert_eq!(crd["spec"]["group"], meshca_kube::crd::GROUP);
+    assert_eq!(crd["spec"]["names"]["plural"], meshca_kube::crd::PLURAL);
+    assert_eq!(crd["spec"]["versions"][0]["name"], meshca_kube::crd::VERSION);
+    let props = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["config"]
+        ["properties"];
+    assert_eq!(props["intermediateCertOptions"]["properties"]["ttlDays"]["minimum"], 1, "YAML anchors resolved");
+    // The committed deploy/crd.yaml is exactly what `meshca crd` prints.
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/crd.yaml")).unwrap();
+    assert_eq!(committed, meshca_kube::crd::CRD_YAML);
+}
+
+/// The same reconcile and verify against a real cluster. Set MESHCA_E2E_KUBECONFIG to a
+/// kubeconfig whose current context is the management cluster, and MESHCA_E2E_CLUSTERS to
+/// `name=context,...` for workload clusters (default: `cluster1=<current context>`). The signing
+/// CA is created in gloo-mesh/my-root-trust-policy.gloo-mesh if absent; cacerts are written to
+/// istio-system (which must exist) and are left there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs cluster"]
+async fn e2e_against_a_real_cluster() {
+    let Ok(path) = std::env::var("MESHCA_E2E_KUBECONFIG") else {
+        panic!("set MESHCA_E2E_KUBECONFIG to run this test");
+    };
+    let path = std::path::PathBuf::from(path);
+    let t = Duration::from_secs(30);
+    let mgmt = clusters::client_for_context(Some(&path), None, t).await.unwrap();
+    let spec = std::env::var("MESHCA_E2E_CLUSTERS").unwrap_or_default();
+    let mut map = BTreeMap::new();
+    map.insert("mgmt".to_owned(), mgmt.clone());
+    let mut names = Vec::new();
+    for pair in spec.split(',').filter(|s| !s.is_empty()) {
+        let (name, ctx) = pair.split_once('=').unwrap();
+        map.insert(name.to_owned(), clusters::client_for_context(Some(&path), Some(ctx), t).await.unwrap());
+        names.push(name.to_owned());
+    }
+    if names.is_empty() {
+        map.insert("cluster1".to_owned(), mgmt.clone());
+        names.push("cluster1".to_owned());
+    }
+    let now = OffsetDateTime::now_utc();
+    let store = KubeStore::new(tokio::runtime::Handle::current(), map);
+    let text = policy::SEED_POLICY.replace(
+        "secretRef:\n        name: my-root-trust-policy.gloo-mesh\n        namespace: gloo-mesh",
+        "generated:\n        ttlDays: 3650",
+    );
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let report = run(store, &text, &refs, now).await;
+    assert!(report.ok(), "{report:?}");
+}

@@ -1,0 +1,486 @@
+//! A small Kubernetes API server for tests: the real HTTP API over a socket, for the real
+//! `kube::Client`. It keeps objects in memory with the semantics meshca relies on:
+//! resourceVersion on every write, 409 Conflict on a stale resourceVersion, 404, AlreadyExists
+//! on create, label selectors, JSON merge patches, the status subresource, `generateName`, and
+//! watch streams. Faults (HTTP errors, delays, a concurrent writer) can be injected per request.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::Response;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+/// Where an object lives: its collection path (`api/v1/secrets`), namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    pub collection: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// An injected fault.
+#[derive(Clone, Debug)]
+pub enum FaultKind {
+    /// Answer with this HTTP status (a Kubernetes Status body).
+    Status(u16),
+    /// Wait this long before answering (to trip client timeouts).
+    Delay(Duration),
+    /// Another writer changes the object just before this request is served (a PUT then gets 409).
+    ConcurrentWrite,
+}
+
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub method: Option<Method>,
+    pub path_contains: String,
+    pub kind: FaultKind,
+    pub remaining: usize,
+}
+
+#[derive(Clone, Debug)]
+struct WatchEvent {
+    kind: &'static str,
+    key: Key,
+    rv: u64,
+    object: Value,
+}
+
+#[derive(Default)]
+struct Inner {
+    objects: BTreeMap<Key, Value>,
+    rv: u64,
+    faults: Vec<Fault>,
+    writes: usize,
+    log: Vec<String>,
+}
+
+pub struct ServerState {
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<WatchEvent>,
+}
+
+/// A running server; dropped with the test's runtime.
+#[derive(Clone)]
+pub struct ApiServer {
+    pub url: String,
+    state: Arc<ServerState>,
+}
+
+fn status(code: u16, reason: &str, message: impl Into<String>) -> Response {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message.into(), "reason": reason, "code": code,
+    });
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap())
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn ok(code: u16, body: &Value) -> Response {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap())
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let t = target.as_object_mut().unwrap();
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+fn labels_match(obj: &Value, selector: &str) -> bool {
+    selector.split(',').filter(|s| !s.is_empty()).all(|term| {
+        let labels = &obj["metadata"]["labels"];
+        match term.split_once('=') {
+            Some((k, v)) => labels.get(k.trim_end_matches('=')).and_then(Value::as_str) == Some(v),
+            None => labels.get(term).is_some(),
+        }
+    })
+}
+
+struct Route {
+    collection: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn route(path: &str) -> Option<Route> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (prefix, rest) = match parts.as_slice() {
+        ["api", v, rest @ ..] => (format!("api/{v}"), rest),
+        ["apis", g, v, rest @ ..] => (format!("apis/{g}/{v}"), rest),
+        _ => return None,
+    };
+    let s = |x: &&str| Some((*x).to_owned());
+    Some(match rest {
+        ["namespaces", ns, res] => {
+            Route { collection: format!("{prefix}/{res}"), namespace: s(ns), name: None, sub: None }
+        }
+        ["namespaces", ns, res, name] => {
+            Route { collection: format!("{prefix}/{res}"), namespace: s(ns), name: s(name), sub: None }
+        }
+        ["namespaces", ns, res, name, sub] => {
+            Route { collection: format!("{prefix}/{res}"), namespace: s(ns), name: s(name), sub: s(sub) }
+        }
+        [res] => Route { collection: format!("{prefix}/{res}"), namespace: None, name: None, sub: None },
+        _ => return None,
+    })
+}
+
+fn query(uri: &Uri) -> BTreeMap<String, String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Collections whose objects have a status subresource (writes to the main resource keep it).
+fn has_status_subresource(collection: &str) -> bool {
+    collection.ends_with("/roottrustpolicies") || collection.ends_with("/deployments")
+}
+
+impl ServerState {
+    fn bump(inner: &mut Inner, obj: &mut Value) -> u64 {
+        inner.rv += 1;
+        obj["metadata"]["resourceVersion"] = Value::String(inner.rv.to_string());
+        inner.rv
+    }
+
+    fn publish(&self, kind: &'static str, key: &Key, rv: u64, object: &Value) {
+        let _ = self.events.send(WatchEvent { kind, key: key.clone(), rv, object: object.clone() });
+    }
+}
+
+async fn handle(State(st): State<Arc<ServerState>>, method: Method, uri: Uri, body: Bytes) -> Response {
+    let path = uri.path().to_owned();
+    // Faults first.
+    let fault = {
+        let mut inner = st.inner.lock().unwrap();
+        inner.log.push(format!("{method} {path}"));
+        let found = inner.faults.iter_mut().find(|f| {
+            f.remaining > 0 && f.method.as_ref().is_none_or(|m| *m == method) && path.contains(&f.path_contains)
+        });
+        found.map(|f| {
+            f.remaining -= 1;
+            f.kind.clone()
+        })
+    };
+    match fault {
+        Some(FaultKind::Status(code)) => return status(code, "InternalError", format!("injected fault on {path}")),
+        Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
+        Some(FaultKind::ConcurrentWrite) => {
+            if let Some(r) = route(&path) {
+                let key = Key {
+                    collection: r.collection,
+                    namespace: r.namespace.unwrap_or_default(),
+                    name: r.name.unwrap_or_default(),
+                };
+                let mut inner = st.inner.lock().unwrap();
+                if let Some(mut obj) = inner.objects.get(&key).cloned() {
+                    obj["metadata"]["annotations"]["other-writer"] = json!("was here");
+                    let rv = ServerState::bump(&mut inner, &mut obj);
+                    inner.objects.insert(key.clone(), obj.clone());
+                    drop(inner);
+                    st.publish("MODIFIED", &key, rv, &obj);
+                }
+            }
+        }
+        None => {}
+    }
+    let Some(r) = route(&path) else { return status(404, "NotFound", format!("no route for {path}")) };
+    let q = query(&uri);
+    let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
+    match (method.clone(), &r.name) {
+        (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => watch(st, r, q),
+        (Method::GET, None) => list(&st, &r, &q),
+        (Method::GET, Some(name)) => {
+            let key = Key { collection: r.collection, namespace: r.namespace.unwrap_or_default(), name: name.clone() };
+            match st.inner.lock().unwrap().objects.get(&key) {
+                Some(obj) => ok(200, obj),
+                None => status(404, "NotFound", format!("{} \"{name}\" not found", key.collection)),
+            }
+        }
+        (Method::POST, None) => create(&st, r, body),
+        (Method::PUT, Some(_)) => replace(&st, r, body),
+        (Method::PATCH, Some(_)) => patch(&st, r, body),
+        (Method::DELETE, Some(name)) => {
+            let key = Key { collection: r.collection, namespace: r.namespace.unwrap_or_default(), name: name.clone() };
+            let mut inner = st.inner.lock().unwrap();
+            inner.writes += 1;
+            match inner.objects.remove(&key) {
+                Some(obj) => {
+                    let rv = inner.rv + 1;
+                    inner.rv = rv;
+                    drop(inner);
+                    st.publish("DELETED", &key, rv, &obj);
+                    ok(200, &obj)
+                }
+                None => status(404, "NotFound", format!("\"{name}\" not found")),
+            }
+        }
+        _ => status(405, "MethodNotAllowed", format!("{method} {path}")),
+    }
+}
+
+fn list(st: &ServerState, r: &Route, q: &BTreeMap<String, String>) -> Response {
+    let inner = st.inner.lock().unwrap();
+    let selector = q.get("labelSelector").cloned().unwrap_or_default();
+    let field_name = q.get("fieldSelector").and_then(|f| f.strip_prefix("metadata.name=").map(str::to_owned));
+    let items: Vec<Value> = inner
+        .objects
+        .iter()
+        .filter(|(k, _)| k.collection == r.collection && r.namespace.as_ref().is_none_or(|ns| *ns == k.namespace))
+        .filter(|(k, v)| labels_match(v, &selector) && field_name.as_ref().is_none_or(|n| *n == k.name))
+        .map(|(_, v)| v.clone())
+        .collect();
+    ok(
+        200,
+        &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items}),
+    )
+}
+
+fn watch(st: Arc<ServerState>, r: Route, q: BTreeMap<String, String>) -> Response {
+    let since: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let selector = q.get("labelSelector").cloned().unwrap_or_default();
+    let timeout = Duration::from_secs(q.get("timeoutSeconds").and_then(|v| v.parse().ok()).unwrap_or(290));
+    let rx = st.events.subscribe();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let stream = futures::stream::unfold(rx, move |mut rx| {
+        let (r_coll, r_ns, selector) = (r.collection.clone(), r.namespace.clone(), selector.clone());
+        async move {
+            loop {
+                let ev = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Err(_) => return None,
+                    Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+                    Ok(Ok(ev)) => ev,
+                };
+                if ev.rv <= since
+                    || ev.key.collection != r_coll
+                    || r_ns.as_ref().is_some_and(|ns| *ns != ev.key.namespace)
+                    || !labels_match(&ev.object, &selector)
+                {
+                    continue;
+                }
+                let line = format!("{}\n", json!({"type": ev.kind, "object": ev.object}));
+                return Some((Ok::<_, Infallible>(Bytes::from(line)), rx));
+            }
+        }
+    });
+    Response::builder().status(200).header("content-type", "application/json").body(Body::from_stream(stream)).unwrap()
+}
+
+fn create(st: &ServerState, r: Route, mut obj: Value) -> Response {
+    let ns = r.namespace.unwrap_or_default();
+    let mut inner = st.inner.lock().unwrap();
+    inner.writes += 1;
+    let name = match obj["metadata"]["name"].as_str() {
+        Some(n) => n.to_owned(),
+        None => match obj["metadata"]["generateName"].as_str() {
+            Some(prefix) => format!("{prefix}{:05x}", inner.rv + 1),
+            None => return status(422, "Invalid", "metadata.name or generateName is required"),
+        },
+    };
+    let key = Key { collection: r.collection, namespace: ns.clone(), name: name.clone() };
+    if inner.objects.contains_key(&key) {
+        return status(409, "AlreadyExists", format!("{} \"{name}\" already exists", key.collection));
+    }
+    obj["metadata"]["name"] = json!(name);
+    obj["metadata"]["namespace"] = json!(ns);
+    obj["metadata"]["uid"] = json!(format!("uid-{}", inner.rv + 1));
+    obj["metadata"]["generation"] = json!(1);
+    obj["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    let rv = ServerState::bump(&mut inner, &mut obj);
+    inner.objects.insert(key.clone(), obj.clone());
+    drop(inner);
+    st.publish("ADDED", &key, rv, &obj);
+    ok(201, &obj)
+}
+
+/// Stores `new` in place of `old`, keeping server-owned metadata, bumping generation when the
+/// spec changed and keeping status when the collection has a status subresource.
+fn store_update(st: &ServerState, key: Key, old: &Value, mut new: Value, status_only: bool) -> Response {
+    let mut inner = st.inner.lock().unwrap();
+    inner.writes += 1;
+    if status_only {
+        let mut updated = old.clone();
+        updated["status"] = new["status"].clone();
+        new = updated;
+    } else {
+        if has_status_subresource(&key.collection) {
+            new["status"] = old["status"].clone();
+        }
+        let generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
+        let bump = if old.get("spec") != new.get("spec") { 1 } else { 0 };
+        new["metadata"]["generation"] = json!(generation + bump);
+    }
+    for f in ["uid", "creationTimestamp", "name", "namespace"] {
+        new["metadata"][f] = old["metadata"][f].clone();
+    }
+    let rv = ServerState::bump(&mut inner, &mut new);
+    inner.objects.insert(key.clone(), new.clone());
+    drop(inner);
+    st.publish("MODIFIED", &key, rv, &new);
+    ok(200, &new)
+}
+
+fn replace(st: &ServerState, r: Route, obj: Value) -> Response {
+    let key =
+        Key { collection: r.collection, namespace: r.namespace.unwrap_or_default(), name: r.name.unwrap_or_default() };
+    let Some(old) = st.inner.lock().unwrap().objects.get(&key).cloned() else {
+        return status(404, "NotFound", format!("\"{}\" not found", key.name));
+    };
+    if let Some(want) = obj["metadata"]["resourceVersion"].as_str() {
+        if Some(want) != old["metadata"]["resourceVersion"].as_str() {
+            return status(
+                409,
+                "Conflict",
+                format!("Operation cannot be fulfilled on \"{}\": the object has been modified; please apply your changes to the latest version and try again", key.name),
+            );
+        }
+    }
+    store_update(st, key, &old, obj, r.sub.as_deref() == Some("status"))
+}
+
+fn patch(st: &ServerState, r: Route, patch: Value) -> Response {
+    let key =
+        Key { collection: r.collection, namespace: r.namespace.unwrap_or_default(), name: r.name.unwrap_or_default() };
+    let Some(old) = st.inner.lock().unwrap().objects.get(&key).cloned() else {
+        return status(404, "NotFound", format!("\"{}\" not found", key.name));
+    };
+    let mut new = old.clone();
+    merge(&mut new, &patch);
+    store_update(st, key, &old, new, r.sub.as_deref() == Some("status"))
+}
+
+impl ApiServer {
+    /// Starts a server on 127.0.0.1 (a free port) on the current runtime.
+    pub async fn start() -> ApiServer {
+        let (events, _) = broadcast::channel(4096);
+        let state = Arc::new(ServerState { inner: Mutex::new(Inner::default()), events });
+        let app = axum::Router::new().fallback(handle).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        ApiServer { url, state }
+    }
+
+    /// A kube client for this server, with short timeouts.
+    pub fn client(&self) -> kube::Client {
+        let mut config = kube::Config::new(self.url.parse().unwrap());
+        config.connect_timeout = Some(Duration::from_secs(2));
+        config.read_timeout = Some(Duration::from_secs(5));
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// A kubeconfig (YAML) whose one context reaches this server.
+    pub fn kubeconfig(&self, name: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: {}\ncontexts:\n- name: {name}\n  \
+             context:\n    cluster: {name}\n    user: {name}\ncurrent-context: {name}\nusers:\n- name: {name}\n  user:\n    token: test\n",
+            self.url
+        )
+    }
+
+    pub fn get(&self, collection: &str, namespace: &str, name: &str) -> Option<Value> {
+        let key = Key { collection: collection.into(), namespace: namespace.into(), name: name.into() };
+        self.state.inner.lock().unwrap().objects.get(&key).cloned()
+    }
+
+    /// Puts an object directly (as another writer would), bumping its resourceVersion.
+    pub fn put(&self, collection: &str, namespace: &str, mut obj: Value) {
+        let name = obj["metadata"]["name"].as_str().unwrap().to_owned();
+        let key = Key { collection: collection.into(), namespace: namespace.into(), name };
+        let mut inner = self.state.inner.lock().unwrap();
+        obj["metadata"]["namespace"] = json!(namespace);
+        if obj["metadata"]["generation"].is_null() {
+            obj["metadata"]["generation"] = json!(1);
+        }
+        let rv = ServerState::bump(&mut inner, &mut obj);
+        let existed = inner.objects.insert(key.clone(), obj.clone()).is_some();
+        drop(inner);
+        self.state.publish(if existed { "MODIFIED" } else { "ADDED" }, &key, rv, &obj);
+    }
+
+    pub fn list(&self, collection: &str) -> Vec<Value> {
+        let inner = self.state.inner.lock().unwrap();
+        inner.objects.iter().filter(|(k, _)| k.collection == collection).map(|(_, v)| v.clone()).collect()
+    }
+
+    pub fn fault(&self, method: Option<Method>, path_contains: &str, kind: FaultKind, times: usize) {
+        self.state.inner.lock().unwrap().faults.push(Fault {
+            method,
+            path_contains: path_contains.into(),
+            kind,
+            remaining: times,
+        });
+    }
+
+    pub fn clear_faults(&self) {
+        self.state.inner.lock().unwrap().faults.clear();
+    }
+
+    /// How many writes (POST, PUT, PATCH, DELETE) the server has served.
+    pub fn writes(&self) -> usize {
+        self.state.inner.lock().unwrap().writes
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.state.inner.lock().unwrap().log.clone()
+    }
+}
+
+/// The collection paths used in tests.
+pub const SECRETS: &str = "api/v1/secrets";
+pub const DEPLOYMENTS: &str = "apis/apps/v1/deployments";
+pub const LEASES: &str = "apis/coordination.k8s.io/v1/leases";
+pub const EVENTS: &str = "apis/events.k8s.io/v1/events";
+pub const POLICIES: &str = "apis/meshca.dev/v1alpha1/roottrustpolicies";
