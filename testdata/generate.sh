@@ -160,6 +160,9 @@ openssl rsa -in "$out/keys/rsa2048-pkcs8.pem" -traditional -out "$out/keys/rsa20
 openssl ecparam -name prime256v1 -genkey -out "$out/keys/p256-sec1-with-params.pem"
 openssl ec -in "$out/keys/p256-sec1-with-params.pem" -out "$out/keys/p256-sec1.pem" 2>/dev/null
 openssl pkey -in "$out/keys/p256-sec1.pem" -out "$out/keys/p256-pkcs8.pem"
+# Without the embedded public key (ring cannot load these as they are; meshca computes it).
+openssl ec -in "$out/keys/p256-sec1.pem" -no_public -out "$out/keys/p256-sec1-nopub.pem" 2>/dev/null
+openssl pkey -in "$out/keys/p256-sec1-nopub.pem" -out "$out/keys/p256-pkcs8-nopub.pem"
 openssl ecparam -name secp384r1 -genkey -noout -out "$out/keys/p384-sec1.pem"
 openssl pkcs8 -topk8 -v2 aes256 -in "$out/keys/p256-pkcs8.pem" -passout pass:secret -out "$out/keys/encrypted-pkcs8.pem"
 openssl rsa -in "$out/keys/rsa2048-pkcs8.pem" -traditional -aes256 -passout pass:secret -out "$out/keys/encrypted-pkcs1.pem" 2>/dev/null

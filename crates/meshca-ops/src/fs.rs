@@ -66,6 +66,20 @@ pub fn write_file_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), IoEr
     result
 }
 
+/// Creates `path` (which must not exist) with `mode` and durable contents: for files inside a
+/// directory no reader sees yet, where the directory's later atomic swap is the commit point.
+pub fn write_new_file(path: &Path, data: &[u8], mode: u32) -> Result<(), IoError> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts.open(path).map_err(io_err(path, "create"))?;
+    f.write_all(data).map_err(io_err(path, "write"))?;
+    f.sync_all().map_err(io_err(path, "flush to disk"))
+}
+
 fn unique_temp(dir: &Path, name: &str) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);

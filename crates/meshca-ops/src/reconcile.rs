@@ -4,7 +4,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use meshca::{plan, Cacerts, CryptoRngCore, Current, IssueReason, Layout, Plan, SigningCa};
+use meshca::{plan, Cacerts, Current, Entropy, IssueReason, Layout, Plan, SigningCa};
 
 use crate::error::Error;
 use crate::policy::{Policy, SignerSource};
@@ -175,7 +175,7 @@ pub fn load_signer(
     store: &dyn Store,
     policy: &Policy,
     opts: &Options,
-    rng: &mut dyn CryptoRngCore,
+    rng: &mut dyn Entropy,
 ) -> Result<(SigningCa, SignerInfo), Error> {
     let (namespace, name) = policy.signer.secret();
     let secret = SecretRef::new(&opts.mgmt_cluster, namespace, name);
@@ -217,7 +217,7 @@ pub fn reconcile(
     store: &dyn Store,
     policy: &Policy,
     opts: &Options,
-    rng: &mut dyn CryptoRngCore,
+    rng: &mut dyn Entropy,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Report, Error> {
     let (signer, signer_info) = load_signer(store, policy, opts, rng)?;
@@ -260,7 +260,7 @@ fn reconcile_one(
     signer: &SigningCa,
     cluster: &str,
     opts: &Options,
-    rng: &mut dyn CryptoRngCore,
+    rng: &mut dyn Entropy,
 ) -> (ClusterResult, Option<Cacerts>) {
     let mut attempt = 0;
     loop {
@@ -289,7 +289,7 @@ fn reconcile_attempt(
     signer: &SigningCa,
     cluster: &str,
     opts: &Options,
-    rng: &mut dyn CryptoRngCore,
+    rng: &mut dyn Entropy,
 ) -> Attempt {
     let secret = SecretRef::cacerts(cluster);
     let location = store.location(&secret);
@@ -395,7 +395,7 @@ fn issue_and_write(
     cluster: &str,
     secret: &SecretRef,
     opts: &Options,
-    rng: &mut dyn CryptoRngCore,
+    rng: &mut dyn Entropy,
 ) -> Result<Cacerts, Error> {
     let now = opts.now;
     let params = policy.rotation.intermediate_params(cluster);

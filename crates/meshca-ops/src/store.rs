@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use meshca::Files;
 
 use crate::error::Error;
-use crate::fs::{create_dir_private, is_key_file, sync_dir, write_file_atomic, IoError};
+use crate::fs::{create_dir_private, is_key_file, sync_dir, write_new_file, IoError};
 
 /// Names a Secret in a cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -169,10 +169,12 @@ fn swap_data(dir: &Path, files: &Files) -> Result<(), IoError> {
     let data_name = format!("..{stamp}");
     let data_dir = dir.join(&data_name);
     create_dir_private(&data_dir)?;
+    // The data directory is invisible until `..data` points at it, so its files need durable
+    // contents but no rename of their own: the swap below is the one commit point.
     let written = (|| {
         for (name, data) in files.iter() {
             let mode = if is_key_file(name) { 0o600 } else { 0o644 };
-            write_file_atomic(&data_dir.join(name), data, mode)?;
+            write_new_file(&data_dir.join(name), data, mode)?;
         }
         sync_dir(&data_dir)
     })();

@@ -351,7 +351,10 @@ impl Cacerts {
         let chain_len = chain.len();
         let last = chain[chain_len - 1].clone();
         let mut path = chain;
-        let reached = if last.is_self_signed() {
+        // A root byte-identical to one in the trust bundle was verified as self-signed above.
+        let reached = if let Some(i) = roots.iter().position(|r| *r == last) {
+            Some(i)
+        } else if last.is_self_signed() {
             roots.iter().position(|r| {
                 *r == last || (r.subject_der() == last.subject_der() && r.public_key_raw() == last.public_key_raw())
             })

@@ -3,7 +3,6 @@
 
 use core::fmt;
 
-use rand_core::CryptoRngCore;
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
@@ -13,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::key::{KeyAlgorithm, KeyType, PrivateKey};
 use crate::pem;
 use crate::profile::{self, Common, BACKDATE};
+use crate::rng::Entropy;
 use crate::spiffe::SpiffeId;
 
 /// The longest workload certificate istiod issues by default (`MAX_WORKLOAD_CERT_TTL`).
@@ -327,7 +327,7 @@ impl SigningCa {
 
     /// Generates a self-signed root. The returned signer's files are the seed's management
     /// Secret: ca-cert, cert-chain and root-cert all hold the root.
-    pub fn generate_root(params: &RootParams, rng: &mut dyn CryptoRngCore, now: OffsetDateTime) -> Result<Self> {
+    pub fn generate_root(params: &RootParams, rng: &mut dyn Entropy, now: OffsetDateTime) -> Result<Self> {
         check_ttl("ttl", params.ttl)?;
         let key = PrivateKey::generate(params.key, rng)?;
         let common = Common { serial: random_serial(rng), not_before: now - BACKDATE, not_after: now + params.ttl };
@@ -354,7 +354,7 @@ impl SigningCa {
     pub fn issue_intermediate(
         &self,
         params: &IntermediateParams,
-        rng: &mut dyn CryptoRngCore,
+        rng: &mut dyn Entropy,
         now: OffsetDateTime,
     ) -> Result<Issued<Cacerts>> {
         self.check_can_issue_ca(now)?;
@@ -371,7 +371,7 @@ impl SigningCa {
         &self,
         csr: &Csr,
         params: &IntermediateParams,
-        rng: &mut dyn CryptoRngCore,
+        rng: &mut dyn Entropy,
         now: OffsetDateTime,
     ) -> Result<Issued<SignedCa>> {
         self.check_can_issue_ca(now)?;
@@ -383,7 +383,7 @@ impl SigningCa {
         public_key_raw: &[u8],
         key_type: KeyType,
         params: &IntermediateParams,
-        rng: &mut dyn CryptoRngCore,
+        rng: &mut dyn Entropy,
         now: OffsetDateTime,
     ) -> Result<Issued<SignedCa>> {
         validate_cluster_name(&params.cluster)?;
@@ -398,12 +398,7 @@ impl SigningCa {
     }
 
     /// Issues a workload certificate as istiod would, with a new key.
-    pub fn issue_leaf(
-        &self,
-        params: &LeafParams,
-        rng: &mut dyn CryptoRngCore,
-        now: OffsetDateTime,
-    ) -> Result<Issued<Leaf>> {
+    pub fn issue_leaf(&self, params: &LeafParams, rng: &mut dyn Entropy, now: OffsetDateTime) -> Result<Issued<Leaf>> {
         self.check_valid_at(now)?;
         if params.ttl <= Duration::ZERO || params.ttl > MAX_LEAF_TTL {
             return Err(Error::InvalidParameter {
@@ -446,12 +441,7 @@ impl SigningCa {
 
     /// Serial and validity for a new certificate: backdated notBefore, notAfter clamped to the
     /// earliest notAfter on the signer's path.
-    fn window(
-        &self,
-        ttl: Duration,
-        rng: &mut dyn CryptoRngCore,
-        now: OffsetDateTime,
-    ) -> (Common, Option<OffsetDateTime>) {
+    fn window(&self, ttl: Duration, rng: &mut dyn Entropy, now: OffsetDateTime) -> (Common, Option<OffsetDateTime>) {
         let requested = now + ttl;
         let limit = self.bundle.not_after();
         let (not_after, clamped_from) = if requested > limit { (limit, Some(requested)) } else { (requested, None) };
@@ -498,9 +488,9 @@ fn check_ttl(field: &str, ttl: Duration) -> Result<()> {
 }
 
 /// 126 random bits in 16 octets, positive as a DER INTEGER (RFC 5280 4.1.2.2; istiod uses 128).
-fn random_serial(rng: &mut dyn CryptoRngCore) -> rcgen::SerialNumber {
+fn random_serial(rng: &mut dyn Entropy) -> rcgen::SerialNumber {
     let mut bytes = [0u8; 16];
-    rng.fill_bytes(&mut bytes);
+    rng.fill(&mut bytes);
     bytes[0] &= 0x7f;
     bytes[0] |= 0x40;
     rcgen::SerialNumber::from_slice(&bytes)

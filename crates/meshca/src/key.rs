@@ -10,11 +10,11 @@ use core::str::FromStr;
 use der::asn1::ObjectIdentifier;
 use der::{Decode, Encode};
 use pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use rand_core::CryptoRngCore;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
 use crate::pem;
+use crate::rng::Entropy;
 
 pub(crate) const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 pub(crate) const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
@@ -149,11 +149,15 @@ pub struct PrivateKey {
 }
 
 impl PrivateKey {
-    /// Generates a key. All randomness comes from `rng` (key generation goes through the
-    /// RustCrypto `p256`/`p384`/`rsa` crates because ring's RNG trait is sealed).
-    pub fn generate(alg: KeyAlgorithm, rng: &mut dyn CryptoRngCore) -> Result<Self> {
+    /// Generates a key. All randomness comes from `entropy`: for ECDSA, its fast generator if it
+    /// has one ([`crate::OsRng`] uses ring's), else the RustCrypto `p256`/`p384` crates over its
+    /// RNG (reproducible under a seeded RNG); RSA always through the `rsa` crate (ring cannot).
+    pub fn generate(alg: KeyAlgorithm, entropy: &mut dyn Entropy) -> Result<Self> {
         let failed = |e: &dyn fmt::Display| Error::Issuance { what: "a private key", detail: e.to_string() };
-        let mut rng = rng;
+        if let Some(pkcs8) = entropy.ecdsa_pkcs8(alg) {
+            return Self::from_normalized_pkcs8(alg.key_type(), pkcs8, "generated key");
+        }
+        let mut rng = entropy.rng();
         let doc = match alg {
             KeyAlgorithm::EcdsaP256 => p256::SecretKey::random(&mut rng).to_pkcs8_der(),
             KeyAlgorithm::EcdsaP384 => p384::SecretKey::random(&mut rng).to_pkcs8_der(),
@@ -206,7 +210,19 @@ impl PrivateKey {
         }
         if oid == OID_EC_PUBLIC_KEY {
             let curve = info.algorithm.parameters_oid().map_err(|_| bad("EC key without a named curve".into()))?;
-            // Re-encode through p256/p384 so the embedded public key, which ring requires, is present.
+            let key_type = if curve == OID_P256 {
+                KeyType::EcdsaP256
+            } else if curve == OID_P384 {
+                KeyType::EcdsaP384
+            } else {
+                return Err(Error::UnknownCurve { file: file.to_owned(), curve: curve_name(curve) });
+            };
+            // Fast path: ring reads it as is when the public key is embedded (OpenSSL's and
+            // ring's keys). Otherwise re-encode through p256/p384, which computes the public key
+            // ring requires.
+            if let Ok(k) = Self::from_normalized_pkcs8(key_type, Zeroizing::new(der_bytes.to_vec()), file) {
+                return Ok(k);
+            }
             let (key_type, doc) = if curve == OID_P256 {
                 let k = p256::SecretKey::from_pkcs8_der(der_bytes).map_err(|e| bad(e.to_string()))?;
                 (KeyType::EcdsaP256, k.to_pkcs8_der())
@@ -372,6 +388,19 @@ mod tests {
         let b = PrivateKey::generate(KeyAlgorithm::EcdsaP384, &mut rand_chacha::ChaCha20Rng::seed_from_u64(7)).unwrap();
         assert_eq!(a.pkcs8_der(), b.pkcs8_der());
         assert_eq!(a.key_type(), KeyType::EcdsaP384);
+    }
+
+    #[test]
+    fn os_rng_takes_ring_fast_path_and_keys_load() {
+        for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384] {
+            let a = PrivateKey::generate(alg, &mut crate::OsRng).unwrap();
+            let b = PrivateKey::generate(alg, &mut crate::OsRng).unwrap();
+            assert!(a.key_type().matches(alg));
+            assert_ne!(a.public_key_raw(), b.public_key_raw());
+            let again = PrivateKey::from_pem(a.to_pkcs8_pem().as_bytes(), "k").unwrap();
+            assert_eq!(again.public_key_raw(), a.public_key_raw());
+        }
+        assert!(crate::OsRng.ecdsa_pkcs8(KeyAlgorithm::Rsa2048).is_none(), "RSA goes through the rsa crate");
     }
 
     #[test]

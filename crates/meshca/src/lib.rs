@@ -8,7 +8,7 @@
 //!
 //! This crate is pure: it never touches files, the network, the environment or the clock.
 //! Every time-dependent function takes `now`; all randomness comes from the `rng` argument
-//! (pass [`OsRng`] outside tests).
+//! (an [`Entropy`]: pass [`OsRng`] outside tests, a seeded RNG in tests).
 //!
 //! ```
 //! use meshca::{IntermediateParams, LeafParams, RootParams, SigningCa, SpiffeId};
@@ -32,6 +32,7 @@ mod error;
 mod key;
 mod pem;
 mod profile;
+mod rng;
 mod rotation;
 mod spiffe;
 mod time_fmt;
@@ -46,15 +47,13 @@ pub use cert::{Certificate, PublicKeyKind, SignatureError};
 pub use error::{Error, Result};
 pub use key::{KeyAlgorithm, KeyType, PrivateKey};
 pub use profile::{BACKDATE, ISTIOD_SAN};
+/// RustCrypto's RNG trait: every `CryptoRngCore` is an [`Entropy`].
+pub use rand_core::CryptoRngCore;
+pub use rng::{Entropy, OsRng};
 pub use rotation::{plan, Current, IssueReason, Plan, RotationPolicy};
 pub use spiffe::{validate_trust_domain, SpiffeId};
 pub use time_fmt::human_duration;
 pub use verify::{check_cross_cluster, check_mutual_trust, verify_workload_chain, SharedRoot};
-
-/// The RNG trait every issuing function takes.
-pub use rand_core::CryptoRngCore;
-/// The operating system's RNG, for callers outside tests.
-pub use rand_core::OsRng;
 
 /// Formats a time as RFC 3339 in UTC, whole seconds, as meshca's messages do.
 pub fn format_time(t: time::OffsetDateTime) -> String {

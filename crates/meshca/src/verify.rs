@@ -1,7 +1,6 @@
 //! Independent verification: workload chains through rustls-webpki (the verifier rustls uses),
 //! and trust between clusters' bundles.
 
-use rand_core::CryptoRngCore;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use time::OffsetDateTime;
 
@@ -9,6 +8,7 @@ use crate::bundle::Cacerts;
 use crate::ca::{LeafParams, SigningCa};
 use crate::cert::Certificate;
 use crate::error::{Error, Result};
+use crate::rng::Entropy;
 use crate::spiffe::SpiffeId;
 
 /// Verifies a workload chain (leaf first, then intermediates; a root in it is harmless) against
@@ -96,11 +96,7 @@ pub fn check_mutual_trust(bundles: &[(&str, &Cacerts)]) -> Result<SharedRoot> {
 /// Issues a short-lived probe workload certificate from every bundle and verifies each with
 /// rustls-webpki against every bundle's `root-cert.pem`: proof that a workload in any cluster
 /// is trusted by every other, not only that the files look alike.
-pub fn check_cross_cluster(
-    bundles: &[(&str, &Cacerts)],
-    rng: &mut dyn CryptoRngCore,
-    now: OffsetDateTime,
-) -> Result<()> {
+pub fn check_cross_cluster(bundles: &[(&str, &Cacerts)], rng: &mut dyn Entropy, now: OffsetDateTime) -> Result<()> {
     let id = SpiffeId::workload("meshca.probe", "meshca", "probe")?;
     let mut params = LeafParams::new(id);
     params.ttl = time::Duration::hours(1);

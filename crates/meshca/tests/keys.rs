@@ -18,6 +18,8 @@ fn imports_pkcs8_pkcs1_and_sec1() {
         ("p256-pkcs8.pem", KeyType::EcdsaP256),
         ("p256-sec1.pem", KeyType::EcdsaP256),
         ("p256-sec1-with-params.pem", KeyType::EcdsaP256),
+        ("p256-sec1-nopub.pem", KeyType::EcdsaP256),
+        ("p256-pkcs8-nopub.pem", KeyType::EcdsaP256),
         ("p384-sec1.pem", KeyType::EcdsaP384),
     ];
     for (name, want) in cases {
@@ -35,6 +37,11 @@ fn imports_pkcs8_pkcs1_and_sec1() {
         load("rsa2048-pkcs8.pem").unwrap().public_key_raw()
     );
     assert_eq!(load("p256-sec1.pem").unwrap().public_key_raw(), load("p256-pkcs8.pem").unwrap().public_key_raw());
+    // Without an embedded public key, meshca computes it: same key.
+    assert_eq!(
+        load("p256-pkcs8-nopub.pem").unwrap().public_key_raw(),
+        load("p256-pkcs8.pem").unwrap().public_key_raw()
+    );
 }
 
 #[test]
