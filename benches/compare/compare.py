@@ -201,11 +201,14 @@ def ossl_leaf(d: Path) -> None:
 
 
 def criterion_median(group: str, bench: str) -> Optional[float]:
-    path = REPO / "target" / "criterion" / group / bench / "new" / "estimates.json"
-    try:
-        return json.loads(path.read_text())["median"]["point_estimate"] / 1e9
-    except (OSError, KeyError, ValueError):
-        return None
+    # A benchmark group is a directory; a plain `bench_function("a/b")` is stored as `a_b`.
+    root = REPO / "target" / "criterion"
+    for path in (root / group / bench, root / f"{group}_{bench}"):
+        try:
+            return json.loads((path / "new" / "estimates.json").read_text())["median"]["point_estimate"] / 1e9
+        except (OSError, KeyError, ValueError):
+            continue
+    return None
 
 
 def fmt(seconds: Optional[float]) -> str:
