@@ -15,7 +15,7 @@ export PATH="$fuzz_bin:$PATH"
 ./fuzz/seed_corpus.sh
 cd fuzz
 targets=$(cargo +nightly fuzz list)
-cargo +nightly fuzz build --release $targets 2>&1 | tail -2
+cargo +nightly fuzz build --release 2>&1 | tail -2
 for t in $targets; do
   echo "== fuzz $t for ${secs}s"
   # -rss_limit_mb bounds memory; a crash, leak or timeout fails the run.
