@@ -96,6 +96,15 @@ fn validation_and_plan(c: &mut Criterion) {
     });
 }
 
+/// A directory store at `dir` holding the policy's signing CA (a new P-256 root).
+fn signed_store(pol: &policy::Policy, dir: &std::path::Path) -> DirStore {
+    let store = DirStore::new(dir);
+    let (ns, name) = pol.signer.secret();
+    let root_files = root(KeyAlgorithm::EcdsaP256).bundle().to_files(Layout::Istio);
+    store.write(&SecretRef::new("mgmt", ns, name), &root_files, &WriteMeta::default()).unwrap();
+    store
+}
+
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
@@ -132,19 +141,7 @@ fn reconcile_clusters(c: &mut Criterion) {
             // A first run: every cluster issued and written.
             g.bench_function(format!("issue_{n}"), |b| {
                 b.iter_batched(
-                    || {
-                        let dir = store_dir(&base, &format!("issue{n}"));
-                        let store = DirStore::new(&dir);
-                        let (ns, name) = pol.signer.secret();
-                        store
-                            .write(
-                                &SecretRef::new("mgmt", ns, name),
-                                &root(KeyAlgorithm::EcdsaP256).bundle().to_files(Layout::Istio),
-                                &WriteMeta::default(),
-                            )
-                            .unwrap();
-                        store
-                    },
+                    || signed_store(&pol, &store_dir(&base, &format!("issue{n}"))),
                     |store| {
                         let opts = Options::new(now(), clusters.clone());
                         let r = reconcile(&store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
@@ -157,15 +154,7 @@ fn reconcile_clusters(c: &mut Criterion) {
             });
             // A steady-state run: every cluster read, validated and kept.
             let dir = store_dir(&base, &format!("keep{n}"));
-            let store = DirStore::new(&dir);
-            let (ns, name) = pol.signer.secret();
-            store
-                .write(
-                    &SecretRef::new("mgmt", ns, name),
-                    &root(KeyAlgorithm::EcdsaP256).bundle().to_files(Layout::Istio),
-                    &WriteMeta::default(),
-                )
-                .unwrap();
+            let store = signed_store(&pol, &dir);
             let opts = Options::new(now(), clusters.clone());
             reconcile(&store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
             g.bench_function(format!("keep_{n}"), |b| {

@@ -429,22 +429,7 @@ fn secret_manifest_round_trips() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-const SEED_POLICY: &str = "\
-apiVersion: admin.gloo.solo.io/v2
-kind: RootTrustPolicy
-metadata:
-  name: root-trust-policy
-  namespace: gloo-mesh
-spec:
-  config:
-    intermediateCertOptions:
-      secretRotationGracePeriodRatio: 0.1
-      ttlDays: 1
-    mgmtServerCa:
-      secretRef:
-        name: my-root-trust-policy.gloo-mesh
-        namespace: gloo-mesh
-";
+use meshca_ops::policy::SEED_POLICY;
 
 /// A store with the seed's management Secret and policy. Returns (store, policy path).
 fn seed_store(tag: &str) -> (PathBuf, PathBuf, PathBuf) {

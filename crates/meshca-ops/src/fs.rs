@@ -46,17 +46,8 @@ pub fn write_file_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), IoEr
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = unique_temp(dir, &name);
-    let mut opts = OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
     let result = (|| {
-        let mut f = opts.open(&tmp).map_err(io_err(&tmp, "create a temporary file"))?;
-        f.write_all(data).map_err(io_err(&tmp, "write"))?;
-        f.sync_all().map_err(io_err(&tmp, "flush to disk"))?;
-        drop(f);
+        write_new_file(&tmp, data, mode)?;
         fs::rename(&tmp, path).map_err(io_err(path, "replace"))?;
         sync_dir(dir)
     })();
