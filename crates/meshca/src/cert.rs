@@ -111,6 +111,18 @@ impl Certificate {
         let bad = |detail: String| Error::CertificateParse { file: file.to_owned(), index, detail };
         let parsed = x509_cert::Certificate::from_der(der_bytes).map_err(|e| bad(e.to_string()))?;
         let tbs = tbs_range(der_bytes).map_err(|e| bad(e.to_string()))?;
+        // Every extension meshca reads must decode, once (RFC 5280 4.2: at most one instance
+        // each); the accessors below can then treat "absent" as absent, never as "malformed".
+        let t = &parsed.tbs_certificate;
+        let check = |name: &str, r: core::result::Result<bool, der::Error>| {
+            r.map(|_| ()).map_err(|e| bad(format!("malformed or repeated {name} extension ({e})")))
+        };
+        check("basicConstraints", t.get::<BasicConstraints>().map(|o| o.is_some()))?;
+        check("keyUsage", t.get::<KeyUsage>().map(|o| o.is_some()))?;
+        check("extendedKeyUsage", t.get::<ExtendedKeyUsage>().map(|o| o.is_some()))?;
+        check("subjectAltName", t.get::<SubjectAltName>().map(|o| o.is_some()))?;
+        check("subjectKeyIdentifier", t.get::<SubjectKeyIdentifier>().map(|o| o.is_some()))?;
+        check("authorityKeyIdentifier", t.get::<AuthorityKeyIdentifier>().map(|o| o.is_some()))?;
         Ok(Certificate { der: der_bytes.to_vec(), parsed, tbs, self_signed: std::sync::OnceLock::new() })
     }
 
@@ -215,8 +227,7 @@ impl Certificate {
     }
 
     fn ext<'a, T: Decode<'a> + der::oid::AssociatedOid>(&'a self) -> Option<(bool, T)> {
-        // A malformed or duplicated extension reads as absent here; `lint` in the bundle checks
-        // then fails closed (e.g. "not a CA") rather than trusting it.
+        // `from_der` refused certificates whose extensions of these types do not decode.
         self.tbs().get::<T>().ok().flatten()
     }
 
@@ -519,11 +530,26 @@ pub(crate) fn hex_colon(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use der::oid::AssociatedOid;
 
     #[test]
     fn hex_colon_formats() {
         assert_eq!(hex_colon(&[0x0a, 0xff, 0]), "0a:ff:00");
         assert_eq!(hex_colon(&[]), "");
+    }
+
+    #[test]
+    fn a_repeated_extension_is_refused() {
+        // An OpenSSL-made CA with its keyUsage extension appended twice.
+        let pem = include_str!("../../../testdata/openssl/good/ca-cert.pem");
+        let cert = Certificate::from_pem_all(pem.as_bytes(), "c").unwrap().remove(0);
+        let mut parsed = cert.parsed.clone();
+        let exts = parsed.tbs_certificate.extensions.as_mut().unwrap();
+        let ku = exts.iter().find(|e| e.extn_id == x509_cert::ext::pkix::KeyUsage::OID).unwrap().clone();
+        exts.push(ku);
+        let der = parsed.to_der().unwrap();
+        let e = Certificate::from_der(&der, "ca-cert.pem", 1).unwrap_err();
+        assert!(e.to_string().contains("malformed or repeated keyUsage extension"), "{e}");
     }
 
     #[test]

@@ -510,28 +510,5 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// Replaces the file name an error refers to, for errors raised before the caller's name for
-    /// the data was known (e.g. a key read from a stream).
-    #[must_use]
-    pub fn in_file(mut self, name: &str) -> Self {
-        match &mut self {
-            Error::EncryptedKey { file }
-            | Error::Ed25519Key { file }
-            | Error::UnknownCurve { file, .. }
-            | Error::UnsupportedKeyAlgorithm { file, .. }
-            | Error::KeyParse { file, .. }
-            | Error::WeakRsaKey { file, .. }
-            | Error::Pem { file, .. }
-            | Error::EmptyPem { file, .. }
-            | Error::UnexpectedPemLabel { file, .. }
-            | Error::CertificateParse { file, .. }
-            | Error::Csr { file, .. } => *file = name.to_owned(),
-            _ => {}
-        }
-        self
-    }
-}
-
 /// The core crate's result type.
 pub type Result<T, E = Error> = core::result::Result<T, E>;

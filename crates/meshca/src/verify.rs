@@ -59,37 +59,35 @@ pub struct SharedRoot {
 }
 
 /// Checks that every bundle trusts the root every other bundle's chain reaches (the seed's
-/// Step 2, generalised to trust bundles holding several roots during a rotation). The error
-/// names the bundle that differs, comparing against the first.
+/// Step 2, generalised to trust bundles holding several roots during a rotation). Pairs are
+/// checked against the first bundle before all others, so the error names the bundle that
+/// differs from the first.
 pub fn check_mutual_trust(bundles: &[(&str, &Cacerts)]) -> Result<SharedRoot> {
-    let Some((_, first)) = bundles.first() else {
+    let Some(first) = bundles.first() else {
         return Err(Error::InvalidParameter { field: "bundles".into(), reason: "no bundle to compare".into() });
     };
-    for (name_a, a) in bundles {
-        for (name_b, b) in bundles {
-            if !b.trusts_root(a.root()) {
-                // Name the odd one out: if the first bundle is involved, blame the other one.
-                let (reference, other, root, other_bundle) = if a.root() == first.root() {
-                    (name_a, name_b, a.root(), b)
-                } else {
-                    (name_b, name_a, b.root(), a)
-                };
-                let root = if other_bundle.trusts_root(root) { a.root() } else { root };
-                return Err(Error::RootMismatch {
-                    reference: (*reference).to_owned(),
-                    other: (*other).to_owned(),
-                    root: root.subject(),
-                    fingerprint: root.fingerprint_sha256(),
-                    other_roots: other_bundle
-                        .roots()
-                        .iter()
-                        .map(|r| format!("{} ({})", r.subject(), short_fp(&r.fingerprint_sha256())))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                });
-            }
+    let pairs = bundles
+        .iter()
+        .map(|b| (first, b))
+        .chain(bundles.iter().map(|a| (a, first)))
+        .chain(bundles.iter().flat_map(|a| bundles.iter().map(move |b| (a, b))));
+    for ((name_a, a), (name_b, b)) in pairs {
+        if !b.trusts_root(a.root()) {
+            return Err(Error::RootMismatch {
+                reference: (*name_a).to_owned(),
+                other: (*name_b).to_owned(),
+                root: a.root().subject(),
+                fingerprint: a.root_fingerprint(),
+                other_roots: b
+                    .roots()
+                    .iter()
+                    .map(|r| format!("{} ({})", r.subject(), short_fp(&r.fingerprint_sha256())))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            });
         }
     }
+    let (_, first) = first;
     Ok(SharedRoot { subject: first.root().subject(), fingerprint: first.root_fingerprint() })
 }
 
