@@ -33,6 +33,7 @@ mod key;
 mod pem;
 mod profile;
 mod rng;
+mod rootrotation;
 mod rotation;
 mod spiffe;
 mod time_fmt;
@@ -50,6 +51,7 @@ pub use profile::{BACKDATE, ISTIOD_SAN};
 /// RustCrypto's RNG trait: every `CryptoRngCore` is an [`Entropy`].
 pub use rand_core::CryptoRngCore;
 pub use rng::{Entropy, OsRng};
+pub use rootrotation::{with_trust_bundle, Phase, RootRotation, Signer, Step};
 pub use rotation::{plan, Current, IssueReason, Plan, RotationPolicy};
 pub use spiffe::{validate_trust_domain, SpiffeId};
 pub use time_fmt::human_duration;

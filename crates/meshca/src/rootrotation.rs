@@ -1,0 +1,238 @@
+//! Zero-downtime root rotation as a pure state machine: state and time in, next state and the
+//! bundle each cluster should hold out. Three steps, each starting only when every cluster has
+//! completed the previous one and a dwell time has passed (so every proxy has renewed its
+//! workload certificate under the new trust):
+//!
+//! 1. adding the new root: every `root-cert.pem` becomes old + new; intermediates unchanged;
+//! 2. propagating new intermediates, signed by the new signer; `root-cert.pem` still old + new;
+//! 3. deleting the old root: `root-cert.pem` holds only the new root.
+//!
+//! Each step's root set is a superset or a subset of the previous one, as istiod requires.
+//! Before step 3 the rotation can be rolled back (intermediates from the old signer again, then
+//! the new root removed).
+
+use time::{Duration, OffsetDateTime};
+
+use crate::bundle::Cacerts;
+use crate::ca::{IntermediateParams, SigningCa};
+use crate::cert::Certificate;
+use crate::error::{Error, Result};
+use crate::rng::Entropy;
+
+/// Where a rotation is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Step 1: trust bundles gain the new root.
+    AddingNewRoot,
+    /// Step 2: intermediates are re-issued by the new signer.
+    PropagatingIntermediates,
+    /// Step 3: trust bundles lose the old root.
+    DeletingOldRoot,
+    /// Finished: every cluster trusts and chains to the new root only.
+    Complete,
+    /// Rolling back: intermediates from the old signer, trust bundles old + new.
+    RollingBackIntermediates,
+    /// Rolling back: trust bundles lose the new root.
+    RollingBackRoot,
+    /// Rolled back: every cluster is as before the rotation.
+    RolledBack,
+}
+
+/// Which signer issues intermediates in a phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Signer {
+    /// The signer being retired.
+    Old,
+    /// The incoming signer.
+    New,
+}
+
+/// A rotation in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RootRotation {
+    /// The root being retired.
+    pub old_root: Certificate,
+    /// The incoming root.
+    pub new_root: Certificate,
+    /// The current phase.
+    pub phase: Phase,
+    /// When every cluster had completed the current phase (`None` while some have not).
+    pub phase_completed_at: Option<OffsetDateTime>,
+    /// How long to wait after a phase completes before the next begins.
+    pub dwell: Duration,
+}
+
+/// What the state machine says after looking at the clusters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// Some clusters have not reached the current phase's target yet.
+    Converging {
+        /// Those clusters.
+        pending: Vec<String>,
+    },
+    /// Every cluster is done; the next phase begins at this time.
+    Dwelling {
+        /// When.
+        until: OffsetDateTime,
+    },
+    /// The phase advanced (the returned state has the new phase).
+    Advanced {
+        /// The new phase.
+        to: Phase,
+    },
+    /// The rotation (or its rollback) is finished.
+    Finished,
+}
+
+impl RootRotation {
+    /// Starts rotating from `old` to `new`. Refuses a new signer that chains to the same root.
+    /// (Both signers are validated bundles by construction.) `dwell` defaults in callers to the
+    /// longest workload certificate lifetime, so every proxy renews under the new trust.
+    pub fn start(old: &SigningCa, new: &SigningCa, dwell: Duration) -> Result<Self> {
+        let (old_root, new_root) = (old.bundle().root().clone(), new.bundle().root().clone());
+        if old_root == new_root || old_root.public_key_raw() == new_root.public_key_raw() {
+            return Err(Error::InvalidParameter {
+                field: "new signing CA".into(),
+                reason: format!(
+                    "it chains to the same root ({}) as the current one; a root rotation needs a new root",
+                    old_root.subject()
+                ),
+            });
+        }
+        if dwell < Duration::ZERO {
+            return Err(Error::InvalidParameter { field: "dwell".into(), reason: "must not be negative".into() });
+        }
+        Ok(RootRotation { old_root, new_root, phase: Phase::AddingNewRoot, phase_completed_at: None, dwell })
+    }
+
+    /// The trust bundle (`root-cert.pem`) every cluster should hold in the current phase.
+    pub fn target_roots(&self) -> Vec<Certificate> {
+        match self.phase {
+            Phase::AddingNewRoot | Phase::PropagatingIntermediates | Phase::RollingBackIntermediates => {
+                vec![self.old_root.clone(), self.new_root.clone()]
+            }
+            Phase::DeletingOldRoot | Phase::Complete => vec![self.new_root.clone()],
+            Phase::RollingBackRoot | Phase::RolledBack => vec![self.old_root.clone()],
+        }
+    }
+
+    /// Which signer's intermediate every cluster should hold in the current phase. In step 1
+    /// the existing intermediate (old signer) stays: only the trust bundle changes.
+    pub fn target_signer(&self) -> Signer {
+        match self.phase {
+            Phase::AddingNewRoot | Phase::RollingBackIntermediates | Phase::RollingBackRoot | Phase::RolledBack => {
+                Signer::Old
+            }
+            Phase::PropagatingIntermediates | Phase::DeletingOldRoot | Phase::Complete => Signer::New,
+        }
+    }
+
+    /// Whether `bundle` is what the current phase wants: exactly the target roots, and a chain
+    /// reaching the target signer's root.
+    pub fn is_done(&self, bundle: &Cacerts) -> bool {
+        let want = self.target_roots();
+        let same_set = bundle.roots().len() == want.len() && want.iter().all(|r| bundle.trusts_root(r));
+        let root = match self.target_signer() {
+            Signer::Old => &self.old_root,
+            Signer::New => &self.new_root,
+        };
+        same_set && bundle.root() == root
+    }
+
+    /// Looks at every cluster's current bundle (`None`: missing or invalid) and moves the
+    /// rotation on when all are done and the dwell has passed. Calling it again with the same
+    /// input changes nothing.
+    pub fn step(&self, clusters: &[(&str, Option<&Cacerts>)], now: OffsetDateTime) -> (Self, Step) {
+        let mut next = self.clone();
+        if matches!(self.phase, Phase::Complete | Phase::RolledBack) {
+            return (next, Step::Finished);
+        }
+        let pending: Vec<String> = clusters
+            .iter()
+            .filter(|(_, b)| !b.is_some_and(|b| self.is_done(b)))
+            .map(|(n, _)| (*n).to_owned())
+            .collect();
+        if !pending.is_empty() {
+            next.phase_completed_at = None;
+            return (next, Step::Converging { pending });
+        }
+        let completed = *next.phase_completed_at.get_or_insert(now);
+        let until = completed + self.dwell;
+        if now < until {
+            return (next, Step::Dwelling { until });
+        }
+        next.phase = match self.phase {
+            Phase::AddingNewRoot => Phase::PropagatingIntermediates,
+            Phase::PropagatingIntermediates => Phase::DeletingOldRoot,
+            Phase::DeletingOldRoot => Phase::Complete,
+            Phase::RollingBackIntermediates => Phase::RollingBackRoot,
+            Phase::RollingBackRoot => Phase::RolledBack,
+            Phase::Complete | Phase::RolledBack => unreachable!("handled above"),
+        };
+        next.phase_completed_at = None;
+        let to = next.phase;
+        let step =
+            if matches!(to, Phase::Complete | Phase::RolledBack) { Step::Finished } else { Step::Advanced { to } };
+        (next, step)
+    }
+
+    /// Rolls back. Allowed until the old root starts being deleted (step 3): after that,
+    /// workloads may already hold certificates only the new root verifies.
+    pub fn rollback(&self) -> Result<Self> {
+        let phase = match self.phase {
+            Phase::AddingNewRoot => Phase::RollingBackRoot,
+            Phase::PropagatingIntermediates => Phase::RollingBackIntermediates,
+            Phase::RollingBackIntermediates | Phase::RollingBackRoot | Phase::RolledBack => self.phase,
+            Phase::DeletingOldRoot | Phase::Complete => {
+                return Err(Error::InvalidParameter {
+                    field: "rollback".into(),
+                    reason: "the old root is already being removed (step 3); finish the rotation, or rotate again"
+                        .into(),
+                })
+            }
+        };
+        Ok(RootRotation { phase, phase_completed_at: None, ..self.clone() })
+    }
+}
+
+impl RootRotation {
+    /// The bundle `cluster` should hold now, or `None` if `current` already is it: a new trust
+    /// bundle around the same intermediate, or a new intermediate from the phase's signer (with
+    /// `params`) inside the phase's trust bundle.
+    pub fn converge(
+        &self,
+        current: Option<&Cacerts>,
+        old: &SigningCa,
+        new: &SigningCa,
+        params: &IntermediateParams,
+        rng: &mut dyn Entropy,
+        now: OffsetDateTime,
+    ) -> Result<Option<Cacerts>> {
+        if current.is_some_and(|b| self.is_done(b)) {
+            return Ok(None);
+        }
+        let (signer, signer_root) = match self.target_signer() {
+            Signer::Old => (old, &self.old_root),
+            Signer::New => (new, &self.new_root),
+        };
+        let roots = self.target_roots();
+        match current {
+            // The intermediate is already the right signer's: only the trust bundle changes.
+            Some(b) if b.root() == signer_root => with_trust_bundle(b, roots, now).map(Some),
+            _ => {
+                let issued = signer.issue_intermediate(params, rng, now)?.value;
+                with_trust_bundle(&issued, roots, now).map(Some)
+            }
+        }
+    }
+}
+
+/// `bundle` with its trust bundle replaced by `roots` (step 1 and 3 change only `root-cert.pem`),
+/// validated like any bundle: its chain must still reach one of `roots`.
+pub fn with_trust_bundle(bundle: &Cacerts, roots: Vec<Certificate>, now: OffsetDateTime) -> Result<Cacerts> {
+    Cacerts::from_parts(bundle.ca_key().clone(), bundle.path().to_vec(), roots, now)
+}

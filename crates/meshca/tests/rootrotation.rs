@@ -1,0 +1,175 @@
+//! The root-rotation state machine: a full walk, idempotence, rollback, refusals, and the
+//! invariant that a workload issued by any cluster's current intermediate is trusted by every
+//! other cluster's current root-cert.pem, at every step and with clusters one step apart.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{fixture_now, rng, webpki_verify};
+use meshca::{
+    Cacerts, Error, IntermediateParams, LeafParams, Phase, RootParams, RootRotation, SigningCa, SpiffeId, Step,
+};
+use time::{Duration, OffsetDateTime};
+
+const CLUSTERS: [&str; 3] = ["c1", "c2", "c3"];
+
+struct Mesh {
+    old: SigningCa,
+    new: SigningCa,
+    bundles: Vec<Cacerts>,
+}
+
+fn mesh(now: OffsetDateTime) -> Mesh {
+    let old = SigningCa::generate_root(&RootParams::default(), &mut rng(1), now).unwrap();
+    let mut p = RootParams::default();
+    p.common_name = "Root CA 2".into();
+    let new = SigningCa::generate_root(&p, &mut rng(2), now).unwrap();
+    let bundles = CLUSTERS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| old.issue_intermediate(&IntermediateParams::new(c), &mut rng(10 + i as u64), now).unwrap().value)
+        .collect();
+    Mesh { old, new, bundles }
+}
+
+/// Every cluster's workload is trusted by every cluster's root-cert.pem (rustls-webpki).
+fn assert_mutual_mtls(bundles: &[Cacerts], now: OffsetDateTime, when: &str) {
+    let id = SpiffeId::workload("cluster.local", "default", "app").unwrap();
+    for (i, a) in bundles.iter().enumerate() {
+        let leaf = SigningCa::new(a.clone())
+            .issue_leaf(&LeafParams::new(id.clone()), &mut rng(100 + i as u64), now)
+            .unwrap()
+            .value;
+        for (j, b) in bundles.iter().enumerate() {
+            webpki_verify(&leaf.chain(), b.roots(), now).unwrap_or_else(|e| {
+                panic!("{when}: a workload of {} is not trusted by {}: {e}", CLUSTERS[i], CLUSTERS[j])
+            });
+        }
+    }
+}
+
+fn converge_all(r: &RootRotation, m: &Mesh, bundles: &mut [Cacerts], now: OffsetDateTime, only: &[usize]) {
+    for &i in only {
+        if let Some(b) = r
+            .converge(
+                Some(&bundles[i]),
+                &m.old,
+                &m.new,
+                &IntermediateParams::new(CLUSTERS[i]),
+                &mut rng(50 + i as u64),
+                now,
+            )
+            .unwrap()
+        {
+            bundles[i] = b;
+        }
+    }
+}
+
+fn step(r: &RootRotation, bundles: &[Cacerts], now: OffsetDateTime) -> (RootRotation, Step) {
+    let views: Vec<(&str, Option<&Cacerts>)> = CLUSTERS.iter().copied().zip(bundles.iter().map(Some)).collect();
+    r.step(&views, now)
+}
+
+#[test]
+fn a_full_rotation_never_breaks_cross_cluster_trust() {
+    let mut now = fixture_now();
+    let m = mesh(now);
+    let mut bundles = m.bundles.clone();
+    let dwell = Duration::hours(24);
+    let mut r = RootRotation::start(&m.old, &m.new, dwell).unwrap();
+    assert_mutual_mtls(&bundles, now, "before");
+    let mut phases = vec![r.phase];
+    while !matches!(r.phase, Phase::Complete) {
+        // Some clusters move first: the mix of neighbouring steps must hold too.
+        let (partial, _) = step(&r, &bundles, now);
+        assert!(matches!(partial.phase, p if p == r.phase), "no advance before convergence");
+        converge_all(&r, &m, &mut bundles, now, &[0]);
+        assert_mutual_mtls(&bundles, now, &format!("{:?}, c1 ahead", r.phase));
+        converge_all(&r, &m, &mut bundles, now, &[1, 2]);
+        assert_mutual_mtls(&bundles, now, &format!("{:?}, all", r.phase));
+        // Converged: wait out the dwell, then advance. A second call is idempotent.
+        let (r1, s1) = step(&r, &bundles, now);
+        assert_eq!(s1, Step::Dwelling { until: now + dwell });
+        assert_eq!(step(&r1, &bundles, now), (r1.clone(), Step::Dwelling { until: now + dwell }));
+        now += dwell;
+        let (r2, s2) = step(&r1, &bundles, now);
+        assert!(matches!(s2, Step::Advanced { .. } | Step::Finished), "{s2:?}");
+        r = r2;
+        phases.push(r.phase);
+    }
+    assert_eq!(
+        phases,
+        [Phase::AddingNewRoot, Phase::PropagatingIntermediates, Phase::DeletingOldRoot, Phase::Complete]
+    );
+    for b in &bundles {
+        assert_eq!(b.roots(), [m.new.bundle().root().clone()]);
+        assert_eq!(b.root(), m.new.bundle().root());
+    }
+}
+
+#[test]
+fn each_step_only_adds_or_only_removes_roots() {
+    let now = fixture_now();
+    let m = mesh(now);
+    let r = RootRotation::start(&m.old, &m.new, Duration::ZERO).unwrap();
+    let (o, n) = (m.old.bundle().root().clone(), m.new.bundle().root().clone());
+    let at = |p: Phase| {
+        let mut x = r.clone();
+        x.phase = p;
+        x.target_roots()
+    };
+    // {old} -> {old,new} -> {old,new} -> {new}: supersets, then a subset; never disjoint.
+    assert_eq!(at(Phase::AddingNewRoot), [o.clone(), n.clone()]);
+    assert_eq!(at(Phase::PropagatingIntermediates), [o.clone(), n.clone()]);
+    assert_eq!(at(Phase::DeletingOldRoot), [n]);
+    assert_eq!(at(Phase::RollingBackRoot), [o]);
+}
+
+#[test]
+fn rollback_before_step_three_restores_the_old_root() {
+    let mut now = fixture_now();
+    let m = mesh(now);
+    let mut bundles = m.bundles.clone();
+    let r = RootRotation::start(&m.old, &m.new, Duration::ZERO).unwrap();
+    converge_all(&r, &m, &mut bundles, now, &[0, 1, 2]);
+    let (r, _) = step(&r, &bundles, now);
+    assert_eq!(r.phase, Phase::PropagatingIntermediates);
+    converge_all(&r, &m, &mut bundles, now, &[0]);
+    let mut r = r.rollback().unwrap();
+    assert_eq!(r.phase, Phase::RollingBackIntermediates);
+    while r.phase != Phase::RolledBack {
+        converge_all(&r, &m, &mut bundles, now, &[2]);
+        assert_mutual_mtls(&bundles, now, &format!("{:?}, c3 ahead", r.phase));
+        converge_all(&r, &m, &mut bundles, now, &[0, 1]);
+        assert_mutual_mtls(&bundles, now, &format!("{:?}", r.phase));
+        now += Duration::seconds(1);
+        r = step(&r, &bundles, now).0;
+        r = step(&r, &bundles, now).0;
+    }
+    for b in &bundles {
+        assert_eq!(b.roots(), [m.old.bundle().root().clone()]);
+    }
+    // After the old root starts going away, there is no way back.
+    let mut r = RootRotation::start(&m.old, &m.new, Duration::ZERO).unwrap();
+    r.phase = Phase::DeletingOldRoot;
+    assert!(matches!(r.rollback(), Err(Error::InvalidParameter { .. })));
+}
+
+#[test]
+fn refuses_the_same_root_and_waits_for_missing_clusters() {
+    let now = fixture_now();
+    let m = mesh(now);
+    let e = RootRotation::start(&m.old, &m.old, Duration::ZERO).unwrap_err();
+    assert!(e.to_string().contains("same root"), "{e}");
+    // A management intermediate under the old root is the same root too.
+    let mut p = IntermediateParams::new("mgmt");
+    p.pathlen = 1;
+    let mgmt = SigningCa::new(m.old.issue_intermediate(&p, &mut rng(3), now).unwrap().value);
+    assert!(RootRotation::start(&m.old, &mgmt, Duration::ZERO).is_err());
+    // A cluster without a valid bundle holds the step back, by name.
+    let r = RootRotation::start(&m.old, &m.new, Duration::ZERO).unwrap();
+    let (same, s) = r.step(&[("c1", None)], now);
+    assert_eq!(same.phase, Phase::AddingNewRoot);
+    assert_eq!(s, Step::Converging { pending: vec!["c1".into()] });
+}
