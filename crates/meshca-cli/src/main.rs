@@ -62,6 +62,53 @@ enum Command {
     Controller(ControllerArgs),
     /// Print the RootTrustPolicy CustomResourceDefinition (`meshca crd | kubectl apply -f -`).
     Crd,
+    /// Rotate the root without downtime: start, show status, or roll back. `reconcile` applies
+    /// the current step (new root added everywhere, new intermediates, old root removed).
+    #[command(subcommand)]
+    RotateRoot(RotateRootCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum RotateRootCommand {
+    /// Begin rotating to the signing CA in --new-ca (a new root, or an intermediate under one).
+    Start(RotateStartArgs),
+    /// Show the phase and, per cluster, whether it has reached the phase's target.
+    Status(RotateCommonArgs),
+    /// Roll back (possible until the old root starts being removed).
+    Rollback(RotateCommonArgs),
+}
+
+#[derive(Args, Debug)]
+struct RotateCommonArgs {
+    /// The RootTrustPolicy YAML.
+    #[arg(long)]
+    policy: PathBuf,
+    /// The directory store.
+    #[arg(long)]
+    store: PathBuf,
+    /// Workload clusters: for `status`, the ones to show; for `start`, every cluster the
+    /// rotation must wait for (runs add the clusters they name).
+    #[arg(long = "cluster", value_name = "NAME")]
+    clusters: Vec<String>,
+    /// The management cluster.
+    #[arg(long, default_value = "mgmt")]
+    mgmt_cluster: String,
+    /// As of this time (RFC 3339).
+    #[arg(long)]
+    at: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct RotateStartArgs {
+    #[command(flatten)]
+    common: RotateCommonArgs,
+    /// The new signing CA bundle directory.
+    #[arg(long)]
+    new_ca: PathBuf,
+    /// Wait this long after every cluster completes a step before the next (default: 24 h, the
+    /// longest workload certificate lifetime istiod issues by default).
+    #[arg(long, default_value_t = 24)]
+    dwell_hours: i64,
 }
 
 /// Where Kubernetes clusters are found: `--kube` with kubeconfig contexts.
@@ -377,6 +424,7 @@ fn main() -> ExitCode {
         Command::Reconcile(a) => reconcile_cmd(a),
         Command::Quickstart(a) => quickstart(a),
         Command::Controller(a) => controller(a),
+        Command::RotateRoot(c) => rotate_root(c),
         Command::Crd => {
             print!("{}", meshca_kube::crd::CRD_YAML);
             Ok(ExitCode::SUCCESS)
@@ -1030,6 +1078,28 @@ fn reconcile_cmd(a: ReconcileArgs) -> CmdResult {
             }
         }
     };
+    // While a root rotation is under way, reconcile applies its current step instead.
+    if let Some(rot) = meshca_ops::rootrotation::run(
+        store.as_ref(),
+        &pol,
+        &opts.mgmt_cluster,
+        &opts.clusters,
+        &mut meshca::OsRng,
+        now,
+        opts.dry_run,
+    )? {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&rot).unwrap_or_default());
+        } else {
+            println!("root rotation, phase {}{}", rot.phase, if opts.dry_run { " (dry run)" } else { "" });
+            for c in &rot.clusters {
+                println!("  {:<12} {}", c.cluster, c.outcome);
+            }
+            println!("{}; now in phase {}", rot.step, rot.now_phase);
+        }
+        let failed = rot.clusters.iter().any(|c| c.outcome.starts_with("FAILED"));
+        return Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS });
+    }
     let report = reconcile::reconcile(store.as_ref(), &pol, &opts, &mut meshca::OsRng, &mut progress)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
@@ -1112,6 +1182,78 @@ fn render_report(r: &Report, pol: &policy::Policy, verbose: bool) -> String {
         s.push_str(&format!("note: {n}\n"));
     }
     s
+}
+
+fn load_policy(path: &Path) -> Result<policy::Policy, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::from(Error::Io(fs::IoError { path: path.to_owned(), action: "read", source: e })))?;
+    Ok(policy::parse(&text, &path.display().to_string())?)
+}
+
+fn rotate_root(c: RotateRootCommand) -> CmdResult {
+    use meshca_ops::rootrotation;
+    match c {
+        RotateRootCommand::Start(a) => {
+            let now = parse_at(&a.common.at)?;
+            let pol = load_policy(&a.common.policy)?;
+            let store = DirStore::new(&a.common.store);
+            let (ns, name) = pol.signer.secret();
+            let current_ref = SecretRef::new(&a.common.mgmt_cluster, ns, name);
+            let current = store
+                .read(&current_ref)?
+                .ok_or_else(|| usage(format!("{}: no signing CA", store.location(&current_ref))))?;
+            let current = SigningCa::from_files(&current, now).map_err(Error::core("current signing CA"))?;
+            let new = load_signer(&a.new_ca, now)?;
+            let dwell = Duration::hours(a.dwell_hours);
+            let r =
+                rootrotation::start(&store, &pol, &a.common.mgmt_cluster, &current, &new, dwell, &a.common.clusters)?;
+            println!("root rotation started: {} -> {}", r.old_root.subject(), r.new_root.subject());
+            println!(
+                "  old sha256 {}
+  new sha256 {}",
+                short(&r.old_root.fingerprint_sha256()),
+                short(&r.new_root.fingerprint_sha256())
+            );
+            println!(
+                "  step 1 of 3: every cluster's root-cert.pem gains the new root; run `meshca reconcile` to apply it"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        RotateRootCommand::Status(a) => {
+            let now = parse_at(&a.at)?;
+            let pol = load_policy(&a.policy)?;
+            let store = DirStore::new(&a.store);
+            let Some(r) = rootrotation::load(&store, &pol, &a.mgmt_cluster)? else {
+                println!("no root rotation under way");
+                return Ok(ExitCode::SUCCESS);
+            };
+            println!("phase {} ({} -> {})", rootrotation::describe(&r), r.old_root.subject(), r.new_root.subject());
+            if let Some(t) = r.phase_completed_at {
+                println!(
+                    "  every cluster done since {}; next step at {}",
+                    meshca::format_time(t),
+                    meshca::format_time(t + r.dwell)
+                );
+            }
+            for cl in &a.clusters {
+                let b = store.read(&SecretRef::cacerts(cl))?.and_then(|f| Cacerts::from_files(&f, now).ok());
+                let state = match &b {
+                    Some(b) if r.is_done(b) => "done",
+                    Some(_) => "pending",
+                    None => "pending (no valid bundle)",
+                };
+                println!("  {cl:<12} {state}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RotateRootCommand::Rollback(a) => {
+            let pol = load_policy(&a.policy)?;
+            let store = DirStore::new(&a.store);
+            let r = rootrotation::rollback(&store, &pol, &a.mgmt_cluster)?;
+            println!("rolling back: phase {}; run `meshca reconcile` to apply it", rootrotation::describe(&r));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn controller(a: ControllerArgs) -> CmdResult {

@@ -12,6 +12,7 @@ pub mod mtls;
 pub mod policy;
 pub mod proxy;
 pub mod reconcile;
+pub mod rootrotation;
 pub mod store;
 
 pub use error::Error;

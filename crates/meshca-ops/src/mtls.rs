@@ -155,6 +155,30 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     }
 }
 
+/// A clock fixed at one instant, so a handshake can be rehearsed at a future time (`--at`).
+#[derive(Debug)]
+struct FixedTime(UnixTime);
+
+impl rustls::time_provider::TimeProvider for FixedTime {
+    fn current_time(&self) -> Option<UnixTime> {
+        Some(self.0)
+    }
+}
+
+/// [`handshake`] as if at `at` (both sides verify certificates at that time).
+pub fn handshake_at(
+    client: &Leaf,
+    client_trust: &[Certificate],
+    server: &Leaf,
+    server_trust: &[Certificate],
+    at: time::OffsetDateTime,
+) -> Result<Handshake, HandshakeError> {
+    let secs = u64::try_from(at.unix_timestamp()).map_err(setup)?;
+    let clock: Arc<dyn rustls::time_provider::TimeProvider> =
+        Arc::new(FixedTime(UnixTime::since_unix_epoch(Duration::from_secs(secs))));
+    handshake_with_clock(client, client_trust, server, server_trust, Some(clock))
+}
+
 /// Runs one request over mutual TLS on 127.0.0.1: `server` presents its chain and requires a
 /// client certificate chaining to `server_trust`; `client` presents its chain and requires the
 /// server to chain to `client_trust` and carry `server`'s SPIFFE ID. Returns what both sides
@@ -165,14 +189,25 @@ pub fn handshake(
     server: &Leaf,
     server_trust: &[Certificate],
 ) -> Result<Handshake, HandshakeError> {
+    handshake_with_clock(client, client_trust, server, server_trust, None)
+}
+
+fn handshake_with_clock(
+    client: &Leaf,
+    client_trust: &[Certificate],
+    server: &Leaf,
+    server_trust: &[Certificate],
+    clock: Option<Arc<dyn rustls::time_provider::TimeProvider>>,
+) -> Result<Handshake, HandshakeError> {
     let provider = provider();
+    let clock = clock.unwrap_or_else(|| Arc::new(rustls::time_provider::DefaultTimeProvider));
     let client_verifier = WebPkiClientVerifier::builder_with_provider(
         Arc::new(root_store(server_trust).map_err(setup)?),
         provider.clone(),
     )
     .build()
     .map_err(setup)?;
-    let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let server_config = rustls::ServerConfig::builder_with_details(provider.clone(), clock.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(setup)?
         .with_client_cert_verifier(client_verifier)
@@ -184,7 +219,7 @@ pub fn handshake(
         expected_id: server.cert().uri_sans().into_iter().next(),
         provider: provider.clone(),
     };
-    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+    let client_config = rustls::ClientConfig::builder_with_details(provider, clock)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(setup)?
         .dangerous()
@@ -200,15 +235,15 @@ pub fn handshake(
         let conn = rustls::ServerConnection::new(Arc::new(server_config)).map_err(|e| e.to_string())?;
         let mut tls = rustls::StreamOwned::new(conn, tcp);
         let mut line = String::new();
-        BufReader::new(&mut tls).read_line(&mut line).map_err(|e| format!("server: {e}"))?;
+        BufReader::new(&mut tls).read_line(&mut line).map_err(|e| e.to_string())?;
         let client_id = tls
             .conn
             .peer_certificates()
             .and_then(|c| c.first())
             .and_then(spiffe_of)
-            .ok_or("server: client presented no SPIFFE ID")?;
+            .ok_or("client presented no SPIFFE ID")?;
         let reply = format!("200 OK: {} for {client_id}\n", line.trim());
-        tls.write_all(reply.as_bytes()).map_err(|e| format!("server: {e}"))?;
+        tls.write_all(reply.as_bytes()).map_err(|e| e.to_string())?;
         tls.conn.send_close_notify();
         let _ = tls.flush();
         Ok(client_id)
@@ -222,9 +257,9 @@ pub fn handshake(
             ServerName::try_from("outbound_.9080_._.reviews.bookinfo.svc.cluster.local").map_err(|e| e.to_string())?;
         let conn = rustls::ClientConnection::new(Arc::new(client_config), sni).map_err(|e| e.to_string())?;
         let mut tls = rustls::StreamOwned::new(conn, tcp);
-        tls.write_all(b"GET /reviews/3\n").map_err(|e| format!("client: {e}"))?;
+        tls.write_all(b"GET /reviews/3\n").map_err(|e| e.to_string())?;
         let mut response = String::new();
-        BufReader::new(&mut tls).read_line(&mut response).map_err(|e| format!("client: {e}"))?;
+        BufReader::new(&mut tls).read_line(&mut response).map_err(|e| e.to_string())?;
         Ok(Handshake {
             protocol: tls.conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
             cipher_suite: tls.conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),

@@ -109,6 +109,12 @@ impl RootRotation {
         Ok(RootRotation { old_root, new_root, phase: Phase::AddingNewRoot, phase_completed_at: None, dwell })
     }
 
+    /// A rotation between two roots at its first phase, without checking signers (for state
+    /// read back from storage; [`RootRotation::start`] is the checked way to begin one).
+    pub fn start_from_roots(old_root: Certificate, new_root: Certificate, dwell: Duration) -> Self {
+        RootRotation { old_root, new_root, phase: Phase::AddingNewRoot, phase_completed_at: None, dwell }
+    }
+
     /// The trust bundle (`root-cert.pem`) every cluster should hold in the current phase.
     pub fn target_roots(&self) -> Vec<Certificate> {
         match self.phase {
