@@ -14,6 +14,13 @@ use crate::store::{SecretRef, Store, WriteMeta};
 
 const STATE_KEY: &str = "state.json";
 
+/// What meshca writes for a rotation carries its managed-by label, like every Secret it owns.
+fn managed() -> WriteMeta {
+    let mut meta = WriteMeta::default();
+    meta.labels.insert(crate::manifest::MANAGED_BY.0.into(), crate::manifest::MANAGED_BY.1.into());
+    meta
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Persisted {
@@ -110,7 +117,7 @@ fn save(store: &dyn Store, policy: &Policy, mgmt: &str, r: &RootRotation, cluste
     };
     let mut files = Files::new();
     files.insert(STATE_KEY, serde_json::to_vec_pretty(&p).unwrap_or_default());
-    store.write(&state_secret(policy, mgmt), &files, &WriteMeta::default())
+    store.write(&state_secret(policy, mgmt), &files, &managed())
 }
 
 /// Starts a rotation to `new`: stores the new signer as `<signer>-next` and the state.
@@ -133,7 +140,7 @@ pub fn start(
         }
     }
     let r = RootRotation::start(current, new, dwell).map_err(Error::core("rotate-root start"))?;
-    store.write(&next_signer_secret(policy, mgmt), &new.bundle().to_files(Layout::Istio), &WriteMeta::default())?;
+    store.write(&next_signer_secret(policy, mgmt), &new.bundle().to_files(Layout::Istio), &managed())?;
     save(store, policy, mgmt, &r, &clusters.iter().cloned().collect())?;
     Ok(r)
 }
@@ -198,11 +205,7 @@ pub fn run(
                 "done".to_owned()
             }
             Ok(Some(b)) => {
-                let write = if dry_run {
-                    Ok(())
-                } else {
-                    store.write(&secret, &b.to_files(Layout::Istio), &WriteMeta::default())
-                };
+                let write = if dry_run { Ok(()) } else { store.write(&secret, &b.to_files(Layout::Istio), &managed()) };
                 match write {
                     Ok(()) => {
                         bundles.push((cluster.clone(), Some(b)));
@@ -238,7 +241,9 @@ pub fn run(
     };
     if !dry_run {
         if next.phase == Phase::Complete {
-            // The new signer becomes the policy's signer; the old root is gone everywhere.
+            // The new signer becomes the policy's signer; the old root is gone everywhere. That
+            // Secret is the user's: a store that guards unmanaged Secrets (Kubernetes) needs
+            // --adopt for this write.
             store.write(&signer_ref, &new.bundle().to_files(Layout::Istio), &WriteMeta::default())?;
         }
         save(store, policy, mgmt, &next, &known)?;
