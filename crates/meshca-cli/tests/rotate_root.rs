@@ -35,6 +35,7 @@ struct Setup {
     dir: PathBuf,
     store: String,
     policy: String,
+    new_ca: String,
 }
 
 fn setup(tag: &str) -> Setup {
@@ -46,7 +47,14 @@ fn setup(tag: &str) -> Setup {
     ok(&["root-ca", "--out", dir.join("new-root").to_str().unwrap(), "--cn", "Root CA 2"]);
     let policy = dir.join("policy.yaml");
     std::fs::write(&policy, SEED_POLICY.replace("ttlDays: 1", "ttlDays: 30")).unwrap();
-    Setup { store: store.to_str().unwrap().to_owned(), policy: policy.to_str().unwrap().to_owned(), dir }
+    let new_ca = dir.join("new-root").to_str().unwrap().to_owned();
+    Setup { store: store.to_str().unwrap().to_owned(), policy: policy.to_str().unwrap().to_owned(), new_ca, dir }
+}
+
+/// `rotate-root start` to the set-up's second root, with a one-hour dwell.
+fn start_args(s: &Setup) -> Vec<&str> {
+    let new_ca = s.new_ca.as_str();
+    vec!["rotate-root", "start", "--policy", &s.policy, "--store", &s.store, "--new-ca", new_ca, "--dwell-hours", "1"]
 }
 
 fn reconcile(s: &Setup, clusters: &[&str], hours: i64) -> String {
@@ -126,22 +134,9 @@ fn a_rehearsed_rotation_never_breaks_a_handshake() {
     let s = setup("full");
     let all = ["c1", "c2", "c3"];
     reconcile(&s, &all, 0);
-    let new_ca = s.dir.join("new-root");
-    let start = [
-        "rotate-root",
-        "start",
-        "--policy",
-        &s.policy,
-        "--store",
-        &s.store,
-        "--new-ca",
-        new_ca.to_str().unwrap(),
-        "--dwell-hours",
-        "1",
-    ];
-    ok(&start);
+    ok(&start_args(&s));
     // A second start while one is under way is refused.
-    assert_eq!(run(&start).0, 1);
+    assert_eq!(run(&start_args(&s)).0, 1);
     let mut hours = 0;
     for phase in ["AddingNewRoot", "PropagatingIntermediates", "DeletingOldRoot"] {
         // c1 goes first (a mix of neighbouring steps), then the rest.
@@ -184,19 +179,7 @@ fn rollback_resume_and_refusals() {
         run(&["rotate-root", "start", "--policy", &s.policy, "--store", &s.store, "--new-ca", same.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(out.contains("same root"), "{out}");
-    let new_ca = s.dir.join("new-root");
-    ok(&[
-        "rotate-root",
-        "start",
-        "--policy",
-        &s.policy,
-        "--store",
-        &s.store,
-        "--new-ca",
-        new_ca.to_str().unwrap(),
-        "--dwell-hours",
-        "1",
-    ]);
+    ok(&start_args(&s));
 
     // A write fails for c2 (its Secret path is a file): c1 converges, the step waits for c2.
     let c2 = Path::new(&s.store).join("c2/istio-system/cacerts");
