@@ -148,15 +148,7 @@ async fn reconcile_policy(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Acti
     let policy = match meshca_ops::policy::parse_value(value, &source) {
         Ok(p) => p,
         Err(e) => {
-            set_status(
-                &ctx,
-                &obj,
-                json!({
-                    "observedGeneration": generation, "state": "INVALID", "message": e.to_string(),
-                    "conditions": [condition(false, "InvalidPolicy", &e.to_string(), now, generation)],
-                }),
-            )
-            .await?;
+            set_status(&ctx, &obj, not_ready("INVALID", "InvalidPolicy", &e.to_string(), now, generation)).await?;
             publish(&ctx, &obj, EventType::Warning, "InvalidPolicy", "Validate", &e.to_string()).await;
             // Nothing to do until someone edits the policy.
             return Ok(Action::await_change());
@@ -177,15 +169,7 @@ async fn reconcile_policy(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Acti
             clusters::REMOTE_SECRET_SELECTOR,
             ctx.cfg.remote_secret_namespace
         );
-        set_status(
-            &ctx,
-            &obj,
-            json!({
-                "observedGeneration": generation, "state": "WARNING", "message": msg,
-                "conditions": [condition(false, "NoClusters", &msg, now, generation)],
-            }),
-        )
-        .await?;
+        set_status(&ctx, &obj, not_ready("WARNING", "NoClusters", &msg, now, generation)).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
 
@@ -203,15 +187,7 @@ async fn reconcile_policy(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Acti
         Ok(r) => r,
         Err(e) => {
             // The signer is missing or invalid: nothing can be issued.
-            set_status(
-                &ctx,
-                &obj,
-                json!({
-                    "observedGeneration": generation, "state": "FAILED", "message": e.to_string(),
-                    "conditions": [condition(false, "SignerUnavailable", &e.to_string(), now, generation)],
-                }),
-            )
-            .await?;
+            set_status(&ctx, &obj, not_ready("FAILED", "SignerUnavailable", &e.to_string(), now, generation)).await?;
             publish(&ctx, &obj, EventType::Warning, "SignerUnavailable", "Reconcile", &e.to_string()).await;
             return Err(e.into());
         }
@@ -258,6 +234,17 @@ fn condition(ready: bool, reason: &str, message: &str, now: OffsetDateTime, gene
         "message": message,
         "lastTransitionTime": meshca::format_time(now),
         "observedGeneration": generation,
+    })
+}
+
+/// The status of a policy that is not (yet) being applied: its state, and a Ready=False condition
+/// with the same reason and message.
+fn not_ready(state: &str, reason: &str, message: &str, now: OffsetDateTime, generation: Option<i64>) -> Value {
+    json!({
+        "observedGeneration": generation,
+        "state": state,
+        "message": message,
+        "conditions": [condition(false, reason, message, now, generation)],
     })
 }
 
