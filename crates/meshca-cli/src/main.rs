@@ -1048,10 +1048,7 @@ fn read_clusters(a: &ReconcileArgs) -> Result<Vec<String>, Failure> {
 fn reconcile_cmd(a: ReconcileArgs) -> CmdResult {
     let now = parse_at(&a.at)?;
     let clusters = read_clusters(&a)?;
-    let policy_file = a.policy.display().to_string();
-    let text = std::fs::read_to_string(&a.policy)
-        .map_err(|e| Failure::from(Error::Io(fs::IoError { path: a.policy.clone(), action: "read", source: e })))?;
-    let pol = policy::parse(&text, &policy_file)?;
+    let pol = load_policy(&a.policy)?;
     let mut _rt = None;
     let store: Box<dyn Store> = if a.kube.kube {
         let specs = clusters.iter().map(|c| cluster_context(c)).collect::<Result<Vec<_>, _>>()?;
@@ -1343,9 +1340,7 @@ fn quickstart(a: QuickstartArgs) -> CmdResult {
     if !policy_path.exists() {
         fs::write_file_atomic(&policy_path, policy::SEED_POLICY.as_bytes(), 0o644).map_err(Error::from)?;
     }
-    let text = std::fs::read_to_string(&policy_path)
-        .map_err(|e| Failure::from(Error::Io(fs::IoError { path: policy_path.clone(), action: "read", source: e })))?;
-    let pol = policy::parse(&text, &policy_path.display().to_string())?;
+    let pol = load_policy(&policy_path)?;
     let clusters: Vec<String> = ["cluster1", "cluster2", "cluster3"].map(String::from).to_vec();
     println!("Step 2  policy {} (ttlDays 1, secretRotationGracePeriodRatio 0.1)", policy_path.display());
     println!(
