@@ -1075,35 +1075,39 @@ fn reconcile_cmd(a: ReconcileArgs) -> CmdResult {
             }
         }
     };
-    // While a root rotation is under way, reconcile applies its current step instead.
-    if let Some(rot) = meshca_ops::rootrotation::run(
-        store.as_ref(),
-        &pol,
-        &opts.mgmt_cluster,
-        &opts.clusters,
-        &mut meshca::OsRng,
-        now,
-        opts.dry_run,
-    )? {
-        if a.json {
-            println!("{}", serde_json::to_string_pretty(&rot).unwrap_or_default());
-        } else {
-            println!("root rotation, phase {}{}", rot.phase, if opts.dry_run { " (dry run)" } else { "" });
-            for c in &rot.clusters {
-                println!("  {:<12} {}", c.cluster, c.outcome);
+    // While a root rotation is under way (or the policy asks for one), the run applies its
+    // current step instead of the usual loop.
+    let report = match reconcile::run(store.as_ref(), &pol, &opts, &mut meshca::OsRng, &mut progress)? {
+        reconcile::Run::RootRotation(rot) => {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&rot).unwrap_or_default());
+            } else {
+                print!("{}", render_rotation(&rot, opts.dry_run));
             }
-            println!("{}; now in phase {}", rot.step, rot.now_phase);
+            return Ok(if rot.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS });
         }
-        let failed = rot.clusters.iter().any(|c| c.outcome.starts_with("FAILED"));
-        return Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS });
-    }
-    let report = reconcile::reconcile(store.as_ref(), &pol, &opts, &mut meshca::OsRng, &mut progress)?;
+        reconcile::Run::Reconciled(report) => report,
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
         print!("{}", render_report(&report, &pol, a.verbose));
     }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The human form of a root rotation run.
+fn render_rotation(rot: &meshca_ops::rootrotation::RotationReport, dry_run: bool) -> String {
+    let mut s = String::new();
+    if let Some(n) = &rot.notice {
+        s.push_str(&format!("root rotation {}: {} -> {}\n", n, rot.old_root, rot.new_root));
+    }
+    s.push_str(&format!("root rotation, phase {}{}\n", rot.phase, if dry_run { " (dry run)" } else { "" }));
+    for c in &rot.clusters {
+        s.push_str(&format!("  {:<12} {}\n", c.cluster, c.outcome));
+    }
+    s.push_str(&format!("{}; now in phase {}\n", rot.step, rot.now_phase));
+    s
 }
 
 /// The human form of a reconcile run: a header, one line per cluster (only the changes when
@@ -1220,10 +1224,11 @@ fn rotate_root(c: RotateRootCommand) -> CmdResult {
             let now = parse_at(&a.at)?;
             let pol = load_policy(&a.policy)?;
             let store = DirStore::new(&a.store);
-            let Some(r) = rootrotation::load(&store, &pol, &a.mgmt_cluster)? else {
+            let Some(stored) = rootrotation::load(&store, &pol, &a.mgmt_cluster)? else {
                 println!("no root rotation under way");
                 return Ok(ExitCode::SUCCESS);
             };
+            let r = stored.rotation;
             println!("phase {} ({} -> {})", rootrotation::describe(&r), r.old_root.subject(), r.new_root.subject());
             if let Some(t) = r.phase_completed_at {
                 println!(

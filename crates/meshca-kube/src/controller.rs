@@ -19,7 +19,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use meshca_ops::reconcile::{self, Action as Outcome, Options, Report};
+use meshca_ops::reconcile::{self, Action as Outcome, Options, Report, Run};
+use meshca_ops::rootrotation::RotationReport;
 
 use crate::leader::{self, LeaseConfig};
 use crate::store::KubeStore;
@@ -178,13 +179,13 @@ async fn reconcile_policy(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Acti
     let mut opts = Options::new(now, workload);
     opts.mgmt_cluster = ctx.cfg.mgmt_cluster.clone();
     opts.policy_generation = generation;
-    let run = tokio::task::spawn_blocking(move || {
-        reconcile::reconcile(&store, &policy, &opts, &mut meshca::OsRng, &mut |_, _| {})
-    })
-    .await
-    .map_err(|e| Error::Config { context: source.clone(), detail: format!("reconcile task failed: {e}") })?;
+    let run =
+        tokio::task::spawn_blocking(move || reconcile::run(&store, &policy, &opts, &mut meshca::OsRng, &mut |_, _| {}))
+            .await
+            .map_err(|e| Error::Config { context: source.clone(), detail: format!("reconcile task failed: {e}") })?;
     let report = match run {
-        Ok(r) => r,
+        Ok(Run::Reconciled(r)) => r,
+        Ok(Run::RootRotation(rot)) => return rotation_step(&ctx, &obj, &rot, now, generation).await,
         Err(e) => {
             // The signer is missing or invalid: nothing can be issued.
             set_status(&ctx, &obj, not_ready("FAILED", "SignerUnavailable", &e.to_string(), now, generation)).await?;
@@ -226,10 +227,106 @@ async fn reconcile_policy(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Acti
     }
 }
 
-fn condition(ready: bool, reason: &str, message: &str, now: OffsetDateTime, generation: Option<i64>) -> Value {
+/// Reports a root rotation run: status with the rotation's state and a `RootRotation`
+/// condition, an Event when it starts, moves to another step, finishes or rolls back, and a
+/// requeue at the time the next step may begin.
+async fn rotation_step(
+    ctx: &Ctx,
+    obj: &DynamicObject,
+    rot: &RotationReport,
+    now: OffsetDateTime,
+    generation: Option<i64>,
+) -> Result<Action, Error> {
+    set_status(ctx, obj, rotation_status(rot, now, generation)).await?;
+    let summary = format!("{} -> {}", rot.old_root, rot.new_root);
+    if let Some(n) = &rot.notice {
+        let reason = if n.starts_with("rolling back") { "RootRotationRollingBack" } else { "RootRotationStarted" };
+        publish(ctx, obj, EventType::Normal, reason, "RotateRoot", &format!("{n}: {summary}")).await;
+    }
+    if rot.phase != rot.now_phase {
+        let reason = match rot.now_phase.as_str() {
+            "Complete" => "RootRotationComplete",
+            "RolledBack" => "RootRotationRolledBack",
+            _ => "RootRotationAdvanced",
+        };
+        let note = format!("{summary}: {} -> {} ({})", rot.phase, rot.now_phase, rotation_state(&rot.now_phase));
+        publish(ctx, obj, EventType::Normal, reason, "RotateRoot", &note).await;
+    }
+    for c in rot.clusters.iter().filter(|c| c.outcome.starts_with("FAILED")) {
+        publish(ctx, obj, EventType::Warning, "ClusterFailed", "RotateRoot", &format!("{}: {}", c.cluster, c.outcome))
+            .await;
+    }
+    let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+    let wait = if rot.failed() {
+        let n = failures.entry(key(obj)).or_insert(0);
+        *n += 1;
+        backoff(*n)
+    } else if let Some(t) = rot.next_step_at {
+        failures.remove(&key(obj));
+        Duration::from_secs(u64::try_from((t - now).whole_seconds()).unwrap_or(0)).max(Duration::from_secs(1))
+    } else {
+        failures.remove(&key(obj));
+        // The next step (or the usual loop after the last one) can run at once.
+        Duration::from_secs(1)
+    };
+    Ok(Action::requeue(wait))
+}
+
+/// Gloo Mesh's rotation state names for meshca's phases (meshca adds ROLLED_BACK).
+fn rotation_state(phase: &str) -> &'static str {
+    match phase {
+        "AddingNewRoot" => "ADDING_NEW_ROOT",
+        "PropagatingIntermediates" => "PROPAGATING_NEW_INTERMEDIATE",
+        "DeletingOldRoot" => "DELETING_OLD_ROOT",
+        "Complete" => "FINISHED",
+        "RollingBackIntermediates" | "RollingBackRoot" => "ROLLING_BACK",
+        "RolledBack" => "ROLLED_BACK",
+        _ => "UNKNOWN",
+    }
+}
+
+fn rotation_status(rot: &RotationReport, now: OffsetDateTime, generation: Option<i64>) -> Value {
+    let clusters: serde_json::Map<String, Value> =
+        rot.clusters.iter().map(|c| (c.cluster.clone(), Value::String(c.outcome.clone()))).collect();
+    let failed: Vec<&str> =
+        rot.clusters.iter().filter(|c| c.outcome.starts_with("FAILED")).map(|c| c.cluster.as_str()).collect();
+    let (state, ready_reason, ready_msg) = if failed.is_empty() {
+        ("ACCEPTED", "RootRotating", format!("root rotation {}: {}", rot.now_phase, rot.step))
+    } else {
+        ("FAILED", "ClustersFailed", format!("failed: {}", failed.join(", ")))
+    };
+    let rotating = !rot.finished;
     json!({
-        "type": "Ready",
-        "status": if ready { "True" } else { "False" },
+        "observedGeneration": generation,
+        "state": state,
+        "message": ready_msg,
+        "rotation": {
+            "state": rotation_state(&rot.now_phase),
+            "phase": rot.now_phase,
+            "oldRoot": rot.old_root,
+            "newRoot": rot.new_root,
+            "step": rot.step,
+            "nextStepAt": rot.next_step_at.map(meshca::format_time),
+            "clusters": clusters,
+        },
+        "conditions": [
+            condition("Ready", failed.is_empty(), ready_reason, &ready_msg, now, generation),
+            condition("RootRotation", rotating, &rot.now_phase, &rot.step, now, generation),
+        ],
+    })
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    now: OffsetDateTime,
+    generation: Option<i64>,
+) -> Value {
+    json!({
+        "type": type_,
+        "status": if ok { "True" } else { "False" },
         "reason": reason,
         "message": message,
         "lastTransitionTime": meshca::format_time(now),
@@ -244,7 +341,7 @@ fn not_ready(state: &str, reason: &str, message: &str, now: OffsetDateTime, gene
         "observedGeneration": generation,
         "state": state,
         "message": message,
-        "conditions": [condition(false, reason, message, now, generation)],
+        "conditions": [condition("Ready", false, reason, message, now, generation)],
     })
 }
 
@@ -286,7 +383,17 @@ fn status_of(report: &Report, obj: &DynamicObject, now: OffsetDateTime, generati
         "rootFingerprint": report.trust.root_fingerprint,
         "nextCheck": report.next_check.map(meshca::format_time),
         "clusters": clusters,
-        "conditions": [condition(state == "ACCEPTED" || state == "WARNING", reason, &message, now, generation)],
+        "rotation": not_rotating(),
+        "conditions": [condition("Ready", state == "ACCEPTED" || state == "WARNING", reason, &message, now, generation)],
+    })
+}
+
+/// The usual loop ran: no rotation is under way. A merge patch merges objects, so the last
+/// rotation's fields are cleared with nulls (its Events remain).
+fn not_rotating() -> Value {
+    json!({
+        "state": "NOT_ROTATING",
+        "phase": null, "oldRoot": null, "newRoot": null, "step": null, "nextStepAt": null, "clusters": null,
     })
 }
 

@@ -42,6 +42,7 @@ spec:
       status: {}
     additionalPrinterColumns:
     - {name: State, type: string, jsonPath: .status.state}
+    - {name: Rotation, type: string, jsonPath: .status.rotation.state}
     - {name: Next check, type: string, jsonPath: .status.nextCheck}
     - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
     schema:
@@ -81,6 +82,33 @@ spec:
                   intermediateCertOptions:
                     type: object
                     properties: *certOptions
+                  passiveCertificateAuthorities:
+                    type: array
+                    items:
+                      type: object
+                      required: [secretRef]
+                      properties:
+                        secretRef:
+                          type: object
+                          required: [name]
+                          properties:
+                            name: {type: string}
+                            namespace: {type: string}
+                  rootRotation:
+                    type: object
+                    required: [newMgmtServerCa]
+                    properties:
+                      newMgmtServerCa:
+                        type: object
+                        required: [secretRef]
+                        properties:
+                          secretRef:
+                            type: object
+                            required: [name]
+                            properties:
+                              name: {type: string}
+                              namespace: {type: string}
+                      dwellHours: {type: integer, minimum: 0, maximum: 8760}
               applyToMeshes:
                 type: array
                 items:

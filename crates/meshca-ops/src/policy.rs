@@ -67,6 +67,31 @@ impl SignerSource {
     }
 }
 
+/// A Secret on the management cluster named by the policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SecretName {
+    /// Namespace (defaults to the policy's).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+/// `spec.config.rootRotation` (a meshca extension): rotate the root to this signing CA, through
+/// the three steps, by itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AutoRootRotation {
+    /// `newMgmtServerCa.secretRef`: the incoming signing CA (a bundle like `mgmtServerCa`'s).
+    pub new_signer: SecretName,
+    /// `dwellHours`: the wait after each step completes everywhere (default 24 h, istiod's
+    /// workload certificate lifetime, so every proxy renews under the new trust).
+    pub dwell: Duration,
+}
+
+/// The default dwell: istiod's default workload certificate TTL.
+pub const DEFAULT_DWELL: Duration = Duration::hours(24);
+
 /// A parsed, checked policy.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -83,6 +108,11 @@ pub struct Policy {
     pub rotation: RotationPolicy,
     /// `spec.config.autoRestartPods`.
     pub auto_restart_pods: bool,
+    /// `spec.config.passiveCertificateAuthorities[].secretRef`: Secrets whose roots every
+    /// cluster trusts (`root-cert.pem`, or `ca.crt`), never used to sign.
+    pub passive: Vec<SecretName>,
+    /// `spec.config.rootRotation`: the automatic root rotation, if one is asked for.
+    pub root_rotation: Option<AutoRootRotation>,
     /// Fields accepted but not acted on by this edge, for the user to know.
     pub notes: Vec<String>,
 }
@@ -123,6 +153,21 @@ struct RawConfig {
     agent_ca: Option<Value>,
     intermediate_cert_options: Option<RawCertOptions>,
     auto_restart_pods: Option<bool>,
+    passive_certificate_authorities: Option<Vec<RawPassive>>,
+    root_rotation: Option<RawRootRotation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPassive {
+    secret_ref: RawRef,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRootRotation {
+    new_mgmt_server_ca: RawPassive,
+    dwell_hours: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -254,6 +299,37 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         rotation.pathlen = u8::try_from(p).map_err(|_| bad(format!("{base}.pathLen must be 0..255, got {p}")))?;
     }
 
+    let secret_name = |field: String, r: RawRef| -> Result<SecretName, Error> {
+        let ns = r.namespace.unwrap_or_else(|| namespace.clone());
+        check_name(&format!("{field}.name"), &r.name).map_err(bad)?;
+        check_name(&format!("{field}.namespace"), &ns).map_err(bad)?;
+        Ok(SecretName { namespace: ns, name: r.name })
+    };
+    let mut passive = Vec::new();
+    for (i, p) in cfg.passive_certificate_authorities.unwrap_or_default().into_iter().enumerate() {
+        passive.push(secret_name(format!("spec.config.passiveCertificateAuthorities[{i}].secretRef"), p.secret_ref)?);
+    }
+    let root_rotation = match cfg.root_rotation {
+        None => None,
+        Some(r) => {
+            let base = "spec.config.rootRotation";
+            let new_signer = secret_name(format!("{base}.newMgmtServerCa.secretRef"), r.new_mgmt_server_ca.secret_ref)?;
+            let (ns, name) = signer.secret();
+            if new_signer.namespace == ns && new_signer.name == name {
+                return Err(bad(format!(
+                    "{base}.newMgmtServerCa names the same Secret as mgmtServerCa ({ns}/{name}); name the incoming CA's \
+                     Secret"
+                )));
+            }
+            let dwell = match r.dwell_hours {
+                None => DEFAULT_DWELL,
+                Some(h) if (0..=24 * 365).contains(&h) => Duration::hours(h),
+                Some(h) => return Err(bad(format!("{base}.dwellHours must be between 0 and 8760, got {h}"))),
+            };
+            Some(AutoRootRotation { new_signer, dwell })
+        }
+    };
+
     let mut notes = Vec::new();
     if generated_ratio_note {
         notes.push(
@@ -274,6 +350,8 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         signer,
         rotation,
         auto_restart_pods: cfg.auto_restart_pods.unwrap_or(false),
+        passive,
+        root_rotation,
         notes,
     })
 }

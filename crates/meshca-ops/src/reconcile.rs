@@ -4,10 +4,11 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use meshca::{plan, Cacerts, Current, Entropy, IssueReason, Layout, Plan, SigningCa};
+use meshca::{plan, Cacerts, Certificate, Current, Entropy, IssueReason, Layout, Plan, SigningCa};
 
 use crate::error::Error;
 use crate::policy::{Policy, SignerSource};
+use crate::rootrotation::{self, RotationReport};
 use crate::store::{SecretRef, Store, WriteMeta};
 
 /// How often a cluster is re-read and re-planned when someone else wrote its Secret between
@@ -28,12 +29,22 @@ pub struct Options {
     pub clusters: Vec<String>,
     /// The policy object's generation (Kubernetes), recorded on what is written.
     pub policy_generation: Option<i64>,
+    /// Sign with this Secret instead of the policy's `mgmtServerCa` (set by [`run`] after a
+    /// policy-driven root rotation completed).
+    pub signer_override: Option<SecretRef>,
 }
 
 impl Options {
     /// Options for `clusters` at `now`, management cluster `mgmt`.
     pub fn new(now: OffsetDateTime, clusters: Vec<String>) -> Self {
-        Options { now, dry_run: false, mgmt_cluster: "mgmt".into(), clusters, policy_generation: None }
+        Options {
+            now,
+            dry_run: false,
+            mgmt_cluster: "mgmt".into(),
+            clusters,
+            policy_generation: None,
+            signer_override: None,
+        }
     }
 }
 
@@ -48,10 +59,14 @@ pub enum Action {
     Issued,
     /// The bundle was replaced.
     Rotated,
+    /// Only the trust bundle (`root-cert.pem`) was rewritten: a passive root came or went.
+    TrustUpdated,
     /// Dry run: would issue.
     WouldIssue,
     /// Dry run: would rotate.
     WouldRotate,
+    /// Dry run: would rewrite the trust bundle.
+    WouldUpdateTrust,
     /// Something failed; the cluster keeps what it had.
     Failed,
 }
@@ -63,8 +78,10 @@ impl Action {
             Action::Kept => "kept",
             Action::Issued => "issued",
             Action::Rotated => "rotated",
+            Action::TrustUpdated => "trust updated",
             Action::WouldIssue => "would issue",
             Action::WouldRotate => "would rotate",
+            Action::WouldUpdateTrust => "would update trust",
             Action::Failed => "FAILED",
         }
     }
@@ -161,11 +178,20 @@ impl Report {
 
     /// Counts per action, in table order.
     pub fn counts(&self) -> Vec<(Action, usize)> {
-        [Action::Issued, Action::Rotated, Action::Kept, Action::WouldIssue, Action::WouldRotate, Action::Failed]
-            .into_iter()
-            .map(|a| (a, self.clusters.iter().filter(|c| c.action == a).count()))
-            .filter(|(_, n)| *n > 0)
-            .collect()
+        [
+            Action::Issued,
+            Action::Rotated,
+            Action::TrustUpdated,
+            Action::Kept,
+            Action::WouldIssue,
+            Action::WouldRotate,
+            Action::WouldUpdateTrust,
+            Action::Failed,
+        ]
+        .into_iter()
+        .map(|a| (a, self.clusters.iter().filter(|c| c.action == a).count()))
+        .filter(|(_, n)| *n > 0)
+        .collect()
     }
 }
 
@@ -178,23 +204,24 @@ pub fn load_signer(
     rng: &mut dyn Entropy,
 ) -> Result<(SigningCa, SignerInfo), Error> {
     let (namespace, name) = policy.signer.secret();
-    let secret = SecretRef::new(&opts.mgmt_cluster, namespace, name);
+    let secret = opts.signer_override.clone().unwrap_or_else(|| SecretRef::new(&opts.mgmt_cluster, namespace, name));
     let location = store.location(&secret);
     let existing = store.read(&secret)?;
-    let (signer, created) = match (existing, &policy.signer) {
+    let source = if opts.signer_override.is_some() { None } else { Some(&policy.signer) };
+    let (signer, created) = match (existing, source) {
         (Some(files), _) => {
             let signer =
                 SigningCa::from_files(&files, opts.now).map_err(Error::core(format!("signing CA {location}")))?;
             (signer, false)
         }
-        (None, SignerSource::Generated { root, .. }) => {
+        (None, Some(SignerSource::Generated { root, .. })) => {
             let signer = SigningCa::generate_root(root, rng, opts.now).map_err(Error::core("generating the root"))?;
             if !opts.dry_run {
                 store.write(&secret, &signer.bundle().to_files(Layout::Istio), &managed_meta(policy, opts, None))?;
             }
             (signer, true)
         }
-        (None, SignerSource::SecretRef { .. }) => {
+        (None, _) => {
             return Err(Error::Input(format!(
                 "signing CA Secret {secret} not found at {location}; create it with `meshca root-ca --out {location}` \
                  or put your CA's ca-cert.pem, ca-key.pem, cert-chain.pem and root-cert.pem there"
@@ -212,7 +239,76 @@ pub fn load_signer(
     Ok((signer, info))
 }
 
-/// Runs the loop. `progress(done, total)` is called after each cluster.
+/// Reads the policy's passive roots (`passiveCertificateAuthorities`): each Secret's
+/// `root-cert.pem`, or `ca.crt`, every certificate a self-signed CA valid at `now`.
+pub fn passive_roots(
+    store: &dyn Store,
+    policy: &Policy,
+    mgmt: &str,
+    now: OffsetDateTime,
+) -> Result<Vec<Certificate>, Error> {
+    let mut roots: Vec<Certificate> = Vec::new();
+    for (i, p) in policy.passive.iter().enumerate() {
+        let secret = SecretRef::new(mgmt, &p.namespace, &p.name);
+        let location = store.location(&secret);
+        let field = format!("spec.config.passiveCertificateAuthorities[{i}]");
+        let files = store.read(&secret)?.ok_or_else(|| {
+            Error::Input(format!("{field}: Secret {secret} not found at {location}; create it with the root to trust"))
+        })?;
+        let (key, pem) = [meshca::ROOT_CERT, meshca::CA_CRT]
+            .into_iter()
+            .find_map(|k| files.get(k).map(|pem| (k, pem)))
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "{field}: Secret {secret} ({location}) has neither {} nor {}; put the root to trust in one",
+                    meshca::ROOT_CERT,
+                    meshca::CA_CRT
+                ))
+            })?;
+        let found = meshca::parse_roots(pem, &format!("{location}/{key}"), now).map_err(Error::core(field))?;
+        roots = meshca::union_roots(&roots, &found);
+    }
+    Ok(roots)
+}
+
+/// What [`run`] did (exhaustive: a caller must show every kind of run).
+#[derive(Clone, Debug)]
+pub enum Run {
+    /// The usual loop: issue, rotate or keep each cluster's intermediate.
+    Reconciled(Report),
+    /// A root rotation is under way; the run applied its current step instead.
+    RootRotation(RotationReport),
+}
+
+/// One run of a policy, as the CLI and the controller do it: the root rotation under way (or
+/// one the policy asks for) first, else the usual loop, with the policy's passive roots in
+/// every trust bundle.
+pub fn run(
+    store: &dyn Store,
+    policy: &Policy,
+    opts: &Options,
+    rng: &mut dyn Entropy,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Run, Error> {
+    let passive = passive_roots(store, policy, &opts.mgmt_cluster, opts.now)?;
+    let outcome =
+        rootrotation::run(store, policy, &passive, &opts.mgmt_cluster, &opts.clusters, rng, opts.now, opts.dry_run)?;
+    match outcome {
+        rootrotation::Outcome::Rotating(r) => Ok(Run::RootRotation(r)),
+        rootrotation::Outcome::Idle { signer, notes } => {
+            let mut opts = opts.clone();
+            if signer.is_some() {
+                opts.signer_override = signer;
+            }
+            let mut report = reconcile_with(store, policy, &passive, &opts, rng, progress)?;
+            report.notes.extend(notes);
+            Ok(Run::Reconciled(report))
+        }
+    }
+}
+
+/// Runs the loop (without root rotation: see [`run`]), reading the policy's passive roots.
+/// `progress(done, total)` is called after each cluster.
 pub fn reconcile(
     store: &dyn Store,
     policy: &Policy,
@@ -220,6 +316,27 @@ pub fn reconcile(
     rng: &mut dyn Entropy,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Report, Error> {
+    let passive = passive_roots(store, policy, &opts.mgmt_cluster, opts.now)?;
+    reconcile_with(store, policy, &passive, opts, rng, progress)
+}
+
+fn reconcile_with(
+    store: &dyn Store,
+    policy: &Policy,
+    passive: &[Certificate],
+    opts: &Options,
+    rng: &mut dyn Entropy,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Report, Error> {
+    let with_passive;
+    let policy = if passive.is_empty() {
+        policy
+    } else {
+        let mut p = policy.clone();
+        p.rotation.passive_roots = passive.to_vec();
+        with_passive = p;
+        &with_passive
+    };
     let (signer, signer_info) = load_signer(store, policy, opts, rng)?;
     let mut results = Vec::with_capacity(opts.clusters.len());
     let mut bundles: Vec<(String, Cacerts)> = Vec::new();
@@ -328,6 +445,34 @@ fn reconcile_attempt(
             result.warnings = bundle.warnings().iter().map(ToString::to_string).collect();
             Attempt::Done(result, Some(Box::new(bundle)))
         }
+        Plan::UpdateTrust { roots, recheck_at } => {
+            let Some(Ok(bundle)) = parsed else { unreachable!("the plan updates only a valid bundle") };
+            let (added, removed) = (
+                roots.iter().filter(|r| !bundle.trusts_root(r)).count(),
+                bundle.roots().iter().filter(|r| !roots.contains(r)).count(),
+            );
+            result.reason = format!("trust bundle changed: {added} root(s) added, {removed} removed");
+            result.next_check = Some(recheck_at);
+            let written = meshca::with_trust_bundle(&bundle, roots, now)
+                .map_err(Error::core(format!("trust bundle for {cluster}")))
+                .and_then(|b| write_checked(store, policy, &secret, b, opts));
+            match written {
+                Ok(b) => {
+                    result.action = if opts.dry_run { Action::WouldUpdateTrust } else { Action::TrustUpdated };
+                    result.not_after = Some(b.not_after());
+                    result.warnings = b.warnings().iter().map(ToString::to_string).collect();
+                    if !opts.dry_run {
+                        result.rotated_at = Some(now);
+                    }
+                    Attempt::Done(result, Some(Box::new(b)))
+                }
+                Err(Error::Conflict { .. }) => Attempt::Conflict(result),
+                Err(e) => {
+                    result.reason = format!("{}; {e}", result.reason);
+                    Attempt::Done(result, Some(Box::new(bundle)))
+                }
+            }
+        }
         Plan::Issue { reason } => {
             let existed = !matches!(reason, IssueReason::Missing);
             result.reason = reason.to_string();
@@ -399,15 +544,33 @@ fn issue_and_write(
 ) -> Result<Cacerts, Error> {
     let now = opts.now;
     let params = policy.rotation.intermediate_params(cluster);
-    let issued = signer.issue_intermediate(&params, rng, now).map_err(Error::core(format!("issuing for {cluster}")))?;
-    let files = issued.value.to_files(Layout::Istio);
-    // The exact bytes about to be written must validate; a bundle that does not is never written.
+    let mut issued =
+        signer.issue_intermediate(&params, rng, now).map_err(Error::core(format!("issuing for {cluster}")))?.value;
+    if !policy.rotation.passive_roots.is_empty() {
+        issued = meshca::with_trust_bundle(&issued, policy.rotation.trust_bundle(signer), now)
+            .map_err(Error::core(format!("trust bundle for {cluster}")))?;
+    }
+    write_checked(store, policy, secret, issued, opts)
+}
+
+/// Writes `bundle` (unless a dry run) and returns what landed. The exact bytes about to be
+/// written must validate (a bundle that does not is never written), and what landed is read
+/// back, as istiod will.
+fn write_checked(
+    store: &dyn Store,
+    policy: &Policy,
+    secret: &SecretRef,
+    bundle: Cacerts,
+    opts: &Options,
+) -> Result<Cacerts, Error> {
+    let now = opts.now;
+    let cluster = &secret.cluster;
+    let files = bundle.to_files(Layout::Istio);
     let checked = Cacerts::from_files(&files, now).map_err(Error::core(format!("new bundle for {cluster}")))?;
     if opts.dry_run {
         return Ok(checked);
     }
     store.write(secret, &files, &managed_meta(policy, opts, Some(&checked)))?;
-    // Read back what landed, as istiod will.
     let landed = store
         .read(secret)?
         .ok_or_else(|| Error::Input(format!("{}: the bundle just written is not there", store.location(secret))))?;

@@ -1,15 +1,24 @@
 //! Root rotation over a [`Store`]: the core's state machine, persisted as a Secret beside the
 //! policy (`<policy>-root-rotation`, key `state.json`) so any run resumes it and a repeated run
-//! changes nothing. The incoming signer is kept as `<signer>-next` until the rotation completes,
-//! when it replaces the policy's signer.
+//! changes nothing.
+//!
+//! A rotation starts one of two ways:
+//! - from the policy: `spec.config.rootRotation.newMgmtServerCa` names the incoming signing CA;
+//!   the next run starts the sequence and every run after it moves it on. Removing
+//!   `rootRotation` before step 3 rolls it back. When it completes, meshca signs with the new CA
+//!   until the policy's `mgmtServerCa` is pointed at it (the user's Secrets are never rewritten);
+//! - from the command line (`meshca rotate-root start --new-ca DIR`): the incoming signer is
+//!   kept as `<signer>-next` and replaces the policy's signer Secret when the rotation completes.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use meshca::{Cacerts, Entropy, Files, Layout, Phase, RootRotation, SigningCa, Step};
+use meshca::{Cacerts, Certificate, Entropy, Files, Layout, Phase, RootRotation, SigningCa, Step};
 
 use crate::error::Error;
-use crate::policy::Policy;
+use crate::policy::{AutoRootRotation, Policy};
 use crate::store::{SecretRef, Store, WriteMeta};
 
 const STATE_KEY: &str = "state.json";
@@ -32,7 +41,39 @@ struct Persisted {
     /// Every cluster any run of this rotation has seen: a step waits for all of them, even
     /// when a run names only some.
     #[serde(default)]
-    clusters: std::collections::BTreeSet<String>,
+    clusters: BTreeSet<String>,
+    /// Where the incoming signer is read from; absent: `<signer>-next` (`rotate-root start`).
+    #[serde(default)]
+    new_signer: Option<PersistedRef>,
+    /// Started by the policy's `rootRotation` (else by `rotate-root start`).
+    #[serde(default)]
+    started_by_policy: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PersistedRef {
+    namespace: String,
+    name: String,
+}
+
+/// A rotation as stored.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Stored {
+    /// The state machine.
+    pub rotation: RootRotation,
+    /// Every cluster a run of it has seen.
+    pub clusters: BTreeSet<String>,
+    /// The incoming signer's Secret.
+    pub new_signer: SecretRef,
+    /// Whether the policy's `rootRotation` started it (else `rotate-root start`).
+    pub started_by_policy: bool,
+}
+
+impl Stored {
+    fn in_progress(&self) -> bool {
+        !matches!(self.rotation.phase, Phase::Complete | Phase::RolledBack)
+    }
 }
 
 fn phase_name(p: Phase) -> &'static str {
@@ -62,29 +103,28 @@ fn phase_from(name: &str) -> Option<Phase> {
     .find(|p| phase_name(*p) == name)
 }
 
-/// Where a policy's rotation state and incoming signer live.
+/// Where a policy's rotation state lives.
 pub fn state_secret(policy: &Policy, mgmt: &str) -> SecretRef {
     SecretRef::new(mgmt, &policy.namespace, &format!("{}-root-rotation", policy.name))
 }
 
-/// The incoming signer's Secret.
+/// The incoming signer's Secret for a rotation started by `rotate-root start`.
 pub fn next_signer_secret(policy: &Policy, mgmt: &str) -> SecretRef {
     let (ns, name) = policy.signer.secret();
     SecretRef::new(mgmt, ns, &format!("{name}-next"))
 }
 
-/// Reads the persisted rotation, if any.
-pub fn load(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<Option<RootRotation>, Error> {
-    Ok(load_with_clusters(store, policy, mgmt)?.map(|(r, _)| r))
+fn signer_secret(policy: &Policy, mgmt: &str) -> SecretRef {
+    let (ns, name) = policy.signer.secret();
+    SecretRef::new(mgmt, ns, name)
 }
 
-type Clusters = std::collections::BTreeSet<String>;
+fn auto_signer_secret(auto: &AutoRootRotation, mgmt: &str) -> SecretRef {
+    SecretRef::new(mgmt, &auto.new_signer.namespace, &auto.new_signer.name)
+}
 
-fn load_with_clusters(
-    store: &dyn Store,
-    policy: &Policy,
-    mgmt: &str,
-) -> Result<Option<(RootRotation, Clusters)>, Error> {
+/// Reads the persisted rotation, if any.
+pub fn load(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<Option<Stored>, Error> {
     let secret = state_secret(policy, mgmt);
     let Some(files) = store.read(&secret)? else { return Ok(None) };
     let bad = |d: String| Error::Input(format!("{}: {d}", store.location(&secret)));
@@ -99,29 +139,50 @@ fn load_with_clusters(
     };
     let (old, new) = (cert(&p.old_root_pem)?, cert(&p.new_root_pem)?);
     let phase = phase_from(&p.phase).ok_or_else(|| bad(format!("unknown phase {}", p.phase)))?;
-    let mut r = RootRotation::start_from_roots(old, new, Duration::seconds(p.dwell_seconds));
-    r.phase = phase;
-    r.phase_completed_at = p.phase_completed_at.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
-    Ok(Some((r, p.clusters)))
+    let mut rotation = RootRotation::start_from_roots(old, new, Duration::seconds(p.dwell_seconds));
+    rotation.phase = phase;
+    rotation.phase_completed_at = p.phase_completed_at.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
+    let new_signer = match p.new_signer {
+        Some(r) => SecretRef::new(mgmt, &r.namespace, &r.name),
+        None => next_signer_secret(policy, mgmt),
+    };
+    Ok(Some(Stored { rotation, clusters: p.clusters, new_signer, started_by_policy: p.started_by_policy }))
 }
 
-/// Persists `r` and the clusters seen so far (one atomic Secret write).
-fn save(store: &dyn Store, policy: &Policy, mgmt: &str, r: &RootRotation, clusters: &Clusters) -> Result<(), Error> {
+/// Persists a rotation (one atomic Secret write).
+fn save(store: &dyn Store, policy: &Policy, mgmt: &str, s: &Stored) -> Result<(), Error> {
+    let r = &s.rotation;
     let p = Persisted {
         phase: phase_name(r.phase).into(),
         phase_completed_at: r.phase_completed_at.map(OffsetDateTime::unix_timestamp),
         dwell_seconds: r.dwell.whole_seconds(),
         old_root_pem: r.old_root.to_pem(),
         new_root_pem: r.new_root.to_pem(),
-        clusters: clusters.clone(),
+        clusters: s.clusters.clone(),
+        new_signer: Some(PersistedRef { namespace: s.new_signer.namespace.clone(), name: s.new_signer.name.clone() }),
+        started_by_policy: s.started_by_policy,
     };
     let mut files = Files::new();
     files.insert(STATE_KEY, serde_json::to_vec_pretty(&p).unwrap_or_default());
     store.write(&state_secret(policy, mgmt), &files, &managed())
 }
 
-/// Starts a rotation to `new`: stores the new signer as `<signer>-next` and the state.
-/// Refuses while another rotation is under way, and a new CA with the same root.
+fn read_signer(store: &dyn Store, s: &SecretRef, now: OffsetDateTime) -> Result<Option<SigningCa>, Error> {
+    match store.read(s)? {
+        None => Ok(None),
+        Some(files) => SigningCa::from_files(&files, now)
+            .map(Some)
+            .map_err(Error::core(format!("signing CA {}", store.location(s)))),
+    }
+}
+
+fn require_signer(store: &dyn Store, s: &SecretRef, now: OffsetDateTime) -> Result<SigningCa, Error> {
+    read_signer(store, s, now)?
+        .ok_or_else(|| Error::Input(format!("signing CA Secret {s} not found at {}", store.location(s))))
+}
+
+/// Starts a rotation to `new` from the command line: stores the new signer as `<signer>-next`
+/// and the state. Refuses while another rotation is under way, and a new CA with the same root.
 pub fn start(
     store: &dyn Store,
     policy: &Policy,
@@ -131,18 +192,28 @@ pub fn start(
     dwell: Duration,
     clusters: &[String],
 ) -> Result<RootRotation, Error> {
-    if let Some(r) = load(store, policy, mgmt)? {
-        if !matches!(r.phase, Phase::Complete | Phase::RolledBack) {
+    if let Some(s) = load(store, policy, mgmt)? {
+        if s.in_progress() {
             return Err(Error::Input(format!(
                 "a root rotation is already under way (phase {}); finish or roll it back first",
-                phase_name(r.phase)
+                phase_name(s.rotation.phase)
             )));
         }
     }
-    let r = RootRotation::start(current, new, dwell).map_err(Error::core("rotate-root start"))?;
-    store.write(&next_signer_secret(policy, mgmt), &new.bundle().to_files(Layout::Istio), &managed())?;
-    save(store, policy, mgmt, &r, &clusters.iter().cloned().collect())?;
-    Ok(r)
+    if policy.root_rotation.is_some() {
+        return Err(Error::Input(
+            "the policy's spec.config.rootRotation drives root rotation for this policy; edit it instead of \
+             running rotate-root start"
+                .into(),
+        ));
+    }
+    let rotation = RootRotation::start(current, new, dwell).map_err(Error::core("rotate-root start"))?;
+    let next = next_signer_secret(policy, mgmt);
+    store.write(&next, &new.bundle().to_files(Layout::Istio), &managed())?;
+    let stored =
+        Stored { rotation, clusters: clusters.iter().cloned().collect(), new_signer: next, started_by_policy: false };
+    save(store, policy, mgmt, &stored)?;
+    Ok(stored.rotation)
 }
 
 /// One cluster's outcome in a rotation run.
@@ -157,8 +228,12 @@ pub struct ClusterStep {
 
 /// A rotation run: what each cluster did and where the rotation is now.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct RotationReport {
+    /// What happened to the rotation itself this run, if anything beyond a step: `started`
+    /// (by the policy) or `rolling back` (the policy withdrew it).
+    pub notice: Option<String>,
     /// The phase the run worked on.
     pub phase: String,
     /// Per cluster.
@@ -167,39 +242,193 @@ pub struct RotationReport {
     pub step: String,
     /// The phase now.
     pub now_phase: String,
+    /// Subject of the root being retired.
+    pub old_root: String,
+    /// Subject of the incoming root.
+    pub new_root: String,
+    /// When the next step may begin (every cluster is done and the dwell is running).
+    #[serde(with = "crate::reconcile::rfc3339_opt")]
+    pub next_step_at: Option<OffsetDateTime>,
+    /// Whether the rotation (or its rollback) finished in this run.
+    pub finished: bool,
 }
 
-/// Applies the current phase to every cluster, then lets the state machine move on and saves
-/// it. On completion the new signer replaces the policy's signer.
+impl RotationReport {
+    /// Whether some cluster failed.
+    pub fn failed(&self) -> bool {
+        self.clusters.iter().any(|c| c.outcome.starts_with("FAILED"))
+    }
+}
+
+/// What a run does about root rotation.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// A rotation is under way: this run applied its current step.
+    Rotating(RotationReport),
+    /// No rotation under way: reconcile as usual, signing with `signer` when a finished
+    /// rotation says so (else the policy's signer).
+    Idle {
+        /// The signer to use instead of the policy's.
+        signer: Option<SecretRef>,
+        /// Notes for the user.
+        notes: Vec<String>,
+    },
+}
+
+enum Todo {
+    Idle { signer: Option<SecretRef>, notes: Vec<String> },
+    Rotate { stored: Box<Stored>, notice: Option<String> },
+}
+
+/// Decides from the policy and the stored state whether a rotation runs, and starts or rolls
+/// back a policy-driven one (saved unless `dry_run`).
+fn resolve(
+    store: &dyn Store,
+    policy: &Policy,
+    mgmt: &str,
+    clusters: &[String],
+    now: OffsetDateTime,
+    dry_run: bool,
+) -> Result<Todo, Error> {
+    let stored = load(store, policy, mgmt)?;
+    let signer_ref = signer_secret(policy, mgmt);
+    let idle = |signer, notes| Ok(Todo::Idle { signer, notes });
+    let Some(auto) = &policy.root_rotation else {
+        return match stored {
+            Some(s) if s.in_progress() && !s.started_by_policy => {
+                Ok(Todo::Rotate { stored: Box::new(s), notice: None })
+            }
+            Some(s) if s.in_progress() => {
+                let back = s.rotation.rollback().map_err(|_| {
+                    Error::Input(format!(
+                        "spec.config.rootRotation was removed, but the rotation to {} is already deleting the old \
+                         root (step 3) and cannot be rolled back; put rootRotation back, or set mgmtServerCa to {}",
+                        s.rotation.new_root.subject(),
+                        s.new_signer
+                    ))
+                })?;
+                if back.phase == s.rotation.phase {
+                    // Already rolling back: carry on (keeping the dwell's start).
+                    return Ok(Todo::Rotate { stored: Box::new(s), notice: None });
+                }
+                let stored = Stored { rotation: back, ..s };
+                if !dry_run {
+                    save(store, policy, mgmt, &stored)?;
+                }
+                Ok(Todo::Rotate {
+                    stored: Box::new(stored),
+                    notice: Some("rolling back: spec.config.rootRotation was removed".into()),
+                })
+            }
+            Some(s) if s.rotation.phase == Phase::Complete && s.started_by_policy => {
+                // Signing with the root every cluster just stopped trusting would break all traffic.
+                let signer = read_signer(store, &signer_ref, now)?;
+                if signer.is_some_and(|c| *c.bundle().root() == s.rotation.old_root) {
+                    return Err(Error::Input(format!(
+                        "mgmtServerCa ({signer_ref}) chains to {}, the root the completed rotation removed from \
+                         every cluster; set mgmtServerCa to {} (the new root), or put rootRotation back",
+                        s.rotation.old_root.subject(),
+                        s.new_signer
+                    )));
+                }
+                idle(None, Vec::new())
+            }
+            _ => idle(None, Vec::new()),
+        };
+    };
+    let new_ref = auto_signer_secret(auto, mgmt);
+    let old = require_signer(store, &signer_ref, now)?;
+    let new = read_signer(store, &new_ref, now)?.ok_or_else(|| {
+        Error::Input(format!(
+            "spec.config.rootRotation.newMgmtServerCa: Secret {new_ref} not found at {}; create it with the incoming \
+             CA's ca-cert.pem, ca-key.pem, cert-chain.pem and root-cert.pem",
+            store.location(&new_ref)
+        ))
+    })?;
+    let (old_root, new_root) = (old.bundle().root(), new.bundle().root());
+    match stored {
+        Some(s) if s.in_progress() => {
+            if s.rotation.new_root != *new_root {
+                return Err(Error::Input(format!(
+                    "spec.config.rootRotation names {new_ref} (root {}), but the rotation under way goes to {}; \
+                     let it finish or roll it back before naming another CA",
+                    new_root.subject(),
+                    s.rotation.new_root.subject()
+                )));
+            }
+            Ok(Todo::Rotate { stored: Box::new(s), notice: None })
+        }
+        Some(s) if s.rotation.new_root == *new_root && s.rotation.old_root == *old_root => {
+            if s.rotation.phase == Phase::Complete {
+                let note = format!(
+                    "the root rotation to {} is complete and meshca signs with {new_ref}; point \
+                     spec.config.mgmtServerCa at it and remove spec.config.rootRotation",
+                    new_root.subject()
+                );
+                idle(Some(new_ref), vec![note])
+            } else {
+                let note = "the root rotation named by spec.config.rootRotation was rolled back; remove it, or name \
+                            another CA to rotate again"
+                    .to_owned();
+                idle(None, vec![note])
+            }
+        }
+        _ if old_root == new_root => {
+            let note = "spec.config.rootRotation.newMgmtServerCa chains to the same root as mgmtServerCa: there is no \
+                        root to rotate; remove rootRotation"
+                .to_owned();
+            idle(None, vec![note])
+        }
+        _ => {
+            let rotation = RootRotation::start(&old, &new, auto.dwell)
+                .map_err(Error::core("spec.config.rootRotation.newMgmtServerCa"))?;
+            let stored = Stored {
+                rotation,
+                clusters: clusters.iter().cloned().collect(),
+                new_signer: new_ref,
+                started_by_policy: true,
+            };
+            if !dry_run {
+                save(store, policy, mgmt, &stored)?;
+            }
+            Ok(Todo::Rotate { stored: Box::new(stored), notice: Some("started by spec.config.rootRotation".into()) })
+        }
+    }
+}
+
+/// Applies the current phase of the rotation under way (starting or rolling back one the policy
+/// asks for) to every cluster, lets the state machine move on and saves it. On completion of a
+/// rotation started by `rotate-root start`, the new signer replaces the policy's signer.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     store: &dyn Store,
     policy: &Policy,
+    passive: &[Certificate],
     mgmt: &str,
     clusters: &[String],
     rng: &mut dyn Entropy,
     now: OffsetDateTime,
     dry_run: bool,
-) -> Result<Option<RotationReport>, Error> {
-    let Some((r, mut known)) = load_with_clusters(store, policy, mgmt)? else { return Ok(None) };
-    if matches!(r.phase, Phase::Complete | Phase::RolledBack) {
-        return Ok(None);
-    }
-    known.extend(clusters.iter().cloned());
-    let (ns, name) = policy.signer.secret();
-    let signer_ref = SecretRef::new(mgmt, ns, name);
-    let read_signer = |s: &SecretRef| -> Result<SigningCa, Error> {
-        let files = store.read(s)?.ok_or_else(|| Error::Input(format!("{}: missing", store.location(s))))?;
-        SigningCa::from_files(&files, now).map_err(Error::core(store.location(s)))
+) -> Result<Outcome, Error> {
+    let (stored, notice) = match resolve(store, policy, mgmt, clusters, now, dry_run)? {
+        Todo::Idle { signer, notes } => return Ok(Outcome::Idle { signer, notes }),
+        Todo::Rotate { stored, notice } => (*stored, notice),
     };
-    let old = read_signer(&signer_ref)?;
-    let new = read_signer(&next_signer_secret(policy, mgmt))?;
+    let r = stored.rotation.clone().with_extra_roots(passive.to_vec());
+    let mut known = stored.clusters.clone();
+    known.extend(clusters.iter().cloned());
+    let signer_ref = signer_secret(policy, mgmt);
+    let old = require_signer(store, &signer_ref, now)?;
+    let new = read_signer(store, &stored.new_signer, now)?;
+    let mut rotation_policy = policy.rotation.clone();
+    rotation_policy.passive_roots = passive.to_vec();
     let mut results = Vec::new();
     let mut bundles: Vec<(String, Option<Cacerts>)> = Vec::new();
     for cluster in clusters {
         let secret = SecretRef::cacerts(cluster);
         let current = store.read(&secret).ok().flatten().and_then(|f| Cacerts::from_files(&f, now).ok());
-        let params = policy.rotation.intermediate_params(cluster);
-        let outcome = match r.converge(current.as_ref(), &old, &new, &params, rng, now) {
+        let outcome = match r.converge(current.as_ref(), &old, new.as_ref(), &rotation_policy, cluster, rng, now) {
             Ok(None) => {
                 bundles.push((cluster.clone(), current));
                 "done".to_owned()
@@ -208,8 +437,18 @@ pub fn run(
                 let write = if dry_run { Ok(()) } else { store.write(&secret, &b.to_files(Layout::Istio), &managed()) };
                 match write {
                     Ok(()) => {
+                        let new_ca = current.as_ref().is_none_or(|c| c.ca_cert() != b.ca_cert());
                         bundles.push((cluster.clone(), Some(b)));
-                        if dry_run { "would converge" } else { "converged" }.to_owned()
+                        let mut outcome = if dry_run { "would converge" } else { "converged" }.to_owned();
+                        if new_ca && policy.auto_restart_pods && !dry_run {
+                            // A new intermediate, as in the usual loop: restart istiod if asked.
+                            match store.restart_istiod(cluster) {
+                                Ok(Some(what)) => outcome.push_str(&format!("; {what}")),
+                                Ok(None) => {}
+                                Err(e) => outcome.push_str(&format!("; autoRestartPods: {e}")),
+                            }
+                        }
+                        outcome
                     }
                     Err(e) => {
                         bundles.push((cluster.clone(), current));
@@ -232,36 +471,45 @@ pub fn run(
     }
     let views: Vec<(&str, Option<&Cacerts>)> = bundles.iter().map(|(n, b)| (n.as_str(), b.as_ref())).collect();
     let (next, step) = r.step(&views, now);
-    let step_text = match &step {
-        Step::Converging { pending } => format!("waiting for {}", pending.join(", ")),
-        Step::Dwelling { until } => format!("every cluster is done; next step at {}", meshca::format_time(*until)),
-        Step::Advanced { to } => format!("advanced to {}", phase_name(*to)),
-        Step::Finished => format!("finished ({})", phase_name(next.phase)),
-        _ => format!("{step:?}"),
+    let (step_text, next_step_at) = match &step {
+        Step::Converging { pending } => (format!("waiting for {}", pending.join(", ")), None),
+        Step::Dwelling { until } => {
+            (format!("every cluster is done; next step at {}", meshca::format_time(*until)), Some(*until))
+        }
+        Step::Advanced { to } => (format!("advanced to {}", phase_name(*to)), None),
+        Step::Finished => (format!("finished ({})", phase_name(next.phase)), None),
+        _ => (format!("{step:?}"), None),
     };
     if !dry_run {
-        if next.phase == Phase::Complete {
-            // The new signer becomes the policy's signer; the old root is gone everywhere. That
-            // Secret is the user's: a store that guards unmanaged Secrets (Kubernetes) needs
-            // --adopt for this write.
+        if next.phase == Phase::Complete && !stored.started_by_policy {
+            // `rotate-root start`: the new signer becomes the policy's signer. That Secret is
+            // the user's: a store that guards unmanaged Secrets (Kubernetes) needs --adopt.
+            // (A policy-driven rotation leaves it alone: the policy names the new CA.)
+            let new = new.as_ref().ok_or_else(|| {
+                Error::Input(format!("the incoming signing CA {} disappeared", store.location(&stored.new_signer)))
+            })?;
             store.write(&signer_ref, &new.bundle().to_files(Layout::Istio), &WriteMeta::default())?;
         }
-        save(store, policy, mgmt, &next, &known)?;
+        save(store, policy, mgmt, &Stored { rotation: next.clone(), clusters: known, ..stored })?;
     }
-    Ok(Some(RotationReport {
+    Ok(Outcome::Rotating(RotationReport {
+        notice,
         phase: phase_name(r.phase).into(),
         clusters: results,
         step: step_text,
         now_phase: phase_name(next.phase).into(),
+        old_root: r.old_root.subject(),
+        new_root: r.new_root.subject(),
+        next_step_at,
+        finished: matches!(step, Step::Finished),
     }))
 }
 
 /// Rolls the rotation back (before step 3) and saves it.
 pub fn rollback(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<RootRotation, Error> {
-    let (r, known) =
-        load_with_clusters(store, policy, mgmt)?.ok_or_else(|| Error::Input("no root rotation is under way".into()))?;
-    let back = r.rollback().map_err(Error::core("rotate-root rollback"))?;
-    save(store, policy, mgmt, &back, &known)?;
+    let s = load(store, policy, mgmt)?.ok_or_else(|| Error::Input("no root rotation is under way".into()))?;
+    let back = s.rotation.rollback().map_err(Error::core("rotate-root rollback"))?;
+    save(store, policy, mgmt, &Stored { rotation: back.clone(), ..s })?;
     Ok(back)
 }
 

@@ -200,6 +200,34 @@ impl fmt::Debug for Cacerts {
     }
 }
 
+/// Parses a trust bundle on its own (a passive root, or the roots of a CA about to be trusted):
+/// every certificate must be a self-signed CA, with accepted algorithms, valid at `now`. `file`
+/// names it in errors.
+pub fn parse_roots(pem: &[u8], file: &str, now: OffsetDateTime) -> Result<Vec<Certificate>> {
+    let roots = Certificate::from_pem_all(pem, file)?;
+    for r in &roots {
+        r.check_algorithms(file)?;
+        if !r.is_self_signed() {
+            return Err(Error::NotARoot { file: file.into(), subject: r.subject() });
+        }
+        if !r.is_ca() {
+            return Err(Error::NotCa { file: file.into(), subject: r.subject() });
+        }
+        if now < r.not_before() {
+            return Err(Error::NotYetValid {
+                file: file.into(),
+                subject: r.subject(),
+                not_before: r.not_before(),
+                now,
+            });
+        }
+        if now > r.not_after() {
+            return Err(Error::Expired { file: file.into(), subject: r.subject(), not_after: r.not_after(), now });
+        }
+    }
+    Ok(roots)
+}
+
 impl Cacerts {
     /// Parses and validates a bundle in either layout at time `now`. Every rule failure is its
     /// own [`Error`] variant naming the file and certificate.

@@ -39,7 +39,9 @@ mod spiffe;
 mod time_fmt;
 mod verify;
 
-pub use bundle::{Cacerts, Files, Layout, Warning, CA_CERT, CA_CRT, CA_KEY, CERT_CHAIN, ROOT_CERT, TLS_CRT, TLS_KEY};
+pub use bundle::{
+    parse_roots, Cacerts, Files, Layout, Warning, CA_CERT, CA_CRT, CA_KEY, CERT_CHAIN, ROOT_CERT, TLS_CRT, TLS_KEY,
+};
 pub use ca::{
     validate_cluster_name, Csr, IntermediateParams, Issued, Leaf, LeafParams, RootParams, SignedCa, SigningCa,
     MAX_LEAF_TTL,
@@ -52,7 +54,7 @@ pub use profile::{BACKDATE, ISTIOD_SAN};
 pub use rand_core::CryptoRngCore;
 pub use rng::{Entropy, OsRng};
 pub use rootrotation::{with_trust_bundle, Phase, RootRotation, Signer, Step};
-pub use rotation::{plan, Current, IssueReason, Plan, RotationPolicy};
+pub use rotation::{plan, same_roots, union_roots, Current, IssueReason, Plan, RotationPolicy};
 pub use spiffe::{validate_trust_domain, SpiffeId};
 pub use time_fmt::human_duration;
 pub use verify::{check_cross_cluster, check_mutual_trust, verify_workload_chain, SharedRoot};

@@ -14,10 +14,11 @@
 use time::{Duration, OffsetDateTime};
 
 use crate::bundle::Cacerts;
-use crate::ca::{IntermediateParams, SigningCa};
+use crate::ca::SigningCa;
 use crate::cert::Certificate;
 use crate::error::{Error, Result};
 use crate::rng::Entropy;
+use crate::rotation::{plan, same_roots, union_roots, Current, Plan, RotationPolicy};
 
 /// Where a rotation is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +64,9 @@ pub struct RootRotation {
     pub phase_completed_at: Option<OffsetDateTime>,
     /// How long to wait after a phase completes before the next begins.
     pub dwell: Duration,
+    /// Roots trusted in every phase besides the two being rotated (the policy's passive roots;
+    /// not part of the persisted state).
+    pub extra_roots: Vec<Certificate>,
 }
 
 /// What the state machine says after looking at the clusters.
@@ -106,24 +110,40 @@ impl RootRotation {
         if dwell < Duration::ZERO {
             return Err(Error::InvalidParameter { field: "dwell".into(), reason: "must not be negative".into() });
         }
-        Ok(RootRotation { old_root, new_root, phase: Phase::AddingNewRoot, phase_completed_at: None, dwell })
+        Ok(RootRotation::start_from_roots(old_root, new_root, dwell))
     }
 
     /// A rotation between two roots at its first phase, without checking signers (for state
     /// read back from storage; [`RootRotation::start`] is the checked way to begin one).
     pub fn start_from_roots(old_root: Certificate, new_root: Certificate, dwell: Duration) -> Self {
-        RootRotation { old_root, new_root, phase: Phase::AddingNewRoot, phase_completed_at: None, dwell }
+        RootRotation {
+            old_root,
+            new_root,
+            phase: Phase::AddingNewRoot,
+            phase_completed_at: None,
+            dwell,
+            extra_roots: Vec::new(),
+        }
     }
 
-    /// The trust bundle (`root-cert.pem`) every cluster should hold in the current phase.
+    /// The same rotation with `roots` trusted in every phase as well.
+    #[must_use]
+    pub fn with_extra_roots(mut self, roots: Vec<Certificate>) -> Self {
+        self.extra_roots = roots;
+        self
+    }
+
+    /// The trust bundle (`root-cert.pem`) every cluster should hold in the current phase (plus
+    /// the extra roots).
     pub fn target_roots(&self) -> Vec<Certificate> {
-        match self.phase {
+        let rotating = match self.phase {
             Phase::AddingNewRoot | Phase::PropagatingIntermediates | Phase::RollingBackIntermediates => {
                 vec![self.old_root.clone(), self.new_root.clone()]
             }
             Phase::DeletingOldRoot | Phase::Complete => vec![self.new_root.clone()],
             Phase::RollingBackRoot | Phase::RolledBack => vec![self.old_root.clone()],
-        }
+        };
+        union_roots(&rotating, &self.extra_roots)
     }
 
     /// Which signer's intermediate every cluster should hold in the current phase. In step 1
@@ -140,8 +160,7 @@ impl RootRotation {
     /// Whether `bundle` is what the current phase wants: exactly the target roots, and a chain
     /// reaching the target signer's root.
     pub fn is_done(&self, bundle: &Cacerts) -> bool {
-        let want = self.target_roots();
-        let same_set = bundle.roots().len() == want.len() && want.iter().all(|r| bundle.trusts_root(r));
+        let same_set = same_roots(bundle.roots(), &self.target_roots());
         let root = match self.target_signer() {
             Signer::Old => &self.old_root,
             Signer::New => &self.new_root,
@@ -192,7 +211,8 @@ impl RootRotation {
         let phase = match self.phase {
             Phase::AddingNewRoot => Phase::RollingBackRoot,
             Phase::PropagatingIntermediates => Phase::RollingBackIntermediates,
-            Phase::RollingBackIntermediates | Phase::RollingBackRoot | Phase::RolledBack => self.phase,
+            // Already rolling back: nothing changes (the dwell keeps its start).
+            Phase::RollingBackIntermediates | Phase::RollingBackRoot | Phase::RolledBack => return Ok(self.clone()),
             Phase::DeletingOldRoot | Phase::Complete => {
                 return Err(Error::InvalidParameter {
                     field: "rollback".into(),
@@ -207,30 +227,40 @@ impl RootRotation {
 
 impl RootRotation {
     /// The bundle `cluster` should hold now, or `None` if `current` already is it: a new trust
-    /// bundle around the same intermediate, or a new intermediate from the phase's signer (with
-    /// `params`) inside the phase's trust bundle.
+    /// bundle around the same intermediate, or a new intermediate from the phase's signer (under
+    /// `policy`) inside the phase's trust bundle. An intermediate that is in the phase's shape
+    /// but due for rotation by `policy` (grace period, changed parameters) is re-issued too, so
+    /// a long rotation never lets one expire. `new` may be `None` in phases that sign with the
+    /// old signer (a rollback after the incoming CA was withdrawn).
+    #[allow(clippy::too_many_arguments)]
     pub fn converge(
         &self,
         current: Option<&Cacerts>,
         old: &SigningCa,
-        new: &SigningCa,
-        params: &IntermediateParams,
+        new: Option<&SigningCa>,
+        policy: &RotationPolicy,
+        cluster: &str,
         rng: &mut dyn Entropy,
         now: OffsetDateTime,
     ) -> Result<Option<Cacerts>> {
-        if current.is_some_and(|b| self.is_done(b)) {
-            return Ok(None);
-        }
         let (signer, signer_root) = match self.target_signer() {
             Signer::Old => (old, &self.old_root),
-            Signer::New => (new, &self.new_root),
+            Signer::New => {
+                let new = new.ok_or_else(|| Error::InvalidParameter {
+                    field: "new signing CA".into(),
+                    reason: "this phase issues from the incoming CA, which is not available".into(),
+                })?;
+                (new, &self.new_root)
+            }
         };
+        let due = |b: &Cacerts| matches!(plan(policy, signer, cluster, Current::Valid(b), now), Plan::Issue { .. });
         let roots = self.target_roots();
         match current {
+            Some(b) if self.is_done(b) && !due(b) => Ok(None),
             // The intermediate is already the right signer's: only the trust bundle changes.
-            Some(b) if b.root() == signer_root => with_trust_bundle(b, roots, now).map(Some),
+            Some(b) if b.root() == signer_root && !due(b) => with_trust_bundle(b, roots, now).map(Some),
             _ => {
-                let issued = signer.issue_intermediate(params, rng, now)?.value;
+                let issued = signer.issue_intermediate(&policy.intermediate_params(cluster), rng, now)?.value;
                 with_trust_bundle(&issued, roots, now).map(Some)
             }
         }

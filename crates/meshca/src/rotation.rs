@@ -6,6 +6,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::bundle::Cacerts;
 use crate::ca::{IntermediateParams, SigningCa};
+use crate::cert::Certificate;
 use crate::error::{Error, Result};
 use crate::key::KeyAlgorithm;
 use crate::time_fmt::rfc3339;
@@ -26,14 +27,24 @@ pub struct RotationPolicy {
     pub organization: String,
     /// pathLenConstraint of new intermediates.
     pub pathlen: u8,
+    /// Roots every cluster trusts besides the signer's, never used to sign
+    /// (`passiveCertificateAuthorities`): how a new root is announced before it signs, and how
+    /// an old one stays trusted after it stopped signing.
+    pub passive_roots: Vec<Certificate>,
 }
 
 impl RotationPolicy {
     /// A policy with `ttl` and `grace_ratio`, P-256 keys, O=Istio, pathlen 0. Refuses a
     /// non-positive ttl and a ratio outside (0, 1).
     pub fn new(ttl: Duration, grace_ratio: f64) -> Result<Self> {
-        let p =
-            RotationPolicy { ttl, grace_ratio, key: KeyAlgorithm::EcdsaP256, organization: "Istio".into(), pathlen: 0 };
+        let p = RotationPolicy {
+            ttl,
+            grace_ratio,
+            key: KeyAlgorithm::EcdsaP256,
+            organization: "Istio".into(),
+            pathlen: 0,
+            passive_roots: Vec::new(),
+        };
         p.validate()?;
         Ok(p)
     }
@@ -60,6 +71,12 @@ impl RotationPolicy {
         p.organization = self.organization.clone();
         p.pathlen = self.pathlen;
         p
+    }
+
+    /// The trust bundle (`root-cert.pem`) every cluster should hold under `signer`: the
+    /// signer's roots, then the passive roots it does not already have.
+    pub fn trust_bundle(&self, signer: &SigningCa) -> Vec<Certificate> {
+        union_roots(signer.bundle().roots(), &self.passive_roots)
     }
 
     /// When a certificate valid from `not_before` to `not_after` enters its grace period.
@@ -159,6 +176,14 @@ pub enum Plan {
         /// Why.
         reason: IssueReason,
     },
+    /// The intermediate is fine but the trust bundle is not the policy's (a passive root was
+    /// added or removed): rewrite `root-cert.pem` only, keeping the intermediate and its key.
+    UpdateTrust {
+        /// The roots `root-cert.pem` should hold.
+        roots: Vec<Certificate>,
+        /// When the intermediate enters its grace period.
+        recheck_at: OffsetDateTime,
+    },
 }
 
 /// Decides whether `cluster`'s bundle is kept or re-issued under `policy` by `signer` at `now`.
@@ -196,7 +221,28 @@ pub fn plan(
     if now >= rotate_at {
         return issue(IssueReason::GracePeriod { rotate_at, not_after });
     }
+    let roots = policy.trust_bundle(signer);
+    if !same_roots(bundle.roots(), &roots) {
+        return Plan::UpdateTrust { roots, recheck_at: rotate_at };
+    }
     Plan::Keep { recheck_at: rotate_at }
+}
+
+/// `first`, then each of `more` not already in it (a trust bundle is a set; order is kept so
+/// files come out stable).
+pub fn union_roots(first: &[Certificate], more: &[Certificate]) -> Vec<Certificate> {
+    let mut all = first.to_vec();
+    for r in more {
+        if !all.contains(r) {
+            all.push(r.clone());
+        }
+    }
+    all
+}
+
+/// Whether two trust bundles hold the same set of roots.
+pub fn same_roots(a: &[Certificate], b: &[Certificate]) -> bool {
+    a.iter().all(|r| b.contains(r)) && b.iter().all(|r| a.contains(r))
 }
 
 fn parameters_changed(policy: &RotationPolicy, cluster: &str, bundle: &Cacerts) -> Option<IssueReason> {

@@ -7,7 +7,8 @@ mod common;
 
 use common::{fixture_now, rng, webpki_verify};
 use meshca::{
-    Cacerts, Error, IntermediateParams, LeafParams, Phase, RootParams, RootRotation, SigningCa, SpiffeId, Step,
+    Cacerts, Error, IntermediateParams, LeafParams, Phase, RootParams, RootRotation, RotationPolicy, SigningCa,
+    SpiffeId, Step,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -48,17 +49,15 @@ fn assert_mutual_mtls(bundles: &[Cacerts], now: OffsetDateTime, when: &str) {
     }
 }
 
+/// The clusters' policy: a year, so nothing is due for rotation in these tests unless they say so.
+fn policy() -> RotationPolicy {
+    RotationPolicy::new(Duration::days(365), 0.1).unwrap()
+}
+
 fn converge_all(r: &RootRotation, m: &Mesh, bundles: &mut [Cacerts], now: OffsetDateTime, only: &[usize]) {
     for &i in only {
         if let Some(b) = r
-            .converge(
-                Some(&bundles[i]),
-                &m.old,
-                &m.new,
-                &IntermediateParams::new(CLUSTERS[i]),
-                &mut rng(50 + i as u64),
-                now,
-            )
+            .converge(Some(&bundles[i]), &m.old, Some(&m.new), &policy(), CLUSTERS[i], &mut rng(50 + i as u64), now)
             .unwrap()
         {
             bundles[i] = b;
@@ -172,4 +171,53 @@ fn refuses_the_same_root_and_waits_for_missing_clusters() {
     let (same, s) = r.step(&[("c1", None)], now);
     assert_eq!(same.phase, Phase::AddingNewRoot);
     assert_eq!(s, Step::Converging { pending: vec!["c1".into()] });
+}
+
+#[test]
+fn passive_roots_stay_trusted_in_every_phase() {
+    let mut now = fixture_now();
+    let m = mesh(now);
+    let mut p = RootParams::default();
+    p.common_name = "Partner Root".into();
+    let partner = SigningCa::generate_root(&p, &mut rng(4), now).unwrap().bundle().root().clone();
+    let mut bundles = m.bundles.clone();
+    let mut r = RootRotation::start(&m.old, &m.new, Duration::ZERO).unwrap().with_extra_roots(vec![partner.clone()]);
+    while r.phase != Phase::Complete {
+        converge_all(&r, &m, &mut bundles, now, &[0, 1, 2]);
+        for b in &bundles {
+            assert!(b.trusts_root(&partner), "{:?}: the passive root was dropped", r.phase);
+            assert!(r.is_done(b));
+        }
+        assert_mutual_mtls(&bundles, now, &format!("{:?} with a passive root", r.phase));
+        now += Duration::seconds(1);
+        r = step(&r, &bundles, now).0;
+        r = step(&r, &bundles, now).0;
+    }
+    assert_eq!(bundles[0].roots(), [m.new.bundle().root().clone(), partner]);
+}
+
+#[test]
+fn an_intermediate_due_for_rotation_is_reissued_mid_rotation() {
+    // A one-day intermediate, rotating with 10% left, inside a rotation whose dwell is longer
+    // than that: without re-issue it would expire while the rotation waits.
+    let now = fixture_now();
+    let m = mesh(now);
+    let short = RotationPolicy::new(Duration::days(1), 0.1).unwrap();
+    let r = RootRotation::start(&m.old, &m.new, Duration::days(3)).unwrap();
+    let b0 = m.old.issue_intermediate(&short.intermediate_params("c1"), &mut rng(20), now).unwrap().value;
+    let step1 = r.converge(Some(&b0), &m.old, Some(&m.new), &short, "c1", &mut rng(21), now).unwrap().unwrap();
+    assert_eq!(step1.ca_cert(), b0.ca_cert(), "step 1 changes only the trust bundle");
+    assert!(r.converge(Some(&step1), &m.old, Some(&m.new), &short, "c1", &mut rng(22), now).unwrap().is_none());
+    let late = now + Duration::hours(23);
+    let renewed = r.converge(Some(&step1), &m.old, Some(&m.new), &short, "c1", &mut rng(23), late).unwrap().unwrap();
+    assert_ne!(renewed.ca_cert(), step1.ca_cert(), "in its grace period: re-issued");
+    assert_eq!(renewed.root(), m.old.bundle().root(), "by the phase's signer");
+    assert!(r.is_done(&renewed));
+    // A phase that signs with the new CA needs it; the old-signer phases do not.
+    let mut p2 = r.clone();
+    p2.phase = Phase::PropagatingIntermediates;
+    let e = p2.converge(Some(&step1), &m.old, None, &short, "c1", &mut rng(24), now).unwrap_err();
+    assert!(e.to_string().contains("incoming CA"), "{e}");
+    let back = p2.rollback().unwrap();
+    assert!(back.converge(Some(&step1), &m.old, None, &short, "c1", &mut rng(25), now).is_ok());
 }

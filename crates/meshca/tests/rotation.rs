@@ -148,3 +148,43 @@ fn policy_bounds_are_enforced() {
     let e = RotationPolicy::new(Duration::ZERO, 0.5).unwrap_err();
     assert!(e.to_string().contains("ttlDays"), "{e}");
 }
+
+#[test]
+fn passive_roots_change_only_the_trust_bundle() {
+    let (mut policy, root, bundle) = setup(365, 0.1);
+    let mut p = RootParams::default();
+    p.common_name = "Next Root".into();
+    let next = SigningCa::generate_root(&p, &mut rng(3), t0()).unwrap().bundle().root().clone();
+    policy.passive_roots = vec![next.clone()];
+    let Plan::UpdateTrust { roots, recheck_at } = plan(&policy, &root, "c1", Current::Valid(&bundle), t0()) else {
+        panic!("a new passive root must update the trust bundle")
+    };
+    assert_eq!(roots, [root.bundle().root().clone(), next.clone()]);
+    assert_eq!(recheck_at, policy.rotate_at(bundle.ca_cert().not_before(), bundle.not_after()));
+    let updated = meshca::with_trust_bundle(&bundle, roots, t0()).unwrap();
+    assert!(matches!(plan(&policy, &root, "c1", Current::Valid(&updated), t0()), Plan::Keep { .. }));
+    // Withdrawing the passive root shrinks it back; the signer's own root is never dropped.
+    policy.passive_roots.clear();
+    match plan(&policy, &root, "c1", Current::Valid(&updated), t0()) {
+        Plan::UpdateTrust { roots, .. } => assert_eq!(roots, [root.bundle().root().clone()]),
+        other => panic!("{other:?}"),
+    }
+    // A passive root listed twice, or equal to the signer's, is one root.
+    policy.passive_roots = vec![root.bundle().root().clone(), root.bundle().root().clone()];
+    assert!(matches!(plan(&policy, &root, "c1", Current::Valid(&bundle), t0()), Plan::Keep { .. }));
+}
+
+#[test]
+fn parse_roots_accepts_only_self_signed_valid_cas() {
+    let (_, root, bundle) = setup(365, 0.1);
+    let pem = root.bundle().root().to_pem();
+    assert_eq!(meshca::parse_roots(pem.as_bytes(), "passive", t0()).unwrap().len(), 1);
+    let not_root = bundle.ca_cert().to_pem();
+    assert!(matches!(
+        meshca::parse_roots(not_root.as_bytes(), "passive", t0()),
+        Err(Error::NotARoot { file, .. }) if file == "passive"
+    ));
+    let late = root.bundle().root().not_after() + Duration::seconds(1);
+    assert!(matches!(meshca::parse_roots(pem.as_bytes(), "passive", late), Err(Error::Expired { .. })));
+    assert!(matches!(meshca::parse_roots(b"", "passive", t0()), Err(Error::EmptyPem { .. })));
+}

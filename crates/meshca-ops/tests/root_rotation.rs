@@ -1,0 +1,336 @@
+//! Root rotation driven by the policy, over the directory store: the automatic sequence
+//! (`spec.config.rootRotation`), Gloo Mesh's manual one (`passiveCertificateAuthorities`), a
+//! withdrawal that rolls back, and a crash between every pair of writes. At every point a
+//! workload of each cluster completes a real mutual-TLS handshake (rustls) with a workload of
+//! every other, each side trusting only its own `root-cert.pem`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::Cell;
+use std::path::PathBuf;
+
+use meshca::{Cacerts, Certificate, Files, Layout, LeafParams, RootParams, SigningCa, SpiffeId};
+use meshca_ops::error::Error;
+use meshca_ops::policy::{self, Policy, SEED_POLICY};
+use meshca_ops::reconcile::{self, Action, Options, Run};
+use meshca_ops::store::{DirStore, SecretRef, Store, WriteMeta};
+use time::{Duration, OffsetDateTime};
+
+const CLUSTERS: [&str; 3] = ["c1", "c2", "c3"];
+const SIGNER: &str = "my-root-trust-policy.gloo-mesh";
+
+fn t0() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_893_456_000).unwrap()
+}
+
+struct Mesh {
+    dir: PathBuf,
+    store: DirStore,
+    old: SigningCa,
+    new: SigningCa,
+}
+
+fn secret(name: &str) -> SecretRef {
+    SecretRef::new("mgmt", "gloo-mesh", name)
+}
+
+/// A store with the old root as the policy's signer, the new one in `new-ca`, and every cluster
+/// reconciled under the old root.
+fn mesh(tag: &str) -> Mesh {
+    let dir = std::env::temp_dir().join(format!("meshca-ops-rot-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = DirStore::new(dir.join("store"));
+    let old = SigningCa::generate_root(&RootParams::default(), &mut meshca::OsRng, t0()).unwrap();
+    let mut p = RootParams::default();
+    p.common_name = "Root CA 2".into();
+    let new = SigningCa::generate_root(&p, &mut meshca::OsRng, t0()).unwrap();
+    store.write(&secret(SIGNER), &old.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    store.write(&secret("new-ca"), &new.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    let m = Mesh { dir, store, old, new };
+    match run(&m.store, &seed(""), 0).unwrap() {
+        Run::Reconciled(r) => assert!(r.ok() && r.clusters.iter().all(|c| c.action == Action::Issued)),
+        Run::RootRotation(r) => panic!("no rotation was asked for: {r:?}"),
+    }
+    m
+}
+
+/// The seed policy (30-day intermediates) with `extra` appended under `spec.config`.
+fn seed(extra: &str) -> Policy {
+    let text = format!("{}{extra}", SEED_POLICY.replace("ttlDays: 1", "ttlDays: 30"));
+    policy::parse(&text, "policy.yaml").unwrap()
+}
+
+const AUTO: &str =
+    "    rootRotation:\n      newMgmtServerCa:\n        secretRef: {name: new-ca}\n      dwellHours: 1\n";
+
+fn at(hours: i64) -> OffsetDateTime {
+    t0() + Duration::hours(hours) + Duration::seconds(hours)
+}
+
+fn run(store: &dyn Store, policy: &Policy, hours: i64) -> Result<Run, Error> {
+    let mut opts = Options::new(at(hours), CLUSTERS.iter().map(|c| (*c).to_owned()).collect());
+    opts.mgmt_cluster = "mgmt".into();
+    reconcile::run(store, policy, &opts, &mut meshca::OsRng, &mut |_, _| {})
+}
+
+fn bundles(store: &DirStore, now: OffsetDateTime) -> Vec<Cacerts> {
+    CLUSTERS
+        .iter()
+        .map(|c| {
+            let files = store.read(&SecretRef::cacerts(c)).unwrap().expect("a bundle");
+            Cacerts::from_files(&files, now).unwrap_or_else(|e| panic!("{c}: {e}"))
+        })
+        .collect()
+}
+
+/// Real handshakes between workloads of every pair of clusters, at `now`.
+fn assert_all_pairs_talk(store: &DirStore, now: OffsetDateTime, when: &str) {
+    let bundles = bundles(store, now);
+    let leaves: Vec<_> = bundles
+        .iter()
+        .zip(CLUSTERS)
+        .map(|(b, c)| {
+            let id = SpiffeId::workload("cluster.local", "default", c).unwrap();
+            SigningCa::new(b.clone()).issue_leaf(&LeafParams::new(id), &mut meshca::OsRng, now).unwrap().value
+        })
+        .collect();
+    for (i, (a, la)) in bundles.iter().zip(&leaves).enumerate() {
+        for (j, (b, lb)) in bundles.iter().zip(&leaves).enumerate() {
+            if i != j {
+                meshca_ops::mtls::handshake_at(la, a.roots(), lb, b.roots(), now)
+                    .unwrap_or_else(|e| panic!("{when}: {} -> {}: {e}", CLUSTERS[i], CLUSTERS[j]));
+            }
+        }
+    }
+}
+
+fn roots_of(store: &DirStore, now: OffsetDateTime) -> Vec<Vec<Certificate>> {
+    bundles(store, now).iter().map(|b| b.roots().to_vec()).collect()
+}
+
+/// Runs the policy hour by hour until the usual loop takes over; returns the phases seen and
+/// the last run. Checks the handshakes after every run.
+fn drive(m: &Mesh, policy: &Policy, from: i64) -> (Vec<String>, reconcile::Report, i64) {
+    let mut phases = Vec::new();
+    for h in from..from + 20 {
+        match run(&m.store, policy, h).unwrap() {
+            Run::RootRotation(r) => {
+                assert!(!r.failed(), "{r:?}");
+                if phases.last() != Some(&r.now_phase) {
+                    phases.push(r.now_phase.clone());
+                }
+            }
+            Run::Reconciled(report) => return (phases, report, h),
+        }
+        assert_all_pairs_talk(&m.store, at(h), &format!("hour {h}, {phases:?}"));
+    }
+    panic!("the rotation did not finish: {phases:?}");
+}
+
+#[test]
+fn naming_the_new_ca_in_the_policy_rotates_by_itself() {
+    let m = mesh("auto");
+    let policy = seed(AUTO);
+    let (old_root, new_root) = (m.old.bundle().root().clone(), m.new.bundle().root().clone());
+    let (phases, report, h) = drive(&m, &policy, 1);
+    assert_eq!(phases, ["AddingNewRoot", "PropagatingIntermediates", "DeletingOldRoot", "Complete"]);
+    assert!(report.ok(), "{report:?}");
+    for (b, roots) in bundles(&m.store, at(h)).iter().zip(roots_of(&m.store, at(h))) {
+        assert_eq!(roots, std::slice::from_ref(&new_root));
+        assert_eq!(b.root(), &new_root);
+    }
+    // meshca now signs with the CA the policy named, and says how to make that permanent;
+    // the user's own Secret still holds the old CA.
+    assert!(report.signer.location.ends_with("new-ca"), "{}", report.signer.location);
+    assert!(report.notes.iter().any(|n| n.contains("point spec.config.mgmtServerCa at it")), "{:?}", report.notes);
+    let kept = m.store.read(&secret(SIGNER)).unwrap().unwrap();
+    assert_eq!(kept.get(meshca::ROOT_CERT).unwrap(), old_root.to_pem().as_bytes());
+    // A second run changes nothing.
+    let before = bundles(&m.store, at(h));
+    let Run::Reconciled(again) = run(&m.store, &policy, h).unwrap() else { panic!("rotation restarted") };
+    assert!(again.clusters.iter().all(|c| c.action == Action::Kept), "{again:?}");
+    assert_eq!(bundles(&m.store, at(h)).iter().map(|b| b.ca_cert().clone()).collect::<Vec<_>>(), {
+        before.iter().map(|b| b.ca_cert().clone()).collect::<Vec<_>>()
+    });
+    // The user points mgmtServerCa at the new CA and drops rootRotation: nothing to do.
+    let swapped = policy::parse(
+        &SEED_POLICY
+            .replace("ttlDays: 1", "ttlDays: 30")
+            .replace("name: my-root-trust-policy.gloo-mesh", "name: new-ca"),
+        "policy.yaml",
+    )
+    .unwrap();
+    let Run::Reconciled(done) = run(&m.store, &swapped, h).unwrap() else { panic!() };
+    assert!(done.ok() && done.clusters.iter().all(|c| c.action == Action::Kept), "{done:?}");
+    // Dropping rootRotation but keeping the old mgmtServerCa would sign under a root nobody
+    // trusts any more: refused, naming the fix.
+    let e = run(&m.store, &seed(""), h).unwrap_err().to_string();
+    assert!(e.contains("set mgmtServerCa to") && e.contains("new-ca"), "{e}");
+}
+
+#[test]
+fn withdrawing_the_rotation_before_step_three_rolls_it_back() {
+    let m = mesh("withdraw");
+    let old_root = m.old.bundle().root().clone();
+    // Start, finish step 1 and its dwell, let step 2 reach one run.
+    for h in 1..=3 {
+        let Run::RootRotation(r) = run(&m.store, &seed(AUTO), h).unwrap() else { panic!() };
+        assert!(!r.failed());
+    }
+    assert!(bundles(&m.store, at(3)).iter().any(|b| b.root() != &old_root), "step 2 has begun");
+    let (phases, report, h) = drive(&m, &seed(""), 4);
+    assert_eq!(phases, ["RollingBackIntermediates", "RollingBackRoot", "RolledBack"]);
+    assert!(report.ok());
+    for roots in roots_of(&m.store, at(h)) {
+        assert_eq!(roots, std::slice::from_ref(&old_root));
+    }
+    assert_all_pairs_talk(&m.store, at(h), "rolled back");
+}
+
+#[test]
+fn passive_roots_make_the_gloo_manual_sequence_safe() {
+    let m = mesh("passive");
+    let (old_root, new_root) = (m.old.bundle().root().clone(), m.new.bundle().root().clone());
+    let passive = |name: &str| {
+        format!("    passiveCertificateAuthorities:\n    - secretRef: {{name: {name}, namespace: gloo-mesh}}\n")
+    };
+    let expect = |p: &Policy, h: i64, action: Action, roots: &[&Certificate]| {
+        let Run::Reconciled(r) = run(&m.store, p, h).unwrap() else { panic!() };
+        assert!(r.ok(), "{r:?}");
+        assert!(r.clusters.iter().all(|c| c.action == action), "{action:?}: {r:?}");
+        for got in roots_of(&m.store, at(h)) {
+            assert_eq!(got.iter().collect::<Vec<_>>(), roots);
+        }
+        assert_all_pairs_talk(&m.store, at(h), &format!("{action:?}"));
+    };
+    // 1. The new root is trusted everywhere; intermediates and their keys stay.
+    let before = bundles(&m.store, at(1));
+    expect(&seed(&passive("new-ca")), 1, Action::TrustUpdated, &[&old_root, &new_root]);
+    for (a, b) in before.iter().zip(bundles(&m.store, at(1))) {
+        assert_eq!(a.ca_cert(), b.ca_cert());
+        assert_eq!(a.ca_key().public_key_raw(), b.ca_key().public_key_raw());
+    }
+    expect(&seed(&passive("new-ca")), 1, Action::Kept, &[&old_root, &new_root]);
+    // 2. Swap: the new CA signs, the old root stays trusted as passive.
+    let swapped = |extra: &str| {
+        let text = format!(
+            "{}{extra}",
+            SEED_POLICY
+                .replace("ttlDays: 1", "ttlDays: 30")
+                .replace("name: my-root-trust-policy.gloo-mesh", "name: new-ca")
+        );
+        policy::parse(&text, "policy.yaml").unwrap()
+    };
+    expect(&swapped(&passive(SIGNER)), 25, Action::Rotated, &[&new_root, &old_root]);
+    // 3. The old root goes.
+    expect(&swapped(""), 49, Action::TrustUpdated, &[&new_root]);
+    // A passive Secret that is not a root is refused before anything is written.
+    let mut files = Files::new();
+    files.insert(meshca::ROOT_CERT, bundles(&m.store, at(49))[0].ca_cert().to_pem());
+    m.store.write(&secret("not-a-root"), &files, &WriteMeta::default()).unwrap();
+    let e = run(&m.store, &swapped(&passive("not-a-root")), 50).unwrap_err().to_string();
+    assert!(e.contains("passiveCertificateAuthorities[0]") && e.contains("not self-signed"), "{e}");
+    let e = run(&m.store, &swapped(&passive("missing")), 50).unwrap_err().to_string();
+    assert!(e.contains("passiveCertificateAuthorities[0]") && e.contains("not found"), "{e}");
+}
+
+/// A store that dies after `budget` writes: every later write fails, as if the process had
+/// been killed there (each write itself is atomic, as the directory store's are).
+struct Crashing<'a> {
+    inner: &'a DirStore,
+    budget: Cell<usize>,
+    writes: Cell<usize>,
+}
+
+impl Store for Crashing<'_> {
+    fn location(&self, secret: &SecretRef) -> String {
+        self.inner.location(secret)
+    }
+    fn read(&self, secret: &SecretRef) -> Result<Option<Files>, Error> {
+        self.inner.read(secret)
+    }
+    fn write(&self, secret: &SecretRef, files: &Files, meta: &WriteMeta) -> Result<(), Error> {
+        if self.writes.get() >= self.budget.get() {
+            return Err(Error::Store { location: self.location(secret), detail: "killed".into() });
+        }
+        self.writes.set(self.writes.get() + 1);
+        self.inner.write(secret, files, meta)
+    }
+}
+
+/// How a rotation is begun: by the policy, or by `rotate-root start` (two writes of its own:
+/// the incoming signer as `<signer>-next`, then the state).
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Policy,
+    Command,
+}
+
+impl Mode {
+    fn policy(self) -> Policy {
+        match self {
+            Mode::Policy => seed(AUTO),
+            Mode::Command => seed(""),
+        }
+    }
+
+    /// Begins the rotation if it is not under way yet (a user re-runs the command after a crash).
+    fn begin(self, store: &dyn Store, m: &Mesh) -> Result<(), Error> {
+        if let Mode::Command = self {
+            let policy = self.policy();
+            if meshca_ops::rootrotation::load(store, &policy, "mgmt")?.is_none() {
+                let clusters: Vec<String> = CLUSTERS.iter().map(|c| (*c).to_owned()).collect();
+                meshca_ops::rootrotation::start(store, &policy, "mgmt", &m.old, &m.new, Duration::hours(1), &clusters)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_crash_between_any_two_writes_resumes_without_breaking_trust() {
+    for mode in [Mode::Policy, Mode::Command] {
+        // Count the writes of an uninterrupted rotation.
+        let m = mesh(&format!("crash-count-{mode:?}"));
+        let counting = Crashing { inner: &m.store, budget: Cell::new(usize::MAX), writes: Cell::new(0) };
+        mode.begin(&counting, &m).unwrap();
+        let mut h = 1;
+        while let Run::RootRotation(_) = run(&counting, &mode.policy(), h).unwrap() {
+            h += 1;
+        }
+        let total = counting.writes.get();
+        assert!(total >= 10, "{mode:?}: three steps over three clusters write at least ten times, got {total}");
+        let _ = std::fs::remove_dir_all(&m.dir);
+
+        for crash_after in 0..total {
+            let when = format!("{mode:?}, crash after write {crash_after} of {total}");
+            let m = mesh(&format!("crash-{mode:?}-{crash_after}"));
+            let dying = Crashing { inner: &m.store, budget: Cell::new(crash_after), writes: Cell::new(0) };
+            let mut h = 1;
+            // Run until the process "dies" (the first refused write).
+            let mut died = mode.begin(&dying, &m).is_err();
+            while !died {
+                died = result_refused(&run(&dying, &mode.policy(), h));
+                assert_all_pairs_talk(&m.store, at(h), &format!("{when}, hour {h}"));
+                h += 1;
+            }
+            // A new process resumes from what the store holds.
+            mode.begin(&m.store, &m).unwrap();
+            let (_, report, end) = drive(&m, &mode.policy(), h);
+            assert!(report.ok(), "{when}: {report:?}");
+            for b in bundles(&m.store, at(end)) {
+                assert_eq!(b.roots(), [m.new.bundle().root().clone()], "{when}");
+                assert_eq!(b.root(), m.new.bundle().root(), "{when}");
+            }
+            let _ = std::fs::remove_dir_all(&m.dir);
+        }
+    }
+}
+
+/// Whether a run hit the dead store: an error, or a cluster that failed to be written.
+fn result_refused(r: &Result<Run, Error>) -> bool {
+    match r {
+        Err(_) => true,
+        Ok(Run::RootRotation(rot)) => rot.failed(),
+        Ok(Run::Reconciled(rep)) => !rep.ok(),
+    }
+}
