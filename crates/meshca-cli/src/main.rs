@@ -84,15 +84,17 @@ struct RotateCommonArgs {
     #[arg(long)]
     policy: PathBuf,
     /// The directory store.
-    #[arg(long)]
-    store: PathBuf,
+    #[arg(long, required_unless_present = "kube", conflicts_with = "kube")]
+    store: Option<PathBuf>,
     /// Workload clusters: for `status`, the ones to show; for `start`, every cluster the
-    /// rotation must wait for (runs add the clusters they name).
+    /// rotation must wait for (runs add the clusters they name). With --kube: NAME=CONTEXT.
     #[arg(long = "cluster", value_name = "NAME")]
     clusters: Vec<String>,
-    /// The management cluster.
+    /// The management cluster. With --kube: NAME[=CONTEXT] (default: the current context).
     #[arg(long, default_value = "mgmt")]
     mgmt_cluster: String,
+    #[command(flatten)]
+    kube: KubeArgs,
     /// As of this time (RFC 3339).
     #[arg(long)]
     at: Option<String>,
@@ -656,6 +658,35 @@ fn cluster_context(spec: &str) -> Result<(String, String), Failure> {
     Ok((name.to_owned(), ctx.to_owned()))
 }
 
+/// The store a command works on, with the names of its clusters.
+struct Opened {
+    store: Box<dyn Store>,
+    /// The management cluster's name.
+    mgmt: String,
+    /// Workload cluster names (without `=CONTEXT`).
+    clusters: Vec<String>,
+    /// Keeps the Kubernetes store's runtime alive.
+    _rt: Option<tokio::runtime::Runtime>,
+}
+
+/// The directory store at `dir`, or with `--kube` the clusters' Kubernetes APIs (`mgmt` and
+/// each cluster as NAME[=CONTEXT]).
+fn open_store(dir: Option<&Path>, kube: &KubeArgs, mgmt: &str, clusters: &[String]) -> Result<Opened, Failure> {
+    let name = |spec: &str| spec.split('=').next().unwrap_or(spec).to_owned();
+    let names: Vec<String> = clusters.iter().map(|c| name(c)).collect();
+    if !kube.kube {
+        let dir = dir.ok_or_else(|| usage("give --store DIR, or --kube"))?;
+        return Ok(Opened { store: Box::new(DirStore::new(dir)), mgmt: name(mgmt), clusters: names, _rt: None });
+    }
+    let specs = clusters.iter().map(|c| cluster_context(c)).collect::<Result<Vec<_>, _>>()?;
+    let (mgmt_name, mgmt_ctx) = match mgmt.split_once('=') {
+        Some((n, c)) => (n.to_owned(), Some(c.to_owned())),
+        None => (mgmt.to_owned(), None),
+    };
+    let (rt, store) = kube_store(kube, Some((mgmt_name.clone(), mgmt_ctx)), &specs)?;
+    Ok(Opened { store: Box::new(store), mgmt: mgmt_name, clusters: names, _rt: Some(rt) })
+}
+
 /// A runtime and a Kubernetes store over kubeconfig contexts. `mgmt` with no context is the
 /// current context. The runtime must outlive the store.
 fn kube_store(
@@ -1049,23 +1080,11 @@ fn reconcile_cmd(a: ReconcileArgs) -> CmdResult {
     let now = parse_at(&a.at)?;
     let clusters = read_clusters(&a)?;
     let pol = load_policy(&a.policy)?;
-    let mut _rt = None;
-    let store: Box<dyn Store> = if a.kube.kube {
-        let specs = clusters.iter().map(|c| cluster_context(c)).collect::<Result<Vec<_>, _>>()?;
-        let (mgmt_name, mgmt_ctx) = match a.mgmt_cluster.split_once('=') {
-            Some((n, c)) => (n.to_owned(), Some(c.to_owned())),
-            None => (a.mgmt_cluster.clone(), None),
-        };
-        let (rt, store) = kube_store(&a.kube, Some((mgmt_name, mgmt_ctx)), &specs)?;
-        _rt = Some(rt);
-        Box::new(store)
-    } else {
-        Box::new(DirStore::new(a.store.clone().unwrap_or_default()))
-    };
-    let clusters: Vec<String> = clusters.iter().map(|c| c.split('=').next().unwrap_or(c).to_owned()).collect();
-    let mut opts = Options::new(now, clusters);
+    let opened = open_store(a.store.as_deref(), &a.kube, &a.mgmt_cluster, &clusters)?;
+    let store = opened.store.as_ref();
+    let mut opts = Options::new(now, opened.clusters.clone());
     opts.dry_run = a.dry_run;
-    opts.mgmt_cluster = a.mgmt_cluster.split('=').next().unwrap_or("mgmt").to_owned();
+    opts.mgmt_cluster = opened.mgmt.clone();
     let show_progress = !a.json && std::io::stderr().is_terminal() && opts.clusters.len() > 20;
     let mut progress = |done: usize, total: usize| {
         if show_progress {
@@ -1077,7 +1096,7 @@ fn reconcile_cmd(a: ReconcileArgs) -> CmdResult {
     };
     // While a root rotation is under way (or the policy asks for one), the run applies its
     // current step instead of the usual loop.
-    let report = match reconcile::run(store.as_ref(), &pol, &opts, &mut meshca::OsRng, &mut progress)? {
+    let report = match reconcile::run(store, &pol, &opts, &mut meshca::OsRng, &mut progress)? {
         reconcile::Run::RootRotation(rot) => {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&rot).unwrap_or_default());
@@ -1195,23 +1214,23 @@ fn rotate_root(c: RotateRootCommand) -> CmdResult {
     use meshca_ops::rootrotation;
     match c {
         RotateRootCommand::Start(a) => {
-            let now = parse_at(&a.common.at)?;
-            let pol = load_policy(&a.common.policy)?;
-            let store = DirStore::new(&a.common.store);
+            let c = &a.common;
+            let now = parse_at(&c.at)?;
+            let pol = load_policy(&c.policy)?;
+            let opened = open_store(c.store.as_deref(), &c.kube, &c.mgmt_cluster, &c.clusters)?;
+            let store = opened.store.as_ref();
             let (ns, name) = pol.signer.secret();
-            let current_ref = SecretRef::new(&a.common.mgmt_cluster, ns, name);
+            let current_ref = SecretRef::new(&opened.mgmt, ns, name);
             let current = store
                 .read(&current_ref)?
                 .ok_or_else(|| usage(format!("{}: no signing CA", store.location(&current_ref))))?;
             let current = SigningCa::from_files(&current, now).map_err(Error::core("current signing CA"))?;
             let new = load_signer(&a.new_ca, now)?;
             let dwell = Duration::hours(a.dwell_hours);
-            let r =
-                rootrotation::start(&store, &pol, &a.common.mgmt_cluster, &current, &new, dwell, &a.common.clusters)?;
+            let r = rootrotation::start(store, &pol, &opened.mgmt, &current, &new, dwell, &opened.clusters)?;
             println!("root rotation started: {} -> {}", r.old_root.subject(), r.new_root.subject());
             println!(
-                "  old sha256 {}
-  new sha256 {}",
+                "  old sha256 {}\n  new sha256 {}",
                 short(&r.old_root.fingerprint_sha256()),
                 short(&r.new_root.fingerprint_sha256())
             );
@@ -1223,13 +1242,22 @@ fn rotate_root(c: RotateRootCommand) -> CmdResult {
         RotateRootCommand::Status(a) => {
             let now = parse_at(&a.at)?;
             let pol = load_policy(&a.policy)?;
-            let store = DirStore::new(&a.store);
-            let Some(stored) = rootrotation::load(&store, &pol, &a.mgmt_cluster)? else {
-                println!("no root rotation under way");
+            let opened = open_store(a.store.as_deref(), &a.kube, &a.mgmt_cluster, &a.clusters)?;
+            let store = opened.store.as_ref();
+            let Some(stored) = rootrotation::load(store, &pol, &opened.mgmt)? else {
+                match &pol.root_rotation {
+                    Some(_) => println!("no root rotation under way; the next `meshca reconcile` starts the one spec.config.rootRotation names"),
+                    None => println!("no root rotation under way"),
+                }
                 return Ok(ExitCode::SUCCESS);
             };
-            let r = stored.rotation;
-            println!("phase {} ({} -> {})", rootrotation::describe(&r), r.old_root.subject(), r.new_root.subject());
+            let r = &stored.rotation;
+            println!("phase {} ({} -> {})", rootrotation::describe(r), r.old_root.subject(), r.new_root.subject());
+            println!(
+                "  started by {}; incoming signer {}",
+                if stored.started_by_policy { "spec.config.rootRotation" } else { "rotate-root start" },
+                store.location(&stored.new_signer)
+            );
             if let Some(t) = r.phase_completed_at {
                 println!(
                     "  every cluster done since {}; next step at {}",
@@ -1237,12 +1265,15 @@ fn rotate_root(c: RotateRootCommand) -> CmdResult {
                     meshca::format_time(t + r.dwell)
                 );
             }
-            for cl in &a.clusters {
-                let b = store.read(&SecretRef::cacerts(cl))?.and_then(|f| Cacerts::from_files(&f, now).ok());
+            let mut shown: Vec<&String> = opened.clusters.iter().collect();
+            shown.extend(stored.clusters.iter().filter(|c| !opened.clusters.contains(c)));
+            for cl in shown {
+                let b =
+                    store.read(&SecretRef::cacerts(cl)).ok().flatten().and_then(|f| Cacerts::from_files(&f, now).ok());
                 let state = match &b {
                     Some(b) if r.is_done(b) => "done",
                     Some(_) => "pending",
-                    None => "pending (no valid bundle)",
+                    None => "pending (no valid bundle, or not reachable with these flags)",
                 };
                 println!("  {cl:<12} {state}");
             }
@@ -1250,9 +1281,14 @@ fn rotate_root(c: RotateRootCommand) -> CmdResult {
         }
         RotateRootCommand::Rollback(a) => {
             let pol = load_policy(&a.policy)?;
-            let store = DirStore::new(&a.store);
-            let r = rootrotation::rollback(&store, &pol, &a.mgmt_cluster)?;
+            let opened = open_store(a.store.as_deref(), &a.kube, &a.mgmt_cluster, &a.clusters)?;
+            let r = rootrotation::rollback(opened.store.as_ref(), &pol, &opened.mgmt)?;
             println!("rolling back: phase {}; run `meshca reconcile` to apply it", rootrotation::describe(&r));
+            if pol.root_rotation.is_some() {
+                println!(
+                    "  spec.config.rootRotation still names the new CA; remove it (it will not start again by itself)"
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -38,12 +38,23 @@ fn kubeconfig(servers: &[(&str, &ApiServer)]) -> String {
     )
 }
 
-#[test]
-fn reconcile_and_verify_through_kubeconfig_contexts() {
+/// Three API servers (management, cluster1, c2), the seed's signing CA on the management one,
+/// a kubeconfig with a context for each, and the seed policy.
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    mgmt: ApiServer,
+    c1: ApiServer,
+    c2: ApiServer,
+    dir: std::path::PathBuf,
+    kc: String,
+    pol: String,
+}
+
+fn setup(tag: &str) -> Setup {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (mgmt, c1, c2) =
         rt.block_on(async { (ApiServer::start().await, ApiServer::start().await, ApiServer::start().await) });
-    let d = std::env::temp_dir().join(format!("meshca-kube-cli-{}", std::process::id()));
+    let d = std::env::temp_dir().join(format!("meshca-kube-cli-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
 
     // The seed's Step 1: the root as a Secret on the management cluster.
@@ -60,27 +71,37 @@ fn reconcile_and_verify_through_kubeconfig_contexts() {
     std::fs::write(&kc, kubeconfig(&[("mgmt-ctx", &mgmt), ("ctx-1", &c1), ("c2", &c2)])).unwrap();
     let policy = d.join("policy.yaml");
     std::fs::write(&policy, meshca_ops::policy::SEED_POLICY).unwrap();
-    let (kc, pol) = (kc.to_str().unwrap(), policy.to_str().unwrap());
+    let (kc, pol) = (kc.to_str().unwrap().to_owned(), policy.to_str().unwrap().to_owned());
+    Setup { rt, mgmt, c1, c2, dir: d, kc, pol }
+}
 
-    let args = [
-        "reconcile",
+/// `meshca <cmd> --kube` flags for the set-up's clusters.
+fn kube_flags(s: &Setup) -> Vec<&str> {
+    vec![
         "--kube",
         "--kubeconfig",
-        kc,
+        &s.kc,
         "--policy",
-        pol,
+        &s.pol,
         "--mgmt-cluster",
         "mgmt=mgmt-ctx",
         "--cluster",
         "cluster1=ctx-1",
         "--cluster",
         "c2",
-    ];
+    ]
+}
+
+#[test]
+fn reconcile_and_verify_through_kubeconfig_contexts() {
+    let s = setup("reconcile");
+    let kc = s.kc.as_str();
+    let args = [&["reconcile"][..], &kube_flags(&s)].concat();
     let (code, out, err) = run(&args);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("cluster1  issued") && out.contains("c2        issued"), "{out}");
     assert!(out.contains("cluster1: istio-system/cacerts") || out.contains("All share root"), "{out}");
-    let secret = c1.get(SECRETS, "istio-system", "cacerts").unwrap();
+    let secret = s.c1.get(SECRETS, "istio-system", "cacerts").unwrap();
     assert_eq!(secret["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshca");
     let (code, out, _) = run(&args);
     assert_eq!(code, 0);
@@ -104,8 +125,55 @@ fn reconcile_and_verify_through_kubeconfig_contexts() {
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no-such-context"), "{err}");
-    std::fs::remove_dir_all(&d).unwrap();
-    drop(rt);
+    std::fs::remove_dir_all(&s.dir).unwrap();
+}
+
+#[test]
+fn rotate_root_through_kubeconfig_contexts() {
+    let s = setup("rotate");
+    let reconcile = |extra: &[&str]| run(&[&["reconcile"][..], &kube_flags(&s), extra].concat());
+    assert_eq!(reconcile(&[]).0, 0);
+    let new_ca = s.dir.join("new-root");
+    assert_eq!(run(&["root-ca", "--out", new_ca.to_str().unwrap(), "--cn", "Root CA 2"]).0, 0);
+    let start =
+        [&["rotate-root", "start"][..], &kube_flags(&s), &["--new-ca", new_ca.to_str().unwrap(), "--dwell-hours", "0"]]
+            .concat();
+    let (code, out, err) = run(&start);
+    assert_eq!(code, 0, "{out}{err}");
+    // The state and the incoming signer live beside the policy on the management cluster.
+    assert!(s.mgmt.get(SECRETS, "gloo-mesh", "root-trust-policy-root-rotation").is_some());
+    assert!(s.mgmt.get(SECRETS, "gloo-mesh", "my-root-trust-policy.gloo-mesh-next").is_some());
+    let status = [&["rotate-root", "status"][..], &kube_flags(&s)].concat();
+    let (_, out, _) = run(&status);
+    assert!(out.contains("phase AddingNewRoot") && out.contains("cluster1     pending"), "{out}");
+    // With no dwell each run moves one step: steps 1 and 2, then step 3, whose completion
+    // replaces the user's signer Secret: refused without --adopt, naming it.
+    for _ in 0..2 {
+        let (code, out, err) = reconcile(&[]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let (code, out, err) = reconcile(&[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("--adopt"), "{err}");
+    let (code, out, err) = reconcile(&["--adopt"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("now in phase Complete"), "{out}");
+    let (_, out, _) = run(&status);
+    assert!(out.contains("phase Complete") && out.contains("c2           done"), "{out}");
+    // Both clusters trust only the new root, and verify says they share it.
+    let (code, out, err) =
+        run(&["verify", "--kube", "--kubeconfig", &s.kc, "--cluster", "cluster1=ctx-1", "--cluster", "c2=c2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let new_root = std::fs::read_to_string(new_ca.join("root-cert.pem")).unwrap();
+    for c in [&s.c1, &s.c2] {
+        let secret = c.get(SECRETS, "istio-system", "cacerts").unwrap();
+        let root = base64::engine::general_purpose::STANDARD
+            .decode(secret["data"]["root-cert.pem"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(String::from_utf8(root).unwrap(), new_root);
+    }
+    std::fs::remove_dir_all(&s.dir).unwrap();
+    drop(s.rt);
 }
 
 #[test]

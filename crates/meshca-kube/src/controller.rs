@@ -244,13 +244,11 @@ async fn rotation_step(
         publish(ctx, obj, EventType::Normal, reason, "RotateRoot", &format!("{n}: {summary}")).await;
     }
     if rot.phase != rot.now_phase {
-        let reason = match rot.now_phase.as_str() {
-            "Complete" => "RootRotationComplete",
-            "RolledBack" => "RootRotationRolledBack",
-            _ => "RootRotationAdvanced",
-        };
+        // One reason per phase reached (RootRotationPropagatingIntermediates, ...Complete): the
+        // event recorder folds events with the same reason into one, keeping the first note.
+        let reason = format!("RootRotation{}", rot.now_phase);
         let note = format!("{summary}: {} -> {} ({})", rot.phase, rot.now_phase, rotation_state(&rot.now_phase));
-        publish(ctx, obj, EventType::Normal, reason, "RotateRoot", &note).await;
+        publish(ctx, obj, EventType::Normal, &reason, "RotateRoot", &note).await;
     }
     for c in rot.clusters.iter().filter(|c| c.outcome.starts_with("FAILED")) {
         publish(ctx, obj, EventType::Warning, "ClusterFailed", "RotateRoot", &format!("{}: {}", c.cluster, c.outcome))
@@ -384,6 +382,7 @@ fn status_of(report: &Report, obj: &DynamicObject, now: OffsetDateTime, generati
         "nextCheck": report.next_check.map(meshca::format_time),
         "clusters": clusters,
         "rotation": not_rotating(),
+        "notes": report.notes,
         "conditions": [condition("Ready", state == "ACCEPTED" || state == "WARNING", reason, &message, now, generation)],
     })
 }

@@ -390,6 +390,76 @@ async fn controller_reconciles_policies_writes_status_and_events() {
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_drives_a_root_rotation_named_in_the_policy() {
+    let (mgmt, old) = mgmt_with_root().await;
+    let mut p = RootParams::default();
+    p.common_name = "Root CA 2".into();
+    let new = SigningCa::generate_root(&p, &mut meshca::OsRng, OffsetDateTime::now_utc()).unwrap();
+    mgmt.put(SECRETS, "gloo-mesh", secret_json("new-ca", &new.bundle().to_files(Layout::Istio), &[]));
+    let cs = servers(2).await;
+    mgmt.put(SECRETS, "istio-system", remote_secret("east", &cs[0]));
+    mgmt.put(SECRETS, "istio-system", remote_secret("west", &cs[1]));
+    // The clusters start under the old root; then the policy names the new CA (no dwell, so
+    // the test does not wait a day between steps).
+    let store = store_for(&mgmt, &[("east", &cs[0]), ("west", &cs[1])]);
+    let report = run(store, &policy::SEED_POLICY.replace("ttlDays: 1", "ttlDays: 30"), &["east", "west"], {
+        OffsetDateTime::now_utc()
+    })
+    .await;
+    assert!(report.ok(), "{report:?}");
+    let mut cr = policy_cr(30);
+    cr["spec"]["config"]["rootRotation"] =
+        json!({"newMgmtServerCa": {"secretRef": {"name": "new-ca"}}, "dwellHours": 0});
+    mgmt.put(POLICIES, "gloo-mesh", cr);
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task =
+        tokio::spawn(controller::run(mgmt.client(), controller::ControllerConfig::new("replica-a"), async move {
+            let _ = stopped.await;
+        }));
+    let notes = |m: &ApiServer, reason: &str| -> Vec<String> {
+        m.list(EVENTS)
+            .iter()
+            .filter(|e| e["reason"] == reason)
+            .map(|e| e["note"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    wait_for("RootRotationComplete", || !notes(&mgmt, "RootRotationComplete").is_empty()).await;
+    assert_eq!(notes(&mgmt, "RootRotationStarted").len(), 1);
+    for (reason, want) in [
+        (
+            "RootRotationPropagatingIntermediates",
+            "AddingNewRoot -> PropagatingIntermediates (PROPAGATING_NEW_INTERMEDIATE)",
+        ),
+        ("RootRotationDeletingOldRoot", "PropagatingIntermediates -> DeletingOldRoot (DELETING_OLD_ROOT)"),
+        ("RootRotationComplete", "DeletingOldRoot -> Complete (FINISHED)"),
+    ] {
+        let got = notes(&mgmt, reason).join("\n");
+        assert!(got.contains(want) && got.contains("CN=Root CA,O=Istio -> CN=Root CA 2,O=Istio"), "{reason}: {got}");
+    }
+    // Then the usual loop takes over, signing with the new CA.
+    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
+    wait_for("NOT_ROTATING", || status(&mgmt)["rotation"]["state"] == "NOT_ROTATING").await;
+    let st = status(&mgmt);
+    assert_eq!(st["state"], "ACCEPTED", "{st}");
+    assert!(st["rotation"]["phase"].is_null(), "the finished rotation's fields are cleared: {st}");
+    assert!(st["notes"].to_string().contains("point spec.config.mgmtServerCa at it"), "{st}");
+    let now = OffsetDateTime::now_utc();
+    for c in &cs {
+        let b = cacerts_at(c, now);
+        assert_eq!(b.roots(), std::slice::from_ref(new.bundle().root()));
+        assert_eq!(b.root(), new.bundle().root());
+    }
+    // The user's signer Secret was not touched; the rotation's state lives beside the policy.
+    let signer = files_of(&mgmt.get(SECRETS, "gloo-mesh", SIGNER).unwrap());
+    assert_eq!(signer.get(meshca::ROOT_CERT).unwrap(), old.bundle().root().to_pem().as_bytes());
+    let state = mgmt.get(SECRETS, "gloo-mesh", "root-trust-policy-root-rotation").unwrap();
+    assert!(String::from_utf8(files_of(&state).get("state.json").unwrap().to_vec()).unwrap().contains("Complete"));
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+}
+
 #[test]
 fn the_crd_is_valid_yaml_for_our_resource() {
     let crd: Value = serde_saphyr::from_str(meshca_kube::crd::CRD_YAML).unwrap();
