@@ -243,12 +243,14 @@ async fn rotation_step(
         let reason = if n.starts_with("rolling back") { "RootRotationRollingBack" } else { "RootRotationStarted" };
         publish(ctx, obj, EventType::Normal, reason, "RotateRoot", &format!("{n}: {summary}")).await;
     }
-    if rot.phase != rot.now_phase {
+    let mut from = &rot.phase;
+    for to in &rot.entered {
         // One reason per phase reached (RootRotationPropagatingIntermediates, ...Complete): the
         // event recorder folds events with the same reason into one, keeping the first note.
-        let reason = format!("RootRotation{}", rot.now_phase);
-        let note = format!("{summary}: {} -> {} ({})", rot.phase, rot.now_phase, rotation_state(&rot.now_phase));
+        let reason = format!("RootRotation{to}");
+        let note = format!("{summary}: {from} -> {to} ({})", rotation_state(to));
         publish(ctx, obj, EventType::Normal, &reason, "RotateRoot", &note).await;
+        from = to;
     }
     for c in rot.clusters.iter().filter(|c| c.outcome.starts_with("FAILED")) {
         publish(ctx, obj, EventType::Warning, "ClusterFailed", "RotateRoot", &format!("{}: {}", c.cluster, c.outcome))

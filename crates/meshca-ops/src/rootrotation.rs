@@ -242,6 +242,9 @@ pub struct RotationReport {
     pub step: String,
     /// The phase now.
     pub now_phase: String,
+    /// Every phase this run entered, in order (a run that finds a dwell over begins the next
+    /// step at once, so it may enter two).
+    pub entered: Vec<String>,
     /// Subject of the root being retired.
     pub old_root: String,
     /// Subject of the incoming root.
@@ -415,6 +418,34 @@ pub fn run(
         Todo::Idle { signer, notes } => return Ok(Outcome::Idle { signer, notes }),
         Todo::Rotate { stored, notice } => (*stored, notice),
     };
+    let (mut report, next) = pass(store, policy, passive, mgmt, clusters, stored, rng, now, dry_run)?;
+    if !dry_run && next.in_progress() && report.phase != report.now_phase {
+        // A step just began: apply it now rather than on the next run (its own dwell starts
+        // once every cluster has done it).
+        let (second, _) = pass(store, policy, passive, mgmt, clusters, next, rng, now, dry_run)?;
+        let step = format!("{}; {}", report.step, second.step);
+        let mut entered = report.entered;
+        entered.extend(second.entered.iter().cloned());
+        report = RotationReport { phase: report.phase, step, entered, ..second };
+    }
+    report.notice = notice;
+    Ok(Outcome::Rotating(report))
+}
+
+/// Applies the stored rotation's current phase once: converges every cluster, steps the state
+/// machine and saves it. Returns the report and the state as saved.
+#[allow(clippy::too_many_arguments)]
+fn pass(
+    store: &dyn Store,
+    policy: &Policy,
+    passive: &[Certificate],
+    mgmt: &str,
+    clusters: &[String],
+    stored: Stored,
+    rng: &mut dyn Entropy,
+    now: OffsetDateTime,
+    dry_run: bool,
+) -> Result<(RotationReport, Stored), Error> {
     let r = stored.rotation.clone().with_extra_roots(passive.to_vec());
     let mut known = stored.clusters.clone();
     known.extend(clusters.iter().cloned());
@@ -480,29 +511,32 @@ pub fn run(
         Step::Finished => (format!("finished ({})", phase_name(next.phase)), None),
         _ => (format!("{step:?}"), None),
     };
-    if !dry_run {
-        if next.phase == Phase::Complete && !stored.started_by_policy {
-            // `rotate-root start`: the new signer becomes the policy's signer. That Secret is
-            // the user's: a store that guards unmanaged Secrets (Kubernetes) needs --adopt.
-            // (A policy-driven rotation leaves it alone: the policy names the new CA.)
-            let new = new.as_ref().ok_or_else(|| {
-                Error::Input(format!("the incoming signing CA {} disappeared", store.location(&stored.new_signer)))
-            })?;
-            store.write(&signer_ref, &new.bundle().to_files(Layout::Istio), &WriteMeta::default())?;
-        }
-        save(store, policy, mgmt, &Stored { rotation: next.clone(), clusters: known, ..stored })?;
+    if !dry_run && next.phase == Phase::Complete && !stored.started_by_policy {
+        // `rotate-root start`: the new signer becomes the policy's signer. That Secret is the
+        // user's: a store that guards unmanaged Secrets (Kubernetes) needs --adopt. (A
+        // policy-driven rotation leaves it alone: the policy names the new CA.)
+        let new = new.as_ref().ok_or_else(|| {
+            Error::Input(format!("the incoming signing CA {} disappeared", store.location(&stored.new_signer)))
+        })?;
+        store.write(&signer_ref, &new.bundle().to_files(Layout::Istio), &WriteMeta::default())?;
     }
-    Ok(Outcome::Rotating(RotationReport {
-        notice,
+    let saved = Stored { rotation: next.clone(), clusters: known, ..stored };
+    if !dry_run {
+        save(store, policy, mgmt, &saved)?;
+    }
+    let report = RotationReport {
+        notice: None,
         phase: phase_name(r.phase).into(),
         clusters: results,
         step: step_text,
         now_phase: phase_name(next.phase).into(),
+        entered: if next.phase == r.phase { Vec::new() } else { vec![phase_name(next.phase).into()] },
         old_root: r.old_root.subject(),
         new_root: r.new_root.subject(),
         next_step_at,
         finished: matches!(step, Step::Finished),
-    }))
+    };
+    Ok((report, saved))
 }
 
 /// Rolls the rotation back (before step 3) and saves it.
