@@ -1121,7 +1121,12 @@ fn render_rotation(rot: &meshca_ops::rootrotation::RotationReport, dry_run: bool
     if let Some(n) = &rot.notice {
         s.push_str(&format!("root rotation {}: {} -> {}\n", n, rot.old_root, rot.new_root));
     }
-    s.push_str(&format!("root rotation, phase {}{}\n", rot.phase, if dry_run { " (dry run)" } else { "" }));
+    // A run that finds a dwell over begins the next step: the clusters below are its work.
+    let mut phases = rot.phase.clone();
+    for p in &rot.entered {
+        phases.push_str(&format!(" -> {p}"));
+    }
+    s.push_str(&format!("root rotation, phase {phases}{}\n", if dry_run { " (dry run)" } else { "" }));
     for c in &rot.clusters {
         s.push_str(&format!("  {:<12} {}\n", c.cluster, c.outcome));
     }
@@ -1268,12 +1273,14 @@ fn rotate_root(c: RotateRootCommand) -> CmdResult {
             let mut shown: Vec<&String> = opened.clusters.iter().collect();
             shown.extend(stored.clusters.iter().filter(|c| !opened.clusters.contains(c)));
             for cl in shown {
-                let b =
-                    store.read(&SecretRef::cacerts(cl)).ok().flatten().and_then(|f| Cacerts::from_files(&f, now).ok());
-                let state = match &b {
-                    Some(b) if r.is_done(b) => "done",
-                    Some(_) => "pending",
-                    None => "pending (no valid bundle, or not reachable with these flags)",
+                let state = match store.read(&SecretRef::cacerts(cl)) {
+                    Err(e) => format!("not reachable: {e}"),
+                    Ok(None) => "pending (no cacerts yet)".to_owned(),
+                    Ok(Some(files)) => match Cacerts::from_files(&files, now) {
+                        Ok(b) if r.is_done(&b) => "done".to_owned(),
+                        Ok(_) => "pending".to_owned(),
+                        Err(e) => format!("pending (not valid at {}: {e})", meshca::format_time(now)),
+                    },
                 };
                 println!("  {cl:<12} {state}");
             }

@@ -270,3 +270,36 @@ fn one_policy_change_rotates_the_root_by_itself() {
     assert_eq!(bundle(&s, "c3", 12).root().common_name().as_deref(), Some("Root CA 2"));
     std::fs::remove_dir_all(&s.dir).unwrap();
 }
+
+/// The README's "Rotating the root" walkthrough, run as written (bash, `meshca` on PATH).
+#[test]
+fn the_readme_walkthrough_runs_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = &readme[readme.find("### Rotating the root").unwrap()..];
+    let script = section.split("```sh\n").nth(1).unwrap().split("\n```").next().unwrap();
+    let dir = std::env::temp_dir().join(format!("meshca-readme-rotation-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let o = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(&dir)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{out}");
+    for want in [
+        "root rotation started by spec.config.rootRotation",
+        "phase AddingNewRoot -> PropagatingIntermediates",
+        "phase PropagatingIntermediates -> DeletingOldRoot",
+        "finished (Complete)",
+        "3 clusters: 3 kept. All share root CN=Root CA 2,O=Istio",
+        "OK    all 3 bundles share root CN=Root CA 2,O=Istio",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    assert_eq!(out.matches("  done").count(), 3 + 3, "step 3's run and status: every cluster done\n{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
