@@ -188,6 +188,15 @@ impl PyCacerts {
         Ok(PyCacerts { inner: Cacerts::from_files(&files_from(files)?, now).map_err(core_err)? })
     }
 
+    /// The same intermediate and key with `root-cert.pem` replaced by `root_cert_pem` (one or
+    /// more roots; the bundle's chain must reach one of them), validated like any bundle.
+    #[pyo3(signature = (root_cert_pem, now = None))]
+    fn with_trust_bundle(&self, root_cert_pem: &[u8], now: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let now = now_from(now)?;
+        let roots = meshca::parse_roots(root_cert_pem, "root_cert_pem", now).map_err(core_err)?;
+        Ok(PyCacerts { inner: meshca::with_trust_bundle(&self.inner, roots, now).map_err(core_err)? })
+    }
+
     /// The bundle's files in the Istio layout: `{"ca-cert.pem": b"...", ...}`.
     #[getter]
     fn files<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -539,11 +548,12 @@ struct PyPlan {
     action: &'static str,
     reason: String,
     recheck_at: Option<OffsetDateTime>,
+    roots: Vec<meshca::Certificate>,
 }
 
 #[pymethods]
 impl PyPlan {
-    /// "keep" or "issue".
+    /// "keep", "issue", or "update-trust" (only `root-cert.pem` must change: see `roots_pem`).
     #[getter]
     fn action(&self) -> &'static str {
         self.action
@@ -555,7 +565,14 @@ impl PyPlan {
         self.reason.clone()
     }
 
-    /// For "keep": when the bundle enters its grace period; else None.
+    /// For "update-trust": the roots `root-cert.pem` should hold (pass to
+    /// `Cacerts.with_trust_bundle`); else None.
+    #[getter]
+    fn roots_pem<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        (!self.roots.is_empty()).then(|| PyBytes::new(py, &pem_of(&self.roots)))
+    }
+
+    /// For "keep" and "update-trust": when the bundle enters its grace period; else None.
     #[getter]
     fn recheck_at<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.recheck_at.map(|t| to_datetime(py, t)).transpose()
@@ -563,7 +580,7 @@ impl PyPlan {
 
     fn __repr__(&self) -> String {
         match self.recheck_at {
-            Some(t) => format!("<Plan keep until {}>", meshca::format_time(t)),
+            Some(t) => format!("<Plan {} until {}>", self.action, meshca::format_time(t)),
             None => format!("<Plan {}: {}>", self.action, self.reason),
         }
     }
@@ -578,8 +595,17 @@ struct PyRotationPolicy {
 #[pymethods]
 impl PyRotationPolicy {
     #[new]
-    #[pyo3(signature = (ttl_days, grace_ratio, key = "ecdsa-p256", organization = "Istio", pathlen = 0))]
-    fn new(ttl_days: i64, grace_ratio: f64, key: &str, organization: &str, pathlen: u8) -> PyResult<Self> {
+    #[pyo3(signature = (ttl_days, grace_ratio, key = "ecdsa-p256", organization = "Istio", pathlen = 0, passive_roots = None, now = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ttl_days: i64,
+        grace_ratio: f64,
+        key: &str,
+        organization: &str,
+        pathlen: u8,
+        passive_roots: Option<&[u8]>,
+        now: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
         if !(1..=36_500).contains(&ttl_days) {
             return Err(PolicyInvalidError::new_err(format!("ttl_days must be between 1 and 36500, got {ttl_days}")));
         }
@@ -588,6 +614,11 @@ impl PyRotationPolicy {
         inner.key = key_alg(key)?;
         inner.organization = organization.to_owned();
         inner.pathlen = pathlen;
+        if let Some(pem) = passive_roots {
+            // Roots every cluster trusts besides the signer's (passiveCertificateAuthorities),
+            // checked as roots valid at `now`.
+            inner.passive_roots = meshca::parse_roots(pem, "passive_roots", now_from(now)?).map_err(core_err)?;
+        }
         Ok(PyRotationPolicy { inner })
     }
 
@@ -638,9 +669,18 @@ impl PyRotationPolicy {
                 action: "keep",
                 reason: "valid, outside the grace period".into(),
                 recheck_at: Some(recheck_at),
+                roots: Vec::new(),
             },
-            meshca::Plan::Issue { reason } => PyPlan { action: "issue", reason: reason.to_string(), recheck_at: None },
-            other => PyPlan { action: "issue", reason: format!("{other:?}"), recheck_at: None },
+            meshca::Plan::Issue { reason } => {
+                PyPlan { action: "issue", reason: reason.to_string(), recheck_at: None, roots: Vec::new() }
+            }
+            meshca::Plan::UpdateTrust { roots, recheck_at } => PyPlan {
+                action: "update-trust",
+                reason: "the trust bundle is not the policy's (a passive root came or went)".into(),
+                recheck_at: Some(recheck_at),
+                roots,
+            },
+            other => PyPlan { action: "issue", reason: format!("{other:?}"), recheck_at: None, roots: Vec::new() },
         })
     }
 

@@ -232,6 +232,28 @@ def test_rotation_plan_at_the_grace_boundary() -> None:
     assert expired.action == "issue" and "expired" in expired.reason
 
 
+def test_passive_roots_change_only_the_trust_bundle() -> None:
+    t0 = datetime.datetime(2030, 1, 1, tzinfo=UTC)
+    root = meshca.SigningCa.generate_root(now=t0)
+    incoming = meshca.SigningCa.generate_root(common_name="Root CA 2", now=t0)
+    bundle = root.issue_intermediate("c1", ttl_days=30, now=t0)
+    policy = meshca.RotationPolicy(30, 0.1, passive_roots=incoming.root_cert_pem, now=t0)
+    plan = policy.plan(bundle, root, now=t0)
+    assert plan.action == "update-trust" and plan.roots_pem is not None and plan.recheck_at is not None
+    updated = bundle.with_trust_bundle(plan.roots_pem, now=t0)
+    assert policy.plan(updated, root, now=t0).action == "keep"
+    # pyca/cryptography reads both roots, and the intermediate is the same certificate.
+    roots = x509.load_pem_x509_certificates(updated.root_cert_pem)
+    assert [r.subject.rfc4514_string() for r in roots] == ["CN=Root CA,O=Istio", "CN=Root CA 2,O=Istio"]
+    assert updated.ca_cert_pem == bundle.ca_cert_pem
+    # An intermediate is not a root: refused, naming the argument.
+    with pytest.raises(meshca.BundleInvalidError, match="passive_roots"):
+        meshca.RotationPolicy(30, 0.1, passive_roots=bundle.ca_cert_pem, now=t0)
+    # A trust bundle the chain does not reach is refused too.
+    with pytest.raises(meshca.BundleInvalidError):
+        bundle.with_trust_bundle(incoming.root_cert_pem, now=t0)
+
+
 @pytest.mark.parametrize(
     "call, exc, needle",
     [
