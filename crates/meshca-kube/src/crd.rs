@@ -61,7 +61,7 @@ spec:
                   mgmtServerCa:
                     type: object
                     properties:
-                      secretRef:
+                      secretRef: &secretRef
                         type: object
                         required: [name]
                         properties:
@@ -88,12 +88,7 @@ spec:
                       type: object
                       required: [secretRef]
                       properties:
-                        secretRef:
-                          type: object
-                          required: [name]
-                          properties:
-                            name: {type: string}
-                            namespace: {type: string}
+                        secretRef: *secretRef
                   rootRotation:
                     type: object
                     required: [newMgmtServerCa]
@@ -102,12 +97,7 @@ spec:
                         type: object
                         required: [secretRef]
                         properties:
-                          secretRef:
-                            type: object
-                            required: [name]
-                            properties:
-                              name: {type: string}
-                              namespace: {type: string}
+                          secretRef: *secretRef
                       dwellHours: {type: integer, minimum: 0, maximum: 8760}
               applyToMeshes:
                 type: array

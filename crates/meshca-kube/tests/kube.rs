@@ -469,6 +469,10 @@ fn the_crd_is_valid_yaml_for_our_resource() {
     let props = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["config"]
         ["properties"];
     assert_eq!(props["intermediateCertOptions"]["properties"]["ttlDays"]["minimum"], 1, "YAML anchors resolved");
+    let secret_ref = &props["mgmtServerCa"]["properties"]["secretRef"];
+    assert_eq!(secret_ref["required"][0], "name");
+    assert_eq!(props["passiveCertificateAuthorities"]["items"]["properties"]["secretRef"], *secret_ref);
+    assert_eq!(props["rootRotation"]["properties"]["newMgmtServerCa"]["properties"]["secretRef"], *secret_ref);
     // The committed deploy/crd.yaml is exactly what `meshca crd` prints.
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/crd.yaml")).unwrap();
     assert_eq!(committed, meshca_kube::crd::CRD_YAML);

@@ -165,6 +165,34 @@ impl rustls::time_provider::TimeProvider for FixedTime {
     }
 }
 
+/// The cross-cluster promise, tested for real: a probe workload of each cluster
+/// (`spiffe://cluster.local/ns/default/sa/<cluster>`, issued by its bundle) completes a handshake
+/// with a probe workload of every other cluster, both ways, each side trusting only its own
+/// cluster's `root-cert.pem`, at `at`. Returns the probes (for other verifiers to check too), or
+/// the first failure naming both clusters.
+pub fn handshake_all_pairs(
+    bundles: &[(&str, &meshca::Cacerts)],
+    rng: &mut dyn meshca::Entropy,
+    at: time::OffsetDateTime,
+) -> Result<Vec<Leaf>, String> {
+    let mut leaves = Vec::with_capacity(bundles.len());
+    for (name, b) in bundles {
+        let id = meshca::SpiffeId::workload("cluster.local", "default", name).map_err(|e| e.to_string())?;
+        let leaf = meshca::SigningCa::new((*b).clone())
+            .issue_leaf(&meshca::LeafParams::new(id), rng, at)
+            .map_err(|e| format!("{name}: cannot issue a probe workload: {e}"))?;
+        leaves.push(leaf.value);
+    }
+    for (i, ((client, cb), cl)) in bundles.iter().zip(&leaves).enumerate() {
+        for (j, ((server, sb), sl)) in bundles.iter().zip(&leaves).enumerate() {
+            if i != j {
+                handshake_at(cl, cb.roots(), sl, sb.roots(), at).map_err(|e| format!("{client} -> {server}: {e}"))?;
+            }
+        }
+    }
+    Ok(leaves)
+}
+
 /// [`handshake`] as if at `at` (both sides verify certificates at that time).
 pub fn handshake_at(
     client: &Leaf,
