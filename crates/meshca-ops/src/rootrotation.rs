@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use meshca::{Cacerts, Certificate, Entropy, Files, Layout, Phase, RootRotation, SigningCa, Step};
+use meshca::{Cacerts, Certificate, Entropy, Files, Layout, Phase, RootRotation, Signer, SigningCa, Step};
 
 use crate::error::Error;
 use crate::policy::{AutoRootRotation, Policy};
@@ -452,6 +452,27 @@ fn pass(
     let signer_ref = signer_secret(policy, mgmt);
     let old = require_signer(store, &signer_ref, now)?;
     let new = read_signer(store, &stored.new_signer, now)?;
+    // Each signer must still chain to the root the rotation was started with; otherwise every
+    // run would issue from the wrong CA and no cluster would ever be done.
+    if r.target_signer() == Signer::Old && *old.bundle().root() != r.old_root {
+        return Err(Error::Input(format!(
+            "the root rotation ({}) still issues from the old CA in phase {}, but mgmtServerCa ({}) now chains to {}; \
+             put the old CA back until the rotation completes, or roll it back",
+            describe_pair(&r),
+            phase_name(r.phase),
+            store.location(&signer_ref),
+            old.bundle().root().subject()
+        )));
+    }
+    if let Some(n) = new.as_ref().filter(|n| *n.bundle().root() != r.new_root) {
+        return Err(Error::Input(format!(
+            "the incoming CA {} now chains to {}, not to {} the rotation was started with; put that CA back, or roll \
+             the rotation back and start another",
+            store.location(&stored.new_signer),
+            n.bundle().root().subject(),
+            r.new_root.subject()
+        )));
+    }
     let mut rotation_policy = policy.rotation.clone();
     rotation_policy.passive_roots = passive.to_vec();
     let mut results = Vec::new();
@@ -545,6 +566,10 @@ pub fn rollback(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<RootRo
     let back = s.rotation.rollback().map_err(Error::core("rotate-root rollback"))?;
     save(store, policy, mgmt, &Stored { rotation: back.clone(), ..s })?;
     Ok(back)
+}
+
+fn describe_pair(r: &RootRotation) -> String {
+    format!("{} -> {}", r.old_root.subject(), r.new_root.subject())
 }
 
 /// The phase's name as shown to users.

@@ -156,6 +156,32 @@ fn naming_the_new_ca_in_the_policy_rotates_by_itself() {
 }
 
 #[test]
+fn swapping_a_signer_mid_rotation_is_refused_before_anything_is_written() {
+    let m = mesh("swap");
+    let Run::RootRotation(_) = run(&m.store, &seed(AUTO), 1).unwrap() else { panic!() };
+    let before = bundles(&m.store, at(1));
+    // Step 1 still issues from the old CA: pointing mgmtServerCa at the new one now is refused.
+    m.store.write(&secret("copy"), &m.new.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    let swapped =
+        SEED_POLICY.replace("ttlDays: 1", "ttlDays: 30").replace("name: my-root-trust-policy.gloo-mesh", "name: copy");
+    let e = run(&m.store, &policy::parse(&format!("{swapped}{AUTO}"), "p.yaml").unwrap(), 1).unwrap_err().to_string();
+    assert!(e.contains("put the old CA back until the rotation completes"), "{e}");
+    // The incoming CA replaced by another root mid-rotation: refused too.
+    let mut p = RootParams::default();
+    p.common_name = "Root CA 3".into();
+    let third = SigningCa::generate_root(&p, &mut meshca::OsRng, t0()).unwrap();
+    m.store.write(&secret("new-ca"), &third.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    let e = run(&m.store, &seed(AUTO), 1).unwrap_err().to_string();
+    assert!(e.contains("the rotation under way goes to CN=Root CA 2"), "{e}");
+    let after = bundles(&m.store, at(1));
+    assert_eq!(
+        before.iter().map(|b| b.to_files(Layout::Istio)).collect::<Vec<_>>(),
+        after.iter().map(|b| b.to_files(Layout::Istio)).collect::<Vec<_>>(),
+        "nothing was written"
+    );
+}
+
+#[test]
 fn withdrawing_the_rotation_before_step_three_rolls_it_back() {
     let m = mesh("withdraw");
     let old_root = m.old.bundle().root().clone();
