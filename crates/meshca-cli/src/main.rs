@@ -76,6 +76,9 @@ enum RotateRootCommand {
     Status(RotateCommonArgs),
     /// Roll back (possible until the old root starts being removed).
     Rollback(RotateCommonArgs),
+    /// Stop waiting for the --cluster clusters: they left the mesh (a step waits for every
+    /// cluster any run of the rotation has seen).
+    Forget(RotateCommonArgs),
 }
 
 #[derive(Args, Debug)]
@@ -1283,6 +1286,21 @@ fn rotate_root(c: RotateRootCommand) -> CmdResult {
                     },
                 };
                 println!("  {cl:<12} {state}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RotateRootCommand::Forget(a) => {
+            let pol = load_policy(&a.policy)?;
+            if a.clusters.is_empty() {
+                return Err(usage("name the clusters to forget with --cluster NAME"));
+            }
+            let opened = open_store(a.store.as_deref(), &a.kube, &a.mgmt_cluster, &[])?;
+            for c in &a.clusters {
+                if rootrotation::forget(opened.store.as_ref(), &pol, &opened.mgmt, c)? {
+                    println!("forgot {c}: the rotation no longer waits for it");
+                } else {
+                    println!("{c}: not known to the rotation; nothing to forget");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -205,6 +205,20 @@ fn rollback_resume_and_refusals() {
     let out = reconcile(&s, &["c1"], 1);
     assert!(out.contains("advanced to PropagatingIntermediates; waiting for c2"), "{out}");
 
+    // A cluster that left the mesh would hold every step back; forget drops it.
+    let c9 = Path::new(&s.store).join("c9/istio-system/cacerts");
+    std::fs::create_dir_all(c9.parent().unwrap()).unwrap();
+    let out = reconcile(&s, &["c9"], 1);
+    assert!(out.contains("waiting for"), "{out}");
+    std::fs::remove_dir_all(Path::new(&s.store).join("c9")).unwrap();
+    let out = reconcile(&s, &all, 1);
+    assert!(out.contains("waiting for c9"), "{out}");
+    let forget = ["rotate-root", "forget", "--policy", &s.policy, "--store", &s.store, "--cluster", "c9"];
+    assert!(ok(&forget).contains("forgot c9"), "forget");
+    assert!(ok(&forget).contains("not known"), "forget twice");
+    let out = reconcile(&s, &all, 1);
+    assert!(!out.contains("c9"), "{out}");
+
     // Roll back before step 3: intermediates from the old signer, then the new root removed.
     ok(&["rotate-root", "rollback", "--policy", &s.policy, "--store", &s.store]);
     for h in 2..6 {

@@ -264,10 +264,16 @@ async fn rotation_step(
     } else if let Some(t) = rot.next_step_at {
         failures.remove(&key(obj));
         Duration::from_secs(u64::try_from((t - now).whole_seconds()).unwrap_or(0)).max(Duration::from_secs(1))
+    } else if rot.finished {
+        failures.remove(&key(obj));
+        // The usual loop takes over at once.
+        Duration::from_secs(1)
     } else {
         failures.remove(&key(obj));
-        // The next step (or the usual loop after the last one) can run at once.
-        Duration::from_secs(1)
+        // Waiting for a cluster this run could not see (gone from the remote secrets?): look
+        // again in a minute, not in a busy loop. `meshca rotate-root forget` drops a cluster
+        // that left the mesh.
+        Duration::from_secs(60)
     };
     Ok(Action::requeue(wait))
 }

@@ -560,6 +560,17 @@ fn pass(
     Ok((report, saved))
 }
 
+/// Stops waiting for `cluster` (it left the mesh): a step waits for every cluster any run of
+/// the rotation has seen. Returns whether it was known.
+pub fn forget(store: &dyn Store, policy: &Policy, mgmt: &str, cluster: &str) -> Result<bool, Error> {
+    let mut s = load(store, policy, mgmt)?.ok_or_else(|| Error::Input("no root rotation is under way".into()))?;
+    let known = s.clusters.remove(cluster);
+    if known {
+        save(store, policy, mgmt, &s)?;
+    }
+    Ok(known)
+}
+
 /// Rolls the rotation back (before step 3) and saves it.
 pub fn rollback(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<RootRotation, Error> {
     let s = load(store, policy, mgmt)?.ok_or_else(|| Error::Input("no root rotation is under way".into()))?;
