@@ -221,9 +221,13 @@ pub fn plan(
     if now >= rotate_at {
         return issue(IssueReason::GracePeriod { rotate_at, not_after });
     }
-    let roots = policy.trust_bundle(signer);
-    if !same_roots(bundle.roots(), &roots) {
-        return Plan::UpdateTrust { roots, recheck_at: rotate_at };
+    // The trust bundle must be the signer's roots plus the passive ones, as a set (compared in
+    // place: this runs for every kept cluster on every pass).
+    let (signer_roots, passive) = (signer.bundle().roots(), &policy.passive_roots);
+    let wanted = |r: &Certificate| signer_roots.contains(r) || passive.contains(r);
+    let complete = signer_roots.iter().chain(passive).all(|r| bundle.trusts_root(r));
+    if !complete || !bundle.roots().iter().all(wanted) {
+        return Plan::UpdateTrust { roots: policy.trust_bundle(signer), recheck_at: rotate_at };
     }
     Plan::Keep { recheck_at: rotate_at }
 }
