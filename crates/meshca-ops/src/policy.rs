@@ -466,6 +466,31 @@ mod tests {
     }
 
     #[test]
+    fn passive_cas_and_root_rotation() {
+        let text = include_str!("../../../testdata/policies/root-rotation.yaml");
+        let p = parse(text, "root-rotation.yaml").unwrap();
+        assert_eq!(p.passive, [SecretName { namespace: "gloo-mesh".into(), name: "partner-root".into() }]);
+        let auto = p.root_rotation.as_ref().unwrap();
+        assert_eq!(auto.new_signer, SecretName { namespace: "gloo-mesh".into(), name: "root-ca-2".into() });
+        assert_eq!(auto.dwell, Duration::hours(24));
+        // Without dwellHours: istiod's default workload lifetime.
+        let p = parse(&text.replace("      dwellHours: 24\n", ""), "p.yaml").unwrap();
+        assert_eq!(p.root_rotation.unwrap().dwell, DEFAULT_DWELL);
+        let cases = [
+            ("dwellHours: 24", "dwellHours: -1", "spec.config.rootRotation.dwellHours must be between 0 and 8760"),
+            ("name: root-ca-2", "name: my-root-trust-policy.gloo-mesh", "names the same Secret as mgmtServerCa"),
+            ("name: partner-root", "name: Partner", "passiveCertificateAuthorities[0].secretRef.name `Partner`"),
+            ("dwellHours: 24", "dwellHours: 24\n      auto: true", "spec.config.rootRotation.auto: unknown field"),
+            ("    - secretRef:\n        name: partner-root\n", "    - {}\n", "missing field `secretRef`"),
+        ];
+        for (from, to, want) in cases {
+            assert!(text.contains(from), "{from}");
+            let e = err(&text.replace(from, to));
+            assert!(e.contains(want), "{to}: {e}");
+        }
+    }
+
+    #[test]
     fn structural_mistakes_are_explained() {
         assert!(err("a: [").contains("not valid YAML"));
         let agent = SEED_POLICY.replace("mgmtServerCa:", "agentCa: {}\n    mgmtServerCa:");
