@@ -182,6 +182,33 @@ fn swapping_a_signer_mid_rotation_is_refused_before_anything_is_written() {
 }
 
 #[test]
+fn an_invalid_incoming_ca_is_refused_naming_it() {
+    let m = mesh("invalid");
+    let before = bundles(&m.store, at(1));
+    // The incoming CA's key does not match its certificate.
+    let mut files = m.new.bundle().to_files(Layout::Istio);
+    files.insert(meshca::CA_KEY, m.old.bundle().to_files(Layout::Istio).get(meshca::CA_KEY).unwrap().to_vec());
+    m.store.write(&secret("new-ca"), &files, &WriteMeta::default()).unwrap();
+    let e = run(&m.store, &seed(AUTO), 1).unwrap_err().to_string();
+    assert!(e.contains("new-ca") && e.contains("does not match"), "{e}");
+    // Missing altogether.
+    let missing = seed(&AUTO.replace("new-ca", "no-such-ca"));
+    let e = run(&m.store, &missing, 1).unwrap_err().to_string();
+    assert!(e.contains("newMgmtServerCa") && e.contains("no-such-ca") && e.contains("not found"), "{e}");
+    // The same root as the current signer: nothing to rotate, said so, and the usual loop runs.
+    m.store.write(&secret("new-ca"), &m.old.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    let Run::Reconciled(r) = run(&m.store, &seed(AUTO), 1).unwrap() else { panic!("no rotation to the same root") };
+    assert!(r.notes.iter().any(|n| n.contains("no root to rotate")), "{:?}", r.notes);
+    assert!(meshca_ops::rootrotation::load(&m.store, &seed(AUTO), "mgmt").unwrap().is_none(), "no state saved");
+    let after = bundles(&m.store, at(1));
+    assert_eq!(
+        before.iter().map(|b| b.to_files(Layout::Istio)).collect::<Vec<_>>(),
+        after.iter().map(|b| b.to_files(Layout::Istio)).collect::<Vec<_>>(),
+        "no cluster was touched"
+    );
+}
+
+#[test]
 fn withdrawing_the_rotation_before_step_three_rolls_it_back() {
     let m = mesh("withdraw");
     let old_root = m.old.bundle().root().clone();
