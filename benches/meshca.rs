@@ -13,7 +13,7 @@ use meshca::{
     RotationPolicy, SigningCa, SpiffeId,
 };
 use meshca_ops::policy;
-use meshca_ops::reconcile::{reconcile, Options};
+use meshca_ops::reconcile::{self, Options, Report, Run};
 use meshca_ops::store::{DirStore, SecretRef, Store, WriteMeta};
 
 fn now() -> OffsetDateTime {
@@ -105,6 +105,15 @@ fn signed_store(pol: &policy::Policy, dir: &std::path::Path) -> DirStore {
     store
 }
 
+/// One reconcile run as the CLI and the controller do it (`reconcile::run`), expecting the
+/// usual loop (no root rotation).
+fn reconcile(store: &DirStore, pol: &policy::Policy, opts: &Options) -> Report {
+    match reconcile::run(store, pol, opts, &mut meshca::OsRng, &mut |_, _| {}).unwrap() {
+        Run::Reconciled(r) => r,
+        Run::RootRotation(r) => panic!("no rotation was asked for: {r:?}"),
+    }
+}
+
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
@@ -144,7 +153,7 @@ fn reconcile_clusters(c: &mut Criterion) {
                     || signed_store(&pol, &store_dir(&base, &format!("issue{n}"))),
                     |store| {
                         let opts = Options::new(now(), clusters.clone());
-                        let r = reconcile(&store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
+                        let r = reconcile(&store, &pol, &opts);
                         assert!(r.ok());
                         // Returned, so criterion drops it (removing the store) outside the timing.
                         RemoveOnDrop(store.root().to_owned())
@@ -156,15 +165,55 @@ fn reconcile_clusters(c: &mut Criterion) {
             let dir = store_dir(&base, &format!("keep{n}"));
             let store = signed_store(&pol, &dir);
             let opts = Options::new(now(), clusters.clone());
-            reconcile(&store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
-            g.bench_function(format!("keep_{n}"), |b| {
-                b.iter(|| black_box(reconcile(&store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {}).unwrap()))
-            });
+            reconcile(&store, &pol, &opts);
+            g.bench_function(format!("keep_{n}"), |b| b.iter(|| black_box(reconcile(&store, &pol, &opts))));
             let _ = std::fs::remove_dir_all(&dir);
         }
         g.finish();
     }
 }
 
-criterion_group!(benches, floor, issuance, validation_and_plan, reconcile_clusters);
+/// The first run of a policy-driven root rotation over 1,000 clusters on tmpfs: the rotation
+/// starts and step 1 rewrites every cluster's `root-cert.pem` (old + new) around the same
+/// intermediate, each bundle validated before it is written.
+fn root_rotation(c: &mut Criterion) {
+    let shm = PathBuf::from("/dev/shm");
+    if !shm.is_dir() {
+        return;
+    }
+    let base = policy::SEED_POLICY.replace("ttlDays: 1", "ttlDays: 30");
+    let plain = policy::parse(&base, "policy.yaml").unwrap();
+    let rotating = policy::parse(
+        &format!("{base}    rootRotation:\n      newMgmtServerCa:\n        secretRef: {{name: new-ca}}\n"),
+        "policy.yaml",
+    )
+    .unwrap();
+    let n = 1000usize;
+    let clusters: Vec<String> = (0..n).map(|i| format!("c{i:04}")).collect();
+    let opts = Options::new(now(), clusters);
+    let mut g = c.benchmark_group("root_rotation_tmpfs");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(format!("start_and_step1_{n}"), |b| {
+        b.iter_batched(
+            || {
+                let store = signed_store(&plain, &store_dir(&shm, "rotate"));
+                reconcile(&store, &plain, &opts);
+                let new = root(KeyAlgorithm::EcdsaP256).bundle().to_files(Layout::Istio);
+                store.write(&SecretRef::new("mgmt", "gloo-mesh", "new-ca"), &new, &WriteMeta::default()).unwrap();
+                store
+            },
+            |store| {
+                let run = reconcile::run(&store, &rotating, &opts, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
+                let Run::RootRotation(r) = run else { panic!("the rotation must start") };
+                assert!(!r.failed() && r.now_phase == "AddingNewRoot");
+                RemoveOnDrop(store.root().to_owned())
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, floor, issuance, validation_and_plan, reconcile_clusters, root_rotation);
 criterion_main!(benches);
