@@ -340,6 +340,7 @@ fn a_crash_between_any_two_writes_resumes_without_breaking_trust() {
         }
         let total = counting.writes.get();
         assert!(total >= 10, "{mode:?}: three steps over three clusters write at least ten times, got {total}");
+        println!("{mode:?}: an uninterrupted rotation writes {total} times; crashing after each of them");
         let _ = std::fs::remove_dir_all(&m.dir);
 
         for crash_after in 0..total {
