@@ -187,9 +187,10 @@ async fn reconcile_policy(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Acti
         Ok(Run::Reconciled(r)) => r,
         Ok(Run::RootRotation(rot)) => return rotation_step(&ctx, &obj, &rot, now, generation).await,
         Err(e) => {
-            // The signer is missing or invalid: nothing can be issued.
-            set_status(&ctx, &obj, not_ready("FAILED", "SignerUnavailable", &e.to_string(), now, generation)).await?;
-            publish(&ctx, &obj, EventType::Warning, "SignerUnavailable", "Reconcile", &e.to_string()).await;
+            // Nothing could be done for any cluster: the signer or a passive CA is missing or
+            // invalid, or the root rotation refused to go on (the message says why and what to do).
+            set_status(&ctx, &obj, not_ready("FAILED", "CannotReconcile", &e.to_string(), now, generation)).await?;
+            publish(&ctx, &obj, EventType::Warning, "CannotReconcile", "Reconcile", &e.to_string()).await;
             return Err(e.into());
         }
     };
