@@ -265,9 +265,9 @@ async fn rotation_step(
     } else if let Some(t) = rot.next_step_at {
         failures.remove(&key(obj));
         Duration::from_secs(u64::try_from((t - now).whole_seconds()).unwrap_or(0)).max(Duration::from_secs(1))
-    } else if rot.finished {
+    } else if rot.finished || !rot.entered.is_empty() {
         failures.remove(&key(obj));
-        // The usual loop takes over at once.
+        // A phase just began with no dwell to wait (or the usual loop takes over): go on at once.
         Duration::from_secs(1)
     } else {
         failures.remove(&key(obj));

@@ -330,7 +330,7 @@ async fn controller_reconciles_policies_writes_status_and_events() {
 
     let mut cfg = controller::ControllerConfig::new("replica-a");
     cfg.lease = Some(LeaseConfig {
-        namespace: "gloo-mesh".into(),
+        namespace: "meshca-system".into(),
         name: "meshca-controller".into(),
         identity: "replica-a".into(),
         duration: Duration::from_secs(15),
@@ -386,8 +386,9 @@ async fn controller_reconciles_policies_writes_status_and_events() {
 
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
-    let lease = mgmt.get(apiserver::LEASES, "gloo-mesh", "meshca-controller").unwrap();
+    let lease = mgmt.get(apiserver::LEASES, "meshca-system", "meshca-controller").unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    assert_shipped_rbac_allows(&mgmt.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,10 +455,80 @@ async fn controller_drives_a_root_rotation_named_in_the_policy() {
     // The user's signer Secret was not touched; the rotation's state lives beside the policy.
     let signer = files_of(&mgmt.get(SECRETS, "gloo-mesh", SIGNER).unwrap());
     assert_eq!(signer.get(meshca::ROOT_CERT).unwrap(), old.bundle().root().to_pem().as_bytes());
+    assert_shipped_rbac_allows(&mgmt.log());
     let state = mgmt.get(SECRETS, "gloo-mesh", "root-trust-policy-root-rotation").unwrap();
     assert!(String::from_utf8(files_of(&state).get("state.json").unwrap().to_vec()).unwrap().contains("Complete"));
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+}
+
+/// One RBAC rule: namespace (`None`: cluster-wide), API groups, resources, verbs.
+type Rule = (Option<String>, Vec<String>, Vec<String>, Vec<String>);
+
+/// The rules deploy/controller.yaml grants the controller's service account.
+fn shipped_rules() -> Vec<Rule> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/controller.yaml")).unwrap();
+    let docs: Vec<Value> = text.split("\n---\n").map(|d| serde_saphyr::from_str(d).unwrap()).collect();
+    let strings =
+        |v: &Value| -> Vec<String> { v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect() };
+    let ours = |b: &Value| {
+        b["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "meshca-controller" && s["kind"] == "ServiceAccount")
+    };
+    let mut rules = Vec::new();
+    for b in docs.iter().filter(|d| (d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding") && ours(d)) {
+        let cluster_wide = b["kind"] == "ClusterRoleBinding";
+        let ns = (!cluster_wide).then(|| b["metadata"]["namespace"].as_str().unwrap().to_owned());
+        let role = docs
+            .iter()
+            .find(|d| d["kind"] == b["roleRef"]["kind"] && d["metadata"]["name"] == b["roleRef"]["name"])
+            .unwrap_or_else(|| panic!("no role for {b}"));
+        for r in role["rules"].as_array().unwrap() {
+            rules.push((ns.clone(), strings(&r["apiGroups"]), strings(&r["resources"]), strings(&r["verbs"])));
+        }
+    }
+    rules
+}
+
+/// Every request in `log` ("METHOD /path?query", from the test API server) is one the shipped
+/// RBAC allows: a call the controller makes on a real cluster will not be forbidden.
+fn assert_shipped_rbac_allows(log: &[String]) {
+    let rules = shipped_rules();
+    for line in log {
+        let (method, uri) = line.split_once(' ').unwrap();
+        let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let (group, rest) = if segs[0] == "api" { ("", &segs[2..]) } else { (segs[1], &segs[3..]) };
+        let (ns, rest) = match rest {
+            ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(*ns), rest),
+            _ => (None, rest),
+        };
+        let resource = match rest {
+            [r, _, sub, ..] => format!("{r}/{sub}"),
+            [r, ..] => (*r).to_owned(),
+            [] => panic!("{line}"),
+        };
+        let verb = match (method, rest.len()) {
+            ("GET", 1) if query.contains("watch=true") || query.contains("watch=1") => "watch",
+            ("GET", 1) => "list",
+            ("GET", _) => "get",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", _) => "delete",
+            _ => panic!("{line}"),
+        };
+        let allowed = rules.iter().any(|(rns, groups, resources, verbs)| {
+            (rns.is_none() || rns.as_deref() == ns)
+                && groups.iter().any(|g| g == group)
+                && resources.contains(&resource)
+                && verbs.iter().any(|v| v == verb)
+        });
+        assert!(allowed, "deploy/controller.yaml does not allow {verb} {resource} in {ns:?} (group {group:?}): {line}");
+    }
 }
 
 #[test]

@@ -202,7 +202,7 @@ async fn handle(State(st): State<Arc<ServerState>>, method: Method, uri: Uri, bo
     // Faults first.
     let fault = {
         let mut inner = st.inner.lock().unwrap();
-        inner.log.push(format!("{method} {path}"));
+        inner.log.push(format!("{method} {uri}"));
         let found = inner.faults.iter_mut().find(|f| {
             f.remaining > 0 && f.method.as_ref().is_none_or(|m| *m == method) && path.contains(&f.path_contains)
         });
