@@ -449,6 +449,9 @@ fn pass(
     let r = stored.rotation.clone().with_extra_roots(passive.to_vec());
     let mut known = stored.clusters.clone();
     known.extend(clusters.iter().cloned());
+    // Every cluster the store can see holding a cacerts counts too: a run naming only some
+    // clusters must not let a step begin before the others have finished the last one.
+    known.extend(store.clusters_with_cacerts()?);
     let signer_ref = signer_secret(policy, mgmt);
     let old = require_signer(store, &signer_ref, now)?;
     let new = read_signer(store, &stored.new_signer, now)?;
@@ -564,6 +567,12 @@ fn pass(
 /// the rotation has seen. Returns whether it was known.
 pub fn forget(store: &dyn Store, policy: &Policy, mgmt: &str, cluster: &str) -> Result<bool, Error> {
     let mut s = load(store, policy, mgmt)?.ok_or_else(|| Error::Input("no root rotation is under way".into()))?;
+    if store.clusters_with_cacerts()?.iter().any(|c| c == cluster) {
+        let at = store.location(&SecretRef::cacerts(cluster));
+        return Err(Error::Input(format!(
+            "{cluster} still holds a cacerts ({at}), so every run would count it again; remove it from the store first"
+        )));
+    }
     let known = s.clusters.remove(cluster);
     if known {
         save(store, policy, mgmt, &s)?;

@@ -71,6 +71,12 @@ pub trait Store {
         let _ = cluster;
         Ok(None)
     }
+    /// The clusters that hold a `cacerts` Secret, where the store can tell (the directory store
+    /// can; a Kubernetes store knows only the clusters it was given, and says none). A root
+    /// rotation waits for these too, even when a run names only some.
+    fn clusters_with_cacerts(&self) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
+    }
 }
 
 /// The directory store.
@@ -117,6 +123,21 @@ impl DirStore {
 impl Store for DirStore {
     fn location(&self, secret: &SecretRef) -> String {
         self.dir(secret).display().to_string()
+    }
+
+    fn clusters_with_cacerts(&self) -> Result<Vec<String>, Error> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(crate::fs::IoError { path: self.root.clone(), action: "list", source: e }.into()),
+        };
+        let mut found: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|c| self.checked_dir(&SecretRef::cacerts(c)).is_ok_and(|d| d.is_dir()))
+            .collect();
+        found.sort();
+        Ok(found)
     }
 
     fn read(&self, secret: &SecretRef) -> Result<Option<Files>, Error> {

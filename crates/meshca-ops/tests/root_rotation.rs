@@ -289,6 +289,9 @@ impl Store for Crashing<'_> {
     fn read(&self, secret: &SecretRef) -> Result<Option<Files>, Error> {
         self.inner.read(secret)
     }
+    fn clusters_with_cacerts(&self) -> Result<Vec<String>, Error> {
+        self.inner.clusters_with_cacerts()
+    }
     fn write(&self, secret: &SecretRef, files: &Files, meta: &WriteMeta) -> Result<(), Error> {
         if self.writes.get() >= self.budget.get() {
             return Err(Error::Store { location: self.location(secret), detail: "killed".into() });
