@@ -91,6 +91,11 @@ fn assert_all_pairs_talk(store: &DirStore, now: OffsetDateTime, when: &str) {
     assert_eq!(probes.len(), CLUSTERS.len());
 }
 
+/// Every cluster's files as they are (to show that nothing was written).
+fn snapshot(store: &DirStore, now: OffsetDateTime) -> Vec<Files> {
+    bundles(store, now).iter().map(|b| b.to_files(Layout::Istio)).collect()
+}
+
 fn roots_of(store: &DirStore, now: OffsetDateTime) -> Vec<Vec<Certificate>> {
     bundles(store, now).iter().map(|b| b.roots().to_vec()).collect()
 }
@@ -159,7 +164,7 @@ fn naming_the_new_ca_in_the_policy_rotates_by_itself() {
 fn swapping_a_signer_mid_rotation_is_refused_before_anything_is_written() {
     let m = mesh("swap");
     let Run::RootRotation(_) = run(&m.store, &seed(AUTO), 1).unwrap() else { panic!() };
-    let before = bundles(&m.store, at(1));
+    let before = snapshot(&m.store, at(1));
     // Step 1 still issues from the old CA: pointing mgmtServerCa at the new one now is refused.
     m.store.write(&secret("copy"), &m.new.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
     let swapped =
@@ -173,18 +178,13 @@ fn swapping_a_signer_mid_rotation_is_refused_before_anything_is_written() {
     m.store.write(&secret("new-ca"), &third.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
     let e = run(&m.store, &seed(AUTO), 1).unwrap_err().to_string();
     assert!(e.contains("the rotation under way goes to CN=Root CA 2"), "{e}");
-    let after = bundles(&m.store, at(1));
-    assert_eq!(
-        before.iter().map(|b| b.to_files(Layout::Istio)).collect::<Vec<_>>(),
-        after.iter().map(|b| b.to_files(Layout::Istio)).collect::<Vec<_>>(),
-        "nothing was written"
-    );
+    assert_eq!(before, snapshot(&m.store, at(1)), "nothing was written");
 }
 
 #[test]
 fn an_invalid_incoming_ca_is_refused_naming_it() {
     let m = mesh("invalid");
-    let before = bundles(&m.store, at(1));
+    let before = snapshot(&m.store, at(1));
     // The incoming CA's key does not match its certificate.
     let mut files = m.new.bundle().to_files(Layout::Istio);
     files.insert(meshca::CA_KEY, m.old.bundle().to_files(Layout::Istio).get(meshca::CA_KEY).unwrap().to_vec());
@@ -200,12 +200,7 @@ fn an_invalid_incoming_ca_is_refused_naming_it() {
     let Run::Reconciled(r) = run(&m.store, &seed(AUTO), 1).unwrap() else { panic!("no rotation to the same root") };
     assert!(r.notes.iter().any(|n| n.contains("no root to rotate")), "{:?}", r.notes);
     assert!(meshca_ops::rootrotation::load(&m.store, &seed(AUTO), "mgmt").unwrap().is_none(), "no state saved");
-    let after = bundles(&m.store, at(1));
-    assert_eq!(
-        before.iter().map(|b| b.to_files(Layout::Istio)).collect::<Vec<_>>(),
-        after.iter().map(|b| b.to_files(Layout::Istio)).collect::<Vec<_>>(),
-        "no cluster was touched"
-    );
+    assert_eq!(before, snapshot(&m.store, at(1)), "no cluster was touched");
 }
 
 #[test]
