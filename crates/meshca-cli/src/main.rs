@@ -62,8 +62,9 @@ enum Command {
     Controller(ControllerArgs),
     /// Print the RootTrustPolicy CustomResourceDefinition (`meshca crd | kubectl apply -f -`).
     Crd,
-    /// Rotate the root without downtime: start, show status, or roll back. `reconcile` applies
-    /// the current step (new root added everywhere, new intermediates, old root removed).
+    /// Rotate the root without downtime: start, show status, roll back, forget a cluster. (Or
+    /// name the new CA in the policy's spec.config.rootRotation.) `reconcile` applies the
+    /// current step (new root added everywhere, new intermediates, old root removed).
     #[command(subcommand)]
     RotateRoot(RotateRootCommand),
 }
@@ -90,7 +91,8 @@ struct RotateCommonArgs {
     #[arg(long, required_unless_present = "kube", conflicts_with = "kube")]
     store: Option<PathBuf>,
     /// Workload clusters: for `status`, the ones to show; for `start`, every cluster the
-    /// rotation must wait for (runs add the clusters they name). With --kube: NAME=CONTEXT.
+    /// rotation must wait for (runs add the clusters they name); for `forget`, the ones to
+    /// drop. With --kube: NAME=CONTEXT.
     #[arg(long = "cluster", value_name = "NAME")]
     clusters: Vec<String>,
     /// The management cluster. With --kube: NAME[=CONTEXT] (default: the current context).
