@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use meshca_ops::reconcile::{self, Action as Outcome, Options, Report, Run};
-use meshca_ops::rootrotation::RotationReport;
+use meshca_ops::rootrotation::{gloo_state, RotationReport};
 
 use crate::leader::{self, LeaseConfig};
 use crate::store::KubeStore;
@@ -249,7 +249,7 @@ async fn rotation_step(
         // One reason per phase reached (RootRotationPropagatingIntermediates, ...Complete): the
         // event recorder folds events with the same reason into one, keeping the first note.
         let reason = format!("RootRotation{to}");
-        let note = format!("{summary}: {from} -> {to} ({})", rotation_state(to));
+        let note = format!("{summary}: {from} -> {to} ({})", gloo_state(to));
         publish(ctx, obj, EventType::Normal, &reason, "RotateRoot", &note).await;
         from = to;
     }
@@ -279,19 +279,6 @@ async fn rotation_step(
     Ok(Action::requeue(wait))
 }
 
-/// Gloo Mesh's rotation state names for meshca's phases (meshca adds ROLLED_BACK).
-fn rotation_state(phase: &str) -> &'static str {
-    match phase {
-        "AddingNewRoot" => "ADDING_NEW_ROOT",
-        "PropagatingIntermediates" => "PROPAGATING_NEW_INTERMEDIATE",
-        "DeletingOldRoot" => "DELETING_OLD_ROOT",
-        "Complete" => "FINISHED",
-        "RollingBackIntermediates" | "RollingBackRoot" => "ROLLING_BACK",
-        "RolledBack" => "ROLLED_BACK",
-        _ => "UNKNOWN",
-    }
-}
-
 fn rotation_status(rot: &RotationReport, now: OffsetDateTime, generation: Option<i64>) -> Value {
     let clusters: serde_json::Map<String, Value> =
         rot.clusters.iter().map(|c| (c.cluster.clone(), Value::String(c.outcome.clone()))).collect();
@@ -308,7 +295,7 @@ fn rotation_status(rot: &RotationReport, now: OffsetDateTime, generation: Option
         "state": state,
         "message": ready_msg,
         "rotation": {
-            "state": rotation_state(&rot.now_phase),
+            "state": gloo_state(&rot.now_phase),
             "phase": rot.now_phase,
             "oldRoot": rot.old_root,
             "newRoot": rot.new_root,

@@ -76,31 +76,29 @@ impl Stored {
     }
 }
 
+/// Every phase: its name in the stored state and in reports, and Gloo Mesh's name for the
+/// rotation state (meshca adds ROLLED_BACK). One table, so the three cannot drift apart.
+const PHASES: [(Phase, &str, &str); 7] = [
+    (Phase::AddingNewRoot, "AddingNewRoot", "ADDING_NEW_ROOT"),
+    (Phase::PropagatingIntermediates, "PropagatingIntermediates", "PROPAGATING_NEW_INTERMEDIATE"),
+    (Phase::DeletingOldRoot, "DeletingOldRoot", "DELETING_OLD_ROOT"),
+    (Phase::Complete, "Complete", "FINISHED"),
+    (Phase::RollingBackIntermediates, "RollingBackIntermediates", "ROLLING_BACK"),
+    (Phase::RollingBackRoot, "RollingBackRoot", "ROLLING_BACK"),
+    (Phase::RolledBack, "RolledBack", "ROLLED_BACK"),
+];
+
 fn phase_name(p: Phase) -> &'static str {
-    match p {
-        Phase::AddingNewRoot => "AddingNewRoot",
-        Phase::PropagatingIntermediates => "PropagatingIntermediates",
-        Phase::DeletingOldRoot => "DeletingOldRoot",
-        Phase::Complete => "Complete",
-        Phase::RollingBackIntermediates => "RollingBackIntermediates",
-        Phase::RollingBackRoot => "RollingBackRoot",
-        Phase::RolledBack => "RolledBack",
-        _ => "Unknown",
-    }
+    PHASES.iter().find(|(q, ..)| *q == p).map_or("Unknown", |(_, name, _)| name)
 }
 
 fn phase_from(name: &str) -> Option<Phase> {
-    [
-        Phase::AddingNewRoot,
-        Phase::PropagatingIntermediates,
-        Phase::DeletingOldRoot,
-        Phase::Complete,
-        Phase::RollingBackIntermediates,
-        Phase::RollingBackRoot,
-        Phase::RolledBack,
-    ]
-    .into_iter()
-    .find(|p| phase_name(*p) == name)
+    PHASES.iter().find(|(_, n, _)| *n == name).map(|(p, ..)| *p)
+}
+
+/// Gloo Mesh's rotation state name (ADDING_NEW_ROOT, ...) for a phase as reports name it.
+pub fn gloo_state(phase: &str) -> &'static str {
+    PHASES.iter().find(|(_, n, _)| *n == phase).map_or("UNKNOWN", |(.., gloo)| gloo)
 }
 
 /// Where a policy's rotation state lives.
