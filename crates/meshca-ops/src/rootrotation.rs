@@ -412,15 +412,24 @@ pub fn run(
     now: OffsetDateTime,
     dry_run: bool,
 ) -> Result<Outcome, Error> {
-    let (stored, notice) = match resolve(store, policy, mgmt, clusters, now, dry_run)? {
+    let (mut stored, notice) = match resolve(store, policy, mgmt, clusters, now, dry_run)? {
         Todo::Idle { signer, notes } => return Ok(Outcome::Idle { signer, notes }),
         Todo::Rotate { stored, notice } => (*stored, notice),
     };
-    let (mut report, next) = pass(store, policy, passive, mgmt, clusters, stored, rng, now, dry_run)?;
+    // Every cluster the store can see holding a cacerts counts too: a run naming only some
+    // clusters must not let a step begin before the others have finished the last one.
+    stored.clusters.extend(clusters.iter().cloned());
+    stored.clusters.extend(store.clusters_with_cacerts()?);
+    // The signers are read once per run: a second pass (below) must not change them, and on
+    // Kubernetes each read is an API call.
+    let old = require_signer(store, &signer_secret(policy, mgmt), now)?;
+    let new = read_signer(store, &stored.new_signer, now)?;
+    let signers = (&old, new.as_ref());
+    let (mut report, next) = pass(store, policy, passive, mgmt, clusters, stored, signers, rng, now, dry_run)?;
     if !dry_run && next.in_progress() && report.phase != report.now_phase {
         // A step just began: apply it now rather than on the next run (its own dwell starts
         // once every cluster has done it).
-        let (second, _) = pass(store, policy, passive, mgmt, clusters, next, rng, now, dry_run)?;
+        let (second, _) = pass(store, policy, passive, mgmt, clusters, next, signers, rng, now, dry_run)?;
         let step = format!("{}; {}", report.step, second.step);
         let mut entered = report.entered;
         entered.extend(second.entered.iter().cloned());
@@ -440,19 +449,14 @@ fn pass(
     mgmt: &str,
     clusters: &[String],
     stored: Stored,
+    (old, new): (&SigningCa, Option<&SigningCa>),
     rng: &mut dyn Entropy,
     now: OffsetDateTime,
     dry_run: bool,
 ) -> Result<(RotationReport, Stored), Error> {
     let r = stored.rotation.clone().with_extra_roots(passive.to_vec());
-    let mut known = stored.clusters.clone();
-    known.extend(clusters.iter().cloned());
-    // Every cluster the store can see holding a cacerts counts too: a run naming only some
-    // clusters must not let a step begin before the others have finished the last one.
-    known.extend(store.clusters_with_cacerts()?);
+    let known = stored.clusters.clone();
     let signer_ref = signer_secret(policy, mgmt);
-    let old = require_signer(store, &signer_ref, now)?;
-    let new = read_signer(store, &stored.new_signer, now)?;
     // Each signer must still chain to the root the rotation was started with; otherwise every
     // run would issue from the wrong CA and no cluster would ever be done.
     if r.target_signer() == Signer::Old && *old.bundle().root() != r.old_root {
@@ -465,7 +469,7 @@ fn pass(
             old.bundle().root().subject()
         )));
     }
-    if let Some(n) = new.as_ref().filter(|n| *n.bundle().root() != r.new_root) {
+    if let Some(n) = new.filter(|n| *n.bundle().root() != r.new_root) {
         return Err(Error::Input(format!(
             "the incoming CA {} now chains to {}, not to {} the rotation was started with; put that CA back, or roll \
              the rotation back and start another",
@@ -481,7 +485,7 @@ fn pass(
     for cluster in clusters {
         let secret = SecretRef::cacerts(cluster);
         let current = store.read(&secret).ok().flatten().and_then(|f| Cacerts::from_files(&f, now).ok());
-        let outcome = match r.converge(current.as_ref(), &old, new.as_ref(), &rotation_policy, cluster, rng, now) {
+        let outcome = match r.converge(current.as_ref(), old, new, &rotation_policy, cluster, rng, now) {
             Ok(None) => {
                 bundles.push((cluster.clone(), current));
                 "done".to_owned()
@@ -537,7 +541,7 @@ fn pass(
         // `rotate-root start`: the new signer becomes the policy's signer. That Secret is the
         // user's: a store that guards unmanaged Secrets (Kubernetes) needs --adopt. (A
         // policy-driven rotation leaves it alone: the policy names the new CA.)
-        let new = new.as_ref().ok_or_else(|| {
+        let new = new.ok_or_else(|| {
             Error::Input(format!("the incoming signing CA {} disappeared", store.location(&stored.new_signer)))
         })?;
         store.write(&signer_ref, &new.bundle().to_files(Layout::Istio), &WriteMeta::default())?;
