@@ -174,6 +174,12 @@ fn read_signer(store: &dyn Store, s: &SecretRef, now: OffsetDateTime) -> Result<
     }
 }
 
+/// `cluster`'s cacerts if it can be read and is valid at `now`: anything else is not yet at any
+/// phase's target.
+fn valid_bundle(store: &dyn Store, cluster: &str, now: OffsetDateTime) -> Option<Cacerts> {
+    store.read(&SecretRef::cacerts(cluster)).ok().flatten().and_then(|f| Cacerts::from_files(&f, now).ok())
+}
+
 fn require_signer(store: &dyn Store, s: &SecretRef, now: OffsetDateTime) -> Result<SigningCa, Error> {
     read_signer(store, s, now)?
         .ok_or_else(|| Error::Input(format!("signing CA Secret {s} not found at {}", store.location(s))))
@@ -484,7 +490,7 @@ fn pass(
     let mut bundles: Vec<(String, Option<Cacerts>)> = Vec::new();
     for cluster in clusters {
         let secret = SecretRef::cacerts(cluster);
-        let current = store.read(&secret).ok().flatten().and_then(|f| Cacerts::from_files(&f, now).ok());
+        let current = valid_bundle(store, cluster, now);
         let outcome = match r.converge(current.as_ref(), old, new, &rotation_policy, cluster, rng, now) {
             Ok(None) => {
                 bundles.push((cluster.clone(), current));
@@ -522,9 +528,7 @@ fn pass(
     }
     // Clusters seen by earlier runs but not named in this one still count: read them as they are.
     for cluster in known.iter().filter(|c| !clusters.contains(c)) {
-        let current =
-            store.read(&SecretRef::cacerts(cluster)).ok().flatten().and_then(|f| Cacerts::from_files(&f, now).ok());
-        bundles.push((cluster.clone(), current));
+        bundles.push((cluster.clone(), valid_bundle(store, cluster, now)));
     }
     let views: Vec<(&str, Option<&Cacerts>)> = bundles.iter().map(|(n, b)| (n.as_str(), b.as_ref())).collect();
     let (next, step) = r.step(&views, now);
