@@ -520,8 +520,7 @@ fn reconcile_attempt(
 
 /// The labels and annotations meshca puts on what it writes.
 fn managed_meta(policy: &Policy, opts: &Options, bundle: Option<&Cacerts>) -> WriteMeta {
-    let mut meta = WriteMeta::default();
-    meta.labels.insert(crate::manifest::MANAGED_BY.0.into(), crate::manifest::MANAGED_BY.1.into());
+    let mut meta = WriteMeta::managed();
     meta.annotations.insert("meshca.dev/policy".into(), format!("{}/{}", policy.namespace, policy.name));
     if let Some(g) = opts.policy_generation {
         meta.annotations.insert("meshca.dev/policy-generation".into(), g.to_string());

@@ -23,13 +23,6 @@ use crate::store::{SecretRef, Store, WriteMeta};
 
 const STATE_KEY: &str = "state.json";
 
-/// What meshca writes for a rotation carries its managed-by label, like every Secret it owns.
-fn managed() -> WriteMeta {
-    let mut meta = WriteMeta::default();
-    meta.labels.insert(crate::manifest::MANAGED_BY.0.into(), crate::manifest::MANAGED_BY.1.into());
-    meta
-}
-
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Persisted {
@@ -162,7 +155,7 @@ fn save(store: &dyn Store, policy: &Policy, mgmt: &str, s: &Stored) -> Result<()
     };
     let mut files = Files::new();
     files.insert(STATE_KEY, serde_json::to_vec_pretty(&p).unwrap_or_default());
-    store.write(&state_secret(policy, mgmt), &files, &managed())
+    store.write(&state_secret(policy, mgmt), &files, &WriteMeta::managed())
 }
 
 fn read_signer(store: &dyn Store, s: &SecretRef, now: OffsetDateTime) -> Result<Option<SigningCa>, Error> {
@@ -213,7 +206,7 @@ pub fn start(
     }
     let rotation = RootRotation::start(current, new, dwell).map_err(Error::core("rotate-root start"))?;
     let next = next_signer_secret(policy, mgmt);
-    store.write(&next, &new.bundle().to_files(Layout::Istio), &managed())?;
+    store.write(&next, &new.bundle().to_files(Layout::Istio), &WriteMeta::managed())?;
     let stored =
         Stored { rotation, clusters: clusters.iter().cloned().collect(), new_signer: next, started_by_policy: false };
     save(store, policy, mgmt, &stored)?;
@@ -497,7 +490,11 @@ fn pass(
                 "done".to_owned()
             }
             Ok(Some(b)) => {
-                let write = if dry_run { Ok(()) } else { store.write(&secret, &b.to_files(Layout::Istio), &managed()) };
+                let write = if dry_run {
+                    Ok(())
+                } else {
+                    store.write(&secret, &b.to_files(Layout::Istio), &WriteMeta::managed())
+                };
                 match write {
                     Ok(()) => {
                         let new_ca = current.as_ref().is_none_or(|c| c.ca_cert() != b.ca_cert());

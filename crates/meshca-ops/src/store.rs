@@ -54,6 +54,15 @@ pub struct WriteMeta {
     pub annotations: std::collections::BTreeMap<String, String>,
 }
 
+impl WriteMeta {
+    /// Only meshca's managed-by label: what every Secret meshca owns carries.
+    pub fn managed() -> Self {
+        let mut meta = WriteMeta::default();
+        meta.labels.insert(crate::manifest::MANAGED_BY.0.into(), crate::manifest::MANAGED_BY.1.into());
+        meta
+    }
+}
+
 /// Where Secrets are read and written. Implementations make each write atomic per Secret.
 pub trait Store {
     /// A human-readable location of a Secret (a path, or a cluster/namespace/name).
