@@ -58,6 +58,36 @@ pub enum Error {
         location: String,
     },
 
+    /// Something in the directory store is not what meshca writes there (a symlink where a
+    /// directory belongs, a `..data` link that leads elsewhere): meshca refuses the Secret and
+    /// touches nothing of it.
+    #[error(
+        "{}: {problem}; meshca refuses this Secret and changes nothing in it (it never follows a link out of \
+         the store, nor writes or deletes through one): inspect it, then move it away or fix it by hand",
+        path.display()
+    )]
+    UnsafeStorePath {
+        /// The offending path.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// Another run holds the store's lock and did not release it in time.
+    #[error(
+        "{}: another meshca run holds the store's lock ({holder}) and did not release it within {waited_secs} s; \
+         wait for it to finish, or wait longer",
+        path.display()
+    )]
+    LockTimeout {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, as it wrote itself into the lock file.
+        holder: String,
+        /// How long this run waited.
+        waited_secs: u64,
+    },
+
     /// A store (Kubernetes API, file system) failed in a way that is not the input's fault.
     #[error("{location}: {detail}")]
     Store {

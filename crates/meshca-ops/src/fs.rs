@@ -112,13 +112,136 @@ pub fn write_files(dir: &Path, files: &Files) -> Result<Vec<PathBuf>, IoError> {
     Ok(written)
 }
 
-/// Reads the regular files of `dir` (following symlinks, as kubelet's projected Secret volumes
-/// need) into a file map, skipping hidden entries (`..data`, temporary files) and subdirectories.
+/// The most bytes meshca reads from one file: the core's input limit (16 MiB).
+pub const MAX_FILE_BYTES: usize = meshca::MAX_INPUT_BYTES;
+
+/// The most entries meshca looks at in one bundle directory.
+pub const MAX_DIR_ENTRIES: usize = 256;
+
+/// The file names a bundle directory may hold: a non-regular file under one of these names is
+/// reported as such rather than skipped (skipping would make it look "missing").
+const BUNDLE_NAMES: &[&str] = &[
+    meshca::CA_CERT,
+    meshca::CA_KEY,
+    meshca::CERT_CHAIN,
+    meshca::ROOT_CERT,
+    meshca::TLS_CRT,
+    meshca::TLS_KEY,
+    meshca::CA_CRT,
+    "ca-crl.pem",
+];
+
+/// What kind of file system object `ft` is, for messages ("a directory", "a FIFO").
+pub fn kind_of(ft: &fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let device = ft.is_block_device() || ft.is_char_device();
+        describe_kind(ft.is_dir(), ft.is_symlink(), ft.is_file(), ft.is_fifo(), ft.is_socket(), device)
+    }
+    #[cfg(not(unix))]
+    describe_kind(ft.is_dir(), ft.is_symlink(), ft.is_file(), false, false, false)
+}
+
+/// The words for a kind of file system object, from its type bits.
+pub(crate) fn describe_kind(dir: bool, link: bool, file: bool, fifo: bool, socket: bool, device: bool) -> &'static str {
+    match (dir, link, file, fifo, socket, device) {
+        (true, ..) => "a directory",
+        (_, true, ..) => "a symlink",
+        (_, _, true, ..) => "a regular file",
+        (_, _, _, true, ..) => "a FIFO",
+        (_, _, _, _, true, _) => "a socket",
+        (.., true) => "a device",
+        _ => "not a regular file",
+    }
+}
+
+pub(crate) fn not_regular(path: &Path, what: &str) -> IoError {
+    IoError {
+        path: path.to_owned(),
+        action: "read",
+        source: io::Error::new(io::ErrorKind::InvalidInput, format!("not a regular file (it is {what})")),
+    }
+}
+
+/// Reads a whole file that a user named (following symlinks, as paths on the command line are
+/// followed): it must be a regular file of at most [`MAX_FILE_BYTES`]. It is opened without
+/// blocking, so a FIFO never hangs meshca and a device is never read.
+pub fn read_input(path: &Path) -> Result<Vec<u8>, IoError> {
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK | libc::O_NOCTTY);
+    let f = opts.open(path).map_err(io_err(path, "read"))?;
+    let meta = f.metadata().map_err(io_err(path, "inspect"))?;
+    if !meta.is_file() {
+        return Err(not_regular(path, kind_of(&meta.file_type())));
+    }
+    read_bounded(f, path)
+}
+
+/// Reads at most [`MAX_FILE_BYTES`] from an open regular file, refusing a larger one.
+pub fn read_bounded(f: impl io::Read, path: &Path) -> Result<Vec<u8>, IoError> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    f.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut data).map_err(io_err(path, "read"))?;
+    if data.len() > MAX_FILE_BYTES {
+        return Err(IoError {
+            path: path.to_owned(),
+            action: "read",
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("larger than {} MiB, the most meshca reads from one file", MAX_FILE_BYTES / (1024 * 1024)),
+            ),
+        });
+    }
+    Ok(data)
+}
+
+/// Reads a bundle directory into a file map: its regular files, skipping hidden entries
+/// (`..data`, temporary files) and unrelated subdirectories. A bundle file name that is not a
+/// regular file (a directory, FIFO, socket or device called `ca-cert.pem`) is an error.
+///
+/// A directory laid out as kubelet projects a Secret (and as the directory store writes it:
+/// `..data` a link to a data directory, each key a link through it) is read from the data
+/// directory `..data` names, and `..data` is read again afterwards: if a writer swapped it
+/// meanwhile, the read starts over, so the files always come from one version, never a mix.
 pub fn read_files(dir: &Path) -> Result<Files, IoError> {
+    let data_link = dir.join("..data");
+    for _ in 0..8 {
+        let Ok(target) = fs::read_link(&data_link) else {
+            return read_plain_dir(dir);
+        };
+        match read_plain_dir(&dir.join(&target)) {
+            Ok(files) if fs::read_link(&data_link).ok().as_deref() == Some(target.as_path()) => return Ok(files),
+            // Swapped while reading (the old data directory may even be gone): read again.
+            Ok(_) => continue,
+            Err(e) if e.source.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(IoError {
+        path: data_link,
+        action: "read a consistent version",
+        source: io::Error::other("it kept changing while being read; is another writer running?"),
+    })
+}
+
+fn read_plain_dir(dir: &Path) -> Result<Files, IoError> {
     let mut files = Files::new();
     let entries = fs::read_dir(dir).map_err(io_err(dir, "read the directory"))?;
-    for entry in entries {
+    for (i, entry) in entries.enumerate() {
         let entry = entry.map_err(io_err(dir, "read the directory"))?;
+        if i >= MAX_DIR_ENTRIES {
+            return Err(IoError {
+                path: dir.to_owned(),
+                action: "read the directory",
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("it holds more than {MAX_DIR_ENTRIES} entries; is this a bundle directory?"),
+                ),
+            });
+        }
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
             continue;
@@ -126,16 +249,14 @@ pub fn read_files(dir: &Path) -> Result<Files, IoError> {
         let path = entry.path();
         let meta = fs::metadata(&path).map_err(io_err(&path, "inspect"))?;
         if !meta.is_file() {
+            if BUNDLE_NAMES.contains(&name.as_str()) {
+                return Err(not_regular(&path, kind_of(&meta.file_type())));
+            }
             continue;
         }
-        files.insert(name, fs::read(&path).map_err(io_err(&path, "read"))?);
+        files.insert(name, read_input(&path)?);
     }
     Ok(files)
-}
-
-/// Whether `dir` exists and holds anything.
-pub fn is_nonempty_dir(dir: &Path) -> bool {
-    fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -187,6 +308,51 @@ mod tests {
         assert!(e.to_string().contains("ca-cert.pem: cannot replace"), "{e}");
         let names: Vec<_> = fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["ca-cert.pem"]);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn special_and_huge_inputs_are_refused_without_blocking() {
+        let d = tempdir("special");
+        create_dir_private(&d).unwrap();
+        // A FIFO: opening it for reading would block until a writer comes.
+        let fifo = d.join("policy.yaml");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let e = read_input(&fifo).unwrap_err().to_string();
+        assert!(e.contains("not a regular file (it is a FIFO)"), "{e}");
+        // A device is never read (/dev/zero would never end).
+        let e = read_input(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("not a regular file (it is a device)"), "{e}");
+        let e = read_input(&d).unwrap_err().to_string();
+        assert!(e.contains("not a regular file (it is a directory)"), "{e}");
+        // Larger than the limit: refused after reading at most limit + 1 bytes.
+        let big = d.join("big.pem");
+        File::create(&big).unwrap().set_len(MAX_FILE_BYTES as u64 + 1).unwrap();
+        let e = read_input(&big).unwrap_err().to_string();
+        assert!(e.contains("larger than 16 MiB"), "{e}");
+        File::create(&big).unwrap().set_len(MAX_FILE_BYTES as u64).unwrap();
+        assert_eq!(read_input(&big).unwrap().len(), MAX_FILE_BYTES);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_bundle_file_that_is_not_regular_is_named_not_missing() {
+        let d = tempdir("notregular");
+        create_dir_private(&d).unwrap();
+        fs::write(d.join("ca-key.pem"), b"k").unwrap();
+        fs::create_dir(d.join("ca-cert.pem")).unwrap();
+        let e = read_files(&d).unwrap_err().to_string();
+        assert!(e.contains("ca-cert.pem: cannot read: not a regular file (it is a directory)"), "{e}");
+        fs::remove_dir(d.join("ca-cert.pem")).unwrap();
+        assert!(std::process::Command::new("mkfifo").arg(d.join("root-cert.pem")).status().unwrap().success());
+        let e = read_files(&d).unwrap_err().to_string();
+        assert!(e.contains("root-cert.pem: cannot read: not a regular file (it is a FIFO)"), "{e}");
+        fs::remove_file(d.join("root-cert.pem")).unwrap();
+        // Unrelated subdirectories are not part of a bundle.
+        fs::create_dir(d.join("workloads")).unwrap();
+        assert_eq!(read_files(&d).unwrap().len(), 1);
         fs::remove_dir_all(&d).unwrap();
     }
 }

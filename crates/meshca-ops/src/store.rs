@@ -8,13 +8,15 @@
 //! the whole old bundle or the whole new one, never a mix. Plain directories of regular files
 //! (as `meshca root-ca --out` writes) read the same way.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, DirBuilder, OpenOptions};
 use meshca::Files;
 
 use crate::error::Error;
-use crate::fs::{create_dir_private, is_key_file, sync_dir, write_new_file, IoError};
+use crate::fs::{is_key_file, IoError};
 
 /// Names a Secret in a cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -89,12 +91,66 @@ pub trait Store {
 }
 
 /// The directory store.
+///
+/// Every path it opens is resolved inside the store root by capability (cap-std): a `Dir` for
+/// the root, then each cluster, namespace and Secret directory opened without following
+/// symlinks. A planted symlink, a `..data` link that leads anywhere but a data directory meshca
+/// made, or a key link that leads elsewhere makes that one Secret an
+/// [`Error::UnsafeStorePath`]: nothing in it is read, written or removed, and other Secrets
+/// are unaffected. Nothing meshca does deletes, writes or changes permissions outside the root.
 #[derive(Clone, Debug)]
 pub struct DirStore {
     root: PathBuf,
 }
 
 const DATA_LINK: &str = "..data";
+/// The lock file in the store root (a cluster name never starts with '.').
+pub const LOCK_FILE: &str = ".meshca.lock";
+
+/// Whether `name` is a data directory name meshca makes: `..<nanos>_<pid>_<counter>`.
+fn is_data_dir_name(name: &str) -> bool {
+    name.strip_prefix("..").is_some_and(|rest| {
+        let parts: Vec<&str> = rest.split('_').collect();
+        parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// Whether `name` is a temporary link meshca makes while swapping: `.<name>.link-<stamp>`.
+fn is_temp_link_name(name: &str) -> bool {
+    name.starts_with('.')
+        && name.rsplit_once(".link-").is_some_and(|(_, stamp)| is_data_dir_name(&format!("..{stamp}")))
+}
+
+fn dir_builder() -> DirBuilder {
+    let mut b = DirBuilder::new();
+    #[cfg(unix)]
+    cap_std::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b
+}
+
+fn kind(m: &cap_std::fs::Metadata) -> &'static str {
+    let ft = m.file_type();
+    #[cfg(unix)]
+    {
+        use cap_std::fs::FileTypeExt;
+        let device = ft.is_block_device() || ft.is_char_device();
+        crate::fs::describe_kind(ft.is_dir(), ft.is_symlink(), ft.is_file(), ft.is_fifo(), ft.is_socket(), device)
+    }
+    #[cfg(not(unix))]
+    crate::fs::describe_kind(ft.is_dir(), ft.is_symlink(), ft.is_file(), false, false, false)
+}
+
+/// A Secret directory, opened and checked: what its entries are.
+struct SecretDir {
+    dir: Dir,
+    path: PathBuf,
+    /// The data directory `..data` points at, if the Secret has one.
+    data: Option<String>,
+    /// Visible names that are links through `..data`.
+    links: Vec<String>,
+    /// Visible names that are regular files (a directory written by hand or by `--out`).
+    plain: Vec<String>,
+}
 
 impl DirStore {
     /// A store rooted at `root` (created on first write).
@@ -112,7 +168,7 @@ impl DirStore {
         self.root.join(&secret.cluster).join(&secret.namespace).join(&secret.name)
     }
 
-    fn checked_dir(&self, secret: &SecretRef) -> Result<PathBuf, Error> {
+    fn check_names(secret: &SecretRef) -> Result<(), Error> {
         for (what, part) in [("cluster", &secret.cluster), ("namespace", &secret.namespace), ("secret", &secret.name)] {
             // Each part becomes a path component: refuse anything that could leave the store.
             let ok = !part.is_empty()
@@ -125,7 +181,421 @@ impl DirStore {
                 )));
             }
         }
-        Ok(self.dir(secret))
+        Ok(())
+    }
+
+    /// The root as a capability, or `None` when it does not exist and `create` is false.
+    fn open_root(&self, create: bool) -> Result<Option<Dir>, Error> {
+        let io = |action: &'static str| {
+            let path = self.root.clone();
+            move |source| Error::from(IoError { path, action, source })
+        };
+        match Dir::open_ambient_dir(&self.root, ambient_authority()) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut b = std::fs::DirBuilder::new();
+                b.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+                b.create(&self.root).map_err(io("create the store directory"))?;
+                Dir::open_ambient_dir(&self.root, ambient_authority()).map(Some).map_err(io("open the store"))
+            }
+            Err(e) => Err(io("open the store")(e)),
+        }
+    }
+
+    /// Opens directory `name` inside `parent` without following a symlink; creates it (0700)
+    /// when missing and `create` is set.
+    fn descend(parent: &Dir, parent_path: &Path, name: &str, create: bool) -> Result<Option<Dir>, Error> {
+        let path = parent_path.join(name);
+        let io = |action: &'static str, path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::from(IoError { path, action, source })
+        };
+        match parent.symlink_metadata(name) {
+            Ok(m) if m.is_symlink() => {
+                return Err(Error::UnsafeStorePath {
+                    path,
+                    problem: "is a symlink where the store keeps a directory".into(),
+                })
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::UnsafeStorePath { path, problem: format!("is {}, not a directory", kind(&m)) })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !create {
+                    return Ok(None);
+                }
+                match parent.create_dir_with(name, &dir_builder()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io("create the directory", &path)(e)),
+                }
+            }
+            Err(e) => return Err(io("inspect", &path)(e)),
+        }
+        parent.open_dir_nofollow(name).map(Some).map_err(io("open the directory", &path))
+    }
+
+    /// Opens a Secret's directory (creating the path when `create`), without following links.
+    fn open_secret(&self, secret: &SecretRef, create: bool) -> Result<Option<(Dir, PathBuf)>, Error> {
+        Self::check_names(secret)?;
+        let Some(mut dir) = self.open_root(create)? else { return Ok(None) };
+        let mut path = self.root.clone();
+        for part in [&secret.cluster, &secret.namespace, &secret.name] {
+            let Some(next) = Self::descend(&dir, &path, part, create)? else { return Ok(None) };
+            path.push(part);
+            dir = next;
+        }
+        Ok(Some((dir, path)))
+    }
+
+    /// Checks every entry of a Secret directory against the layout meshca writes.
+    fn check_secret(dir: Dir, path: PathBuf) -> Result<SecretDir, Error> {
+        let unsafe_path = |name: &str, problem: String| Error::UnsafeStorePath { path: path.join(name), problem };
+        let io = |action: &'static str| {
+            let path = path.clone();
+            move |source| Error::from(IoError { path, action, source })
+        };
+        let data = match dir.symlink_metadata(DATA_LINK) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io("inspect")(e)),
+            Ok(m) if !m.is_symlink() => {
+                return Err(unsafe_path(DATA_LINK, format!("is {}, not a link to a data directory", kind(&m))))
+            }
+            Ok(_) => {
+                let target = dir.read_link_contents(DATA_LINK).map_err(io("read the ..data link"))?;
+                let name = target.to_str().filter(|t| is_data_dir_name(t)).ok_or_else(|| {
+                    unsafe_path(
+                        DATA_LINK,
+                        format!("points to `{}`, not to a data directory meshca made beside it", target.display()),
+                    )
+                })?;
+                match dir.symlink_metadata(name) {
+                    Ok(m) if m.is_dir() => Some(name.to_owned()),
+                    Ok(m) => return Err(unsafe_path(name, format!("is {}, not a data directory", kind(&m)))),
+                    Err(_) => return Err(unsafe_path(DATA_LINK, format!("points to `{name}`, which does not exist"))),
+                }
+            }
+        };
+        let (mut links, mut plain) = (Vec::new(), Vec::new());
+        for entry in dir.entries().map_err(io("read the directory"))? {
+            let entry = entry.map_err(io("read the directory"))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if links.len() + plain.len() >= crate::fs::MAX_DIR_ENTRIES {
+                return Err(unsafe_path("", format!("holds more than {} keys", crate::fs::MAX_DIR_ENTRIES)));
+            }
+            let m = dir.symlink_metadata(&name).map_err(io("inspect"))?;
+            if m.is_symlink() {
+                let target = dir.read_link_contents(&name).map_err(io("read a key link"))?;
+                if data.is_none() || target != Path::new(DATA_LINK).join(&name) {
+                    return Err(unsafe_path(
+                        &name,
+                        format!("is a link to `{}`; a key links only to `..data/{name}`", target.display()),
+                    ));
+                }
+                links.push(name);
+            } else if m.is_file() {
+                plain.push(name);
+            } else {
+                return Err(unsafe_path(&name, format!("is {}, not a regular file", kind(&m))));
+            }
+        }
+        if data.is_some() && !plain.is_empty() {
+            return Err(unsafe_path(
+                &plain[0],
+                "is a regular file beside ..data; a Secret is either all links through ..data or all files".into(),
+            ));
+        }
+        Ok(SecretDir { dir, path, data, links, plain })
+    }
+
+    /// Reads the regular files of `dir` (a data directory, or a plain Secret directory):
+    /// each opened without following links or blocking, bounded in size.
+    fn read_regular_files(dir: &Dir, path: &Path, names: Option<&[String]>) -> Result<Files, Error> {
+        let mut files = Files::new();
+        let listed: Vec<String> = match names {
+            Some(n) => n.to_vec(),
+            None => {
+                let mut v = Vec::new();
+                for entry in
+                    dir.entries().map_err(|source| IoError { path: path.to_owned(), action: "read", source })?
+                {
+                    let entry = entry.map_err(|source| IoError { path: path.to_owned(), action: "read", source })?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if !name.starts_with('.') {
+                        v.push(name);
+                    }
+                    if v.len() > crate::fs::MAX_DIR_ENTRIES {
+                        return Err(Error::UnsafeStorePath {
+                            path: path.to_owned(),
+                            problem: format!("holds more than {} keys", crate::fs::MAX_DIR_ENTRIES),
+                        });
+                    }
+                }
+                v
+            }
+        };
+        for name in listed {
+            let file_path = path.join(&name);
+            let mut opts = OpenOptions::new();
+            opts.read(true).follow(FollowSymlinks::No);
+            #[cfg(unix)]
+            cap_std::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK | libc::O_NOCTTY);
+            let f = match dir.open_with(&name, &opts) {
+                Ok(f) => f,
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    return Err(Error::UnsafeStorePath {
+                        path: file_path,
+                        problem: "is a symlink inside a data directory".into(),
+                    })
+                }
+                Err(source) => return Err(IoError { path: file_path, action: "read", source }.into()),
+            };
+            let m = f.metadata().map_err(|source| IoError { path: file_path.clone(), action: "inspect", source })?;
+            if !m.is_file() {
+                return Err(Error::UnsafeStorePath { path: file_path, problem: format!("is {}", kind(&m)) });
+            }
+            files.insert(name, crate::fs::read_bounded(f.into_std(), &file_path)?);
+        }
+        Ok(files)
+    }
+
+    fn read_secret(checked: &SecretDir) -> Result<Files, Error> {
+        let Some(data) = &checked.data else {
+            return Self::read_regular_files(&checked.dir, &checked.path, Some(&checked.plain));
+        };
+        let data_dir = Self::descend(&checked.dir, &checked.path, data, false)?
+            .ok_or_else(|| Error::Input(format!("{}: vanished while being read", checked.path.join(data).display())))?;
+        Self::read_regular_files(&data_dir, &checked.path.join(data), None)
+    }
+
+    /// Takes the store's exclusive lock for a run that writes, waiting up to `timeout`. While it
+    /// waits, `waiting` is called once with who holds the lock. Once held, debris of runs that
+    /// crashed or lost a race (data directories and temporary links no `..data` names) is
+    /// removed. The lock is released when the guard drops (or the process ends).
+    pub fn lock(
+        &self,
+        timeout: std::time::Duration,
+        command: &str,
+        mut waiting: impl FnMut(&str),
+    ) -> Result<StoreLock, Error> {
+        let root = self.open_root(true)?.unwrap_or_else(|| unreachable!("open_root(create) returns a directory"));
+        let path = self.root.join(LOCK_FILE);
+        let io = |action: &'static str| {
+            let path = path.clone();
+            move |source| Error::from(IoError { path, action, source })
+        };
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create(true).follow(FollowSymlinks::No);
+        #[cfg(unix)]
+        cap_std::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        #[cfg(unix)]
+        cap_std::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK | libc::O_NOCTTY);
+        let file = match root.open_with(LOCK_FILE, &opts) {
+            Ok(f) => f.into_std(),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(Error::UnsafeStorePath { path, problem: "is a symlink, not meshca's lock file".into() })
+            }
+            Err(e) => return Err(io("open the lock file")(e)),
+        };
+        if !file.metadata().map_err(io("inspect"))?.is_file() {
+            return Err(Error::UnsafeStorePath { path, problem: "is not a regular file".into() });
+        }
+        let started = std::time::Instant::now();
+        let mut told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let holder = Self::lock_holder(&file);
+                    if started.elapsed() >= timeout {
+                        return Err(Error::LockTimeout { path, holder, waited_secs: timeout.as_secs() });
+                    }
+                    if !told {
+                        waiting(&holder);
+                        told = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io("lock")(e)),
+            }
+        }
+        // Who holds it, for the next run that waits (the content is informational only).
+        let me = format!(
+            "pid {} ({command}) since {}",
+            std::process::id(),
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+        );
+        {
+            use std::io::{Seek, Write};
+            let mut f = &file;
+            let _ =
+                f.set_len(0).and_then(|_| f.seek(std::io::SeekFrom::Start(0))).and_then(|_| f.write_all(me.as_bytes()));
+        }
+        let removed = self.remove_debris(&root)?;
+        Ok(StoreLock { _file: file, removed_debris: removed })
+    }
+
+    fn lock_holder(file: &std::fs::File) -> String {
+        use std::io::{Read, Seek};
+        let mut s = String::new();
+        let mut f = file;
+        let _ = f.seek(std::io::SeekFrom::Start(0)).and_then(|_| f.take(200).read_to_string(&mut s));
+        let s: String = s.chars().filter(|c| !c.is_control()).collect();
+        if s.is_empty() {
+            "a run that has not said who it is".into()
+        } else {
+            s
+        }
+    }
+
+    /// Removes, in every Secret directory, data directories and temporary links of meshca's own
+    /// naming that `..data` does not point at. Secrets that fail [`Self::check_secret`] are
+    /// left alone. Returns how many entries were removed.
+    fn remove_debris(&self, root: &Dir) -> Result<usize, Error> {
+        let mut removed = 0;
+        let subdirs = |d: &Dir| -> Vec<String> {
+            d.entries()
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        };
+        for cluster in subdirs(root) {
+            let cpath = self.root.join(&cluster);
+            let Ok(Some(cdir)) = Self::descend(root, &self.root, &cluster, false) else { continue };
+            for ns in subdirs(&cdir) {
+                let npath = cpath.join(&ns);
+                let Ok(Some(ndir)) = Self::descend(&cdir, &cpath, &ns, false) else { continue };
+                for secret in subdirs(&ndir) {
+                    let spath = npath.join(&secret);
+                    let Ok(Some(sdir)) = Self::descend(&ndir, &npath, &secret, false) else { continue };
+                    let Ok(checked) = Self::check_secret(sdir, spath) else { continue };
+                    removed += Self::remove_secret_debris(&checked);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn remove_secret_debris(checked: &SecretDir) -> usize {
+        let mut removed = 0;
+        let Ok(entries) = checked.dir.entries() else { return 0 };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(m) = checked.dir.symlink_metadata(&name) else { continue };
+            let gone = if is_data_dir_name(&name) && m.is_dir() && checked.data.as_deref() != Some(name.as_str()) {
+                // cap-std removes a tree without following links in it, and only inside the store.
+                checked.dir.remove_dir_all(&name).is_ok()
+            } else if is_temp_link_name(&name) && m.is_symlink() {
+                checked.dir.remove_file_or_symlink(&name).is_ok()
+            } else {
+                false
+            };
+            removed += usize::from(gone);
+        }
+        removed
+    }
+
+    /// Replaces a Secret's data with `files` (see the module docs): a new data directory, then
+    /// one atomic rename of `..data`, then the key links.
+    fn write_secret(&self, secret: &SecretRef, files: &Files) -> Result<(), Error> {
+        let (dir, path) = self.open_secret(secret, true)?.unwrap_or_else(|| unreachable!("created"));
+        let checked = Self::check_secret(dir, path)?;
+        // A directory of plain files (written by hand or by `--out`): first move its current
+        // content behind `..data` so every later step swaps between two consistent states.
+        if checked.data.is_none() && !checked.plain.is_empty() {
+            let current = Self::read_regular_files(&checked.dir, &checked.path, Some(&checked.plain))?;
+            Self::swap_data(&checked, &current)?;
+            let SecretDir { dir, path, .. } = checked;
+            let checked = Self::check_secret(dir, path)?;
+            return Self::swap_data(&checked, files);
+        }
+        Self::swap_data(&checked, files)
+    }
+
+    fn swap_data(checked: &SecretDir, files: &Files) -> Result<(), Error> {
+        let (dir, path) = (&checked.dir, &checked.path);
+        let io = |action: &'static str, name: &str| {
+            let path = path.join(name);
+            move |source| Error::from(IoError { path, action, source })
+        };
+        let data_name = format!("..{}", unique_stamp());
+        dir.create_dir_with(&data_name, &dir_builder()).map_err(io("create the data directory", &data_name))?;
+        // The data directory is invisible until `..data` points at it, so its files need durable
+        // contents but no rename of their own: the swap below is the one commit point.
+        let written = (|| -> Result<(), Error> {
+            let data_dir = dir.open_dir_nofollow(&data_name).map_err(io("open the data directory", &data_name))?;
+            for (name, data) in files.iter() {
+                let mode = if is_key_file(name) { 0o600 } else { 0o644 };
+                let file_path = format!("{data_name}/{name}");
+                let mut opts = OpenOptions::new();
+                opts.write(true).create_new(true).follow(FollowSymlinks::No);
+                #[cfg(unix)]
+                cap_std::fs::OpenOptionsExt::mode(&mut opts, mode);
+                let mut f = data_dir.open_with(name, &opts).map_err(io("create", &file_path))?;
+                use std::io::Write;
+                f.write_all(data).map_err(io("write", &file_path))?;
+                f.sync_all().map_err(io("flush to disk", &file_path))?;
+            }
+            sync(&data_dir).map_err(io("flush the directory", &data_name))
+        })();
+        if let Err(e) = written {
+            let _ = dir.remove_dir_all(&data_name);
+            return Err(e);
+        }
+        // The atomic step: a new symlink renamed over `..data`.
+        replace_symlink(dir, path, DATA_LINK, &data_name)?;
+        // User-visible names point through `..data`; add any new ones, then drop ones no longer in
+        // the Secret (e.g. after switching layout). Plain files are replaced by links atomically.
+        for (name, _) in files.iter() {
+            let want = format!("{DATA_LINK}/{name}");
+            if dir.read_link_contents(name).ok().as_deref() != Some(Path::new(&want)) {
+                replace_symlink(dir, path, name, &want)?;
+            }
+        }
+        for name in checked.links.iter().chain(&checked.plain) {
+            if !files.contains(name) {
+                // Checked above: a link through ..data, or a plain file now copied behind it.
+                dir.remove_file_or_symlink(name).map_err(io("remove a stale key", name))?;
+            }
+        }
+        sync(dir).map_err(io("flush the directory", ""))?;
+        if let Some(old) = &checked.data {
+            if *old != data_name {
+                let _ = dir.remove_dir_all(old);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The store's exclusive lock, held until dropped.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: std::fs::File,
+    /// How many debris entries of earlier runs were removed when the lock was taken.
+    pub removed_debris: usize,
+}
+
+fn sync(dir: &Dir) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        dir.open(".")?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
     }
 }
 
@@ -135,132 +605,56 @@ impl Store for DirStore {
     }
 
     fn clusters_with_cacerts(&self) -> Result<Vec<String>, Error> {
-        let entries = match std::fs::read_dir(&self.root) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(crate::fs::IoError { path: self.root.clone(), action: "list", source: e }.into()),
-        };
+        let Some(root) = self.open_root(false)? else { return Ok(Vec::new()) };
+        let entries = root.entries().map_err(|source| IoError { path: self.root.clone(), action: "list", source })?;
         let mut found: Vec<String> = entries
             .filter_map(Result::ok)
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|c| self.checked_dir(&SecretRef::cacerts(c)).is_ok_and(|d| d.is_dir()))
+            .filter(|c| matches!(self.open_secret(&SecretRef::cacerts(c), false), Ok(Some(_))))
             .collect();
         found.sort();
         Ok(found)
     }
 
     fn read(&self, secret: &SecretRef) -> Result<Option<Files>, Error> {
-        let dir = self.checked_dir(secret)?;
-        if !dir.exists() {
-            return Ok(None);
+        // A writer holding the lock may swap `..data` while this reads (a dry run takes no lock):
+        // read from the data directory `..data` names, then check it still names it.
+        for _ in 0..8 {
+            let Some((dir, path)) = self.open_secret(secret, false)? else { return Ok(None) };
+            let checked = Self::check_secret(dir, path)?;
+            let files = match Self::read_secret(&checked) {
+                Ok(f) => f,
+                Err(Error::Io(e)) if e.source.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let now = checked.dir.read_link_contents(DATA_LINK).ok();
+            if now.as_deref().and_then(Path::to_str) != checked.data.as_deref() {
+                continue;
+            }
+            return Ok(if files.is_empty() { None } else { Some(files) });
         }
-        let files = crate::fs::read_files(&dir)?;
-        Ok(if files.is_empty() { None } else { Some(files) })
+        Err(Error::Store {
+            location: self.location(secret),
+            detail: "it kept changing while being read; is another writer running without the lock?".into(),
+        })
     }
 
     fn write(&self, secret: &SecretRef, files: &Files, _meta: &WriteMeta) -> Result<(), Error> {
-        let dir = self.checked_dir(secret)?;
-        write_secret_dir(&dir, files)?;
-        Ok(())
+        self.write_secret(secret, files)
     }
 }
 
-fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> IoError {
-    let path = path.to_owned();
-    move |source| IoError { path, action, source }
-}
-
-/// Replaces the contents of a Secret directory atomically (see the module docs).
-pub fn write_secret_dir(dir: &Path, files: &Files) -> Result<(), IoError> {
-    create_dir_private(dir)?;
-    // A directory of plain files (written by hand or by `--out`): first move its current
-    // content behind `..data` so every later step swaps between two consistent states.
-    if has_plain_files(dir)? && !dir.join(DATA_LINK).exists() {
-        let current = crate::fs::read_files(dir)?;
-        swap_data(dir, &current)?;
-    }
-    swap_data(dir, files)
-}
-
-fn has_plain_files(dir: &Path) -> Result<bool, IoError> {
-    for entry in fs::read_dir(dir).map_err(io(dir, "read the directory"))? {
-        let entry = entry.map_err(io(dir, "read the directory"))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let ft = entry.file_type().map_err(io(&entry.path(), "inspect"))?;
-        if !name.starts_with('.') && ft.is_file() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-fn swap_data(dir: &Path, files: &Files) -> Result<(), IoError> {
-    let stamp = unique_stamp();
-    let data_name = format!("..{stamp}");
-    let data_dir = dir.join(&data_name);
-    create_dir_private(&data_dir)?;
-    // The data directory is invisible until `..data` points at it, so its files need durable
-    // contents but no rename of their own: the swap below is the one commit point.
-    let written = (|| {
-        for (name, data) in files.iter() {
-            let mode = if is_key_file(name) { 0o600 } else { 0o644 };
-            write_new_file(&data_dir.join(name), data, mode)?;
-        }
-        sync_dir(&data_dir)
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_dir_all(&data_dir);
-        return Err(e);
-    }
-    let old_target = fs::read_link(dir.join(DATA_LINK)).ok();
-    // The atomic step: a new symlink renamed over `..data`.
-    replace_symlink(dir, DATA_LINK, Path::new(&data_name))?;
-    // User-visible names point through `..data`; add any new ones, then drop ones no longer in
-    // the Secret (e.g. after switching layout). Plain files are replaced by links atomically.
-    for (name, _) in files.iter() {
-        let link = dir.join(name);
-        let want = Path::new(DATA_LINK).join(name);
-        if fs::read_link(&link).ok().as_deref() != Some(want.as_path()) {
-            replace_symlink(dir, name, &want)?;
-        }
-    }
-    for entry in fs::read_dir(dir).map_err(io(dir, "read the directory"))? {
-        let entry = entry.map_err(io(dir, "read the directory"))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || files.contains(&name) {
-            continue;
-        }
-        if entry.file_type().map(|t| t.is_symlink()).unwrap_or(false) {
-            fs::remove_file(entry.path()).map_err(io(&entry.path(), "remove a stale key"))?;
-        }
-    }
-    sync_dir(dir)?;
-    if let Some(old) = old_target {
-        if old != Path::new(&data_name) {
-            let _ = fs::remove_dir_all(dir.join(old));
-        }
-    }
-    Ok(())
-}
-
-fn replace_symlink(dir: &Path, name: &str, target: &Path) -> Result<(), IoError> {
-    let tmp = dir.join(format!(".{name}.link-{}", unique_stamp()));
-    #[cfg(unix)]
-    std::os::unix::fs::symlink(target, &tmp).map_err(io(&tmp, "create a symlink"))?;
-    #[cfg(not(unix))]
-    return Err(IoError {
-        path: tmp,
+fn replace_symlink(dir: &Dir, path: &Path, name: &str, target: &str) -> Result<(), Error> {
+    let tmp = format!(".{name}.link-{}", unique_stamp());
+    dir.symlink(target, &tmp).map_err(|source| IoError {
+        path: path.join(&tmp),
         action: "create a symlink",
-        source: std::io::Error::new(std::io::ErrorKind::Unsupported, "the directory store needs a Unix file system"),
-    });
-    #[cfg(unix)]
-    {
-        let dest = dir.join(name);
-        fs::rename(&tmp, &dest).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            IoError { path: dest, action: "swap in", source: e }
-        })
-    }
+        source,
+    })?;
+    dir.rename(&tmp, dir, name).map_err(|source| {
+        let _ = dir.remove_file_or_symlink(&tmp);
+        Error::from(IoError { path: path.join(name), action: "swap in", source })
+    })
 }
 
 fn unique_stamp() -> String {
@@ -276,7 +670,7 @@ mod tests {
 
     fn tempdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("meshca-store-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
+        let _ = std::fs::remove_dir_all(&d);
         d
     }
 
@@ -298,7 +692,7 @@ mod tests {
         assert_eq!(store.read(&s).unwrap(), Some(v2), "old keys are gone after a layout change");
         // One data directory remains, plus the link and the keys.
         let dir = store.dir(&s);
-        let hidden: Vec<_> = fs::read_dir(&dir)
+        let hidden: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with(".."))
@@ -307,10 +701,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let key = fs::canonicalize(dir.join("tls.key")).unwrap();
-            assert_eq!(fs::metadata(key).unwrap().permissions().mode() & 0o777, 0o600);
+            let key = std::fs::canonicalize(dir.join("tls.key")).unwrap();
+            assert_eq!(std::fs::metadata(key).unwrap().permissions().mode() & 0o777, 0o600);
         }
-        fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
@@ -322,10 +716,12 @@ mod tests {
         store.write(&s, &files(&[("ca-cert.pem", "new")]), &WriteMeta::default()).unwrap();
         // A write replaces the Secret's whole data, as a Kubernetes replace does.
         assert_eq!(store.read(&s).unwrap(), Some(files(&[("ca-cert.pem", "new")])));
-        let plain =
-            fs::read_dir(store.dir(&s)).unwrap().filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file()).count();
+        let plain = std::fs::read_dir(store.dir(&s))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file())
+            .count();
         assert_eq!(plain, 0, "every key is now a link through ..data");
-        fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
@@ -334,5 +730,202 @@ mod tests {
         for bad in ["..", "../x", "a/b", ".hidden", ""] {
             assert!(store.read(&SecretRef::cacerts(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[cfg(unix)]
+    fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                out.extend(snapshot(&p));
+            } else if m.is_file() {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            } else {
+                out.push((p.clone(), std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[cfg(unix)]
+    fn outside_with_victim(tag: &str) -> (PathBuf, Vec<(PathBuf, Vec<u8>)>) {
+        let outside = tempdir(&format!("{tag}-outside"));
+        std::fs::create_dir_all(outside.join("precious")).unwrap();
+        std::fs::write(outside.join("precious/data"), b"keep me").unwrap();
+        let snap = snapshot(&outside);
+        (outside, snap)
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_planted_data_link_is_refused_and_nothing_outside_is_deleted() {
+        let root = tempdir("planted-data");
+        let store = DirStore::new(&root);
+        let s = SecretRef::cacerts("c1");
+        store.write(&s, &files(&[("ca-cert.pem", "1")]), &WriteMeta::default()).unwrap();
+        let (outside, before) = outside_with_victim("planted-data");
+        let dir = store.dir(&s);
+        std::fs::remove_file(dir.join(DATA_LINK)).unwrap();
+        std::os::unix::fs::symlink(outside.join("precious"), dir.join(DATA_LINK)).unwrap();
+        for e in [
+            store.read(&s).unwrap_err(),
+            store.write(&s, &files(&[("ca-cert.pem", "2")]), &WriteMeta::default()).unwrap_err(),
+        ] {
+            assert!(matches!(e, Error::UnsafeStorePath { .. }), "{e}");
+            assert!(e.to_string().contains("..data: points to"), "{e}");
+        }
+        // A relative link that climbs out is refused the same way.
+        std::fs::remove_file(dir.join(DATA_LINK)).unwrap();
+        std::os::unix::fs::symlink("../../../../x", dir.join(DATA_LINK)).unwrap();
+        assert!(matches!(store.read(&s).unwrap_err(), Error::UnsafeStorePath { .. }));
+        assert_eq!(snapshot(&outside), before, "nothing outside the store changed");
+        // Debris clean-up under the lock leaves the refused Secret alone too.
+        drop(store.lock(std::time::Duration::from_secs(1), "test", |_| {}).unwrap());
+        assert_eq!(snapshot(&outside), before);
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn symlinked_cluster_namespace_or_secret_directories_are_refused() {
+        for (level, part) in [("cluster", 1), ("namespace", 2), ("secret", 3)] {
+            let root = tempdir(&format!("symdir-{level}"));
+            let store = DirStore::new(&root);
+            let (outside, before) = outside_with_victim(&format!("symdir-{level}"));
+            let s = SecretRef::cacerts("c1");
+            let parts = ["c1", "istio-system", "cacerts"];
+            let mut link = root.clone();
+            for p in &parts[..part - 1] {
+                link.push(p);
+            }
+            std::fs::create_dir_all(&link).unwrap();
+            link.push(parts[part - 1]);
+            std::os::unix::fs::symlink(&outside, &link).unwrap();
+            let e = store.write(&s, &files(&[("ca-key.pem", "secret key")]), &WriteMeta::default()).unwrap_err();
+            assert!(matches!(e, Error::UnsafeStorePath { ref path, .. } if *path == link), "{level}: {e}");
+            assert!(e.to_string().contains("is a symlink"), "{e}");
+            assert!(matches!(store.read(&s).unwrap_err(), Error::UnsafeStorePath { .. }), "{level}");
+            assert_eq!(snapshot(&outside), before, "{level}: no key was written through the link");
+            // Another cluster in the same store still works.
+            store.write(&SecretRef::cacerts("c2"), &files(&[("ca-cert.pem", "x")]), &WriteMeta::default()).unwrap();
+            std::fs::remove_dir_all(&root).unwrap();
+            std::fs::remove_dir_all(&outside).unwrap();
+        }
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_key_link_that_leads_elsewhere_is_refused() {
+        let root = tempdir("keylink");
+        let store = DirStore::new(&root);
+        let s = SecretRef::cacerts("c1");
+        store.write(&s, &files(&[("ca-cert.pem", "1"), ("ca-key.pem", "k")]), &WriteMeta::default()).unwrap();
+        let (outside, before) = outside_with_victim("keylink");
+        let key = store.dir(&s).join("ca-key.pem");
+        std::fs::remove_file(&key).unwrap();
+        std::os::unix::fs::symlink(outside.join("precious/data"), &key).unwrap();
+        let e = store.write(&s, &files(&[("ca-cert.pem", "2")]), &WriteMeta::default()).unwrap_err();
+        assert!(e.to_string().contains("ca-key.pem: is a link to"), "{e}");
+        assert!(matches!(store.read(&s).unwrap_err(), Error::UnsafeStorePath { .. }));
+        assert_eq!(snapshot(&outside), before);
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn special_files_are_reported_and_never_block() {
+        let root = tempdir("fifo");
+        let store = DirStore::new(&root);
+        let s = SecretRef::new("mgmt", "gloo-mesh", "ca");
+        let dir = store.dir(&s);
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = std::process::Command::new("mkfifo").arg(dir.join("ca-cert.pem")).status().unwrap();
+        assert!(status.success());
+        let e = store.read(&s).unwrap_err();
+        assert!(e.to_string().contains("ca-cert.pem: is a FIFO, not a regular file"), "{e}");
+        std::fs::remove_file(dir.join("ca-cert.pem")).unwrap();
+        std::fs::create_dir(dir.join("ca-cert.pem")).unwrap();
+        let e = store.read(&s).unwrap_err();
+        assert!(e.to_string().contains("ca-cert.pem: is a directory, not a regular file"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn debris_of_meshca_is_removed_under_the_lock_and_nothing_else() {
+        let root = tempdir("debris");
+        let store = DirStore::new(&root);
+        let s = SecretRef::cacerts("c1");
+        store.write(&s, &files(&[("ca-cert.pem", "1")]), &WriteMeta::default()).unwrap();
+        let dir = store.dir(&s);
+        std::fs::create_dir(dir.join("..1700000000000000000_42_7")).unwrap();
+        std::fs::write(dir.join("..1700000000000000000_42_7/ca-key.pem"), b"old").unwrap();
+        std::os::unix::fs::symlink("..1700000000000000000_42_7", dir.join("...data.link-1700000000000000000_42_8"))
+            .unwrap();
+        std::fs::create_dir(dir.join("..user-notes")).unwrap();
+        std::fs::write(dir.join(".keep"), b"mine").unwrap();
+        let lock = store.lock(std::time::Duration::from_secs(1), "test", |_| {}).unwrap();
+        assert_eq!(lock.removed_debris, 2);
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left.len(), 5, "{left:?}");
+        assert!(left.contains(&"..user-notes".to_owned()) && left.contains(&".keep".to_owned()), "{left:?}");
+        assert_eq!(store.read(&s).unwrap(), Some(files(&[("ca-cert.pem", "1")])));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_second_writer_waits_for_the_lock_and_times_out_naming_the_holder() {
+        let root = tempdir("lock");
+        let store = DirStore::new(&root);
+        let held = store.lock(std::time::Duration::from_secs(1), "reconcile", |_| {}).unwrap();
+        let mut told = Vec::new();
+        let e =
+            store.lock(std::time::Duration::from_millis(300), "quickstart", |h| told.push(h.to_owned())).unwrap_err();
+        assert_eq!(told.len(), 1, "told once while waiting");
+        assert!(told[0].contains(&format!("pid {} (reconcile)", std::process::id())), "{told:?}");
+        assert!(matches!(e, Error::LockTimeout { .. }), "{e}");
+        assert!(e.to_string().contains("(reconcile)"), "{e}");
+        drop(held);
+        drop(store.lock(std::time::Duration::from_secs(1), "again", |_| {}).unwrap());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_reader_never_sees_a_half_swapped_secret() {
+        let root = tempdir("torn");
+        let store = DirStore::new(&root);
+        let s = SecretRef::cacerts("c1");
+        let version = |n: usize| files(&[("a", &n.to_string()), ("b", &n.to_string()), ("c", &n.to_string())]);
+        store.write(&s, &version(0), &WriteMeta::default()).unwrap();
+        let writer = {
+            let (store, s) = (store.clone(), s.clone());
+            std::thread::spawn(move || {
+                for n in 1..300 {
+                    store.write(&s, &version(n), &WriteMeta::default()).unwrap();
+                }
+            })
+        };
+        let mut reads = 0;
+        while !writer.is_finished() {
+            let got = store.read(&s).unwrap().unwrap();
+            let values: Vec<&[u8]> = got.iter().map(|(_, v)| v).collect();
+            assert_eq!(values.len(), 3, "{got:?}");
+            assert!(values.iter().all(|v| *v == values[0]), "mixed versions: {got:?}");
+            // The same holds for a reader that names the directory (verify, inspect).
+            let got = crate::fs::read_files(&store.dir(&s)).unwrap();
+            let values: Vec<&[u8]> = got.iter().map(|(_, v)| v).collect();
+            assert!(values.len() == 3 && values.iter().all(|v| *v == values[0]), "mixed versions: {got:?}");
+            reads += 1;
+        }
+        writer.join().unwrap();
+        assert!(reads > 0);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -98,18 +98,43 @@ impl LeafParams {
     }
 }
 
-/// Checks a cluster name: it becomes a subject attribute and a directory name, so it must be a
-/// plain identifier (letters, digits, `-`, `_`, `.`; not starting with `.`).
+/// The longest CA lifetime meshca issues: 36500 days (100 years). Bounds every lifetime field
+/// (`--days`, `ttlDays`, Python's `days=`) so date arithmetic can never overflow.
+pub const MAX_CA_TTL: Duration = Duration::days(36_500);
+
+/// Checks a cluster name. It names a Kubernetes cluster (an Istio cluster ID, a kubeconfig
+/// context, a remote secret's key), becomes the subject's L attribute and a directory name in
+/// the store, so it must be a DNS label as Kubernetes names are (RFC 1123): 1 to 63 lowercase
+/// letters, digits and '-', starting and ending with a letter or digit.
 pub fn validate_cluster_name(name: &str) -> Result<()> {
-    let bad = |reason: &str| Error::InvalidParameter { field: "cluster".into(), reason: format!("`{name}`: {reason}") };
-    if name.is_empty() || name.len() > 253 {
-        return Err(bad("a cluster name has 1 to 253 characters"));
+    let shown: String = name.chars().take(70).collect();
+    let bad =
+        |reason: &str| Error::InvalidParameter { field: "cluster".into(), reason: format!("`{shown}`: {reason}") };
+    if name.is_empty() || name.len() > 63 {
+        return Err(bad("a cluster name is a DNS label of 1 to 63 characters"));
     }
-    if name.starts_with('.') || name.starts_with('-') {
-        return Err(bad("a cluster name may not start with '.' or '-'"));
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+        return Err(bad(&format!(
+            "a cluster name is a DNS label (RFC 1123: lowercase letters, digits and '-'), not {c:?}"
+        )));
     }
-    if name.chars().any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
-        return Err(bad("a cluster name may hold only letters, digits, '-', '_' and '.'"));
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err(bad("a cluster name starts and ends with a letter or digit"));
+    }
+    Ok(())
+}
+
+/// Checks a subject attribute meshca writes (CN, O): RFC 5280 Appendix A bounds both at 64
+/// characters (`ub-common-name`, `ub-organization-name`), and a control character in a name
+/// breaks every tool that prints it.
+pub(crate) fn validate_name_attr(field: &str, value: &str) -> Result<()> {
+    let bad = |reason: String| Error::InvalidParameter { field: field.into(), reason };
+    let n = value.chars().count();
+    if n == 0 || n > 64 {
+        return Err(bad(format!("must have 1 to 64 characters (RFC 5280 Appendix A), got {n}")));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(bad(format!("must be printable, but holds the control character {c:?}")));
     }
     Ok(())
 }
@@ -191,6 +216,7 @@ impl Csr {
     /// Makes a CSR for a per-cluster intermediate, signed by `key` (which stays with the caller).
     pub fn generate_pem(cluster: &str, organization: &str, key: &PrivateKey) -> Result<String> {
         validate_cluster_name(cluster)?;
+        validate_name_attr("organization", organization)?;
         let req = profile::intermediate_request(cluster, organization)
             .serialize_request(key.pair())
             .map_err(|e| Error::Issuance { what: "a CSR", detail: e.to_string() })?;
@@ -227,6 +253,12 @@ impl Csr {
                 )))
             }
         };
+        if let Some(alg) = crate::cert::weak_signature_name(req.algorithm.oid) {
+            return Err(bad(format!(
+                "the CSR is signed with {alg}, which meshca refuses (a broken hash); re-create it with SHA-256 \
+                 (`openssl req -sha256`, or `meshca csr`)"
+            )));
+        }
         let raw = spki.subject_public_key.raw_bytes().to_vec();
         let tbs = crate::cert::tbs_range(der_bytes).map_err(|e| bad(e.to_string()))?;
         let sig = req.signature.as_bytes().ok_or_else(|| bad("malformed signature".into()))?;
@@ -234,7 +266,14 @@ impl Csr {
             bad("the CSR's signature does not verify with its own public key; it was altered or is corrupt".into())
         })?;
         let subject = crate::cert::name_string(&req.info.subject);
-        let locality = crate::cert::name_attr(&req.info.subject, crate::cert::OID_L);
+        let localities = crate::cert::name_attrs(&req.info.subject, crate::cert::OID_L);
+        if localities.len() > 1 {
+            return Err(bad(format!(
+                "the CSR's subject names {} localities (L); meshca reads the cluster from L, so it must be one",
+                localities.len()
+            )));
+        }
+        let locality = localities.into_iter().next();
         Ok(Csr { subject, locality, key_type, public_key_raw: raw })
     }
 
@@ -329,6 +368,8 @@ impl SigningCa {
     /// Secret: ca-cert, cert-chain and root-cert all hold the root.
     pub fn generate_root(params: &RootParams, rng: &mut dyn Entropy, now: OffsetDateTime) -> Result<Self> {
         check_ttl("ttl", params.ttl)?;
+        validate_name_attr("common name", &params.common_name)?;
+        validate_name_attr("organization", &params.organization)?;
         let key = PrivateKey::generate(params.key, rng)?;
         let common = Common { serial: random_serial(rng), not_before: now - BACKDATE, not_after: now + params.ttl };
         let cert = profile::root(common, &params.common_name, &params.organization, params.pathlen)
@@ -388,6 +429,8 @@ impl SigningCa {
     ) -> Result<Issued<SignedCa>> {
         validate_cluster_name(&params.cluster)?;
         check_ttl("ttl", params.ttl)?;
+        validate_name_attr("common name", &params.common_name)?;
+        validate_name_attr("organization", &params.organization)?;
         let (common, clamped_from) = self.window(params.ttl, rng, now);
         let p =
             profile::intermediate(common, &params.cluster, &params.organization, &params.common_name, params.pathlen)?;
@@ -480,9 +523,16 @@ impl SigningCa {
     }
 }
 
-fn check_ttl(field: &str, ttl: Duration) -> Result<()> {
-    if ttl <= Duration::ZERO {
-        return Err(Error::InvalidParameter { field: field.into(), reason: "the lifetime must be positive".into() });
+/// A CA lifetime: positive and at most [`MAX_CA_TTL`].
+pub(crate) fn check_ttl(field: &str, ttl: Duration) -> Result<()> {
+    if ttl <= Duration::ZERO || ttl > MAX_CA_TTL {
+        return Err(Error::InvalidParameter {
+            field: field.into(),
+            reason: format!(
+                "a CA lifetime is more than 0 and at most 36500 days, got {}",
+                crate::time_fmt::human_duration(ttl)
+            ),
+        });
     }
     Ok(())
 }

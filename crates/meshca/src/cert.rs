@@ -60,6 +60,8 @@ impl SigAlg {
             "1.2.840.113549.1.1.5" => SigAlg::Weak("sha1WithRSAEncryption"),
             "1.2.840.113549.1.1.4" => SigAlg::Weak("md5WithRSAEncryption"),
             "1.2.840.10045.4.1" => SigAlg::Weak("ecdsa-with-SHA1"),
+            "1.2.840.10040.4.3" => SigAlg::Weak("dsa-with-SHA1"),
+            "1.2.840.113549.1.1.2" => SigAlg::Weak("md2WithRSAEncryption"),
             "1.2.840.113549.1.1.10" => return Err("RSASSA-PSS (1.2.840.113549.1.1.10)".into()),
             "1.3.101.112" => return Err("Ed25519 (1.3.101.112)".into()),
             other => return Err(other.to_owned()),
@@ -444,6 +446,14 @@ pub(crate) fn spki_kind(spki: &spki::SubjectPublicKeyInfoOwned) -> PublicKeyKind
     PublicKeyKind::Unsupported(oid.to_string())
 }
 
+/// The name of a signature algorithm with a broken hash (SHA-1, MD5, MD2), if `oid` is one.
+pub(crate) fn weak_signature_name(oid: ObjectIdentifier) -> Option<&'static str> {
+    match SigAlg::from_oid(oid) {
+        Ok(SigAlg::Weak(name)) => Some(name),
+        _ => None,
+    }
+}
+
 /// Verifies `signature` over `message` made with algorithm `alg_oid` by a key of `key_type`
 /// whose subjectPublicKey bits are `public_key_raw`.
 pub(crate) fn verify_signature(
@@ -498,14 +508,24 @@ fn to_offset(d: core::time::Duration) -> OffsetDateTime {
 
 /// The first value of attribute `oid` in `name`, if it is a string.
 pub(crate) fn name_attr(name: &x509_cert::name::Name, oid: ObjectIdentifier) -> Option<String> {
-    name.0.iter().flat_map(|rdn| rdn.0.iter()).find(|atv| atv.oid == oid).and_then(|atv| {
-        let any = &atv.value;
-        Utf8StringRef::try_from(any)
-            .map(|s| s.as_str().to_owned())
-            .or_else(|_| PrintableStringRef::try_from(any).map(|s| s.as_str().to_owned()))
-            .or_else(|_| TeletexStringRef::try_from(any).map(|s| s.as_str().to_owned()))
-            .ok()
-    })
+    name_attrs(name, oid).into_iter().next()
+}
+
+/// Every value of attribute `oid` in `name` that is a string, in order.
+pub(crate) fn name_attrs(name: &x509_cert::name::Name, oid: ObjectIdentifier) -> Vec<String> {
+    name.0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(|atv| atv.oid == oid)
+        .filter_map(|atv| {
+            let any = &atv.value;
+            Utf8StringRef::try_from(any)
+                .map(|s| s.as_str().to_owned())
+                .or_else(|_| PrintableStringRef::try_from(any).map(|s| s.as_str().to_owned()))
+                .or_else(|_| TeletexStringRef::try_from(any).map(|s| s.as_str().to_owned()))
+                .ok()
+        })
+        .collect()
 }
 
 pub(crate) fn name_string(name: &x509_cert::name::Name) -> String {

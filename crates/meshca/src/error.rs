@@ -59,6 +59,30 @@ pub enum Error {
         expected: &'static str,
     },
 
+    /// An input is larger than meshca reads.
+    #[error(
+        "{file}: is {size} bytes; meshca reads at most {} MiB from one file (a Secret holds at most 1 MiB); \
+         is this the right file?",
+        limit / (1024 * 1024)
+    )]
+    InputTooLarge {
+        /// File name.
+        file: String,
+        /// Its size, or the size read so far.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+
+    /// A PEM file holds more blocks than meshca reads.
+    #[error("{file}: holds more than {limit} PEM blocks; split it, or remove what does not belong")]
+    TooManyPemBlocks {
+        /// File name.
+        file: String,
+        /// The limit.
+        limit: usize,
+    },
+
     /// A PEM block has a label other than the one expected.
     #[error("{file}: PEM block #{index} is `{label}`, expected `{expected}`; remove it or put it in the right file")]
     UnexpectedPemLabel {

@@ -44,18 +44,19 @@ pub use bundle::{
 };
 pub use ca::{
     validate_cluster_name, Csr, IntermediateParams, Issued, Leaf, LeafParams, RootParams, SignedCa, SigningCa,
-    MAX_LEAF_TTL,
+    MAX_CA_TTL, MAX_LEAF_TTL,
 };
 pub use cert::{Certificate, PublicKeyKind, SignatureError};
 pub use error::{Error, Result};
 pub use key::{KeyAlgorithm, KeyType, PrivateKey};
+pub use pem::{MAX_INPUT_BYTES, MAX_PEM_BLOCKS};
 pub use profile::{BACKDATE, ISTIOD_SAN};
 /// RustCrypto's RNG trait: every `CryptoRngCore` is an [`Entropy`].
 pub use rand_core::CryptoRngCore;
 pub use rng::{Entropy, OsRng};
 pub use rootrotation::{with_trust_bundle, Phase, RootRotation, Signer, Step};
-pub use rotation::{plan, same_roots, union_roots, Current, IssueReason, Plan, RotationPolicy};
-pub use spiffe::{validate_trust_domain, SpiffeId};
+pub use rotation::{plan, same_roots, union_roots, Current, IssueReason, Plan, RotationPolicy, MIN_GRACE};
+pub use spiffe::{validate_trust_domain, SpiffeId, MAX_SPIFFE_ID_BYTES};
 pub use time_fmt::human_duration;
 pub use verify::{check_cross_cluster, check_mutual_trust, verify_workload_chain, SharedRoot};
 

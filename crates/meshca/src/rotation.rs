@@ -33,6 +33,9 @@ pub struct RotationPolicy {
     pub passive_roots: Vec<Certificate>,
 }
 
+/// The shortest grace period a policy may give: rotation starts at least this long before expiry.
+pub const MIN_GRACE: Duration = Duration::minutes(1);
+
 impl RotationPolicy {
     /// A policy with `ttl` and `grace_ratio`, P-256 keys, O=Istio, pathlen 0. Refuses a
     /// non-positive ttl and a ratio outside (0, 1).
@@ -51,13 +54,32 @@ impl RotationPolicy {
 
     /// Checks the bounds (for policies built field by field).
     pub fn validate(&self) -> Result<()> {
-        if self.ttl <= Duration::ZERO {
-            return Err(Error::InvalidParameter { field: "ttlDays".into(), reason: "must be at least 1 day".into() });
+        if self.ttl <= Duration::ZERO || self.ttl > crate::ca::MAX_CA_TTL {
+            return Err(Error::InvalidParameter {
+                field: "ttlDays".into(),
+                reason: "must be between 1 and 36500 days".into(),
+            });
         }
         if !(self.grace_ratio > 0.0 && self.grace_ratio < 1.0) {
             return Err(Error::InvalidParameter {
                 field: "secretRotationGracePeriodRatio".into(),
                 reason: format!("must be in (0,1), got {}", self.grace_ratio),
+            });
+        }
+        // A ratio so small that rotation starts less than a minute before expiry leaves no time to
+        // distribute the new intermediate: istiod would run on an expired CA.
+        let grace = self.ttl.as_seconds_f64() * self.grace_ratio;
+        if grace < MIN_GRACE.as_seconds_f64() {
+            return Err(Error::InvalidParameter {
+                field: "secretRotationGracePeriodRatio".into(),
+                reason: format!(
+                    "{} of a {} lifetime starts rotation {:.1} s before expiry; meshca needs at least a minute \
+                     (a ratio of at least {:.2e} for this ttl)",
+                    self.grace_ratio,
+                    crate::time_fmt::human_duration(self.ttl),
+                    grace,
+                    MIN_GRACE.as_seconds_f64() / self.ttl.as_seconds_f64()
+                ),
             });
         }
         Ok(())

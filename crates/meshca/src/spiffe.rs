@@ -5,6 +5,9 @@ use core::str::FromStr;
 
 use crate::error::{Error, Result};
 
+/// The longest SPIFFE ID (SPIFFE ID specification, section 2.3), in bytes.
+pub const MAX_SPIFFE_ID_BYTES: usize = 2048;
+
 /// A validated Istio workload identity.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SpiffeId {
@@ -48,6 +51,10 @@ pub fn validate_trust_domain(td: &str) -> core::result::Result<(), String> {
     {
         return Err(format!("the trust domain may hold only lowercase letters, digits, '.', '-' and '_', not {c:?}"));
     }
+    // A trust domain is a DNS-like name: no empty labels (`a..b`, a leading or trailing dot).
+    if td.split('.').any(str::is_empty) {
+        return Err("the trust domain has an empty label (a leading, trailing or doubled '.')".into());
+    }
     Ok(())
 }
 
@@ -68,7 +75,12 @@ impl FromStr for SpiffeId {
     type Err = Error;
 
     fn from_str(id: &str) -> Result<Self> {
-        let bad = |reason: String| Error::InvalidSpiffeId { id: id.to_owned(), reason };
+        let shown: String = id.chars().take(80).collect();
+        let bad = |reason: String| Error::InvalidSpiffeId { id: shown.clone(), reason };
+        // SPIFFE ID spec 2.3: at most 2048 bytes.
+        if id.len() > MAX_SPIFFE_ID_BYTES {
+            return Err(bad(format!("it is {} bytes long; a SPIFFE ID has at most 2048", id.len())));
+        }
         let rest = id.strip_prefix("spiffe://").ok_or_else(|| bad("it does not start with spiffe://".into()))?;
         let (td, path) = rest.split_once('/').ok_or_else(|| bad("it has no path".into()))?;
         validate_trust_domain(td).map_err(bad)?;
@@ -118,9 +130,20 @@ mod tests {
             ("spiffe://cluster.local/ns/../sa/b", "`.` or `..`"),
             ("spiffe://cluster.local/ns/a b/sa/b", "' '"),
             ("spiffe:///ns/a/sa/b", "empty"),
+            ("spiffe://a..b/ns/a/sa/b", "empty label"),
+            ("spiffe://.a/ns/a/sa/b", "empty label"),
+            ("spiffe://a./ns/a/sa/b", "empty label"),
+            ("spiffe://a/ns//sa/b", "namespace is empty"),
         ] {
             let e = id.parse::<SpiffeId>().unwrap_err().to_string();
             assert!(e.contains(needle), "{id}: {e}");
         }
+        let long = format!("spiffe://cluster.local/ns/a/sa/{}", "b".repeat(MAX_SPIFFE_ID_BYTES));
+        let e = long.parse::<SpiffeId>().unwrap_err().to_string();
+        assert!(e.contains("at most 2048"), "{e}");
+        assert!(e.len() < 400, "the message does not echo a huge input: {e}");
+        let max = format!("spiffe://cluster.local/ns/a/sa/{}", "b".repeat(MAX_SPIFFE_ID_BYTES - 31));
+        assert_eq!(max.len(), MAX_SPIFFE_ID_BYTES);
+        assert!(max.parse::<SpiffeId>().is_ok());
     }
 }
