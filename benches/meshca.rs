@@ -215,5 +215,29 @@ fn root_rotation(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, floor, issuance, validation_and_plan, reconcile_clusters, root_rotation);
+/// `inspect` and `verify` of a 10,000-certificate trust bundle (the most certificates meshca reads
+/// from one file): both must stay linear in the bundle's size.
+fn large_trust_bundle(c: &mut Criterion) {
+    let signer = root(KeyAlgorithm::EcdsaP256);
+    let bundle = signer.issue_intermediate(&inter(KeyAlgorithm::EcdsaP256), &mut meshca::OsRng, now()).unwrap().value;
+    let roots_pem = signer.bundle().root().to_pem().repeat(meshca::MAX_PEM_BLOCKS);
+    let mut files = bundle.to_files(Layout::Istio);
+    files.insert("root-cert.pem", roots_pem.clone().into_bytes());
+    let mut g = c.benchmark_group("trust_bundle_10000");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(meshca::MAX_PEM_BLOCKS as u64));
+    g.bench_function("inspect", |b| {
+        b.iter(|| {
+            let certs = meshca::parse_certificates(roots_pem.as_bytes(), "root-cert.pem").unwrap();
+            let views: Vec<_> = certs.iter().map(|c| meshca_ops::describe::cert_view(c, now())).collect();
+            let mut out = String::new();
+            meshca_ops::describe::write_tree(&mut out, &certs, &views, "  ");
+            black_box(out)
+        })
+    });
+    g.bench_function("verify_bundle", |b| b.iter(|| black_box(Cacerts::from_files(&files, now()).unwrap())));
+    g.finish();
+}
+
+criterion_group!(benches, floor, issuance, validation_and_plan, reconcile_clusters, root_rotation, large_trust_bundle);
 criterion_main!(benches);
