@@ -109,3 +109,71 @@ impl Error {
         move |source| Error::Core { context, source }
     }
 }
+
+/// A parser's message with every value it quotes taken out: a policy, clusters file or dump
+/// that is really a key file must not reach a terminal or a log through an error. Field names
+/// (short identifiers in backticks) stay; quoted strings and anything else in backticks go.
+pub fn redact(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(i) = rest.find(['"', '`']) {
+        out.push_str(&rest[..i]);
+        let quote = rest[i..].chars().next().unwrap_or('"');
+        let after = &rest[i + 1..];
+        let Some(end) = after.find(quote) else {
+            out.push_str("(value not shown)");
+            rest = "";
+            break;
+        };
+        let inner = &after[..end];
+        let identifier = quote == '`'
+            && inner.len() <= 64
+            && inner.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'));
+        if identifier {
+            out.push('`');
+            out.push_str(inner);
+            out.push('`');
+        } else {
+            out.push_str("(value not shown)");
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    let mut out: String = out.chars().filter(|c| !c.is_control()).take(400).collect();
+    if out.len() >= 400 {
+        out.push('…');
+    }
+    out
+}
+
+/// A YAML syntax error as `line L, column C: what` (never the source snippet the parser can
+/// render: it would show the file's content).
+pub fn yaml_error(e: &serde_saphyr::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("").trim_start_matches("error: ");
+    // saphyr starts its message with the location; keep ours, which does not depend on that.
+    let what = first.split_once(": ").filter(|(l, _)| l.starts_with("line ")).map_or(first, |(_, w)| w);
+    match e.location() {
+        Some(l) => format!("line {}, column {}: {}", l.line(), l.column(), redact(what)),
+        None => redact(what),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_keeps_field_names_and_drops_values() {
+        let m = redact("invalid type: string \"-----BEGIN PRIVATE KEY----- MIIEsecret\", expected struct RawPolicy");
+        assert_eq!(m, "invalid type: string (value not shown), expected struct RawPolicy");
+        let m = redact("unknown field `colour`, expected one of `ttlDays`, `orgName`");
+        assert_eq!(m, "unknown field `colour`, expected one of `ttlDays`, `orgName`");
+        let m = redact("invalid value: `MIIEsecret value with spaces`, expected x");
+        assert_eq!(m, "invalid value: (value not shown), expected x");
+        assert_eq!(redact("unterminated \"MIIE"), "unterminated (value not shown)");
+        let e = serde_saphyr::from_str::<serde_json::Value>("key: \"MIIEsecretvalue\n").unwrap_err();
+        let m = yaml_error(&e);
+        assert!(m.starts_with("line 1, column 6: ") && !m.contains("MIIE"), "{m}");
+    }
+}

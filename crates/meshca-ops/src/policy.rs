@@ -197,8 +197,10 @@ struct RawCertOptions {
 
 /// Parses a policy file's text. `file` names it in errors.
 pub fn parse(text: &str, file: &str) -> Result<Policy, Error> {
-    let value: Value = serde_saphyr::from_str(text)
-        .map_err(|e| Error::Policy { file: file.to_owned(), detail: format!("not valid YAML: {e}") })?;
+    let value: Value = serde_saphyr::from_str(text).map_err(|e| Error::Policy {
+        file: file.to_owned(),
+        detail: format!("not valid YAML: {}", crate::error::yaml_error(&e)),
+    })?;
     parse_value(value, file)
 }
 
@@ -206,9 +208,23 @@ pub fn parse(text: &str, file: &str) -> Result<Policy, Error> {
 /// errors. Server-populated metadata (uid, generation, managedFields...) and `status` are ignored.
 pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
     let bad = |detail: String| Error::Policy { file: file.to_owned(), detail };
+    if !value.is_object() {
+        let what = match &value {
+            Value::Null => "empty",
+            Value::Array(_) => "a list",
+            Value::String(_) => "a string (a PEM file, perhaps)",
+            _ => "a single value",
+        };
+        return Err(bad(format!(
+            "the document is {what}, not a RootTrustPolicy (a mapping with apiVersion, kind, metadata and spec); is \
+             this the policy file?"
+        )));
+    }
+    // Serde's messages quote the offending value: redacted, so a file that is not what it
+    // should be never reaches the terminal through an error.
     let raw: RawPolicy = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
+        let inner = crate::error::redact(&e.into_inner().to_string());
         if path == "." || path.is_empty() {
             bad(inner)
         } else {
@@ -258,6 +274,7 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
             }
             root.key = key_field(base, &g).map_err(bad)?.unwrap_or(root.key);
             if let Some(org) = g.org_name {
+                meshca::validate_subject_attr(&format!("{base}.orgName"), &org).map_err(|e| bad(e.to_string()))?;
                 root.organization = org;
             }
             root.pathlen = match g.path_len {
@@ -293,6 +310,7 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         if org.is_empty() {
             return Err(bad(format!("{base}.orgName must not be empty")));
         }
+        meshca::validate_subject_attr(&format!("{base}.orgName"), &org).map_err(|e| bad(e.to_string()))?;
         rotation.organization = org;
     }
     if let Some(p) = opts.path_len {
@@ -499,5 +517,20 @@ mod tests {
         assert!(err(&none).contains("mgmtServerCa is required"), "{}", err(&none));
         let bad_name = SEED_POLICY.replace("name: my-root-trust-policy.gloo-mesh", "name: ../../etc");
         assert!(err(&bad_name).contains("not a Kubernetes name"));
+    }
+
+    #[test]
+    fn org_names_are_bounded_as_x509_bounds_them() {
+        let long = "o".repeat(65);
+        for (from, to) in [
+            ("ttlDays: 1", format!("ttlDays: 1\n      orgName: {long}")),
+            ("ttlDays: 1", "ttlDays: 1\n      orgName: \"a\\u0007b\"".to_owned()),
+        ] {
+            let e = parse(&SEED_POLICY.replacen(from, &to, 1), "p.yaml").unwrap_err().to_string();
+            assert!(e.contains("spec.config.intermediateCertOptions.orgName"), "{e}");
+            assert!(e.contains("64 characters") || e.contains("printable"), "{e}");
+        }
+        let ok = SEED_POLICY.replacen("ttlDays: 1", &format!("ttlDays: 1\n      orgName: {}", "o".repeat(64)), 1);
+        assert!(parse(&ok, "p.yaml").is_ok());
     }
 }

@@ -25,9 +25,11 @@ pub struct ProxySecret {
 pub fn parse(text: &str, source: &str) -> Result<ProxySecret, Error> {
     let bad = |detail: String| Error::Input(format!("{source}: {detail}"));
     let value: Value = if text.trim_start().starts_with('{') {
-        serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?
+        serde_json::from_str(text)
+            .map_err(|e| bad(format!("not valid JSON: {}", crate::error::redact(&e.to_string()))))?
     } else {
-        serde_saphyr::from_str(text).map_err(|e| bad(format!("not valid YAML or JSON: {e}")))?
+        serde_saphyr::from_str(text)
+            .map_err(|e| bad(format!("not valid YAML or JSON: {}", crate::error::yaml_error(&e))))?
     };
     let mut roots_pem = Vec::new();
     let mut chain_pem = Vec::new();
@@ -57,9 +59,9 @@ fn walk(v: &Value, parent: Option<&str>, roots: &mut Vec<Vec<u8>>, chain: &mut V
         Value::Object(map) => {
             if let Some(p @ ("trustedCa" | "certificateChain")) = parent {
                 let data = if let Some(Value::String(b64)) = map.get("inlineBytes") {
-                    base64::engine::general_purpose::STANDARD
-                        .decode(b64.trim())
-                        .map_err(|e| format!("{p}.inlineBytes is not base64: {e}"))?
+                    base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| {
+                        format!("{p}.inlineBytes is not base64: {}", crate::error::redact(&e.to_string()))
+                    })?
                 } else if let Some(Value::String(pem)) = map.get("inlineString") {
                     pem.clone().into_bytes()
                 } else {

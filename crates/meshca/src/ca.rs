@@ -119,7 +119,7 @@ pub fn validate_cluster_name(name: &str) -> Result<()> {
         )));
     }
     if name.starts_with('-') || name.ends_with('-') {
-        return Err(bad("a cluster name starts and ends with a letter or digit"));
+        return Err(bad("a cluster name is a DNS label, which starts and ends with a letter or digit"));
     }
     Ok(())
 }
@@ -127,7 +127,7 @@ pub fn validate_cluster_name(name: &str) -> Result<()> {
 /// Checks a subject attribute meshca writes (CN, O): RFC 5280 Appendix A bounds both at 64
 /// characters (`ub-common-name`, `ub-organization-name`), and a control character in a name
 /// breaks every tool that prints it.
-pub(crate) fn validate_name_attr(field: &str, value: &str) -> Result<()> {
+pub fn validate_subject_attr(field: &str, value: &str) -> Result<()> {
     let bad = |reason: String| Error::InvalidParameter { field: field.into(), reason };
     let n = value.chars().count();
     if n == 0 || n > 64 {
@@ -216,7 +216,7 @@ impl Csr {
     /// Makes a CSR for a per-cluster intermediate, signed by `key` (which stays with the caller).
     pub fn generate_pem(cluster: &str, organization: &str, key: &PrivateKey) -> Result<String> {
         validate_cluster_name(cluster)?;
-        validate_name_attr("organization", organization)?;
+        validate_subject_attr("organization", organization)?;
         let req = profile::intermediate_request(cluster, organization)
             .serialize_request(key.pair())
             .map_err(|e| Error::Issuance { what: "a CSR", detail: e.to_string() })?;
@@ -368,8 +368,8 @@ impl SigningCa {
     /// Secret: ca-cert, cert-chain and root-cert all hold the root.
     pub fn generate_root(params: &RootParams, rng: &mut dyn Entropy, now: OffsetDateTime) -> Result<Self> {
         check_ttl("ttl", params.ttl)?;
-        validate_name_attr("common name", &params.common_name)?;
-        validate_name_attr("organization", &params.organization)?;
+        validate_subject_attr("common name", &params.common_name)?;
+        validate_subject_attr("organization", &params.organization)?;
         let key = PrivateKey::generate(params.key, rng)?;
         let common = Common { serial: random_serial(rng), not_before: now - BACKDATE, not_after: now + params.ttl };
         let cert = profile::root(common, &params.common_name, &params.organization, params.pathlen)
@@ -429,8 +429,8 @@ impl SigningCa {
     ) -> Result<Issued<SignedCa>> {
         validate_cluster_name(&params.cluster)?;
         check_ttl("ttl", params.ttl)?;
-        validate_name_attr("common name", &params.common_name)?;
-        validate_name_attr("organization", &params.organization)?;
+        validate_subject_attr("common name", &params.common_name)?;
+        validate_subject_attr("organization", &params.organization)?;
         let (common, clamped_from) = self.window(params.ttl, rng, now);
         let p =
             profile::intermediate(common, &params.cluster, &params.organization, &params.common_name, params.pathlen)?;

@@ -43,8 +43,8 @@ pub use bundle::{
     parse_roots, Cacerts, Files, Layout, Warning, CA_CERT, CA_CRT, CA_KEY, CERT_CHAIN, ROOT_CERT, TLS_CRT, TLS_KEY,
 };
 pub use ca::{
-    validate_cluster_name, Csr, IntermediateParams, Issued, Leaf, LeafParams, RootParams, SignedCa, SigningCa,
-    MAX_CA_TTL, MAX_LEAF_TTL,
+    validate_cluster_name, validate_subject_attr, Csr, IntermediateParams, Issued, Leaf, LeafParams, RootParams,
+    SignedCa, SigningCa, MAX_CA_TTL, MAX_LEAF_TTL,
 };
 pub use cert::{Certificate, PublicKeyKind, SignatureError};
 pub use error::{Error, Result};
