@@ -103,6 +103,23 @@ struct RotateCommonArgs {
     /// As of this time (RFC 3339).
     #[arg(long)]
     at: Option<String>,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+impl RotateCommonArgs {
+    /// The directory store's lock, for a subcommand that writes it (none with --kube).
+    fn lock_store(&self, command: &str) -> Result<Option<meshca_ops::store::StoreLock>, Failure> {
+        self.store.as_ref().map(|dir| lock_store(&DirStore::new(dir), &self.lock, command)).transpose()
+    }
+}
+
+/// How long a run that writes the directory store waits for another run to release it.
+#[derive(Args, Debug, Clone)]
+struct LockArgs {
+    /// Seconds to wait for another meshca run that holds the store's lock (0 to 86400).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    lock_timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -113,8 +130,8 @@ struct RotateStartArgs {
     #[arg(long)]
     new_ca: PathBuf,
     /// Wait this long after every cluster completes a step before the next (default: 24 h, the
-    /// longest workload certificate lifetime istiod issues by default).
-    #[arg(long, default_value_t = 24)]
+    /// longest workload certificate lifetime istiod issues by default; 0 to 8760).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(i64).range(0..=8760))]
     dwell_hours: i64,
 }
 
@@ -130,8 +147,8 @@ struct KubeArgs {
     /// Let meshca replace a `cacerts` it did not create (a hand-made one).
     #[arg(long, requires = "kube")]
     adopt: bool,
-    /// Bound on each Kubernetes API call, in seconds.
-    #[arg(long, default_value_t = 20, requires = "kube")]
+    /// Bound on each Kubernetes API call, in seconds (1 to 3600).
+    #[arg(long, default_value_t = 20, requires = "kube", value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
 }
 
@@ -161,8 +178,8 @@ struct ControllerArgs {
     /// Let meshca replace `cacerts` Secrets it did not create.
     #[arg(long)]
     adopt: bool,
-    /// Bound on each Kubernetes API call, in seconds.
-    #[arg(long, default_value_t = 20)]
+    /// Bound on each Kubernetes API call, in seconds (1 to 3600).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
 }
 
@@ -174,7 +191,7 @@ struct RootCaArgs {
     /// Key algorithm: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096.
     #[arg(long, default_value = "ecdsa-p256")]
     key: KeyAlgorithm,
-    /// Lifetime in days.
+    /// Lifetime in days (1 to 36500).
     #[arg(long, default_value_t = 3650)]
     days: i64,
     /// Subject common name.
@@ -203,7 +220,7 @@ struct IntermediateArgs {
     /// Directory to write the bundle into.
     #[arg(long)]
     out: PathBuf,
-    /// Lifetime in days (clamped to the signer's).
+    /// Lifetime in days, 1 to 36500 (clamped to the signer's).
     #[arg(long, default_value_t = 365)]
     days: i64,
     /// Key algorithm: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096.
@@ -240,8 +257,8 @@ struct LeafArgs {
     /// Directory for cert-chain.pem, key.pem, root-cert.pem.
     #[arg(long)]
     out: PathBuf,
-    /// Lifetime in hours (istiod: 24, at most 2160).
-    #[arg(long, default_value_t = 24)]
+    /// Lifetime in hours (istiod: 24; 1 to 2160, istiod's 90-day maximum).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(i64).range(1..=2160))]
     hours: i64,
     /// Key algorithm.
     #[arg(long, default_value = "ecdsa-p256")]
@@ -285,7 +302,7 @@ struct SignCsrArgs {
     /// ca-key.pem (as `meshca csr` leaves it), the result is a complete, validated bundle.
     #[arg(long)]
     out: PathBuf,
-    /// Lifetime in days.
+    /// Lifetime in days (1 to 36500).
     #[arg(long, default_value_t = 365)]
     days: i64,
     /// Cluster name (default: the CSR's subject L). The profile, not the CSR, decides the rest.
@@ -390,6 +407,8 @@ struct ReconcileArgs {
     /// List every cluster even when there are many.
     #[arg(long, short)]
     verbose: bool,
+    #[command(flatten)]
+    lock: LockArgs,
 }
 
 #[derive(Args, Debug)]
@@ -397,6 +416,8 @@ struct QuickstartArgs {
     /// Where to put the store, the policy and the workload certificates.
     #[arg(long, default_value = "meshca-quickstart")]
     dir: PathBuf,
+    #[command(flatten)]
+    lock: LockArgs,
 }
 
 /// An error and the exit code it maps to.
@@ -413,6 +434,11 @@ impl From<Error> for Failure {
 
 fn usage(message: impl Into<String>) -> Failure {
     Failure { code: 2, message: message.into() }
+}
+
+/// Refused input (a bad cluster name, SPIFFE ID or file): exit 1, as any other refusal.
+fn refused(message: impl Into<String>) -> Failure {
+    Failure { code: 1, message: message.into() }
 }
 
 type CmdResult = Result<ExitCode, Failure>;
@@ -455,10 +481,53 @@ fn parse_at(at: &Option<String>) -> Result<OffsetDateTime, Failure> {
 }
 
 fn days(n: i64, flag: &str) -> Result<Duration, Failure> {
-    if !(1..=36_500).contains(&n) {
-        return Err(usage(format!("{flag} must be between 1 and 36500, got {n}")));
+    let max = meshca::MAX_CA_TTL.whole_days();
+    if !(1..=max).contains(&n) {
+        return Err(usage(format!("{flag} must be between 1 and {max}, got {n}")));
     }
     Ok(Duration::days(n))
+}
+
+/// Reads a file the user named: a regular file, bounded in size.
+fn read_input(path: &Path) -> Result<Vec<u8>, Failure> {
+    fs::read_input(path).map_err(|e| Failure::from(Error::Io(e)))
+}
+
+/// Reads a text file the user named; the error never shows its content.
+fn read_text(path: &Path) -> Result<String, Failure> {
+    String::from_utf8(read_input(path)?)
+        .map_err(|e| refused(format!("{}: not UTF-8 text (byte {})", path.display(), e.utf8_error().valid_up_to())))
+}
+
+/// Takes the directory store's lock for a run that writes, telling the user who holds it while
+/// it waits.
+fn lock_store(store: &DirStore, lock: &LockArgs, command: &str) -> Result<meshca_ops::store::StoreLock, Failure> {
+    let root = store.root().display().to_string();
+    let held = store
+        .lock(std::time::Duration::from_secs(lock.lock_timeout), command, |holder| {
+            eprintln!("meshca: waiting up to {} s for the store {root}, held by {holder}", lock.lock_timeout)
+        })
+        .map_err(|e| match e {
+            e @ Error::LockTimeout { .. } => Failure { code: 1, message: format!("{e} (--lock-timeout)") },
+            e => Failure::from(e),
+        })?;
+    if held.removed_debris > 0 {
+        eprintln!("meshca: removed {} leftover entries of interrupted runs from {root}", held.removed_debris);
+    }
+    Ok(held)
+}
+
+/// What a run at a future `--at` time leaves behind: certificates not valid yet.
+fn check_future_at(at: OffsetDateTime, kube: bool, dry_run: bool) -> Result<bool, Failure> {
+    let future = at > OffsetDateTime::now_utc() + Duration::minutes(5);
+    if future && kube && !dry_run {
+        return Err(usage(format!(
+            "--at {} is in the future: certificates issued now for that time would not be valid yet, and istiod \
+             would refuse them; rehearse with --dry-run, or on a directory store",
+            meshca::format_time(at)
+        )));
+    }
+    Ok(future && !dry_run)
 }
 
 fn load_bundle(dir: &Path, now: OffsetDateTime) -> Result<Cacerts, Error> {
@@ -506,7 +575,7 @@ fn root_ca(a: RootCaArgs) -> CmdResult {
 
 fn intermediate(a: IntermediateArgs) -> CmdResult {
     let now = parse_at(&a.at)?;
-    meshca::validate_trust_domain(&a.trust_domain).map_err(|e| usage(format!("--trust-domain: {e}")))?;
+    meshca::validate_trust_domain(&a.trust_domain).map_err(|e| refused(format!("--trust-domain: {e}")))?;
     guard_overwrite(&a.out, &[Layout::Istio.files(), Layout::Tls.files()].concat(), a.force)?;
     let signer = load_signer(&a.ca, now)?;
     let mut p = IntermediateParams::new(&a.cluster);
@@ -536,7 +605,7 @@ fn intermediate(a: IntermediateArgs) -> CmdResult {
 
 fn leaf(a: LeafArgs) -> CmdResult {
     let now = parse_at(&a.at)?;
-    let id: SpiffeId = a.spiffe.parse().map_err(|e: meshca::Error| usage(format!("--spiffe: {e}")))?;
+    let id: SpiffeId = a.spiffe.parse().map_err(|e: meshca::Error| refused(format!("--spiffe: {e}")))?;
     guard_overwrite(&a.out, &["cert-chain.pem", "key.pem", "root-cert.pem"], a.force)?;
     let signer = load_signer(&a.ca, now)?;
     let mut p = LeafParams::new(id);
@@ -580,8 +649,7 @@ fn sign_csr(a: SignCsrArgs) -> CmdResult {
     guard_overwrite(&a.out, &["ca-cert.pem", "cert-chain.pem", "root-cert.pem"], a.force)?;
     let signer = load_signer(&a.ca, now)?;
     let csr_file = a.csr.display().to_string();
-    let data =
-        std::fs::read(&a.csr).map_err(|e| Error::Io(fs::IoError { path: a.csr.clone(), action: "read", source: e }))?;
+    let data = read_input(&a.csr)?;
     let request = Csr::from_pem(&data, &csr_file).map_err(Error::core("sign-csr"))?;
     let cluster = match (&a.cluster, request.requested_cluster()) {
         (Some(c), _) => c.clone(),
@@ -602,8 +670,7 @@ fn sign_csr(a: SignCsrArgs) -> CmdResult {
     // With the cluster's key beside it, check the whole bundle before writing anything.
     let key_path = a.out.join("ca-key.pem");
     let complete = if key_path.exists() {
-        let key_pem = std::fs::read(&key_path)
-            .map_err(|e| Error::Io(fs::IoError { path: key_path.clone(), action: "read", source: e }))?;
+        let key_pem = read_input(&key_path)?;
         let key = PrivateKey::from_pem(&key_pem, &key_path.display().to_string()).map_err(Error::core("sign-csr"))?;
         Some(signed.clone().into_cacerts(key, now).map_err(Error::core(a.out.display()))?)
     } else {
@@ -656,7 +723,7 @@ struct ProxyStatus {
 /// `NAME=CONTEXT` (or `NAME`, meaning the context of the same name).
 fn cluster_context(spec: &str) -> Result<(String, String), Failure> {
     let (name, ctx) = spec.split_once('=').unwrap_or((spec, spec));
-    meshca::validate_cluster_name(name).map_err(|e| usage(e.to_string()))?;
+    meshca::validate_cluster_name(name).map_err(|e| refused(e.to_string()))?;
     if ctx.is_empty() {
         return Err(usage(format!("--cluster {spec}: the context after '=' is empty")));
     }
@@ -680,6 +747,14 @@ fn open_store(dir: Option<&Path>, kube: &KubeArgs, mgmt: &str, clusters: &[Strin
     let name = |spec: &str| spec.split('=').next().unwrap_or(spec).to_owned();
     let names: Vec<String> = clusters.iter().map(|c| name(c)).collect();
     if !kube.kube {
+        if let Some(spec) = clusters.iter().chain([&mgmt.to_owned()]).find(|c| c.contains('=')) {
+            return Err(usage(format!(
+                "{spec}: NAME=CONTEXT names a kubeconfig context and needs --kube; the directory store takes NAME"
+            )));
+        }
+        for c in &names {
+            meshca::validate_cluster_name(c).map_err(|e| refused(e.to_string()))?;
+        }
         let dir = dir.ok_or_else(|| usage("give --store DIR, or --kube"))?;
         return Ok(Opened { store: Box::new(DirStore::new(dir)), mgmt: name(mgmt), clusters: names, _rt: None });
     }
@@ -839,8 +914,9 @@ fn verify_proxies(paths: &[PathBuf], now: OffsetDateTime, json: bool, ok: &mut b
     let mut statuses = Vec::new();
     for p in paths {
         let name = p.display().to_string();
-        let result = std::fs::read_to_string(p)
-            .map_err(|e| Error::Io(fs::IoError { path: p.clone(), action: "read", source: e }))
+        let result = fs::read_input(p)
+            .map_err(Error::Io)
+            .and_then(|data| String::from_utf8(data).map_err(|_| Error::Input(format!("{name}: not UTF-8 text"))))
             .and_then(|text| proxy::parse(&text, &name));
         match result {
             Ok(s) => parsed.push(s),
@@ -919,8 +995,7 @@ fn inspect(a: InspectArgs) -> CmdResult {
     let json = if path.is_dir() {
         inspect_dir(path, now, &mut out)?
     } else {
-        let data = std::fs::read(path)
-            .map_err(|e| Error::Io(fs::IoError { path: path.clone(), action: "read", source: e }))?;
+        let data = read_input(path)?;
         inspect_file(path, &data, now, &mut out)?
     };
     if a.json {
@@ -928,7 +1003,9 @@ fn inspect(a: InspectArgs) -> CmdResult {
     } else {
         print!("{out}");
     }
-    Ok(ExitCode::SUCCESS)
+    // A bundle directory that is not a valid bundle is a failed check, shown and exit 1.
+    let invalid = json.get("valid") == Some(&serde_json::Value::Bool(false));
+    Ok(if invalid { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn inspect_dir(dir: &Path, now: OffsetDateTime, out: &mut String) -> Result<serde_json::Value, Error> {
@@ -948,7 +1025,7 @@ fn inspect_dir(dir: &Path, now: OffsetDateTime, out: &mut String) -> Result<serd
                 b.path().len()
             ));
             let views: Vec<_> = b.path().iter().map(|c| cert_view(c, now)).collect();
-            write_tree(out, &views, "  ");
+            write_tree(out, b.path(), &views, "  ");
             out.push_str(&format!(
                 "trust bundle ({} root{}):\n",
                 b.roots().len(),
@@ -987,7 +1064,7 @@ fn inspect_dir(dir: &Path, now: OffsetDateTime, out: &mut String) -> Result<serd
                 if let Ok(certs) = meshca::parse_certificates(data, name) {
                     out.push_str(&format!("{name}:\n"));
                     let views: Vec<_> = certs.iter().map(|c| cert_view(c, now)).collect();
-                    write_tree(out, &views, "  ");
+                    write_tree(out, &certs, &views, "  ");
                     per_file.insert(name.to_owned(), serde_json::to_value(&views).unwrap_or_default());
                 }
             }
@@ -1006,9 +1083,9 @@ fn inspect_file(path: &Path, data: &[u8], now: OffsetDateTime, out: &mut String)
         let roots: Vec<_> = s.roots.iter().map(|c| cert_view(c, now)).collect();
         let chain: Vec<_> = s.chain.iter().map(|c| cert_view(c, now)).collect();
         out.push_str(&format!("{name}: sidecar secrets\nROOTCA (trusted roots):\n"));
-        write_tree(out, &roots, "  ");
+        write_tree(out, &s.roots, &roots, "  ");
         out.push_str("default (workload certificate chain):\n");
-        write_tree(out, &chain, "  ");
+        write_tree(out, &s.chain, &chain, "  ");
         let trusted = meshca::verify_workload_chain(&s.chain, &s.roots, now);
         out.push_str(&match &trusted {
             Ok(id) => format!("the workload chain ({id}) verifies against ROOTCA\n"),
@@ -1037,7 +1114,7 @@ fn inspect_file(path: &Path, data: &[u8], now: OffsetDateTime, out: &mut String)
     let certs = meshca::parse_certificates(data, &name).map_err(Error::core("inspect"))?;
     let views: Vec<_> = certs.iter().map(|c| cert_view(c, now)).collect();
     out.push_str(&format!("{name}: {} certificate{}\n", certs.len(), if certs.len() == 1 { "" } else { "s" }));
-    write_tree(out, &views, "  ");
+    write_tree(out, &certs, &views, "  ");
     Ok(serde_json::json!({"path": name, "kind": "certificates", "certificates": views}))
 }
 
@@ -1052,25 +1129,48 @@ fn secret(a: SecretArgs) -> CmdResult {
 
 fn read_clusters(a: &ReconcileArgs) -> Result<Vec<String>, Failure> {
     let mut clusters = a.clusters.clone();
+    let mgmt = a.mgmt_cluster.split('=').next().unwrap_or(&a.mgmt_cluster);
     if let Some(f) = &a.clusters_file {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| Failure::from(Error::Io(fs::IoError { path: f.clone(), action: "read", source: e })))?;
-        for line in text.lines() {
+        let text = read_text(f)?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
-            if !line.is_empty() {
-                clusters.push(line.to_owned());
+            if line.is_empty() {
+                continue;
             }
+            // The message names the file and line, never the line's text: the file might not
+            // be what it should be (a key file given by mistake).
+            let at = format!("{}:{}", f.display(), i + 1);
+            let name = line.split('=').next().unwrap_or(line);
+            if let Err(e) = meshca::validate_cluster_name(name) {
+                let why = match e {
+                    meshca::Error::InvalidParameter { reason, .. } => {
+                        reason.split_once(": ").map_or(reason.clone(), |(_, r)| r.to_owned())
+                    }
+                    other => other.to_string(),
+                };
+                return Err(refused(format!("{at}: not a cluster name: {why}")));
+            }
+            if !seen.insert(name.to_owned()) {
+                return Err(refused(format!("{at}: cluster `{name}` is listed twice")));
+            }
+            if name == mgmt {
+                return Err(refused(format!(
+                    "{at}: cluster `{name}` is the management cluster (--mgmt-cluster); list only workload clusters"
+                )));
+            }
+            clusters.push(line.to_owned());
         }
     }
     let mut seen = std::collections::HashSet::new();
     for spec in &clusters {
         let c = spec.split('=').next().unwrap_or(spec);
-        meshca::validate_cluster_name(c).map_err(|e| usage(e.to_string()))?;
+        meshca::validate_cluster_name(c).map_err(|e| refused(e.to_string()))?;
         if !seen.insert(c) {
-            return Err(usage(format!("cluster `{c}` is listed twice")));
+            return Err(refused(format!("cluster `{c}` is listed twice")));
         }
-        if Some(c) == a.mgmt_cluster.split('=').next() {
-            return Err(usage(format!(
+        if c == mgmt {
+            return Err(refused(format!(
                 "cluster `{c}` is the management cluster (--mgmt-cluster); list only workload clusters"
             )));
         }
@@ -1083,9 +1183,14 @@ fn read_clusters(a: &ReconcileArgs) -> Result<Vec<String>, Failure> {
 
 fn reconcile_cmd(a: ReconcileArgs) -> CmdResult {
     let now = parse_at(&a.at)?;
+    let future = check_future_at(now, a.kube.kube, a.dry_run)?;
     let clusters = read_clusters(&a)?;
     let pol = load_policy(&a.policy)?;
     let opened = open_store(a.store.as_deref(), &a.kube, &a.mgmt_cluster, &clusters)?;
+    let _lock = match &a.store {
+        Some(dir) if !a.dry_run => Some(lock_store(&DirStore::new(dir), &a.lock, "reconcile")?),
+        _ => None,
+    };
     let store = opened.store.as_ref();
     let mut opts = Options::new(now, opened.clusters.clone());
     opts.dry_run = a.dry_run;
@@ -1116,6 +1221,13 @@ fn reconcile_cmd(a: ReconcileArgs) -> CmdResult {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
         print!("{}", render_report(&report, &pol, a.verbose));
+    }
+    if future && report.clusters.iter().any(|c| matches!(c.action, Action::Issued | Action::Rotated)) {
+        eprintln!(
+            "note: --at {t} is in the future: the store now holds certificates not valid before then; check them \
+             with `meshca verify --at {t}`",
+            t = meshca::format_time(now)
+        );
     }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -1186,13 +1298,22 @@ fn render_report(r: &Report, pol: &policy::Policy, verbose: bool) -> String {
         s.push_str(&format!("... and {hidden} clusters kept unchanged (--verbose lists them)\n"));
     }
     let counts: Vec<String> = r.counts().iter().map(|(a, n)| format!("{n} {}", a.word())).collect();
-    s.push_str(&format!(
-        "{} cluster{}: {}.",
-        r.clusters.len(),
-        if r.clusters.len() == 1 { "" } else { "s" },
-        counts.join(", ")
-    ));
-    if r.trust.ok {
+    let failed = r.clusters.iter().filter(|c| c.action == Action::Failed).count();
+    let total = r.clusters.len();
+    if failed == 0 {
+        s.push_str(&format!("{total} cluster{}: {}.", if total == 1 { "" } else { "s" }, counts.join(", ")));
+    } else {
+        s.push_str(&format!("{} of {total} clusters reconciled: {}.", total - failed, counts.join(", ")));
+    }
+    if failed == total {
+        // Nothing to compare: no cluster ended with a bundle this run could check.
+    } else if r.trust.ok && failed > 0 {
+        s.push_str(&format!(
+            " Those share root {} (sha256 {}).",
+            r.signer.root,
+            short(r.trust.root_fingerprint.as_deref().unwrap_or(""))
+        ));
+    } else if r.trust.ok {
         s.push_str(&format!(
             " All share root {} (sha256 {}).",
             r.signer.root,
@@ -1215,8 +1336,7 @@ fn render_report(r: &Report, pol: &policy::Policy, verbose: bool) -> String {
 }
 
 fn load_policy(path: &Path) -> Result<policy::Policy, Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::from(Error::Io(fs::IoError { path: path.to_owned(), action: "read", source: e })))?;
+    let text = read_text(path)?;
     Ok(policy::parse(&text, &path.display().to_string())?)
 }
 
@@ -1228,6 +1348,7 @@ fn rotate_root(c: RotateRootCommand) -> CmdResult {
             let now = parse_at(&c.at)?;
             let pol = load_policy(&c.policy)?;
             let opened = open_store(c.store.as_deref(), &c.kube, &c.mgmt_cluster, &c.clusters)?;
+            let _lock = c.lock_store("rotate-root start")?;
             let store = opened.store.as_ref();
             let (ns, name) = pol.signer.secret();
             let current_ref = SecretRef::new(&opened.mgmt, ns, name);
@@ -1297,6 +1418,7 @@ fn rotate_root(c: RotateRootCommand) -> CmdResult {
                 return Err(usage("name the clusters to forget with --cluster NAME"));
             }
             let opened = open_store(a.store.as_deref(), &a.kube, &a.mgmt_cluster, &[])?;
+            let _lock = a.lock_store("rotate-root forget")?;
             for c in &a.clusters {
                 if rootrotation::forget(opened.store.as_ref(), &pol, &opened.mgmt, c)? {
                     println!("forgot {c}: the rotation no longer waits for it");
@@ -1309,6 +1431,7 @@ fn rotate_root(c: RotateRootCommand) -> CmdResult {
         RotateRootCommand::Rollback(a) => {
             let pol = load_policy(&a.policy)?;
             let opened = open_store(a.store.as_deref(), &a.kube, &a.mgmt_cluster, &a.clusters)?;
+            let _lock = a.lock_store("rotate-root rollback")?;
             let r = rootrotation::rollback(opened.store.as_ref(), &pol, &opened.mgmt)?;
             println!("rolling back: phase {}; run `meshca reconcile` to apply it", rootrotation::describe(&r));
             if pol.root_rotation.is_some() {
@@ -1383,11 +1506,15 @@ fn quickstart(a: QuickstartArgs) -> CmdResult {
     let dir = &a.dir;
     let store_dir = dir.join("store");
     let store = DirStore::new(&store_dir);
+    let _lock = lock_store(&store, &a.lock, "quickstart")?;
     let policy_path = dir.join("policy.yaml");
     let now = OffsetDateTime::now_utc();
     let rng = &mut meshca::OsRng;
     println!("meshca quickstart: the multi-cluster CA workflow end to end in {}", dir.display());
-    println!("(the same steps as shared/reference's Gloo guide, on a local store that mirrors Kubernetes Secrets)\n");
+    println!(
+        "(the steps of Gloo Mesh Enterprise's guide \"Manage Istio intermediate CAs\" at docs.solo.io, on a local \
+         store that mirrors Kubernetes Secrets)\n"
+    );
 
     // Step 1: the root CA as the management cluster's Secret.
     let pol = policy::parse(policy::SEED_POLICY, "policy.yaml")?;
@@ -1497,5 +1624,10 @@ fn quickstart(a: QuickstartArgs) -> CmdResult {
         store_dir.display()
     );
     println!("    (rehearse rotation: 22 h from now every intermediate is inside its 10% grace period)");
+    println!(
+        "  meshca verify --at {tomorrow} {}",
+        clusters.iter().map(|c| store.dir(&SecretRef::cacerts(c)).display().to_string()).collect::<Vec<_>>().join(" ")
+    );
+    println!("    (after that run the store holds bundles valid from then on: check them at that time)");
     Ok(ExitCode::SUCCESS)
 }

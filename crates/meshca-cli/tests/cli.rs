@@ -7,61 +7,12 @@ use std::process::Command;
 
 use base64::Engine;
 
-const BIN: &str = env!("CARGO_BIN_EXE_meshca");
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
-fn meshca(args: &[&str]) -> Out {
-    let o = Command::new(BIN).args(args).output().unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
+mod support;
+use support::*;
 
 /// Table rows (lines starting with a cluster name) whose action is `action`.
 fn rows(out: &Out, action: &str) -> usize {
     out.stdout.lines().filter(|l| l.starts_with('c') && l.contains(&format!("  {action}  "))).count()
-}
-
-fn ok(args: &[&str]) -> Out {
-    let out = meshca(args);
-    assert_eq!(out.code, 0, "meshca {args:?}\n{}", out.all());
-    out
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("meshca-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
-fn testdata(rel: &str) -> String {
-    s(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(rel))
-}
-
-fn has_openssl() -> bool {
-    let found = Command::new("openssl").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
-    if !found {
-        eprintln!("SKIPPED openssl checks: no openssl on PATH");
-    }
-    found
 }
 
 /// `openssl verify` of `cert` (its first certificate) with `chain` as untrusted intermediates.
@@ -389,8 +340,9 @@ fn inspect_shows_and_never_leaks_keys() {
     assert_eq!(v["valid"], true);
     assert_eq!(v["chain"][0]["role"], "root");
     assert!(!json.stdout.contains(&body[..16]));
-    // An invalid bundle is still shown, with why it is invalid.
-    let out = ok(&["inspect", &testdata("openssl/wrong-order")]);
+    // An invalid bundle is still shown, with why it is invalid, and the check fails (exit 1).
+    let out = meshca(&["inspect", &testdata("openssl/wrong-order")]);
+    assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.stdout.contains("NOT a valid bundle") && out.stdout.contains("first certificate"), "{}", out.stdout);
     let out = ok(&["inspect", &testdata("openssl/csr/p256.csr")]);
     assert!(out.stdout.contains("L=csr-cluster"), "{}", out.stdout);
@@ -570,7 +522,8 @@ fn reconcile_refuses_bad_policies_and_signers() {
     assert!(out.stderr.contains("meshca root-ca --out"), "{}", out.stderr);
     // Usage errors.
     assert_eq!(meshca(&["reconcile", "--policy", &s(&policy), "--store", &s(&store)]).code, 2);
-    assert_eq!(meshca(&["reconcile", "--policy", &s(&policy), "--store", &s(&store), "--cluster", "../x"]).code, 2);
+    // A bad cluster name is refused input (exit 1), not a usage error.
+    assert_eq!(meshca(&["reconcile", "--policy", &s(&policy), "--store", &s(&store), "--cluster", "../x"]).code, 1);
     assert_eq!(meshca(&["root-ca", "--out", &s(&d.join("r")), "--key", "dsa-1024"]).code, 2);
     std::fs::remove_dir_all(&d).unwrap();
 }

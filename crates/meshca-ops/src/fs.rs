@@ -259,6 +259,11 @@ fn read_plain_dir(dir: &Path) -> Result<Files, IoError> {
     Ok(files)
 }
 
+/// Whether `dir` exists and holds anything.
+pub fn is_nonempty_dir(dir: &Path) -> bool {
+    fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
