@@ -121,10 +121,48 @@ fn layout(name: &str) -> PyResult<Layout> {
 }
 
 fn days(n: i64, field: &str) -> PyResult<Duration> {
-    if !(1..=36_500).contains(&n) {
-        return Err(InvalidParameterError::new_err(format!("{field} must be between 1 and 36500, got {n}")));
+    let max = meshca::MAX_CA_TTL.whole_days();
+    if !(1..=max).contains(&n) {
+        return Err(InvalidParameterError::new_err(format!("{field} must be between 1 and {max}, got {n}")));
     }
     Ok(Duration::days(n))
+}
+
+/// An integer argument in `lo..=hi`; anything else (a huge int, a float, a string) raises
+/// `InvalidParameterError` naming the field and the range, never `OverflowError`.
+fn int_in(v: &Bound<'_, PyAny>, field: &str, lo: i64, hi: i64) -> PyResult<i64> {
+    let out_of_range = || {
+        let shown: String = v.str().map(|s| s.to_string()).unwrap_or_default().chars().take(40).collect();
+        InvalidParameterError::new_err(format!("{field} must be an integer from {lo} to {hi}, got {shown}"))
+    };
+    if v.is_instance_of::<pyo3::types::PyBool>() || !v.is_instance_of::<pyo3::types::PyInt>() {
+        return Err(out_of_range());
+    }
+    v.extract::<i64>().ok().filter(|n| (lo..=hi).contains(n)).ok_or_else(out_of_range)
+}
+
+fn ttl_days_arg(v: &Bound<'_, PyAny>) -> PyResult<i64> {
+    int_in(v, "ttl_days", 1, meshca::MAX_CA_TTL.whole_days())
+}
+
+/// A policy's `ttl_days`: out of range is a policy error, as the policy's other bounds are.
+fn policy_ttl_days_arg(v: &Bound<'_, PyAny>) -> PyResult<i64> {
+    ttl_days_arg(v).map_err(|e| Python::attach(|py| PolicyInvalidError::new_err(e.value(py).to_string())))
+}
+
+fn ttl_hours_arg(v: &Bound<'_, PyAny>) -> PyResult<i64> {
+    int_in(v, "ttl_hours", 1, meshca::MAX_LEAF_TTL.whole_hours())
+}
+
+fn pathlen_arg(v: &Bound<'_, PyAny>) -> PyResult<u8> {
+    int_in(v, "pathlen", 0, 255).map(|n| n as u8)
+}
+
+fn opt_pathlen_arg(v: &Bound<'_, PyAny>) -> PyResult<Option<u8>> {
+    if v.is_none() {
+        return Ok(None);
+    }
+    pathlen_arg(v).map(Some)
 }
 
 fn files_from(dict: &Bound<'_, PyDict>) -> PyResult<Files> {
@@ -210,9 +248,24 @@ impl PyCacerts {
     }
 
     /// Writes the bundle into `dir`: each file atomically, the key 0600. Returns the paths.
-    #[pyo3(signature = (dir, layout = "istio"))]
-    fn write(&self, dir: PathBuf, layout: &str) -> PyResult<Vec<String>> {
+    /// Refuses to replace a different bundle already there unless `overwrite` is true.
+    #[pyo3(signature = (dir, layout = "istio", overwrite = false))]
+    fn write(&self, dir: PathBuf, layout: &str, overwrite: bool) -> PyResult<Vec<String>> {
         let files = self.inner.to_files(self::layout(layout)?);
+        if !overwrite {
+            let names = [Layout::Istio.files(), Layout::Tls.files()].concat();
+            let existing = names.iter().filter(|n| dir.join(n).exists()).collect::<Vec<_>>();
+            let same = existing.iter().all(|n| {
+                files.get(n).is_some_and(|want| meshca_ops::fs::read_input(&dir.join(n)).is_ok_and(|have| have == want))
+            });
+            if !existing.is_empty() && !same {
+                return Err(FileError::new_err(format!(
+                    "{}: already holds a different bundle; meshca does not overwrite CA material unless you pass \
+                     overwrite=True",
+                    dir.display()
+                )));
+            }
+        }
         let written = meshca_ops::fs::write_files(&dir, &files).map_err(|e| cli_err(e.into()))?;
         Ok(written.into_iter().map(|p| p.display().to_string()).collect())
     }
@@ -411,9 +464,9 @@ impl PySigningCa {
     fn generate_root(
         common_name: &str,
         organization: &str,
-        ttl_days: i64,
+        #[pyo3(from_py_with = ttl_days_arg)] ttl_days: i64,
         key: &str,
-        pathlen: Option<u8>,
+        #[pyo3(from_py_with = opt_pathlen_arg)] pathlen: Option<u8>,
         now: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let now = now_from(now)?;
@@ -463,11 +516,11 @@ impl PySigningCa {
     fn issue_intermediate(
         &self,
         cluster: &str,
-        ttl_days: i64,
+        #[pyo3(from_py_with = ttl_days_arg)] ttl_days: i64,
         key: &str,
         trust_domain: &str,
         organization: &str,
-        pathlen: u8,
+        #[pyo3(from_py_with = pathlen_arg)] pathlen: u8,
         now: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyCacerts> {
         let now = now_from(now)?;
@@ -487,7 +540,7 @@ impl PySigningCa {
     fn issue_leaf(
         &self,
         spiffe_id: &str,
-        ttl_hours: i64,
+        #[pyo3(from_py_with = ttl_hours_arg)] ttl_hours: i64,
         key: &str,
         now: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyLeaf> {
@@ -507,9 +560,9 @@ impl PySigningCa {
         py: Python<'py>,
         csr_pem: &[u8],
         cluster: Option<&str>,
-        ttl_days: i64,
+        #[pyo3(from_py_with = ttl_days_arg)] ttl_days: i64,
         organization: &str,
-        pathlen: u8,
+        #[pyo3(from_py_with = pathlen_arg)] pathlen: u8,
         now: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let now = now_from(now)?;
@@ -598,11 +651,11 @@ impl PyRotationPolicy {
     #[pyo3(signature = (ttl_days, grace_ratio, key = "ecdsa-p256", organization = "Istio", pathlen = 0, passive_roots = None, now = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        ttl_days: i64,
+        #[pyo3(from_py_with = policy_ttl_days_arg)] ttl_days: i64,
         grace_ratio: f64,
         key: &str,
         organization: &str,
-        pathlen: u8,
+        #[pyo3(from_py_with = pathlen_arg)] pathlen: u8,
         passive_roots: Option<&[u8]>,
         now: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {

@@ -312,3 +312,41 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     out = capsys.readouterr().out
     assert "kind: Secret" in out and "keep valid, outside the grace period" in out
     assert stat.S_IMODE(os.stat(tmp_path / "out" / "cluster1" / "ca-key.pem").st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    "call, exc, needle",
+    [
+        (lambda ca: ca.issue_leaf("spiffe://cluster.local/ns/a/sa/b", ttl_hours=2562047788015216), meshca.InvalidParameterError, "ttl_hours must be an integer from 1 to 2160"),
+        (lambda ca: ca.issue_leaf("spiffe://cluster.local/ns/a/sa/b", ttl_hours=2**70), meshca.InvalidParameterError, "ttl_hours"),
+        (lambda ca: ca.issue_leaf("spiffe://cluster.local/ns/a/sa/b", ttl_hours=0), meshca.InvalidParameterError, "ttl_hours"),
+        (lambda ca: ca.issue_intermediate("c1", ttl_days=2**64), meshca.InvalidParameterError, "ttl_days must be an integer from 1 to 36500"),
+        (lambda ca: ca.issue_intermediate("c1", pathlen=256), meshca.InvalidParameterError, "pathlen"),
+        (lambda ca: ca.issue_intermediate("c1", pathlen=-1), meshca.InvalidParameterError, "pathlen"),
+        (lambda ca: meshca.SigningCa.generate_root(ttl_days=10**30), meshca.InvalidParameterError, "ttl_days"),
+        (lambda ca: meshca.SigningCa.generate_root(organization="o" * 65), meshca.InvalidParameterError, "64 characters"),
+        (lambda ca: ca.issue_intermediate("Cluster_1"), meshca.InvalidParameterError, "DNS label"),
+        (lambda ca: meshca.RotationPolicy(2**70, 0.1), meshca.PolicyInvalidError, "ttl_days"),
+        (lambda ca: meshca.RotationPolicy(1, 1e-9), meshca.PolicyInvalidError, "at least a minute"),
+    ],
+)
+def test_out_of_range_numbers_raise_meshca_errors_not_overflow(call, exc, needle) -> None:
+    ca = meshca.SigningCa.generate_root()
+    with pytest.raises(exc) as info:
+        call(ca)
+    assert not isinstance(info.value, OverflowError)
+    assert needle in str(info.value), str(info.value)
+
+
+def test_write_refuses_to_overwrite_a_different_bundle(tmp_path) -> None:
+    root = meshca.SigningCa.generate_root()
+    first = root.issue_intermediate("c1")
+    second = root.issue_intermediate("c1")
+    out = tmp_path / "c1"
+    first.write(out)
+    first.write(out)  # the same bundle again: nothing to refuse
+    with pytest.raises(meshca.FileError, match="overwrite=True"):
+        second.write(out)
+    assert meshca.Cacerts.from_dir(out).to_files() == first.to_files()
+    second.write(out, overwrite=True)
+    assert meshca.Cacerts.from_dir(out).to_files() == second.to_files()
