@@ -14,6 +14,10 @@ done
 cp "$td"/openssl/keys/*.pem corpus/private_key_pem/
 cp "$td"/istio-samples/ca-key*.pem corpus/private_key_pem/
 cp "$td"/openssl/csr/*.csr corpus/csr_sign/
+# The PEM forms Go and OpenSSL read (76 columns with CRLF, one line, trailing space, text around).
+cp "$td"/openssl/pem-forms/*.csr corpus/csr_sign/
+cp "$td"/openssl/pem-forms/cert-chain-*.pem corpus/inspect_pem/
+cp "$td"/openssl/pem-forms/ca-key-*.pem corpus/private_key_pem/
 cp "$td"/istio-samples/*cert*.pem corpus/inspect_pem/
 cp "$td"/openssl/good/cert-chain.pem corpus/inspect_pem/good-chain.pem
 cp "$td"/policies/*.yaml corpus/policy_yaml/ 2>/dev/null || true

@@ -187,6 +187,42 @@ der[i] ^= 0x01
 body = base64.b64encode(bytes(der)).decode()
 open(path, "w").write(lines[0] + "\n" + "\n".join(body[j:j+64] for j in range(0, len(body), 64)) + "\n" + lines[-1] + "\n")
 PY
+# A CSR signed with SHA-1 (refused as such), and one whose subject names two localities (L).
+openssl req -new -sha1 -key "$out/keys/p256-pkcs8.pem" -subj "/O=Istio/CN=Intermediate CA/L=csr-cluster" \
+  -out "$out/csr/sha1.csr" 2>/dev/null
+openssl req -new -key "$out/keys/p256-pkcs8.pem" -subj "/O=Istio/CN=Intermediate CA/L=one/L=two" \
+  -out "$out/csr/two-localities.csr"
+
+# The PEM forms Go's pem.Decode and OpenSSL read besides openssl's own 64 columns: 76 columns
+# (base64(1), MIME) with CRLF, one long line, trailing white space, text around the blocks.
+pem_forms() {
+  python3 - "$@" <<'PY'
+import base64, re, sys
+src, dst_dir = sys.argv[1], sys.argv[2]
+name = src.rsplit("/", 1)[-1].rsplit(".", 1)
+blocks = re.findall(r"-----BEGIN ([A-Z ]+)-----\n(.*?)-----END \1-----", open(src).read(), re.S)
+def render(cols, eol, pad=""):
+    out = []
+    for label, body in blocks:
+        b64 = "".join(body.split())
+        lines = [b64[i:i + cols] for i in range(0, len(b64), cols)]
+        out.append(eol.join([f"-----BEGIN {label}-----" + pad] + [l + pad for l in lines] + [f"-----END {label}-----" + pad]) + eol)
+    return "".join(out)
+forms = {
+    "76col-crlf": render(76, "\r\n"),
+    "one-line": render(10**6, "\n"),
+    "trailing-space": render(64, "\n", " \t"),
+    "with-text": "subject=made by hand\n" + render(64, "\n").replace("-----\n-----BEGIN", "-----\nnext:\n-----BEGIN") + "end of file\n",
+}
+for form, text in forms.items():
+    open(f"{dst_dir}/{name[0]}-{form}.{name[1]}", "w", newline="").write(text)
+PY
+}
+mkdir -p "$out/pem-forms"
+pem_forms "$out/good/cert-chain.pem" "$out/pem-forms"
+pem_forms "$out/good/ca-key.pem" "$out/pem-forms"
+pem_forms "$out/csr/p256.csr" "$out/pem-forms"
+
 date -u +%s > "$out/GENERATED_AT"
 echo "wrote $(find "$out" -type f | wc -l) files under testdata/$out"
 
