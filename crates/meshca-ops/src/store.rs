@@ -276,7 +276,11 @@ impl DirStore {
                 match dir.symlink_metadata(name) {
                     Ok(m) if m.is_dir() => Some(name.to_owned()),
                     Ok(m) => return Err(unsafe_path(name, format!("is {}, not a data directory", kind(&m)))),
-                    Err(_) => return Err(unsafe_path(DATA_LINK, format!("points to `{name}`, which does not exist"))),
+                    // Gone: a writer swapped `..data` and removed the old data directory since the
+                    // link was read (a reader retries), or the link dangles.
+                    Err(source) => {
+                        return Err(IoError { path: path.join(name), action: "open the data directory", source }.into())
+                    }
                 }
             }
         };
@@ -370,8 +374,11 @@ impl DirStore {
         let Some(data) = &checked.data else {
             return Self::read_regular_files(&checked.dir, &checked.path, Some(&checked.plain));
         };
-        let data_dir = Self::descend(&checked.dir, &checked.path, data, false)?
-            .ok_or_else(|| Error::Input(format!("{}: vanished while being read", checked.path.join(data).display())))?;
+        let data_dir = Self::descend(&checked.dir, &checked.path, data, false)?.ok_or_else(|| IoError {
+            path: checked.path.join(data),
+            action: "open the data directory",
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
         Self::read_regular_files(&data_dir, &checked.path.join(data), None)
     }
 
@@ -439,7 +446,7 @@ impl DirStore {
                 f.set_len(0).and_then(|_| f.seek(std::io::SeekFrom::Start(0))).and_then(|_| f.write_all(me.as_bytes()));
         }
         let removed = self.remove_debris(&root)?;
-        Ok(StoreLock { _file: file, removed_debris: removed })
+        Ok(StoreLock { file, removed_debris: removed })
     }
 
     fn lock_holder(file: &std::fs::File) -> String {
@@ -582,9 +589,17 @@ impl DirStore {
 /// The store's exclusive lock, held until dropped.
 #[derive(Debug)]
 pub struct StoreLock {
-    _file: std::fs::File,
+    file: std::fs::File,
     /// How many debris entries of earlier runs were removed when the lock was taken.
     pub removed_debris: usize,
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        // Emptied on release, so a run that changed nothing leaves every byte of the store as
+        // it was; the kernel releases the lock itself when the file closes (or the process dies).
+        let _ = self.file.set_len(0);
+    }
 }
 
 fn sync(dir: &Dir) -> std::io::Result<()> {
@@ -619,12 +634,17 @@ impl Store for DirStore {
     fn read(&self, secret: &SecretRef) -> Result<Option<Files>, Error> {
         // A writer holding the lock may swap `..data` while this reads (a dry run takes no lock):
         // read from the data directory `..data` names, then check it still names it.
+        let gone = |e: &Error| matches!(e, Error::Io(io) if io.source.kind() == std::io::ErrorKind::NotFound);
+        let mut last = None;
         for _ in 0..8 {
             let Some((dir, path)) = self.open_secret(secret, false)? else { return Ok(None) };
-            let checked = Self::check_secret(dir, path)?;
-            let files = match Self::read_secret(&checked) {
-                Ok(f) => f,
-                Err(Error::Io(e)) if e.source.kind() == std::io::ErrorKind::NotFound => continue,
+            let read = Self::check_secret(dir, path).and_then(|checked| Ok((Self::read_secret(&checked)?, checked)));
+            let (files, checked) = match read {
+                Ok(r) => r,
+                Err(e) if gone(&e) => {
+                    last = Some(e);
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             let now = checked.dir.read_link_contents(DATA_LINK).ok();
@@ -632,6 +652,10 @@ impl Store for DirStore {
                 continue;
             }
             return Ok(if files.is_empty() { None } else { Some(files) });
+        }
+        // Still missing after every retry: a dangling `..data`, not a race.
+        if let Some(e) = last {
+            return Err(e);
         }
         Err(Error::Store {
             location: self.location(secret),
