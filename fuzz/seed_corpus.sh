@@ -10,6 +10,12 @@ for d in "$td"/openssl/*/; do
   i=$((i+1))
   { printf '\x00'; cat "$d/ca-cert.pem"; printf '\x00'; cat "$d/ca-key.pem"; printf '\x00'; cat "$d/cert-chain.pem"; printf '\x00'; cat "$d/root-cert.pem"; } > "corpus/bundle_files/$i"
 done
+# One bundle per RFC 5280 rule (critical extensions, name constraints, root profiles, warnings).
+for d in "$td"/openssl/rfc5280/*/; do
+  i=$((i+1))
+  { printf '\x00'; cat "$d/ca-cert.pem"; printf '\x00'; cat "$d/ca-key.pem"; printf '\x00'; cat "$d/cert-chain.pem"; printf '\x00'; cat "$d/root-cert.pem"; } > "corpus/bundle_files/$i"
+done
+cp "$td"/openssl/rfc5280/leaf-*.pem corpus/inspect_pem/
 { printf '\x01'; cat "$td/openssl/good-tls/tls.crt"; printf '\x00'; cat "$td/openssl/good-tls/tls.key"; printf '\x00'; cat "$td/openssl/good-tls/ca.crt"; } > corpus/bundle_files/tls
 cp "$td"/openssl/keys/*.pem corpus/private_key_pem/
 cp "$td"/istio-samples/ca-key*.pem corpus/private_key_pem/

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates testdata/openssl/ with the system OpenSSL (>= 1.1.1; LibreSSL will not do).
+# Regenerates testdata/openssl/ with the system OpenSSL (>= 1.1.1; LibreSSL will not do), and a
+# few RFC 5280 fixtures openssl cannot make with python3's pyca/cryptography (run it with the
+# test command's .venv first on PATH: PATH=.venv/bin:$PATH testdata/generate.sh).
 # Each directory is a bundle or key that breaks (or exercises) exactly one rule meshca checks.
 # Re-running gives the same structure with new keys, serials and dates; tests depend only on
 # the structure. Certificates are valid for ~10 years from generation.
@@ -187,6 +189,160 @@ der[i] ^= 0x01
 body = base64.b64encode(bytes(der)).decode()
 open(path, "w").write(lines[0] + "\n" + "\n".join(body[j:j+64] for j in range(0, len(body), 64)) + "\n" + lines[-1] + "\n")
 PY
+# RFC 5280 rules (issue: strict where consumers are strict): one bundle or workload chain per
+# rule under rfc5280/, built on the good bundle's root and intermediate. Bundles are directories;
+# workload chains are rfc5280/leaf-<rule>.pem (leaf, then the good intermediate) checked against
+# good/root-cert.pem.
+rfc5280_fixtures() {
+  local rdir=$out/rfc5280 root=$out/root-signer/ca-cert.pem rootkey=$out/root-signer/ca-key.pem
+  local ca=$out/good/ca-cert.pem cakey=$out/good/ca-key.pem
+  mkdir -p "$rdir"
+  local LEAF_EXT='basicConstraints=critical,CA:false
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth,clientAuth
+authorityKeyIdentifier=keyid
+subjectAltName=critical,URI:spiffe://cluster.local/ns/default/sa/default'
+  ec256 "$tmp/leaf.key"
+  # A CA below the good root with extra extension lines; bundle it as DIR. (`bundle` sets a
+  # global `r`: this function's directory is `rdir`.)
+  ca_with() {
+    local dir=$1 ext=$2
+    ec256 "$tmp/$dir.key"
+    mkcert "$tmp/$dir.key" "/O=Istio/CN=Intermediate CA/L=$dir" "$root" "$rootkey" "$ext" "$tmp/$dir.pem"
+    out=$rdir bundle "$dir" "$tmp/$dir.pem" "$tmp/$dir.key" "$tmp/$dir.pem" "$root" -- "$root"
+  }
+  ca_with unknown-critical "$CA_EXT
+1.2.3.4.5=critical,ASN1:NULL"
+  ca_with nc-bad-dns "$CA_EXT
+nameConstraints=critical,permitted;DNS:bad..name"
+  ca_with nc-bad-ip "$CA_EXT
+2.5.29.30=critical,DER:300ba009300787050a000000ff"
+  ca_with nc-empty "$CA_EXT
+2.5.29.30=critical,DER:3000"
+  ca_with nc-uri "$CA_EXT
+nameConstraints=critical,permitted;URI:spiffe://cluster.local"
+  ca_with nc-good "$CA_EXT
+nameConstraints=critical,permitted;DNS:istio-system.svc,excluded;IP:10.0.0.0/255.0.0.0"
+  ca_with warn-aki-issuer-serial "basicConstraints=critical,CA:true,pathlen:0
+keyUsage=critical,keyCertSign,cRLSign,digitalSignature
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid,issuer:always
+subjectAltName=DNS:istiod.istio-system.svc"
+  ca_with warn-policy-constraints "$CA_EXT
+policyConstraints=requireExplicitPolicy:0"
+  # Roots that break one CA rule each, with a good intermediate below.
+  root_with() {
+    local dir=$1; shift
+    ec256 "$tmp/$dir-root.key"
+    mkroot "$tmp/$dir-root.key" "$tmp/$dir-root.pem" "/O=Istio/CN=Root CA $dir" "$@"
+    ec256 "$tmp/$dir.key"
+    mkcert "$tmp/$dir.key" "/O=Istio/CN=Intermediate CA/L=$dir" "$tmp/$dir-root.pem" "$tmp/$dir-root.key" "$CA_EXT" "$tmp/$dir.pem"
+    out=$rdir bundle "$dir" "$tmp/$dir.pem" "$tmp/$dir.key" "$tmp/$dir.pem" "$tmp/$dir-root.pem" -- "$tmp/$dir-root.pem"
+    # A workload leaf below, for the same root judged as a workload chain's trust anchor.
+    mkcert "$tmp/leaf.key" "/O=workload" "$tmp/$dir.pem" "$tmp/$dir.key" "$LEAF_EXT" "$tmp/$dir-leaf.pem" sha256 30
+    cat "$tmp/$dir-leaf.pem" "$tmp/$dir.pem" > "$rdir/$dir/leaf.pem"
+  }
+  root_with root-unknown-critical -addext "basicConstraints=critical,CA:true" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" -addext "1.2.3.4.5=critical,ASN1:NULL"
+  root_with root-ca-false -addext "basicConstraints=critical,CA:false" -addext "keyUsage=critical,keyCertSign,cRLSign"
+  root_with root-no-keycertsign -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,digitalSignature,cRLSign"
+  root_with root-nc-violated -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -addext "nameConstraints=critical,permitted;DNS:example.com"
+  # Workload leaves under the good intermediate: leaf-<rule>.pem holds the leaf, then the
+  # intermediate.
+  leaf_with() {
+    local name=$1 keyfile=$2 ext=$3
+    mkcert "$keyfile" "/O=workload" "$ca" "$cakey" "$ext" "$tmp/leaf-$name.pem" sha256 30
+    cat "$tmp/leaf-$name.pem" "$ca" > "$rdir/leaf-$name.pem"
+  }
+  leaf_with good "$tmp/leaf.key" "$LEAF_EXT"
+  rsa "$tmp/leaf1024.key" 1024
+  leaf_with rsa1024 "$tmp/leaf1024.key" "$LEAF_EXT"
+  openssl genpkey -genparam -algorithm DSA -pkeyopt dsa_paramgen_bits:2048 -out "$tmp/dsa.param" 2>/dev/null
+  openssl genpkey -paramfile "$tmp/dsa.param" -out "$tmp/leafdsa.key" 2>/dev/null
+  leaf_with dsa "$tmp/leafdsa.key" "$LEAF_EXT"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-192 -out "$tmp/leafp192.key" 2>/dev/null
+  leaf_with p192 "$tmp/leafp192.key" "$LEAF_EXT"
+  leaf_with keycertsign "$tmp/leaf.key" "basicConstraints=critical,CA:false
+keyUsage=critical,digitalSignature,keyCertSign
+extendedKeyUsage=serverAuth,clientAuth
+subjectAltName=critical,URI:spiffe://cluster.local/ns/default/sa/default"
+  leaf_with unknown-critical "$tmp/leaf.key" "$LEAF_EXT
+1.2.3.4.5=critical,ASN1:NULL"
+  leaf_with no-eku "$tmp/leaf.key" "basicConstraints=critical,CA:false
+keyUsage=critical,digitalSignature,keyEncipherment
+authorityKeyIdentifier=keyid
+subjectAltName=critical,URI:spiffe://cluster.local/ns/default/sa/default"
+  # What openssl's req/x509 cannot leave out or mark (they add basicConstraints, SKI and AKI
+  # themselves): built with pyca/cryptography (the test command's .venv has it).
+  python3 - "$rdir" "$root" "$rootkey" <<'PY'
+import datetime, os, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+rdir, root_pem, root_key_pem = sys.argv[1:4]
+root = x509.load_pem_x509_certificate(open(root_pem, "rb").read())
+root_key = serialization.load_pem_private_key(open(root_key_pem, "rb").read(), None)
+now = datetime.datetime.now(datetime.timezone.utc)
+def name(cn, l=None):
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Istio"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    return x509.Name(attrs + ([x509.NameAttribute(NameOID.LOCALITY_NAME, l)] if l else []))
+def pem(c):
+    return c.public_bytes(serialization.Encoding.PEM)
+def key_pem(k):
+    return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+KU = x509.KeyUsage(True, False, False, False, False, True, True, False, False)
+def write(d, ca, key, chain, roots):
+    os.makedirs(f"{rdir}/{d}", exist_ok=True)
+    open(f"{rdir}/{d}/ca-cert.pem", "wb").write(pem(ca))
+    open(f"{rdir}/{d}/ca-key.pem", "wb").write(key_pem(key))
+    open(f"{rdir}/{d}/cert-chain.pem", "wb").write(b"".join(pem(c) for c in chain))
+    open(f"{rdir}/{d}/root-cert.pem", "wb").write(b"".join(pem(c) for c in roots))
+def inter(d, ski, aki_critical):
+    key = ec.generate_private_key(ec.SECP256R1())
+    b = (x509.CertificateBuilder().subject_name(name("Intermediate CA", d)).issuer_name(root.subject)
+         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=3000))
+         .add_extension(x509.BasicConstraints(True, 0), True).add_extension(KU, True)
+         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), aki_critical))
+    if ski:
+        b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+    c = b.sign(root_key, hashes.SHA256())
+    write(d, c, key, [c, root], [root])
+inter("warn-critical-aki", True, True)
+inter("warn-no-ski", False, False)
+# A root without basicConstraints, and a good intermediate below it.
+rk = ec.generate_private_key(ec.SECP256R1())
+r = (x509.CertificateBuilder().subject_name(name("Root CA root-no-bc")).issuer_name(name("Root CA root-no-bc"))
+     .public_key(rk.public_key()).serial_number(x509.random_serial_number())
+     .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=3650))
+     .add_extension(KU, True).add_extension(x509.SubjectKeyIdentifier.from_public_key(rk.public_key()), False)
+     .sign(rk, hashes.SHA256()))
+ik = ec.generate_private_key(ec.SECP256R1())
+i = (x509.CertificateBuilder().subject_name(name("Intermediate CA", "root-no-bc")).issuer_name(r.subject)
+     .public_key(ik.public_key()).serial_number(x509.random_serial_number())
+     .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=3000))
+     .add_extension(x509.BasicConstraints(True, 0), True).add_extension(KU, True)
+     .add_extension(x509.SubjectKeyIdentifier.from_public_key(ik.public_key()), False)
+     .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(rk.public_key()), False)
+     .sign(rk, hashes.SHA256()))
+write("root-no-bc", i, ik, [i, r], [r])
+lk = ec.generate_private_key(ec.SECP256R1())
+leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "workload")]))
+        .issuer_name(i.subject).public_key(lk.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(False, None), True)
+        .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier("spiffe://cluster.local/ns/default/sa/default")]), True)
+        .sign(ik, hashes.SHA256()))
+open(f"{rdir}/root-no-bc/leaf.pem", "wb").write(pem(leaf) + pem(i))
+PY
+  date -u +%s > "$rdir/GENERATED_AT"
+}
+rfc5280_fixtures
+
 # A CSR signed with SHA-1 (refused as such), and one whose subject names two localities (L).
 openssl req -new -sha1 -key "$out/keys/p256-pkcs8.pem" -subj "/O=Istio/CN=Intermediate CA/L=csr-cluster" \
   -out "$out/csr/sha1.csr" 2>/dev/null

@@ -15,6 +15,18 @@ mod meshca_fuzz_support {
             // A bundle that parsed must serialise and parse again to the same thing.
             let again = meshca::Cacerts::from_files(&b.to_files(meshca::Layout::Istio), now).expect("round trip");
             assert_eq!(again.path(), b.path());
+            // The same chain judged without its key must agree.
+            let t = meshca::TrustChain::from_pems(
+                &again.to_files(meshca::Layout::Istio).get("cert-chain.pem").unwrap_or_default(),
+                &again.to_files(meshca::Layout::Istio).get("root-cert.pem").unwrap_or_default(),
+                now,
+            )
+            .expect("public chain of a valid bundle");
+            assert_eq!(t.path(), b.path());
+        }
+        // The public-chain reader on its own (cert-chain.pem and root-cert.pem of the input).
+        if let (Some(chain), Some(roots)) = (files.get("cert-chain.pem"), files.get("root-cert.pem")) {
+            let _ = meshca::TrustChain::from_pems(chain, roots, now);
         }
     }
 }

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::cert::Certificate;
+use crate::chain::{Sources, TrustChain, ISTIO_SOURCES};
 use crate::error::{Error, Result};
 use crate::key::PrivateKey;
 
@@ -155,6 +156,36 @@ pub enum Warning {
         /// Subject of the root.
         subject: String,
     },
+    /// A key identifier RFC 5280 requires is absent (4.2.1.1, 4.2.1.2).
+    MissingKeyIdentifier {
+        /// Subject of the certificate.
+        subject: String,
+        /// `subjectKeyIdentifier` or `authorityKeyIdentifier`.
+        which: &'static str,
+    },
+    /// A key identifier is marked critical (RFC 5280: MUST be non-critical).
+    CriticalKeyIdentifier {
+        /// Subject of the certificate.
+        subject: String,
+        /// `subjectKeyIdentifier` or `authorityKeyIdentifier`.
+        which: &'static str,
+    },
+    /// An authorityKeyIdentifier without keyIdentifier, or with issuer and serial (CA/Browser
+    /// Forum Baseline Requirements 7.1.2 forbid both).
+    AuthorityKeyIdForm {
+        /// Subject of the certificate.
+        subject: String,
+    },
+    /// policyConstraints is not critical (RFC 5280 4.2.1.11: conforming CAs MUST mark it).
+    NonCriticalPolicyConstraints {
+        /// Subject of the certificate.
+        subject: String,
+    },
+    /// A workload certificate without extendedKeyUsage (istiod's carry serverAuth+clientAuth).
+    LeafWithoutEku {
+        /// Subject (or SPIFFE ID) of the leaf.
+        subject: String,
+    },
 }
 
 impl fmt::Display for Warning {
@@ -168,6 +199,26 @@ impl fmt::Display for Warning {
             Warning::ExpiredExtraRoot { subject } => {
                 write!(f, "root-cert.pem holds an expired root {subject}; remove it from the trust bundle")
             }
+            Warning::MissingKeyIdentifier { subject, which } => {
+                write!(f, "{subject} has no {which} (RFC 5280 requires one); chain building is slower and less certain")
+            }
+            Warning::CriticalKeyIdentifier { subject, which } => write!(
+                f,
+                "{subject} marks {which} critical (RFC 5280: MUST be non-critical); rustls-webpki (ztunnel) refuses \
+                 such a certificate anywhere but as a trust anchor"
+            ),
+            Warning::AuthorityKeyIdForm { subject } => write!(
+                f,
+                "{subject}'s authorityKeyIdentifier lacks keyIdentifier or carries issuer and serial, which the \
+                 CA/Browser Forum forbids"
+            ),
+            Warning::NonCriticalPolicyConstraints { subject } => {
+                write!(f, "{subject} has a non-critical policyConstraints (RFC 5280 4.2.1.11: MUST be critical)")
+            }
+            Warning::LeafWithoutEku { subject } => write!(
+                f,
+                "the workload certificate {subject} has no extendedKeyUsage; istiod's carry serverAuth and clientAuth"
+            ),
         }
     }
 }
@@ -177,23 +228,18 @@ impl fmt::Display for Warning {
 /// root, as in the seed's management Secret).
 #[derive(Clone)]
 pub struct Cacerts {
-    ca_cert: Certificate,
     ca_key: PrivateKey,
     /// ca-cert first, up to and including the root the chain reaches (completed from the roots).
-    path: Vec<Certificate>,
-    /// How many certificates of `path` came from the chain file itself.
-    chain_len: usize,
-    roots: Vec<Certificate>,
+    trust: TrustChain,
     layout: Layout,
-    warnings: Vec<Warning>,
 }
 
 impl fmt::Debug for Cacerts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cacerts")
-            .field("ca_cert", &self.ca_cert)
+            .field("ca_cert", self.ca_cert())
             .field("ca_key", &self.ca_key)
-            .field("chain_len", &self.chain_len)
+            .field("chain_len", &self.trust.cert_chain().len())
             .field("root", &self.root().subject())
             .field("layout", &self.layout)
             .finish_non_exhaustive()
@@ -213,17 +259,8 @@ pub fn parse_roots(pem: &[u8], file: &str, now: OffsetDateTime) -> Result<Vec<Ce
         if !r.is_ca() {
             return Err(Error::NotCa { file: file.into(), subject: r.subject() });
         }
-        if now < r.not_before() {
-            return Err(Error::NotYetValid {
-                file: file.into(),
-                subject: r.subject(),
-                not_before: r.not_before(),
-                now,
-            });
-        }
-        if now > r.not_after() {
-            return Err(Error::Expired { file: file.into(), subject: r.subject(), not_after: r.not_after(), now });
-        }
+        crate::rfc5280::check_critical_extensions(r, file)?;
+        crate::rfc5280::check_validity(r, file, now)?;
     }
     Ok(roots)
 }
@@ -299,22 +336,12 @@ impl Cacerts {
     /// path length were checked at issuance, and the certificate carries `key`'s public key.
     /// Debug builds (and so every test) still run the full validation and compare.
     pub(crate) fn issued(ca_cert: Certificate, key: PrivateKey, signer: &Cacerts, now: OffsetDateTime) -> Self {
-        let mut path = Vec::with_capacity(signer.path.len() + 1);
-        path.push(ca_cert.clone());
-        path.extend(signer.path.iter().cloned());
-        let bundle = Cacerts {
-            ca_cert,
-            ca_key: key,
-            chain_len: path.len(),
-            path,
-            roots: signer.roots.clone(),
-            layout: Layout::Istio,
-            warnings: signer.warnings.clone(),
-        };
+        let bundle =
+            Cacerts { ca_key: key, trust: TrustChain::extended(ca_cert, &signer.trust), layout: Layout::Istio };
         debug_assert_eq!(
-            Cacerts::from_parts(bundle.ca_key.clone(), bundle.path.clone(), bundle.roots.clone(), now)
-                .map(|full| (full.path, full.warnings)),
-            Ok((bundle.path.clone(), bundle.warnings.clone())),
+            Cacerts::from_parts(bundle.ca_key.clone(), bundle.path().to_vec(), bundle.roots().to_vec(), now)
+                .map(|full| (full.path().to_vec(), full.warnings().to_vec())),
+            Ok((bundle.path().to_vec(), bundle.warnings().to_vec())),
             "an issued bundle must pass full validation"
         );
         bundle
@@ -328,138 +355,30 @@ impl Cacerts {
         layout: Layout,
         now: OffsetDateTime,
     ) -> Result<Self> {
-        let (cert_file, key_file, chain_file, roots_file) = match layout {
-            Layout::Istio => (CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT),
-            Layout::Tls => (TLS_CRT, TLS_KEY, TLS_CRT, CA_CRT),
+        let src = match layout {
+            Layout::Istio => ISTIO_SOURCES,
+            Layout::Tls => Sources { cert: TLS_CRT, chain: TLS_CRT, roots: CA_CRT },
         };
-        // Algorithms first: no other check is meaningful over a SHA-1 signature or a 1024-bit key.
-        ca_cert.check_algorithms(cert_file)?;
-        for c in &chain {
-            c.check_algorithms(chain_file)?;
-        }
-        for r in &roots {
-            r.check_algorithms(roots_file)?;
-        }
+        let key_file = match layout {
+            Layout::Istio => CA_KEY,
+            Layout::Tls => TLS_KEY,
+        };
+        // The key is checked against a certificate whose algorithms are known to be acceptable.
+        ca_cert.check_algorithms(src.cert)?;
         if ca_cert.public_key_raw() != ca_key.public_key_raw() {
             return Err(Error::KeyMismatch {
                 key_file: key_file.into(),
-                cert_file: cert_file.into(),
+                cert_file: src.cert.into(),
                 subject: ca_cert.subject(),
             });
         }
-        for r in &roots {
-            if !r.is_self_signed() {
-                return Err(Error::NotARoot { file: roots_file.into(), subject: r.subject() });
-            }
-        }
-
-        // Walk the chain: each certificate must be signed by the next.
-        for (i, pair) in chain.windows(2).enumerate() {
-            let (child, parent) = (&pair[0], &pair[1]);
-            if child.issuer_der() != parent.subject_der() {
-                return Err(Error::ChainBroken {
-                    file: chain_file.into(),
-                    index: i + 1,
-                    subject: child.subject(),
-                    issuer: child.issuer(),
-                    next: parent.subject(),
-                });
-            }
-            if child.verify_signed_by(parent).is_err() {
-                return Err(Error::BadSignature {
-                    file: chain_file.into(),
-                    subject: child.subject(),
-                    issuer: parent.subject(),
-                });
-            }
-        }
-
-        // The chain reaches a root in the trust bundle: either it ends with one, or its last
-        // certificate is signed by one (Istio's samples ship cert-chain.pem without the root).
-        let chain_len = chain.len();
-        let last = chain[chain_len - 1].clone();
-        let mut path = chain;
-        // A root byte-identical to one in the trust bundle was verified as self-signed above.
-        let reached = if let Some(i) = roots.iter().position(|r| *r == last) {
-            Some(i)
-        } else if last.is_self_signed() {
-            roots.iter().position(|r| {
-                *r == last || (r.subject_der() == last.subject_der() && r.public_key_raw() == last.public_key_raw())
-            })
-        } else {
-            let found =
-                roots.iter().position(|r| r.subject_der() == last.issuer_der() && last.verify_signed_by(r).is_ok());
-            if let Some(i) = found {
-                path.push(roots[i].clone());
-            }
-            found
-        };
-        if reached.is_none() {
-            return Err(Error::UntrustedChain {
-                file: chain_file.into(),
-                subject: last.subject(),
-                issuer: last.issuer(),
-                roots_file: roots_file.into(),
-                roots: roots.iter().map(Certificate::subject).collect::<Vec<_>>().join("; "),
-            });
-        }
-
-        // CA constraints on every certificate of the path (RFC 5280 6.1.4).
-        for (depth, c) in path.iter().enumerate() {
-            let file = if depth == 0 {
-                cert_file
-            } else if depth < chain_len {
-                chain_file
-            } else {
-                roots_file
-            };
-            let Some(pathlen) = c.ca_pathlen() else {
-                return Err(Error::NotCa { file: file.into(), subject: c.subject() });
-            };
-            if c.allows_cert_sign() == Some(false) {
-                return Err(Error::NoKeyCertSign { file: file.into(), subject: c.subject() });
-            }
-            // CAs below this one on the path, not counting self-issued ones (RFC 5280 4.2.1.9).
-            let below = path[..depth].iter().filter(|b| !b.is_self_issued()).count();
-            if let Some(p) = pathlen {
-                if usize::from(p) < below {
-                    return Err(Error::PathLenExceeded { file: file.into(), subject: c.subject(), pathlen: p, below });
-                }
-            }
-            if let Some(missing) = c.eku_missing_for_mtls() {
-                return Err(Error::CaEkuTooNarrow { file: file.into(), subject: c.subject(), missing });
-            }
-            if now < c.not_before() {
-                return Err(Error::NotYetValid {
-                    file: file.into(),
-                    subject: c.subject(),
-                    not_before: c.not_before(),
-                    now,
-                });
-            }
-            if now > c.not_after() {
-                return Err(Error::Expired { file: file.into(), subject: c.subject(), not_after: c.not_after(), now });
-            }
-        }
-
-        let mut warnings = Vec::new();
-        for pair in path.windows(2) {
-            if pair[0].not_after() > pair[1].not_after() {
-                warnings.push(Warning::OutlivesIssuer { subject: pair[0].subject(), issuer: pair[1].subject() });
-            }
-        }
-        let root = &path[path.len() - 1];
-        for r in &roots {
-            if r != root && now > r.not_after() {
-                warnings.push(Warning::ExpiredExtraRoot { subject: r.subject() });
-            }
-        }
-        Ok(Cacerts { ca_cert, ca_key, path, chain_len, roots, layout, warnings })
+        let trust = TrustChain::verify(chain, roots, src, now)?;
+        Ok(Cacerts { ca_key, trust, layout })
     }
 
     /// The signing CA certificate (`ca-cert.pem`).
     pub fn ca_cert(&self) -> &Certificate {
-        &self.ca_cert
+        self.trust.first()
     }
 
     /// The signing CA's private key (`ca-key.pem`).
@@ -467,29 +386,34 @@ impl Cacerts {
         &self.ca_key
     }
 
+    /// The public part: the chain verified up to its root.
+    pub fn trust_chain(&self) -> &TrustChain {
+        &self.trust
+    }
+
     /// ca-cert, each issuer, and the root the chain reaches.
     pub fn path(&self) -> &[Certificate] {
-        &self.path
+        self.trust.path()
     }
 
     /// `cert-chain.pem` as read (it may leave out the root).
     pub fn cert_chain(&self) -> &[Certificate] {
-        &self.path[..self.chain_len]
+        self.trust.cert_chain()
     }
 
     /// The root this bundle's chain reaches.
     pub fn root(&self) -> &Certificate {
-        &self.path[self.path.len() - 1]
+        self.trust.root()
     }
 
     /// Every root in `root-cert.pem` (more than one during a root rotation).
     pub fn roots(&self) -> &[Certificate] {
-        &self.roots
+        self.trust.roots()
     }
 
     /// Whether `cert` is one of this bundle's trusted roots.
     pub fn trusts_root(&self, cert: &Certificate) -> bool {
-        self.roots.iter().any(|r| r == cert)
+        self.trust.trusts_root(cert)
     }
 
     /// The layout the bundle was read in (or [`Layout::Istio`] for issued bundles).
@@ -499,17 +423,17 @@ impl Cacerts {
 
     /// Non-fatal findings.
     pub fn warnings(&self) -> &[Warning] {
-        &self.warnings
+        self.trust.warnings()
     }
 
     /// The earliest notAfter on the path: after it, nothing this CA signs verifies.
     pub fn not_after(&self) -> OffsetDateTime {
-        self.path.iter().map(Certificate::not_after).min().unwrap_or_else(|| self.ca_cert.not_after())
+        self.trust.not_after()
     }
 
     /// The SHA-256 fingerprint of the root the chain reaches.
     pub fn root_fingerprint(&self) -> String {
-        self.root().fingerprint_sha256()
+        self.trust.root_fingerprint()
     }
 
     /// The bundle as files in `layout`. `cert-chain.pem` always runs up to and including the root
@@ -520,17 +444,18 @@ impl Cacerts {
         let key = self.ca_key.to_pkcs8_pem();
         match layout {
             Layout::Istio => {
-                files.insert(CA_CERT, self.ca_cert.to_pem().into_bytes());
+                files.insert(CA_CERT, self.ca_cert().to_pem().into_bytes());
                 files.insert(CA_KEY, key.as_bytes().to_vec());
-                files.insert(CERT_CHAIN, pem_of(&self.path));
-                files.insert(ROOT_CERT, pem_of(&self.roots));
+                files.insert(CERT_CHAIN, pem_of(self.path()));
+                files.insert(ROOT_CERT, pem_of(self.roots()));
             }
             Layout::Tls => {
-                let without_root = &self.path[..self.path.len() - 1];
-                let chain = if without_root.is_empty() { &self.path[..] } else { without_root };
+                let path = self.path();
+                let without_root = &path[..path.len() - 1];
+                let chain = if without_root.is_empty() { path } else { without_root };
                 files.insert(TLS_CRT, pem_of(chain));
                 files.insert(TLS_KEY, key.as_bytes().to_vec());
-                files.insert(CA_CRT, pem_of(&self.roots));
+                files.insert(CA_CRT, pem_of(self.roots()));
             }
         }
         files

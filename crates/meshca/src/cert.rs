@@ -22,6 +22,7 @@ const OID_ANY_EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0"
 pub(crate) const OID_O: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
 pub(crate) const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 pub(crate) const OID_L: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.7");
+const OID_DSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10040.4.1");
 
 /// What a certificate's public key is, including kinds istiod cannot use.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,7 +157,7 @@ impl Certificate {
         pem::encode("CERTIFICATE", &self.der)
     }
 
-    fn tbs(&self) -> &x509_cert::TbsCertificate {
+    pub(crate) fn tbs(&self) -> &x509_cert::TbsCertificate {
         &self.parsed.tbs_certificate
     }
 
@@ -228,7 +229,17 @@ impl Certificate {
         hex_colon(ring::digest::digest(&ring::digest::SHA256, &self.der).as_ref())
     }
 
-    fn ext<'a, T: Decode<'a> + der::oid::AssociatedOid>(&'a self) -> Option<(bool, T)> {
+    /// Every extension, as encoded.
+    pub(crate) fn extensions(&self) -> &[x509_cert::ext::Extension] {
+        self.tbs().extensions.as_deref().unwrap_or_default()
+    }
+
+    /// The subjectAltName entries, decoded.
+    pub(crate) fn san_names(&self) -> Vec<GeneralName> {
+        self.ext::<SubjectAltName>().map(|(_, san)| san.0).unwrap_or_default()
+    }
+
+    pub(crate) fn ext<'a, T: Decode<'a> + der::oid::AssociatedOid>(&'a self) -> Option<(bool, T)> {
         // `from_der` refused certificates whose extensions of these types do not decode.
         self.tbs().get::<T>().ok().flatten()
     }
@@ -424,6 +435,9 @@ pub(crate) fn spki_kind(spki: &spki::SubjectPublicKeyInfoOwned) -> PublicKeyKind
                 let bits = key::uint_bits(k.modulus.as_bytes());
                 if bits < 2048 {
                     PublicKeyKind::WeakRsa { bits }
+                } else if !bits.is_multiple_of(8) {
+                    // Go, BoringSSL and ring refuse moduli of odd sizes; so does meshca.
+                    PublicKeyKind::Unsupported(format!("RSA with a {bits}-bit modulus (not a multiple of 8)"))
                 } else {
                     PublicKeyKind::Supported(KeyType::Rsa { bits })
                 }
@@ -442,6 +456,9 @@ pub(crate) fn spki_kind(spki: &spki::SubjectPublicKeyInfoOwned) -> PublicKeyKind
     }
     if oid == key::OID_ED25519 {
         return PublicKeyKind::Unsupported("Ed25519".into());
+    }
+    if oid == OID_DSA {
+        return PublicKeyKind::Unsupported("DSA".into());
     }
     PublicKeyKind::Unsupported(oid.to_string())
 }

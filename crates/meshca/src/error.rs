@@ -290,6 +290,50 @@ pub enum Error {
         now: OffsetDateTime,
     },
 
+    /// A certificate carries a critical extension meshca does not understand.
+    #[error(
+        "{file}: {subject} carries a critical extension {oid} that meshca does not recognise; RFC 5280 4.2 \
+         requires refusing it (rustls, as in ztunnel, refuses every certificate it signs): re-issue it without \
+         that extension or with it non-critical"
+    )]
+    UnknownCriticalExtension {
+        /// File name.
+        file: String,
+        /// Subject.
+        subject: String,
+        /// The extension's OID.
+        oid: String,
+    },
+
+    /// A nameConstraints extension that does not decode or holds a malformed subtree.
+    #[error("{file}: {subject} has malformed nameConstraints (RFC 5280 4.2.1.10): {detail}; re-issue the CA")]
+    MalformedNameConstraints {
+        /// File name.
+        file: String,
+        /// Subject.
+        subject: String,
+        /// What is wrong.
+        detail: String,
+    },
+
+    /// A certificate's own name violates a name constraint of a CA above it.
+    #[error(
+        "{file}: {subject} has the name {name}, which the nameConstraints of {constrained_by} forbid ({why}); \
+         every verifier refuses this chain: re-issue it within the constraints"
+    )]
+    NameConstraintViolation {
+        /// File name.
+        file: String,
+        /// The certificate whose name is out of bounds.
+        subject: String,
+        /// The name.
+        name: String,
+        /// The constraining CA.
+        constrained_by: String,
+        /// Why it is outside.
+        why: String,
+    },
+
     /// A certificate is signed with a broken hash (SHA-1, MD5).
     #[error(
         "{file}: {subject} is signed with {algorithm}, which istiod (Go >= 1.18) rejects; re-issue it \

@@ -28,10 +28,12 @@
 mod bundle;
 mod ca;
 mod cert;
+mod chain;
 mod error;
 mod key;
 mod pem;
 mod profile;
+mod rfc5280;
 mod rng;
 mod rootrotation;
 mod rotation;
@@ -47,6 +49,7 @@ pub use ca::{
     SignedCa, SigningCa, MAX_CA_TTL, MAX_LEAF_TTL,
 };
 pub use cert::{Certificate, PublicKeyKind, SignatureError};
+pub use chain::TrustChain;
 pub use error::{Error, Result};
 pub use key::{KeyAlgorithm, KeyType, PrivateKey};
 pub use pem::{MAX_INPUT_BYTES, MAX_PEM_BLOCKS};
@@ -58,7 +61,10 @@ pub use rootrotation::{with_trust_bundle, Phase, RootRotation, Signer, Step};
 pub use rotation::{plan, same_roots, union_roots, Current, IssueReason, Plan, RotationPolicy, MIN_GRACE};
 pub use spiffe::{validate_trust_domain, SpiffeId, MAX_SPIFFE_ID_BYTES};
 pub use time_fmt::human_duration;
-pub use verify::{check_cross_cluster, check_mutual_trust, verify_workload_chain, SharedRoot};
+pub use verify::{
+    check_cross_cluster, check_mutual_trust, check_mutual_trust_chains, verify_workload, verify_workload_chain,
+    SharedRoot, VerifiedWorkload,
+};
 
 /// Formats a time as RFC 3339 in UTC, whole seconds, as meshca's messages do.
 pub fn format_time(t: time::OffsetDateTime) -> String {

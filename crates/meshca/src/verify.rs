@@ -4,17 +4,41 @@
 use rustls_pki_types::{CertificateDer, UnixTime};
 use time::OffsetDateTime;
 
-use crate::bundle::Cacerts;
+use crate::bundle::{Cacerts, Warning};
 use crate::ca::{LeafParams, SigningCa};
 use crate::cert::Certificate;
+use crate::chain::{self, TrustChain};
 use crate::error::{Error, Result};
+use crate::rfc5280;
 use crate::rng::Entropy;
 use crate::spiffe::SpiffeId;
+
+/// A workload chain that verified, and what is worth telling about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifiedWorkload {
+    /// The leaf's SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// Profile deviations that verifiers accept (a leaf without EKU, a missing key identifier).
+    pub warnings: Vec<Warning>,
+}
 
 /// Verifies a workload chain (leaf first, then intermediates; a root in it is harmless) against
 /// `roots` at `now` with rustls-webpki, for both client and server use as mTLS needs, and
 /// checks the leaf is a workload certificate of Istio's form. Returns its SPIFFE ID.
 pub fn verify_workload_chain(chain: &[Certificate], roots: &[Certificate], now: OffsetDateTime) -> Result<SpiffeId> {
+    verify_workload(chain, roots, now).map(|v| v.spiffe_id)
+}
+
+const LEAF: &str = "the workload certificate";
+const CHAIN: &str = "the workload chain";
+const ROOTS: &str = "the trust bundle";
+
+/// [`verify_workload_chain`], with the warnings. Every rule a `cacerts` bundle is held to
+/// applies to the chain's CAs and the root it reaches (RFC 5280: keys, critical extensions,
+/// CA constraints, name constraints, validity at the same whole second); the leaf must be a
+/// workload certificate (no CA, no keyCertSign, one SPIFFE ID), and rustls-webpki must agree.
+pub fn verify_workload(chain: &[Certificate], roots: &[Certificate], now: OffsetDateTime) -> Result<VerifiedWorkload> {
     let untrusted = |detail: String| Error::LeafUntrusted {
         what: chain.first().map(Certificate::subject).unwrap_or_else(|| "empty chain".into()),
         trust: format!("{} root(s)", roots.len()),
@@ -25,11 +49,40 @@ pub fn verify_workload_chain(chain: &[Certificate], roots: &[Certificate], now: 
     if leaf.is_ca() {
         return Err(profile("it is a CA certificate, not a workload certificate".into()));
     }
+    if leaf.allows_cert_sign() == Some(true) {
+        return Err(profile("it asserts keyCertSign, which only a CA may; it is not a workload certificate".into()));
+    }
+    leaf.check_algorithms(LEAF)?;
+    rfc5280::check_critical_extensions(leaf, LEAF)?;
+    rfc5280::check_validity(leaf, LEAF, now)?;
     let uris = leaf.uri_sans();
     let [uri] = uris.as_slice() else {
         return Err(profile(format!("it must carry exactly one URI SAN (a SPIFFE ID), found {}", uris.len())));
     };
     let id: SpiffeId = uri.parse()?;
+
+    // The CA part: the intermediates as sent (a root among them is dropped), then the root of
+    // `roots` that signed the last of them. Without one, webpki below says why.
+    let mut ca_path: Vec<Certificate> = chain[1..].iter().filter(|c| !roots.contains(c)).cloned().collect();
+    let lowest = ca_path.last().unwrap_or(leaf);
+    if let Some(root) =
+        roots.iter().find(|r| r.subject_der() == lowest.issuer_der() && lowest.verify_signed_by(r).is_ok())
+    {
+        let n = ca_path.len();
+        ca_path.push(root.clone());
+        for (i, c) in ca_path.iter().enumerate() {
+            let file = if i < n { CHAIN } else { ROOTS };
+            c.check_algorithms(file)?;
+            rfc5280::check_critical_extensions(c, file)?;
+        }
+        let file_at = |depth: usize| if depth < n { CHAIN } else { ROOTS };
+        chain::check_ca_path(&ca_path, &file_at, now)?;
+        for (i, ca) in ca_path.iter().enumerate() {
+            if let Some(nc) = rfc5280::name_constraints(ca, file_at(i))? {
+                rfc5280::check_names_within(&nc, ca, leaf, LEAF)?;
+            }
+        }
+    }
 
     let anchor_ders: Vec<CertificateDer<'_>> = roots.iter().map(|r| CertificateDer::from(r.der())).collect();
     let anchors = anchor_ders
@@ -45,7 +98,16 @@ pub fn verify_workload_chain(chain: &[Certificate], roots: &[Certificate], now: 
         ee.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &intermediates, time, usage, None, None)
             .map_err(|e| untrusted(format!("as a TLS {name}: {e:?}")))?;
     }
-    Ok(id)
+
+    let mut warnings = Vec::new();
+    if leaf.eku().is_none() {
+        warnings.push(Warning::LeafWithoutEku { subject: id.to_string() });
+    }
+    for c in chain.iter().chain(roots.iter().filter(|r| ca_path.contains(r))) {
+        rfc5280::profile_warnings(c, &mut warnings);
+    }
+    warnings.dedup();
+    Ok(VerifiedWorkload { spiffe_id: id, warnings })
 }
 
 /// The root every bundle shares.
@@ -63,6 +125,13 @@ pub struct SharedRoot {
 /// checked against the first bundle before all others, so the error names the bundle that
 /// differs from the first.
 pub fn check_mutual_trust(bundles: &[(&str, &Cacerts)]) -> Result<SharedRoot> {
+    let chains: Vec<(&str, &TrustChain)> = bundles.iter().map(|(n, b)| (*n, b.trust_chain())).collect();
+    check_mutual_trust_chains(&chains)
+}
+
+/// [`check_mutual_trust`] over public chains (a peer's `cert-chain.pem` and `root-cert.pem`,
+/// no key needed): every chain's root is trusted by every other's trust bundle.
+pub fn check_mutual_trust_chains(bundles: &[(&str, &TrustChain)]) -> Result<SharedRoot> {
     let Some(first) = bundles.first() else {
         return Err(Error::InvalidParameter { field: "bundles".into(), reason: "no bundle to compare".into() });
     };
