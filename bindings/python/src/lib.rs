@@ -364,6 +364,53 @@ impl PyCacerts {
 // ---- Leaf ---------------------------------------------------------------------------------
 
 /// A workload certificate with its key, chain and trust bundle.
+/// A CA chain verified up to a trusted root without its key: a peer cluster's cert-chain.pem
+/// and root-cert.pem, Istio's istio-ca-root-cert ConfigMap, a sidecar's ROOTCA.
+#[pyclass(module = "meshca", name = "TrustChain", frozen)]
+struct PyTrustChain {
+    inner: meshca::TrustChain,
+}
+
+#[pymethods]
+impl PyTrustChain {
+    /// Verifies `cert_chain_pem` (lowest CA first; the root optional) against `root_cert_pem`
+    /// at `now` by every rule a cacerts bundle is held to, except the key.
+    #[staticmethod]
+    #[pyo3(signature = (cert_chain_pem, root_cert_pem, now = None))]
+    fn from_pems(cert_chain_pem: &[u8], root_cert_pem: &[u8], now: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let inner = meshca::TrustChain::from_pems(cert_chain_pem, root_cert_pem, now_from(now)?).map_err(core_err)?;
+        Ok(PyTrustChain { inner })
+    }
+
+    /// Subject of the chain's first certificate (RFC 4514).
+    #[getter]
+    fn subject(&self) -> String {
+        self.inner.first().subject()
+    }
+
+    /// The earliest notAfter on the chain (tz-aware UTC datetime).
+    #[getter]
+    fn not_after<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_datetime(py, self.inner.not_after())
+    }
+
+    /// SHA-256 fingerprint of the root the chain reaches (hex with colons).
+    #[getter]
+    fn root_fingerprint(&self) -> String {
+        self.inner.root_fingerprint()
+    }
+
+    /// Non-fatal findings (RFC 5280 profile deviations verifiers accept).
+    #[getter]
+    fn warnings(&self) -> Vec<String> {
+        self.inner.warnings().iter().map(ToString::to_string).collect()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<TrustChain {} -> root {}>", self.inner.first().subject(), self.inner.root().subject())
+    }
+}
+
 #[pyclass(module = "meshca", name = "Leaf", frozen)]
 struct PyLeaf {
     inner: Leaf,
@@ -791,6 +838,7 @@ fn make_csr<'py>(
 fn _meshca(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<PyCacerts>()?;
+    m.add_class::<PyTrustChain>()?;
     m.add_class::<PySigningCa>()?;
     m.add_class::<PyLeaf>()?;
     m.add_class::<PyRotationPolicy>()?;

@@ -350,3 +350,19 @@ def test_write_refuses_to_overwrite_a_different_bundle(tmp_path) -> None:
     assert meshca.Cacerts.from_dir(out).to_files() == first.to_files()
     second.write(out, overwrite=True)
     assert meshca.Cacerts.from_dir(out).to_files() == second.to_files()
+
+
+def test_trust_chain_judges_public_material_without_a_key() -> None:
+    good = TESTDATA / "openssl" / "good"
+    chain = meshca.TrustChain.from_pems((good / "cert-chain.pem").read_bytes(), (good / "root-cert.pem").read_bytes())
+    bundle = meshca.Cacerts.from_dir(good)
+    assert chain.root_fingerprint == bundle.root_fingerprint
+    assert chain.subject == bundle.subject
+    with pytest.raises(meshca.BundleInvalidError, match="root-cert.pem"):
+        meshca.TrustChain.from_pems((good / "cert-chain.pem").read_bytes(), (TESTDATA / "istio-samples" / "root-cert.pem").read_bytes())
+    # Istio's samples (cert-chain.pem without the root), and a warning class.
+    samples = TESTDATA / "istio-samples"
+    meshca.TrustChain.from_pems((samples / "cert-chain.pem").read_bytes(), (samples / "root-cert.pem").read_bytes())
+    warned = TESTDATA / "openssl" / "rfc5280" / "warn-aki-issuer-serial"
+    w = meshca.TrustChain.from_pems((warned / "cert-chain.pem").read_bytes(), (warned / "root-cert.pem").read_bytes())
+    assert any("CA/Browser Forum" in x for x in w.warnings), w.warnings

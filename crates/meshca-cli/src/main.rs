@@ -535,6 +535,38 @@ fn load_bundle(dir: &Path, now: OffsetDateTime) -> Result<Cacerts, Error> {
     Cacerts::from_files(&files, now).map_err(Error::core(dir.display()))
 }
 
+/// What `verify` judged in a directory: a whole bundle, or only its public chain (no key).
+enum Verified {
+    Bundle(Box<Cacerts>),
+    Public(meshca::TrustChain),
+}
+
+impl Verified {
+    fn chain(&self) -> &meshca::TrustChain {
+        match self {
+            Verified::Bundle(b) => b.trust_chain(),
+            Verified::Public(t) => t,
+        }
+    }
+}
+
+/// A bundle directory, or one without a key (a peer's cert-chain.pem and root-cert.pem, or
+/// tls.crt and ca.crt): then every rule but the key match is checked.
+fn load_for_verify(dir: &Path, now: OffsetDateTime) -> Result<Verified, Error> {
+    let files = fs::read_files(dir)?;
+    let public = |chain: &str, roots: &str| files.get(chain).zip(files.get(roots));
+    let keyless = !files.contains(meshca::CA_KEY) && !files.contains(meshca::TLS_KEY);
+    let found = public(meshca::CERT_CHAIN, meshca::ROOT_CERT).or_else(|| public(meshca::TLS_CRT, meshca::CA_CRT));
+    match found {
+        Some((chain, roots)) if keyless => {
+            meshca::TrustChain::from_pems(chain, roots, now).map(Verified::Public).map_err(Error::core(dir.display()))
+        }
+        _ => {
+            Cacerts::from_files(&files, now).map(|b| Verified::Bundle(Box::new(b))).map_err(Error::core(dir.display()))
+        }
+    }
+}
+
 fn load_signer(dir: &Path, now: OffsetDateTime) -> Result<SigningCa, Error> {
     let files = fs::read_files(dir)?;
     SigningCa::from_files(&files, now).map_err(Error::core(format!("signing CA {}", dir.display())))
@@ -708,6 +740,8 @@ struct BundleStatus {
     not_after: Option<OffsetDateTime>,
     root_fingerprint: Option<String>,
     warnings: Vec<String>,
+    /// Checked without a key (the directory held only the public chain).
+    public_only: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -718,6 +752,7 @@ struct ProxyStatus {
     spiffe_id: Option<String>,
     root_fingerprints: Vec<String>,
     errors: Vec<String>,
+    warnings: Vec<String>,
 }
 
 /// `NAME=CONTEXT` (or `NAME`, meaning the context of the same name).
@@ -803,10 +838,10 @@ fn verify(a: VerifyArgs) -> CmdResult {
     let now = parse_at(&a.at)?;
     let mut ok = true;
     let mut statuses = Vec::new();
-    let mut bundles: Vec<(String, Cacerts)> = Vec::new();
+    let mut bundles: Vec<(String, Verified)> = Vec::new();
     // Each source: a name to show and the bundle or why it was refused.
-    let mut sources: Vec<(String, Result<Cacerts, Error>)> =
-        a.dirs.iter().map(|d| (d.display().to_string(), load_bundle(d, now))).collect();
+    let mut sources: Vec<(String, Result<Verified, Error>)> =
+        a.dirs.iter().map(|d| (d.display().to_string(), load_for_verify(d, now))).collect();
     let mut _rt = None;
     if a.kube.kube {
         let clusters = a.clusters.iter().map(|c| cluster_context(c)).collect::<Result<Vec<_>, _>>()?;
@@ -816,7 +851,9 @@ fn verify(a: VerifyArgs) -> CmdResult {
             let loc = store.location(&secret);
             let got = store.read(&secret).and_then(|f| match f {
                 None => Err(Error::Input(format!("{loc}: no cacerts Secret (reconcile this cluster first)"))),
-                Some(files) => Cacerts::from_files(&files, now).map_err(Error::core(&loc)),
+                Some(files) => {
+                    Cacerts::from_files(&files, now).map(|b| Verified::Bundle(Box::new(b))).map_err(Error::core(&loc))
+                }
             });
             sources.push((name.clone(), got));
         }
@@ -824,15 +861,19 @@ fn verify(a: VerifyArgs) -> CmdResult {
     }
     for (name, loaded) in sources {
         match loaded {
-            Ok(b) => {
+            Ok(v) => {
+                let (b, public_only) = (v.chain(), matches!(v, Verified::Public(_)));
                 if !a.json {
                     let left = meshca::human_duration(b.not_after() - now);
                     println!(
                         "OK    {name}: {}, expires {} (in {left}), root sha256 {}",
-                        b.ca_cert().subject(),
+                        b.first().subject(),
                         meshca::format_time(b.not_after()),
                         short(&b.root_fingerprint())
                     );
+                    if public_only {
+                        println!("      public chain only: no private key here, so the key match was not checked");
+                    }
                     for w in b.warnings() {
                         println!("      warning: {w}");
                     }
@@ -841,12 +882,13 @@ fn verify(a: VerifyArgs) -> CmdResult {
                     path: name.clone(),
                     ok: true,
                     error: None,
-                    subject: Some(b.ca_cert().subject()),
+                    subject: Some(b.first().subject()),
                     not_after: Some(b.not_after()),
                     root_fingerprint: Some(b.root_fingerprint()),
                     warnings: b.warnings().iter().map(ToString::to_string).collect(),
+                    public_only,
                 });
-                bundles.push((name, b));
+                bundles.push((name, v));
             }
             Err(e) => {
                 ok = false;
@@ -860,16 +902,25 @@ fn verify(a: VerifyArgs) -> CmdResult {
                     not_after: None,
                     root_fingerprint: None,
                     warnings: Vec::new(),
+                    public_only: false,
                 });
             }
         }
     }
     let mut trust = serde_json::Value::Null;
     if bundles.len() > 1 {
-        let refs: Vec<(&str, &Cacerts)> = bundles.iter().map(|(n, b)| (n.as_str(), b)).collect();
-        let result = meshca::check_mutual_trust(&refs).and_then(|shared| {
-            if !a.no_probe {
-                meshca::check_cross_cluster(&refs, &mut meshca::OsRng, now)?;
+        let chains: Vec<(&str, &meshca::TrustChain)> = bundles.iter().map(|(n, v)| (n.as_str(), v.chain())).collect();
+        // The probe issues a workload certificate from each bundle, so it needs their keys.
+        let keyed: Vec<(&str, &Cacerts)> = bundles
+            .iter()
+            .filter_map(|(n, v)| match v {
+                Verified::Bundle(b) => Some((n.as_str(), b.as_ref())),
+                Verified::Public(_) => None,
+            })
+            .collect();
+        let result = meshca::check_mutual_trust_chains(&chains).and_then(|shared| {
+            if !a.no_probe && keyed.len() > 1 {
+                meshca::check_cross_cluster(&keyed, &mut meshca::OsRng, now)?;
             }
             Ok(shared)
         });
@@ -878,11 +929,11 @@ fn verify(a: VerifyArgs) -> CmdResult {
                 if !a.json {
                     println!(
                         "OK    all {} bundles share root {} (sha256 {})",
-                        refs.len(),
+                        chains.len(),
                         shared.subject,
                         shared.fingerprint
                     );
-                    if !a.no_probe {
+                    if !a.no_probe && keyed.len() > 1 {
                         println!("OK    a workload certificate from each is trusted by every other's root-cert.pem");
                     }
                 }
@@ -929,6 +980,7 @@ fn verify_proxies(paths: &[PathBuf], now: OffsetDateTime, json: bool, ok: &mut b
                     spiffe_id: None,
                     root_fingerprints: vec![],
                     errors: vec![e.to_string()],
+                    warnings: vec![],
                 });
             }
         }
@@ -940,6 +992,7 @@ fn verify_proxies(paths: &[PathBuf], now: OffsetDateTime, json: bool, ok: &mut b
             spiffe_id: a.chain.first().and_then(|c| c.uri_sans().into_iter().next()),
             root_fingerprints: a.roots.iter().map(|r| r.fingerprint_sha256()).collect(),
             errors: Vec::new(),
+            warnings: Vec::new(),
         };
         if !json {
             println!(
@@ -958,15 +1011,25 @@ fn verify_proxies(paths: &[PathBuf], now: OffsetDateTime, json: bool, ok: &mut b
                 st.errors.push(format!("{}: no workload certificate chain (`default` secret) in the dump", a.source));
                 break;
             }
-            match meshca::verify_workload_chain(&a.chain, &b.roots, now) {
-                Ok(_) => {
+            match meshca::verify_workload(&a.chain, &b.roots, now) {
+                Ok(v) => {
                     if !json && a.source != b.source {
                         println!("OK    {}'s workload chain is trusted by {}'s ROOTCA", a.source, b.source);
+                    }
+                    for w in v.warnings.iter().map(ToString::to_string) {
+                        if !st.warnings.contains(&w) {
+                            st.warnings.push(w);
+                        }
                     }
                 }
                 Err(e) => st
                     .errors
                     .push(format!("{}'s workload chain is not trusted by {}'s ROOTCA: {e}", a.source, b.source)),
+            }
+        }
+        if !json {
+            for w in &st.warnings {
+                println!("      warning: {w}");
             }
         }
         for e in &st.errors {

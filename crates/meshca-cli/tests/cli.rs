@@ -615,3 +615,35 @@ fn istio_sample_sidecar_dumps_verify() {
         1
     );
 }
+
+#[test]
+fn verify_judges_a_public_chain_without_its_key_and_shows_warnings() {
+    let d = tempdir("public-chain");
+    let peer = d.join("peer");
+    std::fs::create_dir_all(&peer).unwrap();
+    for f in ["cert-chain.pem", "root-cert.pem"] {
+        std::fs::copy(testdata(&format!("openssl/good/{f}")), peer.join(f)).unwrap();
+    }
+    let out = ok(&["verify", &s(&peer), &testdata("openssl/good"), "--at", "2027-01-01T00:00:00Z"]);
+    assert!(out.stdout.contains("public chain only"), "{}", out.stdout);
+    assert!(out.stdout.contains("all 2 bundles share root"), "{}", out.stdout);
+    let json = ok(&["verify", &s(&peer), "--json", "--at", "2027-01-01T00:00:00Z"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["bundles"][0]["publicOnly"], true);
+    // A public chain that does not reach its roots is refused like a bundle.
+    std::fs::copy(testdata("istio-samples/root-cert.pem"), peer.join("root-cert.pem")).unwrap();
+    assert_eq!(meshca(&["verify", &s(&peer), "--at", "2027-01-01T00:00:00Z"]).code, 1);
+    // Profile deviations are warnings: shown, in --json too, and the bundle still verifies.
+    let warned = testdata("openssl/rfc5280/warn-aki-issuer-serial");
+    let out = ok(&["verify", &warned, "--at", "2027-01-01T00:00:00Z"]);
+    assert!(out.stdout.contains("warning:") && out.stdout.contains("CA/Browser Forum"), "{}", out.stdout);
+    let json = ok(&["verify", &warned, "--json", "--at", "2027-01-01T00:00:00Z"]);
+    assert!(json.stdout.contains("CA/Browser Forum"), "{}", json.stdout);
+    let out = ok(&["inspect", &warned, "--at", "2027-01-01T00:00:00Z"]);
+    assert!(out.stdout.contains("warning:"), "{}", out.stdout);
+    // A rule failure names the certificate and the fix.
+    let out = meshca(&["verify", &testdata("openssl/rfc5280/unknown-critical"), "--at", "2027-01-01T00:00:00Z"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("critical extension 1.2.3.4.5"), "{}", out.stderr);
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -26,6 +26,7 @@ from ._meshca import Plan as Plan
 from ._meshca import PolicyInvalidError as PolicyInvalidError
 from ._meshca import RotationPolicy as RotationPolicy
 from ._meshca import SigningCa as SigningCa
+from ._meshca import TrustChain as TrustChain
 from ._meshca import TrustError as TrustError
 from ._meshca import make_csr as make_csr
 from ._meshca import verify_same_root as verify_same_root
@@ -45,6 +46,7 @@ __all__ = [
     "PolicyInvalidError",
     "RotationPolicy",
     "SigningCa",
+    "TrustChain",
     "TrustError",
     "make_csr",
     "verify_same_root",
