@@ -2,6 +2,7 @@
 //! kubeconfig contexts or Istio's multicluster remote secrets, and a controller for the
 //! RootTrustPolicy custom resource. It makes no PKI decision of its own: the reconcile loop and
 //! the rotation plan come from meshca-ops and the core.
+#![warn(missing_docs)]
 
 pub mod clusters;
 pub mod controller;

@@ -3,6 +3,7 @@
 //! reconcile loop, inspection, and the mTLS proof. The core decides everything about
 //! certificates; this crate reads, writes and reports. Shared by the `meshca` binary, the
 //! Kubernetes crate, the Python bindings and the examples.
+#![warn(missing_docs)]
 
 pub mod describe;
 pub mod error;

@@ -24,6 +24,7 @@
 //! meshca::verify_workload_chain(&leaf.chain(), root.bundle().roots(), now)?;
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 
 mod bundle;
 mod ca;
