@@ -27,7 +27,7 @@ policy; a cluster that failed to reconcile); 2 usage error.";
 /// New here? Run `meshca quickstart`: it does the whole multi-cluster workflow in a local
 /// directory (no cluster needed) and tells you what to run next.
 #[derive(Parser, Debug)]
-#[command(name = "meshca", version, after_help = EXIT_HELP, max_term_width = 100)]
+#[command(name = "meshca", version = env!("MESHCA_VERSION"), after_help = EXIT_HELP, max_term_width = 100)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,6 +62,14 @@ enum Command {
     Controller(ControllerArgs),
     /// Print the RootTrustPolicy CustomResourceDefinition (`meshca crd | kubectl apply -f -`).
     Crd,
+    /// Print shell completions: `meshca completions bash > /etc/bash_completion.d/meshca`
+    /// (zsh: into a directory on $fpath as `_meshca`; fish: ~/.config/fish/completions/meshca.fish).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `meshca man > /usr/local/share/man/man1/meshca.1`.
+    Man,
     /// Rotate the root without downtime: start, show status, roll back, forget a cluster. (Or
     /// name the new CA in the policy's spec.config.rootRotation.) `reconcile` applies the
     /// current step (new root added everywhere, new intermediates, old root removed).
@@ -461,6 +469,27 @@ fn main() -> ExitCode {
         Command::Crd => {
             print!("{}", meshca_kube::crd::CRD_YAML);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "meshca",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            let mut out = Vec::new();
+            match page.render(&mut out) {
+                Ok(()) => {
+                    use std::io::Write;
+                    let _ = std::io::stdout().write_all(&out);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err(Failure { code: 1, message: format!("cannot render the man page: {e}") }),
+            }
         }
     };
     match result {

@@ -647,3 +647,26 @@ fn verify_judges_a_public_chain_without_its_key_and_shows_warnings() {
     assert!(out.stderr.contains("critical extension 1.2.3.4.5"), "{}", out.stderr);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn version_completions_and_man_page() {
+    let v = ok(&["--version"]);
+    // Built from this repository: the version and the commit.
+    let line = v.stdout.trim();
+    assert!(line.starts_with(&format!("meshca {}", env!("CARGO_PKG_VERSION"))), "{line}");
+    let head =
+        Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output().ok().filter(|o| o.status.success());
+    if let Some(head) = head {
+        let commit = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+        assert!(line.ends_with(&format!("(commit {commit})")), "{line} vs {commit}");
+    }
+    for (shell, needle) in [("bash", "_meshca()"), ("zsh", "#compdef meshca"), ("fish", "complete -c meshca")] {
+        let out = ok(&["completions", shell]);
+        assert!(out.stdout.contains(needle), "{shell}");
+        assert!(out.stdout.contains("reconcile") && out.stdout.contains("rotate-root"), "{shell} completes commands");
+    }
+    assert_eq!(meshca(&["completions", "tcsh"]).code, 2);
+    let man = ok(&["man"]);
+    assert!(man.stdout.starts_with(".ie") || man.stdout.contains(".TH meshca 1"), "{}", &man.stdout[..80]);
+    assert!(man.stdout.contains("quickstart"), "the man page lists the commands");
+}
