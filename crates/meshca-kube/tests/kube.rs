@@ -465,9 +465,11 @@ async fn controller_drives_a_root_rotation_named_in_the_policy() {
 /// One RBAC rule: namespace (`None`: cluster-wide), API groups, resources, verbs.
 type Rule = (Option<String>, Vec<String>, Vec<String>, Vec<String>);
 
-/// The rules deploy/controller.yaml grants the controller's service account.
+/// The rules deploy/ (controller/controller.yaml and access.yaml) grants the controller's
+/// service account.
 fn shipped_rules() -> Vec<Rule> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/controller.yaml")).unwrap();
+    let read = |f: &str| std::fs::read_to_string(format!("{}/../../deploy/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let text = format!("{}\n---\n{}", read("controller/controller.yaml"), read("access.yaml"));
     let docs: Vec<Value> = text.split("\n---\n").map(|d| serde_saphyr::from_str(d).unwrap()).collect();
     let strings =
         |v: &Value| -> Vec<String> { v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect() };
@@ -527,7 +529,7 @@ fn assert_shipped_rbac_allows(log: &[String]) {
                 && resources.contains(&resource)
                 && verbs.iter().any(|v| v == verb)
         });
-        assert!(allowed, "deploy/controller.yaml does not allow {verb} {resource} in {ns:?} (group {group:?}): {line}");
+        assert!(allowed, "deploy/ does not allow {verb} {resource} in {ns:?} (group {group:?}): {line}");
     }
 }
 
@@ -585,4 +587,66 @@ async fn e2e_against_a_real_cluster() {
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let report = run(store, &text, &refs, now).await;
     assert!(report.ok(), "{report:?}");
+}
+
+/// `kubectl kustomize deploy/` (when kubectl is on PATH) renders the controller with the image,
+/// namespace and replicas set where deploy/ says, and moves nothing else: the access in the
+/// policies' and Istio's namespaces stays there, bound to the controller wherever it runs.
+#[test]
+fn the_manifests_render_with_kustomize_and_its_fields_take_effect() {
+    let has_kubectl =
+        std::process::Command::new("kubectl").arg("version").arg("--client").output().is_ok_and(|o| o.status.success());
+    if !has_kubectl {
+        eprintln!("SKIPPED kustomize render: no kubectl on PATH");
+        return;
+    }
+    let src = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy"));
+    let dir = std::env::temp_dir().join(format!("meshca-kustomize-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for f in
+        ["kustomization.yaml", "crd.yaml", "access.yaml", "controller/kustomization.yaml", "controller/controller.yaml"]
+    {
+        std::fs::create_dir_all(dir.join(f).parent().unwrap()).unwrap();
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let edit = |f: &str, from: &str, to: &str| {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap();
+        assert!(text.contains(from), "{f}: {from}");
+        std::fs::write(dir.join(f), text.replace(from, to)).unwrap();
+    };
+    let render = || {
+        let o = std::process::Command::new("kubectl").arg("kustomize").arg(&dir).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8(o.stdout).unwrap();
+        text.split("\n---\n").map(|d| serde_saphyr::from_str::<Value>(d).unwrap()).collect::<Vec<Value>>()
+    };
+    let find = |docs: &[Value], kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{kind} {name}"))
+    };
+    let defaults = render();
+    assert_eq!(
+        find(&defaults, "Deployment", "meshca-controller")["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/meshca/meshca:0.1.0"
+    );
+    edit("kustomization.yaml", "newTag: 0.1.0", "newTag: 9.9.9");
+    edit("kustomization.yaml", "count: 2", "count: 3");
+    edit("controller/kustomization.yaml", "namespace: meshca-system", "namespace: platform-ca");
+    let docs = render();
+    let deploy = find(&docs, "Deployment", "meshca-controller");
+    assert_eq!(deploy["spec"]["template"]["spec"]["containers"][0]["image"], "ghcr.io/meshca/meshca:9.9.9");
+    assert_eq!(deploy["spec"]["replicas"], 3);
+    assert_eq!(deploy["metadata"]["namespace"], "platform-ca");
+    assert_eq!(find(&docs, "Namespace", "platform-ca")["kind"], "Namespace");
+    assert_eq!(find(&docs, "Role", "meshca-leader-election")["metadata"]["namespace"], "platform-ca");
+    for (role, ns) in [("meshca-signing-ca", "gloo-mesh"), ("meshca-remote-secrets", "istio-system")] {
+        assert_eq!(find(&docs, "Role", role)["metadata"]["namespace"], ns);
+        let binding = find(&docs, "RoleBinding", role);
+        assert_eq!(binding["metadata"]["namespace"], ns);
+        assert_eq!(binding["subjects"][0]["namespace"], "platform-ca", "{role} binds the moved ServiceAccount");
+    }
+    assert_eq!(find(&docs, "ClusterRoleBinding", "meshca-controller")["subjects"][0]["namespace"], "platform-ca");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
