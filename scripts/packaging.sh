@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The ways users get meshca, each exercised from this checkout (called by .ci/run): the API docs
+# build without a warning, the four crates package and build as crates.io would take them,
+# `cargo install` gives a working `meshca`, and the Python wheel and sdist install into fresh
+# venvs and pass the pytest suite (scripts/build-wheels.sh, scripts/test-wheels.sh). The
+# kustomize rendering of deploy/ is a test of the suite (crates/meshca-kube/tests/kube.rs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+t() { local start=$SECONDS; "$@"; echo "   ($(( SECONDS - start )) s)"; }
+
+echo "== cargo doc --no-deps, warnings denied"
+RUSTDOCFLAGS="-D warnings" t cargo doc --no-deps --workspace --locked --quiet
+
+echo "== cargo publish --dry-run: meshca, meshca-ops, meshca-kube, meshca-cli (dependency order)"
+t cargo publish --dry-run --locked -p meshca -p meshca-ops -p meshca-kube -p meshca-cli
+
+echo "== cargo install --path crates/meshca-cli"
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+CARGO_TARGET_DIR="$repo/target" t cargo install --locked --quiet --path crates/meshca-cli --root "$root"
+"$root/bin/meshca" --version | tee /dev/stderr | grep -q "^meshca [0-9.]* (commit [0-9a-f]*)$"
+"$root/bin/meshca" completions bash | grep -q "_meshca()"
+"$root/bin/meshca" completions zsh | grep -q "#compdef meshca"
+"$root/bin/meshca" completions fish | grep -q "complete -c meshca"
+"$root/bin/meshca" man | grep -q '^\.TH meshca 1'
+
+echo "== Python: abi3 wheel and sdist"
+t ./scripts/build-wheels.sh
+t ./scripts/test-wheels.sh
