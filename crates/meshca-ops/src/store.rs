@@ -922,6 +922,20 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
+    fn a_planted_lock_file_link_is_refused_and_its_target_untouched() {
+        let root = tempdir("locklink");
+        std::fs::create_dir_all(&root).unwrap();
+        let (outside, before) = outside_with_victim("locklink");
+        std::os::unix::fs::symlink(outside.join("precious/data"), root.join(LOCK_FILE)).unwrap();
+        let e = DirStore::new(&root).lock(std::time::Duration::from_secs(1), "test", |_| {}).unwrap_err();
+        assert!(matches!(e, Error::UnsafeStorePath { .. }), "{e}");
+        assert_eq!(snapshot(&outside), before, "the link's target was not truncated or written");
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
+    }
+
+    #[test]
     fn a_reader_never_sees_a_half_swapped_secret() {
         let root = tempdir("torn");
         let store = DirStore::new(&root);
