@@ -19,11 +19,18 @@ echo "== cargo install --path crates/meshca-cli"
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 CARGO_TARGET_DIR="$repo/target" t cargo install --locked --quiet --path crates/meshca-cli --root "$root"
-"$root/bin/meshca" --version | tee /dev/stderr | grep -q "^meshca [0-9.]* (commit [0-9a-f]*)$"
-"$root/bin/meshca" completions bash | grep -q "_meshca()"
-"$root/bin/meshca" completions zsh | grep -q "#compdef meshca"
-"$root/bin/meshca" completions fish | grep -q "complete -c meshca"
-"$root/bin/meshca" man | grep -q '^\.TH meshca 1'
+# Each output is captured whole before it is matched: `cmd | grep -q` would close the pipe early.
+expect() { # NEEDLE CMD...: CMD succeeds and its output holds NEEDLE (a grep -E pattern)
+  local needle=$1 out; shift
+  out=$("$@")
+  grep -qE -- "$needle" <<<"$out" || { echo "'$*' printed no line matching $needle" >&2; exit 1; }
+}
+"$root/bin/meshca" --version
+expect '^meshca [0-9.]+ \(commit [0-9a-f]{12}\)$' "$root/bin/meshca" --version
+expect '_meshca\(\)' "$root/bin/meshca" completions bash
+expect '#compdef meshca' "$root/bin/meshca" completions zsh
+expect 'complete -c meshca' "$root/bin/meshca" completions fish
+expect '^\.TH meshca 1' "$root/bin/meshca" man
 
 echo "== Python: abi3 wheel and sdist"
 t ./scripts/build-wheels.sh
