@@ -213,17 +213,19 @@ impl DirStore {
             let path = path.to_owned();
             move |source| Error::from(IoError { path, action, source })
         };
+        // The common case costs one open; only a failure is looked at more closely.
+        let err = match parent.open_dir_nofollow(name) {
+            Ok(d) => return Ok(Some(d)),
+            Err(e) => e,
+        };
         match parent.symlink_metadata(name) {
             Ok(m) if m.is_symlink() => {
-                return Err(Error::UnsafeStorePath {
-                    path,
-                    problem: "is a symlink where the store keeps a directory".into(),
-                })
+                Err(Error::UnsafeStorePath { path, problem: "is a symlink where the store keeps a directory".into() })
             }
             Ok(m) if !m.is_dir() => {
-                return Err(Error::UnsafeStorePath { path, problem: format!("is {}, not a directory", kind(&m)) })
+                Err(Error::UnsafeStorePath { path, problem: format!("is {}, not a directory", kind(&m)) })
             }
-            Ok(_) => {}
+            Ok(_) => Err(io("open the directory", &path)(err)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if !create {
                     return Ok(None);
@@ -233,10 +235,10 @@ impl DirStore {
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(io("create the directory", &path)(e)),
                 }
+                parent.open_dir_nofollow(name).map(Some).map_err(io("open the directory", &path))
             }
-            Err(e) => return Err(io("inspect", &path)(e)),
+            Err(e) => Err(io("inspect", &path)(e)),
         }
-        parent.open_dir_nofollow(name).map(Some).map_err(io("open the directory", &path))
     }
 
     /// Opens a Secret's directory (creating the path when `create`), without following links.
