@@ -40,7 +40,7 @@ impl TrustChain {
     pub fn from_pems(chain_pem: &[u8], roots_pem: &[u8], now: OffsetDateTime) -> Result<Self> {
         let chain = Certificate::from_pem_all(chain_pem, CERT_CHAIN)?;
         let roots = Certificate::from_pem_all(roots_pem, ROOT_CERT)?;
-        Self::verify(chain, roots, Sources { cert: CERT_CHAIN, ..ISTIO_SOURCES }, now)
+        Self::from_certificates(chain, roots, now)
     }
 
     /// Verifies already parsed certificates, as [`TrustChain::from_pems`] does.
