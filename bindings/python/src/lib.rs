@@ -52,40 +52,58 @@ create_exception!(meshca, TrustError, MeshcaError, "Bundles do not share a root,
 create_exception!(meshca, FileError, MeshcaError, "A file or directory could not be read or written.");
 
 /// The one mapping from core errors to Python exceptions; messages are kept intact.
-fn core_err(e: meshca::Error) -> PyErr {
-    use meshca::Error as E;
-    let msg = e.to_string();
-    match e {
-        E::WeakRsaKey { ref what, .. } if what.contains("key") => KeyUnsupportedError::new_err(msg),
-        E::EncryptedKey { .. }
-        | E::Ed25519Key { .. }
-        | E::UnknownCurve { .. }
-        | E::UnsupportedKeyAlgorithm { .. }
-        | E::KeyParse { .. }
-        | E::UnknownKeyAlgorithmName { .. } => KeyUnsupportedError::new_err(msg),
-        E::Csr { .. } => CsrInvalidError::new_err(msg),
-        E::InvalidSpiffeId { .. } | E::InvalidParameter { .. } => InvalidParameterError::new_err(msg),
-        E::SignerCannotIssueCa { .. }
-        | E::SignerNotValid { .. }
-        | E::IssuerNameNotRepresentable { .. }
-        | E::Issuance { .. } => IssuanceError::new_err(msg),
-        E::RootMismatch { .. } | E::LeafUntrusted { .. } | E::LeafProfile { .. } => TrustError::new_err(msg),
-        _ => BundleInvalidError::new_err(msg),
+/// A core error on its way to Python.
+struct CoreError(meshca::Error);
+
+/// An edge (meshca-ops) error on its way to Python.
+struct OpsError(meshca_ops::Error);
+
+impl From<CoreError> for PyErr {
+    fn from(CoreError(e): CoreError) -> PyErr {
+        use meshca::Error as E;
+        let msg = e.to_string();
+        match e {
+            E::WeakRsaKey { holder: meshca::KeyHolder::PrivateKey | meshca::KeyHolder::Csr, .. }
+            | E::EncryptedKey { .. }
+            | E::Ed25519Key { .. }
+            | E::UnknownCurve { .. }
+            | E::UnsupportedKeyAlgorithm { .. }
+            | E::KeyParse { .. }
+            | E::UnknownKeyAlgorithmName { .. } => KeyUnsupportedError::new_err(msg),
+            E::Csr { .. } => CsrInvalidError::new_err(msg),
+            E::InvalidSpiffeId { .. } | E::InvalidParameter { .. } => InvalidParameterError::new_err(msg),
+            E::SignerCannotIssueCa { .. }
+            | E::SignerNotValid { .. }
+            | E::IssuerNameNotRepresentable { .. }
+            | E::Issuance { .. } => IssuanceError::new_err(msg),
+            E::RootMismatch { .. } | E::LeafUntrusted { .. } | E::LeafProfile { .. } => TrustError::new_err(msg),
+            _ => BundleInvalidError::new_err(msg),
+        }
     }
 }
 
-fn cli_err(e: meshca_ops::Error) -> PyErr {
-    match e {
-        meshca_ops::Error::Core { context, source } => {
-            let py = core_err(source);
-            Python::attach(|py_| {
-                let msg = format!("{context}: {}", py.value(py_));
-                PyErr::from_type(py.get_type(py_), msg)
-            })
+impl From<OpsError> for PyErr {
+    fn from(OpsError(e): OpsError) -> PyErr {
+        match e {
+            meshca_ops::Error::Core { context, source } => {
+                let py = PyErr::from(CoreError(source));
+                Python::attach(|py_| {
+                    let msg = format!("{context}: {}", py.value(py_));
+                    PyErr::from_type(py.get_type(py_), msg)
+                })
+            }
+            meshca_ops::Error::Io(io) => FileError::new_err(io.to_string()),
+            other => MeshcaError::new_err(other.to_string()),
         }
-        meshca_ops::Error::Io(io) => FileError::new_err(io.to_string()),
-        other => MeshcaError::new_err(other.to_string()),
     }
+}
+
+fn core_err(e: meshca::Error) -> PyErr {
+    CoreError(e).into()
+}
+
+fn cli_err(e: meshca_ops::Error) -> PyErr {
+    OpsError(e).into()
 }
 
 // ---- the clock ----------------------------------------------------------------------------
@@ -121,11 +139,7 @@ fn layout(name: &str) -> PyResult<Layout> {
 }
 
 fn days(n: i64, field: &str) -> PyResult<Duration> {
-    let max = meshca::MAX_CA_TTL.whole_days();
-    if !(1..=max).contains(&n) {
-        return Err(InvalidParameterError::new_err(format!("{field} must be between 1 and {max}, got {n}")));
-    }
-    Ok(Duration::days(n))
+    meshca::bounds::ca_ttl_days(n).map_err(|e| InvalidParameterError::new_err(format!("{field} {e}")))
 }
 
 /// An integer argument in `lo..=hi`; anything else (a huge int, a float, a string) raises
@@ -142,7 +156,8 @@ fn int_in(v: &Bound<'_, PyAny>, field: &str, lo: i64, hi: i64) -> PyResult<i64> 
 }
 
 fn ttl_days_arg(v: &Bound<'_, PyAny>) -> PyResult<i64> {
-    int_in(v, "ttl_days", 1, meshca::MAX_CA_TTL.whole_days())
+    let (lo, hi) = meshca::bounds::CA_TTL_DAYS;
+    int_in(v, "ttl_days", lo, hi)
 }
 
 /// A policy's `ttl_days`: out of range is a policy error, as the policy's other bounds are.
@@ -482,11 +497,7 @@ impl PyLeaf {
 
     /// Writes cert-chain.pem, key.pem (0600) and root-cert.pem into `dir`.
     fn write(&self, dir: PathBuf) -> PyResult<Vec<String>> {
-        let mut files = Files::new();
-        files.insert("cert-chain.pem", self.inner.cert_chain_pem().into_bytes());
-        files.insert("key.pem", self.inner.key_pem().as_bytes().to_vec());
-        files.insert("root-cert.pem", self.inner.root_cert_pem().into_bytes());
-        let written = meshca_ops::fs::write_files(&dir, &files).map_err(|e| cli_err(e.into()))?;
+        let written = meshca_ops::fs::write_files(&dir, &self.inner.to_files()).map_err(|e| cli_err(e.into()))?;
         Ok(written.into_iter().map(|p| p.display().to_string()).collect())
     }
 
@@ -571,8 +582,12 @@ impl PySigningCa {
         now: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyCacerts> {
         let now = now_from(now)?;
-        meshca::validate_trust_domain(trust_domain)
-            .map_err(|e| InvalidParameterError::new_err(format!("trust_domain: {e}")))?;
+        meshca::validate_trust_domain(trust_domain).map_err(|e| match e {
+            meshca::Error::InvalidParameter { reason, .. } => {
+                InvalidParameterError::new_err(format!("trust_domain: {reason}"))
+            }
+            other => core_err(other),
+        })?;
         let mut p = IntermediateParams::new(cluster);
         p.ttl = days(ttl_days, "ttl_days")?;
         p.key = key_alg(key)?;
@@ -706,11 +721,10 @@ impl PyRotationPolicy {
         passive_roots: Option<&[u8]>,
         now: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        if !(1..=36_500).contains(&ttl_days) {
-            return Err(PolicyInvalidError::new_err(format!("ttl_days must be between 1 and 36500, got {ttl_days}")));
-        }
-        let mut inner = RotationPolicy::new(Duration::days(ttl_days), grace_ratio)
-            .map_err(|e| PolicyInvalidError::new_err(e.to_string()))?;
+        let ttl =
+            meshca::bounds::ca_ttl_days(ttl_days).map_err(|e| PolicyInvalidError::new_err(format!("ttl_days {e}")))?;
+        let mut inner =
+            RotationPolicy::new(ttl, grace_ratio).map_err(|e| PolicyInvalidError::new_err(e.to_string()))?;
         inner.key = key_alg(key)?;
         inner.organization = organization.to_owned();
         inner.pathlen = pathlen;

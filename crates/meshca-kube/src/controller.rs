@@ -18,11 +18,13 @@ use kube::runtime::{predicates, watcher, Controller, PredicateConfig, WatchStrea
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
+use tracing::Instrument;
 
 use meshca_ops::reconcile::{self, Action as Outcome, Options, Report, Run};
-use meshca_ops::rootrotation::{gloo_state, RotationReport};
+use meshca_ops::rootrotation::{Notice, RotationReport, StepOutcome, StepState};
 
-use crate::leader::{self, LeaseConfig};
+use crate::crd::{ClusterStatus, Condition, PolicyState, PolicyStatus, RotationClusterStatus, RotationStatus};
+use crate::leader::{self, Clock, LeaseConfig};
 use crate::store::KubeStore;
 use crate::{clusters, crd, Error};
 
@@ -44,6 +46,8 @@ pub struct ControllerConfig {
     pub lease: Option<LeaseConfig>,
     /// This replica's name, for Events.
     pub identity: String,
+    /// Where the controller reads the time (the wall clock; tests may pin it).
+    pub clock: Clock,
 }
 
 impl ControllerConfig {
@@ -57,6 +61,7 @@ impl ControllerConfig {
             timeout: Duration::from_secs(20),
             lease: None,
             identity: identity.to_owned(),
+            clock: OffsetDateTime::now_utc,
         }
     }
 }
@@ -77,7 +82,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     if let Some(lease) = &cfg.lease {
-        leader::acquire(&mgmt, lease).await?;
+        leader::acquire(&mgmt, lease, cfg.clock).await?;
+        tracing::info!(lease = %format!("{}/{}", lease.namespace, lease.name), "holding the leader lease");
     }
     let ar = crd::api_resource();
     let api: Api<DynamicObject> = match &cfg.namespace {
@@ -89,6 +95,7 @@ pub async fn run(
         Reporter { controller: "meshca-controller".into(), instance: Some(cfg.identity.clone()) },
     );
     let lease = cfg.lease.clone();
+    let clock = cfg.clock;
     let ctx = Arc::new(Ctx { mgmt: mgmt.clone(), cfg, ar: ar.clone(), recorder, failures: Mutex::new(HashMap::new()) });
     // Trigger on spec changes (generation), not on our own status writes: a status write would
     // otherwise start another full pass over every cluster. Time-based requeues still run.
@@ -104,14 +111,14 @@ pub async fn run(
         .run(reconcile_policy, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
-                eprintln!("meshca-controller: {e}");
+                tracing::warn!(error = %e, "controller");
             }
         });
     match lease {
         Some(lease) => {
             tokio::select! {
                 () = controller => Ok(()),
-                lost = leader::keep(mgmt, lease) => Err(lost),
+                lost = leader::keep(mgmt, lease, clock) => Err(lost),
             }
         }
         None => {
@@ -134,12 +141,17 @@ fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Ctx>) -> Action {
     let mut f = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
     let n = f.entry(key(&obj)).or_insert(0);
     *n += 1;
-    eprintln!("meshca-controller: {}: {err}; retrying in {:?}", key(&obj), backoff(*n));
+    tracing::warn!(policy = %key(&obj), error = %err, retry_in = ?backoff(*n), "reconcile failed");
     Action::requeue(backoff(*n))
 }
 
 async fn reconcile_policy(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let now = OffsetDateTime::now_utc();
+    let span = tracing::info_span!("policy", policy = %key(&obj), generation = obj.metadata.generation);
+    reconcile_policy_in(obj, ctx).instrument(span).await
+}
+
+async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let now = (ctx.cfg.clock)();
     let source = format!("RootTrustPolicy {}", key(&obj));
     let generation = obj.metadata.generation;
     let mut value = serde_json::to_value(obj.as_ref()).unwrap_or(Value::Null);
@@ -149,7 +161,9 @@ async fn reconcile_policy(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Acti
     let policy = match meshca_ops::policy::parse_value(value, &source) {
         Ok(p) => p,
         Err(e) => {
-            set_status(&ctx, &obj, not_ready("INVALID", "InvalidPolicy", &e.to_string(), now, generation)).await?;
+            tracing::warn!(error = %e, "invalid policy");
+            set_status(&ctx, &obj, not_ready(PolicyState::Invalid, "InvalidPolicy", &e.to_string(), now, generation))
+                .await?;
             publish(&ctx, &obj, EventType::Warning, "InvalidPolicy", "Validate", &e.to_string()).await;
             // Nothing to do until someone edits the policy.
             return Ok(Action::await_change());
@@ -170,7 +184,8 @@ async fn reconcile_policy(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Acti
             clusters::REMOTE_SECRET_SELECTOR,
             ctx.cfg.remote_secret_namespace
         );
-        set_status(&ctx, &obj, not_ready("WARNING", "NoClusters", &msg, now, generation)).await?;
+        tracing::warn!("{msg}");
+        set_status(&ctx, &obj, not_ready(PolicyState::Warning, "NoClusters", &msg, now, generation)).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
 
@@ -179,17 +194,21 @@ async fn reconcile_policy(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Acti
     let mut opts = Options::new(now, workload);
     opts.mgmt_cluster = ctx.cfg.mgmt_cluster.clone();
     opts.policy_generation = generation;
-    let run =
-        tokio::task::spawn_blocking(move || reconcile::run(&store, &policy, &opts, &mut meshca::OsRng, &mut |_, _| {}))
-            .await
-            .map_err(|e| Error::Config { context: source.clone(), detail: format!("reconcile task failed: {e}") })?;
+    let span = tracing::Span::current();
+    let run = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| reconcile::run(&store, &policy, &opts, &mut meshca::OsRng, &mut |_, _| {}))
+    })
+    .await
+    .map_err(|e| Error::Config { context: source.clone(), detail: format!("reconcile task failed: {e}") })?;
     let report = match run {
         Ok(Run::Reconciled(r)) => r,
         Ok(Run::RootRotation(rot)) => return rotation_step(&ctx, &obj, &rot, now, generation).await,
         Err(e) => {
             // Nothing could be done for any cluster: the signer or a passive CA is missing or
             // invalid, or the root rotation refused to go on (the message says why and what to do).
-            set_status(&ctx, &obj, not_ready("FAILED", "CannotReconcile", &e.to_string(), now, generation)).await?;
+            tracing::warn!(error = %e, "cannot reconcile");
+            set_status(&ctx, &obj, not_ready(PolicyState::Failed, "CannotReconcile", &e.to_string(), now, generation))
+                .await?;
             publish(&ctx, &obj, EventType::Warning, "CannotReconcile", "Reconcile", &e.to_string()).await;
             return Err(e.into());
         }
@@ -197,6 +216,7 @@ async fn reconcile_policy(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Acti
 
     set_status(&ctx, &obj, status_of(&report, &obj, now, generation)).await?;
     for c in &report.clusters {
+        tracing::info!(cluster = %c.cluster, action = ?c.action, reason = %c.reason, "cluster");
         let (type_, reason, action) = match c.action {
             Outcome::Issued => (EventType::Normal, "Issued", "Issue"),
             Outcome::Rotated => (EventType::Normal, "Rotated", "Rotate"),
@@ -240,21 +260,26 @@ async fn rotation_step(
 ) -> Result<Action, Error> {
     set_status(ctx, obj, rotation_status(rot, now, generation)).await?;
     let summary = format!("{} -> {}", rot.old_root, rot.new_root);
-    if let Some(n) = &rot.notice {
-        let reason = if n.starts_with("rolling back") { "RootRotationRollingBack" } else { "RootRotationStarted" };
-        publish(ctx, obj, EventType::Normal, reason, "RotateRoot", &format!("{n}: {summary}")).await;
+    tracing::info!(phase = %rot.phase, now_phase = %rot.now_phase, "root rotation: {summary}");
+    if let Some(n) = rot.notice {
+        let (reason, what) = match n {
+            Notice::RollingBack => ("RootRotationRollingBack", "rolling back: spec.config.rootRotation was removed"),
+            _ => ("RootRotationStarted", "started by spec.config.rootRotation"),
+        };
+        publish(ctx, obj, EventType::Normal, reason, "RotateRoot", &format!("{what}: {summary}")).await;
     }
-    let mut from = &rot.phase;
+    let mut from = rot.phase;
     for to in &rot.entered {
         // One reason per phase reached (RootRotationPropagatingIntermediates, ...Complete): the
         // event recorder folds events with the same reason into one, keeping the first note.
         let reason = format!("RootRotation{to}");
-        let note = format!("{summary}: {from} -> {to} ({})", gloo_state(to));
+        let note = format!("{summary}: {from} -> {to} ({})", to.gloo_state());
         publish(ctx, obj, EventType::Normal, &reason, "RotateRoot", &note).await;
-        from = to;
+        from = *to;
     }
-    for c in rot.clusters.iter().filter(|c| c.outcome.starts_with("FAILED")) {
-        publish(ctx, obj, EventType::Warning, "ClusterFailed", "RotateRoot", &format!("{}: {}", c.cluster, c.outcome))
+    for (cluster, error) in rot.failed_clusters() {
+        tracing::warn!(cluster, error, "root rotation step failed");
+        publish(ctx, obj, EventType::Warning, "ClusterFailed", "RotateRoot", &format!("{cluster}: FAILED: {error}"))
             .await;
     }
     let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
@@ -279,35 +304,63 @@ async fn rotation_step(
     Ok(Action::requeue(wait))
 }
 
-fn rotation_status(rot: &RotationReport, now: OffsetDateTime, generation: Option<i64>) -> Value {
-    let clusters: serde_json::Map<String, Value> =
-        rot.clusters.iter().map(|c| (c.cluster.clone(), Value::String(c.outcome.clone()))).collect();
-    let failed: Vec<&str> =
-        rot.clusters.iter().filter(|c| c.outcome.starts_with("FAILED")).map(|c| c.cluster.as_str()).collect();
-    let (state, ready_reason, ready_msg) = if failed.is_empty() {
-        ("ACCEPTED", "RootRotating", format!("root rotation {}: {}", rot.now_phase, rot.step))
-    } else {
-        ("FAILED", "ClustersFailed", format!("failed: {}", failed.join(", ")))
+/// A cluster's outcome in `status.rotation.clusters`.
+fn cluster_status(o: &StepOutcome) -> RotationClusterStatus {
+    let (error, restarted) = match o {
+        StepOutcome::Failed { error } => (Some(error.clone()), None),
+        StepOutcome::Converged { restarted, restart_error } => {
+            (None, restarted.clone().or_else(|| restart_error.as_ref().map(|e| format!("autoRestartPods: {e}"))))
+        }
+        _ => (None, None),
     };
-    let rotating = !rot.finished;
-    json!({
-        "observedGeneration": generation,
-        "state": state,
-        "message": ready_msg,
-        "rotation": {
-            "state": gloo_state(&rot.now_phase),
-            "phase": rot.now_phase,
-            "oldRoot": rot.old_root,
-            "newRoot": rot.new_root,
-            "step": rot.step,
-            "nextStepAt": rot.next_step_at.map(meshca::format_time),
-            "clusters": clusters,
-        },
-        "conditions": [
+    RotationClusterStatus { outcome: o.kind().into(), error, restarted }
+}
+
+/// Where the rotation stands after the run's last pass, in a few words for conditions.
+fn where_it_stands(rot: &RotationReport) -> (Vec<String>, String) {
+    match rot.steps.last() {
+        Some(StepState::Converging { pending }) => {
+            (pending.clone(), format!("waiting for {} cluster(s) to reach the phase's target", pending.len()))
+        }
+        Some(StepState::Dwelling { until }) => {
+            (Vec::new(), format!("every cluster is done; the next step may begin at {}", meshca::format_time(*until)))
+        }
+        _ if rot.finished => (Vec::new(), "finished".into()),
+        _ => (Vec::new(), "moving on".into()),
+    }
+}
+
+fn rotation_status(rot: &RotationReport, now: OffsetDateTime, generation: Option<i64>) -> PolicyStatus {
+    let clusters = rot.clusters.iter().map(|c| (c.cluster.clone(), cluster_status(&c.outcome))).collect();
+    let failed: Vec<&str> = rot.failed_clusters().map(|(c, _)| c).collect();
+    let (pending, step) = where_it_stands(rot);
+    let (state, ready_reason, ready_msg) = if failed.is_empty() {
+        (PolicyState::Accepted, "RootRotating", format!("root rotation {}: {step}", rot.now_phase))
+    } else {
+        (PolicyState::Failed, "ClustersFailed", format!("failed: {}", failed.join(", ")))
+    };
+    let mut phases = vec![rot.phase.to_string()];
+    phases.extend(rot.entered.iter().map(ToString::to_string));
+    PolicyStatus {
+        observed_generation: generation,
+        state: Some(state),
+        message: Some(ready_msg.clone()),
+        rotation: Some(RotationStatus {
+            state: rot.now_phase.gloo_state().into(),
+            phase: Some(rot.now_phase.to_string()),
+            old_root: Some(rot.old_root.clone()),
+            new_root: Some(rot.new_root.clone()),
+            pending: Some(pending),
+            next_step_at: rot.next_step_at.map(meshca::format_time),
+            phases: Some(phases),
+            clusters: Some(clusters),
+        }),
+        conditions: vec![
             condition("Ready", failed.is_empty(), ready_reason, &ready_msg, now, generation),
-            condition("RootRotation", rotating, &rot.now_phase, &rot.step, now, generation),
+            condition("RootRotation", !rot.finished, rot.now_phase.name(), &step, now, generation),
         ],
-    })
+        ..Default::default()
+    }
 }
 
 fn condition(
@@ -317,82 +370,92 @@ fn condition(
     message: &str,
     now: OffsetDateTime,
     generation: Option<i64>,
-) -> Value {
-    json!({
-        "type": type_,
-        "status": if ok { "True" } else { "False" },
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": meshca::format_time(now),
-        "observedGeneration": generation,
-    })
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: meshca::format_time(now),
+        observed_generation: generation,
+    }
 }
 
 /// The status of a policy that is not (yet) being applied: its state, and a Ready=False condition
 /// with the same reason and message.
-fn not_ready(state: &str, reason: &str, message: &str, now: OffsetDateTime, generation: Option<i64>) -> Value {
-    json!({
-        "observedGeneration": generation,
-        "state": state,
-        "message": message,
-        "conditions": [condition("Ready", false, reason, message, now, generation)],
-    })
+fn not_ready(
+    state: PolicyState,
+    reason: &str,
+    message: &str,
+    now: OffsetDateTime,
+    generation: Option<i64>,
+) -> PolicyStatus {
+    PolicyStatus {
+        observed_generation: generation,
+        state: Some(state),
+        message: Some(message.into()),
+        conditions: vec![condition("Ready", false, reason, message, now, generation)],
+        ..Default::default()
+    }
 }
 
-fn status_of(report: &Report, obj: &DynamicObject, now: OffsetDateTime, generation: Option<i64>) -> Value {
+fn status_of(report: &Report, obj: &DynamicObject, now: OffsetDateTime, generation: Option<i64>) -> PolicyStatus {
     let previous = obj.data.get("status").and_then(|s| s.get("clusters")).cloned().unwrap_or(Value::Null);
-    let mut clusters = serde_json::Map::new();
-    for c in &report.clusters {
-        let last_rotation = match c.rotated_at {
-            Some(t) => Value::String(meshca::format_time(t)),
-            None => previous.get(&c.cluster).and_then(|p| p.get("lastRotation")).cloned().unwrap_or(Value::Null),
-        };
-        clusters.insert(
-            c.cluster.clone(),
-            json!({
-                "action": c.action,
-                "reason": c.reason,
-                "notAfter": c.not_after.map(meshca::format_time),
-                "nextCheck": c.next_check.map(meshca::format_time),
-                "lastRotation": last_rotation,
-            }),
-        );
-    }
+    let clusters = report
+        .clusters
+        .iter()
+        .map(|c| {
+            let last_rotation = match c.rotated_at {
+                Some(t) => Some(meshca::format_time(t)),
+                None => previous
+                    .get(&c.cluster)
+                    .and_then(|p| p.get("lastRotation"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            };
+            let status = ClusterStatus {
+                action: Some(c.action),
+                reason: Some(c.reason.clone()),
+                not_after: c.not_after.map(meshca::format_time),
+                next_check: c.next_check.map(meshca::format_time),
+                last_rotation,
+            };
+            (c.cluster.clone(), status)
+        })
+        .collect();
     let failed: Vec<&str> =
         report.clusters.iter().filter(|c| c.action == Outcome::Failed).map(|c| c.cluster.as_str()).collect();
     let warned = report.clusters.iter().any(|c| !c.warnings.is_empty());
     let (state, reason, message) = if !failed.is_empty() {
-        ("FAILED", "ClustersFailed", format!("failed: {}", failed.join(", ")))
+        (PolicyState::Failed, "ClustersFailed", format!("failed: {}", failed.join(", ")))
     } else if !report.trust.ok {
-        ("FAILED", "TrustCheckFailed", report.trust.error.clone().unwrap_or_default())
+        (PolicyState::Failed, "TrustCheckFailed", report.trust.error.clone().unwrap_or_default())
     } else if warned {
-        ("WARNING", "Reconciled", format!("{} clusters reconciled, with warnings", report.clusters.len()))
+        (PolicyState::Warning, "Reconciled", format!("{} clusters reconciled, with warnings", report.clusters.len()))
     } else {
-        ("ACCEPTED", "Reconciled", format!("{} clusters share root {}", report.clusters.len(), report.signer.root))
+        (
+            PolicyState::Accepted,
+            "Reconciled",
+            format!("{} clusters share root {}", report.clusters.len(), report.signer.root),
+        )
     };
-    json!({
-        "observedGeneration": generation,
-        "state": state,
-        "message": message,
-        "rootFingerprint": report.trust.root_fingerprint,
-        "nextCheck": report.next_check.map(meshca::format_time),
-        "clusters": clusters,
-        "rotation": not_rotating(),
-        "notes": report.notes,
-        "conditions": [condition("Ready", state == "ACCEPTED" || state == "WARNING", reason, &message, now, generation)],
-    })
+    let ready = matches!(state, PolicyState::Accepted | PolicyState::Warning);
+    PolicyStatus {
+        observed_generation: generation,
+        state: Some(state),
+        message: Some(message.clone()),
+        root_fingerprint: report.trust.root_fingerprint.clone(),
+        next_check: report.next_check.map(meshca::format_time),
+        clusters: Some(clusters),
+        // The usual loop ran: no rotation is under way. The last rotation's fields are
+        // cleared (its Events remain).
+        rotation: Some(RotationStatus::not_rotating()),
+        notes: Some(report.notes.clone()),
+        conditions: vec![condition("Ready", ready, reason, &message, now, generation)],
+    }
 }
 
-/// The usual loop ran: no rotation is under way. A merge patch merges objects, so the last
-/// rotation's fields are cleared with nulls (its Events remain).
-fn not_rotating() -> Value {
-    json!({
-        "state": "NOT_ROTATING",
-        "phase": null, "oldRoot": null, "newRoot": null, "step": null, "nextStepAt": null, "clusters": null,
-    })
-}
-
-async fn set_status(ctx: &Ctx, obj: &DynamicObject, status: Value) -> Result<(), Error> {
+async fn set_status(ctx: &Ctx, obj: &DynamicObject, status: PolicyStatus) -> Result<(), Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.mgmt.clone(), &obj.namespace().unwrap_or_default(), &ctx.ar);
     api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
         .await
@@ -404,6 +467,6 @@ async fn publish(ctx: &Ctx, obj: &DynamicObject, type_: EventType, reason: &str,
     let ev = Event { type_, reason: reason.into(), note: Some(note.into()), action: action.into(), secondary: None };
     if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&ctx.ar)).await {
         // Events are best effort; the status carries the same facts.
-        eprintln!("meshca-controller: cannot publish event {reason}: {}", crate::store::describe(&e));
+        tracing::warn!(reason, error = %crate::store::describe(&e), "cannot publish event");
     }
 }

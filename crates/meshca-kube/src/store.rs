@@ -64,7 +64,7 @@ impl KubeStore {
     fn client(&self, cluster: &str) -> Result<Client, Error> {
         self.clusters.get(cluster).cloned().ok_or_else(|| Error::Store {
             location: cluster.to_owned(),
-            detail: "no Kubernetes client for this cluster; give it as --cluster NAME=CONTEXT".into(),
+            detail: "no Kubernetes client for this cluster (name it with its kubeconfig context)".into(),
         })
     }
 
@@ -166,10 +166,10 @@ impl Store for KubeStore {
         Ok(())
     }
 
-    fn restart_istiod(&self, cluster: &str) -> Result<Option<String>, Error> {
+    fn restart_istiod(&self, cluster: &str, now: time::OffsetDateTime) -> Result<Option<String>, Error> {
         let api: Api<Deployment> = Api::namespaced(self.client(cluster)?, "istio-system");
         let location = format!("{cluster}: istio-system/deployments");
-        let stamp = meshca::format_time(time::OffsetDateTime::now_utc());
+        let stamp = meshca::format_time(now);
         let list_api = api.clone();
         let list =
             self.run(&location, async move { list_api.list(&ListParams::default().labels(ISTIOD_SELECTOR)).await })?;

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use meshca::{Cacerts, Files, Layout, RootParams, SigningCa};
 use meshca_kube::leader::{self, LeaseConfig};
 use meshca_kube::{clusters, controller, KubeStore};
+use meshca_ops::error::ErrorKind;
 use meshca_ops::policy;
 use meshca_ops::reconcile::{self, Action, Options, Report};
 use meshca_ops::store::{SecretRef, Store, WriteMeta};
@@ -220,7 +221,9 @@ async fn a_hand_made_cacerts_is_replaced_only_with_adopt() {
     c1.put(SECRETS, "istio-system", secret_json("cacerts", &theirs.to_files(Layout::Istio), &[]));
     let r = run(store_for(&mgmt, &[("c1", &c1)]), policy::SEED_POLICY, &["c1"], now).await;
     assert_eq!(r.clusters[0].action, Action::Failed);
-    assert!(r.clusters[0].reason.contains("--adopt"), "{}", r.clusters[0].reason);
+    // The library says what is wrong and that meshca can adopt it; the CLI names the flag.
+    assert_eq!(r.clusters[0].error_kind, Some(ErrorKind::NotManaged));
+    assert!(r.clusters[0].reason.contains("unless told to adopt it"), "{}", r.clusters[0].reason);
     assert_eq!(cacerts_at(&c1, now).ca_cert(), theirs.ca_cert(), "left alone");
     let r = run(store_for(&mgmt, &[("c1", &c1)]).adopt(true), policy::SEED_POLICY, &["c1"], now).await;
     assert_eq!(r.clusters[0].action, Action::Rotated, "{}", r.clusters[0].reason);
@@ -289,11 +292,13 @@ async fn one_leader_at_a_time() {
         identity: id.into(),
         duration: Duration::from_secs(2),
     };
-    assert!(leader::try_acquire(&client, &cfg("a")).await.unwrap());
-    assert!(!leader::try_acquire(&client, &cfg("b")).await.unwrap(), "b must wait while a holds it");
-    assert!(leader::try_acquire(&client, &cfg("a")).await.unwrap(), "a renews");
-    tokio::time::sleep(Duration::from_millis(3100)).await;
-    assert!(leader::try_acquire(&client, &cfg("b")).await.unwrap(), "b takes an expired lease");
+    // The time is passed in: the lease expires when the clock says so, without sleeping.
+    let t0 = OffsetDateTime::now_utc();
+    assert!(leader::try_acquire(&client, &cfg("a"), t0).await.unwrap());
+    assert!(!leader::try_acquire(&client, &cfg("b"), t0).await.unwrap(), "b must wait while a holds it");
+    assert!(leader::try_acquire(&client, &cfg("a"), t0).await.unwrap(), "a renews");
+    let later = t0 + time::Duration::milliseconds(3100);
+    assert!(leader::try_acquire(&client, &cfg("b"), later).await.unwrap(), "b takes an expired lease");
     let lease = mgmt.get(apiserver::LEASES, "meshca-system", "meshca-controller").unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "b");
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
@@ -535,20 +540,155 @@ fn assert_shipped_rbac_allows(log: &[String]) {
 
 #[test]
 fn the_crd_is_valid_yaml_for_our_resource() {
-    let crd: Value = serde_saphyr::from_str(meshca_kube::crd::CRD_YAML).unwrap();
+    let yaml = meshca_kube::crd::crd_yaml();
+    let crd: Value = serde_saphyr::from_str(&yaml).unwrap();
     assert_eq!(crd["spec"]["group"], meshca_kube::crd::GROUP);
     assert_eq!(crd["spec"]["names"]["plural"], meshca_kube::crd::PLURAL);
     assert_eq!(crd["spec"]["versions"][0]["name"], meshca_kube::crd::VERSION);
     let props = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["config"]
         ["properties"];
-    assert_eq!(props["intermediateCertOptions"]["properties"]["ttlDays"]["minimum"], 1, "YAML anchors resolved");
+    let ttl = &props["intermediateCertOptions"]["properties"]["ttlDays"];
+    assert_eq!(ttl["minimum"].as_f64(), Some(1.0), "the core's bounds");
+    assert_eq!(ttl["maximum"].as_f64(), Some(meshca::bounds::CA_TTL_DAYS.1 as f64));
     let secret_ref = &props["mgmtServerCa"]["properties"]["secretRef"];
     assert_eq!(secret_ref["required"][0], "name");
-    assert_eq!(props["passiveCertificateAuthorities"]["items"]["properties"]["secretRef"], *secret_ref);
-    assert_eq!(props["rootRotation"]["properties"]["newMgmtServerCa"]["properties"]["secretRef"], *secret_ref);
+    // Every Secret reference is the one type: the same fields and the same required name.
+    for other in [
+        &props["passiveCertificateAuthorities"]["items"]["properties"]["secretRef"],
+        &props["rootRotation"]["properties"]["newMgmtServerCa"]["properties"]["secretRef"],
+    ] {
+        assert_eq!(other["properties"], secret_ref["properties"]);
+        assert_eq!(other["required"], secret_ref["required"]);
+    }
+    assert_eq!(crd["spec"]["versions"][0]["subresources"]["status"], json!({}));
     // The committed deploy/crd.yaml is exactly what `meshca crd` prints.
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/crd.yaml")).unwrap();
-    assert_eq!(committed, meshca_kube::crd::CRD_YAML);
+    assert_eq!(committed, yaml, "deploy/crd.yaml is stale: regenerate it with `meshca crd > deploy/crd.yaml`");
+}
+
+/// Checks `v` against a structural OpenAPI v3 schema the way the API server does, and more
+/// strictly: a field the schema does not name is an error here (the API server would prune it
+/// silently, and meshca would never see it).
+fn structural_errors(schema: &Value, v: &Value, path: &str, out: &mut Vec<String>) {
+    if v.is_null() && schema["nullable"] == true {
+        return;
+    }
+    let preserve = schema["x-kubernetes-preserve-unknown-fields"] == true;
+    let ty = schema["type"].as_str().unwrap_or("");
+    let ok = match ty {
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        "" => preserve,
+        other => panic!("{path}: schema type {other} unknown to this check"),
+    };
+    if !ok {
+        out.push(format!("{path}: expected {ty}, got {v}"));
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !allowed.contains(v) {
+            out.push(format!("{path}: {v} is not one of {allowed:?}"));
+        }
+    }
+    if let Some(x) = v.as_f64() {
+        let exclusive = |k: &str| schema[k] == true;
+        if let Some(min) = schema["minimum"].as_f64() {
+            if x < min || (exclusive("exclusiveMinimum") && x == min) {
+                out.push(format!("{path}: {x} is below the minimum {min}"));
+            }
+        }
+        if let Some(max) = schema["maximum"].as_f64() {
+            if x > max || (exclusive("exclusiveMaximum") && x == max) {
+                out.push(format!("{path}: {x} is above the maximum {max}"));
+            }
+        }
+    }
+    if let (Some(s), Some(max)) = (v.as_str(), schema["maxLength"].as_u64()) {
+        if s.chars().count() as u64 > max {
+            out.push(format!("{path}: longer than {max}"));
+        }
+    }
+    if let Some(obj) = v.as_object() {
+        for r in schema["required"].as_array().into_iter().flatten() {
+            if !obj.contains_key(r.as_str().unwrap_or("")) {
+                out.push(format!("{path}: missing required {r}"));
+            }
+        }
+        for (k, child) in obj {
+            let sub = &schema["properties"][k];
+            if !sub.is_null() {
+                structural_errors(sub, child, &format!("{path}.{k}"), out);
+            } else if schema["additionalProperties"].is_object() {
+                structural_errors(&schema["additionalProperties"], child, &format!("{path}.{k}"), out);
+            } else if !preserve {
+                out.push(format!("{path}.{k}: not in the schema (the API server would drop it)"));
+            }
+        }
+    }
+    if let Some(items) = v.as_array() {
+        for (i, item) in items.iter().enumerate() {
+            structural_errors(&schema["items"], item, &format!("{path}[{i}]"), out);
+        }
+    }
+}
+
+fn policy_schema() -> Value {
+    let crd: Value = serde_saphyr::from_str(&meshca_kube::crd::crd_yaml()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+#[test]
+fn the_derived_crd_accepts_the_seed_and_every_policy_under_testdata() {
+    let schema = policy_schema();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/policies");
+    let mut checked = vec![("seed", policy::SEED_POLICY.to_owned())];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        checked.push((Box::leak(p.display().to_string().into_boxed_str()), std::fs::read_to_string(&p).unwrap()));
+    }
+    assert!(checked.len() >= 4, "{checked:?}");
+    for (name, text) in &checked {
+        let mut v: Value = serde_saphyr::from_str(text).unwrap();
+        // What the API server holds for the object: the body without apiVersion/kind/metadata checks.
+        for k in ["apiVersion", "kind", "metadata"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        let mut errors = Vec::new();
+        structural_errors(&schema, &v, "", &mut errors);
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+        // And meshca's own parser agrees.
+        policy::parse(text, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[test]
+fn the_derived_crd_refuses_what_meshca_refuses() {
+    let schema = policy_schema();
+    let with = |config: Value| json!({"spec": {"config": config}});
+    for (bad, why) in [
+        (with(json!({"intermediateCertOptions": {"ttlDays": 0}})), "below the minimum"),
+        (with(json!({"intermediateCertOptions": {"ttlDays": 36501}})), "above the maximum"),
+        (with(json!({"intermediateCertOptions": {"secretRotationGracePeriodRatio": 1.0}})), "above the maximum"),
+        (with(json!({"intermediateCertOptions": {"secretRotationGracePeriodRatio": 0}})), "below the minimum"),
+        (with(json!({"intermediateCertOptions": {"rsaKeySizeBytes": 1024}})), "not one of"),
+        (with(json!({"intermediateCertOptions": {"colour": "blue"}})), "not in the schema"),
+        (with(json!({"rootRotation": {"dwellHours": 1}})), "missing required"),
+        (with(json!({"mgmtServerCa": {"secretRef": {"namespace": "x"}}})), "missing required"),
+    ] {
+        let mut errors = Vec::new();
+        structural_errors(&schema, &bad, "", &mut errors);
+        assert!(errors.iter().any(|e| e.contains(why)), "{bad}: {errors:?}");
+    }
+    // The status the controller writes fits the schema too.
+    let mut status = meshca_kube::crd::PolicyStatus::default();
+    status.rotation = Some(meshca_kube::crd::RotationStatus::not_rotating());
+    let mut errors = Vec::new();
+    structural_errors(&schema, &json!({"spec": {"config": {}}, "status": status}), "", &mut errors);
+    assert!(errors.is_empty(), "{errors:?}");
 }
 
 /// The same reconcile and verify against a real cluster. Set MESHCA_E2E_KUBECONFIG to a

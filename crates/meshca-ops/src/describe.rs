@@ -60,12 +60,10 @@ pub fn cert_view(c: &Certificate, now: OffsetDateTime) -> CertView {
     } else {
         "intermediate CA"
     };
-    let status = if now < c.not_before() {
-        "not yet valid"
-    } else if now > c.not_after() {
-        "expired"
-    } else {
-        "valid"
+    let status = match c.check_validity("", now) {
+        Err(meshca::Error::NotYetValid { .. }) => "not yet valid",
+        Err(meshca::Error::Expired { .. }) => "expired",
+        _ => "valid",
     };
     CertView {
         role,

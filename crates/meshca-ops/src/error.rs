@@ -1,10 +1,11 @@
-//! The one error type of the CLI crate. Messages name the file or field and what would fix it.
+//! The one error type of meshca-ops. Messages name the file or field and what would fix it.
 
 use std::path::PathBuf;
 
 pub use crate::fs::IoError;
 
-/// Everything the CLI edge can report.
+/// Everything meshca-ops can report. Messages name the file, Secret or field, never a
+/// command-line flag (the CLI adds those as hints).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -31,11 +32,9 @@ pub enum Error {
         source: meshca::Error,
     },
 
-    /// An output location already holds something different.
-    #[error(
-        "{}: already holds a different bundle; meshca does not overwrite CA material unless you pass --force",
-        path.display()
-    )]
+    /// An output location already holds something different (the caller may offer a way to
+    /// replace it on purpose).
+    #[error("{}: already holds a different bundle; meshca does not overwrite CA material unless told to", path.display())]
     WouldOverwrite {
         /// The directory.
         path: PathBuf,
@@ -51,7 +50,7 @@ pub enum Error {
     /// The Secret exists but was not written by meshca.
     #[error(
         "{location}: exists but is not managed by meshca (no app.kubernetes.io/managed-by=meshca label); it was \
-         probably made by hand. meshca leaves it alone; pass --adopt to let meshca replace it"
+         probably made by hand. meshca leaves it alone unless told to adopt it"
     )]
     NotManaged {
         /// The Secret.
@@ -71,6 +70,18 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong with it.
         problem: String,
+    },
+
+    /// A name that cannot be a path component of the directory store.
+    #[error(
+        "{what} name `{name}` cannot be used in the directory store (letters, digits, '-', '_', '.'; not \
+         starting with '.')"
+    )]
+    UnsafeName {
+        /// cluster, namespace or secret.
+        what: &'static str,
+        /// The name.
+        name: String,
     },
 
     /// Another run holds the store's lock and did not release it in time.
@@ -97,12 +108,101 @@ pub enum Error {
         detail: String,
     },
 
-    /// Any other bad input (a flag value, an unreadable dump).
-    #[error("{0}")]
-    Input(String),
+    /// The signing CA's Secret does not exist.
+    #[error(
+        "signing CA Secret {secret} not found at {location}; put your CA's ca-cert.pem, ca-key.pem, cert-chain.pem \
+         and root-cert.pem there"
+    )]
+    SignerNotFound {
+        /// The Secret.
+        secret: String,
+        /// Where the store looked.
+        location: String,
+    },
+
+    /// A Secret the policy names does not exist, or lacks what it must hold.
+    #[error("{field}: Secret {secret} {problem}; {fix}")]
+    PolicySecret {
+        /// The policy field naming the Secret.
+        field: String,
+        /// The Secret and where it was looked for.
+        secret: String,
+        /// `not found at <location>`, `(<location>) has neither ...`.
+        problem: String,
+        /// What to put there.
+        fix: &'static str,
+    },
+
+    /// A root rotation's stored state cannot be read.
+    #[error("{location}: {detail}")]
+    RotationState {
+        /// The state Secret.
+        location: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+
+    /// The root rotation refused to go on (or to start, roll back, forget).
+    #[error(transparent)]
+    Rotation(#[from] crate::rootrotation::Refusal),
+
+    /// A sidecar's secret dump (`istioctl proxy-config secret -o json`) is not usable.
+    #[error("{source_name}: {detail}")]
+    ProxyDump {
+        /// The dump's file name.
+        source_name: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+/// What kind of [`Error`] it is, without its details: for reports, status and metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A file or directory could not be read or written.
+    Io,
+    /// The policy is invalid.
+    Policy,
+    /// The core refused a bundle, key or input.
+    Invalid,
+    /// Would overwrite CA material.
+    WouldOverwrite,
+    /// Someone else wrote the Secret meanwhile.
+    Conflict,
+    /// The Secret exists and is not meshca's.
+    NotManaged,
+    /// The directory store holds something meshca does not write.
+    UnsafeStorePath,
+    /// Another run holds the store's lock.
+    LockTimeout,
+    /// The store (API server, file system) failed.
+    Store,
+    /// A Secret meshca needs is missing or incomplete.
+    MissingSecret,
+    /// The root rotation refused, or its state is unreadable.
+    Rotation,
 }
 
 impl Error {
+    /// What kind of error this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io(_) => ErrorKind::Io,
+            Error::Policy { .. } => ErrorKind::Policy,
+            Error::Core { .. } | Error::UnsafeName { .. } | Error::ProxyDump { .. } => ErrorKind::Invalid,
+            Error::WouldOverwrite { .. } => ErrorKind::WouldOverwrite,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::NotManaged { .. } => ErrorKind::NotManaged,
+            Error::UnsafeStorePath { .. } => ErrorKind::UnsafeStorePath,
+            Error::LockTimeout { .. } => ErrorKind::LockTimeout,
+            Error::Store { .. } => ErrorKind::Store,
+            Error::SignerNotFound { .. } | Error::PolicySecret { .. } => ErrorKind::MissingSecret,
+            Error::RotationState { .. } | Error::Rotation(_) => ErrorKind::Rotation,
+        }
+    }
+
     /// Wraps a core error with the bundle or input it concerns.
     pub fn core(context: impl std::fmt::Display) -> impl FnOnce(meshca::Error) -> Error {
         let context = context.to_string();

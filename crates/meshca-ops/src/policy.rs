@@ -2,7 +2,7 @@
 //! meshca's own `meshca.dev/v1alpha1` with the same spec. Unknown or invalid fields are errors
 //! that name the field path.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::Duration;
 
@@ -123,7 +123,7 @@ struct RawPolicy {
     api_version: String,
     kind: String,
     metadata: RawMeta,
-    spec: RawSpec,
+    spec: PolicySpec,
     #[serde(default)]
     #[allow(dead_code)]
     status: Option<Value>,
@@ -139,60 +139,156 @@ struct RawMeta {
     _rest: serde_json::Map<String, Value>,
 }
 
-#[derive(Deserialize)]
+/// The typed `spec` of a RootTrustPolicy, as written (Gloo Mesh's fields plus meshca's
+/// extensions). [`parse`] checks it into a [`Policy`]; the Kubernetes crate derives the
+/// CustomResourceDefinition's schema from these types (feature `schema`), so a field added here
+/// is in the schema by construction.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawSpec {
-    config: RawConfig,
-    apply_to_meshes: Option<Value>,
+#[non_exhaustive]
+pub struct PolicySpec {
+    /// `spec.config`.
+    pub config: PolicyConfig,
+    /// `spec.applyToMeshes`: Gloo Mesh's mesh selection (accepted, not acted on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "schema::preserved_list"))]
+    pub apply_to_meshes: Option<Value>,
 }
 
-#[derive(Deserialize)]
+/// `spec.config`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawConfig {
-    mgmt_server_ca: Option<RawMgmt>,
-    agent_ca: Option<Value>,
-    intermediate_cert_options: Option<RawCertOptions>,
-    auto_restart_pods: Option<bool>,
-    passive_certificate_authorities: Option<Vec<RawPassive>>,
-    root_rotation: Option<RawRootRotation>,
+#[non_exhaustive]
+pub struct PolicyConfig {
+    /// The signing CA: an existing Secret, or a root meshca generates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mgmt_server_ca: Option<MgmtServerCa>,
+    /// Gloo Mesh's agent-side CA (refused: meshca issues every cluster's intermediate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "schema::preserved_object"))]
+    pub agent_ca: Option<Value>,
+    /// How intermediates are issued and rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intermediate_cert_options: Option<CertOptions>,
+    /// Restart istiod after a new intermediate lands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_restart_pods: Option<bool>,
+    /// Secrets whose roots every cluster trusts, never used to sign.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive_certificate_authorities: Option<Vec<CaSecret>>,
+    /// meshca's extension: rotate the root to this CA, step by step, by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_rotation: Option<RootRotationSpec>,
 }
 
-#[derive(Deserialize)]
+/// A CA held in a Secret (`{secretRef: {...}}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawPassive {
-    secret_ref: RawRef,
+#[non_exhaustive]
+pub struct CaSecret {
+    /// The Secret.
+    pub secret_ref: SecretRefSpec,
 }
 
-#[derive(Deserialize)]
+/// `spec.config.rootRotation`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawRootRotation {
-    new_mgmt_server_ca: RawPassive,
-    dwell_hours: Option<i64>,
+#[non_exhaustive]
+pub struct RootRotationSpec {
+    /// The incoming signing CA.
+    pub new_mgmt_server_ca: CaSecret,
+    /// Hours to wait after each step completes everywhere (default 24).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = meshca::bounds::DWELL_HOURS.0, max = meshca::bounds::DWELL_HOURS.1)))]
+    pub dwell_hours: Option<i64>,
 }
 
-#[derive(Deserialize)]
+/// `spec.config.mgmtServerCa`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawMgmt {
-    generated: Option<RawCertOptions>,
-    secret_ref: Option<RawRef>,
+#[non_exhaustive]
+pub struct MgmtServerCa {
+    /// Generate a root on first run, with these options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated: Option<CertOptions>,
+    /// An existing Secret with the signing CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRefSpec>,
 }
 
-#[derive(Deserialize)]
+/// A Secret by name (namespace defaults to the policy's).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-struct RawRef {
-    name: String,
-    namespace: Option<String>,
+#[non_exhaustive]
+pub struct SecretRefSpec {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+/// Certificate options (`intermediateCertOptions`, `mgmtServerCa.generated`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawCertOptions {
-    ttl_days: Option<i64>,
-    rsa_key_size_bytes: Option<i64>,
-    key_algorithm: Option<String>,
-    org_name: Option<String>,
-    secret_rotation_grace_period_ratio: Option<f64>,
-    path_len: Option<i64>,
+#[non_exhaustive]
+pub struct CertOptions {
+    /// Lifetime in days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = meshca::bounds::CA_TTL_DAYS.0, max = meshca::bounds::CA_TTL_DAYS.1)))]
+    pub ttl_days: Option<i64>,
+    /// RSA key size (Gloo's name; it holds bits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = [2048, 3072, 4096])))]
+    pub rsa_key_size_bytes: Option<i64>,
+    /// meshca's extension: the key algorithm by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("enum" = ["ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "rsa-4096"]))
+    )]
+    pub key_algorithm: Option<String>,
+    /// Subject organization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 64)))]
+    pub org_name: Option<String>,
+    /// Rotate when less than this fraction of the lifetime remains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("minimum" = 0, "exclusiveMinimum" = true, "maximum" = 1, "exclusiveMaximum" = true))
+    )]
+    pub secret_rotation_grace_period_ratio: Option<f64>,
+    /// pathLenConstraint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 255)))]
+    pub path_len: Option<i64>,
+}
+
+#[cfg(feature = "schema")]
+mod schema {
+    use schemars::{json_schema, Schema, SchemaGenerator};
+
+    /// An object whose fields the API server keeps as they are.
+    pub(super) fn preserved_object(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "object", "nullable": true, "x-kubernetes-preserve-unknown-fields": true})
+    }
+
+    /// A list of such objects.
+    pub(super) fn preserved_list(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "array",
+            "nullable": true,
+            "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+        })
+    }
 }
 
 /// Parses a policy file's text. `file` names it in errors.
@@ -243,8 +339,8 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
     }
     let mut generated_ratio_note = false;
     let namespace = raw.metadata.namespace.clone().unwrap_or_else(|| "gloo-mesh".into());
-    check_name("metadata.name", &raw.metadata.name).map_err(bad)?;
-    check_name("metadata.namespace", &namespace).map_err(bad)?;
+    name_problem("metadata.name", &raw.metadata.name).map_err(bad)?;
+    name_problem("metadata.namespace", &namespace).map_err(bad)?;
     let cfg = raw.spec.config;
     if cfg.agent_ca.is_some() {
         return Err(bad("spec.config.agentCa is not supported: meshca issues every cluster's intermediate from \
@@ -262,8 +358,8 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         (None, None) => return Err(bad("spec.config.mgmtServerCa needs secretRef or generated".into())),
         (Some(r), None) => {
             let ns = r.namespace.unwrap_or_else(|| namespace.clone());
-            check_name("spec.config.mgmtServerCa.secretRef.name", &r.name).map_err(bad)?;
-            check_name("spec.config.mgmtServerCa.secretRef.namespace", &ns).map_err(bad)?;
+            name_problem("spec.config.mgmtServerCa.secretRef.name", &r.name).map_err(bad)?;
+            name_problem("spec.config.mgmtServerCa.secretRef.namespace", &ns).map_err(bad)?;
             SignerSource::SecretRef { name: r.name, namespace: ns }
         }
         (None, Some(g)) => {
@@ -299,9 +395,7 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         None => Duration::days(365),
     };
     let ratio = opts.secret_rotation_grace_period_ratio.unwrap_or(0.1);
-    if !(ratio > 0.0 && ratio < 1.0) {
-        return Err(bad(format!("{base}.secretRotationGracePeriodRatio must be in (0,1), got {ratio}")));
-    }
+    meshca::bounds::grace_ratio(ratio).map_err(|e| bad(format!("{base}.secretRotationGracePeriodRatio {e}")))?;
     let mut rotation = RotationPolicy::new(ttl, ratio).map_err(|e| bad(format!("{base}: {e}")))?;
     if let Some(key) = key_field(base, &opts).map_err(bad)? {
         rotation.key = key;
@@ -317,10 +411,10 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         rotation.pathlen = u8::try_from(p).map_err(|_| bad(format!("{base}.pathLen must be 0..255, got {p}")))?;
     }
 
-    let secret_name = |field: String, r: RawRef| -> Result<SecretName, Error> {
+    let secret_name = |field: String, r: SecretRefSpec| -> Result<SecretName, Error> {
         let ns = r.namespace.unwrap_or_else(|| namespace.clone());
-        check_name(&format!("{field}.name"), &r.name).map_err(bad)?;
-        check_name(&format!("{field}.namespace"), &ns).map_err(bad)?;
+        name_problem(&format!("{field}.name"), &r.name).map_err(bad)?;
+        name_problem(&format!("{field}.namespace"), &ns).map_err(bad)?;
         Ok(SecretName { namespace: ns, name: r.name })
     };
     let mut passive = Vec::new();
@@ -341,8 +435,7 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
             }
             let dwell = match r.dwell_hours {
                 None => DEFAULT_DWELL,
-                Some(h) if (0..=24 * 365).contains(&h) => Duration::hours(h),
-                Some(h) => return Err(bad(format!("{base}.dwellHours must be between 0 and 8760, got {h}"))),
+                Some(h) => meshca::bounds::dwell_hours(h).map_err(|e| bad(format!("{base}.dwellHours {e}")))?,
             };
             Some(AutoRootRotation { new_signer, dwell })
         }
@@ -375,13 +468,10 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
 }
 
 fn days_field(base: &str, days: i64) -> Result<Duration, String> {
-    if !(1..=36_500).contains(&days) {
-        return Err(format!("{base}.ttlDays must be between 1 and 36500, got {days}"));
-    }
-    Ok(Duration::days(days))
+    meshca::bounds::ca_ttl_days(days).map_err(|e| format!("{base}.ttlDays {e}"))
 }
 
-fn key_field(base: &str, o: &RawCertOptions) -> Result<Option<KeyAlgorithm>, String> {
+fn key_field(base: &str, o: &CertOptions) -> Result<Option<KeyAlgorithm>, String> {
     let from_rsa = match o.rsa_key_size_bytes {
         // Gloo's field is named bytes but holds bits (4096).
         Some(bits) => Some(KeyAlgorithm::rsa(usize::try_from(bits).unwrap_or(0)).map_err(|_| {
@@ -401,8 +491,16 @@ fn key_field(base: &str, o: &RawCertOptions) -> Result<Option<KeyAlgorithm>, Str
     }
 }
 
-/// Kubernetes object names (RFC 1123 subdomain): they become directory names in the store.
-pub fn check_name(field: &str, name: &str) -> Result<(), String> {
+/// Kubernetes object names (RFC 1123 subdomain): they become directory names in the store. An
+/// [`meshca::Error::InvalidParameter`] names `field`.
+pub fn check_name(field: &str, name: &str) -> Result<(), meshca::Error> {
+    name_problem(field, name).map_err(|message| meshca::Error::InvalidParameter {
+        field: field.to_owned(),
+        reason: message.strip_prefix(field).unwrap_or(&message).trim_start().to_owned(),
+    })
+}
+
+fn name_problem(field: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')

@@ -23,7 +23,7 @@ pub struct ProxySecret {
 
 /// Parses a dump (JSON or YAML). `source` names it in errors.
 pub fn parse(text: &str, source: &str) -> Result<ProxySecret, Error> {
-    let bad = |detail: String| Error::Input(format!("{source}: {detail}"));
+    let bad = |detail: String| Error::ProxyDump { source_name: source.to_owned(), detail };
     let value: Value = if text.trim_start().starts_with('{') {
         serde_json::from_str(text)
             .map_err(|e| bad(format!("not valid JSON: {}", crate::error::redact(&e.to_string()))))?

@@ -4,12 +4,13 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use meshca::{plan, Cacerts, Certificate, Current, Entropy, IssueReason, Layout, Plan, SigningCa};
+use meshca::{plan, Cacerts, Certificate, Current, Entropy, IssueReason, Plan, SigningCa};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::policy::{Policy, SignerSource};
 use crate::rootrotation::{self, RotationReport};
-use crate::store::{SecretRef, Store, WriteMeta};
+use crate::store::{SecretRef, Store};
+use crate::writer::{Owner, Writer};
 
 /// How often a cluster is re-read and re-planned when someone else wrote its Secret between
 /// our read and our write.
@@ -19,7 +20,7 @@ const CONFLICT_RETRIES: usize = 3;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Options {
-    /// The time to plan and issue at (`--at`, or the clock).
+    /// The time to plan and issue at (the clock, or a rehearsal time).
     pub now: OffsetDateTime,
     /// Plan only; write nothing.
     pub dry_run: bool,
@@ -48,8 +49,15 @@ impl Options {
     }
 }
 
+impl Options {
+    fn writer<'a>(&self, store: &'a dyn Store, policy: &'a Policy) -> Writer<'a> {
+        Writer::new(store, policy, self.policy_generation, self.now, self.dry_run)
+    }
+}
+
 /// What happened to one cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Action {
@@ -71,22 +79,6 @@ pub enum Action {
     Failed,
 }
 
-impl Action {
-    /// The word shown in the table.
-    pub fn word(self) -> &'static str {
-        match self {
-            Action::Kept => "kept",
-            Action::Issued => "issued",
-            Action::Rotated => "rotated",
-            Action::TrustUpdated => "trust updated",
-            Action::WouldIssue => "would issue",
-            Action::WouldRotate => "would rotate",
-            Action::WouldUpdateTrust => "would update trust",
-            Action::Failed => "FAILED",
-        }
-    }
-}
-
 /// One cluster's outcome.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -98,6 +90,8 @@ pub struct ClusterResult {
     pub action: Action,
     /// Why (the plan's reason, or the error).
     pub reason: String,
+    /// What kind of error made the cluster fail (or a write fail), if one did.
+    pub error_kind: Option<ErrorKind>,
     /// Where the bundle lives.
     pub location: String,
     /// The bundle's notAfter after this run.
@@ -216,17 +210,10 @@ pub fn load_signer(
         }
         (None, Some(SignerSource::Generated { root, .. })) => {
             let signer = SigningCa::generate_root(root, rng, opts.now).map_err(Error::core("generating the root"))?;
-            if !opts.dry_run {
-                store.write(&secret, &signer.bundle().to_files(Layout::Istio), &managed_meta(policy, opts, None))?;
-            }
+            opts.writer(store, policy).write_signer(&secret, &signer, Owner::Meshca)?;
             (signer, true)
         }
-        (None, _) => {
-            return Err(Error::Input(format!(
-                "signing CA Secret {secret} not found at {location}; create it with `meshca root-ca --out {location}` \
-                 or put your CA's ca-cert.pem, ca-key.pem, cert-chain.pem and root-cert.pem there"
-            )))
-        }
+        (None, _) => return Err(Error::SignerNotFound { secret: secret.to_string(), location }),
     };
     let b = signer.bundle();
     let info = SignerInfo {
@@ -252,18 +239,20 @@ pub fn passive_roots(
         let secret = SecretRef::new(mgmt, &p.namespace, &p.name);
         let location = store.location(&secret);
         let field = format!("spec.config.passiveCertificateAuthorities[{i}]");
-        let files = store.read(&secret)?.ok_or_else(|| {
-            Error::Input(format!("{field}: Secret {secret} not found at {location}; create it with the root to trust"))
+        let files = store.read(&secret)?.ok_or_else(|| Error::PolicySecret {
+            field: field.clone(),
+            secret: secret.to_string(),
+            problem: format!("not found at {location}"),
+            fix: "create it with the root to trust",
         })?;
         let (key, pem) = [meshca::ROOT_CERT, meshca::CA_CRT]
             .into_iter()
             .find_map(|k| files.get(k).map(|pem| (k, pem)))
-            .ok_or_else(|| {
-                Error::Input(format!(
-                    "{field}: Secret {secret} ({location}) has neither {} nor {}; put the root to trust in one",
-                    meshca::ROOT_CERT,
-                    meshca::CA_CRT
-                ))
+            .ok_or_else(|| Error::PolicySecret {
+                field: field.clone(),
+                secret: secret.to_string(),
+                problem: format!("({location}) has neither {} nor {}", meshca::ROOT_CERT, meshca::CA_CRT),
+                fix: "put the root to trust in one",
             })?;
         let found = meshca::parse_roots(pem, &format!("{location}/{key}"), now).map_err(Error::core(field))?;
         roots = meshca::union_roots(&roots, &found);
@@ -291,8 +280,7 @@ pub fn run(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Run, Error> {
     let passive = passive_roots(store, policy, &opts.mgmt_cluster, opts.now)?;
-    let outcome =
-        rootrotation::run(store, policy, &passive, &opts.mgmt_cluster, &opts.clusters, rng, opts.now, opts.dry_run)?;
+    let outcome = rootrotation::run(store, policy, &passive, opts, rng)?;
     match outcome {
         rootrotation::Outcome::Rotating(r) => Ok(Run::RootRotation(r)),
         rootrotation::Outcome::Idle { signer, notes } => {
@@ -379,11 +367,15 @@ fn reconcile_one(
     opts: &Options,
     rng: &mut dyn Entropy,
 ) -> (ClusterResult, Option<Cacerts>) {
+    let _span = tracing::info_span!("cluster", cluster).entered();
     let mut attempt = 0;
     loop {
         attempt += 1;
         match reconcile_attempt(store, policy, signer, cluster, opts, rng) {
-            Attempt::Conflict(_) if attempt < CONFLICT_RETRIES => continue,
+            Attempt::Conflict(_) if attempt < CONFLICT_RETRIES => {
+                tracing::debug!(attempt, "the Secret changed while meshca worked; re-reading");
+                continue;
+            }
             Attempt::Conflict(mut result) => {
                 result.reason =
                     format!("{} (gave up after {attempt} conflicting writes by someone else)", result.reason);
@@ -414,6 +406,7 @@ fn reconcile_attempt(
         cluster: cluster.to_owned(),
         action: Action::Failed,
         reason: String::new(),
+        error_kind: None,
         location,
         not_after: None,
         next_check: None,
@@ -426,6 +419,7 @@ fn reconcile_attempt(
         Ok(f) => f,
         Err(e) => {
             result.reason = e.to_string();
+            result.error_kind = Some(e.kind());
             return Attempt::Done(result, None);
         }
     };
@@ -455,7 +449,7 @@ fn reconcile_attempt(
             result.next_check = Some(recheck_at);
             let written = meshca::with_trust_bundle(&bundle, roots, now)
                 .map_err(Error::core(format!("trust bundle for {cluster}")))
-                .and_then(|b| write_checked(store, policy, &secret, b, opts));
+                .and_then(|b| opts.writer(store, policy).write_bundle(&secret, &b));
             match written {
                 Ok(b) => {
                     result.action = if opts.dry_run { Action::WouldUpdateTrust } else { Action::TrustUpdated };
@@ -469,6 +463,7 @@ fn reconcile_attempt(
                 Err(Error::Conflict { .. }) => Attempt::Conflict(result),
                 Err(e) => {
                     result.reason = format!("{}; {e}", result.reason);
+                    result.error_kind = Some(e.kind());
                     Attempt::Done(result, Some(Box::new(bundle)))
                 }
             }
@@ -491,7 +486,7 @@ fn reconcile_attempt(
                     if !opts.dry_run {
                         result.rotated_at = Some(now);
                         if policy.auto_restart_pods {
-                            match store.restart_istiod(cluster) {
+                            match store.restart_istiod(cluster, now) {
                                 Ok(what) => result.restarted = what,
                                 Err(e) => result.warnings.push(format!("autoRestartPods: {e}")),
                             }
@@ -505,6 +500,7 @@ fn reconcile_attempt(
                 }
                 Err(e) => {
                     result.reason = format!("{}; {e}", result.reason);
+                    result.error_kind = Some(e.kind());
                     // The cluster keeps what it had; count it only if it is still valid.
                     let kept = parsed.and_then(Result::ok);
                     Attempt::Done(result, kept.map(Box::new))
@@ -516,20 +512,6 @@ fn reconcile_attempt(
             Attempt::Done(result, None)
         }
     }
-}
-
-/// The labels and annotations meshca puts on what it writes.
-fn managed_meta(policy: &Policy, opts: &Options, bundle: Option<&Cacerts>) -> WriteMeta {
-    let mut meta = WriteMeta::managed();
-    meta.annotations.insert("meshca.dev/policy".into(), format!("{}/{}", policy.namespace, policy.name));
-    if let Some(g) = opts.policy_generation {
-        meta.annotations.insert("meshca.dev/policy-generation".into(), g.to_string());
-    }
-    if let Some(b) = bundle {
-        meta.annotations.insert("meshca.dev/root-fingerprint".into(), b.root_fingerprint());
-        meta.annotations.insert("meshca.dev/not-after".into(), meshca::format_time(b.not_after()));
-    }
-    meta
 }
 
 fn issue_and_write(
@@ -549,31 +531,7 @@ fn issue_and_write(
         issued = meshca::with_trust_bundle(&issued, policy.rotation.trust_bundle(signer), now)
             .map_err(Error::core(format!("trust bundle for {cluster}")))?;
     }
-    write_checked(store, policy, secret, issued, opts)
-}
-
-/// Writes `bundle` (unless a dry run) and returns what landed. The exact bytes about to be
-/// written must validate (a bundle that does not is never written), and what landed is read
-/// back, as istiod will.
-fn write_checked(
-    store: &dyn Store,
-    policy: &Policy,
-    secret: &SecretRef,
-    bundle: Cacerts,
-    opts: &Options,
-) -> Result<Cacerts, Error> {
-    let now = opts.now;
-    let cluster = &secret.cluster;
-    let files = bundle.to_files(Layout::Istio);
-    let checked = Cacerts::from_files(&files, now).map_err(Error::core(format!("new bundle for {cluster}")))?;
-    if opts.dry_run {
-        return Ok(checked);
-    }
-    store.write(secret, &files, &managed_meta(policy, opts, Some(&checked)))?;
-    let landed = store
-        .read(secret)?
-        .ok_or_else(|| Error::Input(format!("{}: the bundle just written is not there", store.location(secret))))?;
-    Cacerts::from_files(&landed, now).map_err(Error::core(format!("bundle written for {cluster}")))
+    opts.writer(store, policy).write_bundle(secret, &issued)
 }
 
 /// Serde helpers: timestamps as RFC 3339 strings.

@@ -15,11 +15,13 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use meshca::{Cacerts, Certificate, Entropy, Files, Layout, Phase, RootRotation, Signer, SigningCa, Step};
+use meshca::{Cacerts, Certificate, Entropy, Files, Phase, RootRotation, Signer, SigningCa, Step};
 
 use crate::error::Error;
 use crate::policy::{AutoRootRotation, Policy};
-use crate::store::{SecretRef, Store, WriteMeta};
+use crate::reconcile::Options;
+use crate::store::{SecretRef, Store};
+use crate::writer::{Owner, Writer};
 
 const STATE_KEY: &str = "state.json";
 
@@ -89,9 +91,145 @@ fn phase_from(name: &str) -> Option<Phase> {
     PHASES.iter().find(|(_, n, _)| *n == name).map(|(p, ..)| *p)
 }
 
-/// Gloo Mesh's rotation state name (ADDING_NEW_ROOT, ...) for a phase as reports name it.
-pub fn gloo_state(phase: &str) -> &'static str {
-    PHASES.iter().find(|(_, n, _)| *n == phase).map_or("UNKNOWN", |(.., gloo)| gloo)
+/// A phase in reports and status: serializes (and displays) as its name (`AddingNewRoot`, ...),
+/// and knows Gloo Mesh's name for the rotation state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhaseName(pub Phase);
+
+impl PhaseName {
+    /// The name (`AddingNewRoot`, ...).
+    pub fn name(self) -> &'static str {
+        phase_name(self.0)
+    }
+
+    /// Gloo Mesh's rotation state name (`ADDING_NEW_ROOT`, ...; meshca adds `ROLLED_BACK`).
+    pub fn gloo_state(self) -> &'static str {
+        PHASES.iter().find(|(q, ..)| *q == self.0).map_or("UNKNOWN", |(.., gloo)| gloo)
+    }
+}
+
+impl std::fmt::Display for PhaseName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for PhaseName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl PartialEq<&str> for PhaseName {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
+}
+
+/// Why a root rotation command or step was refused. Each says what to do instead.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// A rotation is already under way.
+    #[error("a root rotation is already under way (phase {phase}); finish or roll it back first")]
+    AlreadyUnderWay {
+        /// Its phase.
+        phase: PhaseName,
+    },
+    /// The policy's `rootRotation` drives rotation for this policy.
+    #[error(
+        "the policy's spec.config.rootRotation drives root rotation for this policy; edit it instead of starting one \
+         by hand"
+    )]
+    DrivenByPolicy,
+    /// No rotation is under way.
+    #[error("no root rotation is under way")]
+    NoRotation,
+    /// `rootRotation` was removed once the old root is being deleted.
+    #[error(
+        "spec.config.rootRotation was removed, but the rotation to {new_root} is already deleting the old root \
+         (step 3) and cannot be rolled back; put rootRotation back, or set mgmtServerCa to {new_signer}"
+    )]
+    CannotRollBack {
+        /// Subject of the incoming root.
+        new_root: String,
+        /// The incoming signer's Secret.
+        new_signer: String,
+    },
+    /// `mgmtServerCa` still names the CA of the root a completed rotation removed.
+    #[error(
+        "mgmtServerCa ({signer}) chains to {old_root}, the root the completed rotation removed from every cluster; \
+         set mgmtServerCa to {new_signer} (the new root), or put rootRotation back"
+    )]
+    SignerOnRemovedRoot {
+        /// The policy's signer Secret.
+        signer: String,
+        /// Subject of the removed root.
+        old_root: String,
+        /// The incoming signer's Secret.
+        new_signer: String,
+    },
+    /// `rootRotation` names another CA than the rotation under way.
+    #[error(
+        "spec.config.rootRotation names {named} (root {named_root}), but the rotation under way goes to \
+         {under_way_root}; let it finish or roll it back before naming another CA"
+    )]
+    OtherRotationUnderWay {
+        /// The Secret the policy names.
+        named: String,
+        /// Its root's subject.
+        named_root: String,
+        /// The root the rotation under way goes to.
+        under_way_root: String,
+    },
+    /// The signer changed to another root while the rotation still issues from the old one.
+    #[error(
+        "the root rotation ({old_root} -> {new_root}) still issues from the old CA in phase {phase}, but \
+         mgmtServerCa ({location}) now chains to {now_root}; put the old CA back until the rotation completes, or \
+         roll it back"
+    )]
+    SignerChanged {
+        /// The root being retired.
+        old_root: String,
+        /// The incoming root.
+        new_root: String,
+        /// The phase.
+        phase: PhaseName,
+        /// The signer Secret.
+        location: String,
+        /// The root the signer chains to now.
+        now_root: String,
+    },
+    /// The incoming CA now chains to another root than the rotation started with.
+    #[error(
+        "the incoming CA {location} now chains to {now_root}, not to {new_root} the rotation was started with; put \
+         that CA back, or roll the rotation back and start another"
+    )]
+    IncomingChanged {
+        /// The incoming signer Secret.
+        location: String,
+        /// The root it chains to now.
+        now_root: String,
+        /// The root the rotation goes to.
+        new_root: String,
+    },
+    /// The incoming CA's Secret is gone.
+    #[error("the incoming signing CA {location} disappeared")]
+    IncomingDisappeared {
+        /// Where it was.
+        location: String,
+    },
+    /// A cluster to forget still holds a bundle.
+    #[error(
+        "{cluster} still holds a cacerts ({location}), so every run would count it again; remove it from the store \
+         first"
+    )]
+    ClusterStillPresent {
+        /// The cluster.
+        cluster: String,
+        /// Its cacerts.
+        location: String,
+    },
 }
 
 /// Where a policy's rotation state lives.
@@ -118,7 +256,7 @@ fn auto_signer_secret(auto: &AutoRootRotation, mgmt: &str) -> SecretRef {
 pub fn load(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<Option<Stored>, Error> {
     let secret = state_secret(policy, mgmt);
     let Some(files) = store.read(&secret)? else { return Ok(None) };
-    let bad = |d: String| Error::Input(format!("{}: {d}", store.location(&secret)));
+    let bad = |detail: String| Error::RotationState { location: store.location(&secret), detail };
     let raw = files.get(STATE_KEY).ok_or_else(|| bad(format!("no {STATE_KEY}")))?;
     let p: Persisted = serde_json::from_slice(raw).map_err(|e| bad(format!("{STATE_KEY} is not valid: {e}")))?;
     let cert = |pem: &str| {
@@ -140,8 +278,8 @@ pub fn load(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<Option<Sto
     Ok(Some(Stored { rotation, clusters: p.clusters, new_signer, started_by_policy: p.started_by_policy }))
 }
 
-/// Persists a rotation (one atomic Secret write).
-fn save(store: &dyn Store, policy: &Policy, mgmt: &str, s: &Stored) -> Result<(), Error> {
+/// Persists a rotation (one atomic Secret write; nothing on a dry run).
+fn save(w: &Writer<'_>, policy: &Policy, mgmt: &str, s: &Stored) -> Result<(), Error> {
     let r = &s.rotation;
     let p = Persisted {
         phase: phase_name(r.phase).into(),
@@ -155,7 +293,7 @@ fn save(store: &dyn Store, policy: &Policy, mgmt: &str, s: &Stored) -> Result<()
     };
     let mut files = Files::new();
     files.insert(STATE_KEY, serde_json::to_vec_pretty(&p).unwrap_or_default());
-    store.write(&state_secret(policy, mgmt), &files, &WriteMeta::managed())
+    w.write_state(&state_secret(policy, mgmt), &files)
 }
 
 fn read_signer(store: &dyn Store, s: &SecretRef, now: OffsetDateTime) -> Result<Option<SigningCa>, Error> {
@@ -175,42 +313,80 @@ fn valid_bundle(store: &dyn Store, cluster: &str, now: OffsetDateTime) -> Option
 
 fn require_signer(store: &dyn Store, s: &SecretRef, now: OffsetDateTime) -> Result<SigningCa, Error> {
     read_signer(store, s, now)?
-        .ok_or_else(|| Error::Input(format!("signing CA Secret {s} not found at {}", store.location(s))))
+        .ok_or_else(|| Error::SignerNotFound { secret: s.to_string(), location: store.location(s) })
 }
 
-/// Starts a rotation to `new` from the command line: stores the new signer as `<signer>-next`
-/// and the state. Refuses while another rotation is under way, and a new CA with the same root.
+/// Starts a rotation to `new` by hand (without editing the policy): stores the new signer as
+/// `<signer>-next` and the state. Refuses while another rotation is under way, and a new CA
+/// with the same root.
 pub fn start(
     store: &dyn Store,
     policy: &Policy,
-    mgmt: &str,
+    opts: &Options,
     current: &SigningCa,
     new: &SigningCa,
     dwell: Duration,
-    clusters: &[String],
 ) -> Result<RootRotation, Error> {
+    let mgmt = &opts.mgmt_cluster;
     if let Some(s) = load(store, policy, mgmt)? {
         if s.in_progress() {
-            return Err(Error::Input(format!(
-                "a root rotation is already under way (phase {}); finish or roll it back first",
-                phase_name(s.rotation.phase)
-            )));
+            return Err(Refusal::AlreadyUnderWay { phase: PhaseName(s.rotation.phase) }.into());
         }
     }
     if policy.root_rotation.is_some() {
-        return Err(Error::Input(
-            "the policy's spec.config.rootRotation drives root rotation for this policy; edit it instead of \
-             running rotate-root start"
-                .into(),
-        ));
+        return Err(Refusal::DrivenByPolicy.into());
     }
-    let rotation = RootRotation::start(current, new, dwell).map_err(Error::core("rotate-root start"))?;
+    let rotation = RootRotation::start(current, new, dwell).map_err(Error::core("starting the root rotation"))?;
+    let w = writer(store, policy, opts);
     let next = next_signer_secret(policy, mgmt);
-    store.write(&next, &new.bundle().to_files(Layout::Istio), &WriteMeta::managed())?;
-    let stored =
-        Stored { rotation, clusters: clusters.iter().cloned().collect(), new_signer: next, started_by_policy: false };
-    save(store, policy, mgmt, &stored)?;
+    w.write_signer(&next, new, Owner::Meshca)?;
+    let stored = Stored {
+        rotation,
+        clusters: opts.clusters.iter().cloned().collect(),
+        new_signer: next,
+        started_by_policy: false,
+    };
+    save(&w, policy, mgmt, &stored)?;
     Ok(stored.rotation)
+}
+
+fn writer<'a>(store: &'a dyn Store, policy: &'a Policy, opts: &Options) -> Writer<'a> {
+    Writer::new(store, policy, opts.policy_generation, opts.now, opts.dry_run)
+}
+
+/// What a rotation run did to one cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+#[non_exhaustive]
+pub enum StepOutcome {
+    /// Already at this phase's target: nothing written.
+    Done,
+    /// Rewritten now to this phase's target.
+    Converged {
+        /// What `autoRestartPods` restarted (a new intermediate only).
+        restarted: Option<String>,
+        /// Why the restart failed, if it did (the bundle was written all the same).
+        restart_error: Option<String>,
+    },
+    /// Dry run: would be rewritten.
+    WouldConverge,
+    /// The cluster could not be brought to the target; it keeps what it had.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+impl StepOutcome {
+    /// The outcome's name as serialized (`done`, `converged`, `would-converge`, `failed`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StepOutcome::Done => "done",
+            StepOutcome::Converged { .. } => "converged",
+            StepOutcome::WouldConverge => "would-converge",
+            StepOutcome::Failed { .. } => "failed",
+        }
+    }
 }
 
 /// One cluster's outcome in a rotation run.
@@ -219,8 +395,53 @@ pub fn start(
 pub struct ClusterStep {
     /// Cluster name.
     pub cluster: String,
-    /// `converged` (rewritten now), `done` (already at this phase's target) or `FAILED: ...`.
-    pub outcome: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub outcome: StepOutcome,
+}
+
+/// What the state machine said after a pass.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+#[non_exhaustive]
+pub enum StepState {
+    /// Some clusters have not reached the phase's target.
+    Converging {
+        /// Those clusters.
+        pending: Vec<String>,
+    },
+    /// Every cluster is done; the dwell runs until `until`.
+    Dwelling {
+        /// When the next step may begin.
+        #[serde(with = "crate::reconcile::rfc3339")]
+        until: OffsetDateTime,
+    },
+    /// The rotation moved to the next phase.
+    Advanced {
+        /// That phase.
+        to: PhaseName,
+    },
+    /// The rotation (or its rollback) finished.
+    Finished {
+        /// The final phase.
+        phase: PhaseName,
+    },
+    /// A state this version of meshca does not know (from a newer core).
+    Other {
+        /// The core's description.
+        detail: String,
+    },
+}
+
+/// What happened to the rotation itself in a run, beyond a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Notice {
+    /// The policy's `rootRotation` started it.
+    StartedByPolicy,
+    /// The policy's `rootRotation` was removed: rolling back.
+    RollingBack,
 }
 
 /// A rotation run: what each cluster did and where the rotation is now.
@@ -228,20 +449,19 @@ pub struct ClusterStep {
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct RotationReport {
-    /// What happened to the rotation itself this run, if anything beyond a step: `started`
-    /// (by the policy) or `rolling back` (the policy withdrew it).
-    pub notice: Option<String>,
+    /// What happened to the rotation itself this run, if anything beyond a step.
+    pub notice: Option<Notice>,
     /// The phase the run worked on.
-    pub phase: String,
+    pub phase: PhaseName,
     /// Per cluster.
     pub clusters: Vec<ClusterStep>,
-    /// What the state machine said afterwards.
-    pub step: String,
+    /// What the state machine said after each pass (a run that begins a step applies it at
+    /// once, so it may hold two).
+    pub steps: Vec<StepState>,
     /// The phase now.
-    pub now_phase: String,
-    /// Every phase this run entered, in order (a run that finds a dwell over begins the next
-    /// step at once, so it may enter two).
-    pub entered: Vec<String>,
+    pub now_phase: PhaseName,
+    /// Every phase this run entered, in order.
+    pub entered: Vec<PhaseName>,
     /// Subject of the root being retired.
     pub old_root: String,
     /// Subject of the incoming root.
@@ -256,7 +476,15 @@ pub struct RotationReport {
 impl RotationReport {
     /// Whether some cluster failed.
     pub fn failed(&self) -> bool {
-        self.clusters.iter().any(|c| c.outcome.starts_with("FAILED"))
+        self.failed_clusters().next().is_some()
+    }
+
+    /// The clusters that failed, with why.
+    pub fn failed_clusters(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.clusters.iter().filter_map(|c| match &c.outcome {
+            StepOutcome::Failed { error } => Some((c.cluster.as_str(), error.as_str())),
+            _ => None,
+        })
     }
 }
 
@@ -278,19 +506,14 @@ pub enum Outcome {
 
 enum Todo {
     Idle { signer: Option<SecretRef>, notes: Vec<String> },
-    Rotate { stored: Box<Stored>, notice: Option<String> },
+    Rotate { stored: Box<Stored>, notice: Option<Notice> },
 }
 
 /// Decides from the policy and the stored state whether a rotation runs, and starts or rolls
-/// back a policy-driven one (saved unless `dry_run`).
-fn resolve(
-    store: &dyn Store,
-    policy: &Policy,
-    mgmt: &str,
-    clusters: &[String],
-    now: OffsetDateTime,
-    dry_run: bool,
-) -> Result<Todo, Error> {
+/// back a policy-driven one (saved unless a dry run).
+fn resolve(store: &dyn Store, policy: &Policy, opts: &Options) -> Result<Todo, Error> {
+    let (mgmt, now) = (opts.mgmt_cluster.as_str(), opts.now);
+    let w = writer(store, policy, opts);
     let stored = load(store, policy, mgmt)?;
     let signer_ref = signer_secret(policy, mgmt);
     let idle = |signer, notes| Ok(Todo::Idle { signer, notes });
@@ -300,37 +523,28 @@ fn resolve(
                 Ok(Todo::Rotate { stored: Box::new(s), notice: None })
             }
             Some(s) if s.in_progress() => {
-                let back = s.rotation.rollback().map_err(|_| {
-                    Error::Input(format!(
-                        "spec.config.rootRotation was removed, but the rotation to {} is already deleting the old \
-                         root (step 3) and cannot be rolled back; put rootRotation back, or set mgmtServerCa to {}",
-                        s.rotation.new_root.subject(),
-                        s.new_signer
-                    ))
+                let back = s.rotation.rollback().map_err(|_| Refusal::CannotRollBack {
+                    new_root: s.rotation.new_root.subject(),
+                    new_signer: s.new_signer.to_string(),
                 })?;
                 if back.phase == s.rotation.phase {
                     // Already rolling back: carry on (keeping the dwell's start).
                     return Ok(Todo::Rotate { stored: Box::new(s), notice: None });
                 }
                 let stored = Stored { rotation: back, ..s };
-                if !dry_run {
-                    save(store, policy, mgmt, &stored)?;
-                }
-                Ok(Todo::Rotate {
-                    stored: Box::new(stored),
-                    notice: Some("rolling back: spec.config.rootRotation was removed".into()),
-                })
+                save(&w, policy, mgmt, &stored)?;
+                Ok(Todo::Rotate { stored: Box::new(stored), notice: Some(Notice::RollingBack) })
             }
             Some(s) if s.rotation.phase == Phase::Complete && s.started_by_policy => {
                 // Signing with the root every cluster just stopped trusting would break all traffic.
                 let signer = read_signer(store, &signer_ref, now)?;
                 if signer.is_some_and(|c| *c.bundle().root() == s.rotation.old_root) {
-                    return Err(Error::Input(format!(
-                        "mgmtServerCa ({signer_ref}) chains to {}, the root the completed rotation removed from \
-                         every cluster; set mgmtServerCa to {} (the new root), or put rootRotation back",
-                        s.rotation.old_root.subject(),
-                        s.new_signer
-                    )));
+                    return Err(Refusal::SignerOnRemovedRoot {
+                        signer: signer_ref.to_string(),
+                        old_root: s.rotation.old_root.subject(),
+                        new_signer: s.new_signer.to_string(),
+                    }
+                    .into());
                 }
                 idle(None, Vec::new())
             }
@@ -339,23 +553,22 @@ fn resolve(
     };
     let new_ref = auto_signer_secret(auto, mgmt);
     let old = require_signer(store, &signer_ref, now)?;
-    let new = read_signer(store, &new_ref, now)?.ok_or_else(|| {
-        Error::Input(format!(
-            "spec.config.rootRotation.newMgmtServerCa: Secret {new_ref} not found at {}; create it with the incoming \
-             CA's ca-cert.pem, ca-key.pem, cert-chain.pem and root-cert.pem",
-            store.location(&new_ref)
-        ))
+    let new = read_signer(store, &new_ref, now)?.ok_or_else(|| Error::PolicySecret {
+        field: "spec.config.rootRotation.newMgmtServerCa".into(),
+        secret: new_ref.to_string(),
+        problem: format!("not found at {}", store.location(&new_ref)),
+        fix: "create it with the incoming CA's ca-cert.pem, ca-key.pem, cert-chain.pem and root-cert.pem",
     })?;
     let (old_root, new_root) = (old.bundle().root(), new.bundle().root());
     match stored {
         Some(s) if s.in_progress() => {
             if s.rotation.new_root != *new_root {
-                return Err(Error::Input(format!(
-                    "spec.config.rootRotation names {new_ref} (root {}), but the rotation under way goes to {}; \
-                     let it finish or roll it back before naming another CA",
-                    new_root.subject(),
-                    s.rotation.new_root.subject()
-                )));
+                return Err(Refusal::OtherRotationUnderWay {
+                    named: new_ref.to_string(),
+                    named_root: new_root.subject(),
+                    under_way_root: s.rotation.new_root.subject(),
+                }
+                .into());
             }
             Ok(Todo::Rotate { stored: Box::new(s), notice: None })
         }
@@ -385,54 +598,49 @@ fn resolve(
                 .map_err(Error::core("spec.config.rootRotation.newMgmtServerCa"))?;
             let stored = Stored {
                 rotation,
-                clusters: clusters.iter().cloned().collect(),
+                clusters: opts.clusters.iter().cloned().collect(),
                 new_signer: new_ref,
                 started_by_policy: true,
             };
-            if !dry_run {
-                save(store, policy, mgmt, &stored)?;
-            }
-            Ok(Todo::Rotate { stored: Box::new(stored), notice: Some("started by spec.config.rootRotation".into()) })
+            save(&w, policy, mgmt, &stored)?;
+            Ok(Todo::Rotate { stored: Box::new(stored), notice: Some(Notice::StartedByPolicy) })
         }
     }
 }
 
 /// Applies the current phase of the rotation under way (starting or rolling back one the policy
-/// asks for) to every cluster, lets the state machine move on and saves it. On completion of a
-/// rotation started by `rotate-root start`, the new signer replaces the policy's signer.
-#[allow(clippy::too_many_arguments)]
+/// asks for) to `opts.clusters`, lets the state machine move on and saves it. On completion of
+/// a rotation started by [`start`], the new signer replaces the policy's signer.
 pub fn run(
     store: &dyn Store,
     policy: &Policy,
     passive: &[Certificate],
-    mgmt: &str,
-    clusters: &[String],
+    opts: &Options,
     rng: &mut dyn Entropy,
-    now: OffsetDateTime,
-    dry_run: bool,
 ) -> Result<Outcome, Error> {
-    let (mut stored, notice) = match resolve(store, policy, mgmt, clusters, now, dry_run)? {
+    let (mut stored, notice) = match resolve(store, policy, opts)? {
         Todo::Idle { signer, notes } => return Ok(Outcome::Idle { signer, notes }),
         Todo::Rotate { stored, notice } => (*stored, notice),
     };
     // Every cluster the store can see holding a cacerts counts too: a run naming only some
     // clusters must not let a step begin before the others have finished the last one.
-    stored.clusters.extend(clusters.iter().cloned());
+    stored.clusters.extend(opts.clusters.iter().cloned());
     stored.clusters.extend(store.clusters_with_cacerts()?);
     // The signers are read once per run: a second pass (below) must not change them, and on
     // Kubernetes each read is an API call.
-    let old = require_signer(store, &signer_secret(policy, mgmt), now)?;
-    let new = read_signer(store, &stored.new_signer, now)?;
+    let old = require_signer(store, &signer_secret(policy, &opts.mgmt_cluster), opts.now)?;
+    let new = read_signer(store, &stored.new_signer, opts.now)?;
     let signers = (&old, new.as_ref());
-    let (mut report, next) = pass(store, policy, passive, mgmt, clusters, stored, signers, rng, now, dry_run)?;
-    if !dry_run && next.in_progress() && report.phase != report.now_phase {
+    let (mut report, next) = pass(store, policy, passive, opts, stored, signers, rng)?;
+    if !opts.dry_run && next.in_progress() && report.phase != report.now_phase {
         // A step just began: apply it now rather than on the next run (its own dwell starts
         // once every cluster has done it).
-        let (second, _) = pass(store, policy, passive, mgmt, clusters, next, signers, rng, now, dry_run)?;
-        let step = format!("{}; {}", report.step, second.step);
+        let (second, _) = pass(store, policy, passive, opts, next, signers, rng)?;
+        let mut steps = report.steps;
+        steps.extend(second.steps.iter().cloned());
         let mut entered = report.entered;
-        entered.extend(second.entered.iter().cloned());
-        report = RotationReport { phase: report.phase, step, entered, ..second };
+        entered.extend(second.entered.iter().copied());
+        report = RotationReport { phase: report.phase, steps, entered, ..second };
     }
     report.notice = notice;
     Ok(Outcome::Rotating(report))
@@ -440,85 +648,80 @@ pub fn run(
 
 /// Applies the stored rotation's current phase once: converges every cluster, steps the state
 /// machine and saves it. Returns the report and the state as saved.
-#[allow(clippy::too_many_arguments)]
 fn pass(
     store: &dyn Store,
     policy: &Policy,
     passive: &[Certificate],
-    mgmt: &str,
-    clusters: &[String],
+    opts: &Options,
     stored: Stored,
     (old, new): (&SigningCa, Option<&SigningCa>),
     rng: &mut dyn Entropy,
-    now: OffsetDateTime,
-    dry_run: bool,
 ) -> Result<(RotationReport, Stored), Error> {
+    let (mgmt, now, clusters) = (opts.mgmt_cluster.as_str(), opts.now, &opts.clusters);
+    let w = writer(store, policy, opts);
     let r = stored.rotation.clone().with_extra_roots(passive.to_vec());
     let known = stored.clusters.clone();
     let signer_ref = signer_secret(policy, mgmt);
     // Each signer must still chain to the root the rotation was started with; otherwise every
     // run would issue from the wrong CA and no cluster would ever be done.
     if r.target_signer() == Signer::Old && *old.bundle().root() != r.old_root {
-        return Err(Error::Input(format!(
-            "the root rotation ({}) still issues from the old CA in phase {}, but mgmtServerCa ({}) now chains to {}; \
-             put the old CA back until the rotation completes, or roll it back",
-            describe_pair(&r),
-            phase_name(r.phase),
-            store.location(&signer_ref),
-            old.bundle().root().subject()
-        )));
+        return Err(Refusal::SignerChanged {
+            old_root: r.old_root.subject(),
+            new_root: r.new_root.subject(),
+            phase: PhaseName(r.phase),
+            location: store.location(&signer_ref),
+            now_root: old.bundle().root().subject(),
+        }
+        .into());
     }
     if let Some(n) = new.filter(|n| *n.bundle().root() != r.new_root) {
-        return Err(Error::Input(format!(
-            "the incoming CA {} now chains to {}, not to {} the rotation was started with; put that CA back, or roll \
-             the rotation back and start another",
-            store.location(&stored.new_signer),
-            n.bundle().root().subject(),
-            r.new_root.subject()
-        )));
+        return Err(Refusal::IncomingChanged {
+            location: store.location(&stored.new_signer),
+            now_root: n.bundle().root().subject(),
+            new_root: r.new_root.subject(),
+        }
+        .into());
     }
     let mut rotation_policy = policy.rotation.clone();
     rotation_policy.passive_roots = passive.to_vec();
     let mut results = Vec::new();
     let mut bundles: Vec<(String, Option<Cacerts>)> = Vec::new();
     for cluster in clusters {
-        let secret = SecretRef::cacerts(cluster);
+        let _span = tracing::info_span!("cluster", cluster = cluster.as_str()).entered();
         let current = valid_bundle(store, cluster, now);
-        let outcome = match r.converge(current.as_ref(), old, new, &rotation_policy, cluster, rng, now) {
+        let converged = r
+            .converge(current.as_ref(), old, new, &rotation_policy, cluster, rng, now)
+            .map_err(|e| e.to_string())
+            .and_then(|target| match target {
+                None => Ok(None),
+                Some(b) => w.write_bundle(&SecretRef::cacerts(cluster), &b).map(Some).map_err(|e| e.to_string()),
+            });
+        let outcome = match converged {
             Ok(None) => {
                 bundles.push((cluster.clone(), current));
-                "done".to_owned()
+                StepOutcome::Done
+            }
+            Ok(Some(b)) if opts.dry_run => {
+                // What the step would see once this is written.
+                bundles.push((cluster.clone(), Some(b)));
+                StepOutcome::WouldConverge
             }
             Ok(Some(b)) => {
-                let write = if dry_run {
-                    Ok(())
-                } else {
-                    store.write(&secret, &b.to_files(Layout::Istio), &WriteMeta::managed())
-                };
-                match write {
-                    Ok(()) => {
-                        let new_ca = current.as_ref().is_none_or(|c| c.ca_cert() != b.ca_cert());
-                        bundles.push((cluster.clone(), Some(b)));
-                        let mut outcome = if dry_run { "would converge" } else { "converged" }.to_owned();
-                        if new_ca && policy.auto_restart_pods && !dry_run {
-                            // A new intermediate, as in the usual loop: restart istiod if asked.
-                            match store.restart_istiod(cluster) {
-                                Ok(Some(what)) => outcome.push_str(&format!("; {what}")),
-                                Ok(None) => {}
-                                Err(e) => outcome.push_str(&format!("; autoRestartPods: {e}")),
-                            }
-                        }
-                        outcome
-                    }
-                    Err(e) => {
-                        bundles.push((cluster.clone(), current));
-                        format!("FAILED: {e}")
+                let new_ca = current.as_ref().is_none_or(|c| c.ca_cert() != b.ca_cert());
+                bundles.push((cluster.clone(), Some(b)));
+                let (mut restarted, mut restart_error) = (None, None);
+                if new_ca && policy.auto_restart_pods {
+                    // A new intermediate, as in the usual loop: restart istiod if asked.
+                    match store.restart_istiod(cluster, now) {
+                        Ok(what) => restarted = what,
+                        Err(e) => restart_error = Some(e.to_string()),
                     }
                 }
+                StepOutcome::Converged { restarted, restart_error }
             }
-            Err(e) => {
+            Err(error) => {
                 bundles.push((cluster.clone(), current));
-                format!("FAILED: {e}")
+                StepOutcome::Failed { error }
             }
         };
         results.push(ClusterStep { cluster: cluster.clone(), outcome });
@@ -529,73 +732,61 @@ fn pass(
     }
     let views: Vec<(&str, Option<&Cacerts>)> = bundles.iter().map(|(n, b)| (n.as_str(), b.as_ref())).collect();
     let (next, step) = r.step(&views, now);
-    let (step_text, next_step_at) = match &step {
-        Step::Converging { pending } => (format!("waiting for {}", pending.join(", ")), None),
-        Step::Dwelling { until } => {
-            (format!("every cluster is done; next step at {}", meshca::format_time(*until)), Some(*until))
-        }
-        Step::Advanced { to } => (format!("advanced to {}", phase_name(*to)), None),
-        Step::Finished => (format!("finished ({})", phase_name(next.phase)), None),
-        _ => (format!("{step:?}"), None),
+    let state = match &step {
+        Step::Converging { pending } => StepState::Converging { pending: pending.clone() },
+        Step::Dwelling { until } => StepState::Dwelling { until: *until },
+        Step::Advanced { to } => StepState::Advanced { to: PhaseName(*to) },
+        Step::Finished => StepState::Finished { phase: PhaseName(next.phase) },
+        other => StepState::Other { detail: format!("{other:?}") },
     };
-    if !dry_run && next.phase == Phase::Complete && !stored.started_by_policy {
-        // `rotate-root start`: the new signer becomes the policy's signer. That Secret is the
-        // user's: a store that guards unmanaged Secrets (Kubernetes) needs --adopt. (A
-        // policy-driven rotation leaves it alone: the policy names the new CA.)
-        let new = new.ok_or_else(|| {
-            Error::Input(format!("the incoming signing CA {} disappeared", store.location(&stored.new_signer)))
-        })?;
-        store.write(&signer_ref, &new.bundle().to_files(Layout::Istio), &WriteMeta::default())?;
+    if !opts.dry_run && next.phase == Phase::Complete && !stored.started_by_policy {
+        // Started by hand: the new signer becomes the policy's signer. That Secret is the
+        // user's: a store that guards unmanaged Secrets (Kubernetes) refuses unless told to
+        // adopt it. (A policy-driven rotation leaves it alone: the policy names the new CA.)
+        let new = new.ok_or_else(|| Refusal::IncomingDisappeared { location: store.location(&stored.new_signer) })?;
+        w.write_signer(&signer_ref, new, Owner::User)?;
     }
     let saved = Stored { rotation: next.clone(), clusters: known, ..stored };
-    if !dry_run {
-        save(store, policy, mgmt, &saved)?;
-    }
+    save(&w, policy, mgmt, &saved)?;
     let report = RotationReport {
         notice: None,
-        phase: phase_name(r.phase).into(),
+        phase: PhaseName(r.phase),
         clusters: results,
-        step: step_text,
-        now_phase: phase_name(next.phase).into(),
-        entered: if next.phase == r.phase { Vec::new() } else { vec![phase_name(next.phase).into()] },
+        next_step_at: match state {
+            StepState::Dwelling { until } => Some(until),
+            _ => None,
+        },
+        finished: matches!(state, StepState::Finished { .. }),
+        steps: vec![state],
+        now_phase: PhaseName(next.phase),
+        entered: if next.phase == r.phase { Vec::new() } else { vec![PhaseName(next.phase)] },
         old_root: r.old_root.subject(),
         new_root: r.new_root.subject(),
-        next_step_at,
-        finished: matches!(step, Step::Finished),
     };
     Ok((report, saved))
 }
 
 /// Stops waiting for `cluster` (it left the mesh): a step waits for every cluster any run of
 /// the rotation has seen. Returns whether it was known.
-pub fn forget(store: &dyn Store, policy: &Policy, mgmt: &str, cluster: &str) -> Result<bool, Error> {
-    let mut s = load(store, policy, mgmt)?.ok_or_else(|| Error::Input("no root rotation is under way".into()))?;
+pub fn forget(store: &dyn Store, policy: &Policy, opts: &Options, cluster: &str) -> Result<bool, Error> {
+    let mgmt = &opts.mgmt_cluster;
+    let mut s = load(store, policy, mgmt)?.ok_or(Refusal::NoRotation)?;
     if store.clusters_with_cacerts()?.iter().any(|c| c == cluster) {
-        let at = store.location(&SecretRef::cacerts(cluster));
-        return Err(Error::Input(format!(
-            "{cluster} still holds a cacerts ({at}), so every run would count it again; remove it from the store first"
-        )));
+        let location = store.location(&SecretRef::cacerts(cluster));
+        return Err(Refusal::ClusterStillPresent { cluster: cluster.to_owned(), location }.into());
     }
     let known = s.clusters.remove(cluster);
     if known {
-        save(store, policy, mgmt, &s)?;
+        save(&writer(store, policy, opts), policy, mgmt, &s)?;
     }
     Ok(known)
 }
 
 /// Rolls the rotation back (before step 3) and saves it.
-pub fn rollback(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<RootRotation, Error> {
-    let s = load(store, policy, mgmt)?.ok_or_else(|| Error::Input("no root rotation is under way".into()))?;
-    let back = s.rotation.rollback().map_err(Error::core("rotate-root rollback"))?;
-    save(store, policy, mgmt, &Stored { rotation: back.clone(), ..s })?;
+pub fn rollback(store: &dyn Store, policy: &Policy, opts: &Options) -> Result<RootRotation, Error> {
+    let mgmt = &opts.mgmt_cluster;
+    let s = load(store, policy, mgmt)?.ok_or(Refusal::NoRotation)?;
+    let back = s.rotation.rollback().map_err(Error::core("rolling the root rotation back"))?;
+    save(&writer(store, policy, opts), policy, mgmt, &Stored { rotation: back.clone(), ..s })?;
     Ok(back)
-}
-
-fn describe_pair(r: &RootRotation) -> String {
-    format!("{} -> {}", r.old_root.subject(), r.new_root.subject())
-}
-
-/// The phase's name as shown to users.
-pub fn describe(r: &RootRotation) -> String {
-    phase_name(r.phase).to_owned()
 }

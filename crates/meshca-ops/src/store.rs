@@ -76,10 +76,11 @@ pub trait Store {
     /// knows who wrote a Secret refuses to replace one meshca does not manage
     /// ([`Error::NotManaged`]).
     fn write(&self, secret: &SecretRef, files: &Files, meta: &WriteMeta) -> Result<(), Error>;
-    /// Restarts istiod in `cluster` so a new CA is used at once (`autoRestartPods`). Returns
-    /// what was restarted, or `None` where the store cannot restart anything.
-    fn restart_istiod(&self, cluster: &str) -> Result<Option<String>, Error> {
-        let _ = cluster;
+    /// Restarts istiod in `cluster` so a new CA is used at once (`autoRestartPods`), stamping
+    /// the restart with `now`. Returns what was restarted, or `None` where the store cannot
+    /// restart anything.
+    fn restart_istiod(&self, cluster: &str, now: time::OffsetDateTime) -> Result<Option<String>, Error> {
+        let _ = (cluster, now);
         Ok(None)
     }
     /// The clusters that hold a `cacerts` Secret, where the store can tell (the directory store
@@ -175,10 +176,7 @@ impl DirStore {
                 && !part.starts_with('.')
                 && part.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
             if !ok {
-                return Err(Error::Input(format!(
-                    "{what} name `{part}` cannot be used in the directory store (letters, digits, '-', '_', '.'; not \
-                     starting with '.')"
-                )));
+                return Err(Error::UnsafeName { what, name: part.clone() });
             }
         }
         Ok(())

@@ -12,6 +12,7 @@ use meshca::{Cacerts, Certificate, Files, Layout, RootParams, SigningCa};
 use meshca_ops::error::Error;
 use meshca_ops::policy::{self, Policy, SEED_POLICY};
 use meshca_ops::reconcile::{self, Action, Options, Run};
+use meshca_ops::rootrotation::PhaseName;
 use meshca_ops::store::{DirStore, SecretRef, Store, WriteMeta};
 use time::{Duration, OffsetDateTime};
 
@@ -102,14 +103,14 @@ fn roots_of(store: &DirStore, now: OffsetDateTime) -> Vec<Vec<Certificate>> {
 
 /// Runs the policy hour by hour until the usual loop takes over; returns the phases seen and
 /// the last run. Checks the handshakes after every run.
-fn drive(m: &Mesh, policy: &Policy, from: i64) -> (Vec<String>, reconcile::Report, i64) {
+fn drive(m: &Mesh, policy: &Policy, from: i64) -> (Vec<PhaseName>, reconcile::Report, i64) {
     let mut phases = Vec::new();
     for h in from..from + 20 {
         match run(&m.store, policy, h).unwrap() {
             Run::RootRotation(r) => {
                 assert!(!r.failed(), "{r:?}");
                 if phases.last() != Some(&r.now_phase) {
-                    phases.push(r.now_phase.clone());
+                    phases.push(r.now_phase);
                 }
             }
             Run::Reconciled(report) => return (phases, report, h),
@@ -318,7 +319,8 @@ impl Mode {
             let policy = self.policy();
             if meshca_ops::rootrotation::load(store, &policy, "mgmt")?.is_none() {
                 let clusters: Vec<String> = CLUSTERS.iter().map(|c| (*c).to_owned()).collect();
-                meshca_ops::rootrotation::start(store, &policy, "mgmt", &m.old, &m.new, Duration::hours(1), &clusters)?;
+                let opts = Options::new(at(0), clusters);
+                meshca_ops::rootrotation::start(store, &policy, &opts, &m.old, &m.new, Duration::hours(1))?;
             }
         }
         Ok(())

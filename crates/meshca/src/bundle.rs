@@ -260,7 +260,7 @@ pub fn parse_roots(pem: &[u8], file: &str, now: OffsetDateTime) -> Result<Vec<Ce
             return Err(Error::NotCa { file: file.into(), subject: r.subject() });
         }
         crate::rfc5280::check_critical_extensions(r, file)?;
-        crate::rfc5280::check_validity(r, file, now)?;
+        r.check_validity(file, now)?;
     }
     Ok(roots)
 }

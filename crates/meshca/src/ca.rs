@@ -100,7 +100,7 @@ impl LeafParams {
 
 /// The longest CA lifetime meshca issues: 36500 days (100 years). Bounds every lifetime field
 /// (`--days`, `ttlDays`, Python's `days=`) so date arithmetic can never overflow.
-pub const MAX_CA_TTL: Duration = Duration::days(36_500);
+pub const MAX_CA_TTL: Duration = Duration::days(crate::bounds::CA_TTL_DAYS.1);
 
 /// Checks a cluster name. It names a Kubernetes cluster (an Istio cluster ID, a kubeconfig
 /// context, a remote secret's key), becomes the subject's L attribute and a directory name in
@@ -195,7 +195,20 @@ impl Leaf {
     pub fn root_cert_pem(&self) -> String {
         self.roots.iter().map(Certificate::to_pem).collect()
     }
+
+    /// The three files a sidecar holds, under the names istio-agent writes them
+    /// ([`LEAF_FILES`]: `cert-chain.pem`, `key.pem`, `root-cert.pem`).
+    pub fn to_files(&self) -> crate::Files {
+        let mut files = crate::Files::new();
+        files.insert(LEAF_FILES[0], self.cert_chain_pem().into_bytes());
+        files.insert(LEAF_FILES[1], self.key_pem().as_bytes().to_vec());
+        files.insert(LEAF_FILES[2], self.root_cert_pem().into_bytes());
+        files
+    }
 }
+
+/// The files of a workload certificate: `cert-chain.pem`, `key.pem`, `root-cert.pem`.
+pub const LEAF_FILES: [&str; 3] = [crate::bundle::CERT_CHAIN, "key.pem", crate::bundle::ROOT_CERT];
 
 /// A PKCS#10 certificate request whose self-signature verified.
 #[derive(Clone)]
@@ -245,7 +258,12 @@ impl Csr {
         let key_type = match kind {
             PublicKeyKind::Supported(t) => t,
             PublicKeyKind::WeakRsa { bits } => {
-                return Err(Error::WeakRsaKey { file: file.to_owned(), what: "the CSR's key".into(), bits })
+                return Err(Error::WeakRsaKey {
+                    file: file.to_owned(),
+                    what: "the CSR's key".into(),
+                    holder: crate::error::KeyHolder::Csr,
+                    bits,
+                })
             }
             PublicKeyKind::Unsupported(alg) => {
                 return Err(bad(format!(

@@ -219,6 +219,13 @@ impl Certificate {
         to_offset(self.tbs().validity.not_after.to_unix_duration())
     }
 
+    /// RFC 5280 4.1.2.5: valid at `now` (whole seconds, as the certificate carries), from
+    /// notBefore through notAfter, both inclusive; else [`Error::NotYetValid`] or
+    /// [`Error::Expired`] naming `file`. The one validity check every path uses.
+    pub fn check_validity(&self, file: &str, now: OffsetDateTime) -> crate::Result<()> {
+        crate::rfc5280::check_validity(self, file, now)
+    }
+
     /// Serial number as lowercase hex with colons.
     pub fn serial_hex(&self) -> String {
         hex_colon(self.tbs().serial_number.as_bytes())
@@ -403,9 +410,12 @@ impl Certificate {
         }
         match self.public_key_kind() {
             PublicKeyKind::Supported(_) => Ok(()),
-            PublicKeyKind::WeakRsa { bits } => {
-                Err(Error::WeakRsaKey { file: file.to_owned(), what: self.subject(), bits })
-            }
+            PublicKeyKind::WeakRsa { bits } => Err(Error::WeakRsaKey {
+                file: file.to_owned(),
+                what: self.subject(),
+                holder: crate::error::KeyHolder::Certificate,
+                bits,
+            }),
             PublicKeyKind::Unsupported(algorithm) => {
                 Err(Error::UnsupportedPublicKey { file: file.to_owned(), subject: self.subject(), algorithm })
             }

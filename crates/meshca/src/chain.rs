@@ -146,7 +146,7 @@ impl TrustChain {
         }
         let root = &path[path.len() - 1];
         for r in &roots {
-            if r != root && rfc5280::whole_second(now) > r.not_after() {
+            if r != root && matches!(r.check_validity("", now), Err(Error::Expired { .. })) {
                 warnings.push(Warning::ExpiredExtraRoot { subject: r.subject() });
             }
         }
@@ -235,7 +235,7 @@ pub(crate) fn check_ca_path(
         if let Some(missing) = c.eku_missing_for_mtls() {
             return Err(Error::CaEkuTooNarrow { file: file.into(), subject: c.subject(), missing });
         }
-        rfc5280::check_validity(c, file, now)?;
+        c.check_validity(file, now)?;
         if let Some(nc) = rfc5280::name_constraints(c, file)? {
             for (d, b) in path[..depth].iter().enumerate() {
                 // Self-issued CAs below are exempt (6.1.4 (b)), the lowest certificate never is.

@@ -383,6 +383,8 @@ pub enum Error {
         file: String,
         /// Subject of the certificate, or "the private key".
         what: String,
+        /// Whose key it is.
+        holder: KeyHolder,
         /// Its size.
         bits: usize,
     },
@@ -580,3 +582,15 @@ pub enum Error {
 
 /// The core crate's result type.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+/// Whose key an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyHolder {
+    /// A certificate's public key.
+    Certificate,
+    /// A private key file.
+    PrivateKey,
+    /// A certificate request's public key.
+    Csr,
+}

@@ -278,7 +278,12 @@ impl PrivateKey {
     fn from_normalized_pkcs8(key_type: KeyType, pkcs8: Zeroizing<Vec<u8>>, file: &str) -> Result<Self> {
         if let KeyType::Rsa { bits } = key_type {
             if bits < 2048 {
-                return Err(Error::WeakRsaKey { file: file.to_owned(), what: "the private key".into(), bits });
+                return Err(Error::WeakRsaKey {
+                    file: file.to_owned(),
+                    what: "the private key".into(),
+                    holder: crate::error::KeyHolder::PrivateKey,
+                    bits,
+                });
             }
         }
         let der = rustls_pki_types::PrivatePkcs8KeyDer::from(&pkcs8[..]);

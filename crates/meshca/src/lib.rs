@@ -26,6 +26,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bounds;
 mod bundle;
 mod ca;
 mod cert;
@@ -47,11 +48,11 @@ pub use bundle::{
 };
 pub use ca::{
     validate_cluster_name, validate_subject_attr, Csr, IntermediateParams, Issued, Leaf, LeafParams, RootParams,
-    SignedCa, SigningCa, MAX_CA_TTL, MAX_LEAF_TTL,
+    SignedCa, SigningCa, LEAF_FILES, MAX_CA_TTL, MAX_LEAF_TTL,
 };
 pub use cert::{Certificate, PublicKeyKind, SignatureError};
 pub use chain::TrustChain;
-pub use error::{Error, Result};
+pub use error::{Error, KeyHolder, Result};
 pub use key::{KeyAlgorithm, KeyType, PrivateKey};
 pub use pem::{MAX_INPUT_BYTES, MAX_PEM_BLOCKS};
 pub use profile::{BACKDATE, ISTIOD_SAN};

@@ -60,12 +60,10 @@ impl RotationPolicy {
                 reason: "must be between 1 and 36500 days".into(),
             });
         }
-        if !(self.grace_ratio > 0.0 && self.grace_ratio < 1.0) {
-            return Err(Error::InvalidParameter {
-                field: "secretRotationGracePeriodRatio".into(),
-                reason: format!("must be in (0,1), got {}", self.grace_ratio),
-            });
-        }
+        crate::bounds::grace_ratio(self.grace_ratio).map_err(|e| Error::InvalidParameter {
+            field: "secretRotationGracePeriodRatio".into(),
+            reason: e.to_string(),
+        })?;
         // A ratio so small that rotation starts less than a minute before expiry leaves no time to
         // distribute the new intermediate: istiod would run on an expired CA.
         let grace = self.ttl.as_seconds_f64() * self.grace_ratio;

@@ -38,8 +38,13 @@ impl SpiffeId {
     }
 }
 
-/// Checks a trust domain as the SPIFFE spec defines it (lowercase letters, digits, `.`, `-`, `_`).
-pub fn validate_trust_domain(td: &str) -> core::result::Result<(), String> {
+/// Checks a trust domain as the SPIFFE spec defines it (lowercase letters, digits, `.`, `-`, `_`):
+/// an [`Error::InvalidParameter`] for `trust domain` says what is wrong.
+pub fn validate_trust_domain(td: &str) -> Result<()> {
+    trust_domain_problem(td).map_err(|reason| Error::InvalidParameter { field: "trust domain".into(), reason })
+}
+
+fn trust_domain_problem(td: &str) -> core::result::Result<(), String> {
     if td.is_empty() {
         return Err("the trust domain is empty".into());
     }
@@ -83,7 +88,7 @@ impl FromStr for SpiffeId {
         }
         let rest = id.strip_prefix("spiffe://").ok_or_else(|| bad("it does not start with spiffe://".into()))?;
         let (td, path) = rest.split_once('/').ok_or_else(|| bad("it has no path".into()))?;
-        validate_trust_domain(td).map_err(bad)?;
+        trust_domain_problem(td).map_err(bad)?;
         let parts: Vec<&str> = path.split('/').collect();
         match parts.as_slice() {
             ["ns", ns, "sa", sa] => {

@@ -54,7 +54,7 @@ pub fn verify_workload(chain: &[Certificate], roots: &[Certificate], now: Offset
     }
     leaf.check_algorithms(LEAF)?;
     rfc5280::check_critical_extensions(leaf, LEAF)?;
-    rfc5280::check_validity(leaf, LEAF, now)?;
+    leaf.check_validity(LEAF, now)?;
     let uris = leaf.uri_sans();
     let [uri] = uris.as_slice() else {
         return Err(profile(format!("it must carry exactly one URI SAN (a SPIFFE ID), found {}", uris.len())));

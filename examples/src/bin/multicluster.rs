@@ -64,11 +64,7 @@ fn run(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
 
         let id = SpiffeId::workload("cluster.local", "default", &format!("{cluster}-workload"))?;
         let leaf = SigningCa::new(bundle.clone()).issue_leaf(&LeafParams::new(id.clone()), rng, now)?.value;
-        let mut files = meshca::Files::new();
-        files.insert("cert-chain.pem", leaf.cert_chain_pem().into_bytes());
-        files.insert("key.pem", leaf.key_pem().as_bytes().to_vec());
-        files.insert("root-cert.pem", leaf.root_cert_pem().into_bytes());
-        let written = fs::write_files(&dir.join("leaf"), &files)?;
+        let written = fs::write_files(&dir.join("leaf"), &leaf.to_files())?;
         println!("{:<12} workload {id}  expires {}", "", meshca::format_time(leaf.cert().not_after()));
         print_paths(&written);
         bundles.push((cluster, bundle));

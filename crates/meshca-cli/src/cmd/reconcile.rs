@@ -1,0 +1,147 @@
+//! `meshca reconcile`: issue, rotate or keep every cluster's `cacerts` per a RootTrustPolicy.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use time::OffsetDateTime;
+
+use meshca_ops::reconcile::{self, Action, Options};
+use meshca_ops::store::DirStore;
+
+use crate::args::{LockArgs, StoreArgs};
+use crate::failure::{refused, usage, CmdResult, Failure};
+use crate::io::{check_future_at, load_policy, lock_store, open_store, read_text};
+use crate::render::{render_report, render_rotation};
+
+#[derive(Args, Debug)]
+pub(crate) struct ReconcileArgs {
+    #[command(flatten)]
+    pub(crate) target: StoreArgs,
+    /// A workload cluster; repeat for each. With --kube: NAME=CONTEXT (CONTEXT defaults to NAME).
+    #[arg(long = "cluster", value_name = "NAME", required_unless_present = "clusters_file")]
+    pub(crate) clusters: Vec<String>,
+    /// A file with one cluster name per line (# comments allowed).
+    #[arg(long, conflicts_with = "clusters")]
+    pub(crate) clusters_file: Option<PathBuf>,
+    /// Plan and act as if at this time (RFC 3339): rehearse rotation.
+    #[arg(long, value_parser = crate::args::time)]
+    pub(crate) at: Option<OffsetDateTime>,
+    /// Show what would change; write nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// List every cluster even when there are many.
+    #[arg(long, short)]
+    pub(crate) verbose: bool,
+    #[command(flatten)]
+    pub(crate) lock: LockArgs,
+}
+
+fn read_clusters(a: &ReconcileArgs) -> Result<Vec<String>, Failure> {
+    let mut clusters = a.clusters.clone();
+    let mgmt = a.target.mgmt_cluster.split('=').next().unwrap_or(&a.target.mgmt_cluster);
+    if let Some(f) = &a.clusters_file {
+        let text = read_text(f)?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            // The message names the file and line, never the line's text: the file might not
+            // be what it should be (a key file given by mistake).
+            let at = format!("{}:{}", f.display(), i + 1);
+            let name = line.split('=').next().unwrap_or(line);
+            if let Err(e) = meshca::validate_cluster_name(name) {
+                let why = match e {
+                    meshca::Error::InvalidParameter { reason, .. } => {
+                        reason.split_once(": ").map_or(reason.clone(), |(_, r)| r.to_owned())
+                    }
+                    other => other.to_string(),
+                };
+                return Err(refused(format!("{at}: not a cluster name: {why}")));
+            }
+            if !seen.insert(name.to_owned()) {
+                return Err(refused(format!("{at}: cluster `{name}` is listed twice")));
+            }
+            if name == mgmt {
+                return Err(refused(format!(
+                    "{at}: cluster `{name}` is the management cluster (--mgmt-cluster); list only workload clusters"
+                )));
+            }
+            clusters.push(line.to_owned());
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for spec in &clusters {
+        let c = spec.split('=').next().unwrap_or(spec);
+        meshca::validate_cluster_name(c).map_err(|e| refused(e.to_string()))?;
+        if !seen.insert(c) {
+            return Err(refused(format!("cluster `{c}` is listed twice")));
+        }
+        if c == mgmt {
+            return Err(refused(format!(
+                "cluster `{c}` is the management cluster (--mgmt-cluster); list only workload clusters"
+            )));
+        }
+    }
+    if clusters.is_empty() {
+        return Err(usage("no clusters: pass --cluster NAME (repeatable) or --clusters-file FILE"));
+    }
+    Ok(clusters)
+}
+
+pub(crate) fn run(a: ReconcileArgs) -> CmdResult {
+    let now = crate::args::now_or(a.at);
+    let future = check_future_at(now, a.target.kube.kube, a.dry_run)?;
+    let clusters = read_clusters(&a)?;
+    let pol = load_policy(&a.target.policy)?;
+    let opened = open_store(&a.target, &clusters)?;
+    let _lock = match &a.target.store {
+        Some(dir) if !a.dry_run => Some(lock_store(&DirStore::new(dir), &a.lock, "reconcile")?),
+        _ => None,
+    };
+    let store = opened.store.as_ref();
+    let mut opts = Options::new(now, opened.clusters.clone());
+    opts.dry_run = a.dry_run;
+    opts.mgmt_cluster = opened.mgmt.clone();
+    let show_progress = !a.json && std::io::stderr().is_terminal() && opts.clusters.len() > 20;
+    let mut progress = |done: usize, total: usize| {
+        if show_progress {
+            eprint!("\r  reconciling {done}/{total}");
+            if done == total {
+                eprint!("\r{}\r", " ".repeat(40));
+            }
+        }
+    };
+    // While a root rotation is under way (or the policy asks for one), the run applies its
+    // current step instead of the usual loop.
+    let report = match reconcile::run(store, &pol, &opts, &mut meshca::OsRng, &mut progress)? {
+        reconcile::Run::RootRotation(rot) => {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&rot).unwrap_or_default());
+            } else {
+                print!("{}", render_rotation(&rot, opts.dry_run));
+            }
+            return Ok(if rot.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS });
+        }
+        reconcile::Run::Reconciled(report) => report,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", render_report(&report, &pol, a.verbose));
+    }
+    if future && report.clusters.iter().any(|c| matches!(c.action, Action::Issued | Action::Rotated)) {
+        eprintln!(
+            "note: --at {t} is in the future: the store now holds certificates not valid before then; check them \
+             with `meshca verify --at {t}`",
+            t = meshca::format_time(now)
+        );
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

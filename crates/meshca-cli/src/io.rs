@@ -1,0 +1,165 @@
+//! What commands share at the edge: reading the files a user names, opening the store (a
+//! directory or Kubernetes), taking the store's lock, loading bundles, signers and policies.
+
+use std::path::{Path, PathBuf};
+
+use time::{Duration, OffsetDateTime};
+
+use meshca::{Cacerts, SigningCa};
+use meshca_ops::store::{DirStore, Store, StoreLock};
+use meshca_ops::{fs, policy, Error};
+
+use crate::args::{KubeArgs, LockArgs, StoreArgs};
+use crate::failure::{refused, usage, Failure};
+
+pub(crate) fn days(n: i64, flag: &str) -> Result<Duration, Failure> {
+    meshca::bounds::ca_ttl_days(n).map_err(|e| usage(format!("{flag} {e}")))
+}
+
+/// Reads a file the user named: a regular file, bounded in size.
+pub(crate) fn read_input(path: &Path) -> Result<Vec<u8>, Failure> {
+    fs::read_input(path).map_err(|e| Failure::from(Error::Io(e)))
+}
+
+/// Reads a text file the user named; the error never shows its content.
+pub(crate) fn read_text(path: &Path) -> Result<String, Failure> {
+    String::from_utf8(read_input(path)?)
+        .map_err(|e| refused(format!("{}: not UTF-8 text (byte {})", path.display(), e.utf8_error().valid_up_to())))
+}
+
+/// Takes the directory store's lock for a run that writes, telling the user who holds it while
+/// it waits.
+pub(crate) fn lock_store(store: &DirStore, lock: &LockArgs, command: &str) -> Result<StoreLock, Failure> {
+    let root = store.root().display().to_string();
+    let held = store
+        .lock(std::time::Duration::from_secs(lock.lock_timeout), command, |holder| {
+            eprintln!("meshca: waiting up to {} s for the store {root}, held by {holder}", lock.lock_timeout)
+        })
+        .map_err(|e| match e {
+            e @ Error::LockTimeout { .. } => Failure { code: 1, message: format!("{e} (--lock-timeout)") },
+            e => Failure::from(e),
+        })?;
+    if held.removed_debris > 0 {
+        eprintln!("meshca: removed {} leftover entries of interrupted runs from {root}", held.removed_debris);
+    }
+    Ok(held)
+}
+
+/// What a run at a future `--at` time leaves behind: certificates not valid yet.
+pub(crate) fn check_future_at(at: OffsetDateTime, kube: bool, dry_run: bool) -> Result<bool, Failure> {
+    let future = at > OffsetDateTime::now_utc() + Duration::minutes(5);
+    if future && kube && !dry_run {
+        return Err(usage(format!(
+            "--at {} is in the future: certificates issued now for that time would not be valid yet, and istiod \
+             would refuse them; rehearse with --dry-run, or on a directory store",
+            meshca::format_time(at)
+        )));
+    }
+    Ok(future && !dry_run)
+}
+
+pub(crate) fn load_bundle(dir: &Path, now: OffsetDateTime) -> Result<Cacerts, Error> {
+    let files = fs::read_files(dir)?;
+    Cacerts::from_files(&files, now).map_err(Error::core(dir.display()))
+}
+
+pub(crate) fn load_signer(dir: &Path, now: OffsetDateTime) -> Result<SigningCa, Error> {
+    let files = fs::read_files(dir)?;
+    SigningCa::from_files(&files, now).map_err(Error::core(format!("signing CA {}", dir.display())))
+}
+
+/// Refuses to replace any of `names` in `dir` unless `force`.
+pub(crate) fn guard_overwrite(dir: &Path, names: &[&str], force: bool) -> Result<(), Error> {
+    if !force && names.iter().any(|n| dir.join(n).exists()) {
+        return Err(Error::WouldOverwrite { path: dir.to_owned() });
+    }
+    Ok(())
+}
+
+pub(crate) fn print_written(paths: &[PathBuf]) {
+    for p in paths {
+        println!("  wrote {}", p.display());
+    }
+}
+
+/// `NAME=CONTEXT` (or `NAME`, meaning the context of the same name).
+pub(crate) fn cluster_context(spec: &str) -> Result<(String, String), Failure> {
+    let (name, ctx) = spec.split_once('=').unwrap_or((spec, spec));
+    meshca::validate_cluster_name(name).map_err(|e| refused(e.to_string()))?;
+    if ctx.is_empty() {
+        return Err(usage(format!("--cluster {spec}: the context after '=' is empty")));
+    }
+    Ok((name.to_owned(), ctx.to_owned()))
+}
+
+/// The store a command works on, with the names of its clusters.
+pub(crate) struct Opened {
+    pub(crate) store: Box<dyn Store>,
+    /// The management cluster's name.
+    pub(crate) mgmt: String,
+    /// Workload cluster names (without `=CONTEXT`).
+    pub(crate) clusters: Vec<String>,
+    /// Keeps the Kubernetes store's runtime alive.
+    pub(crate) _rt: Option<tokio::runtime::Runtime>,
+}
+
+/// The directory store at `dir`, or with `--kube` the clusters' Kubernetes APIs (`mgmt` and
+/// each cluster as NAME[=CONTEXT]).
+pub(crate) fn open_store(target: &StoreArgs, clusters: &[String]) -> Result<Opened, Failure> {
+    let (dir, kube, mgmt) = (target.store.as_deref(), &target.kube, target.mgmt_cluster.as_str());
+    let name = |spec: &str| spec.split('=').next().unwrap_or(spec).to_owned();
+    let names: Vec<String> = clusters.iter().map(|c| name(c)).collect();
+    if !kube.kube {
+        if let Some(spec) = clusters.iter().chain([&mgmt.to_owned()]).find(|c| c.contains('=')) {
+            return Err(usage(format!(
+                "{spec}: NAME=CONTEXT names a kubeconfig context and needs --kube; the directory store takes NAME"
+            )));
+        }
+        for c in &names {
+            meshca::validate_cluster_name(c).map_err(|e| refused(e.to_string()))?;
+        }
+        let dir = dir.ok_or_else(|| usage("give --store DIR, or --kube"))?;
+        return Ok(Opened { store: Box::new(DirStore::new(dir)), mgmt: name(mgmt), clusters: names, _rt: None });
+    }
+    let specs = clusters.iter().map(|c| cluster_context(c)).collect::<Result<Vec<_>, _>>()?;
+    let (mgmt_name, mgmt_ctx) = match mgmt.split_once('=') {
+        Some((n, c)) => (n.to_owned(), Some(c.to_owned())),
+        None => (mgmt.to_owned(), None),
+    };
+    let (rt, store) = kube_store(kube, Some((mgmt_name.clone(), mgmt_ctx)), &specs)?;
+    Ok(Opened { store: Box::new(store), mgmt: mgmt_name, clusters: names, _rt: Some(rt) })
+}
+
+/// A runtime and a Kubernetes store over kubeconfig contexts. `mgmt` with no context is the
+/// current context. The runtime must outlive the store.
+pub(crate) fn kube_store(
+    k: &KubeArgs,
+    mgmt: Option<(String, Option<String>)>,
+    clusters: &[(String, String)],
+) -> Result<(tokio::runtime::Runtime, meshca_kube::KubeStore), Failure> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure { code: 1, message: format!("cannot start the async runtime: {e}") })?;
+    let timeout = std::time::Duration::from_secs(k.timeout);
+    let mut map = std::collections::BTreeMap::new();
+    let kc = k.kubeconfig.as_deref();
+    let connect = |ctx: Option<&str>| {
+        rt.block_on(meshca_kube::clusters::client_for_context(kc, ctx, timeout))
+            .map_err(|e| Failure { code: 1, message: e.to_string() })
+    };
+    if let Some((name, ctx)) = mgmt {
+        map.insert(name, connect(ctx.as_deref())?);
+    }
+    for (name, ctx) in clusters {
+        map.insert(name.clone(), connect(Some(ctx))?);
+    }
+    let store = meshca_kube::KubeStore::new(rt.handle().clone(), map).adopt(k.adopt).timeout(timeout);
+    Ok((rt, store))
+}
+
+pub(crate) fn load_policy(path: &Path) -> Result<policy::Policy, Failure> {
+    let text = read_text(path)?;
+    Ok(policy::parse(&text, &path.display().to_string())?)
+}

@@ -1,0 +1,150 @@
+//! The one writer of the Secrets meshca manages. Every path that changes a cluster's bundle or
+//! the management cluster's CA material (reconcile, root rotation, `rotate-root start`) goes
+//! through here, so each write is checked and labelled the same way:
+//!
+//! 1. the exact bytes about to be written are parsed and validated as istiod will read them (a
+//!    bundle that does not validate is never written);
+//! 2. the Secret carries `app.kubernetes.io/managed-by: meshca` and the policy's annotations
+//!    (policy, generation, root fingerprint, notAfter);
+//! 3. the store writes it atomically, replacing only the version it last read: someone else's
+//!    write in between is an [`Error::Conflict`], for the caller to re-read and re-plan;
+//! 4. what landed is read back and validated again, and that is what the caller reports.
+//!
+//! A dry run does 1 and returns without writing.
+
+use time::OffsetDateTime;
+
+use meshca::{Cacerts, Files, Layout, SigningCa};
+
+use crate::error::Error;
+use crate::policy::Policy;
+use crate::store::{SecretRef, Store, WriteMeta};
+
+/// Annotation: the policy (`namespace/name`) that wrote a Secret.
+pub const POLICY_ANNOTATION: &str = "meshca.dev/policy";
+/// Annotation: the policy's `metadata.generation` when it was written.
+pub const GENERATION_ANNOTATION: &str = "meshca.dev/policy-generation";
+/// Annotation: the SHA-256 of the root the bundle chains to.
+pub const ROOT_FINGERPRINT_ANNOTATION: &str = "meshca.dev/root-fingerprint";
+/// Annotation: the bundle's notAfter (RFC 3339).
+pub const NOT_AFTER_ANNOTATION: &str = "meshca.dev/not-after";
+
+/// Who a signing CA Secret belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Owner {
+    /// meshca made it and may replace it (a generated root, the incoming CA of a rotation).
+    Meshca,
+    /// The user's Secret (the policy's `mgmtServerCa`): written without meshca's label, and a
+    /// store that guards Secrets it did not make refuses to replace it unless told to adopt.
+    User,
+}
+
+/// Writes the Secrets of one policy's run.
+#[derive(Clone, Copy)]
+pub struct Writer<'a> {
+    store: &'a dyn Store,
+    policy: &'a Policy,
+    generation: Option<i64>,
+    now: OffsetDateTime,
+    dry_run: bool,
+}
+
+impl std::fmt::Debug for Writer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("policy", &self.policy.name)
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Writer<'a> {
+    /// A writer for `policy` (at `generation`, when the policy is a Kubernetes object) into
+    /// `store`, validating at `now`. With `dry_run` nothing is written.
+    pub fn new(
+        store: &'a dyn Store,
+        policy: &'a Policy,
+        generation: Option<i64>,
+        now: OffsetDateTime,
+        dry_run: bool,
+    ) -> Self {
+        Writer { store, policy, generation, now, dry_run }
+    }
+
+    /// Whether this writer writes nothing.
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    fn meta(&self, bundle: Option<&Cacerts>) -> WriteMeta {
+        let mut meta = WriteMeta::managed();
+        let p = self.policy;
+        meta.annotations.insert(POLICY_ANNOTATION.into(), format!("{}/{}", p.namespace, p.name));
+        if let Some(g) = self.generation {
+            meta.annotations.insert(GENERATION_ANNOTATION.into(), g.to_string());
+        }
+        if let Some(b) = bundle {
+            meta.annotations.insert(ROOT_FINGERPRINT_ANNOTATION.into(), b.root_fingerprint());
+            meta.annotations.insert(NOT_AFTER_ANNOTATION.into(), meshca::format_time(b.not_after()));
+        }
+        meta
+    }
+
+    /// Writes a cluster's `cacerts` and returns the bundle that landed (on a dry run, the
+    /// validated bundle that would have been written).
+    pub fn write_bundle(&self, secret: &SecretRef, bundle: &Cacerts) -> Result<Cacerts, Error> {
+        let cluster = &secret.cluster;
+        let files = bundle.to_files(Layout::Istio);
+        let checked =
+            Cacerts::from_files(&files, self.now).map_err(Error::core(format!("new bundle for {cluster}")))?;
+        if self.dry_run {
+            return Ok(checked);
+        }
+        self.store.write(secret, &files, &self.meta(Some(&checked)))?;
+        let landed = self.read_back(secret)?;
+        Cacerts::from_files(&landed, self.now).map_err(Error::core(format!("bundle written for {cluster}")))
+    }
+
+    /// Writes a signing CA (the management cluster's CA material) after checking that it
+    /// still is one, and reads it back.
+    pub fn write_signer(&self, secret: &SecretRef, signer: &SigningCa, owner: Owner) -> Result<(), Error> {
+        let location = self.store.location(secret);
+        let files = signer.bundle().to_files(Layout::Istio);
+        SigningCa::from_files(&files, self.now).map_err(Error::core(format!("signing CA {location}")))?;
+        if self.dry_run {
+            return Ok(());
+        }
+        let meta = match owner {
+            Owner::Meshca => self.meta(Some(signer.bundle())),
+            Owner::User => WriteMeta::default(),
+        };
+        self.store.write(secret, &files, &meta)?;
+        let landed = self.read_back(secret)?;
+        SigningCa::from_files(&landed, self.now).map(|_| ()).map_err(Error::core(format!("signing CA {location}")))
+    }
+
+    /// Writes meshca's own state (a root rotation's `state.json`), labelled as managed, and
+    /// checks that the same bytes landed.
+    pub fn write_state(&self, secret: &SecretRef, files: &Files) -> Result<(), Error> {
+        if self.dry_run {
+            return Ok(());
+        }
+        self.store.write(secret, files, &self.meta(None))?;
+        let landed = self.read_back(secret)?;
+        if landed != *files {
+            return Err(Error::Store {
+                location: self.store.location(secret),
+                detail: "what was read back differs from what was just written".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn read_back(&self, secret: &SecretRef) -> Result<Files, Error> {
+        self.store.read(secret)?.ok_or_else(|| Error::Store {
+            location: self.store.location(secret),
+            detail: "the Secret just written is not there".into(),
+        })
+    }
+}
