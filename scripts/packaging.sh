@@ -12,6 +12,9 @@ t() { local start=$SECONDS; "$@"; echo "   ($(( SECONDS - start )) s)"; }
 echo "== cargo doc --no-deps, warnings denied"
 RUSTDOCFLAGS="-D warnings" t cargo doc --no-deps --workspace --locked --quiet
 
+echo "== cargo check -p meshca --no-default-features: the core without AWS-LC (ring and RustCrypto only)"
+t cargo check --locked --quiet -p meshca --no-default-features --all-targets
+
 echo "== cargo publish --dry-run: meshca, meshca-ops, meshca-kube, meshca-cli (dependency order)"
 t cargo publish --dry-run --locked -p meshca -p meshca-ops -p meshca-kube -p meshca-cli
 

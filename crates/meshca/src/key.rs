@@ -157,6 +157,11 @@ impl PrivateKey {
         if let Some(pkcs8) = entropy.ecdsa_pkcs8(alg) {
             return Self::from_normalized_pkcs8(alg.key_type(), pkcs8, "generated key");
         }
+        if let KeyType::Rsa { bits } = alg.key_type() {
+            if let Some(pkcs8) = entropy.rsa_pkcs8(bits) {
+                return Self::from_normalized_pkcs8(alg.key_type(), pkcs8, "generated key");
+            }
+        }
         let mut rng = entropy.rng();
         let doc = match alg {
             KeyAlgorithm::EcdsaP256 => p256::SecretKey::random(&mut rng).to_pkcs8_der(),
@@ -288,7 +293,7 @@ impl PrivateKey {
         }
         let der = rustls_pki_types::PrivatePkcs8KeyDer::from(&pkcs8[..]);
         let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, key_type.rcgen_alg())
-            .map_err(|e| Error::KeyParse { file: file.to_owned(), detail: format!("rejected by ring: {e}") })?;
+            .map_err(|e| Error::KeyParse { file: file.to_owned(), detail: format!("rejected by the signing backend: {e}") })?;
         Ok(PrivateKey { key_type, pkcs8, pair })
     }
 

@@ -98,3 +98,33 @@ fn generates_every_algorithm() {
         assert!(key.key_type().matches(alg), "{alg}");
     }
 }
+
+/// The OS generator's fast paths (AWS-LC by default, else ring for ECDSA) make keys of the type
+/// asked for, in a form every consumer reads: each signs a root and an intermediate that
+/// rustls-webpki verifies, and its PKCS#8 reads back as the same key.
+#[test]
+fn os_generators_make_every_algorithm_and_the_keys_sign_verifiable_chains() {
+    use meshca::{IntermediateParams, LeafParams, RootParams, SigningCa, SpiffeId};
+    let now = time::OffsetDateTime::now_utc();
+    for alg in [
+        KeyAlgorithm::EcdsaP256,
+        KeyAlgorithm::EcdsaP384,
+        KeyAlgorithm::Rsa2048,
+        KeyAlgorithm::Rsa3072,
+        KeyAlgorithm::Rsa4096,
+    ] {
+        let key = PrivateKey::generate(alg, &mut meshca::OsRng).unwrap();
+        assert!(key.key_type().matches(alg), "{alg}: {}", key.key_type());
+        let again = PrivateKey::from_pem(key.to_pkcs8_pem().as_bytes(), "key.pem").unwrap();
+        assert_eq!(again.public_key_raw(), key.public_key_raw(), "{alg}");
+        let mut rp = RootParams::default();
+        rp.key = alg;
+        let root = SigningCa::generate_root(&rp, &mut meshca::OsRng, now).unwrap();
+        let mut ip = IntermediateParams::new("c1");
+        ip.key = alg;
+        let ca = root.issue_intermediate(&ip, &mut meshca::OsRng, now).unwrap().value;
+        let id = SpiffeId::workload("cluster.local", "default", "sa").unwrap();
+        let leaf = SigningCa::new(ca).issue_leaf(&LeafParams::new(id), &mut meshca::OsRng, now).unwrap().value;
+        common::webpki_verify(&leaf.chain(), leaf.roots(), now).unwrap_or_else(|e| panic!("{alg}: {e}"));
+    }
+}
