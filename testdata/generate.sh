@@ -269,6 +269,13 @@ extendedKeyUsage=serverAuth,clientAuth
 subjectAltName=critical,URI:spiffe://cluster.local/ns/default/sa/default"
   leaf_with unknown-critical "$tmp/leaf.key" "$LEAF_EXT
 1.2.3.4.5=critical,ASN1:NULL"
+  for usage in clientAuth serverAuth; do
+    leaf_with "eku-$usage-only" "$tmp/leaf.key" "basicConstraints=critical,CA:false
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=$usage
+authorityKeyIdentifier=keyid
+subjectAltName=critical,URI:spiffe://cluster.local/ns/default/sa/default"
+  done
   leaf_with no-eku "$tmp/leaf.key" "basicConstraints=critical,CA:false
 keyUsage=critical,digitalSignature,keyEncipherment
 authorityKeyIdentifier=keyid

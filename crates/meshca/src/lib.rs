@@ -65,7 +65,7 @@ pub use spiffe::{validate_trust_domain, SpiffeId, MAX_SPIFFE_ID_BYTES};
 pub use time_fmt::human_duration;
 pub use verify::{
     check_cross_cluster, check_mutual_trust, check_mutual_trust_chains, verify_workload, verify_workload_chain,
-    SharedRoot, VerifiedWorkload,
+    SharedRoot, TrustCheck, VerifiedWorkload,
 };
 
 /// Formats a time as RFC 3339 in UTC, whole seconds, as meshca's messages do.

@@ -63,11 +63,21 @@ pub fn verify_workload(chain: &[Certificate], roots: &[Certificate], now: Offset
 
     // The CA part: the intermediates as sent (a root among them is dropped), then the root of
     // `roots` that signed the last of them. Without one, webpki below says why.
+    // The root is picked by name and key identifier; a signature is checked here only when
+    // those leave a choice (two roots with one name and no key identifiers), since webpki below
+    // verifies every signature of the path once.
     let mut ca_path: Vec<Certificate> = chain[1..].iter().filter(|c| !roots.contains(c)).cloned().collect();
     let lowest = ca_path.last().unwrap_or(leaf);
-    if let Some(root) =
-        roots.iter().find(|r| r.subject_der() == lowest.issuer_der() && lowest.verify_signed_by(r).is_ok())
-    {
+    let named: Vec<&Certificate> = roots.iter().filter(|r| r.subject_der() == lowest.issuer_der()).collect();
+    let by_key_id: Vec<&Certificate> = match lowest.authority_key_id() {
+        Some(aki) => named.iter().copied().filter(|r| r.subject_key_id().as_ref() == Some(&aki)).collect(),
+        None => named.clone(),
+    };
+    let issuer = match by_key_id.as_slice() {
+        [one] => Some(*one),
+        _ => named.iter().copied().find(|r| lowest.verify_signed_by(r).is_ok()),
+    };
+    if let Some(root) = issuer {
         let n = ca_path.len();
         ca_path.push(root.clone());
         for (i, c) in ca_path.iter().enumerate() {
@@ -94,9 +104,23 @@ pub fn verify_workload(chain: &[Certificate], roots: &[Certificate], now: Offset
     let ee = webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| untrusted(format!("{e}")))?;
     let secs = u64::try_from(now.unix_timestamp()).map_err(|_| untrusted("time before 1970".into()))?;
     let time = UnixTime::since_unix_epoch(core::time::Duration::from_secs(secs));
-    for (usage, name) in [(webpki::KeyUsage::client_auth(), "client"), (webpki::KeyUsage::server_auth(), "server")] {
-        ee.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &intermediates, time, usage, None, None)
-            .map_err(|e| untrusted(format!("as a TLS {name}: {e:?}")))?;
+    // One path verification (each signature once), for client use; the same path serves a TLS
+    // server when the leaf's extendedKeyUsage, if present, also names serverAuth, which is all
+    // webpki's server check adds.
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors,
+        &intermediates,
+        time,
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .map_err(|e| untrusted(format!("as a TLS client: {e:?}")))?;
+    if leaf.eku().is_some_and(|ekus| !ekus.contains(&crate::cert::OID_SERVER_AUTH)) {
+        return Err(untrusted(
+            "as a TLS server: its extendedKeyUsage does not include serverAuth (mTLS needs both)".into(),
+        ));
     }
 
     let mut warnings = Vec::new();
@@ -132,32 +156,91 @@ pub fn check_mutual_trust(bundles: &[(&str, &Cacerts)]) -> Result<SharedRoot> {
 /// [`check_mutual_trust`] over public chains (a peer's `cert-chain.pem` and `root-cert.pem`,
 /// no key needed): every chain's root is trusted by every other's trust bundle.
 pub fn check_mutual_trust_chains(bundles: &[(&str, &TrustChain)]) -> Result<SharedRoot> {
-    let Some(first) = bundles.first() else {
-        return Err(Error::InvalidParameter { field: "bundles".into(), reason: "no bundle to compare".into() });
-    };
-    let pairs = bundles
-        .iter()
-        .map(|b| (first, b))
-        .chain(bundles.iter().map(|a| (a, first)))
-        .chain(bundles.iter().flat_map(|a| bundles.iter().map(move |b| (a, b))));
-    for ((name_a, a), (name_b, b)) in pairs {
-        if !b.trusts_root(a.root()) {
-            return Err(Error::RootMismatch {
-                reference: (*name_a).to_owned(),
-                other: (*name_b).to_owned(),
-                root: a.root().subject(),
-                fingerprint: a.root_fingerprint(),
-                other_roots: b
-                    .roots()
-                    .iter()
-                    .map(|r| format!("{} ({})", r.subject(), short_fp(&r.fingerprint_sha256())))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            });
-        }
+    let mut check = TrustCheck::new();
+    for (name, chain) in bundles {
+        check.add(name, chain);
     }
-    let (_, first) = first;
-    Ok(SharedRoot { subject: first.root().subject(), fingerprint: first.root_fingerprint() })
+    check.finish()
+}
+
+/// The mutual trust check, fed one chain at a time so a caller with thousands of clusters need
+/// not hold their bundles: it keeps only the distinct roots the chains reach and the distinct
+/// trust bundles (one or two of each, or a few during a root rotation), so its memory stays
+/// flat and its time linear in the number of chains, where comparing every pair was quadratic.
+#[derive(Clone, Debug, Default)]
+pub struct TrustCheck {
+    /// Each distinct root a chain reaches, with the earliest chain (by position) that reached it.
+    roots: Vec<(usize, String, Certificate)>,
+    /// Each distinct trust bundle, with the earliest chain that carried it.
+    trust: Vec<(usize, String, Vec<Certificate>)>,
+    added: usize,
+}
+
+impl TrustCheck {
+    /// An empty check.
+    pub fn new() -> Self {
+        TrustCheck::default()
+    }
+
+    /// Adds a chain (named for errors) after those added before it.
+    pub fn add(&mut self, name: &str, chain: &TrustChain) {
+        self.add_at(self.added, name, chain);
+    }
+
+    /// Adds the chain at `position` in the caller's order (for chains checked out of order, as
+    /// by several threads): the result and its messages are those of adding them in order.
+    pub fn add_at(&mut self, position: usize, name: &str, chain: &TrustChain) {
+        self.added += 1;
+        fn keep<T>(
+            list: &mut Vec<(usize, String, T)>,
+            position: usize,
+            name: &str,
+            same: impl Fn(&T) -> bool,
+            new: impl FnOnce() -> T,
+        ) {
+            match list.iter_mut().find(|(_, _, v)| same(v)) {
+                Some(entry) if position < entry.0 => {
+                    entry.0 = position;
+                    entry.1 = name.to_owned();
+                }
+                Some(_) => {}
+                None => list.push((position, name.to_owned(), new())),
+            }
+        }
+        keep(&mut self.roots, position, name, |r| r == chain.root(), || chain.root().clone());
+        keep(&mut self.trust, position, name, |t| t.as_slice() == chain.roots(), || chain.roots().to_vec());
+    }
+
+    /// Whether every chain added so far reaches a root that every trust bundle added trusts;
+    /// the shared root is the first chain's. Checked in the order added, so a mismatch names
+    /// the first chain whose root is missing and the first bundle that misses it.
+    pub fn finish(&self) -> Result<SharedRoot> {
+        let mut roots: Vec<&(usize, String, Certificate)> = self.roots.iter().collect();
+        let mut trust: Vec<&(usize, String, Vec<Certificate>)> = self.trust.iter().collect();
+        roots.sort_by_key(|e| e.0);
+        trust.sort_by_key(|e| e.0);
+        let Some((_, _, first)) = roots.first() else {
+            return Err(Error::InvalidParameter { field: "bundles".into(), reason: "no bundle to compare".into() });
+        };
+        for (_, name_a, root) in &roots {
+            for (_, name_b, roots) in &trust {
+                if !roots.contains(root) {
+                    return Err(Error::RootMismatch {
+                        reference: name_a.clone(),
+                        other: name_b.clone(),
+                        root: root.subject(),
+                        fingerprint: root.fingerprint_sha256(),
+                        other_roots: roots
+                            .iter()
+                            .map(|r| format!("{} ({})", r.subject(), short_fp(&r.fingerprint_sha256())))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    });
+                }
+            }
+        }
+        Ok(SharedRoot { subject: first.subject(), fingerprint: first.fingerprint_sha256() })
+    }
 }
 
 /// Issues a short-lived probe workload certificate from every bundle and verifies each with

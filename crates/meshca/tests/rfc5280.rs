@@ -235,3 +235,27 @@ fn a_public_chain_is_judged_like_a_bundle_without_the_key() {
     let chain = read("istio-samples/cert-chain.pem");
     TrustChain::from_pems(&chain, &other, now()).unwrap();
 }
+
+/// mTLS needs a workload certificate both sides accept: one path verification serves both
+/// uses, and a leaf whose extendedKeyUsage names only one of them is refused for the other,
+/// as rustls (webpki) and `openssl verify -purpose` refuse it.
+#[test]
+fn a_leaf_for_only_one_side_of_mtls_is_refused() {
+    for (name, missing) in [("eku-clientAuth-only", "as a TLS server"), ("eku-serverAuth-only", "as a TLS client")] {
+        let (chain, roots) = leaf(name);
+        let e = meshca::verify_workload(&chain, &roots, now()).unwrap_err().to_string();
+        assert!(e.contains(missing), "{name}: {e}");
+        let purpose = if missing.ends_with("server") { "sslserver" } else { "sslclient" };
+        let p = common::testdata(&format!("openssl/rfc5280/leaf-{name}.pem"));
+        let r = common::testdata("openssl/good/root-cert.pem");
+        let at = now().unix_timestamp().to_string();
+        let (p, r) = (p.to_string_lossy().into_owned(), r.to_string_lossy().into_owned());
+        if let Some((ok, out)) =
+            openssl(&["verify", "-attime", &at, "-purpose", purpose, "-CAfile", &r, "-untrusted", &p, &p])
+        {
+            assert!(!ok, "openssl accepts {name} as {purpose}: {out}");
+        }
+    }
+    let (chain, roots) = leaf("good");
+    assert!(meshca::verify_workload(&chain, &roots, now()).is_ok());
+}
