@@ -326,21 +326,38 @@ fn reconcile_with(
         &with_passive
     };
     let (signer, signer_info) = load_signer(store, policy, opts, rng)?;
-    let mut results = Vec::with_capacity(opts.clusters.len());
-    let mut bundles: Vec<(String, Cacerts)> = Vec::new();
-    for (i, cluster) in opts.clusters.iter().enumerate() {
-        let (result, bundle) = reconcile_one(store, policy, &signer, cluster, opts, rng);
+    // Each bundle is dropped once it is added to the trust check, which keeps only the distinct
+    // roots and trust bundles: memory stays flat however many clusters there are. Results keep
+    // the clusters' order, and the check judges as if in that order, whichever worker finished
+    // first.
+    let total = opts.clusters.len();
+    let mut results: Vec<Option<ClusterResult>> = vec![None; total];
+    let mut trust_check = meshca::TrustCheck::new();
+    let mut checked_any = false;
+    let mut done = 0;
+    let mut take = |i: usize, result: ClusterResult, bundle: Option<Cacerts>| {
         if let Some(b) = bundle {
-            bundles.push((cluster.clone(), b));
+            trust_check.add_at(i, &result.cluster, b.trust_chain());
+            checked_any = true;
         }
-        results.push(result);
-        progress(i + 1, opts.clusters.len());
-    }
-    let refs: Vec<(&str, &Cacerts)> = bundles.iter().map(|(n, b)| (n.as_str(), b)).collect();
-    let checked = if refs.is_empty() {
-        Err("no cluster has a valid bundle".to_owned())
+        results[i] = Some(result);
+        done += 1;
+        progress(done, total);
+    };
+    let workers = workers_for(total, rng);
+    if workers.is_empty() {
+        for (i, cluster) in opts.clusters.iter().enumerate() {
+            let (result, bundle) = reconcile_one(store, policy, &signer, cluster, opts, rng);
+            take(i, result, bundle);
+        }
     } else {
-        meshca::check_mutual_trust(&refs).map(|s| s.fingerprint).map_err(|e| e.to_string())
+        in_parallel(store, policy, &signer, opts, workers, &mut take);
+    }
+    let results: Vec<ClusterResult> = results.into_iter().flatten().collect();
+    let checked = if checked_any {
+        trust_check.finish().map(|s| s.fingerprint).map_err(|e| e.to_string())
+    } else {
+        Err("no cluster has a valid bundle".to_owned())
     };
     let trust = match checked {
         Ok(fp) => Trust { ok: true, root_fingerprint: Some(fp), error: None },
@@ -357,6 +374,58 @@ fn reconcile_with(
         next_check,
         notes: policy.notes.clone(),
     })
+}
+
+/// The most threads a run uses: issuing (key generation, signing) and validating are CPU work
+/// per cluster; a Kubernetes store also overlaps API round trips.
+const MAX_WORKERS: usize = 8;
+
+/// One entropy source per worker thread when the run's source can fork (the OS generator), and
+/// more than one cluster and one core: else none, and the run stays on this thread.
+fn workers_for(clusters: usize, rng: &mut dyn Entropy) -> Vec<Box<dyn Entropy + Send>> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let n = cores.min(MAX_WORKERS).min(clusters);
+    if n < 2 {
+        return Vec::new();
+    }
+    (0..n).map_while(|_| rng.fork()).collect()
+}
+
+/// Reconciles every cluster on `workers.len()` threads (clusters handed out one at a time, so
+/// a slow cluster does not hold up a share of others), passing each result to `take` with the
+/// cluster's position as it arrives.
+fn in_parallel(
+    store: &dyn Store,
+    policy: &Policy,
+    signer: &SigningCa,
+    opts: &Options,
+    workers: Vec<Box<dyn Entropy + Send>>,
+    take: &mut dyn FnMut(usize, ClusterResult, Option<Cacerts>),
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, ClusterResult, Option<Cacerts>)>(workers.len());
+    std::thread::scope(|scope| {
+        for mut rng in workers {
+            let (tx, next) = (tx.clone(), &next);
+            let span = tracing::Span::current();
+            scope.spawn(move || {
+                let _entered = span.enter();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(cluster) = opts.clusters.get(i) else { break };
+                    let (result, bundle) = reconcile_one(store, policy, signer, cluster, opts, rng.as_mut());
+                    if tx.send((i, result, bundle)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for (i, result, bundle) in rx {
+            take(i, result, bundle);
+        }
+    });
 }
 
 fn reconcile_one(

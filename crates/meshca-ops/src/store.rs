@@ -65,8 +65,10 @@ impl WriteMeta {
     }
 }
 
-/// Where Secrets are read and written. Implementations make each write atomic per Secret.
-pub trait Store {
+/// Where Secrets are read and written. Implementations make each write atomic per Secret, and
+/// may be called from several threads at once (the reconcile loop works on clusters in
+/// parallel), each call concerning one Secret.
+pub trait Store: Sync {
     /// A human-readable location of a Secret (a path, or a cluster/namespace/name).
     fn location(&self, secret: &SecretRef) -> String;
     /// The Secret's data, or `None` if it does not exist.

@@ -5,8 +5,9 @@
 //! every other, each side trusting only its own `root-cert.pem`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::cell::Cell;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
 
 use meshca::{Cacerts, Certificate, Files, Layout, RootParams, SigningCa};
 use meshca_ops::error::Error;
@@ -274,8 +275,8 @@ fn passive_roots_make_the_gloo_manual_sequence_safe() {
 /// been killed there (each write itself is atomic, as the directory store's are).
 struct Crashing<'a> {
     inner: &'a DirStore,
-    budget: Cell<usize>,
-    writes: Cell<usize>,
+    budget: AtomicUsize,
+    writes: AtomicUsize,
 }
 
 impl Store for Crashing<'_> {
@@ -289,10 +290,10 @@ impl Store for Crashing<'_> {
         self.inner.clusters_with_cacerts()
     }
     fn write(&self, secret: &SecretRef, files: &Files, meta: &WriteMeta) -> Result<(), Error> {
-        if self.writes.get() >= self.budget.get() {
+        if self.writes.load(SeqCst) >= self.budget.load(SeqCst) {
             return Err(Error::Store { location: self.location(secret), detail: "killed".into() });
         }
-        self.writes.set(self.writes.get() + 1);
+        self.writes.fetch_add(1, SeqCst);
         self.inner.write(secret, files, meta)
     }
 }
@@ -332,13 +333,13 @@ fn a_crash_between_any_two_writes_resumes_without_breaking_trust() {
     for mode in [Mode::Policy, Mode::Command] {
         // Count the writes of an uninterrupted rotation.
         let m = mesh(&format!("crash-count-{mode:?}"));
-        let counting = Crashing { inner: &m.store, budget: Cell::new(usize::MAX), writes: Cell::new(0) };
+        let counting = Crashing { inner: &m.store, budget: AtomicUsize::new(usize::MAX), writes: AtomicUsize::new(0) };
         mode.begin(&counting, &m).unwrap();
         let mut h = 1;
         while let Run::RootRotation(_) = run(&counting, &mode.policy(), h).unwrap() {
             h += 1;
         }
-        let total = counting.writes.get();
+        let total = counting.writes.load(SeqCst);
         assert!(total >= 10, "{mode:?}: three steps over three clusters write at least ten times, got {total}");
         println!("{mode:?}: an uninterrupted rotation writes {total} times; crashing after each of them");
         let _ = std::fs::remove_dir_all(&m.dir);
@@ -346,7 +347,8 @@ fn a_crash_between_any_two_writes_resumes_without_breaking_trust() {
         for crash_after in 0..total {
             let when = format!("{mode:?}, crash after write {crash_after} of {total}");
             let m = mesh(&format!("crash-{mode:?}-{crash_after}"));
-            let dying = Crashing { inner: &m.store, budget: Cell::new(crash_after), writes: Cell::new(0) };
+            let dying =
+                Crashing { inner: &m.store, budget: AtomicUsize::new(crash_after), writes: AtomicUsize::new(0) };
             let mut h = 1;
             // Run until the process "dies" (the first refused write).
             let mut died = mode.begin(&dying, &m).is_err();
