@@ -45,6 +45,21 @@ fn floor(c: &mut Criterion) {
     });
 }
 
+/// What RSA and P-384 issuance cannot go below: AWS-LC generating the key (the generator
+/// meshca::OsRng uses), no certificate.
+fn keygen_floor(c: &mut Criterion) {
+    use aws_lc_rs::rsa::{KeyPair, KeySize};
+    use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P384_SHA384_ASN1_SIGNING};
+    c.bench_function("floor/awslc_p384_keygen", |b| {
+        b.iter(|| black_box(EcdsaKeyPair::generate(&ECDSA_P384_SHA384_ASN1_SIGNING).unwrap()))
+    });
+    let mut g = c.benchmark_group("floor_rsa");
+    g.sample_size(30);
+    g.bench_function("awslc_rsa2048_keygen", |b| b.iter(|| black_box(KeyPair::generate(KeySize::Rsa2048).unwrap())));
+    g.bench_function("awslc_rsa4096_keygen", |b| b.iter(|| black_box(KeyPair::generate(KeySize::Rsa4096).unwrap())));
+    g.finish();
+}
+
 fn issuance(c: &mut Criterion) {
     let mut g = c.benchmark_group("issue");
     g.bench_function("root_p256", |b| b.iter(|| black_box(root(KeyAlgorithm::EcdsaP256))));
@@ -71,8 +86,18 @@ fn issuance(c: &mut Criterion) {
     });
     g.finish();
 
-    // RSA is slow: fewer samples.
+    // RSA is slow: fewer samples (at least 30 keys each: the prime search varies a lot).
     let mut g = c.benchmark_group("issue_rsa");
+    g.sample_size(30);
+    let params = inter(KeyAlgorithm::Rsa4096);
+    g.bench_function("intermediate_rsa4096", |b| {
+        b.iter(|| black_box(p256.issue_intermediate(&params, &mut meshca::OsRng, now()).unwrap()))
+    });
+    let mut leaf_rsa = leaf.clone();
+    leaf_rsa.key = KeyAlgorithm::Rsa2048;
+    g.bench_function("leaf_rsa2048", |b| {
+        b.iter(|| black_box(cluster.issue_leaf(&leaf_rsa, &mut meshca::OsRng, now()).unwrap()))
+    });
     g.sample_size(10);
     g.bench_function("root_rsa4096", |b| b.iter(|| black_box(root(KeyAlgorithm::Rsa4096))));
     let rsa_root = root(KeyAlgorithm::Rsa4096);
@@ -239,5 +264,5 @@ fn large_trust_bundle(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, floor, issuance, validation_and_plan, reconcile_clusters, root_rotation, large_trust_bundle);
+criterion_group!(benches, floor, keygen_floor, issuance, validation_and_plan, reconcile_clusters, root_rotation, large_trust_bundle);
 criterion_main!(benches);

@@ -35,14 +35,27 @@ REPO = Path(__file__).resolve().parents[2]
 NOW = datetime.datetime.now(datetime.timezone.utc)
 
 
-def median_seconds(fn: Callable[[], object], runs: int) -> float:
-    fn()  # warm up
-    samples = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples)
+def interleaved(fns: List[Optional[Callable[[], object]]], runs: List[int]) -> List[Optional[tuple]]:
+    """Times every function in one interleaved loop (a round calls each once, in turn), so machine
+    noise falls on all of them alike. Returns (median, p90) per function, None where absent."""
+    samples: List[List[float]] = [[] for _ in fns]
+    for f in fns:
+        if f:
+            f()  # warm up
+    for i in range(max(runs)):
+        for k, f in enumerate(fns):
+            if f and i < runs[k]:
+                t = time.perf_counter()
+                f()
+                samples[k].append(time.perf_counter() - t)
+    out: List[Optional[tuple]] = []
+    for s in samples:
+        if not s:
+            out.append(None)
+            continue
+        s.sort()
+        out.append((statistics.median(s), s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]))
+    return out
 
 
 # ---- pyca/cryptography: the same profiles, built by hand ------------------------------------
@@ -109,8 +122,8 @@ def py_intermediate(root_key, root_cert, kind: str = "p256"):
     return key, cert
 
 
-def py_leaf(ca_key, ca_cert):
-    key = ec.generate_private_key(ec.SECP256R1())
+def py_leaf(ca_key, ca_cert, kind: str = "p256"):
+    key = py_key(kind)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
@@ -189,9 +202,9 @@ def ossl_intermediate(d: Path, kind: str = "p256") -> None:
        "-days", "365", "-sha256", "-extfile", "int.ext", "-out", "c1.pem", cwd=d)
 
 
-def ossl_leaf(d: Path) -> None:
+def ossl_leaf(d: Path, kind: str = "p256") -> None:
     (d / "leaf.ext").write_text(LEAF_EXT)
-    sh(*keygen_args("p256", "leaf.key"), cwd=d)
+    sh(*keygen_args(kind, "leaf.key"), cwd=d)
     sh("openssl", "req", "-new", "-key", "leaf.key", "-subj", "/", "-out", "leaf.csr", cwd=d)
     sh("openssl", "x509", "-req", "-in", "leaf.csr", "-CA", "c1.pem", "-CAkey", "c1.key", "-set_serial", "0x" + os.urandom(16).hex(),
        "-days", "1", "-sha256", "-extfile", "leaf.ext", "-out", "leaf.pem", cwd=d)
@@ -209,6 +222,17 @@ def criterion_median(group: str, bench: str) -> Optional[float]:
         except (OSError, KeyError, ValueError):
             continue
     return None
+
+
+def floor_of(row: str) -> Optional[float]:
+    """The floor a row is compared with: generating its new key (and, for P-256, one signature)."""
+    if "RSA-4096 intermediate" in row:
+        return criterion_median("floor_rsa", "awslc_rsa4096_keygen")
+    if "RSA-2048" in row:
+        return criterion_median("floor_rsa", "awslc_rsa2048_keygen")
+    if "P-384" in row:
+        return criterion_median("floor", "awslc_p384_keygen")
+    return criterion_median("floor", "ring_p256_keygen_plus_sign")
 
 
 def fmt(seconds: Optional[float]) -> str:
@@ -282,17 +306,20 @@ def main() -> int:
         ("RSA-2048 intermediate under RSA-4096 root", lambda: ossl_intermediate(rsa_dir, "rsa2048"),
          lambda: py_intermediate(py_rsa_root_key, py_rsa_root_cert, "rsa2048"),
          lambda: m_rsa_root.issue_intermediate("cluster1", key="rsa-2048"), ("issue_rsa", "intermediate_rsa2048_under_rsa4096")),
+        ("RSA-4096 intermediate bundle (Gloo's default) under P-256", lambda: ossl_intermediate(tmp, "rsa4096"),
+         lambda: py_intermediate(py_root_key, py_root_cert, "rsa4096"),
+         lambda: m_root.issue_intermediate("cluster1", key="rsa-4096"), ("issue_rsa", "intermediate_rsa4096")),
         ("workload leaf, P-256, SPIFFE SAN", lambda: ossl_leaf(tmp), lambda: py_leaf(py_c1_key, py_c1_cert),
          lambda: m_c1.issue_leaf(spiffe), ("issue", "leaf_p256")),
+        ("workload leaf, RSA-2048, SPIFFE SAN", lambda: ossl_leaf(tmp, "rsa2048"), lambda: py_leaf(py_c1_key, py_c1_cert, "rsa2048"),
+         lambda: m_c1.issue_leaf(spiffe, key="rsa-2048"), ("issue_rsa", "leaf_rsa2048")),
         ("bundle parse + validation", None, None, lambda: meshca.Cacerts.from_files(m_files), ("validate", "bundle_parse_and_validate_p256")),
     ]
     results = []
     for name, o, p, m, (group, bench) in rows:
         print(f"timing: {name}", file=sys.stderr)
-        t_ossl = median_seconds(o, cli_runs) if o else None
-        t_py = median_seconds(p, runs) if p else None
-        t_m = median_seconds(m, runs)
-        results.append((name, t_ossl, t_py, t_m, criterion_median(group, bench)))
+        t_ossl, t_py, t_m = interleaved([o, p, m], [cli_runs, runs, runs])
+        results.append((name, t_ossl, t_py, t_m, criterion_median(group, bench), floor_of(name)))
     floor = criterion_median("floor", "ring_p256_keygen_plus_sign")
 
     lines = [
@@ -304,7 +331,8 @@ def main() -> int:
         "`.venv/bin/python benches/compare/compare.py` (the other columns, in one run; `.venv` is the one "
         "`./scripts/test.sh` builds).",
         "",
-        "Medians per operation. OpenSSL is the seed's manual workflow on the command line (key generation, "
+        "Medians per operation (p90 in brackets), all tools timed in one interleaved loop (each round runs "
+        "every tool once, so machine noise falls on all alike). OpenSSL is the seed's manual workflow on the command line (key generation, "
         "CSR and signing as separate `openssl` processes, as a user runs them); pyca/cryptography builds the "
         "same profile in one Python process; meshca Python is the binding in that same process; meshca Rust is "
         "criterion's median. meshca's issuance also validates the bundle it returns (chain, key match, "
@@ -313,11 +341,19 @@ def main() -> int:
         "| operation | OpenSSL CLI | pyca/cryptography | meshca (Python) | meshca (Rust) | pyca / meshca-Python | Rust / floor |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, o, p, m, r in results:
-        lines.append(f"| {name} | {fmt(o)} | {fmt(p)} | {fmt(m)} | {fmt(r)} | {ratio(p, m)} | {ratio(r, floor)} |")
+    med = lambda t: t[0] if t else None  # noqa: E731
+    both = lambda t: f"{fmt(t[0])} ({fmt(t[1])})" if t else "n/a"  # noqa: E731
+    for name, o, p, m, r, row_floor in results:
+        lines.append(
+            f"| {name} | {both(o)} | {both(p)} | {both(m)} | {fmt(r)} | {ratio(med(p), med(m))} | {ratio(r, row_floor)} |"
+        )
     lines += [
         "",
-        f"Floor: ring P-256 key generation + one ECDSA signature = {fmt(floor)} (criterion `floor/ring_p256_keygen_plus_sign`).",
+        f"Floors (the crypto the operation cannot avoid; criterion): P-256 rows, ring P-256 key generation + one "
+        f"ECDSA signature = {fmt(floor)} (`floor/ring_p256_keygen_plus_sign`); P-384, AWS-LC P-384 key generation = "
+        f"{fmt(criterion_median('floor', 'awslc_p384_keygen'))}; RSA rows, AWS-LC key generation of the new key = "
+        f"{fmt(criterion_median('floor_rsa', 'awslc_rsa2048_keygen'))} (2048) / "
+        f"{fmt(criterion_median('floor_rsa', 'awslc_rsa4096_keygen'))} (4096).",
         "",
     ]
     extra = REPO / "benches" / "compare" / "NOTES.md"

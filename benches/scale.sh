@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The reconcile scaling table: `meshca reconcile` (the release binary, as users run it) over
+# 100, 1,000 and 10,000 clusters, on disk and on tmpfs: first issuance, then a steady-state run
+# that keeps every bundle. Prints wall time, CPU time (user+sys: above wall means both cores
+# worked), per-cluster time and peak RSS, from GNU time.
+#
+#   benches/scale.sh [COUNTS...]        default: 100 1000 10000
+#   DISK_DIR=/var/tmp TMPFS_DIR=/dev/shm benches/scale.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+counts=("${@:-100 1000 10000}")
+read -r -a counts <<<"${counts[*]}"
+disk=${DISK_DIR:-$(pwd)/target/scale}
+tmpfs=${TMPFS_DIR:-/dev/shm}
+mkdir -p "$disk"
+[ -x /usr/bin/time ] || { echo "needs GNU time (/usr/bin/time; Debian package 'time')" >&2; exit 1; }
+cargo build --release --locked --quiet -p meshca-cli
+bin=$(pwd)/target/release/meshca
+
+run() { # label dir clusters-file -> one table row
+  local label=$1 dir=$2 list=$3 n=$4 out
+  out=$(/usr/bin/time -f '%e %U %S %M' "$bin" reconcile --policy "$dir/policy.yaml" --store "$dir/store" \
+    --clusters-file "$list" 2>&1 >/dev/null | tail -1)
+  read -r wall user sys rss <<<"$out"
+  awk -v l="$label" -v n="$n" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" 'BEGIN {
+    printf "| %-22s | %6d | %8.2f s | %8.2f s | %8.1f µs | %7.1f MiB |\n", l, n, w, u + s, w / n * 1e6, r / 1024 }'
+}
+
+echo "| run                    | clusters |     wall |  user+sys | per cluster |  peak RSS |"
+echo "|---|---|---|---|---|---|"
+for where in disk tmpfs; do
+  base=$disk; [ "$where" = tmpfs ] && base=$tmpfs
+  for n in "${counts[@]}"; do
+    dir=$(mktemp -d "$base/meshca-scale-$n-XXXX")
+    "$bin" root-ca --out "$dir/store/mgmt/gloo-mesh/my-root-trust-policy.gloo-mesh" >/dev/null
+    cat >"$dir/policy.yaml" <<'EOF'
+apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata:
+  name: root-trust-policy
+  namespace: gloo-mesh
+spec:
+  config:
+    intermediateCertOptions:
+      secretRotationGracePeriodRatio: 0.1
+      ttlDays: 1
+    mgmtServerCa:
+      secretRef:
+        name: my-root-trust-policy.gloo-mesh
+        namespace: gloo-mesh
+EOF
+    seq -f "c%g" 1 "$n" >"$dir/clusters"
+    run "issue, $where" "$dir" "$dir/clusters" "$n"
+    run "keep, $where" "$dir" "$dir/clusters" "$n"
+    rm -rf "$dir"
+  done
+done
