@@ -264,5 +264,14 @@ fn large_trust_bundle(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, floor, keygen_floor, issuance, validation_and_plan, reconcile_clusters, root_rotation, large_trust_bundle);
+criterion_group!(
+    benches,
+    floor,
+    keygen_floor,
+    issuance,
+    validation_and_plan,
+    reconcile_clusters,
+    root_rotation,
+    large_trust_bundle
+);
 criterion_main!(benches);

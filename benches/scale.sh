@@ -32,23 +32,9 @@ for where in disk tmpfs; do
   base=$disk; [ "$where" = tmpfs ] && base=$tmpfs
   for n in "${counts[@]}"; do
     dir=$(mktemp -d "$base/meshca-scale-$n-XXXX")
-    "$bin" root-ca --out "$dir/store/mgmt/gloo-mesh/my-root-trust-policy.gloo-mesh" >/dev/null
-    cat >"$dir/policy.yaml" <<'EOF'
-apiVersion: admin.gloo.solo.io/v2
-kind: RootTrustPolicy
-metadata:
-  name: root-trust-policy
-  namespace: gloo-mesh
-spec:
-  config:
-    intermediateCertOptions:
-      secretRotationGracePeriodRatio: 0.1
-      ttlDays: 1
-    mgmtServerCa:
-      secretRef:
-        name: my-root-trust-policy.gloo-mesh
-        namespace: gloo-mesh
-EOF
+    # The quickstart leaves the seed's policy and its root in a store (and three clusters of
+    # its own, named cluster1..3, which the runs below do not touch).
+    "$bin" quickstart --dir "$dir" >/dev/null
     seq -f "c%g" 1 "$n" >"$dir/clusters"
     run "issue, $where" "$dir" "$dir/clusters" "$n"
     run "keep, $where" "$dir" "$dir/clusters" "$n"

@@ -12,6 +12,7 @@ use meshca_ops::{fs, policy, Error};
 use crate::args::{KubeArgs, LockArgs, StoreArgs};
 use crate::failure::{refused, usage, Failure};
 
+/// A CA lifetime flag (`--days`) within the core's bounds.
 pub(crate) fn days(n: i64, flag: &str) -> Result<Duration, Failure> {
     meshca::bounds::ca_ttl_days(n).map_err(|e| usage(format!("{flag} {e}")))
 }
@@ -35,10 +36,7 @@ pub(crate) fn lock_store(store: &DirStore, lock: &LockArgs, command: &str) -> Re
         .lock(std::time::Duration::from_secs(lock.lock_timeout), command, |holder| {
             eprintln!("meshca: waiting up to {} s for the store {root}, held by {holder}", lock.lock_timeout)
         })
-        .map_err(|e| match e {
-            e @ Error::LockTimeout { .. } => Failure { code: 1, message: format!("{e} (--lock-timeout)") },
-            e => Failure::from(e),
-        })?;
+        .map_err(Failure::from)?;
     if held.removed_debris > 0 {
         eprintln!("meshca: removed {} leftover entries of interrupted runs from {root}", held.removed_debris);
     }

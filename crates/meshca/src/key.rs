@@ -292,8 +292,9 @@ impl PrivateKey {
             }
         }
         let der = rustls_pki_types::PrivatePkcs8KeyDer::from(&pkcs8[..]);
-        let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, key_type.rcgen_alg())
-            .map_err(|e| Error::KeyParse { file: file.to_owned(), detail: format!("rejected by the signing backend: {e}") })?;
+        let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, key_type.rcgen_alg()).map_err(|e| {
+            Error::KeyParse { file: file.to_owned(), detail: format!("rejected by the signing backend: {e}") }
+        })?;
         Ok(PrivateKey { key_type, pkcs8, pair })
     }
 
