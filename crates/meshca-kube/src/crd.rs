@@ -51,16 +51,8 @@ pub struct RootTrustPolicySpec {
     pub config: PolicyConfig,
     /// Gloo Mesh's mesh selection (accepted, not acted on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved_list")]
+    #[schemars(schema_with = "meshca_ops::policy::schema::preserved_list")]
     pub apply_to_meshes: Option<Value>,
-}
-
-fn preserved_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "array",
-        "nullable": true,
-        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
-    })
 }
 
 /// The policy's state in `status.state` (Gloo Mesh's words).

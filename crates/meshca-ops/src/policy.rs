@@ -272,17 +272,19 @@ pub struct CertOptions {
     pub path_len: Option<i64>,
 }
 
+/// Schemas the derive cannot infer: Gloo's free-form fields, kept as written by the API server.
+/// The Kubernetes crate's CRD uses these too.
 #[cfg(feature = "schema")]
-mod schema {
+pub mod schema {
     use schemars::{json_schema, Schema, SchemaGenerator};
 
     /// An object whose fields the API server keeps as they are.
-    pub(super) fn preserved_object(_: &mut SchemaGenerator) -> Schema {
+    pub fn preserved_object(_: &mut SchemaGenerator) -> Schema {
         json_schema!({"type": "object", "nullable": true, "x-kubernetes-preserve-unknown-fields": true})
     }
 
     /// A list of such objects.
-    pub(super) fn preserved_list(_: &mut SchemaGenerator) -> Schema {
+    pub fn preserved_list(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "array",
             "nullable": true,

@@ -47,9 +47,7 @@ impl Options {
             signer_override: None,
         }
     }
-}
 
-impl Options {
     fn writer<'a>(&self, store: &'a dyn Store, policy: &'a Policy) -> Writer<'a> {
         Writer::new(store, policy, self.policy_generation, self.now, self.dry_run)
     }
