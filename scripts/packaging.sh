@@ -16,6 +16,10 @@ echo "== cargo check -p meshca --no-default-features: the core without AWS-LC (r
 t cargo check --locked --quiet -p meshca --no-default-features --all-targets
 
 echo "== cargo publish --dry-run: meshca, meshca-ops, meshca-kube, meshca-cli (dependency order)"
+# Cargo resolves each crate's workspace dependencies from an overlay registry it keeps under
+# target/package/tmp-registry, and keeps what it finds there: a tree whose target/ holds an
+# earlier run's packages would verify meshca-ops against that older meshca. Start empty.
+rm -rf target/package
 t cargo publish --dry-run --locked -p meshca -p meshca-ops -p meshca-kube -p meshca-cli
 
 echo "== cargo install --path crates/meshca-cli"
