@@ -146,6 +146,16 @@ pub enum Error {
     #[error(transparent)]
     Rotation(#[from] crate::rootrotation::Refusal),
 
+    /// A PKCS#11 module, token, PIN or key failed, or was not what the URI names. Nothing is
+    /// written when this happens.
+    #[error("{key}: {detail}")]
+    Pkcs11 {
+        /// The key URI (never with a PIN), module or PIN source.
+        key: String,
+        /// What failed and what would fix it.
+        detail: String,
+    },
+
     /// A sidecar's secret dump (`istioctl proxy-config secret -o json`) is not usable.
     #[error("{source_name}: {detail}")]
     ProxyDump {
@@ -183,6 +193,8 @@ pub enum ErrorKind {
     MissingSecret,
     /// The root rotation refused, or its state is unreadable.
     Rotation,
+    /// The HSM (PKCS#11 module, token, PIN or key) failed.
+    Hsm,
 }
 
 impl Error {
@@ -200,6 +212,7 @@ impl Error {
             Error::Store { .. } => ErrorKind::Store,
             Error::SignerNotFound { .. } | Error::PolicySecret { .. } => ErrorKind::MissingSecret,
             Error::RotationState { .. } | Error::Rotation(_) => ErrorKind::Rotation,
+            Error::Pkcs11 { .. } => ErrorKind::Hsm,
         }
     }
 

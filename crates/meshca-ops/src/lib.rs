@@ -60,6 +60,7 @@ pub mod error;
 pub mod fs;
 pub mod manifest;
 pub mod mtls;
+pub mod pkcs11;
 pub mod policy;
 pub mod proxy;
 pub mod reconcile;

@@ -67,6 +67,18 @@ impl SignerSource {
     }
 }
 
+/// `mgmtServerCa.pkcs11`, checked: the signing CA's key in a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SignerKey {
+    /// The key.
+    pub uri: crate::pkcs11::KeyUri,
+    /// The module the policy expects (it must be the one meshca was given).
+    pub module: Option<std::path::PathBuf>,
+    /// The PIN's Secret on the management cluster, and its key.
+    pub pin: Option<(SecretName, String)>,
+}
+
 /// A Secret on the management cluster named by the policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -104,6 +116,8 @@ pub struct Policy {
     pub api_version: String,
     /// The signing CA.
     pub signer: SignerSource,
+    /// Where the signing CA's key is, when it is in a token (`mgmtServerCa.pkcs11`).
+    pub signer_key: Option<SignerKey>,
     /// How intermediates are issued and rotated.
     pub rotation: RotationPolicy,
     /// `spec.config.autoRestartPods`.
@@ -219,6 +233,43 @@ pub struct MgmtServerCa {
     /// An existing Secret with the signing CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretRefSpec>,
+    /// meshca's extension: the signing CA's private key is in a PKCS#11 token (an HSM), and
+    /// `secretRef` holds only its public files (ca-cert.pem, cert-chain.pem, root-cert.pem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<Pkcs11Spec>,
+}
+
+/// `mgmtServerCa.pkcs11`: where the signing CA's key is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Pkcs11Spec {
+    /// The key, as an RFC 7512 PKCS#11 URI (`pkcs11:token=meshca;object=root-ca`), without a PIN.
+    pub uri: String,
+    /// The module (shared library) the key's token is reached through. meshca loads only the
+    /// module its operator names; when set here, it must be that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// The Secret holding the token's user PIN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_secret_ref: Option<PinSecretRef>,
+}
+
+/// A key of a Secret (namespace defaults to the policy's, key to `pin`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PinSecretRef {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The Secret's key holding the PIN (default `pin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// A Secret by name (namespace defaults to the policy's).
@@ -353,6 +404,37 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         bad("spec.config.mgmtServerCa is required: give secretRef (your CA) or generated (meshca creates a root)"
             .into())
     })?;
+    let signer_key = match mgmt.pkcs11 {
+        None => None,
+        Some(_) if mgmt.generated.is_some() => {
+            return Err(bad("spec.config.mgmtServerCa.pkcs11 goes with secretRef (the CA's public files), not \
+                            generated: generate the root inside the token first (meshca root-ca with a key URI) and \
+                            store its public files in the Secret"
+                .into()))
+        }
+        Some(k) => {
+            let base = "spec.config.mgmtServerCa.pkcs11";
+            let uri = crate::pkcs11::KeyUri::parse(&k.uri).map_err(|e| bad(format!("{base}.uri: {e}")))?;
+            let pin = match k.pin_secret_ref {
+                None => None,
+                Some(r) => {
+                    let ns = r.namespace.unwrap_or_else(|| namespace.clone());
+                    name_problem(&format!("{base}.pinSecretRef.name"), &r.name).map_err(bad)?;
+                    name_problem(&format!("{base}.pinSecretRef.namespace"), &ns).map_err(bad)?;
+                    let key = r.key.unwrap_or_else(|| "pin".into());
+                    if key.is_empty()
+                        || key.len() > 253
+                        || !key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+                    {
+                        return Err(bad(format!("{base}.pinSecretRef.key `{key}` is not a Secret key")));
+                    }
+                    Some((SecretName { namespace: ns, name: r.name }, key))
+                }
+            };
+            let module = k.module.filter(|m| !m.is_empty()).map(std::path::PathBuf::from);
+            Some(SignerKey { uri, module, pin })
+        }
+    };
     let signer = match (mgmt.secret_ref, mgmt.generated) {
         (Some(_), Some(_)) => {
             return Err(bad("spec.config.mgmtServerCa: give either secretRef or generated, not both".into()))
@@ -461,6 +543,7 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         namespace,
         api_version: raw.api_version,
         signer,
+        signer_key,
         rotation,
         auto_restart_pods: cfg.auto_restart_pods.unwrap_or(false),
         passive,

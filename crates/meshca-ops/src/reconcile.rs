@@ -33,6 +33,25 @@ pub struct Options {
     /// Sign with this Secret instead of the policy's `mgmtServerCa` (set by [`run`] after a
     /// policy-driven root rotation completed).
     pub signer_override: Option<SecretRef>,
+    /// How to reach a signing key kept in a PKCS#11 token (`mgmtServerCa.pkcs11`).
+    pub token: TokenAccess,
+}
+
+/// What the operator gives for a policy whose signing key is in a token.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct TokenAccess {
+    /// The PKCS#11 module meshca may load (a policy's `module` must name this one).
+    pub module: Option<std::path::PathBuf>,
+    /// The PIN, overriding the policy's `pinSecretRef`.
+    pub pin: Option<crate::pkcs11::Pin>,
+}
+
+impl TokenAccess {
+    /// Access through `module`, the PIN from the policy's Secret unless `pin` is given.
+    pub fn new(module: Option<std::path::PathBuf>, pin: Option<crate::pkcs11::Pin>) -> Self {
+        TokenAccess { module, pin }
+    }
 }
 
 impl Options {
@@ -45,6 +64,7 @@ impl Options {
             clusters,
             policy_generation: None,
             signer_override: None,
+            token: TokenAccess::default(),
         }
     }
 
@@ -122,6 +142,9 @@ pub struct SignerInfo {
     pub root_fingerprint: String,
     /// Whether this run created it (`mgmtServerCa.generated`).
     pub created: bool,
+    /// The key's PKCS#11 URI, when it is in a token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// The cross-cluster trust check.
@@ -201,6 +224,12 @@ pub fn load_signer(
     let existing = store.read(&secret)?;
     let source = if opts.signer_override.is_some() { None } else { Some(&policy.signer) };
     let (signer, created) = match (existing, source) {
+        (Some(files), Some(_)) if policy.signer_key.is_some() => {
+            let key = open_signer_key(store, policy, opts)?;
+            let signer = SigningCa::from_public_files(&files, key, opts.now)
+                .map_err(Error::core(format!("signing CA {location}")))?;
+            (signer, false)
+        }
         (Some(files), _) => {
             let signer =
                 SigningCa::from_files(&files, opts.now).map_err(Error::core(format!("signing CA {location}")))?;
@@ -220,8 +249,71 @@ pub fn load_signer(
         root: b.root().subject(),
         root_fingerprint: b.root_fingerprint(),
         created,
+        key: b.ca_key().external(),
     };
     Ok((signer, info))
+}
+
+/// Opens the policy's token-held signing key: the module the operator allowed (which the
+/// policy, when it names one, must agree with), the PIN given or read from `pinSecretRef`.
+fn open_signer_key(
+    store: &dyn Store,
+    policy: &Policy,
+    opts: &Options,
+) -> Result<std::sync::Arc<dyn meshca::ExternalKey>, Error> {
+    use crate::pkcs11::{KeyAccess, Pin, TokenKey};
+    let Some(k) = &policy.signer_key else { unreachable!("called for a policy with a token key") };
+    let field = "spec.config.mgmtServerCa.pkcs11";
+    let uri_text = k.uri.to_string();
+    let bad = |detail: String| Error::Pkcs11 { key: uri_text.clone(), detail };
+    let expected = k.module.clone().or_else(|| k.uri.module_path.clone());
+    let module = match (&opts.token.module, expected) {
+        (Some(given), Some(expected)) => {
+            let same = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            if same(given) != same(&expected) {
+                return Err(bad(format!(
+                    "{field} expects the PKCS#11 module {}, but meshca was given {}; meshca loads only the module its \
+                     operator names",
+                    expected.display(),
+                    given.display()
+                )));
+            }
+            given.clone()
+        }
+        (Some(given), None) => given.clone(),
+        (None, Some(expected)) => {
+            return Err(bad(format!(
+                "{field} expects the PKCS#11 module {}; meshca loads a module only when its operator names it",
+                expected.display()
+            )))
+        }
+        (None, None) => return Err(bad("the signing key is in a PKCS#11 token, and no module was given".into())),
+    };
+    let pin = match (&opts.token.pin, &k.pin) {
+        (Some(pin), _) => pin.clone(),
+        (None, Some((secret, key))) => {
+            let r = SecretRef::new(&opts.mgmt_cluster, &secret.namespace, &secret.name);
+            let location = store.location(&r);
+            let files = store.read(&r)?.ok_or_else(|| Error::PolicySecret {
+                field: format!("{field}.pinSecretRef"),
+                secret: r.to_string(),
+                problem: format!("not found at {location}"),
+                fix: "create it with the token's user PIN",
+            })?;
+            let value = files.get(key).ok_or_else(|| Error::PolicySecret {
+                field: format!("{field}.pinSecretRef.key"),
+                secret: r.to_string(),
+                problem: format!("({location}) has no key `{key}`"),
+                fix: "put the token's user PIN under that key",
+            })?;
+            Pin::from_bytes(value, &format!("{location}/{key}"))?
+        }
+        (None, None) => {
+            return Err(bad(format!("no PIN for the token: set {field}.pinSecretRef, or give the PIN to meshca")))
+        }
+    };
+    let key = TokenKey::open(&KeyAccess { module, uri: k.uri.clone(), pin })?;
+    Ok(key)
 }
 
 /// Reads the policy's passive roots (`passiveCertificateAuthorities`): each Secret's

@@ -2,6 +2,7 @@
 //! (parse, don't validate: a [`Cacerts`] value is known-good), serialized to either layout.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use core::fmt;
 use time::OffsetDateTime;
@@ -10,6 +11,7 @@ use zeroize::Zeroizing;
 use crate::cert::Certificate;
 use crate::chain::{Sources, TrustChain, ISTIO_SOURCES};
 use crate::error::{Error, Result};
+use crate::external::{CaKey, ExternalKey};
 use crate::key::PrivateKey;
 
 /// `ca-cert.pem`: the signing CA certificate.
@@ -228,7 +230,7 @@ impl fmt::Display for Warning {
 /// root, as in the seed's management Secret).
 #[derive(Clone)]
 pub struct Cacerts {
-    ca_key: PrivateKey,
+    ca_key: CaKey,
     /// ca-cert first, up to and including the root the chain reaches (completed from the roots).
     trust: TrustChain,
     layout: Layout,
@@ -292,7 +294,7 @@ impl Cacerts {
                         expected: ca_cert.subject(),
                     });
                 }
-                Self::assemble(ca_cert, ca_key, chain, roots, Layout::Istio, now)
+                Self::assemble(ca_cert, ca_key.into(), chain, roots, Layout::Istio, now)
             }
             Layout::Tls => {
                 let mut chain = Certificate::from_pem_all(get(TLS_CRT), TLS_CRT)?;
@@ -308,19 +310,62 @@ impl Cacerts {
                     });
                 }
                 let ca_cert = chain[0].clone();
-                Self::assemble(ca_cert, ca_key, chain, roots, Layout::Tls, now)
+                Self::assemble(ca_cert, ca_key.into(), chain, roots, Layout::Tls, now)
             }
         }
+    }
+
+    /// Reads a signing CA whose key is in a token: `ca-cert.pem`, `cert-chain.pem` and
+    /// `root-cert.pem`, validated exactly as [`Cacerts::from_files`] does, with `key` checked to
+    /// hold `ca-cert.pem`'s public key. A `ca-key.pem` beside them is refused: a CA has one key,
+    /// and a copy on disk would defeat the token.
+    pub fn from_public_files(files: &Files, key: Arc<dyn ExternalKey>, now: OffsetDateTime) -> Result<Self> {
+        if files.contains(CA_KEY) || files.contains(TLS_KEY) {
+            return Err(Error::ExternalKeyBundle {
+                file: CA_KEY.into(),
+                detail: format!(
+                    "present, but the CA key is {}; remove the key file (or use the key file and no token)",
+                    key.describe()
+                ),
+            });
+        }
+        let get = |name: &'static str| {
+            files.get(name).ok_or_else(|| Error::MissingFile {
+                missing: name.into(),
+                present: files.names(),
+                expected: "ca-cert.pem, cert-chain.pem, root-cert.pem (the key is in the token)",
+            })
+        };
+        let ca_certs = Certificate::from_pem_all(get(CA_CERT)?, CA_CERT)?;
+        if ca_certs.len() > 1 {
+            return Err(Error::TooManyCertificates {
+                file: CA_CERT.into(),
+                count: ca_certs.len(),
+                chain_file: CERT_CHAIN,
+            });
+        }
+        let chain = Certificate::from_pem_all(get(CERT_CHAIN)?, CERT_CHAIN)?;
+        let roots = Certificate::from_pem_all(get(ROOT_CERT)?, ROOT_CERT)?;
+        let ca_cert = ca_certs.into_iter().next().unwrap_or_else(|| unreachable!("decode_all is non-empty"));
+        if chain[0] != ca_cert {
+            return Err(Error::ChainOrder {
+                file: CERT_CHAIN.into(),
+                found: chain[0].subject(),
+                expected: ca_cert.subject(),
+            });
+        }
+        Self::assemble(ca_cert, CaKey::External(key), chain, roots, Layout::Istio, now)
     }
 
     /// Builds a bundle from parts (e.g. a CSR-signed certificate plus the cluster's own key) and
     /// validates it exactly as [`Cacerts::from_files`] does. `chain` starts with `ca_cert`.
     pub fn from_parts(
-        ca_key: PrivateKey,
+        ca_key: impl Into<CaKey>,
         chain: Vec<Certificate>,
         roots: Vec<Certificate>,
         now: OffsetDateTime,
     ) -> Result<Self> {
+        let ca_key = ca_key.into();
         let ca_cert = chain
             .first()
             .cloned()
@@ -336,8 +381,11 @@ impl Cacerts {
     /// path length were checked at issuance, and the certificate carries `key`'s public key.
     /// Debug builds (and so every test) still run the full validation and compare.
     pub(crate) fn issued(ca_cert: Certificate, key: PrivateKey, signer: &Cacerts, now: OffsetDateTime) -> Self {
-        let bundle =
-            Cacerts { ca_key: key, trust: TrustChain::extended(ca_cert, &signer.trust), layout: Layout::Istio };
+        let bundle = Cacerts {
+            ca_key: CaKey::Local(key),
+            trust: TrustChain::extended(ca_cert, &signer.trust),
+            layout: Layout::Istio,
+        };
         debug_assert_eq!(
             Cacerts::from_parts(bundle.ca_key.clone(), bundle.path().to_vec(), bundle.roots().to_vec(), now)
                 .map(|full| (full.path().to_vec(), full.warnings().to_vec())),
@@ -349,7 +397,7 @@ impl Cacerts {
 
     fn assemble(
         ca_cert: Certificate,
-        ca_key: PrivateKey,
+        ca_key: CaKey,
         chain: Vec<Certificate>,
         roots: Vec<Certificate>,
         layout: Layout,
@@ -367,7 +415,7 @@ impl Cacerts {
         ca_cert.check_algorithms(src.cert)?;
         if ca_cert.public_key_raw() != ca_key.public_key_raw() {
             return Err(Error::KeyMismatch {
-                key_file: key_file.into(),
+                key_file: ca_key.external().unwrap_or_else(|| key_file.into()),
                 cert_file: src.cert.into(),
                 subject: ca_cert.subject(),
             });
@@ -381,8 +429,8 @@ impl Cacerts {
         self.trust.first()
     }
 
-    /// The signing CA's private key (`ca-key.pem`).
-    pub fn ca_key(&self) -> &PrivateKey {
+    /// The signing CA's private key: `ca-key.pem`, or a key in a token.
+    pub fn ca_key(&self) -> &CaKey {
         &self.ca_key
     }
 
@@ -441,11 +489,14 @@ impl Cacerts {
     pub fn to_files(&self, layout: Layout) -> Files {
         let pem_of = |certs: &[Certificate]| certs.iter().map(Certificate::to_pem).collect::<String>().into_bytes();
         let mut files = Files::new();
-        let key = self.ca_key.to_pkcs8_pem();
+        // A key in a token has no file: only the public files are written.
+        let key = self.ca_key.local().map(PrivateKey::to_pkcs8_pem);
         match layout {
             Layout::Istio => {
                 files.insert(CA_CERT, self.ca_cert().to_pem().into_bytes());
-                files.insert(CA_KEY, key.as_bytes().to_vec());
+                if let Some(key) = &key {
+                    files.insert(CA_KEY, key.as_bytes().to_vec());
+                }
                 files.insert(CERT_CHAIN, pem_of(self.path()));
                 files.insert(ROOT_CERT, pem_of(self.roots()));
             }
@@ -454,7 +505,9 @@ impl Cacerts {
                 let without_root = &path[..path.len() - 1];
                 let chain = if without_root.is_empty() { path } else { without_root };
                 files.insert(TLS_CRT, pem_of(chain));
-                files.insert(TLS_KEY, key.as_bytes().to_vec());
+                if let Some(key) = &key {
+                    files.insert(TLS_KEY, key.as_bytes().to_vec());
+                }
                 files.insert(CA_CRT, pem_of(self.roots()));
             }
         }

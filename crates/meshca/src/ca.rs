@@ -2,6 +2,7 @@
 //! per-cluster intermediates, workload leaves, and certificates for CSRs.
 
 use core::fmt;
+use std::sync::Arc;
 
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
@@ -9,6 +10,7 @@ use time::{Duration, OffsetDateTime};
 use crate::bundle::{Cacerts, Files};
 use crate::cert::{Certificate, PublicKeyKind};
 use crate::error::{Error, Result};
+use crate::external::{check_external_signature, CaKey, ExternalKey, RcgenSigner};
 use crate::key::{KeyAlgorithm, KeyType, PrivateKey};
 use crate::pem;
 use crate::profile::{self, Common, BACKDATE};
@@ -228,12 +230,26 @@ impl fmt::Debug for Csr {
 impl Csr {
     /// Makes a CSR for a per-cluster intermediate, signed by `key` (which stays with the caller).
     pub fn generate_pem(cluster: &str, organization: &str, key: &PrivateKey) -> Result<String> {
+        Self::generate_pem_with(cluster, organization, &CaKey::Local(key.clone()))
+    }
+
+    /// [`Csr::generate_pem`] for a key that may be in a token (`meshca csr --key-uri`): the
+    /// request's self-signature is checked before it is returned.
+    pub fn generate_pem_with(cluster: &str, organization: &str, key: &CaKey) -> Result<String> {
         validate_cluster_name(cluster)?;
         validate_subject_attr("organization", organization)?;
+        let signer = RcgenSigner::new(key);
         let req = profile::intermediate_request(cluster, organization)
-            .serialize_request(key.pair())
-            .map_err(|e| Error::Issuance { what: "a CSR", detail: e.to_string() })?;
-        Ok(pem::encode("CERTIFICATE REQUEST", req.der()))
+            .serialize_request(&signer)
+            .map_err(|e| signer.error("a CSR", e))?;
+        let pem = pem::encode("CERTIFICATE REQUEST", req.der());
+        if let CaKey::External(k) = key {
+            Csr::from_pem(pem.as_bytes(), "CSR").map_err(|e| Error::ExternalKey {
+                key: k.describe(),
+                detail: format!("the CSR it signed does not verify ({e})"),
+            })?;
+        }
+        Ok(pem)
     }
 
     /// Reads the first `CERTIFICATE REQUEST` (or `NEW CERTIFICATE REQUEST`) block and checks its
@@ -398,6 +414,35 @@ impl SigningCa {
         Ok(SigningCa { bundle })
     }
 
+    /// Generates a self-signed root whose key is already in a token: `key` signs the root
+    /// certificate (and, later, everything the root issues). `params.key` is not used; the root
+    /// carries `key`'s type. The returned signer's files hold no key.
+    pub fn generate_root_with_key(
+        params: &RootParams,
+        key: Arc<dyn ExternalKey>,
+        rng: &mut dyn Entropy,
+        now: OffsetDateTime,
+    ) -> Result<Self> {
+        check_ttl("ttl", params.ttl)?;
+        validate_subject_attr("common name", &params.common_name)?;
+        validate_subject_attr("organization", &params.organization)?;
+        let ca_key = CaKey::External(key);
+        let common = Common { serial: random_serial(rng), not_before: now - BACKDATE, not_after: now + params.ttl };
+        let signer = RcgenSigner::new(&ca_key);
+        let cert = profile::root(common, &params.common_name, &params.organization, params.pathlen)
+            .self_signed(&signer)
+            .map_err(|e| signer.error("a root", e))?;
+        let cert = Certificate::from_der(cert.der(), "root", 1)?;
+        check_external_signature(&ca_key, &cert, &cert)?;
+        let bundle = Cacerts::from_parts(ca_key, vec![cert.clone()], vec![cert], now)?;
+        Ok(SigningCa { bundle })
+    }
+
+    /// Reads a signer whose key is in a token (see [`Cacerts::from_public_files`]).
+    pub fn from_public_files(files: &Files, key: Arc<dyn ExternalKey>, now: OffsetDateTime) -> Result<Self> {
+        Cacerts::from_public_files(files, key, now).map(Self::new)
+    }
+
     /// The signer's bundle.
     pub fn bundle(&self) -> &Cacerts {
         &self.bundle
@@ -486,12 +531,13 @@ impl SigningCa {
         what: &'static str,
     ) -> Result<Certificate> {
         let ca = self.bundle.ca_cert();
-        let issuer = rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(ca.der()), self.bundle.ca_key().pair())
+        let signer = RcgenSigner::new(self.bundle.ca_key());
+        let issuer = rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(ca.der()), &signer)
             .map_err(|_| Error::IssuerNameNotRepresentable { subject: ca.subject() })?;
         let subject_key = RequestedKey { raw: public_key_raw, alg: key_type.rcgen_alg() };
-        let issued =
-            params.signed_by(&subject_key, &issuer).map_err(|e| Error::Issuance { what, detail: e.to_string() })?;
+        let issued = params.signed_by(&subject_key, &issuer).map_err(|e| signer.error(what, e))?;
         let cert = Certificate::from_der(issued.der(), "issued certificate", 1)?;
+        check_external_signature(self.bundle.ca_key(), &cert, ca)?;
         // rcgen rebuilds the issuer name from parsed attributes; verifiers link certificates by
         // exact name bytes, so refuse rather than hand out a certificate that would not chain.
         if cert.issuer_der() != ca.subject_der() {

@@ -539,6 +539,25 @@ pub enum Error {
         detail: String,
     },
 
+    /// A CA key held outside meshca (an HSM, a PKCS#11 token) failed to sign, or signed wrongly.
+    #[error("the CA key {key} could not sign: {detail}")]
+    ExternalKey {
+        /// The key (a PKCS#11 URI, without its PIN).
+        key: String,
+        /// What failed.
+        detail: String,
+    },
+
+    /// A signer's files hold `ca-key.pem` although its key is in a token, or lack the certificate
+    /// files a token-held CA needs.
+    #[error("{file}: {detail}")]
+    ExternalKeyBundle {
+        /// The file at fault.
+        file: String,
+        /// What is wrong and what would fix it.
+        detail: String,
+    },
+
     // ---- cross-bundle checks -------------------------------------------------------------
     /// Two bundles do not trust each other's root.
     #[error(

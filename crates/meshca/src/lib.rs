@@ -32,6 +32,7 @@ mod ca;
 mod cert;
 mod chain;
 mod error;
+mod external;
 mod key;
 mod pem;
 mod profile;
@@ -53,6 +54,7 @@ pub use ca::{
 pub use cert::{Certificate, PublicKeyKind, SignatureError};
 pub use chain::TrustChain;
 pub use error::{Error, KeyHolder, Result};
+pub use external::{ecdsa_signature_to_der, CaKey, ExternalKey};
 pub use key::{KeyAlgorithm, KeyType, PrivateKey};
 pub use pem::{MAX_INPUT_BYTES, MAX_PEM_BLOCKS};
 pub use profile::{BACKDATE, ISTIOD_SAN};

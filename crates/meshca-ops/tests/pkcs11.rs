@@ -1,0 +1,315 @@
+//! The signing CA's key in a PKCS#11 token, against SoftHSM2 (skipped, loudly, when it is not
+//! installed). Each test makes its own token. Everything issued through the token is checked by
+//! rustls-webpki directly, by `openssl verify`, and by meshca's own bundle validation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/softhsm.rs"]
+mod softhsm;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use meshca::{
+    Cacerts, Certificate, ExternalKey, IntermediateParams, KeyAlgorithm, Layout, LeafParams, RootParams, SigningCa,
+    SpiffeId,
+};
+use meshca_ops::error::{Error, ErrorKind};
+use meshca_ops::pkcs11::{KeyAccess, KeyUri, Pin, TokenKey};
+use meshca_ops::policy;
+use meshca_ops::reconcile::{self, Action, Options, Run, TokenAccess};
+use meshca_ops::store::{DirStore, SecretRef, Store, WriteMeta};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use softhsm::{softhsm, SoftHsm, PIN};
+use time::OffsetDateTime;
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn access(hsm: &SoftHsm, token: &str, object: &str, pin: &str) -> KeyAccess {
+    KeyAccess {
+        module: hsm.module.clone(),
+        uri: KeyUri::parse(&format!("pkcs11:token={token};object={object}")).unwrap(),
+        pin: Pin::new(pin).unwrap(),
+    }
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("meshca-ops-p11-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// rustls-webpki, directly: `chain[0]` is an end entity under `roots` for client and server auth.
+fn webpki_verify(chain: &[Certificate], roots: &[Certificate], at: OffsetDateTime) {
+    let roots_der: Vec<CertificateDer<'_>> = roots.iter().map(|r| CertificateDer::from(r.der())).collect();
+    let anchors: Vec<_> = roots_der.iter().map(|r| webpki::anchor_from_trusted_cert(r).unwrap()).collect();
+    let ee_der = CertificateDer::from(chain[0].der());
+    let ee = webpki::EndEntityCert::try_from(&ee_der).unwrap();
+    let inter: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.der())).collect();
+    let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.unix_timestamp() as u64));
+    for usage in [webpki::KeyUsage::client_auth(), webpki::KeyUsage::server_auth()] {
+        ee.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &inter, time, usage, None, None)
+            .unwrap_or_else(|e| panic!("rustls-webpki refused the chain: {e:?}"));
+    }
+}
+
+/// `openssl verify -x509_strict` of `leaf` with `untrusted` intermediates and `roots`.
+fn openssl_verify(dir: &Path, leaf: &Certificate, untrusted: &[Certificate], roots: &[Certificate]) {
+    let pem = |c: &[Certificate]| c.iter().map(Certificate::to_pem).collect::<String>();
+    std::fs::write(dir.join("leaf.pem"), leaf.to_pem()).unwrap();
+    std::fs::write(dir.join("untrusted.pem"), pem(untrusted)).unwrap();
+    std::fs::write(dir.join("roots.pem"), pem(roots)).unwrap();
+    let out = Command::new("openssl")
+        .args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"])
+        .arg(dir.join("roots.pem"))
+        .arg("-untrusted")
+        .arg(dir.join("untrusted.pem"))
+        .arg(dir.join("leaf.pem"))
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A root whose key was made in the token: the private key is sensitive and not extractable,
+/// and asking the token for its value fails. Checked through cryptoki on a session of its own,
+/// not through meshca.
+fn assert_key_stays_in_token(hsm: &SoftHsm, token: &str, object: &str) {
+    let ctx = meshca_ops::pkcs11::module(&hsm.module).unwrap();
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label() == token)
+        .unwrap();
+    let s = ctx.open_ro_session(slot).unwrap();
+    s.login(UserType::User, Some(&AuthPin::from(PIN)))
+        .or_else(|e| match e {
+            cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _) => Ok(()),
+            e => Err(e),
+        })
+        .unwrap();
+    let keys = s
+        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Label(object.as_bytes().to_vec())])
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    let attrs = s
+        .get_attributes(keys[0], &[AttributeType::Extractable, AttributeType::Sensitive, AttributeType::Token])
+        .unwrap();
+    assert!(attrs.contains(&Attribute::Extractable(false)), "{attrs:?}");
+    assert!(attrs.contains(&Attribute::Sensitive(true)), "{attrs:?}");
+    assert!(attrs.contains(&Attribute::Token(true)), "{attrs:?}");
+    let value = s.get_attribute_info(keys[0], &[AttributeType::Value, AttributeType::PrivateExponent]).unwrap();
+    assert!(value.iter().all(|v| matches!(v, AttributeInfo::Sensitive | AttributeInfo::TypeInvalid)), "{value:?}");
+    // C_GetAttributeValue of CKA_VALUE itself (not just its size) is refused too.
+    assert!(s.get_attributes(keys[0], &[AttributeType::Value]).map(|a| a.is_empty()).unwrap_or(true));
+}
+
+#[test]
+fn a_root_made_in_the_token_issues_what_every_verifier_accepts() {
+    let Some(hsm) = softhsm("a_root_made_in_the_token_issues_what_every_verifier_accepts") else { return };
+    let dir = tempdir("root");
+    let t = now();
+    for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048] {
+        let token = hsm.new_token("root");
+        let key = TokenKey::generate(&access(hsm, &token, "root-ca", PIN), alg).unwrap();
+        assert_key_stays_in_token(hsm, &token, "root-ca");
+        assert!(key.is_unextractable().unwrap());
+        assert_key_stays_in_token(hsm, &token, "root-ca");
+        assert!(key.key_type().matches(alg), "{alg}: {}", key.key_type());
+
+        let root = SigningCa::generate_root_with_key(&RootParams::default(), key, &mut meshca::OsRng, t).unwrap();
+        let files = root.bundle().to_files(Layout::Istio);
+        assert!(!files.contains(meshca::CA_KEY), "a token-held root writes no key file");
+        assert_eq!(root.bundle().root().key_type(), Some(alg.key_type()));
+
+        // Reopened from the public files and the URI alone, as every later command does.
+        let reopened = TokenKey::open(&access(hsm, &token, "root-ca", PIN)).unwrap();
+        let root = SigningCa::from_public_files(&files, reopened, t).unwrap();
+        let inter = root.issue_intermediate(&IntermediateParams::new("c1"), &mut meshca::OsRng, t).unwrap().value;
+        let inter = Cacerts::from_files(&inter.to_files(Layout::Istio), t).expect("meshca's bundle validation");
+        assert_eq!(inter.root(), root.bundle().root());
+        let leaf = SigningCa::new(inter.clone())
+            .issue_leaf(
+                &LeafParams::new(SpiffeId::workload("cluster.local", "default", "app").unwrap()),
+                &mut meshca::OsRng,
+                t,
+            )
+            .unwrap()
+            .value;
+        webpki_verify(&leaf.chain(), root.bundle().roots(), t);
+        openssl_verify(&dir, leaf.cert(), &leaf.chain()[1..], root.bundle().roots());
+        meshca::verify_workload_chain(&leaf.chain(), root.bundle().roots(), t).unwrap();
+
+        // A CSR signed by the token: the key for an intermediate an external PKI signs.
+        let csr_key = TokenKey::generate(&access(hsm, &token, "mgmt-intermediate", PIN), alg).unwrap();
+        let pem = meshca::Csr::generate_pem_with("mgmt", "meshca", &meshca::CaKey::External(csr_key.clone())).unwrap();
+        let csr = meshca::Csr::from_pem(pem.as_bytes(), "csr.pem").unwrap();
+        let mut mgmt_params = IntermediateParams::new("mgmt");
+        mgmt_params.pathlen = 1; // it signs the clusters' intermediates
+        let signed = root.sign_intermediate_csr(&csr, &mgmt_params, &mut meshca::OsRng, t).unwrap().value;
+        let mgmt = SigningCa::from_public_files(&signed.to_files(), csr_key, t).unwrap();
+        let c2 = mgmt.issue_intermediate(&IntermediateParams::new("c2"), &mut meshca::OsRng, t).unwrap().value;
+        let c2 = Cacerts::from_files(&c2.to_files(Layout::Istio), t).unwrap();
+        let leaf = SigningCa::new(c2)
+            .issue_leaf(
+                &LeafParams::new(SpiffeId::workload("cluster.local", "ns", "b").unwrap()),
+                &mut meshca::OsRng,
+                t,
+            )
+            .unwrap()
+            .value;
+        webpki_verify(&leaf.chain(), root.bundle().roots(), t);
+        openssl_verify(&dir, leaf.cert(), &leaf.chain()[1..], root.bundle().roots());
+    }
+}
+
+#[test]
+fn token_failures_are_clear_errors_that_never_show_the_pin() {
+    let Some(hsm) = softhsm("token_failures_are_clear_errors_that_never_show_the_pin") else { return };
+    let token = hsm.new_token("fail");
+    let key = TokenKey::generate(&access(hsm, &token, "root-ca", PIN), KeyAlgorithm::EcdsaP256).unwrap();
+    let root = SigningCa::generate_root_with_key(&RootParams::default(), key, &mut meshca::OsRng, now()).unwrap();
+
+    let wrong = "not-the-pin-0000";
+    let e = TokenKey::open(&access(hsm, &token, "root-ca", wrong)).unwrap_err();
+    let msg = e.to_string();
+    assert_eq!(e.kind(), ErrorKind::Hsm);
+    assert!(msg.contains("CKR_PIN_INCORRECT") && msg.contains(&format!("token={token}")), "{msg}");
+    assert!(!msg.contains(wrong) && !format!("{e:?}").contains(wrong), "{msg}");
+
+    let msg = TokenKey::open(&access(hsm, &token, "no-such-key", PIN)).unwrap_err().to_string();
+    assert!(msg.contains("no private key") && msg.contains("object=no-such-key"), "{msg}");
+
+    let msg = TokenKey::open(&access(hsm, "no-such-token", "root-ca", PIN)).unwrap_err().to_string();
+    assert!(msg.contains("no token matches") && msg.contains(&token), "{msg}");
+
+    // The same label twice would make the URI ambiguous: refused, and the first key is intact.
+    let msg =
+        TokenKey::generate(&access(hsm, &token, "root-ca", PIN), KeyAlgorithm::EcdsaP256).unwrap_err().to_string();
+    assert!(msg.contains("already holds an object labelled root-ca"), "{msg}");
+
+    let dir = tempdir("notmodule");
+    let text = dir.join("module.so");
+    std::fs::write(&text, "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n").unwrap();
+    let mut a = access(hsm, &token, "root-ca", PIN);
+    a.module = text.clone();
+    let msg = TokenKey::open(&a).unwrap_err().to_string();
+    assert!(msg.contains("is not a loadable shared library") && !msg.contains("MIGHAgEA"), "{msg}");
+    if let Some(libc) = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    {
+        a.module = libc;
+        let msg = TokenKey::open(&a).unwrap_err().to_string();
+        assert!(msg.contains("not a PKCS#11 module (no C_GetFunctionList)"), "{msg}");
+    }
+
+    // A token key that is not the CA certificate's key: refused when the signer is assembled.
+    let other = TokenKey::generate(&access(hsm, &token, "other", PIN), KeyAlgorithm::EcdsaP256).unwrap();
+    let e = SigningCa::from_public_files(&root.bundle().to_files(Layout::Istio), other, now()).unwrap_err();
+    assert!(matches!(e, meshca::Error::KeyMismatch { ref key_file, .. } if key_file.contains("object=other")), "{e}");
+
+    // Public files with a ca-key.pem beside them: one CA, one key.
+    let mut files = root.bundle().to_files(Layout::Istio);
+    files.insert(meshca::CA_KEY, b"whatever".to_vec());
+    let again = TokenKey::open(&access(hsm, &token, "root-ca", PIN)).unwrap();
+    let e = SigningCa::from_public_files(&files, again, now()).unwrap_err();
+    assert!(e.to_string().contains("ca-key.pem: present, but the CA key is pkcs11:"), "{e}");
+}
+
+const POLICY: &str = "\
+apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata:
+  name: root-trust-policy
+  namespace: gloo-mesh
+spec:
+  config:
+    intermediateCertOptions:
+      ttlDays: 30
+    mgmtServerCa:
+      secretRef:
+        name: hsm-root
+      pkcs11:
+        uri: pkcs11:token=TOKEN;object=root-ca
+        pinSecretRef:
+          name: hsm-pin
+";
+
+fn run(store: &dyn Store, text: &str, token: TokenAccess, t: OffsetDateTime) -> Result<Run, Error> {
+    let policy = policy::parse(text, "policy.yaml").unwrap();
+    let mut opts = Options::new(t, ["c1", "c2", "c3"].map(String::from).to_vec());
+    opts.token = token;
+    reconcile::run(store, &policy, &opts, &mut meshca::OsRng, &mut |_, _| {})
+}
+
+#[test]
+fn reconcile_signs_three_clusters_through_the_token_and_touches_none_when_it_fails() {
+    let Some(hsm) = softhsm("reconcile_signs_three_clusters_through_the_token_and_touches_none_when_it_fails") else {
+        return;
+    };
+    let t = now();
+    let token = hsm.new_token("fleet");
+    let key = TokenKey::generate(&access(hsm, &token, "root-ca", PIN), KeyAlgorithm::EcdsaP256).unwrap();
+    let root = SigningCa::generate_root_with_key(&RootParams::default(), key, &mut meshca::OsRng, t).unwrap();
+    let dir = tempdir("fleet");
+    let store = DirStore::new(dir.join("store"));
+    let mgmt = |name: &str| SecretRef::new("mgmt", "gloo-mesh", name);
+    store.write(&mgmt("hsm-root"), &root.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    let text = POLICY.replace("TOKEN", &token);
+    let module = TokenAccess::new(Some(hsm.module.clone()), None);
+
+    // No PIN Secret yet: refused before anything is written.
+    let e = run(&store, &text, module.clone(), t).unwrap_err();
+    assert!(e.to_string().contains("pinSecretRef") && e.to_string().contains("not found"), "{e}");
+    // A wrong PIN in the Secret: refused, no cluster touched.
+    store.write(&mgmt("hsm-pin"), &[("pin", "wrong-pin\n")].into_iter().collect(), &WriteMeta::default()).unwrap();
+    let e = run(&store, &text, module.clone(), t).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Hsm, "{e}");
+    assert!(e.to_string().contains("CKR_PIN_INCORRECT"), "{e}");
+    // No module given (the policy cannot choose one): refused.
+    let e = run(&store, &text, TokenAccess::default(), t).unwrap_err();
+    assert!(e.to_string().contains("no module was given"), "{e}");
+    let e = run(
+        &store,
+        &text.replace("        uri:", "        module: /usr/lib/other.so\n        uri:"),
+        module.clone(),
+        t,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("expects the PKCS#11 module /usr/lib/other.so"), "{e}");
+    for c in ["c1", "c2", "c3"] {
+        assert!(store.read(&SecretRef::cacerts(c)).unwrap().is_none(), "{c} was written by a failed run");
+    }
+
+    store.write(&mgmt("hsm-pin"), &[("pin", format!("{PIN}\n"))].into_iter().collect(), &WriteMeta::default()).unwrap();
+    let Run::Reconciled(report) = run(&store, &text, module.clone(), t).unwrap() else { panic!("no rotation asked") };
+    assert!(report.ok(), "{report:?}");
+    assert!(report.clusters.iter().all(|c| c.action == Action::Issued), "{report:?}");
+    assert_eq!(report.signer.key.as_deref(), Some(format!("pkcs11:token={token};object=root-ca").as_str()));
+    let bundles: Vec<Cacerts> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|c| Cacerts::from_files(&store.read(&SecretRef::cacerts(c)).unwrap().unwrap(), t).unwrap())
+        .collect();
+    for b in &bundles {
+        assert_eq!(b.root(), root.bundle().root());
+        b.ca_cert().verify_signed_by(root.bundle().root()).unwrap();
+    }
+    let named: Vec<(&str, &Cacerts)> = ["c1", "c2", "c3"].into_iter().zip(&bundles).collect();
+    meshca_ops::mtls::handshake_all_pairs(&named, &mut meshca::OsRng, t).unwrap();
+    // The signer Secret still holds no key.
+    assert!(!store.read(&mgmt("hsm-root")).unwrap().unwrap().contains(meshca::CA_KEY));
+    let _: Arc<dyn ExternalKey> = TokenKey::open(&access(hsm, &token, "root-ca", PIN)).unwrap();
+}
