@@ -16,10 +16,12 @@ echo "== cargo check -p meshca --no-default-features: the core without AWS-LC (r
 t cargo check --locked --quiet -p meshca --no-default-features --all-targets
 
 echo "== cargo publish --dry-run: meshca, meshca-ops, meshca-kube, meshca-cli (dependency order)"
-# Cargo resolves each crate's workspace dependencies from an overlay registry it keeps under
-# target/package/tmp-registry, and keeps what it finds there: a tree whose target/ holds an
-# earlier run's packages would verify meshca-ops against that older meshca. Start empty.
-rm -rf target/package
+# Cargo verifies each crate against the ones packaged before it through an overlay registry
+# (target/package/tmp-registry), and extracts their sources once, to
+# $CARGO_HOME/registry/src/-<hash of that path>/, never refreshing them: a machine that ran this
+# before in the same directory would verify meshca-ops against the older meshca it extracted
+# then. Start with neither.
+rm -rf target/package "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/meshca-*
 t cargo publish --dry-run --locked -p meshca -p meshca-ops -p meshca-kube -p meshca-cli
 
 echo "== cargo install --path crates/meshca-cli"

@@ -60,6 +60,64 @@ pub(crate) struct StoreArgs {
     pub(crate) kube: KubeArgs,
 }
 
+/// How a CA key kept in a PKCS#11 token (an HSM, SoftHSM2) is reached. The PIN is never a
+/// flag value: it comes from a file or the environment.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct Pkcs11Args {
+    /// The PKCS#11 module (shared library) of the token holding the CA key, e.g.
+    /// /usr/lib/softhsm/libsofthsm2.so.
+    #[arg(long, value_name = "PATH", env = meshca_ops::pkcs11::MODULE_ENV)]
+    pub(crate) pkcs11_module: Option<PathBuf>,
+    /// A file holding the token's user PIN (otherwise $MESHCA_PKCS11_PIN).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) pin_file: Option<PathBuf>,
+}
+
+impl Pkcs11Args {
+    /// The PIN: `--pin-file`, else `$MESHCA_PKCS11_PIN`, else none.
+    pub(crate) fn pin(&self) -> Result<Option<meshca_ops::pkcs11::Pin>, crate::failure::Failure> {
+        use meshca_ops::pkcs11::{Pin, PIN_ENV};
+        if let Some(f) = &self.pin_file {
+            return Ok(Some(Pin::from_file(f)?));
+        }
+        match std::env::var(PIN_ENV) {
+            Ok(v) => Ok(Some(Pin::new(&v).map_err(|e| crate::failure::refused(format!("${PIN_ENV}: {e}")))?)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(crate::failure::refused(format!("${PIN_ENV} is not UTF-8"))),
+        }
+    }
+
+    /// What opens the key `uri`: the module and a PIN are both required.
+    pub(crate) fn access(&self, uri: &str) -> Result<meshca_ops::pkcs11::KeyAccess, crate::failure::Failure> {
+        use crate::failure::usage;
+        let uri = meshca_ops::pkcs11::KeyUri::parse(uri)?;
+        let module = self.pkcs11_module.clone().ok_or_else(|| {
+            usage(format!(
+                "{uri} is a key in a PKCS#11 token: give its module with --pkcs11-module PATH (or $MESHCA_PKCS11_MODULE)"
+            ))
+        })?;
+        if let Some(expected) = &uri.module_path {
+            let same = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            if same(expected) != same(&module) {
+                return Err(usage(format!(
+                    "{uri} names the module {}, but --pkcs11-module is {}",
+                    expected.display(),
+                    module.display()
+                )));
+            }
+        }
+        let pin = self.pin()?.ok_or_else(|| {
+            usage(format!("{uri}: the token needs its user PIN: --pin-file FILE, or $MESHCA_PKCS11_PIN"))
+        })?;
+        Ok(meshca_ops::pkcs11::KeyAccess { module, uri, pin })
+    }
+
+    /// What a policy run passes on (the policy names the key; its PIN may be in a Secret).
+    pub(crate) fn token(&self) -> Result<meshca_ops::reconcile::TokenAccess, crate::failure::Failure> {
+        Ok(meshca_ops::reconcile::TokenAccess::new(self.pkcs11_module.clone(), self.pin()?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,6 +66,27 @@ pub(crate) fn load_signer(dir: &Path, now: OffsetDateTime) -> Result<SigningCa, 
     SigningCa::from_files(&files, now).map_err(Error::core(format!("signing CA {}", dir.display())))
 }
 
+/// A `--ca DIR` signer whose key may be in a token: `key_uri` (`--ca-key-uri`) or the
+/// directory's `ca-key.uri` (written by `meshca root-ca --key-uri`) names it; otherwise the
+/// directory's `ca-key.pem` is the key.
+pub(crate) fn load_ca(
+    dir: &Path,
+    key_uri: Option<&str>,
+    p11: &crate::args::Pkcs11Args,
+    now: OffsetDateTime,
+) -> Result<SigningCa, Failure> {
+    use meshca_ops::pkcs11::{TokenKey, KEY_URI_FILE};
+    let files = fs::read_files(dir).map_err(Error::from)?;
+    let from_file = files.get(KEY_URI_FILE).map(|b| String::from_utf8_lossy(b).trim().to_owned());
+    let uri = match (key_uri, from_file) {
+        (Some(u), _) => u.to_owned(),
+        (None, Some(u)) if !files.contains(meshca::CA_KEY) => u,
+        (None, _) => return Ok(load_signer(dir, now)?),
+    };
+    let key = TokenKey::open(&p11.access(&uri)?)?;
+    Ok(SigningCa::from_public_files(&files, key, now).map_err(Error::core(format!("signing CA {}", dir.display())))?)
+}
+
 /// Refuses to replace any of `names` in `dir` unless `force`.
 pub(crate) fn guard_overwrite(dir: &Path, names: &[&str], force: bool) -> Result<(), Error> {
     if !force && names.iter().any(|n| dir.join(n).exists()) {

@@ -48,6 +48,9 @@ pub struct ControllerConfig {
     pub identity: String,
     /// Where the controller reads the time (the wall clock; tests may pin it).
     pub clock: Clock,
+    /// The PKCS#11 module a policy's `mgmtServerCa.pkcs11` key is reached through (the PIN comes
+    /// from the policy's `pinSecretRef`). One session pool per key is kept across passes.
+    pub token: meshca_ops::reconcile::TokenAccess,
 }
 
 impl ControllerConfig {
@@ -62,6 +65,7 @@ impl ControllerConfig {
             lease: None,
             identity: identity.to_owned(),
             clock: OffsetDateTime::now_utc,
+            token: meshca_ops::reconcile::TokenAccess::default(),
         }
     }
 }
@@ -194,6 +198,7 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
     let mut opts = Options::new(now, workload);
     opts.mgmt_cluster = ctx.cfg.mgmt_cluster.clone();
     opts.policy_generation = generation;
+    opts.token = ctx.cfg.token.clone();
     let span = tracing::Span::current();
     let run = tokio::task::spawn_blocking(move || {
         span.in_scope(|| reconcile::run(&store, &policy, &opts, &mut meshca::OsRng, &mut |_, _| {}))

@@ -18,6 +18,10 @@ pub(crate) enum LogFormat {
 
 #[derive(Args, Debug)]
 pub(crate) struct ControllerArgs {
+    /// The PKCS#11 module for policies whose signing key is in a token (mgmtServerCa.pkcs11);
+    /// the PIN is read from the policy's pinSecretRef.
+    #[arg(long, value_name = "PATH", env = meshca_ops::pkcs11::MODULE_ENV)]
+    pub(crate) pkcs11_module: Option<PathBuf>,
     /// The kubeconfig of the management cluster (default: in-cluster config, else $KUBECONFIG).
     #[arg(long)]
     pub(crate) kubeconfig: Option<PathBuf>,
@@ -97,6 +101,7 @@ pub(crate) fn run(a: ControllerArgs) -> CmdResult {
         cfg.remote_secret_namespace = a.remote_secret_namespace;
         cfg.adopt = a.adopt;
         cfg.timeout = timeout;
+        cfg.token = meshca_ops::reconcile::TokenAccess::new(a.pkcs11_module, None);
         cfg.lease = Some(meshca_kube::leader::LeaseConfig {
             namespace: a.lease_namespace,
             name: "meshca-controller".into(),

@@ -10,7 +10,7 @@ use meshca::{IntermediateParams, KeyAlgorithm, Layout};
 use meshca_ops::{fs, Error};
 
 use crate::failure::{refused, CmdResult};
-use crate::io::{days, guard_overwrite, load_signer, print_written};
+use crate::io::{days, guard_overwrite, load_ca, print_written};
 
 #[derive(Args, Debug)]
 pub(crate) struct IntermediateArgs {
@@ -18,6 +18,12 @@ pub(crate) struct IntermediateArgs {
     /// whose cert-chain.pem runs up to an external root).
     #[arg(long)]
     pub(crate) ca: PathBuf,
+    /// The signing CA's key in a PKCS#11 token (RFC 7512, e.g. pkcs11:token=meshca;object=root-ca),
+    /// for a --ca directory that holds only the public files.
+    #[arg(long, value_name = "URI")]
+    pub(crate) ca_key_uri: Option<String>,
+    #[command(flatten)]
+    pub(crate) pkcs11: crate::args::Pkcs11Args,
     /// Cluster name (written to the subject's L).
     #[arg(long)]
     pub(crate) cluster: String,
@@ -54,7 +60,7 @@ pub(crate) fn run(a: IntermediateArgs) -> CmdResult {
     let now = crate::args::now_or(a.at);
     meshca::validate_trust_domain(&a.trust_domain).map_err(|e| refused(format!("--trust-domain: {e}")))?;
     guard_overwrite(&a.out, &[Layout::Istio.files(), Layout::Tls.files()].concat(), a.force)?;
-    let signer = load_signer(&a.ca, now)?;
+    let signer = load_ca(&a.ca, a.ca_key_uri.as_deref(), &a.pkcs11, now)?;
     let mut p = IntermediateParams::new(&a.cluster);
     p.ttl = days(a.days, "--days")?;
     p.key = a.key;

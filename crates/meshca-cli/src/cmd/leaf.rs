@@ -10,13 +10,19 @@ use meshca::{KeyAlgorithm, LeafParams, SpiffeId};
 use meshca_ops::{fs, Error};
 
 use crate::failure::{refused, usage, CmdResult};
-use crate::io::{guard_overwrite, load_signer, print_written};
+use crate::io::{guard_overwrite, load_ca, print_written};
 
 #[derive(Args, Debug)]
 pub(crate) struct LeafArgs {
     /// The issuing CA bundle (a cluster's cacerts).
     #[arg(long)]
     pub(crate) ca: PathBuf,
+    /// The signing CA's key in a PKCS#11 token (RFC 7512, e.g. pkcs11:token=meshca;object=root-ca),
+    /// for a --ca directory that holds only the public files.
+    #[arg(long, value_name = "URI")]
+    pub(crate) ca_key_uri: Option<String>,
+    #[command(flatten)]
+    pub(crate) pkcs11: crate::args::Pkcs11Args,
     /// spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>
     #[arg(long)]
     pub(crate) spiffe: String,
@@ -41,7 +47,7 @@ pub(crate) fn run(a: LeafArgs) -> CmdResult {
     let now = crate::args::now_or(a.at);
     let id: SpiffeId = a.spiffe.parse().map_err(|e: meshca::Error| refused(format!("--spiffe: {e}")))?;
     guard_overwrite(&a.out, &meshca::LEAF_FILES, a.force)?;
-    let signer = load_signer(&a.ca, now)?;
+    let signer = load_ca(&a.ca, a.ca_key_uri.as_deref(), &a.pkcs11, now)?;
     let mut p = LeafParams::new(id);
     p.ttl = meshca::bounds::leaf_ttl_hours(a.hours).map_err(|e| usage(format!("--hours {e}")))?;
     p.key = a.key;

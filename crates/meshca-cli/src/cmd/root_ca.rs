@@ -35,10 +35,19 @@ pub(crate) struct RootCaArgs {
     /// Replace CA material already in --out.
     #[arg(long)]
     pub(crate) force: bool,
+    /// Generate the key inside this PKCS#11 token instead (RFC 7512 URI, e.g.
+    /// pkcs11:token=meshca;object=root-ca): not extractable, it never leaves the token. --out then
+    /// gets only the public files and ca-key.uri naming the key.
+    #[arg(long, value_name = "URI")]
+    pub(crate) key_uri: Option<String>,
+    #[command(flatten)]
+    pub(crate) pkcs11: crate::args::Pkcs11Args,
 }
 
 pub(crate) fn run(a: RootCaArgs) -> CmdResult {
-    guard_overwrite(&a.out, Layout::Istio.files(), a.force)?;
+    let mut guarded = Layout::Istio.files().to_vec();
+    guarded.push(meshca_ops::pkcs11::KEY_URI_FILE);
+    guard_overwrite(&a.out, &guarded, a.force)?;
     let mut p = RootParams::default();
     p.key = a.key;
     p.ttl = days(a.days, "--days")?;
@@ -46,12 +55,39 @@ pub(crate) fn run(a: RootCaArgs) -> CmdResult {
     p.organization = a.org;
     p.pathlen = a.pathlen;
     let now = OffsetDateTime::now_utc();
-    let root = SigningCa::generate_root(&p, &mut meshca::OsRng, now).map_err(Error::core("root-ca"))?;
-    let written = fs::write_files(&a.out, &root.bundle().to_files(Layout::Istio)).map_err(Error::from)?;
+    let (root, files) = match &a.key_uri {
+        None => {
+            let root = SigningCa::generate_root(&p, &mut meshca::OsRng, now).map_err(Error::core("root-ca"))?;
+            let files = root.bundle().to_files(Layout::Istio);
+            (root, files)
+        }
+        Some(uri) => {
+            let access = a.pkcs11.access(uri)?;
+            let key = meshca_ops::pkcs11::TokenKey::generate(&access, a.key)?;
+            let uri = key.uri().to_owned();
+            let root =
+                SigningCa::generate_root_with_key(&p, key, &mut meshca::OsRng, now).map_err(Error::core("root-ca"))?;
+            let mut files = root.bundle().to_files(Layout::Istio);
+            files.insert(meshca_ops::pkcs11::KEY_URI_FILE, format!("{uri}\n"));
+            if fs::read_files(&a.out).is_ok_and(|f| f.contains(meshca::CA_KEY)) {
+                // A key file from an earlier root would sit beside a certificate it does not match.
+                std::fs::remove_file(a.out.join(meshca::CA_KEY)).map_err(|e| {
+                    crate::failure::refused(format!(
+                        "{}: cannot remove the old key: {e}",
+                        a.out.join(meshca::CA_KEY).display()
+                    ))
+                })?;
+            }
+            println!("key generated in the token: {uri} (not extractable)");
+            (root, files)
+        }
+    };
+    let written = fs::write_files(&a.out, &files).map_err(Error::from)?;
     let c = root.bundle().ca_cert();
     println!("root CA {} ({}), expires {}", c.subject(), a.key.key_type(), meshca::format_time(c.not_after()));
     println!("  sha256 {}", c.fingerprint_sha256());
     print_written(&written);
-    println!("next: meshca intermediate --ca {} --cluster cluster1 --out cluster1", a.out.display());
+    let module = if a.key_uri.is_some() { " --pkcs11-module <module> --pin-file <pin-file>" } else { "" };
+    println!("next: meshca intermediate --ca {}{module} --cluster cluster1 --out cluster1", a.out.display());
     Ok(ExitCode::SUCCESS)
 }

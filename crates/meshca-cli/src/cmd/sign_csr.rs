@@ -10,13 +10,19 @@ use meshca::{Csr, IntermediateParams, PrivateKey};
 use meshca_ops::{fs, Error};
 
 use crate::failure::{usage, CmdResult};
-use crate::io::{days, guard_overwrite, load_signer, print_written, read_input};
+use crate::io::{days, guard_overwrite, load_ca, print_written, read_input};
 
 #[derive(Args, Debug)]
 pub(crate) struct SignCsrArgs {
     /// The signing CA bundle directory.
     #[arg(long)]
     pub(crate) ca: PathBuf,
+    /// The signing CA's key in a PKCS#11 token (RFC 7512, e.g. pkcs11:token=meshca;object=root-ca),
+    /// for a --ca directory that holds only the public files.
+    #[arg(long, value_name = "URI")]
+    pub(crate) ca_key_uri: Option<String>,
+    #[command(flatten)]
+    pub(crate) pkcs11: crate::args::Pkcs11Args,
     /// The CSR (PEM).
     #[arg(long)]
     pub(crate) csr: PathBuf,
@@ -47,7 +53,7 @@ pub(crate) struct SignCsrArgs {
 pub(crate) fn run(a: SignCsrArgs) -> CmdResult {
     let now = crate::args::now_or(a.at);
     guard_overwrite(&a.out, &["ca-cert.pem", "cert-chain.pem", "root-cert.pem"], a.force)?;
-    let signer = load_signer(&a.ca, now)?;
+    let signer = load_ca(&a.ca, a.ca_key_uri.as_deref(), &a.pkcs11, now)?;
     let csr_file = a.csr.display().to_string();
     let data = read_input(&a.csr)?;
     let request = Csr::from_pem(&data, &csr_file).map_err(Error::core("sign-csr"))?;

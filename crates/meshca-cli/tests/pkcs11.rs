@@ -1,0 +1,320 @@
+//! The CLI with the signing CA's key in SoftHSM2, as the README's "Keep the CA key in an HSM"
+//! section runs it: tokens made with `softhsm2-util`, each test with its own `SOFTHSM2_CONF`,
+//! every certificate checked by `openssl verify`. Skipped, loudly, when SoftHSM2 is absent
+//! (`MESHCA_REQUIRE_SOFTHSM=1` makes that a failure).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::{s, tempdir, Out, BIN};
+
+const PIN: &str = "4711-meshca";
+
+fn module() -> Option<PathBuf> {
+    let found = std::env::var_os("MESHCA_TEST_PKCS11_MODULE").map(PathBuf::from).or_else(|| {
+        [
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+            "/usr/local/lib/softhsm/libsofthsm2.so",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(std::env::var_os("MESHCA_REQUIRE_SOFTHSM").is_none(), "SoftHSM2 is required but not installed");
+        eprintln!("SKIPPED PKCS#11 CLI tests: SoftHSM2 is not installed (apt-get install softhsm2)");
+    }
+    found
+}
+
+/// A SoftHSM2 configuration of the test's own, with one token labelled `meshca`.
+struct Hsm {
+    dir: PathBuf,
+    conf: PathBuf,
+    module: PathBuf,
+    pin_file: PathBuf,
+}
+
+impl Hsm {
+    fn new(tag: &str) -> Option<Hsm> {
+        let module = module()?;
+        let dir = tempdir(&format!("p11-{tag}"));
+        std::fs::create_dir_all(dir.join("tokens")).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!("directories.tokendir = {}\nobjectstore.backend = file\n", s(&dir.join("tokens"))),
+        )
+        .unwrap();
+        let out = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args(["--init-token", "--free", "--label", "meshca", "--so-pin", "so-4711", "--pin", PIN])
+            .output()
+            .expect("softhsm2-util runs");
+        assert!(out.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&out.stderr));
+        let pin_file = dir.join("pin");
+        std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
+        Some(Hsm { dir, conf, module, pin_file })
+    }
+
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("SOFTHSM2_CONF", &self.conf)
+            .env_remove("MESHCA_PKCS11_PIN")
+            .env_remove("MESHCA_PKCS11_MODULE");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let o = cmd.output().unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    fn ok(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let out = self.run(args, env);
+        assert_eq!(out.code, 0, "meshca {args:?}\n{}", out.all());
+        assert!(!out.all().contains(PIN), "the PIN was printed: {}", out.all());
+        out
+    }
+}
+
+fn openssl_verify(root: &Path, untrusted: Option<&Path>, cert: &Path) {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["verify", "-x509_strict", "-CAfile"]).arg(root);
+    if let Some(u) = untrusted {
+        cmd.arg("-untrusted").arg(u);
+    }
+    let out = cmd.arg(cert).output().expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl verify {}: {}{}",
+        cert.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(snapshot(&p));
+            } else if let Ok(b) = std::fs::read(&p) {
+                out.push((p, b));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_root_in_the_token_signs_intermediates_csrs_and_leaves() {
+    let Some(hsm) = Hsm::new("root") else { return };
+    let (d, m, pin) = (&hsm.dir, s(&hsm.module), s(&hsm.pin_file));
+    let root = s(&d.join("root"));
+    let uri = "pkcs11:token=meshca;object=root-ca";
+    let out = hsm.ok(&["root-ca", "--out", &root, "--key-uri", uri, "--pkcs11-module", &m, "--pin-file", &pin], &[]);
+    assert!(out.stdout.contains("key generated in the token: pkcs11:token=meshca;object=root-ca"), "{}", out.all());
+    assert!(!d.join("root/ca-key.pem").exists(), "a token-held root writes no key file");
+    assert_eq!(std::fs::read_to_string(d.join("root/ca-key.uri")).unwrap(), format!("{uri}\n"));
+    for f in ["ca-cert.pem", "cert-chain.pem", "root-cert.pem"] {
+        assert!(d.join("root").join(f).is_file(), "{f}");
+    }
+    openssl_verify(&d.join("root/root-cert.pem"), None, &d.join("root/ca-cert.pem"));
+
+    // The directory names its key; the module from the environment, the PIN from the environment.
+    let env = [("MESHCA_PKCS11_MODULE", m.as_str()), ("MESHCA_PKCS11_PIN", PIN)];
+    let c1 = s(&d.join("c1"));
+    hsm.ok(&["intermediate", "--ca", &root, "--cluster", "c1", "--out", &c1], &env);
+    openssl_verify(&d.join("root/root-cert.pem"), None, &d.join("c1/ca-cert.pem"));
+    hsm.ok(&["verify", &c1], &[]);
+    let leaf = s(&d.join("leaf"));
+    hsm.ok(&["leaf", "--ca", &c1, "--spiffe", "spiffe://cluster.local/ns/default/sa/app", "--out", &leaf], &[]);
+    openssl_verify(&d.join("root/root-cert.pem"), Some(&d.join("leaf/cert-chain.pem")), &d.join("leaf/cert-chain.pem"));
+
+    // A management intermediate whose key is made in the token by `csr --key-uri`, signed by
+    // the root (the external PKI here), then used with --ca-key-uri to sign a cluster.
+    let mgmt = s(&d.join("mgmt"));
+    let muri = "pkcs11:token=meshca;object=mgmt-ca";
+    hsm.ok(&["csr", "--cluster", "mgmt", "--out", &mgmt, "--key-uri", muri], &env);
+    assert!(!d.join("mgmt/ca-key.pem").exists());
+    hsm.ok(
+        &["sign-csr", "--ca", &root, "--csr", &s(&d.join("mgmt/ca-csr.pem")), "--out", &mgmt, "--pathlen", "1"],
+        &env,
+    );
+    let c2 = s(&d.join("c2"));
+    std::fs::remove_file(d.join("mgmt/ca-key.uri")).unwrap();
+    hsm.ok(&["intermediate", "--ca", &mgmt, "--ca-key-uri", muri, "--cluster", "c2", "--out", &c2], &env);
+    openssl_verify(&d.join("root/root-cert.pem"), Some(&d.join("c2/cert-chain.pem")), &d.join("c2/ca-cert.pem"));
+}
+
+#[test]
+fn token_problems_are_clear_and_name_the_flag_to_fix_them() {
+    let Some(hsm) = Hsm::new("errors") else { return };
+    let (d, m, pin) = (&hsm.dir, s(&hsm.module), s(&hsm.pin_file));
+    let root = s(&d.join("root"));
+    let uri = "pkcs11:token=meshca;object=root-ca";
+    hsm.ok(&["root-ca", "--out", &root, "--key-uri", uri, "--pkcs11-module", &m, "--pin-file", &pin], &[]);
+    let c1 = s(&d.join("c1"));
+
+    let out = hsm.run(&["intermediate", "--ca", &root, "--cluster", "c1", "--out", &c1, "--pin-file", &pin], &[]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("--pkcs11-module"), "{}", out.all());
+
+    let out = hsm.run(&["intermediate", "--ca", &root, "--cluster", "c1", "--out", &c1, "--pkcs11-module", &m], &[]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("--pin-file FILE, or $MESHCA_PKCS11_PIN"), "{}", out.all());
+
+    let wrong = "wrong-pin-9999";
+    let out = hsm.run(
+        &["intermediate", "--ca", &root, "--cluster", "c1", "--out", &c1, "--pkcs11-module", &m],
+        &[("MESHCA_PKCS11_PIN", wrong)],
+    );
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("CKR_PIN_INCORRECT") && !out.all().contains(wrong), "{}", out.all());
+
+    let out = hsm.run(
+        &[
+            "intermediate",
+            "--ca",
+            &root,
+            "--ca-key-uri",
+            "pkcs11:token=meshca;object=nope",
+            "--cluster",
+            "c1",
+            "--out",
+            &c1,
+        ],
+        &[("MESHCA_PKCS11_MODULE", m.as_str()), ("MESHCA_PKCS11_PIN", PIN)],
+    );
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("no private key"), "{}", out.all());
+
+    let out = hsm.run(
+        &["root-ca", "--out", &s(&d.join("r2")), "--key-uri", "pkcs11:object=x?pin-value=1234", "--pkcs11-module", &m],
+        &[],
+    );
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("does not take a PIN inside a URI") && !out.all().contains("1234"), "{}", out.all());
+
+    let not_module = d.join("not-a-module.so");
+    std::fs::write(&not_module, "not a library").unwrap();
+    let out = hsm.run(
+        &[
+            "intermediate",
+            "--ca",
+            &root,
+            "--cluster",
+            "c1",
+            "--out",
+            &c1,
+            "--pkcs11-module",
+            &s(&not_module),
+            "--pin-file",
+            &pin,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("is not a loadable shared library"), "{}", out.all());
+    assert!(!d.join("c1").exists(), "nothing was written by the failed runs");
+}
+
+const POLICY: &str = "\
+apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata:
+  name: root-trust-policy
+  namespace: gloo-mesh
+spec:
+  config:
+    intermediateCertOptions:
+      secretRotationGracePeriodRatio: 0.1
+      ttlDays: 1
+    mgmtServerCa:
+      secretRef:
+        name: my-root-trust-policy.gloo-mesh
+        namespace: gloo-mesh
+      pkcs11:
+        uri: pkcs11:token=meshca;object=root-ca
+        pinSecretRef:
+          name: meshca-hsm-pin
+";
+
+#[test]
+fn reconcile_signs_the_quickstart_clusters_through_the_token_and_a_removed_token_touches_none() {
+    let Some(hsm) = Hsm::new("fleet") else { return };
+    let (d, m, pin) = (&hsm.dir, s(&hsm.module), s(&hsm.pin_file));
+    // The quickstart's layout: the signer Secret holds the root's public files only, the PIN
+    // sits in its own Secret.
+    let store = d.join("store");
+    let signer = store.join("mgmt/gloo-mesh/my-root-trust-policy.gloo-mesh");
+    hsm.ok(
+        &[
+            "root-ca",
+            "--out",
+            &s(&signer),
+            "--key-uri",
+            "pkcs11:token=meshca;object=root-ca",
+            "--pkcs11-module",
+            &m,
+            "--pin-file",
+            &pin,
+        ],
+        &[],
+    );
+    std::fs::remove_file(signer.join("ca-key.uri")).unwrap();
+    std::fs::create_dir_all(store.join("mgmt/gloo-mesh/meshca-hsm-pin")).unwrap();
+    std::fs::write(store.join("mgmt/gloo-mesh/meshca-hsm-pin/pin"), format!("{PIN}\n")).unwrap();
+    let policy = d.join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let base: Vec<String> = ["reconcile", "--policy", &s(&policy), "--store", &s(&store)]
+        .into_iter()
+        .chain(["--cluster", "cluster1", "--cluster", "cluster2", "--cluster", "cluster3"])
+        .map(String::from)
+        .collect();
+    let run = |extra: &[&str], ok: bool| {
+        let argv: Vec<&str> = base.iter().map(String::as_str).chain(extra.iter().copied()).collect();
+        if ok {
+            hsm.ok(&argv, &[])
+        } else {
+            hsm.run(&argv, &[])
+        }
+    };
+
+    let out = run(&[], false);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("--pkcs11-module"), "{}", out.all());
+
+    let out = run(&["--pkcs11-module", &m], true);
+    assert!(out.stdout.contains("cluster1") && out.stdout.contains("issued"), "{}", out.all());
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        let b = store.join(c).join("istio-system/cacerts");
+        openssl_verify(&signer.join("root-cert.pem"), None, &b.join("ca-cert.pem"));
+        hsm.ok(&["verify", &s(&b)], &[]);
+    }
+
+    // The token goes away (removed, its directory gone): the next run, when every cluster is
+    // due to rotate, refuses before writing anything.
+    let before = snapshot(&store);
+    std::fs::remove_dir_all(d.join("tokens")).unwrap();
+    std::fs::create_dir_all(d.join("tokens")).unwrap();
+    let later = (time::OffsetDateTime::now_utc() + time::Duration::hours(23))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let out = run(&["--pkcs11-module", &m, "--at", &later], false);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("no token matches"), "{}", out.all());
+    assert_eq!(snapshot(&store), before, "a run that could not reach the token changed the store");
+}
