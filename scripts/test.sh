@@ -2,10 +2,25 @@
 # The whole test suite, on a fresh machine with nothing installed by hand: the README's test
 # command, and what .ci/run runs. Needs the Rust toolchain and python3 (>= 3.9) with venv; the
 # Python side builds the bindings from source into .venv/ inside the repository. Tests that use
-# the system openssl skip with a message when it is absent.
+# the system openssl, or SoftHSM2 for PKCS#11, skip with a message when it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
+
+# The PKCS#11 tests (the CA key in a token) run against SoftHSM2 whenever its module is here;
+# without it they skip, each saying so, and this says it once up front.
+softhsm=""
+for m in "${MESHCA_TEST_PKCS11_MODULE:-}" /usr/lib/softhsm/libsofthsm2.so /usr/lib/*-linux-gnu/softhsm/libsofthsm2.so \
+  /usr/local/lib/softhsm/libsofthsm2.so $(dpkg -L softhsm2 2>/dev/null | grep '/libsofthsm2\.so$' || true); do
+  if [ -n "$m" ] && [ -f "$m" ]; then softhsm=$m; break; fi
+done
+if [ -n "$softhsm" ]; then
+  echo "== PKCS#11: SoftHSM2 at $softhsm; the HSM tests run"
+  export MESHCA_TEST_PKCS11_MODULE=$softhsm
+else
+  echo "== PKCS#11: SoftHSM2 NOT INSTALLED: every HSM test will SKIP (apt-get install softhsm2; .ci/run installs it)"
+  [ -z "${MESHCA_REQUIRE_SOFTHSM:-}" ] || { echo "MESHCA_REQUIRE_SOFTHSM is set: failing" >&2; exit 1; }
+fi
 
 echo "== Rust: cargo test --workspace"
 cargo test --workspace --locked

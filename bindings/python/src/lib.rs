@@ -50,6 +50,12 @@ create_exception!(
 );
 create_exception!(meshca, TrustError, MeshcaError, "Bundles do not share a root, or a workload chain does not verify.");
 create_exception!(meshca, FileError, MeshcaError, "A file or directory could not be read or written.");
+create_exception!(
+    meshca,
+    Pkcs11Error,
+    MeshcaError,
+    "A PKCS#11 module, token, PIN or key failed, or is not what the URI names (the message never shows the PIN)."
+);
 
 /// The one mapping from core errors to Python exceptions; messages are kept intact.
 /// A core error on its way to Python.
@@ -77,6 +83,7 @@ impl From<CoreError> for PyErr {
             | E::IssuerNameNotRepresentable { .. }
             | E::Issuance { .. } => IssuanceError::new_err(msg),
             E::RootMismatch { .. } | E::LeafUntrusted { .. } | E::LeafProfile { .. } => TrustError::new_err(msg),
+            E::ExternalKey { .. } => Pkcs11Error::new_err(msg),
             _ => BundleInvalidError::new_err(msg),
         }
     }
@@ -93,6 +100,7 @@ impl From<OpsError> for PyErr {
                 })
             }
             meshca_ops::Error::Io(io) => FileError::new_err(io.to_string()),
+            e @ meshca_ops::Error::Pkcs11 { .. } => Pkcs11Error::new_err(e.to_string()),
             other => MeshcaError::new_err(other.to_string()),
         }
     }
@@ -104,6 +112,25 @@ fn core_err(e: meshca::Error) -> PyErr {
 
 fn cli_err(e: meshca_ops::Error) -> PyErr {
     OpsError(e).into()
+}
+
+/// What opens a token key from Python: the PIN from `pin_file`, else `$MESHCA_PKCS11_PIN` (never
+/// a string argument: it would sit in scripts and tracebacks).
+fn token_access(uri: &str, module: PathBuf, pin_file: Option<PathBuf>) -> PyResult<meshca_ops::pkcs11::KeyAccess> {
+    use meshca_ops::pkcs11::{KeyAccess, KeyUri, Pin, PIN_ENV};
+    let uri = KeyUri::parse(uri).map_err(cli_err)?;
+    let pin = match pin_file {
+        Some(f) => Pin::from_file(&f).map_err(cli_err)?,
+        None => match std::env::var(PIN_ENV) {
+            Ok(v) => Pin::new(&v).map_err(cli_err)?,
+            Err(_) => {
+                return Err(Pkcs11Error::new_err(format!(
+                    "{uri}: the token needs its user PIN: pass pin_file, or set ${PIN_ENV}"
+                )))
+            }
+        },
+    };
+    Ok(KeyAccess { module, uri, pin })
 }
 
 // ---- the clock ----------------------------------------------------------------------------
@@ -551,6 +578,66 @@ impl PySigningCa {
         Ok(PySigningCa { inner: SigningCa::new(PyCacerts::from_files(files, now)?.inner) })
     }
 
+    /// Generates a root whose key is made inside a PKCS#11 token (not extractable, it never
+    /// leaves): `uri` names the key (`pkcs11:token=meshca;object=root-ca`), `module` the token's
+    /// shared library. The PIN comes from `pin_file`, else `$MESHCA_PKCS11_PIN`. The signer's
+    /// files hold no key.
+    #[staticmethod]
+    #[pyo3(signature = (uri, module, pin_file = None, common_name = "Root CA", organization = "Istio", ttl_days = 3650, key = "ecdsa-p256", pathlen = None, now = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn generate_root_in_token(
+        uri: &str,
+        module: PathBuf,
+        pin_file: Option<PathBuf>,
+        common_name: &str,
+        organization: &str,
+        #[pyo3(from_py_with = ttl_days_arg)] ttl_days: i64,
+        key: &str,
+        #[pyo3(from_py_with = opt_pathlen_arg)] pathlen: Option<u8>,
+        now: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let now = now_from(now)?;
+        let mut p = RootParams::default();
+        p.common_name = common_name.to_owned();
+        p.organization = organization.to_owned();
+        p.ttl = days(ttl_days, "ttl_days")?;
+        p.key = key_alg(key)?;
+        p.pathlen = pathlen;
+        let access = token_access(uri, module, pin_file)?;
+        let token_key = meshca_ops::pkcs11::TokenKey::generate(&access, p.key).map_err(cli_err)?;
+        Ok(PySigningCa {
+            inner: SigningCa::generate_root_with_key(&p, token_key, &mut meshca::OsRng, now).map_err(core_err)?,
+        })
+    }
+
+    /// A signer whose key is in a PKCS#11 token: the public files (`ca-cert.pem`,
+    /// `cert-chain.pem`, `root-cert.pem`) from the directory `path`, the key `uri` through
+    /// `module`, the PIN from `pin_file`, else `$MESHCA_PKCS11_PIN`. Signs exactly as a signer
+    /// with its key in a file does.
+    #[staticmethod]
+    #[pyo3(signature = (path, uri, module, pin_file = None, now = None))]
+    fn from_pkcs11(
+        path: PathBuf,
+        uri: &str,
+        module: PathBuf,
+        pin_file: Option<PathBuf>,
+        now: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let now = now_from(now)?;
+        let files = meshca_ops::fs::read_files(&path).map_err(|e| cli_err(e.into()))?;
+        let access = token_access(uri, module, pin_file)?;
+        let token_key = meshca_ops::pkcs11::TokenKey::open(&access).map_err(cli_err)?;
+        let inner = SigningCa::from_public_files(&files, token_key, now)
+            .map_err(|e| cli_err(meshca_ops::Error::Core { context: path.display().to_string(), source: e }))?;
+        Ok(PySigningCa { inner })
+    }
+
+    /// The key's PKCS#11 URI when it is in a token, else `None`.
+    #[getter]
+    fn key_uri(&self) -> Option<String> {
+        self.inner.bundle().ca_key().external()
+    }
+
     /// Uses a bundle as a signer.
     #[staticmethod]
     fn from_cacerts(cacerts: &PyCacerts) -> Self {
@@ -870,6 +957,7 @@ fn _meshca(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("IssuanceError", py.get_type::<IssuanceError>()),
         ("TrustError", py.get_type::<TrustError>()),
         ("FileError", py.get_type::<FileError>()),
+        ("Pkcs11Error", py.get_type::<Pkcs11Error>()),
     ] {
         m.add(name, ty)?;
     }

@@ -366,3 +366,74 @@ def test_trust_chain_judges_public_material_without_a_key() -> None:
     warned = TESTDATA / "openssl" / "rfc5280" / "warn-aki-issuer-serial"
     w = meshca.TrustChain.from_pems((warned / "cert-chain.pem").read_bytes(), (warned / "root-cert.pem").read_bytes())
     assert any("CA/Browser Forum" in x for x in w.warnings), w.warnings
+
+
+# ---- the signing key in a PKCS#11 token (SoftHSM2) ----------------------------------------------
+
+SOFTHSM_MODULES = [
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+]
+
+
+@pytest.fixture(scope="module")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Tuple[str, Path]:
+    """One SoftHSM2 configuration and token for this process (the module reads SOFTHSM2_CONF once,
+    when it is first loaded); each test uses its own key label in it."""
+    module = os.environ.get("MESHCA_TEST_PKCS11_MODULE") or next((m for m in SOFTHSM_MODULES if os.path.isfile(m)), None)
+    if module is None:
+        assert not os.environ.get("MESHCA_REQUIRE_SOFTHSM"), "SoftHSM2 is required but not installed"
+        pytest.skip("SKIPPED: SoftHSM2 is not installed (apt-get install softhsm2)")
+    d = tmp_path_factory.mktemp("softhsm")
+    (d / "tokens").mkdir()
+    conf = d / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {d / 'tokens'}\nobjectstore.backend = file\n")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", "meshca-py", "--so-pin", "so-1234", "--pin", "4711-py"],
+        check=True,
+        capture_output=True,
+    )
+    pin = d / "pin"
+    pin.write_text("4711-py\n")
+    return module, pin
+
+
+def test_a_root_in_a_token_signs_what_cryptography_verifies(tmp_path: Path, softhsm) -> None:
+    module, pin = softhsm
+    uri = "pkcs11:token=meshca-py;object=py-root"
+    root = meshca.SigningCa.generate_root_in_token(uri, module, pin_file=pin, key="ecdsa-p384")
+    assert root.key_uri == uri
+    files = root.cacerts.to_files()
+    assert "ca-key.pem" not in files and set(files) == {"ca-cert.pem", "cert-chain.pem", "root-cert.pem"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    # Reopened from the public files and the URI, as a later process would.
+    again = meshca.SigningCa.from_pkcs11(tmp_path, uri, module, pin_file=pin)
+    c1 = again.issue_intermediate("cluster1")
+    leaf = meshca.SigningCa.from_cacerts(c1).issue_leaf("spiffe://cluster.local/ns/default/sa/app")
+    verify_client(leaf, again.root_cert_pem)
+    (ca,) = certs(c1.ca_cert_pem)
+    (root_cert,) = certs(again.root_cert_pem)
+    ca.verify_directly_issued_by(root_cert)
+
+
+def test_token_errors_are_pkcs11_errors_without_the_pin(tmp_path: Path, softhsm) -> None:
+    module, pin = softhsm
+    uri = "pkcs11:token=meshca-py;object=py-errors"
+    root = meshca.SigningCa.generate_root_in_token(uri, module, pin_file=pin)
+    for name, data in root.cacerts.to_files().items():
+        (tmp_path / name).write_bytes(data)
+    wrong = tmp_path / "wrong-pin"
+    wrong.write_text("not-the-pin-55\n")
+    with pytest.raises(meshca.Pkcs11Error) as e:
+        meshca.SigningCa.from_pkcs11(tmp_path, uri, module, pin_file=wrong)
+    assert "CKR_PIN_INCORRECT" in str(e.value) and "not-the-pin-55" not in str(e.value)
+    with pytest.raises(meshca.Pkcs11Error, match="no private key"):
+        meshca.SigningCa.from_pkcs11(tmp_path, "pkcs11:token=meshca-py;object=absent", module, pin_file=pin)
+    with pytest.raises(meshca.Pkcs11Error, match="does not take a PIN"):
+        meshca.SigningCa.from_pkcs11(tmp_path, uri + "?pin-value=1234", module, pin_file=pin)
+    with pytest.raises(meshca.Pkcs11Error, match="not a loadable shared library"):
+        meshca.SigningCa.from_pkcs11(tmp_path, uri, str(wrong), pin_file=pin)
+    assert isinstance(meshca.Pkcs11Error("x"), meshca.MeshcaError)

@@ -211,10 +211,13 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         Err(e) => {
             // Nothing could be done for any cluster: the signer or a passive CA is missing or
             // invalid, or the root rotation refused to go on (the message says why and what to do).
-            tracing::warn!(error = %e, "cannot reconcile");
-            set_status(&ctx, &obj, not_ready(PolicyState::Failed, "CannotReconcile", &e.to_string(), now, generation))
-                .await?;
-            publish(&ctx, &obj, EventType::Warning, "CannotReconcile", "Reconcile", &e.to_string()).await;
+            // A token (HSM) that cannot be reached, or refuses the PIN, has its own reason:
+            // alerts and `kubectl get` tell it from a bad policy. No cluster was touched.
+            let reason =
+                if e.kind() == meshca_ops::error::ErrorKind::Hsm { "SigningKeyUnavailable" } else { "CannotReconcile" };
+            tracing::warn!(error = %e, reason, "cannot reconcile");
+            set_status(&ctx, &obj, not_ready(PolicyState::Failed, reason, &e.to_string(), now, generation)).await?;
+            publish(&ctx, &obj, EventType::Warning, reason, "Reconcile", &e.to_string()).await;
             return Err(e.into());
         }
     };

@@ -4,6 +4,8 @@
 
 #[path = "support/apiserver.rs"]
 mod apiserver;
+#[path = "../../meshca-ops/tests/support/softhsm.rs"]
+mod softhsm;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -394,6 +396,64 @@ async fn controller_reconciles_policies_writes_status_and_events() {
     let lease = mgmt.get(apiserver::LEASES, "meshca-system", "meshca-controller").unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
     assert_shipped_rbac_allows(&mgmt.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_signs_through_a_token_with_the_pin_in_a_secret() {
+    let Some(hsm) = softhsm::softhsm("controller_signs_through_a_token_with_the_pin_in_a_secret") else { return };
+    use meshca_ops::pkcs11::{KeyAccess, KeyUri, Pin, TokenKey};
+    let token = hsm.new_token("controller");
+    let uri = format!("pkcs11:token={token};object=root-ca");
+    let access = KeyAccess {
+        module: hsm.module.clone(),
+        uri: KeyUri::parse(&uri).unwrap(),
+        pin: Pin::new(softhsm::PIN).unwrap(),
+    };
+    let key = TokenKey::generate(&access, meshca::KeyAlgorithm::EcdsaP256).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let root = SigningCa::generate_root_with_key(&RootParams::default(), key, &mut meshca::OsRng, now).unwrap();
+    let mgmt = ApiServer::start().await;
+    let public = root.bundle().to_files(Layout::Istio);
+    assert!(!public.contains(meshca::CA_KEY));
+    mgmt.put(SECRETS, "gloo-mesh", secret_json(SIGNER, &public, &[]));
+    let pin_secret = |pin: &str| secret_json("hsm-pin", &[("pin", pin)].into_iter().collect(), &[]);
+    mgmt.put(SECRETS, "gloo-mesh", pin_secret("wrong-pin-1234"));
+    let east = ApiServer::start().await;
+    mgmt.put(SECRETS, "istio-system", remote_secret("east", &east));
+    let mut cr = policy_cr(30);
+    cr["spec"]["config"]["mgmtServerCa"]["pkcs11"] = json!({"uri": uri, "pinSecretRef": {"name": "hsm-pin"}});
+    mgmt.put(POLICIES, "gloo-mesh", cr);
+
+    let mut cfg = controller::ControllerConfig::new("replica-a");
+    cfg.token = reconcile::TokenAccess::new(Some(hsm.module.clone()), None);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
+        let _ = stopped.await;
+    }));
+    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
+
+    // A PIN the token refuses: reported as the signing key being unavailable, no cluster touched.
+    wait_for("FAILED", || status(&mgmt)["state"] == "FAILED").await;
+    let st = status(&mgmt);
+    assert_eq!(st["conditions"][0]["reason"], "SigningKeyUnavailable", "{st}");
+    let message = st["message"].as_str().unwrap();
+    assert!(message.contains("CKR_PIN_INCORRECT") && !message.contains("wrong-pin-1234"), "{message}");
+    assert!(east.get(SECRETS, "istio-system", "cacerts").is_none(), "nothing written with the token unavailable");
+
+    // The right PIN in the Secret (and the policy touched, so it is looked at now).
+    mgmt.put(SECRETS, "gloo-mesh", pin_secret(&format!("{}\n", softhsm::PIN)));
+    let mut cr = mgmt.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap();
+    cr["metadata"]["annotations"] = json!({"touched": "1"});
+    mgmt.put(POLICIES, "gloo-mesh", cr);
+    wait_for("ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
+    let bundle = cacerts_at(&east, OffsetDateTime::now_utc());
+    assert_eq!(bundle.root(), root.bundle().root());
+    bundle.ca_cert().verify_signed_by(root.bundle().root()).unwrap();
+    let signer = mgmt.get(SECRETS, "gloo-mesh", SIGNER).unwrap();
+    assert!(!files_of(&signer).contains(meshca::CA_KEY), "the signer Secret still holds no key");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,7 @@ from ._meshca import IssuanceError as IssuanceError
 from ._meshca import KeyUnsupportedError as KeyUnsupportedError
 from ._meshca import Leaf as Leaf
 from ._meshca import MeshcaError as MeshcaError
+from ._meshca import Pkcs11Error as Pkcs11Error
 from ._meshca import Plan as Plan
 from ._meshca import PolicyInvalidError as PolicyInvalidError
 from ._meshca import RotationPolicy as RotationPolicy
@@ -42,6 +43,7 @@ __all__ = [
     "KeyUnsupportedError",
     "Leaf",
     "MeshcaError",
+    "Pkcs11Error",
     "Plan",
     "PolicyInvalidError",
     "RotationPolicy",

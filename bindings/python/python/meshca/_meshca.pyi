@@ -15,6 +15,7 @@ class InvalidParameterError(MeshcaError): ...
 class IssuanceError(MeshcaError): ...
 class TrustError(MeshcaError): ...
 class FileError(MeshcaError): ...
+class Pkcs11Error(MeshcaError): ...
 
 @final
 class Cacerts:
@@ -97,6 +98,28 @@ class SigningCa:
     def from_dir(path: _Path, now: Optional[datetime.datetime] = None) -> SigningCa: ...
     @staticmethod
     def from_files(files: _Files, now: Optional[datetime.datetime] = None) -> SigningCa: ...
+    @staticmethod
+    def generate_root_in_token(
+        uri: str,
+        module: _Path,
+        pin_file: Optional[_Path] = None,
+        common_name: str = "Root CA",
+        organization: str = "Istio",
+        ttl_days: int = 3650,
+        key: str = "ecdsa-p256",
+        pathlen: Optional[int] = None,
+        now: Optional[datetime.datetime] = None,
+    ) -> SigningCa: ...
+    @staticmethod
+    def from_pkcs11(
+        path: _Path,
+        uri: str,
+        module: _Path,
+        pin_file: Optional[_Path] = None,
+        now: Optional[datetime.datetime] = None,
+    ) -> SigningCa: ...
+    @property
+    def key_uri(self) -> Optional[str]: ...
     @staticmethod
     def from_cacerts(cacerts: Cacerts) -> SigningCa: ...
     @property
