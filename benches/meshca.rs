@@ -264,6 +264,66 @@ fn large_trust_bundle(c: &mut Criterion) {
     g.finish();
 }
 
+/// The signing CA's key in SoftHSM2 (PKCS#11) against the same key type in memory: one P-256
+/// intermediate each (the cluster's own key is generated in memory either way), and the floor,
+/// one CKM_ECDSA signature through the token. Skipped when SoftHSM2 is not installed.
+fn hsm(c: &mut Criterion) {
+    use meshca_ops::pkcs11::{KeyAccess, KeyUri, Pin, TokenKey};
+    let module = std::env::var_os("MESHCA_TEST_PKCS11_MODULE").map(PathBuf::from).or_else(|| {
+        [
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+            "/usr/local/lib/softhsm/libsofthsm2.so",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    });
+    let Some(module) = module else {
+        eprintln!("SKIPPED hsm/*: SoftHSM2 is not installed (apt-get install softhsm2)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("meshca-bench-softhsm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("tokens")).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!("directories.tokendir = {}\nobjectstore.backend = file\n", dir.join("tokens").display()),
+    )
+    .unwrap();
+    // Before the module is loaded in this process: it reads the variable once.
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let made = std::process::Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", "bench", "--so-pin", "so-1234", "--pin", "1234"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let access = KeyAccess {
+        module,
+        uri: KeyUri::parse("pkcs11:token=bench;object=root-ca").unwrap(),
+        pin: Pin::new("1234").unwrap(),
+    };
+    let key = TokenKey::generate(&access, KeyAlgorithm::EcdsaP256).unwrap();
+    let in_token =
+        SigningCa::generate_root_with_key(&RootParams::default(), key.clone(), &mut meshca::OsRng, now()).unwrap();
+    let in_memory = root(KeyAlgorithm::EcdsaP256);
+    let params = inter(KeyAlgorithm::EcdsaP256);
+    let mut g = c.benchmark_group("hsm");
+    g.bench_function("intermediate_p256_key_in_memory", |b| {
+        b.iter(|| black_box(in_memory.issue_intermediate(&params, &mut meshca::OsRng, now()).unwrap()))
+    });
+    g.bench_function("intermediate_p256_key_in_softhsm", |b| {
+        b.iter(|| black_box(in_token.issue_intermediate(&params, &mut meshca::OsRng, now()).unwrap()))
+    });
+    let tbs = vec![0x5a; 600];
+    g.bench_function("floor_softhsm_ecdsa_p256_sign", |b| {
+        b.iter(|| black_box(meshca::ExternalKey::sign(key.as_ref(), &tbs).unwrap()))
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 criterion_group!(
     benches,
     floor,
@@ -272,6 +332,7 @@ criterion_group!(
     validation_and_plan,
     reconcile_clusters,
     root_rotation,
-    large_trust_bundle
+    large_trust_bundle,
+    hsm
 );
 criterion_main!(benches);

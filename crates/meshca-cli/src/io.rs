@@ -77,7 +77,17 @@ pub(crate) fn load_ca(
 ) -> Result<SigningCa, Failure> {
     use meshca_ops::pkcs11::{TokenKey, KEY_URI_FILE};
     let files = fs::read_files(dir).map_err(Error::from)?;
+    // What the file holds is shown only if it is a URI (it might be a key file put there by mistake).
     let from_file = files.get(KEY_URI_FILE).map(|b| String::from_utf8_lossy(b).trim().to_owned());
+    if let Some(u) = &from_file {
+        if key_uri.is_none() && meshca_ops::pkcs11::KeyUri::parse(u).is_err() && !u.starts_with("pkcs11:") {
+            return Err(crate::failure::refused(format!(
+                "{}: is not a PKCS#11 URI (contents not shown); it should hold one line like \
+                 pkcs11:token=meshca;object=root-ca",
+                dir.join(KEY_URI_FILE).display()
+            )));
+        }
+    }
     let uri = match (key_uri, from_file) {
         (Some(u), _) => u.to_owned(),
         (None, Some(u)) if !files.contains(meshca::CA_KEY) => u,

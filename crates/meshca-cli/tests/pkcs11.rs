@@ -132,6 +132,8 @@ fn a_root_in_the_token_signs_intermediates_csrs_and_leaves() {
         assert!(d.join("root").join(f).is_file(), "{f}");
     }
     openssl_verify(&d.join("root/root-cert.pem"), None, &d.join("root/ca-cert.pem"));
+    let out = hsm.ok(&["inspect", &root], &[]);
+    assert!(out.stdout.contains("its key in a PKCS#11 token: pkcs11:token=meshca;object=root-ca"), "{}", out.all());
 
     // The directory names its key; the module from the environment, the PIN from the environment.
     let env = [("MESHCA_PKCS11_MODULE", m.as_str()), ("MESHCA_PKCS11_PIN", PIN)];
@@ -207,6 +209,21 @@ fn token_problems_are_clear_and_name_the_flag_to_fix_them() {
     );
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.stderr.contains("does not take a PIN inside a URI") && !out.all().contains("1234"), "{}", out.all());
+
+    // A ca-key.uri that is something else (a key file copied there by mistake): not shown.
+    let bad = d.join("bad-ca");
+    std::fs::create_dir_all(&bad).unwrap();
+    for f in ["ca-cert.pem", "cert-chain.pem", "root-cert.pem"] {
+        std::fs::copy(d.join("root").join(f), bad.join(f)).unwrap();
+    }
+    std::fs::write(bad.join("ca-key.uri"), "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n").unwrap();
+    let out = hsm.run(&["intermediate", "--ca", &s(&bad), "--cluster", "c1", "--out", &c1, "--pkcs11-module", &m], &[]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("is not a PKCS#11 URI (contents not shown)") && !out.all().contains("MIGHAgEA"),
+        "{}",
+        out.all()
+    );
 
     let not_module = d.join("not-a-module.so");
     std::fs::write(&not_module, "not a library").unwrap();
@@ -317,4 +334,33 @@ fn reconcile_signs_the_quickstart_clusters_through_the_token_and_a_removed_token
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.stderr.contains("no token matches"), "{}", out.all());
     assert_eq!(snapshot(&store), before, "a run that could not reach the token changed the store");
+}
+
+/// The README's "Keep the CA key in an HSM" block, run as written (only the module path is the
+/// one found here, when it differs), in a directory of its own, with this build's `meshca`.
+#[test]
+fn the_readme_hsm_section_runs_as_written() {
+    let Some(module) = module() else { return };
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme.split("## Keep the CA key in an HSM").nth(1).expect("the README has the section");
+    let block = section.split("```sh\n").nth(1).and_then(|b| b.split("\n```").next()).expect("a sh block");
+    assert!(block.contains("/usr/lib/softhsm/libsofthsm2.so"));
+    let script = block.replace("/usr/lib/softhsm/libsofthsm2.so", &s(&module));
+    let dir = tempdir("p11-readme");
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}", s(bin_dir), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(&dir)
+        .env("PATH", path)
+        .env_remove("MESHCA_PKCS11_PIN")
+        .output()
+        .expect("bash runs");
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the README's HSM block failed:\n{all}");
+    assert!(all.contains("its key in a PKCS#11 token") && all.contains("cluster1/ca-cert.pem: OK"), "{all}");
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        assert!(dir.join("store").join(c).join("istio-system/cacerts/ca-cert.pem").is_file(), "{c}");
+    }
+    assert!(!dir.join("hsm-root/ca-key.pem").exists());
 }

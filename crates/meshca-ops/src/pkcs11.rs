@@ -211,8 +211,12 @@ impl std::str::FromStr for KeyUri {
     }
 }
 
-/// A URI for messages when it does not parse: the text up to any query (which may hold a PIN).
+/// A URI for messages when it does not parse: the text up to any query (which may hold a PIN);
+/// nothing of a value that is not a `pkcs11:` URI at all (it may be a key file given by mistake).
 fn redact_uri(text: &str) -> String {
+    if !text.starts_with("pkcs11:") || text.contains(['\n', '\r']) {
+        return "(a value that is not a pkcs11: URI; not shown)".into();
+    }
     let head: String = text.split('?').next().unwrap_or_default().chars().take(200).collect();
     if text.contains('?') {
         format!("{head}?(query not shown)")
@@ -788,6 +792,9 @@ mod tests {
             let e = KeyUri::parse(uri).unwrap_err().to_string();
             assert!(e.contains(needle), "{uri}: {e}");
         }
+        let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\n";
+        let e = KeyUri::parse(key).unwrap_err().to_string();
+        assert!(!e.contains("MIGHAgEA") && e.contains("not shown"), "{e}");
         let e = KeyUri::parse("pkcs11:object=a?pin-value=123456").unwrap_err().to_string();
         assert!(e.contains("does not take a PIN") && !e.contains("123456"), "{e}");
         assert!(KeyUri::parse("pkcs11:object=a;x-vendor=1").is_ok());

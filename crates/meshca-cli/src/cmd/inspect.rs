@@ -48,6 +48,9 @@ pub(crate) fn run(a: InspectArgs) -> CmdResult {
 
 fn inspect_dir(dir: &Path, now: OffsetDateTime, out: &mut String) -> Result<serde_json::Value, Error> {
     let files = fs::read_files(dir)?;
+    if files.contains(meshca_ops::pkcs11::KEY_URI_FILE) && !files.contains(meshca::CA_KEY) {
+        return Ok(inspect_token_ca(dir, &files, now, out));
+    }
     let bundle = Cacerts::from_files(&files, now);
     match &bundle {
         Ok(b) => {
@@ -109,6 +112,34 @@ fn inspect_dir(dir: &Path, now: OffsetDateTime, out: &mut String) -> Result<serd
             Ok(
                 serde_json::json!({"path": dir.display().to_string(), "valid": false, "error": e.to_string(), "files": per_file}),
             )
+        }
+    }
+}
+
+/// A CA whose key is in a token (`root-ca --key-uri`): its public files are checked as a chain
+/// up to its roots; the key is named, not opened (inspect needs no PIN).
+fn inspect_token_ca(dir: &Path, files: &meshca::Files, now: OffsetDateTime, out: &mut String) -> serde_json::Value {
+    let get = |n: &str| files.get(n).unwrap_or_default();
+    let uri = String::from_utf8_lossy(get(meshca_ops::pkcs11::KEY_URI_FILE)).trim().to_owned();
+    let uri = match meshca_ops::pkcs11::KeyUri::parse(&uri) {
+        Ok(u) => u.to_string(),
+        Err(_) => format!("(not a PKCS#11 URI: {} is unusable)", meshca_ops::pkcs11::KEY_URI_FILE),
+    };
+    let chain = meshca::TrustChain::from_pems(get(meshca::CERT_CHAIN), get(meshca::ROOT_CERT), now);
+    match chain {
+        Ok(t) => {
+            out.push_str(&format!(
+                "{}: valid signing CA {}, its key in a PKCS#11 token: {uri}\n",
+                dir.display(),
+                t.first().subject()
+            ));
+            let views: Vec<_> = t.path().iter().map(|c| cert_view(c, now)).collect();
+            write_tree(out, t.path(), &views, "  ");
+            serde_json::json!({"path": dir.display().to_string(), "valid": true, "keyUri": uri, "chain": views})
+        }
+        Err(e) => {
+            out.push_str(&format!("{}: NOT a valid signing CA: {e}\n", dir.display()));
+            serde_json::json!({"path": dir.display().to_string(), "valid": false, "keyUri": uri, "error": e.to_string()})
         }
     }
 }
