@@ -202,6 +202,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Io(_) => ErrorKind::Io,
+            Error::Core { source: meshca::Error::ExternalKey { .. }, .. } => ErrorKind::Hsm,
             Error::Policy { .. } => ErrorKind::Policy,
             Error::Core { .. } | Error::UnsafeName { .. } | Error::ProxyDump { .. } => ErrorKind::Invalid,
             Error::WouldOverwrite { .. } => ErrorKind::WouldOverwrite,
