@@ -55,6 +55,9 @@ enum Command {
     Secret(cmd::secret::SecretArgs),
     /// Issue, rotate or keep every cluster's `cacerts` per a RootTrustPolicy.
     Reconcile(cmd::reconcile::ReconcileArgs),
+    /// Re-issue clusters' intermediates now, whatever the rotation plan says (--cluster NAME or
+    /// --all); the old intermediate is not revoked and stays trusted until it expires.
+    Rotate(cmd::rotate::RotateArgs),
     /// The whole workflow in a fresh local store: root, policy, three clusters, verification,
     /// and a real mTLS handshake between clusters.
     Quickstart(cmd::quickstart::QuickstartArgs),
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Secret(a) => cmd::secret::run(a),
         Command::Reconcile(a) => cmd::reconcile::run(a),
+        Command::Rotate(a) => cmd::rotate::run(a),
         Command::Quickstart(a) => cmd::quickstart::run(a),
         Command::Controller(a) => cmd::controller::run(a),
         Command::RotateRoot(c) => cmd::rotate_root::run(c),

@@ -670,3 +670,63 @@ fn version_completions_and_man_page() {
     assert!(man.stdout.starts_with(".ie") || man.stdout.contains(".TH meshca 1"), "{}", &man.stdout[..80]);
     assert!(man.stdout.contains("quickstart"), "the man page lists the commands");
 }
+
+/// `meshca rotate`: the named clusters get a new key and intermediate now, the others are left
+/// as they were, and a workload certificate of the old intermediate still verifies (the old
+/// intermediate is not revoked; everything chains to the same root).
+#[test]
+fn rotate_reissues_only_the_named_clusters_now() {
+    let d = tempdir("rotate");
+    let dir = d.join("qs");
+    ok(&["quickstart", "--dir", &s(&dir)]);
+    let store = dir.join("store");
+    let (policy, st) = (s(&dir.join("policy.yaml")), s(&store));
+    let bundle = |c: &str| store.join(c).join("istio-system/cacerts");
+    let read = |c: &str, f: &str| std::fs::read(bundle(c).join(f)).unwrap();
+    let before: Vec<(Vec<u8>, Vec<u8>)> =
+        ["cluster1", "cluster2", "cluster3"].iter().map(|c| (read(c, "ca-cert.pem"), read(c, "ca-key.pem"))).collect();
+    // A workload of cluster2 from its current intermediate, to check after the rotation.
+    let leaf = d.join("old-leaf");
+    ok(&[
+        "leaf",
+        "--ca",
+        &s(&bundle("cluster2")),
+        "--spiffe",
+        "spiffe://cluster.local/ns/default/sa/app",
+        "--out",
+        &s(&leaf),
+    ]);
+
+    let out = ok(&["rotate", "--policy", &policy, "--store", &st, "--cluster", "cluster2", "--dry-run"]);
+    assert!(out.stdout.contains("would rotate") || out.stdout.contains("would-rotate"), "{}", out.all());
+    assert_eq!(read("cluster2", "ca-cert.pem"), before[1].0, "a dry run writes nothing");
+
+    let out = ok(&["rotate", "--policy", &policy, "--store", &st, "--cluster", "cluster2"]);
+    assert!(out.stdout.contains("rotation asked for now"), "{}", out.all());
+    assert_ne!(read("cluster2", "ca-cert.pem"), before[1].0, "cluster2 has a new intermediate");
+    assert_ne!(read("cluster2", "ca-key.pem"), before[1].1, "and a new key");
+    assert_eq!(read("cluster1", "ca-cert.pem"), before[0].0, "cluster1 is left as it was");
+    assert_eq!(read("cluster3", "ca-cert.pem"), before[2].0, "cluster3 is left as it was");
+    ok(&["verify", &s(&bundle("cluster1")), &s(&bundle("cluster2")), &s(&bundle("cluster3"))]);
+    if has_openssl() {
+        // The old intermediate's workload still verifies against cluster1's trust (not revoked).
+        assert!(openssl_verify(
+            &bundle("cluster1").join("root-cert.pem"),
+            &leaf.join("cert-chain.pem"),
+            &leaf.join("cert-chain.pem"),
+            None
+        ));
+    }
+
+    let out = ok(&["rotate", "--policy", &policy, "--store", &st, "--all", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let actions: Vec<&str> =
+        report["clusters"].as_array().unwrap().iter().map(|c| c["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["rotated", "rotated", "rotated"], "{}", out.stdout);
+    assert_ne!(read("cluster1", "ca-cert.pem"), before[0].0);
+
+    let out = meshca(&["rotate", "--policy", &policy, "--store", &st, "--cluster", "mgmt"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    let out = meshca(&["rotate", "--policy", &policy, "--store", &st]);
+    assert_eq!(out.code, 2, "neither --cluster nor --all: {}", out.all());
+}

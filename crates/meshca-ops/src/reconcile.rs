@@ -35,6 +35,32 @@ pub struct Options {
     pub signer_override: Option<SecretRef>,
     /// How to reach a signing key kept in a PKCS#11 token (`mgmtServerCa.pkcs11`).
     pub token: TokenAccess,
+    /// Clusters to re-issue now, whatever the plan says (`meshca rotate`).
+    pub rotate_now: RotateNow,
+}
+
+/// Which clusters a run re-issues now even where the plan would keep them (the gloo-mesh#809
+/// ask: a forced rotation, without revoking the old intermediate).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RotateNow {
+    /// None: follow the plan.
+    #[default]
+    None,
+    /// Every cluster of the run.
+    All,
+    /// These clusters.
+    Only(std::collections::BTreeSet<String>),
+}
+
+impl RotateNow {
+    fn wants(&self, cluster: &str) -> bool {
+        match self {
+            RotateNow::None => false,
+            RotateNow::All => true,
+            RotateNow::Only(set) => set.contains(cluster),
+        }
+    }
 }
 
 /// What the operator gives for a policy whose signing key is in a token.
@@ -65,6 +91,7 @@ impl Options {
             policy_generation: None,
             signer_override: None,
             token: TokenAccess::default(),
+            rotate_now: RotateNow::None,
         }
     }
 
@@ -588,7 +615,13 @@ fn reconcile_attempt(
         Some(Ok(b)) => Current::Valid(b),
         Some(Err(e)) => Current::Invalid(e),
     };
-    match plan(&policy.rotation, signer, cluster, current, now) {
+    let planned = match plan(&policy.rotation, signer, cluster, current, now) {
+        Plan::Keep { .. } | Plan::UpdateTrust { .. } if opts.rotate_now.wants(cluster) => {
+            Plan::Issue { reason: IssueReason::Requested }
+        }
+        p => p,
+    };
+    match planned {
         Plan::Keep { recheck_at } => {
             let Some(Ok(bundle)) = parsed else { unreachable!("the plan keeps only a valid bundle") };
             result.action = Action::Kept;

@@ -66,7 +66,8 @@ pub struct Stored {
 }
 
 impl Stored {
-    fn in_progress(&self) -> bool {
+    /// Whether the rotation is still under way (not complete, not rolled back).
+    pub fn in_progress(&self) -> bool {
         !matches!(self.rotation.phase, Phase::Complete | Phase::RolledBack)
     }
 }

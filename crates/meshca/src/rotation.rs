@@ -149,6 +149,9 @@ pub enum IssueReason {
         /// The signing CA.
         signer: String,
     },
+    /// Someone asked for a new intermediate now, whatever the plan said (`meshca rotate`): the
+    /// old one is not revoked, and what it signed stays valid until it expires.
+    Requested,
     /// The bundle was issued with other parameters than the policy now asks for.
     ParametersChanged {
         /// Which parameter.
@@ -178,6 +181,7 @@ impl fmt::Display for IssueReason {
             IssueReason::ParametersChanged { field, current, wanted } => {
                 write!(f, "policy changed: {field} is {current}, policy wants {wanted}")
             }
+            IssueReason::Requested => f.write_str("rotation asked for now (the old intermediate is not revoked)"),
         }
     }
 }

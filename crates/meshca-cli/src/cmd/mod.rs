@@ -9,6 +9,7 @@ pub(crate) mod leaf;
 pub(crate) mod quickstart;
 pub(crate) mod reconcile;
 pub(crate) mod root_ca;
+pub(crate) mod rotate;
 pub(crate) mod rotate_root;
 pub(crate) mod secret;
 pub(crate) mod sign_csr;

@@ -1,0 +1,118 @@
+//! `meshca rotate`: re-issue clusters' intermediates now, whatever the rotation plan says.
+//!
+//! The forced rotation Gloo Mesh cannot do (gloo-mesh#809): each named cluster gets a new key and
+//! intermediate under the policy's signer through the same reconcile (and the same one writer)
+//! as every other run. The old intermediate is not revoked: workload certificates it signed keep
+//! verifying (they chain to the same root) until they expire.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use clap::Args;
+use time::OffsetDateTime;
+
+use meshca_ops::reconcile::{self, Options, RotateNow};
+use meshca_ops::store::{DirStore, Store};
+
+use crate::args::{LockArgs, StoreArgs};
+use crate::failure::{refused, usage, CmdResult};
+use crate::io::{check_future_at, load_policy, lock_store, open_store};
+use crate::render::render_report;
+
+#[derive(Args, Debug)]
+pub(crate) struct RotateArgs {
+    #[command(flatten)]
+    pub(crate) pkcs11: crate::args::Pkcs11Args,
+    #[command(flatten)]
+    pub(crate) target: StoreArgs,
+    /// A cluster to re-issue now; repeat for each. With --kube: NAME=CONTEXT.
+    #[arg(long = "cluster", value_name = "NAME", required_unless_present = "all", conflicts_with = "all")]
+    pub(crate) clusters: Vec<String>,
+    /// Every cluster that has a cacerts bundle in the directory store.
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// Act as if at this time (RFC 3339).
+    #[arg(long, value_parser = crate::args::time)]
+    pub(crate) at: Option<OffsetDateTime>,
+    /// Show what would change; write nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) lock: LockArgs,
+}
+
+pub(crate) fn run(a: RotateArgs) -> CmdResult {
+    let now = crate::args::now_or(a.at);
+    let future = check_future_at(now, a.target.kube.kube, a.dry_run)?;
+    let pol = load_policy(&a.target.policy)?;
+    if let (Some(k), None) = (&pol.signer_key, &a.pkcs11.pkcs11_module) {
+        return Err(usage(format!(
+            "{}: the signing key is in a PKCS#11 token ({}): give its module with --pkcs11-module PATH",
+            a.target.policy.display(),
+            k.uri
+        )));
+    }
+    let mgmt = a.target.mgmt_cluster.split('=').next().unwrap_or(&a.target.mgmt_cluster).to_owned();
+    let clusters = if a.all {
+        let Some(dir) = &a.target.store else {
+            return Err(usage("with --kube, name the clusters to rotate: --cluster NAME=CONTEXT (repeat)"));
+        };
+        let found: Vec<String> =
+            DirStore::new(dir).clusters_with_cacerts()?.into_iter().filter(|c| *c != mgmt).collect();
+        if found.is_empty() {
+            return Err(refused(format!("{}: no cluster has a cacerts bundle to rotate", dir.display())));
+        }
+        found
+    } else {
+        for c in &a.clusters {
+            let name = c.split('=').next().unwrap_or(c);
+            meshca::validate_cluster_name(name).map_err(|e| usage(format!("--cluster: {e}")))?;
+            if name == mgmt {
+                return Err(usage(format!("cluster `{name}` is the management cluster (--mgmt-cluster)")));
+            }
+        }
+        a.clusters.clone()
+    };
+    let opened = open_store(&a.target, &clusters)?;
+    let _lock = match &a.target.store {
+        Some(dir) if !a.dry_run => Some(lock_store(&DirStore::new(dir), &a.lock, "rotate")?),
+        _ => None,
+    };
+    let store = opened.store.as_ref();
+    // A root rotation re-issues every cluster through its own steps: a forced rotation in the
+    // middle would only race it.
+    if meshca_ops::rootrotation::load(store, &pol, &opened.mgmt)?.is_some_and(|s| s.in_progress()) {
+        return Err(refused(
+            "a root rotation is under way: its steps re-issue every cluster; rotate after it finishes (meshca \
+             rotate-root status)",
+        ));
+    }
+    let mut opts = Options::new(now, opened.clusters.clone());
+    opts.dry_run = a.dry_run;
+    opts.mgmt_cluster = opened.mgmt.clone();
+    opts.token = a.pkcs11.token()?;
+    opts.rotate_now = RotateNow::Only(opened.clusters.iter().cloned().collect::<BTreeSet<_>>());
+    let report = match reconcile::run(store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {})? {
+        reconcile::Run::Reconciled(report) => report,
+        reconcile::Run::RootRotation(rot) => {
+            // The policy asked for a root rotation and this run started it: say so, rotate nothing else.
+            print!("{}", crate::render::render_rotation(&rot, opts.dry_run));
+            return Err(refused("the policy started a root rotation instead; rotate after it finishes"));
+        }
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", render_report(&report, &pol, true));
+    }
+    if future && !a.dry_run {
+        eprintln!(
+            "note: --at {t} is in the future: the store now holds certificates not valid before then",
+            t = meshca::format_time(now)
+        );
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
