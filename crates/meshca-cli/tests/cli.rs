@@ -730,3 +730,38 @@ fn rotate_reissues_only_the_named_clusters_now() {
     let out = meshca(&["rotate", "--policy", &policy, "--store", &st]);
     assert_eq!(out.code, 2, "neither --cluster nor --all: {}", out.all());
 }
+
+/// `meshca inspect` on a CRL file: issuer, update times, entries, and staleness.
+#[test]
+fn inspect_shows_a_crl() {
+    let d = tempdir("inspect-crl");
+    let root = d.join("root");
+    ok(&["root-ca", "--out", &s(&root)]);
+    ok(&["intermediate", "--ca", &s(&root), "--cluster", "c2", "--out", &s(&d.join("c2"))]);
+    let now = time::OffsetDateTime::now_utc();
+    let files: meshca::Files = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    let signer = meshca::SigningCa::from_files(&files, now).unwrap();
+    let c2 = meshca::Certificate::from_pem_all(&std::fs::read(d.join("c2/ca-cert.pem")).unwrap(), "c2").unwrap();
+    let revoked = meshca::Revoked::of(&c2[0], now, meshca::RevocationReason::KeyCompromise);
+    let crl = signer.sign_crl(&[revoked], now, now + time::Duration::days(7), 1).unwrap();
+    let path = d.join("ca-crl.pem");
+    std::fs::write(&path, crl.to_pem()).unwrap();
+    let out = ok(&["inspect", &s(&path)]);
+    assert!(out.stdout.contains("1 CRL") && out.stdout.contains("issuer CN=Root CA,O=Istio"), "{}", out.stdout);
+    let serial: String = c2[0].serial_hex().replace(':', "");
+    assert!(
+        out.stdout.contains(&format!("revoked serial {serial}")) && out.stdout.contains("keyCompromise"),
+        "{}",
+        out.stdout
+    );
+    let later = (now + time::Duration::days(8)).format(&time::format_description::well_known::Rfc3339).unwrap();
+    let out = ok(&["inspect", &s(&path), "--at", &later, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "crl");
+    assert_eq!(v["crls"][0]["stale"], true);
+    assert_eq!(v["crls"][0]["revoked"][0]["reason"], "keyCompromise");
+}

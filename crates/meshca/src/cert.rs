@@ -231,6 +231,11 @@ impl Certificate {
         hex_colon(self.tbs().serial_number.as_bytes())
     }
 
+    /// Serial number: the DER INTEGER's content octets.
+    pub fn serial_bytes(&self) -> &[u8] {
+        self.tbs().serial_number.as_bytes()
+    }
+
     /// SHA-256 fingerprint of the DER, lowercase hex with colons (as `openssl x509 -fingerprint`).
     pub fn fingerprint_sha256(&self) -> String {
         hex_colon(ring::digest::digest(&ring::digest::SHA256, &self.der).as_ref())
@@ -267,6 +272,11 @@ impl Certificate {
     /// `None` if there is no keyUsage extension, else whether it includes keyCertSign.
     pub fn allows_cert_sign(&self) -> Option<bool> {
         self.ext::<KeyUsage>().map(|(_, ku)| ku.0.contains(KeyUsages::KeyCertSign))
+    }
+
+    /// Whether keyUsage allows signing CRLs (`None` without a keyUsage extension).
+    pub fn allows_crl_sign(&self) -> Option<bool> {
+        self.ext::<KeyUsage>().map(|(_, ku)| ku.0.contains(KeyUsages::CRLSign))
     }
 
     /// keyUsage names, in RFC 5280 order.

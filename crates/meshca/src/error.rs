@@ -539,6 +539,15 @@ pub enum Error {
         detail: String,
     },
 
+    /// A CRL that does not parse, or that its consumers would refuse.
+    #[error("{file}: {detail}")]
+    Crl {
+        /// The CRL file (and which CRL in it).
+        file: String,
+        /// What is wrong and what would fix it.
+        detail: String,
+    },
+
     /// A CA key held outside meshca (an HSM, a PKCS#11 token) failed to sign, or signed wrongly.
     #[error("the CA key {key} could not sign: {detail}")]
     ExternalKey {

@@ -31,6 +31,7 @@ mod bundle;
 mod ca;
 mod cert;
 mod chain;
+mod crl;
 mod error;
 mod external;
 mod key;
@@ -53,6 +54,7 @@ pub use ca::{
 };
 pub use cert::{Certificate, PublicKeyKind, SignatureError};
 pub use chain::TrustChain;
+pub use crl::{Crl, RevocationReason, Revoked, CRL_LABEL};
 pub use error::{Error, KeyHolder, Result};
 pub use external::{ecdsa_signature_to_der, CaKey, ExternalKey};
 pub use key::{KeyAlgorithm, KeyType, PrivateKey};
@@ -67,7 +69,7 @@ pub use spiffe::{validate_trust_domain, SpiffeId, MAX_SPIFFE_ID_BYTES};
 pub use time_fmt::human_duration;
 pub use verify::{
     check_cross_cluster, check_mutual_trust, check_mutual_trust_chains, verify_workload, verify_workload_chain,
-    SharedRoot, TrustCheck, VerifiedWorkload,
+    verify_workload_chain_with_crls, SharedRoot, TrustCheck, VerifiedWorkload,
 };
 
 /// Formats a time as RFC 3339 in UTC, whole seconds, as meshca's messages do.

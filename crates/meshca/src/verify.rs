@@ -39,6 +39,29 @@ const ROOTS: &str = "the trust bundle";
 /// CA constraints, name constraints, validity at the same whole second); the leaf must be a
 /// workload certificate (no CA, no keyCertSign, one SPIFFE ID), and rustls-webpki must agree.
 pub fn verify_workload(chain: &[Certificate], roots: &[Certificate], now: OffsetDateTime) -> Result<VerifiedWorkload> {
+    verify_workload_revocation(chain, roots, None, now)
+}
+
+/// [`verify_workload_chain`] under revocation, as Envoy applies a `ca-crl.pem`: every CA in the
+/// path must have a CRL among `crls` (signed by its issuer, current at `now`), and none may list
+/// the certificate below it. A chain through a revoked intermediate is refused, and so is a
+/// chain for one of whose CAs no CRL is given (Envoy refuses those too: the reason a fleet's
+/// CRL file carries one CRL per CA, see docs/istiod-crl.md).
+pub fn verify_workload_chain_with_crls(
+    chain: &[Certificate],
+    roots: &[Certificate],
+    crls: &[crate::Crl],
+    now: OffsetDateTime,
+) -> Result<SpiffeId> {
+    verify_workload_revocation(chain, roots, Some(crls), now).map(|v| v.spiffe_id)
+}
+
+fn verify_workload_revocation(
+    chain: &[Certificate],
+    roots: &[Certificate],
+    crls: Option<&[crate::Crl]>,
+    now: OffsetDateTime,
+) -> Result<VerifiedWorkload> {
     let untrusted = |detail: String| Error::LeafUntrusted {
         what: chain.first().map(Certificate::subject).unwrap_or_else(|| "empty chain".into()),
         trust: format!("{} root(s)", roots.len()),
@@ -107,16 +130,43 @@ pub fn verify_workload(chain: &[Certificate], roots: &[Certificate], now: Offset
     // One path verification (each signature once), for client use; the same path serves a TLS
     // server when the leaf's extendedKeyUsage, if present, also names serverAuth, which is all
     // webpki's server check adds.
+    let parsed_crls = crls
+        .unwrap_or_default()
+        .iter()
+        .map(|c| webpki::BorrowedCertRevocationList::from_der(c.der()).map(webpki::CertRevocationList::from))
+        .collect::<core::result::Result<Vec<_>, _>>()
+        .map_err(|e| untrusted(format!("a CRL rustls-webpki cannot read: {e:?}")))?;
+    let crl_refs: Vec<&webpki::CertRevocationList<'_>> = parsed_crls.iter().collect();
+    let revocation = match crls {
+        None => None,
+        Some(_) => Some(
+            webpki::RevocationOptionsBuilder::new(&crl_refs)
+                .map_err(|_| untrusted("revocation was asked for, but no CRL was given".into()))?
+                .with_depth(webpki::RevocationCheckDepth::Chain)
+                .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+                .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+                .build(),
+        ),
+    };
     ee.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
         &anchors,
         &intermediates,
         time,
         webpki::KeyUsage::client_auth(),
-        None,
+        revocation,
         None,
     )
-    .map_err(|e| untrusted(format!("as a TLS client: {e:?}")))?;
+    .map_err(|e| match e {
+        webpki::Error::CertRevoked => {
+            untrusted("a certificate of the chain is revoked by the CRL of its issuer".into())
+        }
+        webpki::Error::UnknownRevocationStatus => untrusted(
+            "no CRL covers one of the chain's CAs; with a CRL for any CA of a chain, Envoy wants one for all".into(),
+        ),
+        webpki::Error::CrlExpired { .. } => untrusted("a CRL of the chain is past its nextUpdate".into()),
+        e => untrusted(format!("as a TLS client: {e:?}")),
+    })?;
     if leaf.eku().is_some_and(|ekus| !ekus.contains(&crate::cert::OID_SERVER_AUTH)) {
         return Err(untrusted(
             "as a TLS server: its extendedKeyUsage does not include serverAuth (mTLS needs both)".into(),

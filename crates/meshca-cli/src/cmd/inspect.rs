@@ -164,6 +164,44 @@ fn inspect_file(path: &Path, data: &[u8], now: OffsetDateTime, out: &mut String)
             serde_json::json!({"path": name, "kind": "proxy-secret", "roots": roots, "chain": chain, "chainTrusted": trusted.is_ok()}),
         );
     }
+    if text.contains("-----BEGIN X509 CRL-----") {
+        let crls = meshca::Crl::from_pem_all(data, &name).map_err(Error::core("inspect"))?;
+        out.push_str(&format!("{name}: {} CRL{}\n", crls.len(), if crls.len() == 1 { "" } else { "s" }));
+        let mut views = Vec::new();
+        for c in &crls {
+            let stale = if c.next_update() <= now { " (STALE: consumers refuse it)" } else { "" };
+            out.push_str(&format!(
+                "  issuer {}\n    thisUpdate {}  nextUpdate {}{stale}\n",
+                c.issuer(),
+                meshca::format_time(c.this_update()),
+                meshca::format_time(c.next_update())
+            ));
+            let entries = c.entries();
+            if entries.is_empty() {
+                out.push_str("    no revoked certificates\n");
+            }
+            for e in &entries {
+                out.push_str(&format!(
+                    "    revoked serial {} at {} ({})\n",
+                    e.serial_hex(),
+                    meshca::format_time(e.revoked_at),
+                    e.reason.map_or("no reason given", |r| r.name())
+                ));
+            }
+            views.push(serde_json::json!({
+                "issuer": c.issuer(),
+                "thisUpdate": meshca::format_time(c.this_update()),
+                "nextUpdate": meshca::format_time(c.next_update()),
+                "stale": c.next_update() <= now,
+                "revoked": entries.iter().map(|e| serde_json::json!({
+                    "serial": e.serial_hex(),
+                    "revokedAt": meshca::format_time(e.revoked_at),
+                    "reason": e.reason.map(|r| r.name()),
+                })).collect::<Vec<_>>(),
+            }));
+        }
+        return Ok(serde_json::json!({"path": name, "kind": "crl", "crls": views}));
+    }
     if text.contains("PRIVATE KEY-----") {
         let k = PrivateKey::from_pem(data, &name).map_err(Error::core("inspect"))?;
         out.push_str(&format!("{name}: private key, {}\n", k.key_type()));
