@@ -100,12 +100,16 @@ pub async fn run(
     );
     let lease = cfg.lease.clone();
     let clock = cfg.clock;
+    let watch_secs = watch_timeout(cfg.timeout);
     let ctx = Arc::new(Ctx { mgmt: mgmt.clone(), cfg, ar: ar.clone(), recorder, failures: Mutex::new(HashMap::new()) });
     // Trigger on spec changes (generation), not on our own status writes: a status write would
     // otherwise start another full pass over every cluster. Time-based requeues still run.
     let writer = Writer::new(ar.clone());
     let reader = writer.as_reader();
-    let trigger = watcher(api, watcher::Config::default())
+    // The server ends each watch (timeoutSeconds) before the client's read timeout, the
+    // per-call bound, would cut it as an error: kube-runtime's watcher then resumes from the
+    // last resourceVersion, quietly, with no re-list and no reconcile.
+    let trigger = watcher(api, watcher::Config::default().timeout(watch_secs))
         .default_backoff()
         .reflect(writer)
         .applied_objects()
@@ -139,6 +143,13 @@ fn key(obj: &DynamicObject) -> String {
 /// Exponential backoff: 5 s, 10 s, 20 s ... up to 5 minutes.
 fn backoff(failures: u32) -> Duration {
     Duration::from_secs((5u64 << failures.min(6)).min(300))
+}
+
+/// How long the API server may hold a policy watch open: a quarter (at least a second) under
+/// the per-call timeout the clients read with, and at most kube-runtime's usual 290 s.
+pub fn watch_timeout(call_timeout: Duration) -> u32 {
+    let secs = call_timeout.as_secs();
+    u32::try_from(secs.saturating_sub((secs / 4).max(1)).clamp(1, 290)).unwrap_or(290)
 }
 
 fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Ctx>) -> Action {

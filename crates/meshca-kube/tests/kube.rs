@@ -456,6 +456,44 @@ async fn controller_signs_through_a_token_with_the_pin_in_a_secret() {
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
 }
 
+/// An idle controller's watch is ended by the server before the client's per-call read timeout
+/// would cut it (the "watch stream failed ... error reading a body" every 20 s of #14), and is
+/// resumed from its resourceVersion without a re-list or a reconcile: no writes while idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_watch_is_resumed_quietly_within_the_call_timeout() {
+    assert_eq!(controller::watch_timeout(Duration::from_secs(20)), 15);
+    assert_eq!(controller::watch_timeout(Duration::from_secs(2)), 1);
+    assert_eq!(controller::watch_timeout(Duration::from_secs(3600)), 290);
+    let (mgmt, _) = mgmt_with_root().await;
+    let east = ApiServer::start().await;
+    mgmt.put(SECRETS, "istio-system", remote_secret("east", &east));
+    mgmt.put(POLICIES, "gloo-mesh", policy_cr(30));
+    let mut cfg = controller::ControllerConfig::new("replica-a");
+    cfg.timeout = Duration::from_secs(2);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
+        let _ = stopped.await;
+    }));
+    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
+    wait_for("ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (writes, east_writes) = (mgmt.writes(), east.writes());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let watches: Vec<String> =
+        mgmt.log().into_iter().filter(|l| l.contains("roottrustpolicies") && l.contains("watch=true")).collect();
+    assert!(watches.len() >= 3, "the watch was resumed after each server-side end: {watches:?}");
+    assert!(watches.iter().all(|l| l.contains("timeoutSeconds=1")), "{watches:?}");
+    let lists = mgmt
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("GET") && l.contains("roottrustpolicies") && !l.contains("watch=true"))
+        .count();
+    assert_eq!(lists, 1, "resumed from the resourceVersion, not re-listed");
+    assert_eq!((mgmt.writes(), east.writes()), (writes, east_writes), "no reconcile while idle");
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_drives_a_root_rotation_named_in_the_policy() {
     let (mgmt, old) = mgmt_with_root().await;
