@@ -133,6 +133,23 @@ fn token_access(uri: &str, module: PathBuf, pin_file: Option<PathBuf>) -> PyResu
     Ok(KeyAccess { module, uri, pin })
 }
 
+/// A root's parameters from the keyword arguments both root constructors take.
+fn root_params(
+    common_name: &str,
+    organization: &str,
+    ttl_days: i64,
+    key: &str,
+    pathlen: Option<u8>,
+) -> PyResult<RootParams> {
+    let mut p = RootParams::default();
+    p.common_name = common_name.to_owned();
+    p.organization = organization.to_owned();
+    p.ttl = days(ttl_days, "ttl_days")?;
+    p.key = key_alg(key)?;
+    p.pathlen = pathlen;
+    Ok(p)
+}
+
 // ---- the clock ----------------------------------------------------------------------------
 
 /// `now` from Python: `None` reads the clock (the only place meshca does); a datetime must be
@@ -555,12 +572,7 @@ impl PySigningCa {
         now: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let now = now_from(now)?;
-        let mut p = RootParams::default();
-        p.common_name = common_name.to_owned();
-        p.organization = organization.to_owned();
-        p.ttl = days(ttl_days, "ttl_days")?;
-        p.key = key_alg(key)?;
-        p.pathlen = pathlen;
+        let p = root_params(common_name, organization, ttl_days, key, pathlen)?;
         Ok(PySigningCa { inner: SigningCa::generate_root(&p, &mut meshca::OsRng, now).map_err(core_err)? })
     }
 
@@ -597,12 +609,7 @@ impl PySigningCa {
         now: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let now = now_from(now)?;
-        let mut p = RootParams::default();
-        p.common_name = common_name.to_owned();
-        p.organization = organization.to_owned();
-        p.ttl = days(ttl_days, "ttl_days")?;
-        p.key = key_alg(key)?;
-        p.pathlen = pathlen;
+        let p = root_params(common_name, organization, ttl_days, key, pathlen)?;
         let access = token_access(uri, module, pin_file)?;
         let token_key = meshca_ops::pkcs11::TokenKey::generate(&access, p.key).map_err(cli_err)?;
         Ok(PySigningCa {

@@ -275,25 +275,9 @@ impl Cacerts {
         let get = |name: &str| files.get(name).unwrap_or_default();
         match layout {
             Layout::Istio => {
-                let ca_certs = Certificate::from_pem_all(get(CA_CERT), CA_CERT)?;
-                if ca_certs.len() > 1 {
-                    return Err(Error::TooManyCertificates {
-                        file: CA_CERT.into(),
-                        count: ca_certs.len(),
-                        chain_file: CERT_CHAIN,
-                    });
-                }
+                let ca_cert = one_ca_cert(get(CA_CERT))?;
                 let ca_key = PrivateKey::from_pem(get(CA_KEY), CA_KEY)?;
-                let chain = Certificate::from_pem_all(get(CERT_CHAIN), CERT_CHAIN)?;
-                let roots = Certificate::from_pem_all(get(ROOT_CERT), ROOT_CERT)?;
-                let ca_cert = ca_certs.into_iter().next().unwrap_or_else(|| unreachable!("decode_all is non-empty"));
-                if chain[0] != ca_cert {
-                    return Err(Error::ChainOrder {
-                        file: CERT_CHAIN.into(),
-                        found: chain[0].subject(),
-                        expected: ca_cert.subject(),
-                    });
-                }
+                let (chain, roots) = chain_and_roots(&ca_cert, get(CERT_CHAIN), get(ROOT_CERT))?;
                 Self::assemble(ca_cert, ca_key.into(), chain, roots, Layout::Istio, now)
             }
             Layout::Tls => {
@@ -336,24 +320,8 @@ impl Cacerts {
                 expected: "ca-cert.pem, cert-chain.pem, root-cert.pem (the key is in the token)",
             })
         };
-        let ca_certs = Certificate::from_pem_all(get(CA_CERT)?, CA_CERT)?;
-        if ca_certs.len() > 1 {
-            return Err(Error::TooManyCertificates {
-                file: CA_CERT.into(),
-                count: ca_certs.len(),
-                chain_file: CERT_CHAIN,
-            });
-        }
-        let chain = Certificate::from_pem_all(get(CERT_CHAIN)?, CERT_CHAIN)?;
-        let roots = Certificate::from_pem_all(get(ROOT_CERT)?, ROOT_CERT)?;
-        let ca_cert = ca_certs.into_iter().next().unwrap_or_else(|| unreachable!("decode_all is non-empty"));
-        if chain[0] != ca_cert {
-            return Err(Error::ChainOrder {
-                file: CERT_CHAIN.into(),
-                found: chain[0].subject(),
-                expected: ca_cert.subject(),
-            });
-        }
+        let ca_cert = one_ca_cert(get(CA_CERT)?)?;
+        let (chain, roots) = chain_and_roots(&ca_cert, get(CERT_CHAIN)?, get(ROOT_CERT)?)?;
         Self::assemble(ca_cert, CaKey::External(key), chain, roots, Layout::Istio, now)
     }
 
@@ -513,6 +481,33 @@ impl Cacerts {
         }
         files
     }
+}
+
+/// `ca-cert.pem`: exactly one certificate (the chain belongs in cert-chain.pem).
+fn one_ca_cert(pem: &[u8]) -> Result<Certificate> {
+    let ca_certs = Certificate::from_pem_all(pem, CA_CERT)?;
+    if ca_certs.len() > 1 {
+        return Err(Error::TooManyCertificates { file: CA_CERT.into(), count: ca_certs.len(), chain_file: CERT_CHAIN });
+    }
+    Ok(ca_certs.into_iter().next().unwrap_or_else(|| unreachable!("decode_all is non-empty")))
+}
+
+/// `cert-chain.pem` (starting with `ca_cert`) and `root-cert.pem`.
+fn chain_and_roots(
+    ca_cert: &Certificate,
+    chain_pem: &[u8],
+    roots_pem: &[u8],
+) -> Result<(Vec<Certificate>, Vec<Certificate>)> {
+    let chain = Certificate::from_pem_all(chain_pem, CERT_CHAIN)?;
+    let roots = Certificate::from_pem_all(roots_pem, ROOT_CERT)?;
+    if chain[0] != *ca_cert {
+        return Err(Error::ChainOrder {
+            file: CERT_CHAIN.into(),
+            found: chain[0].subject(),
+            expected: ca_cert.subject(),
+        });
+    }
+    Ok((chain, roots))
 }
 
 fn detect_layout(files: &Files) -> Result<Layout> {
