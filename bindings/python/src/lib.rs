@@ -610,6 +610,9 @@ impl PySigningCa {
     ) -> PyResult<Self> {
         let now = now_from(now)?;
         let p = root_params(common_name, organization, ttl_days, key, pathlen)?;
+        // Checked before the key is made, so a refused name leaves no key object behind.
+        meshca::validate_subject_attr("common_name", &p.common_name).map_err(core_err)?;
+        meshca::validate_subject_attr("organization", &p.organization).map_err(core_err)?;
         let access = token_access(uri, module, pin_file)?;
         let token_key = meshca_ops::pkcs11::TokenKey::generate(&access, p.key).map_err(cli_err)?;
         Ok(PySigningCa {

@@ -167,7 +167,35 @@ fn token_problems_are_clear_and_name_the_flag_to_fix_them() {
     let (d, m, pin) = (&hsm.dir, s(&hsm.module), s(&hsm.pin_file));
     let root = s(&d.join("root"));
     let uri = "pkcs11:token=meshca;object=root-ca";
-    hsm.ok(&["root-ca", "--out", &root, "--key-uri", uri, "--pkcs11-module", &m, "--pin-file", &pin], &[]);
+    // A root with a key file first; then --force with a token key replaces it, key file and all.
+    hsm.ok(&["root-ca", "--out", &root], &[]);
+    assert!(d.join("root/ca-key.pem").is_file());
+    // A name the profile refuses fails before any key is made in the token...
+    let long_cn = "x".repeat(65);
+    let out = hsm.run(
+        &[
+            "root-ca",
+            "--out",
+            &root,
+            "--force",
+            "--cn",
+            &long_cn,
+            "--key-uri",
+            uri,
+            "--pkcs11-module",
+            &m,
+            "--pin-file",
+            &pin,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(d.join("root/ca-key.pem").is_file(), "the refused run left the earlier root as it was");
+    // ...so the same label is still free.
+    let out = hsm
+        .ok(&["root-ca", "--out", &root, "--force", "--key-uri", uri, "--pkcs11-module", &m, "--pin-file", &pin], &[]);
+    assert!(out.stdout.contains("the earlier root's key"), "{}", out.all());
+    assert!(!d.join("root/ca-key.pem").exists(), "the earlier root's key file is gone");
     let c1 = s(&d.join("c1"));
 
     let out = hsm.run(&["intermediate", "--ca", &root, "--cluster", "c1", "--out", &c1, "--pin-file", &pin], &[]);

@@ -62,6 +62,10 @@ pub(crate) fn run(a: RootCaArgs) -> CmdResult {
             (root, files)
         }
         Some(uri) => {
+            // Checked before the key is made: a refused name would leave a key object behind
+            // under the label, and the next attempt would find the label taken.
+            meshca::validate_subject_attr("--cn", &p.common_name).map_err(Error::core("root-ca"))?;
+            meshca::validate_subject_attr("--org", &p.organization).map_err(Error::core("root-ca"))?;
             let access = a.pkcs11.access(uri)?;
             let key = meshca_ops::pkcs11::TokenKey::generate(&access, a.key)?;
             let uri = key.uri().to_owned();
@@ -69,20 +73,20 @@ pub(crate) fn run(a: RootCaArgs) -> CmdResult {
                 SigningCa::generate_root_with_key(&p, key, &mut meshca::OsRng, now).map_err(Error::core("root-ca"))?;
             let mut files = root.bundle().to_files(Layout::Istio);
             files.insert(meshca_ops::pkcs11::KEY_URI_FILE, format!("{uri}\n"));
-            if fs::read_files(&a.out).is_ok_and(|f| f.contains(meshca::CA_KEY)) {
-                // A key file from an earlier root would sit beside a certificate it does not match.
-                std::fs::remove_file(a.out.join(meshca::CA_KEY)).map_err(|e| {
-                    crate::failure::refused(format!(
-                        "{}: cannot remove the old key: {e}",
-                        a.out.join(meshca::CA_KEY).display()
-                    ))
-                })?;
-            }
             println!("key generated in the token: {uri} (not extractable)");
             (root, files)
         }
     };
     let written = fs::write_files(&a.out, &files).map_err(Error::from)?;
+    let stale_key = a.out.join(meshca::CA_KEY);
+    if a.key_uri.is_some() && stale_key.symlink_metadata().is_ok() {
+        // With --force over an earlier root: its key file would sit beside a certificate it
+        // does not match. Removed only once the new files are in place.
+        std::fs::remove_file(&stale_key).map_err(|e| {
+            crate::failure::refused(format!("{}: cannot remove the earlier root's key: {e}", stale_key.display()))
+        })?;
+        println!("  removed {} (the earlier root's key)", stale_key.display());
+    }
     let c = root.bundle().ca_cert();
     println!("root CA {} ({}), expires {}", c.subject(), a.key.key_type(), meshca::format_time(c.not_after()));
     println!("  sha256 {}", c.fingerprint_sha256());
