@@ -113,7 +113,20 @@ impl Pkcs11Args {
     }
 
     /// What a policy run passes on (the policy names the key; its PIN may be in a Secret).
-    pub(crate) fn token(&self) -> Result<meshca_ops::reconcile::TokenAccess, crate::failure::Failure> {
+    /// Refused, naming the flag, when the policy keeps its key in a token and no module is given.
+    pub(crate) fn token(
+        &self,
+        policy: &meshca_ops::policy::Policy,
+        policy_file: &std::path::Path,
+    ) -> Result<meshca_ops::reconcile::TokenAccess, crate::failure::Failure> {
+        if let (Some(k), None) = (&policy.signer_key, &self.pkcs11_module) {
+            return Err(crate::failure::usage(format!(
+                "{}: the signing key is in a PKCS#11 token ({}): give its module with --pkcs11-module PATH (or \
+                 $MESHCA_PKCS11_MODULE)",
+                policy_file.display(),
+                k.uri
+            )));
+        }
         Ok(meshca_ops::reconcile::TokenAccess::new(self.pkcs11_module.clone(), self.pin()?))
     }
 }

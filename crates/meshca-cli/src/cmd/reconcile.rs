@@ -102,14 +102,7 @@ pub(crate) fn run(a: ReconcileArgs) -> CmdResult {
     let future = check_future_at(now, a.target.kube.kube, a.dry_run)?;
     let clusters = read_clusters(&a)?;
     let pol = load_policy(&a.target.policy)?;
-    if let (Some(k), None) = (&pol.signer_key, &a.pkcs11.pkcs11_module) {
-        return Err(usage(format!(
-            "{}: the signing key is in a PKCS#11 token ({}): give its module with --pkcs11-module PATH (or \
-             $MESHCA_PKCS11_MODULE)",
-            a.target.policy.display(),
-            k.uri
-        )));
-    }
+    let token = a.pkcs11.token(&pol, &a.target.policy)?;
     let opened = open_store(&a.target, &clusters)?;
     let _lock = match &a.target.store {
         Some(dir) if !a.dry_run => Some(lock_store(&DirStore::new(dir), &a.lock, "reconcile")?),
@@ -119,7 +112,7 @@ pub(crate) fn run(a: ReconcileArgs) -> CmdResult {
     let mut opts = Options::new(now, opened.clusters.clone());
     opts.dry_run = a.dry_run;
     opts.mgmt_cluster = opened.mgmt.clone();
-    opts.token = a.pkcs11.token()?;
+    opts.token = token;
     let show_progress = !a.json && std::io::stderr().is_terminal() && opts.clusters.len() > 20;
     let mut progress = |done: usize, total: usize| {
         if show_progress {

@@ -48,13 +48,7 @@ pub(crate) fn run(a: RotateArgs) -> CmdResult {
     let now = crate::args::now_or(a.at);
     let future = check_future_at(now, a.target.kube.kube, a.dry_run)?;
     let pol = load_policy(&a.target.policy)?;
-    if let (Some(k), None) = (&pol.signer_key, &a.pkcs11.pkcs11_module) {
-        return Err(usage(format!(
-            "{}: the signing key is in a PKCS#11 token ({}): give its module with --pkcs11-module PATH",
-            a.target.policy.display(),
-            k.uri
-        )));
-    }
+    let token = a.pkcs11.token(&pol, &a.target.policy)?;
     let mgmt = a.target.mgmt_cluster.split('=').next().unwrap_or(&a.target.mgmt_cluster).to_owned();
     let clusters = if a.all {
         let Some(dir) = &a.target.store else {
@@ -93,7 +87,7 @@ pub(crate) fn run(a: RotateArgs) -> CmdResult {
     let mut opts = Options::new(now, opened.clusters.clone());
     opts.dry_run = a.dry_run;
     opts.mgmt_cluster = opened.mgmt.clone();
-    opts.token = a.pkcs11.token()?;
+    opts.token = token;
     opts.rotate_now = RotateNow::Only(opened.clusters.iter().cloned().collect::<BTreeSet<_>>());
     let report = match reconcile::run(store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {})? {
         reconcile::Run::Reconciled(report) => report,
