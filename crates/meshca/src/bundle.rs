@@ -28,6 +28,9 @@ pub const TLS_CRT: &str = "tls.crt";
 pub const TLS_KEY: &str = "tls.key";
 /// cert-manager layout: trusted CA(s).
 pub const CA_CRT: &str = "ca.crt";
+/// The fleet's CRLs, beside a bundle (istiod reads it from the `cacerts` mount; see
+/// docs/istiod-crl.md). Not part of [`Cacerts`]: checked with [`crate::check_crl_set`].
+pub const CA_CRL: &str = "ca-crl.pem";
 
 const ISTIO_FILES: [&str; 4] = [CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT];
 const TLS_FILES: [&str; 3] = [TLS_CRT, TLS_KEY, CA_CRT];

@@ -285,6 +285,47 @@ impl Crl {
     }
 }
 
+/// Checks a CRL set (`ca-crl.pem`) against the path of the bundle it is published with, as
+/// Envoy applies it (every CA of a chain needs its CRL once any is given, docs/istiod-crl.md):
+/// every certificate of `path` (ca-cert up to the root) has exactly one CRL named for it in
+/// `crls`, signed by it and current at `now` (two CRLs with one issuer name would leave
+/// rustls-webpki checking the first against the wrong key), and no CRL of the set lists any
+/// certificate of `path` (a bundle whose own CA is revoked is refused: nothing it signs would be
+/// accepted). `file` names the CRL file in errors.
+pub fn check_crl_set(crls: &[Crl], path: &[Certificate], now: OffsetDateTime, file: &str) -> Result<()> {
+    let bad = |detail: String| Error::Crl { file: file.to_owned(), detail };
+    for cert in path {
+        let named: Vec<&Crl> = crls.iter().filter(|c| c.is_issued_by_name(cert)).collect();
+        match named.as_slice() {
+            [] => {
+                return Err(bad(format!(
+                    "has no CRL issued by {}: with CRLs in use, Envoy refuses every chain through a CA without one",
+                    cert.subject()
+                )))
+            }
+            [one] => one.check(cert, now, file)?,
+            more => {
+                return Err(bad(format!(
+                    "has {} CRLs issued by the name {}: a verifier would check one of them against the wrong key",
+                    more.len(),
+                    cert.subject()
+                )))
+            }
+        }
+    }
+    for cert in path {
+        if let Some(crl) = crls.iter().find(|c| c.revokes(cert)) {
+            return Err(bad(format!(
+                "the CRL of {} revokes {} (serial {}), which this bundle uses: nothing it signs would be accepted",
+                crl.issuer(),
+                cert.subject(),
+                crate::cert::hex_colon(cert.serial_bytes()),
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A serial without leading zero octets (DER keeps one for a set top bit).
 fn normalize(serial: &[u8]) -> &[u8] {
     let start = serial.iter().position(|&b| b != 0).unwrap_or(serial.len());

@@ -46,7 +46,8 @@ mod time_fmt;
 mod verify;
 
 pub use bundle::{
-    parse_roots, Cacerts, Files, Layout, Warning, CA_CERT, CA_CRT, CA_KEY, CERT_CHAIN, ROOT_CERT, TLS_CRT, TLS_KEY,
+    parse_roots, Cacerts, Files, Layout, Warning, CA_CERT, CA_CRL, CA_CRT, CA_KEY, CERT_CHAIN, ROOT_CERT, TLS_CRT,
+    TLS_KEY,
 };
 pub use ca::{
     validate_cluster_name, validate_subject_attr, Csr, IntermediateParams, Issued, Leaf, LeafParams, RootParams,
@@ -54,7 +55,7 @@ pub use ca::{
 };
 pub use cert::{Certificate, PublicKeyKind, SignatureError};
 pub use chain::TrustChain;
-pub use crl::{Crl, RevocationReason, Revoked, CRL_LABEL};
+pub use crl::{check_crl_set, Crl, RevocationReason, Revoked, CRL_LABEL};
 pub use error::{Error, KeyHolder, Result};
 pub use external::{ecdsa_signature_to_der, CaKey, ExternalKey};
 pub use key::{KeyAlgorithm, KeyType, PrivateKey};

@@ -14,6 +14,9 @@ use crate::spiffe::SpiffeId;
 /// The SAN Istio's tools/certs puts on every per-cluster intermediate.
 pub const ISTIOD_SAN: &str = "istiod.istio-system.svc";
 
+/// X.520 serialNumber (2.5.4.5), in a cluster intermediate's subject.
+const SERIAL_NUMBER_OID: [u64; 4] = [2, 5, 4, 5];
+
 /// How far notBefore is backdated, so clusters whose clocks run slightly behind the issuer's
 /// accept a certificate at once (istiod backdates workload certificates by 2 minutes).
 pub const BACKDATE: time::Duration = time::Duration::minutes(5);
@@ -57,7 +60,12 @@ pub(crate) fn root(common: Common, common_name: &str, organization: &str, pathle
 }
 
 /// Per-cluster intermediate (Istio tools/certs `<cluster>-cacerts`):
-/// O=<org>, CN=Intermediate CA, L=<cluster>.
+/// O=<org>, CN=Intermediate CA, L=<cluster>, serialNumber=<the certificate's serial, hex>.
+///
+/// The serialNumber attribute (X.520 2.5.4.5) makes every intermediate's name its own: a CRL is
+/// found by its issuer's name (rustls-webpki takes the first CRL whose issuer name matches), so a
+/// cluster's rotated-out intermediate and its successor, both live for a while, need distinct
+/// names for each one's CRL to be found (docs/istiod-crl.md).
 pub(crate) fn intermediate(
     common: Common,
     cluster: &str,
@@ -69,6 +77,15 @@ pub(crate) fn intermediate(
     dn.push(DnType::OrganizationName, organization);
     dn.push(DnType::CommonName, common_name);
     dn.push(DnType::LocalityName, cluster);
+    let serial_hex: String = common.serial.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    dn.push(
+        DnType::CustomDnType(SERIAL_NUMBER_OID.to_vec()),
+        rcgen::DnValue::PrintableString(
+            serial_hex
+                .try_into()
+                .map_err(|_| Error::Issuance { what: "an intermediate", detail: "serial is not printable".into() })?,
+        ),
+    );
     let mut p = base(common, dn);
     // RFC 5280 4.2.1.9: CA:TRUE pathlen:<n> critical; Istio uses pathlen:0 so a cluster CA
     // issues only workload certificates.

@@ -152,6 +152,8 @@ pub enum IssueReason {
     /// Someone asked for a new intermediate now, whatever the plan said (`meshca rotate`): the
     /// old one is not revoked, and what it signed stays valid until it expires.
     Requested,
+    /// The cluster's intermediate is on the fleet's revocation list (`meshca revoke`).
+    Revoked,
     /// The bundle was issued with other parameters than the policy now asks for.
     ParametersChanged {
         /// Which parameter.
@@ -182,6 +184,7 @@ impl fmt::Display for IssueReason {
                 write!(f, "policy changed: {field} is {current}, policy wants {wanted}")
             }
             IssueReason::Requested => f.write_str("rotation asked for now (the old intermediate is not revoked)"),
+            IssueReason::Revoked => f.write_str("the intermediate is revoked: a new key and certificate replace it"),
         }
     }
 }

@@ -217,7 +217,8 @@ fn openssl_csrs_get_the_profile_not_what_they_ask_for() {
     assert_eq!(csr.subject(), "CN=whatever the requester asks");
     let signed = r.sign_intermediate_csr(&csr, &IntermediateParams::new("c9"), &mut rng(21), now()).unwrap().value;
     let cert = signed.cert();
-    assert_eq!(cert.subject(), "L=c9,CN=Intermediate CA,O=Istio");
+    let serial: String = cert.serial_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(cert.subject(), format!("SERIALNUMBER={serial},L=c9,CN=Intermediate CA,O=Istio"));
     assert_eq!(cert.ca_pathlen(), Some(Some(0)), "pathlen from the profile, not the CSR's unconstrained CA:true");
     let key = PrivateKey::from_pem(&read("openssl/keys/rsa2048-pkcs8.pem"), "k").unwrap();
     let bundle = signed.into_cacerts(key, now()).unwrap();
