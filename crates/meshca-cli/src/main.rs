@@ -58,6 +58,14 @@ enum Command {
     /// Re-issue clusters' intermediates now, whatever the rotation plan says (--cluster NAME or
     /// --all); the old intermediate is not revoked and stays trusted until it expires.
     Rotate(cmd::rotate::RotateArgs),
+    /// Revoke a compromised cluster CA: a new key and intermediate for it now, and a CRL set in
+    /// every cluster's bundle so every other cluster refuses what the old one signed.
+    Revoke(cmd::revoke::RevokeArgs),
+    /// Take a revocation back: the CRL set is republished without it.
+    Unrevoke(cmd::revoke::UnrevokeArgs),
+    /// The fleet's revocation list and CRL set: show it, or clear every entry.
+    #[command(subcommand)]
+    Crl(cmd::revoke::CrlCommand),
     /// The whole workflow in a fresh local store: root, policy, three clusters, verification,
     /// and a real mTLS handshake between clusters.
     Quickstart(cmd::quickstart::QuickstartArgs),
@@ -94,6 +102,9 @@ fn main() -> ExitCode {
         Command::Secret(a) => cmd::secret::run(a),
         Command::Reconcile(a) => cmd::reconcile::run(a),
         Command::Rotate(a) => cmd::rotate::run(a),
+        Command::Revoke(a) => cmd::revoke::run_revoke(a),
+        Command::Unrevoke(a) => cmd::revoke::run_unrevoke(a),
+        Command::Crl(c) => cmd::revoke::run_crl(c),
         Command::Quickstart(a) => cmd::quickstart::run(a),
         Command::Controller(a) => cmd::controller::run(a),
         Command::RotateRoot(c) => cmd::rotate_root::run(c),

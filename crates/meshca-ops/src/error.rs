@@ -146,6 +146,19 @@ pub enum Error {
     #[error(transparent)]
     Rotation(#[from] crate::rootrotation::Refusal),
 
+    /// A revocation command was refused.
+    #[error(transparent)]
+    Revocation(#[from] crate::revocation::Refusal),
+
+    /// The stored revocation list (or its CRL set) is unreadable.
+    #[error("{location}: {detail}")]
+    RevocationList {
+        /// The Secret holding it.
+        location: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+
     /// A PKCS#11 module, token, PIN or key failed, or was not what the URI names. Nothing is
     /// written when this happens.
     #[error("{key}: {detail}")]
@@ -195,6 +208,8 @@ pub enum ErrorKind {
     Rotation,
     /// The HSM (PKCS#11 module, token, PIN or key) failed.
     Hsm,
+    /// A revocation was refused, or the revocation list is unreadable.
+    Revocation,
 }
 
 impl Error {
@@ -214,6 +229,7 @@ impl Error {
             Error::SignerNotFound { .. } | Error::PolicySecret { .. } => ErrorKind::MissingSecret,
             Error::RotationState { .. } | Error::Rotation(_) => ErrorKind::Rotation,
             Error::Pkcs11 { .. } => ErrorKind::Hsm,
+            Error::Revocation(_) | Error::RevocationList { .. } => ErrorKind::Revocation,
         }
     }
 

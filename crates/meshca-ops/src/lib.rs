@@ -64,6 +64,7 @@ pub mod pkcs11;
 pub mod policy;
 pub mod proxy;
 pub mod reconcile;
+pub mod revocation;
 pub mod rootrotation;
 pub mod store;
 pub mod writer;

@@ -8,6 +8,7 @@ use meshca::{plan, Cacerts, Certificate, Current, Entropy, IssueReason, Plan, Si
 
 use crate::error::{Error, ErrorKind};
 use crate::policy::{Policy, SignerSource};
+use crate::revocation;
 use crate::rootrotation::{self, RotationReport};
 use crate::store::{SecretRef, Store};
 use crate::writer::{Owner, Writer};
@@ -37,6 +38,9 @@ pub struct Options {
     pub token: TokenAccess,
     /// Clusters to re-issue now, whatever the plan says (`meshca rotate`).
     pub rotate_now: RotateNow,
+    /// Use this revocation list instead of the stored one (`revoke`, `unrevoke` and their dry
+    /// runs): the run saves it (unless a dry run) before it writes any bundle.
+    pub revocations: Option<crate::revocation::RevocationList>,
 }
 
 /// Which clusters a run re-issues now even where the plan would keep them (the gloo-mesh#809
@@ -92,6 +96,7 @@ impl Options {
             signer_override: None,
             token: TokenAccess::default(),
             rotate_now: RotateNow::None,
+            revocations: None,
         }
     }
 
@@ -210,6 +215,8 @@ pub struct Report {
     pub next_check: Option<OffsetDateTime>,
     /// Notes about the policy (fields accepted but not acted on here).
     pub notes: Vec<String>,
+    /// The fleet's revocation list and CRL set, once a revocation was ever made.
+    pub crl: Option<crate::revocation::CrlSummary>,
 }
 
 impl Report {
@@ -443,6 +450,19 @@ fn reconcile_with(
         &with_passive
     };
     let (signer, signer_info) = load_signer(store, policy, opts, rng)?;
+    let mut fleet = match &opts.revocations {
+        Some(list) => {
+            let stored = revocation::load(store, policy, &opts.mgmt_cluster)?;
+            Some(revocation::Fleet::with_list(stored, list.clone()))
+        }
+        None => revocation::load(store, policy, &opts.mgmt_cluster)?,
+    };
+    let mut prepared = Prepared::default();
+    if let Some(fleet) = fleet.as_mut() {
+        prepared = prepare_crls(store, policy, &signer, fleet, opts, rng)?;
+    }
+    let crl_pem = fleet.as_ref().map(revocation::Fleet::crl_pem);
+    let ctx = Ctx { signer: &signer, fleet: fleet.as_ref(), crl_pem: crl_pem.as_deref(), prepared: &prepared };
     // Each bundle is dropped once it is added to the trust check, which keeps only the distinct
     // roots and trust bundles: memory stays flat however many clusters there are. Results keep
     // the clusters' order, and the check judges as if in that order, whichever worker finished
@@ -461,14 +481,23 @@ fn reconcile_with(
         done += 1;
         progress(done, total);
     };
-    let workers = workers_for(total, rng);
-    if workers.is_empty() {
-        for (i, cluster) in opts.clusters.iter().enumerate() {
-            let (result, bundle) = reconcile_one(store, policy, &signer, cluster, opts, rng);
-            take(i, result, bundle);
+    // With CRLs in use, a new intermediate's CRL must be in every other cluster's ca-crl.pem
+    // before that intermediate is (istio#61075): the clusters keeping theirs are written first.
+    let (issuing, others): (Vec<usize>, Vec<usize>) =
+        (0..total).partition(|&i| prepared.bundles.contains_key(&opts.clusters[i]));
+    for batch in [others, issuing] {
+        if batch.is_empty() {
+            continue;
         }
-    } else {
-        in_parallel(store, policy, &signer, opts, workers, &mut take);
+        let workers = workers_for(batch.len(), rng);
+        if workers.is_empty() {
+            for &i in &batch {
+                let (result, bundle) = reconcile_one(store, policy, &ctx, &opts.clusters[i], opts, rng);
+                take(i, result, bundle);
+            }
+        } else {
+            in_parallel(store, policy, &ctx, opts, &batch, workers, &mut take);
+        }
     }
     let results: Vec<ClusterResult> = results.into_iter().flatten().collect();
     let checked = if checked_any {
@@ -490,7 +519,100 @@ fn reconcile_with(
         trust,
         next_check,
         notes: policy.notes.clone(),
+        crl: fleet.map(|f| f.summary(store.location(&revocation::list_secret(policy, &opts.mgmt_cluster)), &signer)),
     })
+}
+
+/// What a run's workers share.
+struct Ctx<'a> {
+    signer: &'a SigningCa,
+    fleet: Option<&'a revocation::Fleet>,
+    crl_pem: Option<&'a [u8]>,
+    prepared: &'a Prepared,
+}
+
+/// Intermediates issued ahead of the run, so their CRLs could be published first; and the
+/// clusters whose issuance failed then.
+#[derive(Default)]
+struct Prepared {
+    bundles: std::collections::BTreeMap<String, Cacerts>,
+    failed: std::collections::BTreeMap<String, (String, ErrorKind)>,
+}
+
+/// What the plan says for a cluster, with what the operator asked for on top: a revoked
+/// intermediate is replaced, and `rotate_now` re-issues.
+fn plan_for(
+    policy: &Policy,
+    ctx_signer: &SigningCa,
+    fleet: Option<&revocation::Fleet>,
+    cluster: &str,
+    current: Current<'_>,
+    opts: &Options,
+) -> Plan {
+    let revoked = match current {
+        Current::Valid(b) => fleet.is_some_and(|f| f.is_revoked(b.ca_cert())),
+        _ => false,
+    };
+    match plan(&policy.rotation, ctx_signer, cluster, current, opts.now) {
+        Plan::Keep { .. } | Plan::UpdateTrust { .. } if revoked => Plan::Issue { reason: IssueReason::Revoked },
+        Plan::Keep { .. } | Plan::UpdateTrust { .. } if opts.rotate_now.wants(cluster) => {
+            Plan::Issue { reason: IssueReason::Requested }
+        }
+        p => p,
+    }
+}
+
+/// With a revocation list: brings the root's CRL up to date, gives every intermediate in use a
+/// CRL, issues (without writing) the intermediates this run will replace and adds their CRLs,
+/// and saves the list and set. Bundles are written after this, carrying the saved set.
+fn prepare_crls(
+    store: &dyn Store,
+    policy: &Policy,
+    signer: &SigningCa,
+    fleet: &mut revocation::Fleet,
+    opts: &Options,
+    rng: &mut dyn Entropy,
+) -> Result<Prepared, Error> {
+    let now = opts.now;
+    fleet.refresh_root(signer, now)?;
+    let mut prepared = Prepared::default();
+    for cluster in &opts.clusters {
+        // A cluster that cannot be read is reported by the run itself.
+        let Ok(files) = store.read(&SecretRef::cacerts(cluster)) else { continue };
+        let parsed = files.as_ref().map(|f| Cacerts::from_files(f, now));
+        let current = match &parsed {
+            None => Current::Missing,
+            Some(Ok(b)) => Current::Valid(b),
+            Some(Err(e)) => Current::Invalid(e),
+        };
+
+        let planned = plan_for(policy, signer, Some(fleet), cluster, current, opts);
+        let parsed = parsed.and_then(Result::ok).ok_or(());
+        match planned {
+            Plan::Issue { .. } => match issue_bundle(policy, signer, cluster, opts, rng) {
+                Ok(bundle) => {
+                    // The intermediate replaced keeps a CRL while its workloads' certificates live
+                    // on; a revoked one too, so that taking the revocation back (`unrevoke`)
+                    // makes them verify again (the root's CRL refuses them meanwhile).
+                    if let Ok(old) = &parsed {
+                        fleet.cover(old, now)?;
+                    }
+                    fleet.cover(&bundle, now)?;
+                    prepared.bundles.insert(cluster.clone(), bundle);
+                }
+                Err(e) => {
+                    prepared.failed.insert(cluster.clone(), (e.to_string(), e.kind()));
+                }
+            },
+            _ => {
+                if let Ok(b) = &parsed {
+                    fleet.cover(b, now)?;
+                }
+            }
+        }
+    }
+    fleet.save(&opts.writer(store, policy), policy, &opts.mgmt_cluster)?;
+    Ok(prepared)
 }
 
 /// The most threads a run uses: issuing (key generation, signing) and validating are CPU work
@@ -514,8 +636,9 @@ fn workers_for(clusters: usize, rng: &mut dyn Entropy) -> Vec<Box<dyn Entropy + 
 fn in_parallel(
     store: &dyn Store,
     policy: &Policy,
-    signer: &SigningCa,
+    ctx: &Ctx<'_>,
     opts: &Options,
+    batch: &[usize],
     workers: Vec<Box<dyn Entropy + Send>>,
     take: &mut dyn FnMut(usize, ClusterResult, Option<Cacerts>),
 ) {
@@ -529,9 +652,9 @@ fn in_parallel(
             scope.spawn(move || {
                 let _entered = span.enter();
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = batch.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
                     let Some(cluster) = opts.clusters.get(i) else { break };
-                    let (result, bundle) = reconcile_one(store, policy, signer, cluster, opts, rng.as_mut());
+                    let (result, bundle) = reconcile_one(store, policy, ctx, cluster, opts, rng.as_mut());
                     if tx.send((i, result, bundle)).is_err() {
                         break;
                     }
@@ -548,7 +671,7 @@ fn in_parallel(
 fn reconcile_one(
     store: &dyn Store,
     policy: &Policy,
-    signer: &SigningCa,
+    ctx: &Ctx<'_>,
     cluster: &str,
     opts: &Options,
     rng: &mut dyn Entropy,
@@ -557,7 +680,7 @@ fn reconcile_one(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match reconcile_attempt(store, policy, signer, cluster, opts, rng) {
+        match reconcile_attempt(store, policy, ctx, cluster, opts, rng) {
             Attempt::Conflict(_) if attempt < CONFLICT_RETRIES => {
                 tracing::debug!(attempt, "the Secret changed while meshca worked; re-reading");
                 continue;
@@ -581,7 +704,7 @@ enum Attempt {
 fn reconcile_attempt(
     store: &dyn Store,
     policy: &Policy,
-    signer: &SigningCa,
+    ctx: &Ctx<'_>,
     cluster: &str,
     opts: &Options,
     rng: &mut dyn Entropy,
@@ -615,15 +738,32 @@ fn reconcile_attempt(
         Some(Ok(b)) => Current::Valid(b),
         Some(Err(e)) => Current::Invalid(e),
     };
-    let planned = match plan(&policy.rotation, signer, cluster, current, now) {
-        Plan::Keep { .. } | Plan::UpdateTrust { .. } if opts.rotate_now.wants(cluster) => {
-            Plan::Issue { reason: IssueReason::Requested }
-        }
-        p => p,
-    };
+    let signer = ctx.signer;
+    let writer = opts.writer(store, policy).with_crls(ctx.crl_pem);
+    let planned = plan_for(policy, signer, ctx.fleet, cluster, current, opts);
     match planned {
         Plan::Keep { recheck_at } => {
             let Some(Ok(bundle)) = parsed else { unreachable!("the plan keeps only a valid bundle") };
+            let crl_differs =
+                ctx.crl_pem.is_some() && existing.as_ref().and_then(|f| f.get(meshca::CA_CRL)) != ctx.crl_pem;
+            if crl_differs {
+                result.reason = format!("{} (the fleet's revocation list) updated", meshca::CA_CRL);
+                result.next_check = Some(recheck_at);
+                return match writer.write_bundle(&secret, &bundle) {
+                    Ok(b) => {
+                        result.action = if opts.dry_run { Action::WouldUpdateTrust } else { Action::TrustUpdated };
+                        result.not_after = Some(b.not_after());
+                        result.warnings = b.warnings().iter().map(ToString::to_string).collect();
+                        Attempt::Done(result, Some(Box::new(b)))
+                    }
+                    Err(Error::Conflict { .. }) => Attempt::Conflict(result),
+                    Err(e) => {
+                        result.reason = format!("{}; {e}", result.reason);
+                        result.error_kind = Some(e.kind());
+                        Attempt::Done(result, Some(Box::new(bundle)))
+                    }
+                };
+            }
             result.action = Action::Kept;
             result.reason = "valid, outside the grace period".into();
             result.not_after = Some(bundle.not_after());
@@ -641,7 +781,7 @@ fn reconcile_attempt(
             result.next_check = Some(recheck_at);
             let written = meshca::with_trust_bundle(&bundle, roots, now)
                 .map_err(Error::core(format!("trust bundle for {cluster}")))
-                .and_then(|b| opts.writer(store, policy).write_bundle(&secret, &b));
+                .and_then(|b| writer.write_bundle(&secret, &b));
             match written {
                 Ok(b) => {
                     result.action = if opts.dry_run { Action::WouldUpdateTrust } else { Action::TrustUpdated };
@@ -663,7 +803,12 @@ fn reconcile_attempt(
         Plan::Issue { reason } => {
             let existed = !matches!(reason, IssueReason::Missing);
             result.reason = reason.to_string();
-            match issue_and_write(store, policy, signer, cluster, &secret, opts, rng) {
+            if let Some((message, kind)) = ctx.prepared.failed.get(cluster) {
+                result.reason = format!("{}; {message}", result.reason);
+                result.error_kind = Some(*kind);
+                return Attempt::Done(result, parsed.and_then(Result::ok).map(Box::new));
+            }
+            match issue_and_write(ctx, policy, cluster, &writer, &secret, opts, rng) {
                 Ok(bundle) => {
                     result.action = match (existed, opts.dry_run) {
                         (false, false) => Action::Issued,
@@ -707,11 +852,35 @@ fn reconcile_attempt(
 }
 
 fn issue_and_write(
-    store: &dyn Store,
+    ctx: &Ctx<'_>,
+    policy: &Policy,
+    cluster: &str,
+    writer: &Writer<'_>,
+    secret: &SecretRef,
+    opts: &Options,
+    rng: &mut dyn Entropy,
+) -> Result<Cacerts, Error> {
+    let issued = match ctx.prepared.bundles.get(cluster) {
+        Some(b) => b.clone(),
+        // With CRLs in use, only an intermediate whose CRL went out with the set may be written.
+        None if ctx.fleet.is_some() => {
+            return Err(Error::Store {
+                location: secret.to_string(),
+                detail: "its plan changed after the CRL set was prepared (someone wrote it meanwhile); the next run \
+                         issues it"
+                    .into(),
+            })
+        }
+        None => issue_bundle(policy, ctx.signer, cluster, opts, rng)?,
+    };
+    writer.write_bundle(secret, &issued)
+}
+
+/// Issues a cluster's intermediate (with the policy's trust bundle), without writing it.
+fn issue_bundle(
     policy: &Policy,
     signer: &SigningCa,
     cluster: &str,
-    secret: &SecretRef,
     opts: &Options,
     rng: &mut dyn Entropy,
 ) -> Result<Cacerts, Error> {
@@ -723,7 +892,7 @@ fn issue_and_write(
         issued = meshca::with_trust_bundle(&issued, policy.rotation.trust_bundle(signer), now)
             .map_err(Error::core(format!("trust bundle for {cluster}")))?;
     }
-    opts.writer(store, policy).write_bundle(secret, &issued)
+    Ok(issued)
 }
 
 /// Serde helpers: timestamps as RFC 3339 strings.

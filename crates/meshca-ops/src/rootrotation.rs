@@ -137,6 +137,16 @@ pub enum Refusal {
         /// Its phase.
         phase: PhaseName,
     },
+    /// The fleet publishes a CRL set (a revocation was made): rotating the root would need a
+    /// CRL of the new root and of every intermediate under it in every cluster at each step.
+    #[error(
+        "this policy's fleet publishes CRLs (a cluster CA was revoked, {location}); root rotation does not carry \
+         them yet, so meshca will not start one: every chain would lose its CRL and Envoy would refuse it"
+    )]
+    RevocationsInUse {
+        /// The revocation list's Secret.
+        location: String,
+    },
     /// The policy's `rootRotation` drives rotation for this policy.
     #[error(
         "the policy's spec.config.rootRotation drives root rotation for this policy; edit it instead of starting one \
@@ -337,6 +347,7 @@ pub fn start(
     if policy.root_rotation.is_some() {
         return Err(Refusal::DrivenByPolicy.into());
     }
+    refuse_with_revocations(store, policy, mgmt)?;
     let rotation = RootRotation::start(current, new, dwell).map_err(Error::core("starting the root rotation"))?;
     let w = writer(store, policy, opts);
     let next = next_signer_secret(policy, mgmt);
@@ -595,6 +606,7 @@ fn resolve(store: &dyn Store, policy: &Policy, opts: &Options) -> Result<Todo, E
             idle(None, vec![note])
         }
         _ => {
+            refuse_with_revocations(store, policy, mgmt)?;
             let rotation = RootRotation::start(&old, &new, auto.dwell)
                 .map_err(Error::core("spec.config.rootRotation.newMgmtServerCa"))?;
             let stored = Stored {
@@ -607,6 +619,14 @@ fn resolve(store: &dyn Store, policy: &Policy, opts: &Options) -> Result<Todo, E
             Ok(Todo::Rotate { stored: Box::new(stored), notice: Some(Notice::StartedByPolicy) })
         }
     }
+}
+
+fn refuse_with_revocations(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<(), Error> {
+    let secret = crate::revocation::list_secret(policy, mgmt);
+    if store.read(&secret)?.is_some() {
+        return Err(Refusal::RevocationsInUse { location: store.location(&secret) }.into());
+    }
+    Ok(())
 }
 
 /// Applies the current phase of the rotation under way (starting or rolling back one the policy

@@ -14,7 +14,7 @@
 
 use time::OffsetDateTime;
 
-use meshca::{Cacerts, Files, Layout, SigningCa};
+use meshca::{Cacerts, Crl, Files, Layout, SigningCa, CA_CRL};
 
 use crate::error::Error;
 use crate::policy::Policy;
@@ -48,6 +48,7 @@ pub struct Writer<'a> {
     generation: Option<i64>,
     now: OffsetDateTime,
     dry_run: bool,
+    crls: Option<&'a [u8]>,
 }
 
 impl std::fmt::Debug for Writer<'_> {
@@ -69,7 +70,16 @@ impl<'a> Writer<'a> {
         now: OffsetDateTime,
         dry_run: bool,
     ) -> Self {
-        Writer { store, policy, generation, now, dry_run }
+        Writer { store, policy, generation, now, dry_run, crls: None }
+    }
+
+    /// The same writer, putting the fleet's CRL set (`ca-crl.pem`, see [`crate::revocation`])
+    /// into every bundle it writes. Each bundle's set is checked against that bundle's path
+    /// first ([`meshca::check_crl_set`]): a CRL for each of its CAs, current, signed by it, and
+    /// none of its CAs revoked.
+    pub fn with_crls(mut self, crls: Option<&'a [u8]>) -> Self {
+        self.crls = crls;
+        self
     }
 
     /// Whether this writer writes nothing.
@@ -95,15 +105,27 @@ impl<'a> Writer<'a> {
     /// validated bundle that would have been written).
     pub fn write_bundle(&self, secret: &SecretRef, bundle: &Cacerts) -> Result<Cacerts, Error> {
         let cluster = &secret.cluster;
-        let files = bundle.to_files(Layout::Istio);
+        let mut files = bundle.to_files(Layout::Istio);
         let checked =
             Cacerts::from_files(&files, self.now).map_err(Error::core(format!("new bundle for {cluster}")))?;
+        if let Some(pem) = self.crls {
+            check_crls(pem, &checked, self.now).map_err(Error::core(format!("new bundle for {cluster}")))?;
+            files.insert(CA_CRL, pem.to_vec());
+        }
         if self.dry_run {
             return Ok(checked);
         }
         self.store.write(secret, &files, &self.meta(Some(&checked)))?;
         let landed = self.read_back(secret)?;
-        Cacerts::from_files(&landed, self.now).map_err(Error::core(format!("bundle written for {cluster}")))
+        let bundle =
+            Cacerts::from_files(&landed, self.now).map_err(Error::core(format!("bundle written for {cluster}")))?;
+        if landed.get(CA_CRL) != self.crls {
+            return Err(Error::Store {
+                location: self.store.location(secret),
+                detail: format!("the {CA_CRL} read back differs from the one just written"),
+            });
+        }
+        Ok(bundle)
     }
 
     /// Writes a signing CA (the management cluster's CA material) after checking that it
@@ -141,10 +163,35 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
+    /// The CRL set this writer adds to bundles.
+    pub fn crls(&self) -> Option<&'a [u8]> {
+        self.crls
+    }
+
     fn read_back(&self, secret: &SecretRef) -> Result<Files, Error> {
         self.store.read(secret)?.ok_or_else(|| Error::Store {
             location: self.store.location(secret),
             detail: "the Secret just written is not there".into(),
         })
     }
+}
+
+/// Checks a CRL set against the bundle it goes with: every CRL parses and is current at `now`,
+/// and the bundle's own path is covered and not revoked.
+pub fn check_crls(pem: &[u8], bundle: &Cacerts, now: OffsetDateTime) -> Result<(), meshca::Error> {
+    let crls = Crl::from_pem_all(pem, CA_CRL)?;
+    for crl in &crls {
+        if now < crl.this_update() || now >= crl.next_update() {
+            return Err(meshca::Error::Crl {
+                file: CA_CRL.into(),
+                detail: format!(
+                    "the CRL of {} is valid from {} to {}, not now",
+                    crl.issuer(),
+                    meshca::format_time(crl.this_update()),
+                    meshca::format_time(crl.next_update())
+                ),
+            });
+        }
+    }
+    meshca::check_crl_set(&crls, bundle.path(), now, CA_CRL)
 }

@@ -432,6 +432,12 @@ impl Certificate {
         }
     }
 
+    /// Whether `issuer` issued this certificate: its name is this one's issuer and its key
+    /// verifies the signature.
+    pub fn is_issued_by(&self, issuer: &Certificate) -> bool {
+        self.issuer_der() == issuer.subject_der() && self.verify_signed_by(issuer).is_ok()
+    }
+
     /// Verifies this certificate's signature with `issuer`'s public key.
     pub fn verify_signed_by(&self, issuer: &Certificate) -> core::result::Result<(), SignatureError> {
         let key_type = issuer.key_type().ok_or(SignatureError::Unsupported)?;

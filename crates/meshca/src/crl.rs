@@ -113,6 +113,11 @@ impl Revoked {
         Revoked { serial: cert.serial_bytes().to_vec(), revoked_at: at, reason: Some(reason) }
     }
 
+    /// An entry for the serial `serial` (DER INTEGER content), revoked at `at` for `reason`.
+    pub fn of_serial(serial: Vec<u8>, at: OffsetDateTime, reason: RevocationReason) -> Self {
+        Revoked { serial, revoked_at: at, reason: Some(reason) }
+    }
+
     /// The serial as colon-free lowercase hex (as `openssl crl -text` shows it, without colons).
     pub fn serial_hex(&self) -> String {
         self.serial.iter().map(|b| format!("{b:02x}")).collect()

@@ -8,6 +8,7 @@ pub(crate) mod intermediate;
 pub(crate) mod leaf;
 pub(crate) mod quickstart;
 pub(crate) mod reconcile;
+pub(crate) mod revoke;
 pub(crate) mod root_ca;
 pub(crate) mod rotate;
 pub(crate) mod rotate_root;

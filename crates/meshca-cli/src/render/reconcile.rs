@@ -110,6 +110,18 @@ pub(crate) fn render_report(r: &Report, pol: &policy::Policy, verbose: bool) -> 
     if pol.auto_restart_pods && r.clusters.iter().any(|c| matches!(c.action, Action::Issued | Action::Rotated)) {
         s.push_str("note: autoRestartPods is set; the directory store cannot restart istiod, restart it where the bundle was applied\n");
     }
+    if let Some(c) = &r.crl {
+        s.push_str(&format!(
+            "CRL set: {} CRLs, {} revoked CA{}, root CRL #{} valid until {} (reconcile re-signs it before then); \
+             list in {}\n",
+            c.crls,
+            c.revoked.len(),
+            if c.revoked.len() == 1 { "" } else { "s" },
+            c.crl_number,
+            c.next_update.map(meshca::format_time).unwrap_or_else(|| "-".into()),
+            c.location
+        ));
+    }
     for n in &r.notes {
         s.push_str(&format!("note: {n}\n"));
     }

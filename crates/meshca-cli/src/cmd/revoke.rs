@@ -1,0 +1,281 @@
+//! `meshca revoke`, `meshca unrevoke` and `meshca crl`: revoke a compromised cluster CA (a new
+//! key and intermediate for it at once, and a CRL set every cluster's bundle carries, so every
+//! other cluster refuses what the old one signed), take a revocation back, show the list.
+//!
+//! The fleet's list and CRL set live beside the policy, in the Secret `<policy>-revocations` of
+//! the management cluster (docs/istiod-crl.md has why the set holds one CRL per CA).
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use time::OffsetDateTime;
+
+use meshca::RevocationReason;
+use meshca_ops::reconcile::Options;
+use meshca_ops::revocation::{self, RevocationReport, Selector};
+use meshca_ops::store::{DirStore, Store};
+
+use crate::args::{LockArgs, StoreArgs};
+use crate::failure::{refused, usage, CmdResult, Failure};
+use crate::io::{check_future_at, load_policy, lock_store, open_store, Opened};
+use crate::render::render_report;
+
+/// The flags every revocation command shares: where the fleet is, and how to act.
+#[derive(Args, Debug)]
+pub(crate) struct FleetArgs {
+    #[command(flatten)]
+    pub(crate) pkcs11: crate::args::Pkcs11Args,
+    #[command(flatten)]
+    pub(crate) target: StoreArgs,
+    /// Another cluster of the fleet, which must get the new CRL set; repeat for each. With the
+    /// directory store, every cluster with a cacerts is one already. With --kube:
+    /// NAME=CONTEXT, and every workload cluster must be named (a cluster left out keeps
+    /// accepting the revoked CA).
+    #[arg(long = "peer", value_name = "NAME")]
+    pub(crate) peers: Vec<String>,
+    /// Act as if at this time (RFC 3339).
+    #[arg(long, value_parser = crate::args::time)]
+    pub(crate) at: Option<OffsetDateTime>,
+    /// Show what would change; write nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) lock: LockArgs,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RevokeArgs {
+    /// The cluster whose intermediate is compromised. With --kube: NAME=CONTEXT.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) cluster: String,
+    /// Why: keyCompromise (the default), superseded or cessationOfOperation.
+    #[arg(long, default_value = "keyCompromise", value_parser = parse_reason)]
+    pub(crate) reason: RevocationReason,
+    #[command(flatten)]
+    pub(crate) fleet: FleetArgs,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct UnrevokeArgs {
+    /// Take back every revocation of this cluster's CAs. With --kube: NAME=CONTEXT.
+    #[arg(long, value_name = "NAME", required_unless_present = "serial", conflicts_with = "serial")]
+    pub(crate) cluster: Option<String>,
+    /// Take back the revocation of this serial (hex, as `meshca crl show` prints it).
+    #[arg(long, value_name = "HEX")]
+    pub(crate) serial: Option<String>,
+    #[command(flatten)]
+    pub(crate) fleet: FleetArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum CrlCommand {
+    /// Take back every revocation: publish a CRL set without entries (never an empty file:
+    /// istiod keeps the last CRL it read, istio#61073).
+    Clear(FleetArgs),
+    /// Show the revocation list and the CRL set as stored beside the policy.
+    Show(ShowArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ShowArgs {
+    #[command(flatten)]
+    pub(crate) target: StoreArgs,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+fn parse_reason(s: &str) -> Result<RevocationReason, String> {
+    s.parse().map_err(|e: meshca::Error| e.to_string())
+}
+
+/// The fleet's clusters: `cluster` (if any) and the peers, or with the directory store every
+/// cluster holding a cacerts.
+fn fleet_clusters(f: &FleetArgs, cluster: Option<&str>) -> Result<Vec<String>, Failure> {
+    let mgmt = f.target.mgmt_cluster.split('=').next().unwrap_or(&f.target.mgmt_cluster).to_owned();
+    let name = |spec: &str| spec.split('=').next().unwrap_or(spec).to_owned();
+    let mut out: Vec<String> = cluster.map(str::to_owned).into_iter().collect();
+    for spec in &f.peers {
+        if out.iter().any(|c| name(c) == name(spec)) {
+            return Err(usage(format!("--peer {}: named twice", name(spec))));
+        }
+        out.push(spec.clone());
+    }
+    if let (Some(dir), false) = (&f.target.store, f.target.kube.kube) {
+        for c in DirStore::new(dir).clusters_with_cacerts()? {
+            if c != mgmt && !out.iter().any(|o| name(o) == c) {
+                out.push(c);
+            }
+        }
+    } else if f.peers.is_empty() && cluster.is_some() {
+        return Err(usage(
+            "with --kube, name every other workload cluster with --peer NAME=CONTEXT: each must get the CRL set, or \
+             it keeps accepting the revoked CA",
+        ));
+    }
+    for c in &out {
+        meshca::validate_cluster_name(&name(c)).map_err(|e| usage(format!("--cluster/--peer: {e}")))?;
+        if name(c) == mgmt {
+            return Err(usage(format!("cluster `{}` is the management cluster (--mgmt-cluster)", name(c))));
+        }
+    }
+    if out.is_empty() {
+        return Err(refused("no workload cluster to publish the CRL set to"));
+    }
+    Ok(out)
+}
+
+fn act(
+    f: &FleetArgs,
+    cluster: Option<&str>,
+    verb: &str,
+    run: impl FnOnce(&dyn Store, &meshca_ops::policy::Policy, &Options) -> Result<RevocationReport, meshca_ops::Error>,
+) -> CmdResult {
+    let now = crate::args::now_or(f.at);
+    let future = check_future_at(now, f.target.kube.kube, f.dry_run)?;
+    let pol = load_policy(&f.target.policy)?;
+    let token = f.pkcs11.token(&pol, &f.target.policy)?;
+    let clusters = fleet_clusters(f, cluster)?;
+    let opened: Opened = open_store(&f.target, &clusters)?;
+    let _lock = match &f.target.store {
+        Some(dir) if !f.dry_run => Some(lock_store(&DirStore::new(dir), &f.lock, verb)?),
+        _ => None,
+    };
+    let mut opts = Options::new(now, opened.clusters.clone());
+    opts.dry_run = f.dry_run;
+    opts.mgmt_cluster = opened.mgmt.clone();
+    opts.token = token;
+    let report = run(opened.store.as_ref(), &pol, &opts)?;
+    if f.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", render_entries(verb, &report, f.dry_run));
+        print!("{}", render_report(&report.run, &pol, true));
+    }
+    if future && !f.dry_run {
+        eprintln!(
+            "note: --at {} is in the future: the store now holds a CRL not valid before then",
+            meshca::format_time(now)
+        );
+    }
+    Ok(if report.run.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub(crate) fn run_revoke(a: RevokeArgs) -> CmdResult {
+    let name = a.cluster.split('=').next().unwrap_or(&a.cluster).to_owned();
+    act(&a.fleet, Some(&a.cluster), "revoke", |store, pol, opts| {
+        revocation::revoke(store, pol, opts, &name, a.reason, &mut meshca::OsRng, &mut |_, _| {})
+    })
+}
+
+pub(crate) fn run_unrevoke(a: UnrevokeArgs) -> CmdResult {
+    let which = match (&a.cluster, &a.serial) {
+        (Some(c), _) => Selector::Cluster(c.split('=').next().unwrap_or(c).to_owned()),
+        (None, Some(s)) => Selector::Serial(s.clone()),
+        (None, None) => return Err(usage("give --cluster NAME or --serial HEX")),
+    };
+    act(&a.fleet, a.cluster.as_deref(), "unrevoke", |store, pol, opts| {
+        revocation::unrevoke(store, pol, opts, &which, &mut meshca::OsRng, &mut |_, _| {})
+    })
+}
+
+pub(crate) fn run_crl(c: CrlCommand) -> CmdResult {
+    match c {
+        CrlCommand::Clear(f) => act(&f, None, "crl clear", |store, pol, opts| {
+            revocation::unrevoke(store, pol, opts, &Selector::All, &mut meshca::OsRng, &mut |_, _| {})
+        }),
+        CrlCommand::Show(a) => show(a),
+    }
+}
+
+fn show(a: ShowArgs) -> CmdResult {
+    let pol = load_policy(&a.target.policy)?;
+    let opened = open_store(&a.target, &[])?;
+    let store = opened.store.as_ref();
+    let secret = revocation::list_secret(&pol, &opened.mgmt);
+    let location = store.location(&secret);
+    let Some(fleet) = revocation::load(store, &pol, &opened.mgmt)? else {
+        if a.json {
+            println!("null");
+        } else {
+            println!("no revocation was ever made for policy {} ({location} does not exist)", pol.name);
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    if a.json {
+        #[derive(serde::Serialize)]
+        struct Shown<'a> {
+            location: &'a str,
+            list: &'a revocation::RevocationList,
+            crls: Vec<CrlShown>,
+        }
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct CrlShown {
+            issuer: String,
+            entries: usize,
+            this_update: String,
+            next_update: String,
+        }
+        let crls = fleet
+            .crls()
+            .iter()
+            .map(|c| CrlShown {
+                issuer: c.issuer(),
+                entries: c.entries().len(),
+                this_update: meshca::format_time(c.this_update()),
+                next_update: meshca::format_time(c.next_update()),
+            })
+            .collect();
+        let shown = Shown { location: &location, list: &fleet.list, crls };
+        println!("{}", serde_json::to_string_pretty(&shown).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("revocation list {location} (root CRL number {})", fleet.list.crl_number);
+    print!("{}", render_list(&fleet.list.revoked));
+    println!("CRL set ({} CRLs, in every cluster's ca-crl.pem):", fleet.crls().len());
+    for c in fleet.crls() {
+        println!(
+            "  {}  {} entr{}  next update {}",
+            c.issuer(),
+            c.entries().len(),
+            if c.entries().len() == 1 { "y" } else { "ies" },
+            meshca::format_time(c.next_update())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_list(revoked: &[revocation::RevokedCa]) -> String {
+    if revoked.is_empty() {
+        return "  no CA is revoked\n".into();
+    }
+    let mut s = String::new();
+    for r in revoked {
+        s.push_str(&format!(
+            "  {}  serial {}  {}  revoked {}  ({})\n",
+            r.cluster,
+            r.serial,
+            r.subject,
+            meshca::format_time(r.revoked_at),
+            r.reason
+        ));
+    }
+    s
+}
+
+fn render_entries(verb: &str, r: &RevocationReport, dry_run: bool) -> String {
+    let done = match (verb, dry_run) {
+        ("revoke", false) => "revoked",
+        ("revoke", true) => "would revoke",
+        (_, false) => "took back",
+        (_, true) => "would take back",
+    };
+    if r.entries.is_empty() {
+        return format!("{done}: nothing (the list was empty); the CRL set is republished\n");
+    }
+    format!("{done}:\n{}", render_list(&r.entries))
+}

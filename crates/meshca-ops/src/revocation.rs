@@ -1,0 +1,524 @@
+//! Revoking a cluster CA: the fleet's revocation list, stored beside the policy, and the CRL set
+//! (`ca-crl.pem`) every cluster's bundle carries once a revocation was ever made.
+//!
+//! The set holds what Envoy needs for every chain of the fleet to verify (docs/istiod-crl.md):
+//! one CRL signed by the root, listing the revoked cluster intermediates, re-signed well before
+//! its nextUpdate; and one entry-less CRL per cluster intermediate whose workloads may still be
+//! in use, signed with that intermediate's key when meshca first sees it (or issues it), valid
+//! until the intermediate expires. A revoked intermediate keeps its own CRL in the set, so taking
+//! the revocation back (`unrevoke`) makes what it signed verify again.
+//!
+//! Once the set exists it is never withdrawn: istiod keeps the last non-empty CRL it read
+//! (istio#61073), so taking every revocation back publishes a set with no entries instead.
+//!
+//! The list and the set live in one Secret, `<policy>-revocations` in the policy's namespace of
+//! the management cluster (`revocations.json` and `ca-crl.pem`), written through the one
+//! [`Writer`] before any bundle that depends on it.
+
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use meshca::{Cacerts, Certificate, Crl, Files, RevocationReason, Revoked, SigningCa, CA_CRL};
+
+use crate::error::Error;
+use crate::policy::Policy;
+use crate::store::{SecretRef, Store};
+use crate::writer::Writer;
+
+/// The revocation list's file in its Secret.
+pub const REVOCATIONS_FILE: &str = "revocations.json";
+
+/// How long a root CRL is valid (its nextUpdate minus its thisUpdate).
+pub const ROOT_CRL_VALIDITY: Duration = Duration::days(7);
+
+/// A root CRL is re-signed once less than this is left before its nextUpdate, so every
+/// cluster holds a fresh one days before the old one goes stale.
+pub const ROOT_CRL_REFRESH: Duration = Duration::days(4);
+
+/// thisUpdate is backdated by this much, for consumers whose clocks run slightly behind.
+const BACKDATE: Duration = Duration::minutes(5);
+
+/// The most entries the list may hold (a 50 MB list would be refused by the store's size bound
+/// first; this keeps the CRL every proxy loads small).
+pub const MAX_REVOKED: usize = 10_000;
+
+/// Where a policy's revocation list and CRL set live.
+pub fn list_secret(policy: &Policy, mgmt: &str) -> SecretRef {
+    SecretRef::new(mgmt, &policy.namespace, &format!("{}-revocations", policy.name))
+}
+
+/// One revoked cluster intermediate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct RevokedCa {
+    /// The cluster it was issued for.
+    pub cluster: String,
+    /// Its serial number, lowercase hex without separators.
+    pub serial: String,
+    /// Its subject.
+    pub subject: String,
+    /// Its issuer (the root that lists it).
+    pub issuer: String,
+    /// SHA-256 of the certificate.
+    pub fingerprint: String,
+    /// Its notAfter (after it, the entry could be dropped).
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// When it was revoked.
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+    /// Why: `keyCompromise`, `superseded` or `cessationOfOperation`.
+    pub reason: String,
+}
+
+impl RevokedCa {
+    /// The entry for `cert` of `cluster`, revoked at `at` for `reason`.
+    pub fn of(cluster: &str, cert: &Certificate, at: OffsetDateTime, reason: RevocationReason) -> Self {
+        RevokedCa {
+            cluster: cluster.to_owned(),
+            serial: hex(cert.serial_bytes()),
+            subject: cert.subject(),
+            issuer: cert.issuer(),
+            fingerprint: cert.fingerprint_sha256(),
+            not_after: cert.not_after(),
+            revoked_at: at,
+            reason: reason.name().to_owned(),
+        }
+    }
+
+    /// Whether this entry is `cert`.
+    pub fn is(&self, cert: &Certificate) -> bool {
+        self.serial == hex(cert.serial_bytes()) && self.issuer == cert.issuer()
+    }
+
+    fn to_core(&self) -> Result<Revoked, String> {
+        let serial = unhex(&self.serial).ok_or_else(|| format!("serial `{}` is not hex", clip(&self.serial)))?;
+        let reason: RevocationReason = self.reason.parse().map_err(|e: meshca::Error| e.to_string())?;
+        Ok(Revoked::of_serial(serial, self.revoked_at, reason))
+    }
+}
+
+/// The stored list.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RevocationList {
+    /// The revoked intermediates, oldest first.
+    #[serde(default)]
+    pub revoked: Vec<RevokedCa>,
+    /// The CRL number of the newest root CRL (RFC 5280 5.2.3: it only grows).
+    #[serde(default)]
+    pub crl_number: u64,
+}
+
+/// Why a revocation command was refused. Each says what to do instead.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The signing CA is not a root: the CRL that revokes an intermediate is its issuer's.
+    #[error(
+        "the signing CA ({signer}) is not a root: with CRLs in use, every CA of a chain needs one, and the CRL of \
+         {signer} can only come from the PKI above it; revocation needs a self-signed signing CA"
+    )]
+    SignerNotRoot {
+        /// The signing CA's subject.
+        signer: String,
+    },
+    /// A root rotation is under way.
+    #[error("a root rotation is under way; finish or roll it back before revoking, or the two would fight over the trust bundles")]
+    RootRotationUnderWay,
+    /// The cluster is not one of the run's clusters.
+    #[error("{cluster} is not one of this policy's clusters ({known})")]
+    UnknownCluster {
+        /// The cluster asked for.
+        cluster: String,
+        /// The clusters known.
+        known: String,
+    },
+    /// The cluster has no bundle to revoke.
+    #[error("{cluster} has no cacerts at {location} to revoke; nothing it holds could be trusted")]
+    NoBundle {
+        /// The cluster.
+        cluster: String,
+        /// Its cacerts.
+        location: String,
+    },
+    /// The cluster's CA was not issued by this policy's signing CA.
+    #[error(
+        "{cluster}'s ca-cert.pem is issued by {issuer}, not by this policy's signing CA {signer}: its CRL is not ours \
+         to sign, so revoking it here would make no one refuse it"
+    )]
+    NotIssuedBySigner {
+        /// The cluster.
+        cluster: String,
+        /// Its CA's issuer.
+        issuer: String,
+        /// The signing CA.
+        signer: String,
+    },
+    /// The cluster's current CA is on the list already (a revocation whose re-issue failed):
+    /// a plain reconcile replaces it.
+    #[error("{cluster}'s current CA (serial {serial}) is revoked already; reconcile to replace it")]
+    AlreadyRevoked {
+        /// The cluster.
+        cluster: String,
+        /// The serial.
+        serial: String,
+    },
+    /// Nothing on the list matches.
+    #[error("no revoked CA matches {what}; the list holds {held}")]
+    NotRevoked {
+        /// What was asked for.
+        what: String,
+        /// What the list holds.
+        held: String,
+    },
+    /// The list is full.
+    #[error("the revocation list holds {MAX_REVOKED} entries already; clear entries whose CAs have expired")]
+    Full,
+}
+
+/// The revocation list with its CRL set, as a run uses it.
+#[derive(Clone, Debug)]
+pub struct Fleet {
+    /// The list.
+    pub list: RevocationList,
+    /// The CRL set: the root's CRL, then one per intermediate in use.
+    crls: Vec<Crl>,
+    changed: bool,
+}
+
+/// What the fleet's CRL set holds, for reports.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct CrlSummary {
+    /// Revoked intermediates.
+    pub revoked: Vec<RevokedCa>,
+    /// The root CRL's number.
+    pub crl_number: u64,
+    /// The root CRL's nextUpdate: it is re-signed before then.
+    #[serde(with = "crate::reconcile::rfc3339_opt")]
+    pub next_update: Option<OffsetDateTime>,
+    /// How many CRLs the set holds (the root's and one per intermediate in use).
+    pub crls: usize,
+    /// Where the list lives.
+    pub location: String,
+}
+
+/// Reads the stored list and CRL set; `None` when no revocation was ever made.
+pub fn load(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<Option<Fleet>, Error> {
+    let secret = list_secret(policy, mgmt);
+    let Some(files) = store.read(&secret)? else { return Ok(None) };
+    let location = store.location(&secret);
+    let bad = |detail: String| Error::RevocationList { location: location.clone(), detail };
+    let raw = files.get(REVOCATIONS_FILE).ok_or_else(|| bad(format!("no {REVOCATIONS_FILE}")))?;
+    let list: RevocationList = serde_json::from_slice(raw)
+        .map_err(|e| bad(format!("{REVOCATIONS_FILE} is not valid: {}", crate::error::redact(&e.to_string()))))?;
+    if list.revoked.len() > MAX_REVOKED {
+        return Err(bad(format!("{REVOCATIONS_FILE} holds more than {MAX_REVOKED} entries")));
+    }
+    for r in &list.revoked {
+        r.to_core().map_err(|e| bad(format!("{REVOCATIONS_FILE}: {e}")))?;
+    }
+    let crls = match files.get(CA_CRL) {
+        Some(pem) => Crl::from_pem_all(pem, CA_CRL).map_err(|e| bad(e.to_string()))?,
+        None => Vec::new(),
+    };
+    Ok(Some(Fleet { list, crls, changed: false }))
+}
+
+impl Fleet {
+    /// A fleet with `list` and the CRLs stored before (if any); `changed` so it is saved.
+    pub fn with_list(stored: Option<Fleet>, list: RevocationList) -> Self {
+        let crls = stored.map(|f| f.crls).unwrap_or_default();
+        Fleet { list, crls, changed: true }
+    }
+
+    /// Whether `cert` is on the list.
+    pub fn is_revoked(&self, cert: &Certificate) -> bool {
+        self.list.revoked.iter().any(|r| r.is(cert))
+    }
+
+    /// The CRL set as `ca-crl.pem` holds it.
+    pub fn crl_pem(&self) -> Vec<u8> {
+        self.crls.iter().map(Crl::to_pem).collect::<String>().into_bytes()
+    }
+
+    /// The CRLs.
+    pub fn crls(&self) -> &[Crl] {
+        &self.crls
+    }
+
+    /// What the set holds, for a report.
+    pub fn summary(&self, location: String, signer: &SigningCa) -> CrlSummary {
+        let root = self.crls.iter().find(|c| c.is_issued_by_name(signer.bundle().ca_cert()));
+        CrlSummary {
+            revoked: self.list.revoked.clone(),
+            crl_number: self.list.crl_number,
+            next_update: root.map(Crl::next_update),
+            crls: self.crls.len(),
+            location,
+        }
+    }
+
+    /// Brings the root's CRL up to date with the list (re-signing it when an entry changed,
+    /// when it is due for refresh, or when it does not verify under `signer`), and drops the
+    /// intermediates' CRLs that expired.
+    pub fn refresh_root(&mut self, signer: &SigningCa, now: OffsetDateTime) -> Result<(), Error> {
+        let root = signer.bundle().ca_cert();
+        if !root.is_self_signed() {
+            return Err(Refusal::SignerNotRoot { signer: root.subject() }.into());
+        }
+        let entries = self
+            .list
+            .revoked
+            .iter()
+            .map(|r| r.to_core().map_err(|detail| Error::RevocationList { location: REVOCATIONS_FILE.into(), detail }))
+            .collect::<Result<Vec<Revoked>, Error>>()?;
+        let before = self.crls.len();
+        self.crls.retain(|c| c.is_issued_by_name(root) || c.next_update() > now);
+        self.changed |= self.crls.len() != before;
+        let current = self.crls.iter().position(|c| c.is_issued_by_name(root));
+        let fresh = current.map(|i| &self.crls[i]).is_some_and(|c| {
+            c.check(root, now, CA_CRL).is_ok()
+                && c.next_update() - now > ROOT_CRL_REFRESH
+                && same_serials(&c.entries(), &entries)
+        });
+        if fresh {
+            return Ok(());
+        }
+        let number = self.list.crl_number + 1;
+        let this_update = (now - BACKDATE).max(root.not_before());
+        let next_update = (now + ROOT_CRL_VALIDITY).min(root.not_after());
+        let crl = signer
+            .sign_crl(&entries, this_update, next_update, number)
+            .map_err(Error::core("the root's CRL".to_owned()))?;
+        self.list.crl_number = number;
+        match current {
+            Some(i) => self.crls[i] = crl,
+            None => self.crls.insert(0, crl),
+        }
+        self.changed = true;
+        Ok(())
+    }
+
+    /// Makes sure the set holds a current CRL of `bundle`'s intermediate, signing an entry-less
+    /// one valid until the intermediate expires with `bundle`'s own key if not. A CRL of the
+    /// same name that does not verify under it (an older intermediate of that name) is dropped.
+    pub fn cover(&mut self, bundle: &Cacerts, now: OffsetDateTime) -> Result<(), Error> {
+        let ca = bundle.ca_cert();
+        if self.crls.iter().any(|c| c.is_issued_by_name(ca) && c.check(ca, now, CA_CRL).is_ok()) {
+            return Ok(());
+        }
+        self.crls.retain(|c| !c.is_issued_by_name(ca));
+        let this_update = (now - BACKDATE).max(ca.not_before());
+        let crl = SigningCa::new(bundle.clone())
+            .sign_crl(&[], this_update, ca.not_after(), 1)
+            .map_err(Error::core(format!("the CRL of {}", ca.subject())))?;
+        self.crls.push(crl);
+        self.changed = true;
+        Ok(())
+    }
+
+    /// Saves the list and set if they changed (on a dry run, nothing).
+    pub fn save(&mut self, writer: &Writer<'_>, policy: &Policy, mgmt: &str) -> Result<(), Error> {
+        if !self.changed {
+            return Ok(());
+        }
+        let mut files = Files::new();
+        files.insert(REVOCATIONS_FILE, serde_json::to_vec_pretty(&self.list).unwrap_or_default());
+        files.insert(CA_CRL, self.crl_pem());
+        writer.write_state(&list_secret(policy, mgmt), &files)?;
+        self.changed = false;
+        Ok(())
+    }
+}
+
+fn same_serials(a: &[Revoked], b: &[Revoked]) -> bool {
+    let key = |r: &Revoked| {
+        let s = &r.serial;
+        let start = s.iter().position(|&b| b != 0).unwrap_or(s.len());
+        (s[start..].to_vec(), r.reason.map(RevocationReason::name))
+    };
+    let mut x: Vec<_> = a.iter().map(key).collect();
+    let mut y: Vec<_> = b.iter().map(key).collect();
+    x.sort();
+    y.sort();
+    x == y
+}
+
+/// Lowercase hex without separators.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let s: String = s.chars().filter(|c| *c != ':').collect();
+    if s.is_empty() || s.len() % 2 != 0 || s.len() > 42 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Normalizes a serial given by a user (`AB:CD`, `abcd`, leading zeros) for comparison.
+pub fn normalize_serial(s: &str) -> Option<String> {
+    let bytes = unhex(s.trim())?;
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    Some(hex(&bytes[start..]))
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// What `revoke` or `unrevoke` did: the entries it added or took back, and the run that
+/// re-issued and published.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct RevocationReport {
+    /// Entries added (revoke) or taken back (unrevoke).
+    pub entries: Vec<RevokedCa>,
+    /// The run: the revoked cluster re-issued, every bundle given the new CRL set.
+    pub run: crate::reconcile::Report,
+}
+
+/// Which entries `unrevoke` takes back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Selector {
+    /// Every entry of this cluster.
+    Cluster(String),
+    /// The entry with this serial (hex, colons allowed).
+    Serial(String),
+    /// Every entry (`crl clear`).
+    All,
+}
+
+/// Revokes `cluster`'s current intermediate: records it (serial, issuer, fingerprint, time,
+/// reason) on the list, and runs the policy with it, which re-issues the cluster with a new key
+/// at once, re-signs the root's CRL, and writes the CRL set to every other cluster before the
+/// new intermediate. With `opts.dry_run`, plans it all and writes nothing.
+pub fn revoke(
+    store: &dyn Store,
+    policy: &Policy,
+    opts: &crate::reconcile::Options,
+    cluster: &str,
+    reason: RevocationReason,
+    rng: &mut dyn meshca::Entropy,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RevocationReport, Error> {
+    refuse_during_root_rotation(store, policy, opts)?;
+    if !opts.clusters.iter().any(|c| c == cluster) {
+        return Err(Refusal::UnknownCluster { cluster: cluster.to_owned(), known: opts.clusters.join(", ") }.into());
+    }
+    let secret = SecretRef::cacerts(cluster);
+    let location = store.location(&secret);
+    let no_bundle = || Refusal::NoBundle { cluster: cluster.to_owned(), location: location.clone() };
+    let files = store.read(&secret)?.ok_or_else(no_bundle)?;
+    // The CA certificate alone: a bundle broken otherwise (a tampered key) is still revocable.
+    let ca = meshca::parse_certificates(files.get(meshca::CA_CERT).ok_or_else(no_bundle)?, meshca::CA_CERT)
+        .map_err(Error::core(format!("{cluster}'s cacerts")))?
+        .into_iter()
+        .next()
+        .ok_or_else(no_bundle)?;
+    let (signer, _) = crate::reconcile::load_signer(store, policy, opts, rng)?;
+    let signer_ca = signer.bundle().ca_cert();
+    if !signer_ca.is_self_signed() {
+        return Err(Refusal::SignerNotRoot { signer: signer_ca.subject() }.into());
+    }
+    if !ca.is_issued_by(signer_ca) {
+        return Err(Refusal::NotIssuedBySigner {
+            cluster: cluster.to_owned(),
+            issuer: ca.issuer(),
+            signer: signer_ca.subject(),
+        }
+        .into());
+    }
+    let stored = load(store, policy, &opts.mgmt_cluster)?;
+    let mut list = stored.as_ref().map(|f| f.list.clone()).unwrap_or_default();
+    if list.revoked.iter().any(|r| r.is(&ca)) {
+        return Err(Refusal::AlreadyRevoked { cluster: cluster.to_owned(), serial: hex(ca.serial_bytes()) }.into());
+    }
+    if list.revoked.len() >= MAX_REVOKED {
+        return Err(Refusal::Full.into());
+    }
+    let entry = RevokedCa::of(cluster, &ca, opts.now, reason);
+    list.revoked.push(entry.clone());
+    run_with(store, policy, opts, list, vec![entry], rng, progress)
+}
+
+/// Takes entries back off the list and publishes the CRL set without them (never an empty
+/// file: istiod would keep the old CRL, istio#61073). What the revoked intermediates signed
+/// verifies again until it expires; the clusters keep the intermediates they have now.
+pub fn unrevoke(
+    store: &dyn Store,
+    policy: &Policy,
+    opts: &crate::reconcile::Options,
+    which: &Selector,
+    rng: &mut dyn meshca::Entropy,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RevocationReport, Error> {
+    refuse_during_root_rotation(store, policy, opts)?;
+    let stored = load(store, policy, &opts.mgmt_cluster)?;
+    let mut list = stored.map(|f| f.list).unwrap_or_default();
+    let wanted_serial = match which {
+        Selector::Serial(s) => Some(normalize_serial(s).ok_or_else(|| Refusal::NotRevoked {
+            what: format!("serial `{}` (not hex)", clip(s)),
+            held: held(&list),
+        })?),
+        _ => None,
+    };
+    let matches = |r: &RevokedCa| match which {
+        Selector::Cluster(c) => r.cluster == *c,
+        Selector::Serial(_) => normalize_serial(&r.serial) == wanted_serial,
+        Selector::All => true,
+    };
+    let (taken, kept): (Vec<RevokedCa>, Vec<RevokedCa>) = list.revoked.drain(..).partition(|r| matches(r));
+    if taken.is_empty() && *which != Selector::All {
+        let what = match which {
+            Selector::Cluster(c) => format!("cluster {c}"),
+            Selector::Serial(s) => format!("serial {}", clip(s)),
+            Selector::All => unreachable!("handled above"),
+        };
+        list.revoked = kept;
+        return Err(Refusal::NotRevoked { what, held: held(&list) }.into());
+    }
+    list.revoked = kept;
+    run_with(store, policy, opts, list, taken, rng, progress)
+}
+
+fn run_with(
+    store: &dyn Store,
+    policy: &Policy,
+    opts: &crate::reconcile::Options,
+    list: RevocationList,
+    entries: Vec<RevokedCa>,
+    rng: &mut dyn meshca::Entropy,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RevocationReport, Error> {
+    let mut opts = opts.clone();
+    opts.revocations = Some(list);
+    let run = crate::reconcile::reconcile(store, policy, &opts, rng, progress)?;
+    Ok(RevocationReport { entries, run })
+}
+
+fn refuse_during_root_rotation(
+    store: &dyn Store,
+    policy: &Policy,
+    opts: &crate::reconcile::Options,
+) -> Result<(), Error> {
+    if crate::rootrotation::load(store, policy, &opts.mgmt_cluster)?.is_some_and(|s| s.in_progress()) {
+        return Err(Refusal::RootRotationUnderWay.into());
+    }
+    Ok(())
+}
+
+fn held(list: &RevocationList) -> String {
+    if list.revoked.is_empty() {
+        return "no entries".into();
+    }
+    list.revoked.iter().map(|r| format!("{} (serial {})", r.cluster, r.serial)).collect::<Vec<_>>().join(", ")
+}
