@@ -216,7 +216,7 @@ pub struct Report {
     /// Notes about the policy (fields accepted but not acted on here).
     pub notes: Vec<String>,
     /// The fleet's revocation list and CRL set, once a revocation was ever made.
-    pub crl: Option<crate::revocation::CrlSummary>,
+    pub crl: Option<Box<crate::revocation::CrlSummary>>,
 }
 
 impl Report {
@@ -519,7 +519,9 @@ fn reconcile_with(
         trust,
         next_check,
         notes: policy.notes.clone(),
-        crl: fleet.map(|f| f.summary(store.location(&revocation::list_secret(policy, &opts.mgmt_cluster)), &signer)),
+        crl: fleet.map(|f| {
+            Box::new(f.summary(store.location(&revocation::list_secret(policy, &opts.mgmt_cluster)), &signer))
+        }),
     })
 }
 
@@ -651,8 +653,7 @@ fn in_parallel(
             let span = tracing::Span::current();
             scope.spawn(move || {
                 let _entered = span.enter();
-                loop {
-                    let Some(&i) = batch.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+                while let Some(&i) = batch.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let Some(cluster) = opts.clusters.get(i) else { break };
                     let (result, bundle) = reconcile_one(store, policy, ctx, cluster, opts, rng.as_mut());
                     if tx.send((i, result, bundle)).is_err() {

@@ -53,10 +53,28 @@ impl Verified {
     }
 }
 
+/// A bundle as read, with the CRLs its `ca-crl.pem` holds (none without one).
+type Loaded = (Verified, Vec<meshca::Crl>);
+
 /// A bundle directory, or one without a key (a peer's cert-chain.pem and root-cert.pem, or
 /// tls.crt and ca.crt): then every rule but the key match is checked.
-fn load_for_verify(dir: &Path, now: OffsetDateTime) -> Result<Verified, Error> {
+fn load_for_verify(dir: &Path, now: OffsetDateTime) -> Result<Loaded, Error> {
     let files = fs::read_files(dir)?;
+    let v = load_files(&files, dir, now)?;
+    let crls = crls_of(&files, &v, now).map_err(Error::core(dir.display()))?;
+    Ok((v, crls))
+}
+
+/// The bundle's `ca-crl.pem`, checked as Envoy applies it to the bundle's own chain: a current
+/// CRL of each of its CAs, none of them revoked ([`meshca::check_crl_set`]).
+fn crls_of(files: &meshca::Files, v: &Verified, now: OffsetDateTime) -> Result<Vec<meshca::Crl>, meshca::Error> {
+    let Some(pem) = files.get(meshca::CA_CRL) else { return Ok(Vec::new()) };
+    let crls = meshca::Crl::from_pem_all(pem, meshca::CA_CRL)?;
+    meshca::check_crl_set(&crls, v.chain().path(), now, meshca::CA_CRL)?;
+    Ok(crls)
+}
+
+fn load_files(files: &meshca::Files, dir: &Path, now: OffsetDateTime) -> Result<Verified, Error> {
     let public = |chain: &str, roots: &str| files.get(chain).zip(files.get(roots));
     let keyless = !files.contains(meshca::CA_KEY) && !files.contains(meshca::TLS_KEY);
     let found = public(meshca::CERT_CHAIN, meshca::ROOT_CERT).or_else(|| public(meshca::TLS_CRT, meshca::CA_CRT));
@@ -64,9 +82,7 @@ fn load_for_verify(dir: &Path, now: OffsetDateTime) -> Result<Verified, Error> {
         Some((chain, roots)) if keyless => {
             meshca::TrustChain::from_pems(chain, roots, now).map(Verified::Public).map_err(Error::core(dir.display()))
         }
-        _ => {
-            Cacerts::from_files(&files, now).map(|b| Verified::Bundle(Box::new(b))).map_err(Error::core(dir.display()))
-        }
+        _ => Cacerts::from_files(files, now).map(|b| Verified::Bundle(Box::new(b))).map_err(Error::core(dir.display())),
     }
 }
 
@@ -105,7 +121,7 @@ pub(crate) fn run(a: VerifyArgs) -> CmdResult {
     let mut statuses = Vec::new();
     let mut bundles: Vec<(String, Verified)> = Vec::new();
     // Each source: a name to show and the bundle or why it was refused.
-    let mut sources: Vec<(String, Result<Verified, Error>)> =
+    let mut sources: Vec<(String, Result<Loaded, Error>)> =
         a.dirs.iter().map(|d| (d.display().to_string(), load_for_verify(d, now))).collect();
     let mut _rt = None;
     if a.kube.kube {
@@ -120,13 +136,51 @@ pub(crate) fn run(a: VerifyArgs) -> CmdResult {
                     detail: "no cacerts Secret (reconcile this cluster first)".into(),
                 }),
                 Some(files) => {
-                    Cacerts::from_files(&files, now).map(|b| Verified::Bundle(Box::new(b))).map_err(Error::core(&loc))
+                    let v = Cacerts::from_files(&files, now)
+                        .map(|b| Verified::Bundle(Box::new(b)))
+                        .map_err(Error::core(&loc))?;
+                    let crls = crls_of(&files, &v, now).map_err(Error::core(&loc))?;
+                    Ok((v, crls))
                 }
             });
             sources.push((name.clone(), got));
         }
         _rt = Some(rt);
     }
+    // A bundle's CA revoked by another cluster's CRL set fails too: that cluster refuses it.
+    let all_crls: Vec<(String, Vec<meshca::Crl>)> = sources
+        .iter()
+        .filter_map(|(n, l)| l.as_ref().ok().map(|(_, c)| (n.clone(), c.clone())))
+        .filter(|(_, c)| !c.is_empty())
+        .collect();
+    let with_crls = all_crls.len();
+    let sources: Vec<(String, Result<Verified, Error>)> = sources
+        .into_iter()
+        .map(|(name, loaded)| {
+            let checked = loaded.and_then(|(v, _)| {
+                for (other, crls) in &all_crls {
+                    if let Some((crl, ca)) =
+                        v.chain().path().iter().find_map(|ca| crls.iter().find(|c| c.revokes(ca)).map(|c| (c, ca)))
+                    {
+                        return Err(Error::Core {
+                            context: name.clone(),
+                            source: meshca::Error::Crl {
+                                file: format!("{other}/{}", meshca::CA_CRL),
+                                detail: format!(
+                                    "the CRL of {} revokes {}, which this bundle uses: {other} refuses its workloads",
+                                    crl.issuer(),
+                                    ca.subject()
+                                ),
+                            },
+                        });
+                    }
+                }
+                Ok(v)
+            });
+            (name, checked)
+        })
+        .collect();
+    let total_sources = sources.len();
     for (name, loaded) in sources {
         match loaded {
             Ok(v) => {
@@ -174,6 +228,12 @@ pub(crate) fn run(a: VerifyArgs) -> CmdResult {
                 });
             }
         }
+    }
+    if with_crls > 0 && with_crls < total_sources && !a.json {
+        println!(
+            "      warning: {with_crls} of {total_sources} bundles carry a {}: those without do not refuse revoked CAs",
+            meshca::CA_CRL
+        );
     }
     let mut trust = serde_json::Value::Null;
     if bundles.len() > 1 {

@@ -1,0 +1,319 @@
+//! `meshca revoke`, `unrevoke` and `crl` on a three-cluster directory store (the quickstart's),
+//! checked from outside: rustls-webpki through `verify_workload_chain_with_crls`, `openssl
+//! verify -crl_check_all`, and real TLS 1.2 mTLS handshakes between `openssl s_server` and
+//! `openssl s_client`, both with `-crl_check_all` and each cluster's `ca-crl.pem`, as Envoy
+//! applies it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{has_openssl, meshca, ok, s, tempdir};
+
+fn cacerts(store: &Path, cluster: &str) -> PathBuf {
+    store.join(cluster).join("istio-system").join("cacerts")
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn serial_hex(cert_pem: &[u8]) -> String {
+    let cert = meshca::parse_certificates(cert_pem, "ca-cert.pem").unwrap().remove(0);
+    cert.serial_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A workload's files: `cert-chain.pem` (leaf first), `key.pem`.
+struct Workload {
+    dir: PathBuf,
+}
+
+impl Workload {
+    fn chain(&self) -> PathBuf {
+        self.dir.join("cert-chain.pem")
+    }
+    fn key(&self) -> PathBuf {
+        self.dir.join("key.pem")
+    }
+}
+
+/// How a cluster's proxies judge a peer: its bundle's root-cert.pem and ca-crl.pem.
+struct Trust {
+    roots: PathBuf,
+    crl: PathBuf,
+}
+
+fn trust_of(store: &Path, cluster: &str) -> Trust {
+    let d = cacerts(store, cluster);
+    Trust { roots: d.join("root-cert.pem"), crl: d.join("ca-crl.pem") }
+}
+
+fn webpki_accepts(w: &Workload, t: &Trust) -> Result<(), String> {
+    let chain = meshca::parse_certificates(&read(&w.chain()), "cert-chain.pem").unwrap();
+    let roots = meshca::parse_certificates(&read(&t.roots), "root-cert.pem").unwrap();
+    let crls = meshca::Crl::from_pem_all(&read(&t.crl), "ca-crl.pem").unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    meshca::verify_workload_chain_with_crls(&chain, &roots, &crls, now).map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn openssl_verify(w: &Workload, t: &Trust) -> Result<(), String> {
+    let out = Command::new("openssl")
+        .args(["verify", "-crl_check_all", "-CAfile", &s(&t.roots), "-CRLfile", &s(&t.crl), "-untrusted"])
+        .arg(w.chain())
+        .arg(w.chain())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(text)
+    }
+}
+
+/// One mTLS handshake (TLS 1.2, so the server's verdict on the client's certificate reaches
+/// the client within the handshake): `server` presents its chain and checks the client's under
+/// `server_trust`; `client` the same the other way. Ok when both ends accepted.
+fn handshake(server: &Workload, server_trust: &Trust, client: &Workload, client_trust: &Trust) -> Result<(), String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // s_server and s_client take one CRL with -CRL; a CAfile holds the roots and every CRL.
+    let combined = |t: &Trust, tag: &str| {
+        let p = std::env::temp_dir().join(format!("meshca-trust-{tag}-{port}-{}.pem", std::process::id()));
+        std::fs::write(&p, [read(&t.roots), read(&t.crl)].concat()).unwrap();
+        p
+    };
+    let side = |w: &Workload, t: &Trust, tag: &str| {
+        vec![
+            "-tls1_2".to_owned(),
+            "-cert".into(),
+            s(&w.chain()),
+            "-cert_chain".into(),
+            s(&w.chain()),
+            "-key".into(),
+            s(&w.key()),
+            "-CAfile".into(),
+            s(&combined(t, tag)),
+            "-crl_check_all".into(),
+            "-verify_return_error".into(),
+        ]
+    };
+    let mut srv = Command::new("openssl")
+        .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-naccept", "1", "-Verify", "3"])
+        .args(side(server, server_trust, "server"))
+        // s_server ends the connection when its stdin closes: keep it open.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // s_server prints ACCEPT once it listens.
+    let mut lines = BufReader::new(srv.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("ACCEPT") {
+            break;
+        }
+    }
+    let client_out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-verify", "3", "-brief"])
+        .args(side(client, client_trust, "client"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = srv.kill();
+    let srv_out = srv.wait_with_output().unwrap();
+    let text = format!(
+        "client: {}{}\nserver: {}",
+        String::from_utf8_lossy(&client_out.stdout),
+        String::from_utf8_lossy(&client_out.stderr),
+        String::from_utf8_lossy(&srv_out.stderr)
+    );
+    let established = text.contains("CONNECTION ESTABLISHED") && text.contains("Verification: OK");
+    if client_out.status.success() && established && !text.contains("ERROR") && !text.contains("alert") {
+        Ok(())
+    } else {
+        Err(text)
+    }
+}
+
+fn leaf(store: &Path, cluster: &str, out: &Path) -> Workload {
+    ok(&[
+        "leaf",
+        "--ca",
+        &s(&cacerts(store, cluster)),
+        "--spiffe",
+        &format!("spiffe://cluster.local/ns/{cluster}/sa/after"),
+        "--out",
+        &s(out),
+    ]);
+    Workload { dir: out.to_path_buf() }
+}
+
+fn crl_show(policy: &str, store: &str) -> serde_json::Value {
+    let out = ok(&["crl", "show", "--policy", policy, "--store", store, "--json"]);
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_revoked_cluster_ca_is_replaced_and_refused_everywhere_and_unrevoke_takes_it_back() {
+    if !has_openssl() {
+        return;
+    }
+    let d = tempdir("revoke");
+    let q = d.join("q");
+    ok(&["quickstart", "--dir", &s(&q)]);
+    let (store, policy) = (q.join("store"), s(&q.join("policy.yaml")));
+    let st = s(&store);
+    let old = |c: &str| Workload { dir: q.join("workloads").join(c) };
+    let c2 = cacerts(&store, "cluster2");
+    let (old_key, old_cert) = (read(&c2.join("ca-key.pem")), read(&c2.join("ca-cert.pem")));
+    // A copy of cluster2's bundle before, as an attacker holding it would have it.
+    let stolen = d.join("stolen");
+    std::fs::create_dir_all(&stolen).unwrap();
+    for f in ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"] {
+        std::fs::write(stolen.join(f), read(&c2.join(f))).unwrap();
+    }
+    // Before any revocation: no CRL anywhere, everyone accepts everyone.
+    assert!(!cacerts(&store, "cluster1").join("ca-crl.pem").exists());
+    assert_eq!(crl_show(&policy, &st), serde_json::Value::Null);
+
+    // A dry run plans the whole thing and writes nothing.
+    let dry = ok(&["revoke", "--policy", &policy, "--store", &st, "--cluster", "cluster2", "--dry-run"]);
+    assert!(dry.stdout.contains("would revoke"), "{}", dry.stdout);
+    assert!(dry.stdout.contains("would rotate"), "{}", dry.stdout);
+    assert_eq!(read(&c2.join("ca-key.pem")), old_key);
+    assert!(!cacerts(&store, "cluster1").join("ca-crl.pem").exists());
+    assert_eq!(crl_show(&policy, &st), serde_json::Value::Null);
+
+    let out = ok(&["revoke", "--policy", &policy, "--store", &st, "--cluster", "cluster2", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["entries"][0]["cluster"], "cluster2");
+    assert_eq!(report["entries"][0]["serial"], serial_hex(&old_cert));
+    assert_eq!(report["entries"][0]["reason"], "keyCompromise");
+    assert_eq!(report["run"]["crl"]["revoked"].as_array().unwrap().len(), 1);
+
+    // cluster2 has a new key and intermediate; every bundle carries the same CRL set.
+    assert_ne!(read(&c2.join("ca-key.pem")), old_key, "cluster2 must get a new key");
+    assert_ne!(read(&c2.join("ca-cert.pem")), old_cert);
+    let set = read(&c2.join("ca-crl.pem"));
+    assert!(!set.is_empty());
+    for c in ["cluster1", "cluster3"] {
+        assert_eq!(read(&cacerts(&store, c).join("ca-crl.pem")), set, "{c} must carry the fleet's CRL set");
+    }
+    let shown = crl_show(&policy, &st);
+    assert_eq!(shown["list"]["crlNumber"], 1);
+    assert_eq!(shown["crls"][0]["entries"], 1, "the root's CRL lists the revoked intermediate: {shown}");
+
+    let (t1, t3) = (trust_of(&store, "cluster1"), trust_of(&store, "cluster3"));
+    let new2 = leaf(&store, "cluster2", &d.join("new2"));
+    // The workload certificate cluster2's old intermediate signed is refused by the others.
+    for t in [&t1, &t3] {
+        let e = webpki_accepts(&old("cluster2"), t).unwrap_err();
+        assert!(e.contains("revoked"), "{e}");
+        let e = openssl_verify(&old("cluster2"), t).unwrap_err();
+        assert!(e.contains("certificate revoked"), "{e}");
+    }
+    let e = handshake(&old("cluster2"), &trust_of(&store, "cluster2"), &old("cluster1"), &t1).unwrap_err();
+    assert!(e.contains("revoked"), "cluster1's client must refuse the old cluster2 server: {e}");
+    let e = handshake(&old("cluster3"), &t3, &old("cluster2"), &trust_of(&store, "cluster2")).unwrap_err();
+    assert!(e.contains("revoked") || e.contains("alert"), "cluster3's server must refuse the old cluster2 client: {e}");
+    // New cluster2 workloads and every cluster1/cluster3 workload still talk mTLS.
+    let t2 = trust_of(&store, "cluster2");
+    for t in [&t1, &t3] {
+        webpki_accepts(&new2, t).unwrap();
+        openssl_verify(&new2, t).unwrap();
+    }
+    handshake(&new2, &t2, &old("cluster1"), &t1).unwrap();
+    handshake(&old("cluster1"), &t1, &new2, &t2).unwrap();
+    handshake(&old("cluster3"), &t3, &old("cluster1"), &t1).unwrap();
+    handshake(&old("cluster1"), &t1, &old("cluster3"), &t3).unwrap();
+
+    // verify: the fleet passes; the stolen bundle is refused, named for the CRL that revokes it.
+    ok(&["verify", &s(&cacerts(&store, "cluster1")), &s(&c2), &s(&cacerts(&store, "cluster3"))]);
+    let bad = meshca(&["verify", "--no-probe", &s(&cacerts(&store, "cluster1")), &s(&stolen)]);
+    assert_eq!(bad.code, 1, "{}", bad.all());
+    assert!(bad.stderr.contains("revokes") && bad.stderr.contains("stolen"), "{}", bad.stderr);
+    // inspect shows the set.
+    let shown = ok(&["inspect", &s(&c2.join("ca-crl.pem"))]);
+    assert!(shown.stdout.contains("CN=Root CA"), "{}", shown.stdout);
+
+    // A plain reconcile changes nothing: no CRL churn, no re-issue.
+    let again = ok(&[
+        "reconcile",
+        "--policy",
+        &policy,
+        "--store",
+        &st,
+        "--cluster",
+        "cluster1",
+        "--cluster",
+        "cluster2",
+        "--cluster",
+        "cluster3",
+    ]);
+    assert!(again.stdout.contains("3 clusters: 3 kept"), "{}", again.stdout);
+    assert_eq!(read(&c2.join("ca-crl.pem")), set);
+
+    // A cluster without a bundle has nothing to revoke; nothing is written.
+    let e = meshca(&["revoke", "--policy", &policy, "--store", &st, "--cluster", "cluster9"]);
+    assert_eq!(e.code, 1);
+    assert!(e.stderr.contains("cluster9 has no cacerts"), "{}", e.stderr);
+    assert_eq!(read(&c2.join("ca-crl.pem")), set);
+
+    // unrevoke: the old cluster2 workload verifies again (its CRL stayed in the set).
+    let back = ok(&["unrevoke", "--policy", &policy, "--store", &st, "--cluster", "cluster2"]);
+    assert!(back.stdout.contains("took back"), "{}", back.stdout);
+    let t1 = trust_of(&store, "cluster1");
+    webpki_accepts(&old("cluster2"), &t1).unwrap();
+    openssl_verify(&old("cluster2"), &t1).unwrap();
+    handshake(&old("cluster2"), &trust_of(&store, "cluster2"), &old("cluster1"), &t1).unwrap();
+    let shown = crl_show(&policy, &st);
+    assert_eq!(shown["list"]["revoked"].as_array().unwrap().len(), 0);
+    assert_eq!(shown["crls"][0]["entries"], 0);
+    let e = meshca(&["unrevoke", "--policy", &policy, "--store", &st, "--cluster", "cluster2"]);
+    assert_eq!(e.code, 1);
+    assert!(e.stderr.contains("no revoked CA matches cluster cluster2"), "{}", e.stderr);
+
+    // crl clear after a second revocation: an entry-less set, never an empty file.
+    ok(&["revoke", "--policy", &policy, "--store", &st, "--cluster", "cluster3", "--reason", "superseded"]);
+    assert_eq!(crl_show(&policy, &st)["crls"][0]["entries"], 1);
+    ok(&["crl", "clear", "--policy", &policy, "--store", &st]);
+    let shown = crl_show(&policy, &st);
+    assert_eq!(shown["crls"][0]["entries"], 0);
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        let pem = read(&cacerts(&store, c).join("ca-crl.pem"));
+        assert!(String::from_utf8_lossy(&pem).contains("BEGIN X509 CRL"), "{c}: {}", pem.len());
+    }
+
+    // The root's CRL is re-signed before its nextUpdate: 3.5 days on, under 4 days are left.
+    let number = shown["list"]["crlNumber"].as_u64().unwrap();
+    let next = shown["crls"][0]["nextUpdate"].as_str().unwrap().to_owned();
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(84);
+    let at = meshca::format_time(later);
+    ok(&[
+        "reconcile",
+        "--policy",
+        &policy,
+        "--store",
+        &st,
+        "--cluster",
+        "cluster1",
+        "--cluster",
+        "cluster2",
+        "--cluster",
+        "cluster3",
+        "--at",
+        &at,
+    ]);
+    let shown = crl_show(&policy, &st);
+    assert_eq!(shown["list"]["crlNumber"].as_u64().unwrap(), number + 1, "{shown}");
+    let next_now = shown["crls"][0]["nextUpdate"].as_str().unwrap();
+    assert!(next_now > next.as_str(), "re-signed CRL must reach further: {next_now} vs {next}");
+    // The intermediates' CRLs that expired are gone; the set still covers every bundle at that time.
+    ok(&["verify", "--at", &at, &s(&cacerts(&store, "cluster1")), &s(&c2), &s(&cacerts(&store, "cluster3"))]);
+    let _ = std::fs::remove_dir_all(&d);
+}
