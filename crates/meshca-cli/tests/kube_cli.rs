@@ -181,3 +181,58 @@ fn crd_prints_the_committed_manifest() {
     assert_eq!(code, 0);
     assert_eq!(out, std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/crd.yaml")).unwrap());
 }
+
+#[test]
+fn revoke_and_unrevoke_through_kubeconfig_contexts() {
+    let s = setup("revoke");
+    let kc = s.kc.as_str();
+    let reconcile = [&["reconcile"][..], &kube_flags(&s)].concat();
+    assert_eq!(run(&reconcile).0, 0);
+    let old_c2 = s.c2.get(SECRETS, "istio-system", "cacerts").unwrap();
+    let base = ["--kube", "--kubeconfig", kc, "--policy", &s.pol, "--mgmt-cluster", "mgmt=mgmt-ctx"];
+
+    // Under --kube every other cluster must be named: one left out would keep accepting.
+    let (code, _, err) = run(&[&["revoke"][..], &base, &["--cluster", "c2"]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--peer"), "{err}");
+
+    let (code, out, err) =
+        run(&[&["revoke"][..], &base, &["--cluster", "c2", "--peer", "cluster1=ctx-1", "--json"]].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["entries"][0]["cluster"], "c2");
+    let new_c2 = s.c2.get(SECRETS, "istio-system", "cacerts").unwrap();
+    assert_ne!(new_c2["data"]["ca-key.pem"], old_c2["data"]["ca-key.pem"], "c2 must get a new key");
+    let c1 = s.c1.get(SECRETS, "istio-system", "cacerts").unwrap();
+    assert!(c1["data"]["ca-crl.pem"].is_string(), "cluster1 must carry the CRL set: {c1}");
+    assert_eq!(c1["data"]["ca-crl.pem"], new_c2["data"]["ca-crl.pem"]);
+    // The list lives beside the policy, on the management cluster, managed by meshca.
+    let list = s.mgmt.get(SECRETS, "gloo-mesh", "root-trust-policy-revocations").unwrap();
+    assert_eq!(list["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshca");
+    assert!(list["data"]["revocations.json"].is_string());
+
+    // verify --kube honours the set: both current bundles pass.
+    let (code, out, err) =
+        run(&["verify", "--kube", "--kubeconfig", kc, "--cluster", "cluster1=ctx-1", "--cluster", "c2=c2"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let (code, out, err) = run(&[&["unrevoke"][..], &base, &["--cluster", "c2", "--peer", "cluster1=ctx-1"]].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = run(&[
+        "crl",
+        "show",
+        "--kube",
+        "--kubeconfig",
+        kc,
+        "--policy",
+        &s.pol,
+        "--mgmt-cluster",
+        "mgmt=mgmt-ctx",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["list"]["revoked"].as_array().unwrap().len(), 0, "{shown}");
+    assert_eq!(shown["crls"][0]["entries"], 0);
+    std::fs::remove_dir_all(&s.dir).unwrap();
+}

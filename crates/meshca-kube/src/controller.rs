@@ -14,7 +14,7 @@ use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::{predicates, watcher, Controller, PredicateConfig, WatchStreamExt};
+use kube::runtime::{watcher, Controller, PredicateConfig, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -23,10 +23,76 @@ use tracing::Instrument;
 use meshca_ops::reconcile::{self, Action as Outcome, Options, Report, Run};
 use meshca_ops::rootrotation::{Notice, RotationReport, StepOutcome, StepState};
 
-use crate::crd::{ClusterStatus, Condition, PolicyState, PolicyStatus, RotationClusterStatus, RotationStatus};
+use crate::crd::{
+    ClusterStatus, Condition, PolicyState, PolicyStatus, RevocationStatus, RevokedStatus, RotationClusterStatus,
+    RotationStatus,
+};
 use crate::leader::{self, Clock, LeaseConfig};
 use crate::store::KubeStore;
 use crate::{clusters, crd, Error};
+
+/// Annotation on a RootTrustPolicy asking the controller to revoke cluster CAs:
+/// `CLUSTER[,CLUSTER...][@NONCE]`. Each value is acted on once (the value handled is kept in
+/// `status.revocation.handledRequest`); change the nonce to revoke the same cluster again, e.g.
+/// `kubectl annotate roottrustpolicy P meshca.dev/revoke="c2@$(date -u +%FT%TZ)" --overwrite`.
+pub const REVOKE_ANNOTATION: &str = "meshca.dev/revoke";
+
+/// Annotation: why (`keyCompromise`, the default, `superseded` or `cessationOfOperation`).
+pub const REVOKE_REASON_ANNOTATION: &str = "meshca.dev/revoke-reason";
+
+/// A revocation asked for through [`REVOKE_ANNOTATION`], not yet handled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RevokeRequest {
+    value: String,
+    clusters: Vec<String>,
+    reason: meshca::RevocationReason,
+}
+
+/// Reads the policy's revocation request: `None` when there is none or it was handled; an
+/// error (for status) when it names no valid cluster or reason.
+fn revoke_request(obj: &DynamicObject) -> Result<Option<RevokeRequest>, String> {
+    let annotations = obj.annotations();
+    let Some(value) = annotations.get(REVOKE_ANNOTATION) else { return Ok(None) };
+    let handled = obj
+        .data
+        .get("status")
+        .and_then(|s| s.get("revocation"))
+        .and_then(|r| r.get("handledRequest"))
+        .and_then(Value::as_str);
+    if handled == Some(value.as_str()) {
+        return Ok(None);
+    }
+    let bad = |why: String| format!("annotation {REVOKE_ANNOTATION}: {why}");
+    if value.len() > 4096 {
+        return Err(bad("longer than 4096 bytes".into()));
+    }
+    let names = value.split('@').next().unwrap_or_default();
+    let mut clusters = Vec::new();
+    for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        meshca::validate_cluster_name(name).map_err(|e| bad(e.to_string()))?;
+        if !clusters.iter().any(|c| c == name) {
+            clusters.push(name.to_owned());
+        }
+    }
+    if clusters.is_empty() {
+        return Err(bad("names no cluster; give CLUSTER[,CLUSTER...][@NONCE]".into()));
+    }
+    let reason = match annotations.get(REVOKE_REASON_ANNOTATION) {
+        Some(r) => r.parse().map_err(|e: meshca::Error| format!("annotation {REVOKE_REASON_ANNOTATION}: {e}"))?,
+        None => meshca::RevocationReason::KeyCompromise,
+    };
+    Ok(Some(RevokeRequest { value: value.clone(), clusters, reason }))
+}
+
+/// What re-runs a policy: a new generation (a spec change) or a new revocation request; not
+/// the controller's own status writes.
+fn trigger_key(obj: &DynamicObject) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.metadata.generation.hash(&mut h);
+    obj.annotations().get(REVOKE_ANNOTATION).hash(&mut h);
+    Some(h.finish())
+}
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -113,7 +179,7 @@ pub async fn run(
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicates::generation, PredicateConfig::default());
+        .predicate_filter(trigger_key, PredicateConfig::default());
     let controller = Controller::for_stream_with(trigger, reader, ar)
         .graceful_shutdown_on(shutdown)
         .run(reconcile_policy, error_policy, ctx)
@@ -204,6 +270,15 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
 
+    let request = match revoke_request(&obj) {
+        Ok(r) => r,
+        Err(msg) => {
+            tracing::warn!(error = %msg, "invalid revocation request");
+            set_status(&ctx, &obj, not_ready(PolicyState::Invalid, "InvalidRevocation", &msg, now, generation)).await?;
+            publish(&ctx, &obj, EventType::Warning, "InvalidRevocation", "Revoke", &msg).await;
+            return Ok(Action::await_change());
+        }
+    };
     let store =
         KubeStore::new(tokio::runtime::Handle::current(), clients).adopt(ctx.cfg.adopt).timeout(ctx.cfg.timeout);
     let mut opts = Options::new(now, workload);
@@ -211,11 +286,49 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
     opts.policy_generation = generation;
     opts.token = ctx.cfg.token.clone();
     let span = tracing::Span::current();
-    let run = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| reconcile::run(&store, &policy, &opts, &mut meshca::OsRng, &mut |_, _| {}))
+    let asked = request.clone();
+    let (revoked, run) = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| {
+            let mut revoked = Vec::new();
+            // The last revocation's run re-issued and published for every cluster: it is this
+            // pass's report.
+            let mut last = None;
+            for cluster in asked.iter().flat_map(|r| r.clusters.iter()) {
+                let reason = asked.as_ref().map(|r| r.reason).unwrap_or_default();
+                match meshca_ops::revocation::revoke(
+                    &store,
+                    &policy,
+                    &opts,
+                    cluster,
+                    reason,
+                    &mut meshca::OsRng,
+                    &mut |_, _| {},
+                ) {
+                    Ok(r) => {
+                        revoked.extend(r.entries);
+                        last = Some(r.run);
+                    }
+                    // Revoked by an earlier pass whose re-issue did not finish: the run below
+                    // replaces it.
+                    Err(meshca_ops::Error::Revocation(meshca_ops::revocation::Refusal::AlreadyRevoked { .. })) => {}
+                    Err(e) => return (revoked, Err(e)),
+                }
+            }
+            let run = match last {
+                Some(report) => Ok(Run::Reconciled(report)),
+                None => reconcile::run(&store, &policy, &opts, &mut meshca::OsRng, &mut |_, _| {}),
+            };
+            (revoked, run)
+        })
     })
     .await
     .map_err(|e| Error::Config { context: source.clone(), detail: format!("reconcile task failed: {e}") })?;
+    for r in &revoked {
+        let note =
+            format!("{}: intermediate serial {} revoked ({}); a new one replaces it", r.cluster, r.serial, r.reason);
+        tracing::warn!(cluster = %r.cluster, serial = %r.serial, reason = %r.reason, "revoked");
+        publish(&ctx, &obj, EventType::Warning, "Revoked", "Revoke", &note).await;
+    }
     let report = match run {
         Ok(Run::Reconciled(r)) => r,
         Ok(Run::RootRotation(rot)) => return rotation_step(&ctx, &obj, &rot, now, generation).await,
@@ -224,8 +337,11 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
             // invalid, or the root rotation refused to go on (the message says why and what to do).
             // A token (HSM) that cannot be reached, or refuses the PIN, has its own reason:
             // alerts and `kubectl get` tell it from a bad policy. No cluster was touched.
-            let reason =
-                if e.kind() == meshca_ops::error::ErrorKind::Hsm { "SigningKeyUnavailable" } else { "CannotReconcile" };
+            let reason = match e.kind() {
+                meshca_ops::error::ErrorKind::Hsm => "SigningKeyUnavailable",
+                meshca_ops::error::ErrorKind::Revocation => "RevocationFailed",
+                _ => "CannotReconcile",
+            };
             tracing::warn!(error = %e, reason, "cannot reconcile");
             set_status(&ctx, &obj, not_ready(PolicyState::Failed, reason, &e.to_string(), now, generation)).await?;
             publish(&ctx, &obj, EventType::Warning, reason, "Reconcile", &e.to_string()).await;
@@ -233,7 +349,8 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         }
     };
 
-    set_status(&ctx, &obj, status_of(&report, &obj, now, generation)).await?;
+    let handled = request.map(|r| r.value);
+    set_status(&ctx, &obj, status_of(&report, &obj, handled, now, generation)).await?;
     for c in &report.clusters {
         tracing::info!(cluster = %c.cluster, action = ?c.action, reason = %c.reason, "cluster");
         let (type_, reason, action) = match c.action {
@@ -418,7 +535,37 @@ fn not_ready(
     }
 }
 
-fn status_of(report: &Report, obj: &DynamicObject, now: OffsetDateTime, generation: Option<i64>) -> PolicyStatus {
+fn status_of(
+    report: &Report,
+    obj: &DynamicObject,
+    handled: Option<String>,
+    now: OffsetDateTime,
+    generation: Option<i64>,
+) -> PolicyStatus {
+    let handled = handled.or_else(|| {
+        obj.data
+            .get("status")
+            .and_then(|s| s.get("revocation"))
+            .and_then(|r| r.get("handledRequest"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    let revocation = report.crl.as_ref().map(|c| RevocationStatus {
+        handled_request: handled.clone(),
+        revoked: c
+            .revoked
+            .iter()
+            .map(|r| RevokedStatus {
+                cluster: r.cluster.clone(),
+                serial: r.serial.clone(),
+                revoked_at: meshca::format_time(r.revoked_at),
+                reason: r.reason.clone(),
+            })
+            .collect(),
+        crl_number: Some(c.crl_number),
+        crl_next_update: c.next_update.map(meshca::format_time),
+        list: Some(c.location.clone()),
+    });
     let previous = obj.data.get("status").and_then(|s| s.get("clusters")).cloned().unwrap_or(Value::Null);
     let clusters = report
         .clusters
@@ -470,6 +617,7 @@ fn status_of(report: &Report, obj: &DynamicObject, now: OffsetDateTime, generati
         // cleared (its Events remain).
         rotation: Some(RotationStatus::not_rotating()),
         notes: Some(report.notes.clone()),
+        revocation,
         conditions: vec![condition("Ready", ready, reason, &message, now, generation)],
     }
 }

@@ -101,6 +101,9 @@ pub struct PolicyStatus {
     /// Notes about the policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<Vec<String>>,
+    /// The fleet's revocation list and CRL set, once a cluster CA was revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<RevocationStatus>,
     /// `Ready`, and `RootRotation` while one runs.
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -145,6 +148,44 @@ pub struct RotationStatus {
     pub phases: Option<Vec<String>>,
     /// What the last run did per cluster.
     pub clusters: Option<BTreeMap<String, RotationClusterStatus>>,
+}
+
+/// `status.revocation`: what the controller revoked, and the CRL set every bundle carries.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct RevocationStatus {
+    /// The value of the `meshca.dev/revoke` annotation last acted on: the controller acts on
+    /// the annotation once per value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_request: Option<String>,
+    /// The revoked cluster CAs.
+    #[serde(default)]
+    pub revoked: Vec<RevokedStatus>,
+    /// The root CRL's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_number: Option<u64>,
+    /// The root CRL's nextUpdate (RFC 3339): it is re-signed well before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_next_update: Option<String>,
+    /// Where the list lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<String>,
+}
+
+/// One revoked cluster CA in `status.revocation.revoked`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct RevokedStatus {
+    /// The cluster.
+    pub cluster: String,
+    /// The serial (hex).
+    pub serial: String,
+    /// When (RFC 3339).
+    pub revoked_at: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// One cluster in `status.rotation.clusters`.

@@ -398,6 +398,89 @@ async fn controller_reconciles_policies_writes_status_and_events() {
     assert_shipped_rbac_allows(&mgmt.log());
 }
 
+fn leaf_of(bundle: &Cacerts, now: OffsetDateTime) -> Vec<meshca::Certificate> {
+    let id = meshca::SpiffeId::workload("cluster.local", "default", "app").unwrap();
+    let signer = SigningCa::new(bundle.clone());
+    signer.issue_leaf(&meshca::LeafParams::new(id), &mut meshca::OsRng, now).unwrap().value.chain()
+}
+
+/// How a cluster's proxies judge a workload chain: its bundle's roots and ca-crl.pem.
+fn accepted_by(server: &ApiServer, chain: &[meshca::Certificate], now: OffsetDateTime) -> Result<(), String> {
+    let files = files_of(&server.get(SECRETS, "istio-system", "cacerts").unwrap());
+    let bundle = Cacerts::from_files(&files, now).unwrap();
+    let crls = meshca::Crl::from_pem_all(files.get("ca-crl.pem").ok_or("no ca-crl.pem")?, "ca-crl.pem").unwrap();
+    meshca::verify_workload_chain_with_crls(chain, bundle.roots(), &crls, now).map(|_| ()).map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_revokes_a_cluster_ca_named_in_the_annotation_once_per_value() {
+    let (mgmt, _) = mgmt_with_root().await;
+    let cs = servers(3).await;
+    for (name, server) in ["east", "west", "south"].iter().zip(&cs) {
+        mgmt.put(SECRETS, "istio-system", remote_secret(name, server));
+    }
+    mgmt.put(POLICIES, "gloo-mesh", policy_cr(30));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task =
+        tokio::spawn(controller::run(mgmt.client(), controller::ControllerConfig::new("replica-a"), async move {
+            let _ = stopped.await;
+        }));
+    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
+    wait_for("status ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
+    let now = OffsetDateTime::now_utc();
+    let old_west = cacerts_at(&cs[1], now);
+    let (old_leaf, east_leaf) = (leaf_of(&old_west, now), leaf_of(&cacerts_at(&cs[0], now), now));
+
+    let annotate = |value: &str| {
+        let mut cr = mgmt.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap();
+        cr["metadata"]["annotations"] = json!({ controller::REVOKE_ANNOTATION: value });
+        mgmt.put(POLICIES, "gloo-mesh", cr);
+    };
+    annotate("west");
+    wait_for("the revocation handled", || status(&mgmt)["revocation"]["handledRequest"] == "west").await;
+    let st = status(&mgmt);
+    assert_eq!(st["revocation"]["revoked"][0]["cluster"], "west", "{st}");
+    assert_eq!(st["revocation"]["revoked"][0]["reason"], "keyCompromise");
+    assert_eq!(st["clusters"]["west"]["action"], "rotated", "{st}");
+    let new_west = cacerts_at(&cs[1], now);
+    assert_ne!(new_west.ca_cert(), old_west.ca_cert(), "west must get a new intermediate");
+    let crl = |s: &ApiServer| s.get(SECRETS, "istio-system", "cacerts").unwrap()["data"]["ca-crl.pem"].clone();
+    assert!(crl(&cs[0]).is_string());
+    assert!(crl(&cs[0]) == crl(&cs[1]) && crl(&cs[1]) == crl(&cs[2]), "every cluster carries the same set");
+    // East and south refuse what west's old intermediate signed; accept the others.
+    for server in [&cs[0], &cs[2]] {
+        let e = accepted_by(server, &old_leaf, now).unwrap_err();
+        assert!(e.contains("revoked"), "{e}");
+        accepted_by(server, &leaf_of(&new_west, now), now).unwrap();
+        accepted_by(server, &east_leaf, now).unwrap();
+    }
+    let revoked_events = |m: &ApiServer| m.list(EVENTS).iter().filter(|e| e["reason"] == "Revoked").count();
+    wait_for("a Revoked event", || revoked_events(&mgmt) == 1).await;
+
+    // The same value again (a status write, a requeue) revokes nothing more.
+    let writes_of_west = new_west.ca_cert().clone();
+    let mut cr = mgmt.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap();
+    cr["metadata"]["labels"] = json!({"touched": "yes"});
+    mgmt.put(POLICIES, "gloo-mesh", cr);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(cacerts_at(&cs[1], now).ca_cert(), &writes_of_west);
+    assert_eq!(status(&mgmt)["revocation"]["revoked"].as_array().unwrap().len(), 1);
+
+    // A new nonce revokes west's current CA too; a bad reason is reported, nothing revoked.
+    annotate("west@2");
+    wait_for("second revocation", || status(&mgmt)["revocation"]["handledRequest"] == "west@2").await;
+    assert_eq!(status(&mgmt)["revocation"]["revoked"].as_array().unwrap().len(), 2);
+    let mut cr = mgmt.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap();
+    cr["metadata"]["annotations"] =
+        json!({ controller::REVOKE_ANNOTATION: "east@3", controller::REVOKE_REASON_ANNOTATION: "because" });
+    mgmt.put(POLICIES, "gloo-mesh", cr);
+    wait_for("INVALID", || status(&mgmt)["state"] == "INVALID").await;
+    assert!(status(&mgmt)["message"].as_str().unwrap().contains("meshca.dev/revoke-reason"), "{}", status(&mgmt));
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    assert_shipped_rbac_allows(&mgmt.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_signs_through_a_token_with_the_pin_in_a_secret() {
     let Some(hsm) = softhsm::softhsm("controller_signs_through_a_token_with_the_pin_in_a_secret") else { return };
