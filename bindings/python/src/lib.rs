@@ -409,6 +409,14 @@ impl PyCacerts {
         Ok(meshca::verify_workload_chain(&chain, self.inner.roots(), now).map_err(core_err)?.to_string())
     }
 
+    /// Checks a `ca-crl.pem` against this bundle as Envoy applies it: a current CRL signed by
+    /// each CA of the bundle's chain, and none of them revoked. Raises otherwise.
+    #[pyo3(signature = (crl_pem, now = None))]
+    fn check_crl_set(&self, crl_pem: &[u8], now: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let crls = meshca::Crl::from_pem_all(crl_pem, "ca-crl.pem").map_err(core_err)?;
+        meshca::check_crl_set(&crls, self.inner.path(), now_from(now)?, "ca-crl.pem").map_err(core_err)
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "<Cacerts {} ({}) until {}, root {}>",
@@ -666,6 +674,27 @@ impl PySigningCa {
         PyBytes::new(py, &pem_of(self.inner.bundle().roots()))
     }
 
+    /// Signs a CRL listing `revoked` (`(serial_hex, reason)` pairs, revoked at `now`), valid
+    /// `days` from `now`, with CRL number `number` (RFC 5280: it only grows per issuer).
+    #[pyo3(signature = (revoked = Vec::new(), number = 1, days = 7, now = None))]
+    fn sign_crl(
+        &self,
+        revoked: Vec<(String, String)>,
+        number: u64,
+        #[pyo3(from_py_with = crl_days_arg)] days: i64,
+        now: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyCrl> {
+        let now = now_from(now)?;
+        let entries = revoked
+            .iter()
+            .map(|(serial, reason)| Ok(meshca::Revoked::of_serial(serial_arg(serial)?, now, reason_arg(reason)?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let ca = self.inner.bundle().ca_cert();
+        let start = now - meshca::BACKDATE.min(now - ca.not_before());
+        let end = (now + Duration::days(days)).min(ca.not_after());
+        Ok(PyCrl { inner: self.inner.sign_crl(&entries, start, end, number).map_err(core_err)? })
+    }
+
     /// Issues a cluster's intermediate as a complete `cacerts` bundle.
     #[pyo3(signature = (cluster, ttl_days = 365, key = "ecdsa-p256", trust_domain = "cluster.local", organization = "Istio", pathlen = 0, now = None))]
     fn issue_intermediate(
@@ -900,6 +929,154 @@ impl PyRotationPolicy {
     }
 }
 
+// ---- CRLs ---------------------------------------------------------------------------------
+
+/// `(serial_hex, revoked_at, reason)`.
+type CrlEntry<'py> = (String, Bound<'py, PyAny>, Option<String>);
+
+/// A certificate revocation list (one `X509 CRL` block of a `ca-crl.pem`).
+#[pyclass(module = "meshca", name = "Crl", frozen)]
+struct PyCrl {
+    inner: meshca::Crl,
+}
+
+fn first_cert(pem: &[u8], what: &str) -> PyResult<meshca::Certificate> {
+    meshca::parse_certificates(pem, what)
+        .map_err(core_err)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| InvalidParameterError::new_err(format!("{what}: no certificate")))
+}
+
+#[pymethods]
+impl PyCrl {
+    /// Every CRL of a PEM file (`ca-crl.pem` holds one per CA).
+    #[staticmethod]
+    fn from_pem(pem: &[u8]) -> PyResult<Vec<PyCrl>> {
+        Ok(meshca::Crl::from_pem_all(pem, "crl_pem")
+            .map_err(core_err)?
+            .into_iter()
+            .map(|inner| PyCrl { inner })
+            .collect())
+    }
+
+    /// The issuer's name.
+    #[getter]
+    fn issuer(&self) -> String {
+        self.inner.issuer()
+    }
+
+    /// thisUpdate (tz-aware UTC datetime).
+    #[getter]
+    fn this_update<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_datetime(py, self.inner.this_update())
+    }
+
+    /// nextUpdate (tz-aware UTC datetime): the CRL is stale after it.
+    #[getter]
+    fn next_update<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_datetime(py, self.inner.next_update())
+    }
+
+    /// The revoked certificates as `(serial_hex, revoked_at, reason)`; reason is `None` when
+    /// the CRL gives none.
+    #[getter]
+    fn entries<'py>(&self, py: Python<'py>) -> PyResult<Vec<CrlEntry<'py>>> {
+        self.inner
+            .entries()
+            .into_iter()
+            .map(|r| Ok((r.serial_hex(), to_datetime(py, r.revoked_at)?, r.reason.map(|x| x.name().to_owned()))))
+            .collect()
+    }
+
+    /// Whether this CRL lists the first certificate of `cert_pem` (by issuer and serial).
+    fn revokes(&self, cert_pem: &[u8]) -> PyResult<bool> {
+        Ok(self.inner.revokes(&first_cert(cert_pem, "cert_pem")?))
+    }
+
+    /// Checks the CRL as Envoy and OpenSSL do before using it: issued and signed by `issuer`'s
+    /// CA certificate, which may sign CRLs, and current at `now`. Raises otherwise.
+    #[pyo3(signature = (issuer, now = None))]
+    fn check(&self, issuer: &PyCacerts, now: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        self.inner.check(issuer.inner.ca_cert(), now_from(now)?, "crl").map_err(core_err)
+    }
+
+    /// PEM (`-----BEGIN X509 CRL-----`).
+    #[getter]
+    fn pem<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.inner.to_pem().as_bytes())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Crl(issuer={:?}, entries={}, next_update={})",
+            self.inner.issuer(),
+            self.inner.entries().len(),
+            meshca::format_time(self.inner.next_update())
+        )
+    }
+}
+
+fn reason_arg(reason: &str) -> PyResult<meshca::RevocationReason> {
+    reason.parse().map_err(core_err)
+}
+
+fn serial_arg(hex: &str) -> PyResult<Vec<u8>> {
+    meshca::parse_serial(hex).map_err(core_err)
+}
+
+/// The whole fleet's `ca-crl.pem`, as `meshca revoke` publishes it: a CRL signed by `root`
+/// listing the CA certificates of `revoked` (for `reason`), valid `days`, with CRL number
+/// `number`; and an entry-less CRL signed by each bundle of `bundles` and `revoked` (with its
+/// own key), valid until that bundle's CA expires. Every bundle of `bundles` not revoked is
+/// checked to verify under the set as Envoy applies it (a CRL for each CA of its chain).
+#[pyfunction]
+#[pyo3(signature = (root, bundles, revoked = Vec::new(), reason = "keyCompromise", number = 1, days = 7, now = None))]
+#[allow(clippy::too_many_arguments)]
+fn fleet_crl_set<'py>(
+    py: Python<'py>,
+    root: &PySigningCa,
+    bundles: Vec<PyRef<'py, PyCacerts>>,
+    revoked: Vec<PyRef<'py, PyCacerts>>,
+    reason: &str,
+    number: u64,
+    #[pyo3(from_py_with = crl_days_arg)] days: i64,
+    now: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let now = now_from(now)?;
+    let reason = reason_arg(reason)?;
+    let root_ca = root.inner.bundle().ca_cert();
+    if !root_ca.is_self_signed() {
+        return Err(InvalidParameterError::new_err(format!(
+            "root: {} is not self-signed; the CRL revoking a cluster CA is its issuer's, and every CA of a chain needs one",
+            root_ca.subject()
+        )));
+    }
+    let entries: Vec<meshca::Revoked> =
+        revoked.iter().map(|b| meshca::Revoked::of(b.inner.ca_cert(), now, reason)).collect();
+    let this_update = now - meshca::BACKDATE.min(now - root_ca.not_before());
+    let next_update = (now + Duration::days(days)).min(root_ca.not_after());
+    let mut crls = vec![root.inner.sign_crl(&entries, this_update, next_update, number).map_err(core_err)?];
+    for b in bundles.iter().chain(revoked.iter()) {
+        let ca = b.inner.ca_cert();
+        if crls.iter().any(|c| c.is_issued_by_name(ca)) {
+            continue;
+        }
+        let signer = SigningCa::new(b.inner.clone());
+        let start = now - meshca::BACKDATE.min(now - ca.not_before());
+        crls.push(signer.sign_crl(&[], start, ca.not_after(), 1).map_err(core_err)?);
+    }
+    for b in bundles.iter().filter(|b| !revoked.iter().any(|r| r.inner.ca_cert() == b.inner.ca_cert())) {
+        meshca::check_crl_set(&crls, b.inner.path(), now, "ca-crl.pem").map_err(core_err)?;
+    }
+    let pem: String = crls.iter().map(meshca::Crl::to_pem).collect();
+    Ok(PyBytes::new(py, pem.as_bytes()))
+}
+
+fn crl_days_arg(v: &Bound<'_, PyAny>) -> PyResult<i64> {
+    int_in(v, "days", 1, 366)
+}
+
 // ---- functions ----------------------------------------------------------------------------
 
 /// Checks that every bundle trusts every other's root; returns the shared root's fingerprint.
@@ -919,16 +1096,25 @@ fn verify_same_root(bundles: &Bound<'_, PyList>) -> PyResult<String> {
 /// Verifies a workload chain (PEM, leaf first) against roots (PEM) with rustls-webpki; returns
 /// the SPIFFE ID.
 #[pyfunction]
-#[pyo3(signature = (cert_chain_pem, root_cert_pem, now = None))]
+#[pyo3(signature = (cert_chain_pem, root_cert_pem, now = None, crl_pem = None))]
 fn verify_workload_chain(
     cert_chain_pem: &[u8],
     root_cert_pem: &[u8],
     now: Option<&Bound<'_, PyAny>>,
+    crl_pem: Option<&[u8]>,
 ) -> PyResult<String> {
     let now = now_from(now)?;
     let chain = meshca::parse_certificates(cert_chain_pem, "cert_chain_pem").map_err(core_err)?;
     let roots = meshca::parse_certificates(root_cert_pem, "root_cert_pem").map_err(core_err)?;
-    Ok(meshca::verify_workload_chain(&chain, &roots, now).map_err(core_err)?.to_string())
+    let id = match crl_pem {
+        // As Envoy applies a ca-crl.pem: a CRL for every CA of the chain, none revoking it.
+        Some(pem) => {
+            let crls = meshca::Crl::from_pem_all(pem, "crl_pem").map_err(core_err)?;
+            meshca::verify_workload_chain_with_crls(&chain, &roots, &crls, now).map_err(core_err)?
+        }
+        None => meshca::verify_workload_chain(&chain, &roots, now).map_err(core_err)?,
+    };
+    Ok(id.to_string())
 }
 
 /// In a cluster: a new key and a CSR for its intermediate. Returns `(key_pem, csr_pem)`.
@@ -954,6 +1140,8 @@ fn _meshca(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLeaf>()?;
     m.add_class::<PyRotationPolicy>()?;
     m.add_class::<PyPlan>()?;
+    m.add_class::<PyCrl>()?;
+    m.add_function(wrap_pyfunction!(fleet_crl_set, m)?)?;
     m.add_function(wrap_pyfunction!(verify_same_root, m)?)?;
     m.add_function(wrap_pyfunction!(verify_workload_chain, m)?)?;
     m.add_function(wrap_pyfunction!(make_csr, m)?)?;

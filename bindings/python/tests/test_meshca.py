@@ -124,7 +124,9 @@ def _serve(ctx: ssl.SSLContext, sock: socket.socket, result: dict) -> None:
         result["error"] = e
 
 
-def handshake(server_leaf: meshca.Leaf, server_trust, client_leaf: meshca.Leaf, client_trust) -> dict:
+def handshake(
+    server_leaf: meshca.Leaf, server_trust, client_leaf: meshca.Leaf, client_trust, crl_file: Optional[Path] = None
+) -> dict:
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     server_ctx.verify_mode = ssl.CERT_REQUIRED
@@ -138,6 +140,11 @@ def handshake(server_leaf: meshca.Leaf, server_trust, client_leaf: meshca.Leaf, 
     client_ctx.verify_mode = ssl.CERT_REQUIRED
     client_leaf.configure_cert(client_ctx)
     client_trust.configure_trust(client_ctx)
+    if crl_file is not None:
+        # As Envoy applies ca-crl.pem: a CRL for every CA of each chain (X509_V_FLAG_CRL_CHECK_ALL).
+        for ctx in (server_ctx, client_ctx):
+            ctx.load_verify_locations(cafile=str(crl_file))
+            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
 
     result: dict = {}
     with socket.socket() as listener:
@@ -437,3 +444,57 @@ def test_token_errors_are_pkcs11_errors_without_the_pin(tmp_path: Path, softhsm)
     with pytest.raises(meshca.Pkcs11Error, match="not a loadable shared library"):
         meshca.SigningCa.from_pkcs11(tmp_path, uri, str(wrong), pin_file=pin)
     assert isinstance(meshca.Pkcs11Error("x"), meshca.MeshcaError)
+
+
+def test_a_revoked_cluster_ca_is_refused_by_the_fleet_crl_set(tmp_path: Path) -> None:
+    root = meshca.SigningCa.generate_root()
+    c1, c2, c3 = (root.issue_intermediate(c) for c in ("cluster1", "cluster2", "cluster3"))
+    old = meshca.SigningCa.from_cacerts(c2).issue_leaf("spiffe://cluster.local/ns/default/sa/old")
+    new_c2 = root.issue_intermediate("cluster2")
+    crl_pem = meshca.fleet_crl_set(root, [c1, new_c2, c3], revoked=[c2])
+    crls = meshca.Crl.from_pem(crl_pem)
+    assert len(crls) == 5, crls
+    assert crls[0].issuer == "CN=Root CA,O=Istio"
+    serial = format(certs(c2.files["ca-cert.pem"])[0].serial_number, "x")
+    assert [(e[0].lstrip("0"), e[2]) for e in crls[0].entries] == [(serial, "keyCompromise")]
+    assert crls[0].revokes(c2.files["ca-cert.pem"]) and not crls[0].revokes(c1.files["ca-cert.pem"])
+    crls[0].check(root.cacerts)
+    with pytest.raises(meshca.BundleInvalidError, match="not by"):
+        crls[0].check(c1)
+    # pyca/cryptography reads the same CRLs and checks their signatures.
+    blocks = [b"-----BEGIN X509 CRL-----" + b for b in crl_pem.split(b"-----BEGIN X509 CRL-----")[1:]]
+    parsed = [x509.load_pem_x509_crl(b) for b in blocks]
+    root_cert = certs(root.root_cert_pem)[0]
+    assert parsed[0].is_signature_valid(root_cert.public_key())
+    assert parsed[0].get_revoked_certificate_by_serial_number(int(serial, 16)) is not None
+    # The revoked CA's workload is refused; the others verify, each bundle's set checks out.
+    with pytest.raises(meshca.TrustError, match="revoked"):
+        meshca.verify_workload_chain(old.cert_chain_pem, c1.root_cert_pem, crl_pem=crl_pem)
+    fresh = meshca.SigningCa.from_cacerts(new_c2).issue_leaf("spiffe://cluster.local/ns/default/sa/new")
+    assert meshca.verify_workload_chain(fresh.cert_chain_pem, c1.root_cert_pem, crl_pem=crl_pem).endswith("/sa/new")
+    for b in (c1, new_c2, c3):
+        b.check_crl_set(crl_pem)
+    with pytest.raises(meshca.BundleInvalidError, match="revokes"):
+        c2.check_crl_set(crl_pem)
+    # A root CRL alone breaks every chain, as Envoy would.
+    with pytest.raises(meshca.TrustError):
+        meshca.verify_workload_chain(fresh.cert_chain_pem, c1.root_cert_pem, crl_pem=crls[0].pem)
+    # A real TLS handshake with CRL checking on both ends (OpenSSL through Python's ssl).
+    crl_file = tmp_path / "ca-crl.pem"
+    crl_file.write_bytes(crl_pem)
+    c3_leaf = meshca.SigningCa.from_cacerts(c3).issue_leaf("spiffe://cluster.local/ns/default/sa/c3")
+    ok = handshake(c3_leaf, c3, fresh, new_c2, crl_file)
+    assert "error" not in ok and "client_error" not in ok, ok
+    refused = handshake(c3_leaf, c3, old, c2, crl_file)
+    assert "error" in refused, refused
+    assert "revoked" in str(refused["error"]).lower(), refused
+    # Taking it back: the same set without the entry accepts the old workload again.
+    clear = meshca.fleet_crl_set(root, [c1, new_c2, c3, c2])
+    assert meshca.verify_workload_chain(old.cert_chain_pem, c1.root_cert_pem, crl_pem=clear).endswith("/sa/old")
+    signed = root.sign_crl([(serial, "superseded")], number=7, days=2)
+    assert signed.entries[0][2] == "superseded"
+    assert signed.next_update - signed.this_update < datetime.timedelta(days=2, minutes=6)
+    with pytest.raises(meshca.InvalidParameterError):
+        root.sign_crl([("zz", "keyCompromise")])
+    with pytest.raises(meshca.InvalidParameterError):
+        root.sign_crl([(serial, "because")])

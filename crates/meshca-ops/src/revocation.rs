@@ -355,11 +355,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    let s: String = s.chars().filter(|c| *c != ':').collect();
-    if s.is_empty() || !s.len().is_multiple_of(2) || s.len() > 42 {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    meshca::parse_serial(s).ok()
 }
 
 /// Normalizes a serial given by a user (`AB:CD`, `abcd`, leading zeros) for comparison.

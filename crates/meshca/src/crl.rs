@@ -331,6 +331,26 @@ pub fn check_crl_set(crls: &[Crl], path: &[Certificate], now: OffsetDateTime, fi
     Ok(())
 }
 
+/// Reads a serial number written in hex (`6e:bb:47`, `6EBB47`; at most 20 octets, RFC 5280
+/// 4.1.2.2), as `openssl x509 -serial` and `meshca crl show` print it.
+pub fn parse_serial(s: &str) -> Result<Vec<u8>> {
+    let clean: String = s.trim().chars().filter(|c| *c != ':').collect();
+    let bad = || Error::InvalidParameter {
+        field: "serial".into(),
+        reason: format!(
+            "`{}` is not a hex serial number of at most 20 octets",
+            clean.chars().take(64).collect::<String>()
+        ),
+    };
+    if clean.is_empty() || !clean.len().is_multiple_of(2) || clean.len() > 42 {
+        return Err(bad());
+    }
+    (0..clean.len())
+        .step_by(2)
+        .map(|i| clean.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(bad))
+        .collect()
+}
+
 /// A serial without leading zero octets (DER keeps one for a set top bit).
 fn normalize(serial: &[u8]) -> &[u8] {
     let start = serial.iter().position(|&b| b != 0).unwrap_or(serial.len());

@@ -15,6 +15,7 @@ converts values, reads the clock (``now=None`` means the current time) and raise
 
 from ._meshca import BundleInvalidError as BundleInvalidError
 from ._meshca import Cacerts as Cacerts
+from ._meshca import Crl as Crl
 from ._meshca import CsrInvalidError as CsrInvalidError
 from ._meshca import FileError as FileError
 from ._meshca import InvalidParameterError as InvalidParameterError
@@ -29,6 +30,7 @@ from ._meshca import RotationPolicy as RotationPolicy
 from ._meshca import SigningCa as SigningCa
 from ._meshca import TrustChain as TrustChain
 from ._meshca import TrustError as TrustError
+from ._meshca import fleet_crl_set as fleet_crl_set
 from ._meshca import make_csr as make_csr
 from ._meshca import verify_same_root as verify_same_root
 from ._meshca import verify_workload_chain as verify_workload_chain
@@ -36,6 +38,7 @@ from ._meshca import verify_workload_chain as verify_workload_chain
 __all__ = [
     "BundleInvalidError",
     "Cacerts",
+    "Crl",
     "CsrInvalidError",
     "FileError",
     "InvalidParameterError",
@@ -50,6 +53,7 @@ __all__ = [
     "SigningCa",
     "TrustChain",
     "TrustError",
+    "fleet_crl_set",
     "make_csr",
     "verify_same_root",
     "verify_workload_chain",
