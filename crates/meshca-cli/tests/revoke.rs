@@ -317,3 +317,39 @@ fn a_revoked_cluster_ca_is_replaced_and_refused_everywhere_and_unrevoke_takes_it
     ok(&["verify", "--at", &at, &s(&cacerts(&store, "cluster1")), &s(&c2), &s(&cacerts(&store, "cluster3"))]);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// The README's "When a cluster CA is compromised" block, run as written (bash, `meshca` on
+/// PATH) in a directory where `meshca quickstart` ran.
+#[test]
+fn the_readme_revocation_block_runs_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme.split("## When a cluster CA is compromised").nth(1).expect("the README has the section");
+    let script = section.split("```sh\n").nth(1).unwrap().split("\n```").next().unwrap();
+    let dir = tempdir("readme-revoke");
+    let bin_dir = Path::new(support::BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let run = |script: &str| {
+        let o = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", script])
+            .current_dir(&dir)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{out}");
+        out
+    };
+    run("meshca quickstart > /dev/null");
+    let out = run(script);
+    for want in [
+        "would revoke:",
+        "revoked:\n  cluster2  serial",
+        "OK    all 2 bundles share root",
+        "CRL set (5 CRLs, in every cluster's ca-crl.pem)",
+        "took back:",
+        "took back: nothing (the list was empty); the CRL set is republished",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
