@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::api::{Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::controller::Action;
@@ -117,6 +117,9 @@ pub struct ControllerConfig {
     /// The PKCS#11 module a policy's `mgmtServerCa.pkcs11` key is reached through (the PIN comes
     /// from the policy's `pinSecretRef`). One session pool per key is kept across passes.
     pub token: meshca_ops::reconcile::TokenAccess,
+    /// Where the controller records its metrics and readiness (served by
+    /// [`crate::metrics::serve`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ControllerConfig {
@@ -132,6 +135,7 @@ impl ControllerConfig {
             identity: identity.to_owned(),
             clock: OffsetDateTime::now_utc,
             token: meshca_ops::reconcile::TokenAccess::default(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         }
     }
 }
@@ -155,6 +159,7 @@ pub async fn run(
         leader::acquire(&mgmt, lease, cfg.clock).await?;
         tracing::info!(lease = %format!("{}/{}", lease.namespace, lease.name), "holding the leader lease");
     }
+    cfg.metrics.set_leading(true);
     let ar = crd::api_resource();
     let api: Api<DynamicObject> = match &cfg.namespace {
         Some(ns) => Api::namespaced_with(mgmt.clone(), ns, &ar),
@@ -172,11 +177,19 @@ pub async fn run(
     // otherwise start another full pass over every cluster. Time-based requeues still run.
     let writer = Writer::new(ar.clone());
     let reader = writer.as_reader();
+    // Ready once the first list of policies is in.
+    let metrics = ctx.cfg.metrics.clone();
     // The server ends each watch (timeoutSeconds) before the client's read timeout, the
     // per-call bound, would cut it as an error: kube-runtime's watcher then resumes from the
     // last resourceVersion, quietly, with no re-list and no reconcile.
     let trigger = watcher(api, watcher::Config::default().timeout(watch_secs))
         .default_backoff()
+        .map_ok(move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                metrics.set_synced(true);
+            }
+            event
+        })
         .reflect(writer)
         .applied_objects()
         .predicate_filter(trigger_key, PredicateConfig::default());
@@ -324,15 +337,23 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
     .await
     .map_err(|e| Error::Config { context: source.clone(), detail: format!("reconcile task failed: {e}") })?;
     for r in &revoked {
+        ctx.cfg.metrics.observe_revocation(&key(&obj), &r.cluster, &r.reason);
         let note =
             format!("{}: intermediate serial {} revoked ({}); a new one replaces it", r.cluster, r.serial, r.reason);
         tracing::warn!(cluster = %r.cluster, serial = %r.serial, reason = %r.reason, "revoked");
         publish(&ctx, &obj, EventType::Warning, "Revoked", "Revoke", &note).await;
     }
     let report = match run {
-        Ok(Run::Reconciled(r)) => r,
-        Ok(Run::RootRotation(rot)) => return rotation_step(&ctx, &obj, &rot, now, generation).await,
+        Ok(Run::Reconciled(r)) => {
+            ctx.cfg.metrics.observe_report(&key(&obj), &r);
+            r
+        }
+        Ok(Run::RootRotation(rot)) => {
+            ctx.cfg.metrics.observe_rotation(&key(&obj), &rot);
+            return rotation_step(&ctx, &obj, &rot, now, generation).await;
+        }
         Err(e) => {
+            ctx.cfg.metrics.observe_failure(&key(&obj), e.kind());
             // Nothing could be done for any cluster: the signer or a passive CA is missing or
             // invalid, or the root rotation refused to go on (the message says why and what to do).
             // A token (HSM) that cannot be reached, or refuses the PIN, has its own reason:
@@ -585,6 +606,11 @@ fn status_of(
                 not_after: c.not_after.map(meshca::format_time),
                 next_check: c.next_check.map(meshca::format_time),
                 last_rotation,
+                trust: c.trust.as_ref().map(|t| t.name().to_owned()),
+                error: c
+                    .error_kind
+                    .and_then(|k| serde_json::to_value(k).ok())
+                    .and_then(|v| v.as_str().map(str::to_owned)),
             };
             (c.cluster.clone(), status)
         })

@@ -124,6 +124,13 @@ pub struct ClusterStatus {
     pub next_check: Option<String>,
     /// When meshca last wrote a new bundle (RFC 3339).
     pub last_rotation: Option<String>,
+    /// Whether istiod loaded the roots meshca wrote (`istio-ca-root-cert`): `in-sync`, `stale`
+    /// or `unobserved`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<String>,
+    /// The last error's kind, when the cluster failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `status.rotation`. Every field is written (null when not rotating), so a merge clears the

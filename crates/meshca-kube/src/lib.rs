@@ -54,6 +54,7 @@ pub mod clusters;
 pub mod controller;
 pub mod crd;
 pub mod leader;
+pub mod metrics;
 pub mod store;
 
 pub use store::KubeStore;

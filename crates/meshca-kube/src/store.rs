@@ -109,6 +109,9 @@ pub fn describe(e: &kube::Error) -> String {
     }
 }
 
+/// The ConfigMap istiod publishes its trusted roots in (key `root-cert.pem`), in every namespace.
+pub const ISTIO_CA_ROOT_CERT: &str = "istio-ca-root-cert";
+
 impl Store for KubeStore {
     fn location(&self, secret: &SecretRef) -> String {
         secret.to_string()
@@ -164,6 +167,13 @@ impl Store for KubeStore {
         };
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(secret.clone(), Some(written));
         Ok(())
+    }
+
+    fn istiod_roots(&self, cluster: &str) -> Result<Option<Vec<u8>>, Error> {
+        let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(self.client(cluster)?, "istio-system");
+        let location = format!("{cluster}: istio-system/configmaps/{ISTIO_CA_ROOT_CERT}");
+        let cm = self.run(&location, async move { api.get_opt(ISTIO_CA_ROOT_CERT).await })?;
+        Ok(cm.and_then(|c| c.data).and_then(|mut d| d.remove("root-cert.pem")).map(String::into_bytes))
     }
 
     fn restart_istiod(&self, cluster: &str, now: time::OffsetDateTime) -> Result<Option<String>, Error> {

@@ -421,10 +421,11 @@ async fn controller_revokes_a_cluster_ca_named_in_the_annotation_once_per_value(
     }
     mgmt.put(POLICIES, "gloo-mesh", policy_cr(30));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task =
-        tokio::spawn(controller::run(mgmt.client(), controller::ControllerConfig::new("replica-a"), async move {
-            let _ = stopped.await;
-        }));
+    let cfg = controller::ControllerConfig::new("replica-a");
+    let metrics = cfg.metrics.clone();
+    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
+        let _ = stopped.await;
+    }));
     let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
     wait_for("status ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
     let now = OffsetDateTime::now_utc();
@@ -470,12 +471,131 @@ async fn controller_revokes_a_cluster_ca_named_in_the_annotation_once_per_value(
     annotate("west@2");
     wait_for("second revocation", || status(&mgmt)["revocation"]["handledRequest"] == "west@2").await;
     assert_eq!(status(&mgmt)["revocation"]["revoked"].as_array().unwrap().len(), 2);
+    let text = metrics.render();
+    let p = r#"policy="gloo-mesh/root-trust-policy",cluster="west""#;
+    let revocations = series(&text, "meshca_revocations_total", &format!(r#"{p},reason="keyCompromise""#));
+    assert_eq!(revocations, Some(2.0), "{text}");
+    assert_eq!(series(&text, "meshca_rotations_total", &format!(r#"{p},reason="revoked""#)), Some(2.0), "{text}");
     let mut cr = mgmt.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap();
     cr["metadata"]["annotations"] =
         json!({ controller::REVOKE_ANNOTATION: "east@3", controller::REVOKE_REASON_ANNOTATION: "because" });
     mgmt.put(POLICIES, "gloo-mesh", cr);
     wait_for("INVALID", || status(&mgmt)["state"] == "INVALID").await;
     assert!(status(&mgmt)["message"].as_str().unwrap().contains("meshca.dev/revoke-reason"), "{}", status(&mgmt));
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    assert_shipped_rbac_allows(&mgmt.log());
+}
+
+/// One HTTP/1.1 GET over a socket: (status code, body).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let path = path.to_owned();
+    let text = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: meshca\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+    .await
+    .unwrap();
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+/// The value of the series `name{labels}` in an OpenMetrics text.
+fn series(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_metrics_and_trust_state_are_scraped_over_http() {
+    let (mgmt, root) = mgmt_with_root().await;
+    let cs = servers(2).await;
+    mgmt.put(SECRETS, "istio-system", remote_secret("east", &cs[0]));
+    mgmt.put(SECRETS, "istio-system", remote_secret("west", &cs[1]));
+    // istiod in east publishes the root it loaded, as it does in every namespace; west has none.
+    let root_pem = String::from_utf8(root.bundle().root().to_pem().into_bytes()).unwrap();
+    cs[0].put(
+        apiserver::CONFIGMAPS,
+        "istio-system",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio-ca-root-cert"}, "data": {"root-cert.pem": root_pem}}),
+    );
+    // A third cluster whose API server is gone: its failures are counted.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let kc = cs[0].kubeconfig("gone").replace(&cs[0].url, &format!("http://{dead}"));
+    let files: Files = [("gone", kc.into_bytes())].into_iter().collect();
+    mgmt.put(
+        SECRETS,
+        "istio-system",
+        secret_json("istio-remote-secret-gone", &files, &[("istio/multiCluster", "true")]),
+    );
+    mgmt.put(POLICIES, "gloo-mesh", policy_cr(30));
+    let mut cfg = controller::ControllerConfig::new("replica-a");
+    cfg.timeout = Duration::from_secs(3);
+    let metrics = cfg.metrics.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(meshca_kube::metrics::serve(listener, metrics));
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
+        let _ = stopped.await;
+    }));
+    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
+    wait_for("status FAILED for gone", || status(&mgmt)["state"] == "FAILED").await;
+    let st = status(&mgmt);
+    assert_eq!(st["clusters"]["gone"]["action"], "failed", "{st}");
+    assert_eq!(st["clusters"]["gone"]["error"], "store", "{st}");
+    assert_eq!(st["clusters"]["east"]["action"], "issued", "{st}");
+    assert_eq!(st["clusters"]["east"]["trust"], "in-sync", "{st}");
+    assert_eq!(st["clusters"]["west"]["trust"], "unobserved", "{st}");
+    let mut ready = http_get(addr, "/readyz").await;
+    for _ in 0..50 {
+        if ready.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ready = http_get(addr, "/readyz").await;
+    }
+    assert_eq!(ready.0, 200, "{}", ready.1);
+
+    let (code, text) = http_get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    let now = OffsetDateTime::now_utc();
+    let p = r#"policy="gloo-mesh/root-trust-policy""#;
+    for (i, cluster) in ["east", "west"].iter().enumerate() {
+        let b = cacerts_at(&cs[i], now);
+        let at = |n: &str| series(&text, n, &format!(r#"{p},cluster="{cluster}""#));
+        assert_eq!(at("meshca_ca_not_after_timestamp_seconds"), Some(b.not_after().unix_timestamp() as f64), "{text}");
+        let rotate_at: OffsetDateTime = b.not_after() - (b.not_after() - b.ca_cert().not_before()) * 0.1;
+        assert_eq!(at("meshca_ca_next_rotation_timestamp_seconds"), Some(rotate_at.unix_timestamp() as f64), "{text}");
+        let issued = series(&text, "meshca_rotations_total", &format!(r#"{p},cluster="{cluster}",reason="missing""#));
+        assert_eq!(issued, Some(1.0), "{text}");
+    }
+    assert_eq!(
+        series(&text, "meshca_cluster_trust_in_sync", &format!(r#"{p},cluster="east",state="in-sync""#)),
+        Some(1.0)
+    );
+    assert_eq!(
+        series(&text, "meshca_cluster_trust_in_sync", &format!(r#"{p},cluster="west",state="unobserved""#)),
+        Some(0.0)
+    );
+    let fp = root.bundle().root().fingerprint_sha256();
+    assert_eq!(
+        series(&text, "meshca_root_not_after_timestamp_seconds", &format!(r#"{p},fingerprint="{fp}""#)),
+        Some(root.bundle().root().not_after().unix_timestamp() as f64),
+        "{text}"
+    );
+    assert_eq!(series(&text, "meshca_root_rotation_phase", &format!(r#"{p},phase="NotRotating""#)), Some(1.0));
+    assert_eq!(series(&text, "meshca_root_rotation_phase", &format!(r#"{p},phase="AddingNewRoot""#)), Some(0.0));
+    let errors = series(&text, "meshca_reconcile_errors_total", &format!(r#"{p},cluster="gone",reason="store""#));
+    assert!(errors.is_some_and(|n| n >= 1.0), "{text}");
+    assert_eq!(series(&text, "meshca_ca_not_after_timestamp_seconds", &format!(r#"{p},cluster="gone""#)), None);
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
     assert_shipped_rbac_allows(&mgmt.log());

@@ -157,6 +157,61 @@ pub struct ClusterResult {
     pub rotated_at: Option<OffsetDateTime>,
     /// What `autoRestartPods` restarted after the new bundle landed.
     pub restarted: Option<String>,
+    /// Why a new intermediate was issued, as a stable label (`grace-period`, `revoked`, ...;
+    /// see [`meshca::IssueReason::label`]), when the plan issued one.
+    pub issue_reason: Option<&'static str>,
+    /// Whether istiod loaded the roots this bundle holds (`None` on a dry run or when the
+    /// cluster has no valid bundle).
+    pub trust: Option<TrustState>,
+}
+
+/// What istiod in a cluster publishes as its trusted roots (`istio-ca-root-cert`) against the
+/// roots meshca wrote to its `cacerts`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+#[non_exhaustive]
+pub enum TrustState {
+    /// istiod publishes exactly the roots meshca wrote.
+    InSync,
+    /// istiod publishes other roots: it has not (yet) loaded what meshca wrote.
+    Stale {
+        /// SHA-256 of roots meshca wrote that istiod does not publish.
+        missing: Vec<String>,
+        /// SHA-256 of roots istiod publishes that meshca did not write.
+        extra: Vec<String>,
+    },
+    /// No `istio-ca-root-cert` to compare with: istiod absent or not started (or the store
+    /// cannot see it).
+    Unobserved,
+}
+
+impl TrustState {
+    /// `in-sync`, `stale` or `unobserved` (the metric's `state` label).
+    pub fn name(&self) -> &'static str {
+        match self {
+            TrustState::InSync => "in-sync",
+            TrustState::Stale { .. } => "stale",
+            TrustState::Unobserved => "unobserved",
+        }
+    }
+
+    /// Compares istiod's published roots (`None`: none published) with a bundle's.
+    pub fn of(published: Option<&[u8]>, bundle: &Cacerts) -> TrustState {
+        let Some(pem) = published else { return TrustState::Unobserved };
+        let wrote: Vec<String> = bundle.roots().iter().map(Certificate::fingerprint_sha256).collect();
+        // What istiod publishes is read leniently: an unparsable ConfigMap is as stale as one
+        // with other roots (its roots are listed as missing).
+        let seen: Vec<String> = meshca::parse_certificates(pem, "istio-ca-root-cert")
+            .map(|certs| certs.iter().map(Certificate::fingerprint_sha256).collect())
+            .unwrap_or_default();
+        let missing: Vec<String> = wrote.iter().filter(|f| !seen.contains(f)).cloned().collect();
+        let extra: Vec<String> = seen.iter().filter(|f| !wrote.contains(f)).cloned().collect();
+        if missing.is_empty() && extra.is_empty() {
+            TrustState::InSync
+        } else {
+            TrustState::Stale { missing, extra }
+        }
+    }
 }
 
 /// The signing CA as used in this run.
@@ -217,6 +272,22 @@ pub struct Report {
     pub notes: Vec<String>,
     /// The fleet's revocation list and CRL set, once a revocation was ever made.
     pub crl: Option<Box<crate::revocation::CrlSummary>>,
+    /// Every root of the trust bundle the clusters should hold.
+    pub roots: Vec<RootInfo>,
+}
+
+/// A root of the trust bundle.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct RootInfo {
+    /// Its subject.
+    pub subject: String,
+    /// SHA-256 of it.
+    pub fingerprint: String,
+    /// Its notAfter.
+    #[serde(with = "rfc3339")]
+    pub not_after: OffsetDateTime,
 }
 
 impl Report {
@@ -519,6 +590,12 @@ fn reconcile_with(
         trust,
         next_check,
         notes: policy.notes.clone(),
+        roots: policy
+            .rotation
+            .trust_bundle(&signer)
+            .iter()
+            .map(|r| RootInfo { subject: r.subject(), fingerprint: r.fingerprint_sha256(), not_after: r.not_after() })
+            .collect(),
         crl: fleet.map(|f| {
             Box::new(f.summary(store.location(&revocation::list_secret(policy, &opts.mgmt_cluster)), &signer))
         }),
@@ -691,7 +768,18 @@ fn reconcile_one(
                     format!("{} (gave up after {attempt} conflicting writes by someone else)", result.reason);
                 return (result, None);
             }
-            Attempt::Done(result, bundle) => return (result, bundle.map(|b| *b)),
+            Attempt::Done(mut result, bundle) => {
+                if let (Some(b), false) = (&bundle, opts.dry_run) {
+                    result.trust = Some(match store.istiod_roots(cluster) {
+                        Ok(published) => TrustState::of(published.as_deref(), b),
+                        Err(e) => {
+                            result.warnings.push(format!("cannot read what istiod loaded: {e}"));
+                            TrustState::Unobserved
+                        }
+                    });
+                }
+                return (result, bundle.map(|b| *b));
+            }
         }
     }
 }
@@ -723,6 +811,8 @@ fn reconcile_attempt(
         warnings: Vec::new(),
         rotated_at: None,
         restarted: None,
+        trust: None,
+        issue_reason: None,
     };
     let now = opts.now;
     let existing = match store.read(&secret) {
@@ -804,6 +894,7 @@ fn reconcile_attempt(
         Plan::Issue { reason } => {
             let existed = !matches!(reason, IssueReason::Missing);
             result.reason = reason.to_string();
+            result.issue_reason = Some(reason.label());
             if let Some((message, kind)) = ctx.prepared.failed.get(cluster) {
                 result.reason = format!("{}; {message}", result.reason);
                 result.error_kind = Some(*kind);

@@ -85,6 +85,13 @@ pub trait Store: Sync {
         let _ = (cluster, now);
         Ok(None)
     }
+    /// The roots istiod in `cluster` says it loaded: `root-cert.pem` of the ConfigMap
+    /// `istio-system/istio-ca-root-cert` it publishes in every namespace. `None` when there is
+    /// none (istiod absent or not started yet) or the store cannot see one (the directory store).
+    fn istiod_roots(&self, cluster: &str) -> Result<Option<Vec<u8>>, Error> {
+        let _ = cluster;
+        Ok(None)
+    }
     /// The clusters that hold a `cacerts` Secret, where the store can tell (the directory store
     /// can; a Kubernetes store knows only the clusters it was given, and says none). A root
     /// rotation waits for these too, even when a run names only some.

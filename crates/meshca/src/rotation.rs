@@ -165,6 +165,25 @@ pub enum IssueReason {
     },
 }
 
+impl IssueReason {
+    /// A short stable name for metrics and machine-readable reports: `missing`,
+    /// `not-yet-valid`, `invalid`, `grace-period`, `root-changed`, `signer-changed`,
+    /// `requested`, `revoked`, `parameters-changed`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            IssueReason::Missing => "missing",
+            IssueReason::NotYetValid(_) => "not-yet-valid",
+            IssueReason::Invalid(_) => "invalid",
+            IssueReason::GracePeriod { .. } => "grace-period",
+            IssueReason::RootChanged { .. } => "root-changed",
+            IssueReason::SignerChanged { .. } => "signer-changed",
+            IssueReason::Requested => "requested",
+            IssueReason::Revoked => "revoked",
+            IssueReason::ParametersChanged { .. } => "parameters-changed",
+        }
+    }
+}
+
 impl fmt::Display for IssueReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

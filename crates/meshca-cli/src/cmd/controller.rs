@@ -49,6 +49,9 @@ pub(crate) struct ControllerArgs {
     /// Bound on each Kubernetes API call, in seconds (1 to 3600).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) timeout: u64,
+    /// Where to serve /metrics (Prometheus), /healthz and /readyz.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9464")]
+    pub(crate) metrics_addr: std::net::SocketAddr,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub(crate) log_format: LogFormat,
@@ -95,7 +98,17 @@ pub(crate) fn run(a: ControllerArgs) -> CmdResult {
                 .await
                 .map_err(|e| Failure { code: 1, message: e.to_string() })?
         };
+        let listener = tokio::net::TcpListener::bind(a.metrics_addr)
+            .await
+            .map_err(|e| Failure { code: 1, message: format!("--metrics-addr {}: {e}", a.metrics_addr) })?;
         let mut cfg = meshca_kube::controller::ControllerConfig::new(&identity);
+        let metrics = cfg.metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = meshca_kube::metrics::serve(listener, metrics).await {
+                tracing::error!(error = %e, "the metrics server stopped");
+            }
+        });
+        tracing::info!(addr = %a.metrics_addr, "serving /metrics, /healthz and /readyz");
         cfg.namespace = a.namespace;
         cfg.mgmt_cluster = a.mgmt_cluster;
         cfg.remote_secret_namespace = a.remote_secret_namespace;

@@ -480,6 +480,7 @@ impl ApiServer {
 
 /// The collection paths used in tests.
 pub const SECRETS: &str = "api/v1/secrets";
+pub const CONFIGMAPS: &str = "api/v1/configmaps";
 pub const DEPLOYMENTS: &str = "apis/apps/v1/deployments";
 pub const LEASES: &str = "apis/coordination.k8s.io/v1/leases";
 pub const EVENTS: &str = "apis/events.k8s.io/v1/events";
