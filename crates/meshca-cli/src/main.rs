@@ -58,6 +58,10 @@ enum Command {
     /// Re-issue clusters' intermediates now, whatever the rotation plan says (--cluster NAME or
     /// --all); the old intermediate is not revoked and stays trusted until it expires.
     Rotate(cmd::rotate::RotateArgs),
+    /// The fleet at a glance: each cluster's CA expiry, next rotation, whether istiod loaded
+    /// what meshca wrote, the roots, a root rotation's phase and the revocation list (nothing
+    /// is written).
+    Status(cmd::status::StatusArgs),
     /// Revoke a compromised cluster CA: a new key and intermediate for it now, and a CRL set in
     /// every cluster's bundle so every other cluster refuses what the old one signed.
     Revoke(cmd::revoke::RevokeArgs),
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
         Command::Secret(a) => cmd::secret::run(a),
         Command::Reconcile(a) => cmd::reconcile::run(a),
         Command::Rotate(a) => cmd::rotate::run(a),
+        Command::Status(a) => cmd::status::run(a),
         Command::Revoke(a) => cmd::revoke::run_revoke(a),
         Command::Unrevoke(a) => cmd::revoke::run_unrevoke(a),
         Command::Crl(c) => cmd::revoke::run_crl(c),

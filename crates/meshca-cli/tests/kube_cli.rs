@@ -211,6 +211,12 @@ fn revoke_and_unrevoke_through_kubeconfig_contexts() {
     assert_eq!(list["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshca");
     assert!(list["data"]["revocations.json"].is_string());
 
+    // status --kube: a row per cluster, the revoked CA listed, istiod unobserved (no ConfigMap).
+    let (code, out, err) = run(&[&["status"][..], &base, &["--cluster", "cluster1=ctx-1", "--cluster", "c2"]].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.lines().any(|l| l.starts_with("cluster1") && l.contains("unobserved") && l.ends_with("keep")), "{out}");
+    assert!(out.contains("revoked: 1 CA c2 (serial"), "{out}");
+
     // verify --kube honours the set: both current bundles pass.
     let (code, out, err) =
         run(&["verify", "--kube", "--kubeconfig", kc, "--cluster", "cluster1=ctx-1", "--cluster", "c2=c2"]);

@@ -353,3 +353,44 @@ fn the_readme_revocation_block_runs_as_written() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `meshca status` on the quickstart's store: every cluster's row, the root, and the trust state
+/// from the mirrored istio-ca-root-cert (in sync, stale, unobserved).
+#[test]
+fn status_shows_each_cluster_and_what_istiod_loaded() {
+    let d = tempdir("status");
+    let q = d.join("q");
+    ok(&["quickstart", "--dir", &s(&q)]);
+    let (store, policy) = (q.join("store"), s(&q.join("policy.yaml")));
+    let st = s(&store);
+    let out = ok(&["status", "--policy", &policy, "--store", &st]);
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        let row = out.stdout.lines().find(|l| l.starts_with(c)).unwrap_or_else(|| panic!("{c}: {}", out.stdout));
+        assert!(row.contains("unobserved") && row.ends_with("keep"), "{row}");
+    }
+    assert!(out.stdout.contains("root CN=Root CA,O=Istio"), "{}", out.stdout);
+    assert!(!out.stdout.contains('\x1b'), "no colours off a terminal");
+    // What istiod publishes, mirrored into the store: cluster1 loaded the root, cluster2 another.
+    let roots = read(&cacerts(&store, "cluster1").join("root-cert.pem"));
+    let mirror = |c: &str, pem: &[u8]| {
+        let dir = store.join(c).join("istio-system").join("istio-ca-root-cert");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("root-cert.pem"), pem).unwrap();
+    };
+    mirror("cluster1", &roots);
+    let other = d.join("other");
+    ok(&["root-ca", "--out", &s(&other)]);
+    mirror("cluster2", &read(&other.join("root-cert.pem")));
+    let out = ok(&["status", "--policy", &policy, "--store", &st, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let trust = |i: usize| v["clusters"][i]["trust"].clone();
+    assert_eq!(trust(0)["state"], "in-sync", "{v}");
+    assert_eq!(trust(1)["state"], "stale", "{v}");
+    assert_eq!(trust(1)["missing"].as_array().unwrap().len(), 1);
+    assert_eq!(trust(1)["extra"].as_array().unwrap().len(), 1);
+    assert_eq!(trust(2)["state"], "unobserved");
+    assert_eq!(v["dryRun"], true, "status writes nothing");
+    let out = ok(&["status", "--policy", &policy, "--store", &st]);
+    assert!(out.stdout.contains("istiod has not loaded 1 root(s) meshca wrote"), "{}", out.stdout);
+    let _ = std::fs::remove_dir_all(&d);
+}

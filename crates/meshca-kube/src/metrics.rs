@@ -53,6 +53,18 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Every series name `/metrics` serves (counters with their `_total`).
+pub const SERIES: [&str; 8] = [
+    "meshca_ca_not_after_timestamp_seconds",
+    "meshca_ca_next_rotation_timestamp_seconds",
+    "meshca_root_not_after_timestamp_seconds",
+    "meshca_cluster_trust_in_sync",
+    "meshca_rotations_total",
+    "meshca_reconcile_errors_total",
+    "meshca_revocations_total",
+    "meshca_root_rotation_phase",
+];
+
 /// Every root-rotation phase the `phase` label takes, `NotRotating` when none runs.
 pub const PHASE_LABELS: [&str; 8] = [
     "NotRotating",

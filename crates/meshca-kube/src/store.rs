@@ -109,8 +109,7 @@ pub fn describe(e: &kube::Error) -> String {
     }
 }
 
-/// The ConfigMap istiod publishes its trusted roots in (key `root-cert.pem`), in every namespace.
-pub const ISTIO_CA_ROOT_CERT: &str = "istio-ca-root-cert";
+pub use meshca_ops::store::ISTIO_CA_ROOT_CERT;
 
 impl Store for KubeStore {
     fn location(&self, secret: &SecretRef) -> String {

@@ -1091,3 +1091,35 @@ fn the_manifests_render_with_kustomize_and_its_fields_take_effect() {
     assert_eq!(find(&docs, "ClusterRoleBinding", "meshca-controller")["subjects"][0]["namespace"], "platform-ca");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The shipped alert rules: the structure Prometheus loads, every metric they name is one the
+/// controller serves, and `promtool check rules` accepts them where promtool is installed.
+#[test]
+fn the_alert_rules_name_served_metrics_and_promtool_accepts_them() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/monitoring/meshca-alerts.yaml");
+    let doc: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let rules = doc["groups"][0]["rules"].as_array().unwrap();
+    let names: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["MeshcaClusterCAExpiringSoon", "MeshcaRootExpiringSoon", "MeshcaClusterTrustStale", "MeshcaReconcileErrors"]
+    );
+    for r in rules {
+        let expr = r["expr"].as_str().unwrap();
+        let used: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("meshca_"))
+            .collect();
+        assert!(!used.is_empty(), "{expr}");
+        for m in used {
+            assert!(meshca_kube::metrics::SERIES.contains(&m), "{m} is not a series the controller serves");
+        }
+        assert!(r["labels"]["severity"].is_string() && r["annotations"]["summary"].is_string(), "{r}");
+    }
+    match std::process::Command::new("promtool").args(["check", "rules", path]).output() {
+        Ok(o) => {
+            assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+        }
+        Err(_) => eprintln!("SKIPPED promtool check rules: no promtool on PATH"),
+    }
+}

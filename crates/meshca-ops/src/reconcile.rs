@@ -160,8 +160,8 @@ pub struct ClusterResult {
     /// Why a new intermediate was issued, as a stable label (`grace-period`, `revoked`, ...;
     /// see [`meshca::IssueReason::label`]), when the plan issued one.
     pub issue_reason: Option<&'static str>,
-    /// Whether istiod loaded the roots this bundle holds (`None` on a dry run or when the
-    /// cluster has no valid bundle).
+    /// Whether istiod loaded the roots this bundle holds (`None` when the cluster has no valid
+    /// bundle).
     pub trust: Option<TrustState>,
 }
 
@@ -769,7 +769,8 @@ fn reconcile_one(
                 return (result, None);
             }
             Attempt::Done(mut result, bundle) => {
-                if let (Some(b), false) = (&bundle, opts.dry_run) {
+                // Read-only, so a dry run (`meshca status`) reports it too.
+                if let Some(b) = &bundle {
                     result.trust = Some(match store.istiod_roots(cluster) {
                         Ok(published) => TrustState::of(published.as_deref(), b),
                         Err(e) => {

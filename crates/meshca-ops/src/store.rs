@@ -100,6 +100,9 @@ pub trait Store: Sync {
     }
 }
 
+/// The ConfigMap istiod publishes its trusted roots in (key `root-cert.pem`), in every namespace.
+pub const ISTIO_CA_ROOT_CERT: &str = "istio-ca-root-cert";
+
 /// The directory store.
 ///
 /// Every path it opens is resolved inside the store root by capability (cap-std): a `Dir` for
@@ -626,6 +629,14 @@ fn sync(dir: &Dir) -> std::io::Result<()> {
 impl Store for DirStore {
     fn location(&self, secret: &SecretRef) -> String {
         self.dir(secret).display().to_string()
+    }
+
+    /// `STORE/<cluster>/istio-system/istio-ca-root-cert/root-cert.pem`, where whoever syncs the
+    /// store with a cluster mirrors the ConfigMap istiod publishes (read as the store reads a
+    /// Secret: no symlinks out, bounded size).
+    fn istiod_roots(&self, cluster: &str) -> Result<Option<Vec<u8>>, Error> {
+        let secret = SecretRef::new(cluster, "istio-system", ISTIO_CA_ROOT_CERT);
+        Ok(self.read(&secret)?.and_then(|f| f.get("root-cert.pem").map(<[u8]>::to_vec)))
     }
 
     fn clusters_with_cacerts(&self) -> Result<Vec<String>, Error> {

@@ -14,4 +14,5 @@ pub(crate) mod rotate;
 pub(crate) mod rotate_root;
 pub(crate) mod secret;
 pub(crate) mod sign_csr;
+pub(crate) mod status;
 pub(crate) mod verify;
