@@ -141,6 +141,10 @@ impl ControllerConfig {
 }
 
 struct Ctx {
+    /// What meshca last wrote, so the fleet's watches skip its own writes.
+    written: crate::store::Written,
+    /// The management-cluster Secrets the policies name.
+    referenced: crate::fleet::Referenced,
     mgmt: Client,
     cfg: ControllerConfig,
     ar: ApiResource,
@@ -172,7 +176,30 @@ pub async fn run(
     let lease = cfg.lease.clone();
     let clock = cfg.clock;
     let watch_secs = watch_timeout(cfg.timeout);
-    let ctx = Arc::new(Ctx { mgmt: mgmt.clone(), cfg, ar: ar.clone(), recorder, failures: Mutex::new(HashMap::new()) });
+    let written: crate::store::Written = Arc::default();
+    let referenced: crate::fleet::Referenced = Arc::default();
+    let (trigger_tx, trigger_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let fleet = crate::fleet::FleetWatch {
+        mgmt: mgmt.clone(),
+        mgmt_cluster: cfg.mgmt_cluster.clone(),
+        remote_secret_namespace: cfg.remote_secret_namespace.clone(),
+        call_timeout: cfg.timeout,
+        watch_secs,
+        written: written.clone(),
+        referenced: referenced.clone(),
+        trigger: trigger_tx,
+    };
+    let fleet_task = tokio::spawn(fleet.run());
+    let changes = futures::stream::unfold(trigger_rx, |mut rx| async move { rx.recv().await.map(|()| ((), rx)) });
+    let ctx = Arc::new(Ctx {
+        written,
+        referenced,
+        mgmt: mgmt.clone(),
+        cfg,
+        ar: ar.clone(),
+        recorder,
+        failures: Mutex::new(HashMap::new()),
+    });
     // Trigger on spec changes (generation), not on our own status writes: a status write would
     // otherwise start another full pass over every cluster. Time-based requeues still run.
     let writer = Writer::new(ar.clone());
@@ -194,6 +221,8 @@ pub async fn run(
         .applied_objects()
         .predicate_filter(trigger_key, PredicateConfig::default());
     let controller = Controller::for_stream_with(trigger, reader, ar)
+        // A cacerts deleted or edited, a cluster added or removed, a signer replaced: a pass now.
+        .reconcile_all_on(changes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile_policy, error_policy, ctx)
         .for_each(|result| async move {
@@ -201,7 +230,7 @@ pub async fn run(
                 tracing::warn!(error = %e, "controller");
             }
         });
-    match lease {
+    let result = match lease {
         Some(lease) => {
             tokio::select! {
                 () = controller => Ok(()),
@@ -212,7 +241,9 @@ pub async fn run(
             controller.await;
             Ok(())
         }
-    }
+    };
+    fleet_task.abort();
+    result
 }
 
 fn key(obj: &DynamicObject) -> String {
@@ -292,8 +323,21 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
             return Ok(Action::await_change());
         }
     };
-    let store =
-        KubeStore::new(tokio::runtime::Handle::current(), clients).adopt(ctx.cfg.adopt).timeout(ctx.cfg.timeout);
+    {
+        let mut referenced = ctx.referenced.lock().unwrap_or_else(|p| p.into_inner());
+        let (ns, name) = policy.signer.secret();
+        referenced.insert((ns.to_owned(), name.to_owned()));
+        for p in &policy.passive {
+            referenced.insert((p.namespace.clone(), p.name.clone()));
+        }
+        if let Some(r) = &policy.root_rotation {
+            referenced.insert((r.new_signer.namespace.clone(), r.new_signer.name.clone()));
+        }
+    }
+    let store = KubeStore::new(tokio::runtime::Handle::current(), clients)
+        .adopt(ctx.cfg.adopt)
+        .timeout(ctx.cfg.timeout)
+        .record_writes(ctx.written.clone());
     let mut opts = Options::new(now, workload);
     opts.mgmt_cluster = ctx.cfg.mgmt_cluster.clone();
     opts.policy_generation = generation;
@@ -650,7 +694,18 @@ fn status_of(
 
 async fn set_status(ctx: &Ctx, obj: &DynamicObject, status: PolicyStatus) -> Result<(), Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.mgmt.clone(), &obj.namespace().unwrap_or_default(), &ctx.ar);
-    api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+    let mut patch = json!({ "status": status });
+    // A merge patch keeps map keys it does not name: a cluster that left the mesh is removed
+    // from status.clusters by naming it with null.
+    if let (Some(old), Some(new)) = (
+        obj.data.get("status").and_then(|s| s.get("clusters")).and_then(Value::as_object),
+        patch["status"]["clusters"].as_object_mut(),
+    ) {
+        for gone in old.keys().filter(|k| !new.contains_key(*k)).cloned().collect::<Vec<_>>() {
+            new.insert(gone, Value::Null);
+        }
+    }
+    api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(patch))
         .await
         .map(|_| ())
         .map_err(|source| Error::Kube { context: format!("status of RootTrustPolicy {}", key(obj)), source })

@@ -53,6 +53,7 @@
 pub mod clusters;
 pub mod controller;
 pub mod crd;
+pub mod fleet;
 pub mod leader;
 pub mod metrics;
 pub mod store;

@@ -28,6 +28,28 @@ pub struct KubeStore {
     timeout: Duration,
     /// What each Secret looked like when last read: replace only that version.
     seen: Mutex<HashMap<SecretRef, Option<Secret>>>,
+    /// Where writes are recorded (the data's hash per Secret), so the controller's watches can
+    /// tell its own writes from someone else's.
+    written: Option<Written>,
+}
+
+/// The hash of the data meshca last wrote, per Secret (`cluster/namespace/name`).
+pub type Written = std::sync::Arc<Mutex<HashMap<String, u64>>>;
+
+/// The key of a Secret in [`Written`].
+pub fn written_key(cluster: &str, namespace: &str, name: &str) -> String {
+    format!("{cluster}/{namespace}/{name}")
+}
+
+/// A hash of a Secret's data (name and bytes of every key, in order).
+pub fn data_hash<'a>(data: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (k, v) in data {
+        k.hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
 }
 
 impl std::fmt::Debug for KubeStore {
@@ -39,7 +61,21 @@ impl std::fmt::Debug for KubeStore {
 impl KubeStore {
     /// A store over `clusters` (name -> client), running calls on `rt`.
     pub fn new(rt: tokio::runtime::Handle, clusters: BTreeMap<String, Client>) -> Self {
-        KubeStore { rt, clusters, adopt: false, timeout: Duration::from_secs(20), seen: Mutex::new(HashMap::new()) }
+        KubeStore {
+            rt,
+            clusters,
+            adopt: false,
+            timeout: Duration::from_secs(20),
+            seen: Mutex::new(HashMap::new()),
+            written: None,
+        }
+    }
+
+    /// Records every write's data hash in `written`.
+    #[must_use]
+    pub fn record_writes(mut self, written: Written) -> Self {
+        self.written = Some(written);
+        self
     }
 
     /// Lets writes replace `cacerts` Secrets meshca did not create (`--adopt`).
@@ -159,10 +195,29 @@ impl Store for KubeStore {
         obj.string_data = None;
         let api: Api<Secret> = Api::namespaced(self.client(&secret.cluster)?, &secret.namespace);
         let name = secret.name.clone();
-        let written = if previous.is_some() {
-            self.run(&location, async move { api.replace(&name, &PostParams::default(), &obj).await })?
+        // Recorded before the write: its watch event may arrive before the call returns.
+        let key = written_key(&secret.cluster, &secret.namespace, &secret.name);
+        let before = self
+            .written
+            .as_ref()
+            .map(|w| w.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), data_hash(files.iter())));
+        let result = if previous.is_some() {
+            self.run(&location, async move { api.replace(&name, &PostParams::default(), &obj).await })
         } else {
-            self.run(&location, async move { api.create(&PostParams::default(), &obj).await })?
+            self.run(&location, async move { api.create(&PostParams::default(), &obj).await })
+        };
+        let written = match result {
+            Ok(w) => w,
+            Err(e) => {
+                if let (Some(w), Some(before)) = (&self.written, before) {
+                    let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+                    match before {
+                        Some(h) => w.insert(key, h),
+                        None => w.remove(&key),
+                    };
+                }
+                return Err(e);
+            }
         };
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(secret.clone(), Some(written));
         Ok(())

@@ -442,7 +442,6 @@ async fn controller_revokes_a_cluster_ca_named_in_the_annotation_once_per_value(
     let st = status(&mgmt);
     assert_eq!(st["revocation"]["revoked"][0]["cluster"], "west", "{st}");
     assert_eq!(st["revocation"]["revoked"][0]["reason"], "keyCompromise");
-    assert_eq!(st["clusters"]["west"]["action"], "rotated", "{st}");
     let new_west = cacerts_at(&cs[1], now);
     assert_ne!(new_west.ca_cert(), old_west.ca_cert(), "west must get a new intermediate");
     let crl = |s: &ApiServer| s.get(SECRETS, "istio-system", "cacerts").unwrap()["data"]["ca-crl.pem"].clone();
@@ -596,6 +595,104 @@ async fn controller_metrics_and_trust_state_are_scraped_over_http() {
     assert_eq!(series(&text, "meshca_ca_not_after_timestamp_seconds", &format!(r#"{p},cluster="gone""#)), None);
     assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
 
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    assert_shipped_rbac_allows(&mgmt.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_repair_a_deleted_or_tampered_cacerts_and_follow_remote_secrets_within_seconds() {
+    let (mgmt, _) = mgmt_with_root().await;
+    let cs = servers(3).await;
+    mgmt.put(SECRETS, "istio-system", remote_secret("east", &cs[0]));
+    mgmt.put(SECRETS, "istio-system", remote_secret("west", &cs[1]));
+    // 30-day CAs: the planned requeue is weeks away, so only a watch can explain a repair.
+    mgmt.put(POLICIES, "gloo-mesh", policy_cr(30));
+    let mut cfg = controller::ControllerConfig::new("replica-a");
+    // Watches the server ends every 3 s (timeoutSeconds), resumed from their resourceVersion.
+    cfg.timeout = Duration::from_secs(4);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
+        let _ = stopped.await;
+    }));
+    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
+    wait_for("status ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
+    let now = OffsetDateTime::now_utc();
+    let cacerts = |s: &ApiServer| s.get(SECRETS, "istio-system", "cacerts");
+
+    // Idle, with the watches closed by the server every few seconds: no writes at all.
+    let writes = (mgmt.writes(), cs[0].writes(), cs[1].writes());
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!((mgmt.writes(), cs[0].writes(), cs[1].writes()), writes, "no reconcile storm while idle");
+
+    // Deleted: rewritten within seconds.
+    let before = cacerts_at(&cs[0], now);
+    cs[0].delete(SECRETS, "istio-system", "cacerts");
+    wait_for("east's cacerts rewritten", || cacerts(&cs[0]).is_some()).await;
+    let after = cacerts_at(&cs[0], now);
+    assert_ne!(after.ca_cert(), before.ca_cert(), "a new intermediate");
+    // Our own write came back as an event and caused nothing more.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled = cs[0].writes();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(cs[0].writes(), settled, "a write of ours does not trigger another pass");
+
+    // Tampered (managed label kept, data edited by hand): replaced by a valid bundle.
+    let mut tampered = cacerts(&cs[1]).unwrap();
+    tampered["data"]["ca-cert.pem"] = json!("bm90IGEgY2VydGlmaWNhdGU=");
+    cs[1].put(SECRETS, "istio-system", tampered);
+    wait_for("west's cacerts repaired", || {
+        Cacerts::from_files(&files_of(&cacerts(&cs[1]).unwrap()), OffsetDateTime::now_utc()).is_ok()
+    })
+    .await;
+
+    // Unmanaged (no label): reported, never replaced.
+    let mut by_hand = cacerts(&cs[0]).unwrap();
+    by_hand["metadata"]["labels"] = json!({});
+    by_hand["data"]["ca-cert.pem"] = json!("bm90IGEgY2VydGlmaWNhdGU=");
+    cs[0].put(SECRETS, "istio-system", by_hand.clone());
+    wait_for("east reported as not managed", || status(&mgmt)["clusters"]["east"]["error"] == "not-managed").await;
+    assert_eq!(cacerts(&cs[0]).unwrap()["data"], by_hand["data"], "an unmanaged cacerts is left alone");
+
+    // A new remote secret: the cluster is issued at once; a removed one leaves the status.
+    mgmt.put(SECRETS, "istio-system", remote_secret("south", &cs[2]));
+    wait_for("south issued", || cacerts(&cs[2]).is_some()).await;
+    mgmt.delete(SECRETS, "istio-system", "istio-remote-secret-west");
+    wait_for("west gone from status", || status(&mgmt)["clusters"].get("west").is_none()).await;
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    assert_shipped_rbac_allows(&mgmt.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_signing_ca_is_noticed_by_its_watch() {
+    let (mgmt, _) = mgmt_with_root().await;
+    let cs = servers(1).await;
+    mgmt.put(SECRETS, "istio-system", remote_secret("east", &cs[0]));
+    mgmt.put(POLICIES, "gloo-mesh", policy_cr(30));
+    let mut cfg = controller::ControllerConfig::new("replica-a");
+    cfg.timeout = Duration::from_secs(4);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
+        let _ = stopped.await;
+    }));
+    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
+    wait_for("status ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
+    // Give the namespace watch its first list (it starts when the policy first names the Secret).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut p = RootParams::default();
+    p.common_name = "Root CA 2".into();
+    let new = SigningCa::generate_root(&p, &mut meshca::OsRng, OffsetDateTime::now_utc()).unwrap();
+    let mut signer = mgmt.get(SECRETS, "gloo-mesh", SIGNER).unwrap();
+    signer["data"] = secret_json(SIGNER, &new.bundle().to_files(Layout::Istio), &[])["data"].clone();
+    mgmt.put(SECRETS, "gloo-mesh", signer);
+    wait_for("east re-issued under the new root", || {
+        cs[0].get(SECRETS, "istio-system", "cacerts").is_some_and(|s| {
+            Cacerts::from_files(&files_of(&s), OffsetDateTime::now_utc()).is_ok_and(|b| b.root() == new.bundle().root())
+        })
+    })
+    .await;
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
     assert_shipped_rbac_allows(&mgmt.log());

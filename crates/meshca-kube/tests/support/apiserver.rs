@@ -288,11 +288,13 @@ fn list(st: &ServerState, r: &Route, q: &BTreeMap<String, String>) -> Response {
 fn watch(st: Arc<ServerState>, r: Route, q: BTreeMap<String, String>) -> Response {
     let since: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
     let selector = q.get("labelSelector").cloned().unwrap_or_default();
+    let field_name = q.get("fieldSelector").and_then(|f| f.strip_prefix("metadata.name=").map(str::to_owned));
     let timeout = Duration::from_secs(q.get("timeoutSeconds").and_then(|v| v.parse().ok()).unwrap_or(290));
     let rx = st.events.subscribe();
     let deadline = tokio::time::Instant::now() + timeout;
     let stream = futures::stream::unfold(rx, move |mut rx| {
-        let (r_coll, r_ns, selector) = (r.collection.clone(), r.namespace.clone(), selector.clone());
+        let (r_coll, r_ns, selector, field_name) =
+            (r.collection.clone(), r.namespace.clone(), selector.clone(), field_name.clone());
         async move {
             loop {
                 let ev = match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -305,6 +307,7 @@ fn watch(st: Arc<ServerState>, r: Route, q: BTreeMap<String, String>) -> Respons
                     || ev.key.collection != r_coll
                     || r_ns.as_ref().is_some_and(|ns| *ns != ev.key.namespace)
                     || !labels_match(&ev.object, &selector)
+                    || field_name.as_ref().is_some_and(|n| *n != ev.key.name)
                 {
                     continue;
                 }
@@ -448,6 +451,18 @@ impl ApiServer {
         let existed = inner.objects.insert(key.clone(), obj.clone()).is_some();
         drop(inner);
         self.state.publish(if existed { "MODIFIED" } else { "ADDED" }, &key, rv, &obj);
+    }
+
+    /// Deletes an object directly (as another writer would), publishing the DELETED event.
+    pub fn delete(&self, collection: &str, namespace: &str, name: &str) {
+        let key = Key { collection: collection.into(), namespace: namespace.into(), name: name.into() };
+        let mut inner = self.state.inner.lock().unwrap();
+        if let Some(obj) = inner.objects.remove(&key) {
+            let rv = inner.rv + 1;
+            inner.rv = rv;
+            drop(inner);
+            self.state.publish("DELETED", &key, rv, &obj);
+        }
     }
 
     pub fn list(&self, collection: &str) -> Vec<Value> {
