@@ -698,6 +698,69 @@ async fn a_replaced_signing_ca_is_noticed_by_its_watch() {
     assert_shipped_rbac_allows(&mgmt.log());
 }
 
+/// Runs the whole policy (root rotation included) off the async workers: the phase it ends in.
+async fn run_phase(store: KubeStore, text: &str, clusters: &[&str], now: OffsetDateTime) -> String {
+    let pol = policy::parse(text, "policy.yaml").unwrap();
+    let opts = Options::new(now, clusters.iter().map(|c| (*c).to_owned()).collect());
+    tokio::task::spawn_blocking(move || {
+        match reconcile::run(&store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {}).unwrap() {
+            reconcile::Run::RootRotation(r) => r.now_phase.to_string(),
+            reconcile::Run::Reconciled(_) => "NotRotating".into(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_rotation_step_waits_until_istiod_publishes_the_roots_meshca_wrote() {
+    let (mgmt, old) = mgmt_with_root().await;
+    let mut p = RootParams::default();
+    p.common_name = "Root CA 2".into();
+    let new = SigningCa::generate_root(&p, &mut meshca::OsRng, OffsetDateTime::now_utc()).unwrap();
+    mgmt.put(SECRETS, "gloo-mesh", secret_json("new-ca", &new.bundle().to_files(Layout::Istio), &[]));
+    let cs = servers(2).await;
+    let plain = policy::SEED_POLICY.replace("ttlDays: 1", "ttlDays: 30");
+    let now = OffsetDateTime::now_utc();
+    let store = || store_for(&mgmt, &[("east", &cs[0]), ("west", &cs[1])]);
+    assert!(run(store(), &plain, &["east", "west"], now).await.ok());
+    // istiod in east publishes what it loaded: the old root only, for now. West has no istiod.
+    let publish = |roots: &[&meshca::Certificate]| {
+        let pem: String = roots.iter().map(|r| r.to_pem()).collect();
+        cs[0].put(
+            apiserver::CONFIGMAPS,
+            "istio-system",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio-ca-root-cert"}, "data": {"root-cert.pem": pem}}),
+        );
+    };
+    publish(&[old.bundle().root()]);
+    let rotating = plain.replace(
+        "    mgmtServerCa:",
+        "    rootRotation:\n      newMgmtServerCa:\n        secretRef:\n          name: new-ca\n      dwellHours: 0\n    mgmtServerCa:",
+    );
+    // The new root is added everywhere, but east's istiod has not loaded it: the step holds.
+    for _ in 0..2 {
+        assert_eq!(run_phase(store(), &rotating, &["east", "west"], now).await, "AddingNewRoot");
+    }
+    assert_eq!(cacerts_at(&cs[0], now).roots().len(), 2, "the bundle carries both roots");
+    // istiod reloads (both roots published): the rotation moves on.
+    let both = cacerts_at(&cs[0], now);
+    publish(&both.roots().iter().collect::<Vec<_>>());
+    let phase = run_phase(store(), &rotating, &["east", "west"], now).await;
+    assert_ne!(phase, "AddingNewRoot", "moves on once istiod loaded the new root");
+    // This step's bundles are written and east's istiod loads them; with
+    // waitForUnobservedIstiod, west (no istio-ca-root-cert) still holds the step.
+    let waiting = rotating.replace("  config:\n", "  config:\n    waitForUnobservedIstiod: true\n");
+    assert_ne!(waiting, rotating);
+    assert_eq!(run_phase(store(), &waiting, &["east", "west"], now).await, phase, "east's istiod is behind");
+    let now_roots = cacerts_at(&cs[0], now);
+    publish(&now_roots.roots().iter().collect::<Vec<_>>());
+    let held = run_phase(store(), &waiting, &["east", "west"], now).await;
+    assert_eq!(held, phase, "west's unobserved istiod holds the step");
+    // Without it (the default), west does not hold it.
+    assert_ne!(run_phase(store(), &rotating, &["east", "west"], now).await, phase);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_signs_through_a_token_with_the_pin_in_a_secret() {
     let Some(hsm) = softhsm::softhsm("controller_signs_through_a_token_with_the_pin_in_a_secret") else { return };

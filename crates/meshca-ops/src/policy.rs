@@ -127,6 +127,8 @@ pub struct Policy {
     pub passive: Vec<SecretName>,
     /// `spec.config.rootRotation`: the automatic root rotation, if one is asked for.
     pub root_rotation: Option<AutoRootRotation>,
+    /// `spec.config.waitForUnobservedIstiod`.
+    pub wait_for_unobserved_istiod: bool,
     /// Fields accepted but not acted on by this edge, for the user to know.
     pub notes: Vec<String>,
 }
@@ -195,6 +197,13 @@ pub struct PolicyConfig {
     /// meshca's extension: rotate the root to this CA, step by step, by itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_rotation: Option<RootRotationSpec>,
+    /// meshca's extension: whether a root-rotation step also waits for clusters where what
+    /// istiod loaded cannot be seen (no `istio-ca-root-cert`: istiod absent or not started).
+    /// Default false: such a cluster has no workloads signed by it to break, and waiting would
+    /// hold every rotation on a cluster without istiod. A cluster whose istiod publishes other
+    /// roots than meshca wrote always holds the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for_unobserved_istiod: Option<bool>,
 }
 
 /// A CA held in a Secret (`{secretRef: {...}}`).
@@ -546,6 +555,7 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         signer_key,
         rotation,
         auto_restart_pods: cfg.auto_restart_pods.unwrap_or(false),
+        wait_for_unobserved_istiod: cfg.wait_for_unobserved_istiod.unwrap_or(false),
         passive,
         root_rotation,
         notes,

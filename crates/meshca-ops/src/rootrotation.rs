@@ -751,8 +751,30 @@ fn pass(
     for cluster in known.iter().filter(|c| !clusters.contains(c)) {
         bundles.push((cluster.clone(), valid_bundle(store, cluster, now)));
     }
+    // A cluster is at the step's target only once its istiod publishes the roots meshca wrote
+    // (istio-ca-root-cert); where that cannot be seen, per spec.config.waitForUnobservedIstiod.
+    let mut istiod_pending = Vec::new();
+    for (cluster, bundle) in &mut bundles {
+        let Some(b) = bundle.as_ref() else { continue };
+        let state = match store.istiod_roots(cluster) {
+            Ok(published) => crate::reconcile::TrustState::of(published.as_deref(), b),
+            Err(_) => crate::reconcile::TrustState::Unobserved,
+        };
+        let holds = match state {
+            crate::reconcile::TrustState::InSync => false,
+            crate::reconcile::TrustState::Unobserved => policy.wait_for_unobserved_istiod,
+            _ => true,
+        };
+        if holds && !opts.dry_run {
+            istiod_pending.push(cluster.clone());
+            *bundle = None;
+        }
+    }
     let views: Vec<(&str, Option<&Cacerts>)> = bundles.iter().map(|(n, b)| (n.as_str(), b.as_ref())).collect();
     let (next, step) = r.step(&views, now);
+    if !istiod_pending.is_empty() {
+        tracing::info!(clusters = ?istiod_pending, "waiting for istiod to load the roots meshca wrote");
+    }
     let state = match &step {
         Step::Converging { pending } => StepState::Converging { pending: pending.clone() },
         Step::Dwelling { until } => StepState::Dwelling { until: *until },
