@@ -183,7 +183,6 @@ pub async fn run(
         mgmt: mgmt.clone(),
         mgmt_cluster: cfg.mgmt_cluster.clone(),
         remote_secret_namespace: cfg.remote_secret_namespace.clone(),
-        call_timeout: cfg.timeout,
         watch_secs,
         written: written.clone(),
         referenced: referenced.clone(),

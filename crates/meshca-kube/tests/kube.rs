@@ -1283,3 +1283,60 @@ fn the_alert_rules_name_served_metrics_and_promtool_accepts_them() {
         Err(_) => eprintln!("SKIPPED promtool check rules: no promtool on PATH"),
     }
 }
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// The controller over 200 workload clusters (each its own API server on a socket): time to
+/// the first pass, the process's resident memory, and the API requests of an idle window,
+/// extrapolated to an hour. A measurement, not a check (so ignored): run it with
+///   cargo test --release -p meshca-kube --test kube -- --ignored measure_ --nocapture
+/// (BENCHMARKS.md has the numbers). MESHCA_MEASURE_IDLE_SECS sets the window (default 60).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand, see BENCHMARKS.md"]
+async fn measure_the_controller_over_two_hundred_clusters() {
+    let idle: u64 = std::env::var("MESHCA_MEASURE_IDLE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let (mgmt, _) = mgmt_with_root().await;
+    let cs = servers(200).await;
+    for (i, s) in cs.iter().enumerate() {
+        mgmt.put(SECRETS, "istio-system", remote_secret(&format!("cluster{i:03}"), s));
+    }
+    mgmt.put(POLICIES, "gloo-mesh", policy_cr(30));
+    let before = rss_kib();
+    let started = std::time::Instant::now();
+    let cfg = controller::ControllerConfig::new("replica-a");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
+        let _ = stopped.await;
+    }));
+    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
+    for _ in 0..1200 {
+        if status(&mgmt)["state"] == "ACCEPTED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(&mgmt)["state"], "ACCEPTED");
+    let first_pass = started.elapsed();
+    let requests = |all: &[ApiServer]| all.iter().map(|s| s.log().len()).sum::<usize>() + mgmt.log().len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (r0, w0) = (requests(&cs), cs.iter().map(ApiServer::writes).sum::<usize>() + mgmt.writes());
+    tokio::time::sleep(Duration::from_secs(idle)).await;
+    let (r1, w1) = (requests(&cs), cs.iter().map(ApiServer::writes).sum::<usize>() + mgmt.writes());
+    let after = rss_kib();
+    println!(
+        "200 clusters: first pass {first_pass:?}; RSS {before} KiB before the controller, {after} KiB after \
+         (test API servers included); idle {idle} s: {} requests ({} writes), about {} requests/hour",
+        r1 - r0,
+        w1 - w0,
+        (r1 - r0) as u64 * 3600 / idle
+    );
+    assert_eq!(w1, w0, "no writes while idle");
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
+}
