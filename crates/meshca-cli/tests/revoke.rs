@@ -394,3 +394,85 @@ fn status_shows_each_cluster_and_what_istiod_loaded() {
     assert!(out.stdout.contains("istiod has not loaded 1 root(s) meshca wrote"), "{}", out.stdout);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// An intermediate made elsewhere whose keyUsage lacks cRLSign (Istio's tools/certs makes them
+/// so) cannot sign its CRL: once the fleet publishes CRLs, it is replaced, not left to have
+/// its workloads refused everywhere.
+#[test]
+fn an_intermediate_that_cannot_sign_crls_is_replaced_when_crls_come_in() {
+    if !has_openssl() {
+        return;
+    }
+    let d = tempdir("no-crl-sign");
+    let q = d.join("q");
+    ok(&["quickstart", "--dir", &s(&q)]);
+    let (store, policy) = (q.join("store"), s(&q.join("policy.yaml")));
+    let st = s(&store);
+    let signer = store.join("mgmt").join("gloo-mesh").join("my-root-trust-policy.gloo-mesh");
+    let w = d.join("work");
+    std::fs::create_dir_all(&w).unwrap();
+    std::fs::write(
+        w.join("ext.cnf"),
+        "[ext]\nbasicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,digitalSignature,keyCertSign\n\
+         subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\nsubjectAltName=DNS:istiod.istio-system.svc\n",
+    )
+    .unwrap();
+    let sh = |args: &[&str]| {
+        let o = Command::new("openssl").args(args).current_dir(&w).output().unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    sh(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "k.pem"]);
+    sh(&["pkcs8", "-topk8", "-nocrypt", "-in", "k.pem", "-out", "ca-key.pem"]);
+    sh(&["req", "-new", "-key", "ca-key.pem", "-subj", "/O=Istio/CN=Intermediate CA/L=cluster3", "-out", "c.csr"]);
+    let (root_cert, root_key) = (s(&signer.join("ca-cert.pem")), s(&signer.join("ca-key.pem")));
+    sh(&[
+        "x509",
+        "-req",
+        "-in",
+        "c.csr",
+        "-CA",
+        &root_cert,
+        "-CAkey",
+        &root_key,
+        "-set_serial",
+        "0x5eed0c0ffee5eed0c0ffee",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-extensions",
+        "ext",
+        "-out",
+        "ca-cert.pem",
+    ]);
+    let root_pem = read(&signer.join("root-cert.pem"));
+    let c3 = cacerts(&store, "cluster3");
+    std::fs::remove_dir_all(&c3).unwrap();
+    std::fs::create_dir_all(&c3).unwrap();
+    std::fs::write(c3.join("ca-cert.pem"), read(&w.join("ca-cert.pem"))).unwrap();
+    std::fs::write(c3.join("ca-key.pem"), read(&w.join("ca-key.pem"))).unwrap();
+    std::fs::write(c3.join("cert-chain.pem"), [read(&w.join("ca-cert.pem")), root_pem.clone()].concat()).unwrap();
+    std::fs::write(c3.join("root-cert.pem"), &root_pem).unwrap();
+    let before = read(&c3.join("ca-cert.pem"));
+    // Without CRLs it is kept, as any valid bundle.
+    let kept = ok(&[
+        "reconcile",
+        "--policy",
+        &policy,
+        "--store",
+        &st,
+        "--cluster",
+        "cluster1",
+        "--cluster",
+        "cluster2",
+        "--cluster",
+        "cluster3",
+    ]);
+    assert!(kept.stdout.contains("3 clusters: 3 kept"), "{}", kept.stdout);
+    let out = ok(&["revoke", "--policy", &policy, "--store", &st, "--cluster", "cluster2"]);
+    let row = out.stdout.lines().find(|l| l.starts_with("cluster3")).unwrap();
+    assert!(row.contains("rotated") && row.contains("no cRLSign"), "{row}");
+    assert_ne!(read(&c3.join("ca-cert.pem")), before);
+    ok(&["verify", &s(&cacerts(&store, "cluster1")), &s(&cacerts(&store, "cluster2")), &s(&c3)]);
+    let _ = std::fs::remove_dir_all(&d);
+}

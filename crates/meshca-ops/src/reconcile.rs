@@ -632,8 +632,21 @@ fn plan_for(
         Current::Valid(b) => fleet.is_some_and(|f| f.is_revoked(b.ca_cert())),
         _ => false,
     };
+    // With CRLs in use every intermediate needs one of its own: one whose keyUsage lacks
+    // cRLSign (made elsewhere, e.g. by Istio's tools/certs) is replaced.
+    let no_crl_sign = match current {
+        Current::Valid(b) => fleet.is_some() && b.ca_cert().allows_crl_sign() == Some(false),
+        _ => false,
+    };
     match plan(&policy.rotation, ctx_signer, cluster, current, opts.now) {
         Plan::Keep { .. } | Plan::UpdateTrust { .. } if revoked => Plan::Issue { reason: IssueReason::Revoked },
+        Plan::Keep { .. } | Plan::UpdateTrust { .. } if no_crl_sign => Plan::Issue {
+            reason: IssueReason::ParametersChanged {
+                field: "keyUsage",
+                current: "no cRLSign".into(),
+                wanted: "cRLSign (the fleet publishes CRLs)".into(),
+            },
+        },
         Plan::Keep { .. } | Plan::UpdateTrust { .. } if opts.rotate_now.wants(cluster) => {
             Plan::Issue { reason: IssueReason::Requested }
         }
@@ -674,7 +687,11 @@ fn prepare_crls(
                     // on; a revoked one too, so that taking the revocation back (`unrevoke`)
                     // makes them verify again (the root's CRL refuses them meanwhile).
                     if let Ok(old) = &parsed {
-                        fleet.cover(old, now)?;
+                        // One that cannot sign CRLs (or is not ours) gets none: its workloads'
+                        // certificates are refused once CRLs are in use, until they renew.
+                        if let Err(e) = fleet.cover(old, now) {
+                            tracing::warn!(cluster = %cluster, error = %e, "no CRL for the intermediate being replaced");
+                        }
                     }
                     fleet.cover(&bundle, now)?;
                     prepared.bundles.insert(cluster.clone(), bundle);
