@@ -442,6 +442,9 @@ async fn controller_revokes_a_cluster_ca_named_in_the_annotation_once_per_value(
     let st = status(&mgmt);
     assert_eq!(st["revocation"]["revoked"][0]["cluster"], "west", "{st}");
     assert_eq!(st["revocation"]["revoked"][0]["reason"], "keyCompromise");
+    // The next pass comes before the root's CRL needs re-signing, not in 27 days.
+    let (next, crl_next) = (st["nextCheck"].as_str().unwrap(), st["revocation"]["crlNextUpdate"].as_str().unwrap());
+    assert!(next < crl_next, "next check {next} must come before the CRL's nextUpdate {crl_next}");
     let new_west = cacerts_at(&cs[1], now);
     assert_ne!(new_west.ca_cert(), old_west.ca_cert(), "west must get a new intermediate");
     let crl = |s: &ApiServer| s.get(SECRETS, "istio-system", "cacerts").unwrap()["data"]["ca-crl.pem"].clone();

@@ -580,7 +580,16 @@ fn reconcile_with(
         Ok(fp) => Trust { ok: true, root_fingerprint: Some(fp), error: None },
         Err(e) => Trust { ok: false, root_fingerprint: None, error: Some(e) },
     };
-    let next_check = results.iter().filter_map(|r| r.next_check).min();
+    let mut next_check = results.iter().filter_map(|r| r.next_check).min();
+    // The root's CRL is re-signed once under ROOT_CRL_REFRESH is left: come back by then (a
+    // 30-day intermediate would otherwise leave it stale for weeks).
+    if let Some(refresh) = fleet
+        .as_ref()
+        .and_then(|f| f.summary(String::new(), &signer).next_update)
+        .map(|t| t - revocation::ROOT_CRL_REFRESH)
+    {
+        next_check = Some(next_check.map_or(refresh, |n| n.min(refresh)));
+    }
     Ok(Report {
         policy: policy.name.clone(),
         at: opts.now,
