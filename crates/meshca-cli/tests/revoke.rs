@@ -476,3 +476,76 @@ fn an_intermediate_that_cannot_sign_crls_is_replaced_when_crls_come_in() {
     ok(&["verify", &s(&cacerts(&store, "cluster1")), &s(&cacerts(&store, "cluster2")), &s(&c3)]);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Hostile or careless inputs of the revocation commands: a revocation list that is really a
+/// key file, garbage in the stored CRL set, a serial that is not hex, and an istio-ca-root-cert
+/// mirror holding no certificate. Each is a clear error (or a stale trust state), and nothing
+/// of the file's content is echoed.
+#[test]
+fn hostile_revocation_inputs_are_refused_without_echoing_them() {
+    let d = tempdir("revoke-hostile");
+    let q = d.join("q");
+    ok(&["quickstart", "--dir", &s(&q)]);
+    let (store, policy) = (q.join("store"), s(&q.join("policy.yaml")));
+    let st = s(&store);
+    ok(&["revoke", "--policy", &policy, "--store", &st, "--cluster", "cluster2"]);
+    let list = store.join("mgmt").join("gloo-mesh").join("root-trust-policy-revocations");
+    let c1 = read(&cacerts(&store, "cluster1").join("ca-crl.pem"));
+    let replace = |name: &str, data: &[u8]| {
+        // The Secret directory is ..data links; replace it with a plain directory as a hand edit would.
+        let files: Vec<(String, Vec<u8>)> = ["revocations.json", "ca-crl.pem"]
+            .iter()
+            .map(|f| ((*f).to_owned(), if *f == name { data.to_vec() } else { read(&list.join(f)) }))
+            .collect();
+        std::fs::remove_dir_all(&list).unwrap();
+        std::fs::create_dir_all(&list).unwrap();
+        for (f, bytes) in files {
+            std::fs::write(list.join(f), bytes).unwrap();
+        }
+    };
+    let good_list = read(&list.join("revocations.json"));
+    let key = read(&cacerts(&store, "cluster1").join("ca-key.pem"));
+    replace("revocations.json", &key);
+    let e = meshca(&["crl", "show", "--policy", &policy, "--store", &st]);
+    assert_eq!(e.code, 1, "{}", e.all());
+    assert!(e.stderr.contains("revocations.json is not valid"), "{}", e.stderr);
+    assert!(!e.all().contains("PRIVATE KEY") && !e.all().contains("MII"), "no key material echoed: {}", e.all());
+    // A reconcile refuses to go on with an unreadable list: every bundle keeps what it had.
+    let r = meshca(&[
+        "reconcile",
+        "--policy",
+        &policy,
+        "--store",
+        &st,
+        "--cluster",
+        "cluster1",
+        "--cluster",
+        "cluster2",
+        "--cluster",
+        "cluster3",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(read(&cacerts(&store, "cluster1").join("ca-crl.pem")), c1);
+    replace("revocations.json", &good_list);
+    replace("ca-crl.pem", b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n");
+    let e = meshca(&["crl", "show", "--policy", &policy, "--store", &st]);
+    assert_eq!(e.code, 1, "{}", e.all());
+    assert!(e.stderr.contains("ca-crl.pem"), "{}", e.stderr);
+    replace("ca-crl.pem", &c1);
+    ok(&["crl", "show", "--policy", &policy, "--store", &st]);
+    let e = meshca(&["unrevoke", "--policy", &policy, "--store", &st, "--serial", "not-hex-at-all"]);
+    assert_eq!(e.code, 1, "{}", e.all());
+    assert!(e.stderr.contains("not hex"), "{}", e.stderr);
+    let e = meshca(&["revoke", "--policy", &policy, "--store", &st, "--cluster", "cluster2", "--reason", "because"]);
+    assert_eq!(e.code, 2, "{}", e.all());
+    assert!(e.stderr.contains("keyCompromise, superseded or cessationOfOperation"), "{}", e.stderr);
+    // An istio-ca-root-cert mirror with no certificate in it: istiod's trust is stale, not an error.
+    let mirror = store.join("cluster3").join("istio-system").join("istio-ca-root-cert");
+    std::fs::create_dir_all(&mirror).unwrap();
+    std::fs::write(mirror.join("root-cert.pem"), &key).unwrap();
+    let out = ok(&["status", "--policy", &policy, "--store", &st, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["clusters"][2]["trust"]["state"], "stale", "{v}");
+    assert!(!out.all().contains("PRIVATE KEY"));
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -867,20 +867,8 @@ fn reconcile_attempt(
             if crl_differs {
                 result.reason = format!("{} (the fleet's revocation list) updated", meshca::CA_CRL);
                 result.next_check = Some(recheck_at);
-                return match writer.write_bundle(&secret, &bundle) {
-                    Ok(b) => {
-                        result.action = if opts.dry_run { Action::WouldUpdateTrust } else { Action::TrustUpdated };
-                        result.not_after = Some(b.not_after());
-                        result.warnings = b.warnings().iter().map(ToString::to_string).collect();
-                        Attempt::Done(result, Some(Box::new(b)))
-                    }
-                    Err(Error::Conflict { .. }) => Attempt::Conflict(result),
-                    Err(e) => {
-                        result.reason = format!("{}; {e}", result.reason);
-                        result.error_kind = Some(e.kind());
-                        Attempt::Done(result, Some(Box::new(bundle)))
-                    }
-                };
+                let written = writer.write_bundle(&secret, &bundle);
+                return trust_written(result, written, bundle, opts);
             }
             result.action = Action::Kept;
             result.reason = "valid, outside the grace period".into();
@@ -900,23 +888,10 @@ fn reconcile_attempt(
             let written = meshca::with_trust_bundle(&bundle, roots, now)
                 .map_err(Error::core(format!("trust bundle for {cluster}")))
                 .and_then(|b| writer.write_bundle(&secret, &b));
-            match written {
-                Ok(b) => {
-                    result.action = if opts.dry_run { Action::WouldUpdateTrust } else { Action::TrustUpdated };
-                    result.not_after = Some(b.not_after());
-                    result.warnings = b.warnings().iter().map(ToString::to_string).collect();
-                    if !opts.dry_run {
-                        result.rotated_at = Some(now);
-                    }
-                    Attempt::Done(result, Some(Box::new(b)))
-                }
-                Err(Error::Conflict { .. }) => Attempt::Conflict(result),
-                Err(e) => {
-                    result.reason = format!("{}; {e}", result.reason);
-                    result.error_kind = Some(e.kind());
-                    Attempt::Done(result, Some(Box::new(bundle)))
-                }
+            if !opts.dry_run && written.is_ok() {
+                result.rotated_at = Some(now);
             }
+            trust_written(result, written, bundle, opts)
         }
         Plan::Issue { reason } => {
             let existed = !matches!(reason, IssueReason::Missing);
@@ -966,6 +941,25 @@ fn reconcile_attempt(
         _ => {
             result.reason = "the core returned a plan this version of meshca does not know".into();
             Attempt::Done(result, None)
+        }
+    }
+}
+
+/// The outcome of rewriting a kept bundle's trust files (`root-cert.pem`, `ca-crl.pem`): on a
+/// failure the cluster keeps `kept`.
+fn trust_written(mut result: ClusterResult, written: Result<Cacerts, Error>, kept: Cacerts, opts: &Options) -> Attempt {
+    match written {
+        Ok(b) => {
+            result.action = if opts.dry_run { Action::WouldUpdateTrust } else { Action::TrustUpdated };
+            result.not_after = Some(b.not_after());
+            result.warnings = b.warnings().iter().map(ToString::to_string).collect();
+            Attempt::Done(result, Some(Box::new(b)))
+        }
+        Err(Error::Conflict { .. }) => Attempt::Conflict(result),
+        Err(e) => {
+            result.reason = format!("{}; {e}", result.reason);
+            result.error_kind = Some(e.kind());
+            Attempt::Done(result, Some(Box::new(kept)))
         }
     }
 }
