@@ -313,13 +313,16 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
 
+    // A request that cannot be read is reported and ignored: the pass goes on (a typo in an
+    // annotation must not stop rotations).
+    let mut request_note = None;
     let request = match revoke_request(&obj) {
         Ok(r) => r,
         Err(msg) => {
-            tracing::warn!(error = %msg, "invalid revocation request");
-            set_status(&ctx, &obj, not_ready(PolicyState::Invalid, "InvalidRevocation", &msg, now, generation)).await?;
+            tracing::warn!(error = %msg, "invalid revocation request; ignored");
             publish(&ctx, &obj, EventType::Warning, "InvalidRevocation", "Revoke", &msg).await;
-            return Ok(Action::await_change());
+            request_note = Some(format!("{msg}; nothing was revoked"));
+            None
         }
     };
     {
@@ -414,6 +417,8 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
     };
 
     let handled = request.map(|r| r.value);
+    let mut report = report;
+    report.notes.extend(request_note);
     set_status(&ctx, &obj, status_of(&report, &obj, handled, now, generation)).await?;
     for c in &report.clusters {
         tracing::info!(cluster = %c.cluster, action = ?c.action, reason = %c.reason, "cluster");

@@ -482,8 +482,12 @@ async fn controller_revokes_a_cluster_ca_named_in_the_annotation_once_per_value(
     cr["metadata"]["annotations"] =
         json!({ controller::REVOKE_ANNOTATION: "east@3", controller::REVOKE_REASON_ANNOTATION: "because" });
     mgmt.put(POLICIES, "gloo-mesh", cr);
-    wait_for("INVALID", || status(&mgmt)["state"] == "INVALID").await;
-    assert!(status(&mgmt)["message"].as_str().unwrap().contains("meshca.dev/revoke-reason"), "{}", status(&mgmt));
+    // Reported (a note and an InvalidRevocation Event) and ignored: the policy is still served.
+    wait_for("the bad request noted", || status(&mgmt)["notes"].to_string().contains("meshca.dev/revoke-reason")).await;
+    assert_eq!(status(&mgmt)["state"], "ACCEPTED", "{}", status(&mgmt));
+    assert_eq!(status(&mgmt)["revocation"]["revoked"].as_array().unwrap().len(), 2, "nothing more revoked");
+    wait_for("an InvalidRevocation event", || mgmt.list(EVENTS).iter().any(|e| e["reason"] == "InvalidRevocation"))
+        .await;
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
     assert_shipped_rbac_allows(&mgmt.log());

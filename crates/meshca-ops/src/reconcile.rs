@@ -686,16 +686,15 @@ fn prepare_crls(
             Some(Ok(b)) => Current::Valid(b),
             Some(Err(e)) => Current::Invalid(e),
         };
-
         let planned = plan_for(policy, signer, Some(fleet), cluster, current, opts);
-        let parsed = parsed.and_then(Result::ok).ok_or(());
+        let valid = parsed.and_then(Result::ok);
         match planned {
             Plan::Issue { .. } => match issue_bundle(policy, signer, cluster, opts, rng) {
                 Ok(bundle) => {
                     // The intermediate replaced keeps a CRL while its workloads' certificates live
                     // on; a revoked one too, so that taking the revocation back (`unrevoke`)
                     // makes them verify again (the root's CRL refuses them meanwhile).
-                    if let Ok(old) = &parsed {
+                    if let Some(old) = &valid {
                         // One that cannot sign CRLs (or is not ours) gets none: its workloads'
                         // certificates are refused once CRLs are in use, until they renew.
                         if let Err(e) = fleet.cover(old, now) {
@@ -710,7 +709,7 @@ fn prepare_crls(
                 }
             },
             _ => {
-                if let Ok(b) = &parsed {
+                if let Some(b) = &valid {
                     fleet.cover(b, now)?;
                 }
             }
