@@ -856,7 +856,7 @@ fn reconcile_attempt(
         Some(Err(e)) => Current::Invalid(e),
     };
     let signer = ctx.signer;
-    let writer = opts.writer(store, policy).with_crls(ctx.crl_pem);
+    let writer = opts.writer(store, policy).with_crls(ctx.crl_pem.zip(ctx.fleet.map(revocation::Fleet::crls)));
     let planned = plan_for(policy, signer, ctx.fleet, cluster, current, opts);
     match planned {
         Plan::Keep { recheck_at } => {

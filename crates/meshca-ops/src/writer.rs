@@ -48,7 +48,7 @@ pub struct Writer<'a> {
     generation: Option<i64>,
     now: OffsetDateTime,
     dry_run: bool,
-    crls: Option<&'a [u8]>,
+    crls: Option<(&'a [u8], &'a [Crl])>,
 }
 
 impl std::fmt::Debug for Writer<'_> {
@@ -73,12 +73,12 @@ impl<'a> Writer<'a> {
         Writer { store, policy, generation, now, dry_run, crls: None }
     }
 
-    /// The same writer, putting the fleet's CRL set (`ca-crl.pem`, see [`crate::revocation`])
-    /// into every bundle it writes. Each bundle's set is checked against that bundle's path
-    /// first ([`meshca::check_crl_set`]): a CRL for each of its CAs, current, signed by it, and
-    /// none of its CAs revoked.
-    pub fn with_crls(mut self, crls: Option<&'a [u8]>) -> Self {
-        self.crls = crls;
+    /// The same writer, putting the fleet's CRL set (`ca-crl.pem` as `pem`, parsed as `crls`;
+    /// see [`crate::revocation`]) into every bundle it writes. Each bundle's set is checked
+    /// against that bundle's path first ([`meshca::check_crl_set`]): a CRL for each of its CAs,
+    /// current, signed by it, and none of its CAs revoked.
+    pub fn with_crls(mut self, set: Option<(&'a [u8], &'a [Crl])>) -> Self {
+        self.crls = set;
         self
     }
 
@@ -108,8 +108,8 @@ impl<'a> Writer<'a> {
         let mut files = bundle.to_files(Layout::Istio);
         let checked =
             Cacerts::from_files(&files, self.now).map_err(Error::core(format!("new bundle for {cluster}")))?;
-        if let Some(pem) = self.crls {
-            check_crls(pem, &checked, self.now).map_err(Error::core(format!("new bundle for {cluster}")))?;
+        if let Some((pem, crls)) = self.crls {
+            check_crls(crls, &checked, self.now).map_err(Error::core(format!("new bundle for {cluster}")))?;
             files.insert(CA_CRL, pem.to_vec());
         }
         if self.dry_run {
@@ -119,7 +119,7 @@ impl<'a> Writer<'a> {
         let landed = self.read_back(secret)?;
         let bundle =
             Cacerts::from_files(&landed, self.now).map_err(Error::core(format!("bundle written for {cluster}")))?;
-        if landed.get(CA_CRL) != self.crls {
+        if landed.get(CA_CRL) != self.crls.map(|(pem, _)| pem) {
             return Err(Error::Store {
                 location: self.store.location(secret),
                 detail: format!("the {CA_CRL} read back differs from the one just written"),
@@ -163,11 +163,6 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// The CRL set this writer adds to bundles.
-    pub fn crls(&self) -> Option<&'a [u8]> {
-        self.crls
-    }
-
     fn read_back(&self, secret: &SecretRef) -> Result<Files, Error> {
         self.store.read(secret)?.ok_or_else(|| Error::Store {
             location: self.store.location(secret),
@@ -176,11 +171,10 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// Checks a CRL set against the bundle it goes with: every CRL parses and is current at `now`,
-/// and the bundle's own path is covered and not revoked.
-pub fn check_crls(pem: &[u8], bundle: &Cacerts, now: OffsetDateTime) -> Result<(), meshca::Error> {
-    let crls = Crl::from_pem_all(pem, CA_CRL)?;
-    for crl in &crls {
+/// Checks a CRL set against the bundle it goes with: every CRL is current at `now`, and the
+/// bundle's own path is covered and not revoked.
+pub fn check_crls(crls: &[Crl], bundle: &Cacerts, now: OffsetDateTime) -> Result<(), meshca::Error> {
+    for crl in crls {
         if now < crl.this_update() || now >= crl.next_update() {
             return Err(meshca::Error::Crl {
                 file: CA_CRL.into(),
@@ -193,5 +187,5 @@ pub fn check_crls(pem: &[u8], bundle: &Cacerts, now: OffsetDateTime) -> Result<(
             });
         }
     }
-    meshca::check_crl_set(&crls, bundle.path(), now, CA_CRL)
+    meshca::check_crl_set(crls, bundle.path(), now, CA_CRL)
 }
