@@ -463,7 +463,7 @@ async fn rotation_step(
     now: OffsetDateTime,
     generation: Option<i64>,
 ) -> Result<Action, Error> {
-    set_status(ctx, obj, rotation_status(rot, now, generation)).await?;
+    set_status(ctx, obj, rotation_status(rot, obj, now, generation)).await?;
     let summary = format!("{} -> {}", rot.old_root, rot.new_root);
     tracing::info!(phase = %rot.phase, now_phase = %rot.now_phase, "root rotation: {summary}");
     if let Some(n) = rot.notice {
@@ -535,7 +535,38 @@ fn where_it_stands(rot: &RotationReport) -> (Vec<String>, String) {
     }
 }
 
-fn rotation_status(rot: &RotationReport, now: OffsetDateTime, generation: Option<i64>) -> PolicyStatus {
+/// Every phase this rotation reached, over all passes: what status said so far (for the same
+/// old and new root), then what this run entered.
+fn phases_reached(rot: &RotationReport, obj: &DynamicObject) -> Vec<String> {
+    let prev = obj.data.get("status").and_then(|s| s.get("rotation"));
+    let same = prev.is_some_and(|p| {
+        p.get("oldRoot").and_then(Value::as_str) == Some(rot.old_root.as_str())
+            && p.get("newRoot").and_then(Value::as_str) == Some(rot.new_root.as_str())
+    });
+    let mut phases: Vec<String> = if same {
+        prev.and_then(|p| p.get("phases"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for p in std::iter::once(rot.phase.to_string()).chain(rot.entered.iter().map(ToString::to_string)) {
+        if phases.last() != Some(&p) {
+            phases.push(p);
+        }
+    }
+    phases
+}
+
+fn rotation_status(
+    rot: &RotationReport,
+    obj: &DynamicObject,
+    now: OffsetDateTime,
+    generation: Option<i64>,
+) -> PolicyStatus {
     let clusters = rot.clusters.iter().map(|c| (c.cluster.clone(), cluster_status(&c.outcome))).collect();
     let failed: Vec<&str> = rot.failed_clusters().map(|(c, _)| c).collect();
     let (pending, step) = where_it_stands(rot);
@@ -544,8 +575,7 @@ fn rotation_status(rot: &RotationReport, now: OffsetDateTime, generation: Option
     } else {
         (PolicyState::Failed, "ClustersFailed", format!("failed: {}", failed.join(", ")))
     };
-    let mut phases = vec![rot.phase.to_string()];
-    phases.extend(rot.entered.iter().map(ToString::to_string));
+    let phases = phases_reached(rot, obj);
     PolicyStatus {
         observed_generation: generation,
         state: Some(state),
@@ -688,8 +718,17 @@ fn status_of(
         next_check: report.next_check.map(meshca::format_time),
         clusters: Some(clusters),
         // The usual loop ran: no rotation is under way. The last rotation's fields are
-        // cleared (its Events remain).
-        rotation: Some(RotationStatus::not_rotating()),
+        // cleared but for the phases it reached (its Events remain).
+        rotation: Some(RotationStatus {
+            phases: obj
+                .data
+                .get("status")
+                .and_then(|s| s.get("rotation"))
+                .and_then(|r| r.get("phases"))
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()),
+            ..RotationStatus::not_rotating()
+        }),
         notes: Some(report.notes.clone()),
         revocation,
         conditions: vec![condition("Ready", ready, reason, &message, now, generation)],

@@ -151,7 +151,7 @@ pub struct RotationStatus {
     pub pending: Option<Vec<String>>,
     /// When the next step may begin (RFC 3339).
     pub next_step_at: Option<String>,
-    /// Every phase the last run passed through, in order.
+    /// Every phase the rotation reached, over all its passes, in order (kept once it is over).
     pub phases: Option<Vec<String>>,
     /// What the last run did per cluster.
     pub clusters: Option<BTreeMap<String, RotationClusterStatus>>,

@@ -918,6 +918,11 @@ async fn controller_drives_a_root_rotation_named_in_the_policy() {
     let st = status(&mgmt);
     assert_eq!(st["state"], "ACCEPTED", "{st}");
     assert!(st["rotation"]["phase"].is_null(), "the finished rotation's fields are cleared: {st}");
+    assert_eq!(
+        st["rotation"]["phases"],
+        json!(["AddingNewRoot", "PropagatingIntermediates", "DeletingOldRoot", "Complete"]),
+        "every phase reached is in status, over all passes: {st}"
+    );
     assert!(st["notes"].to_string().contains("point spec.config.mgmtServerCa at it"), "{st}");
     let now = OffsetDateTime::now_utc();
     for c in &cs {
