@@ -337,11 +337,7 @@ impl Fleet {
 }
 
 fn same_serials(a: &[Revoked], b: &[Revoked]) -> bool {
-    let key = |r: &Revoked| {
-        let s = &r.serial;
-        let start = s.iter().position(|&b| b != 0).unwrap_or(s.len());
-        (s[start..].to_vec(), r.reason.map(RevocationReason::name))
-    };
+    let key = |r: &Revoked| (meshca::canonical_serial(&r.serial).to_vec(), r.reason.map(RevocationReason::name));
     let mut x: Vec<_> = a.iter().map(key).collect();
     let mut y: Vec<_> = b.iter().map(key).collect();
     x.sort();
@@ -361,8 +357,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// Normalizes a serial given by a user (`AB:CD`, `abcd`, leading zeros) for comparison.
 pub fn normalize_serial(s: &str) -> Option<String> {
     let bytes = unhex(s.trim())?;
-    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
-    Some(hex(&bytes[start..]))
+    Some(hex(meshca::canonical_serial(&bytes)))
 }
 
 fn clip(s: &str) -> String {

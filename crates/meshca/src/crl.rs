@@ -248,7 +248,7 @@ impl Crl {
     /// Whether this CRL revokes `cert` (its issuer is this CRL's, and its serial is listed).
     pub fn revokes(&self, cert: &Certificate) -> bool {
         cert.issuer_der() == self.issuer_der()
-            && self.entries().iter().any(|r| normalize(&r.serial) == normalize(cert.serial_bytes()))
+            && self.entries().iter().any(|r| canonical_serial(&r.serial) == canonical_serial(cert.serial_bytes()))
     }
 
     /// Verifies the signature with `issuer`'s public key.
@@ -351,8 +351,9 @@ pub fn parse_serial(s: &str) -> Result<Vec<u8>> {
         .collect()
 }
 
-/// A serial without leading zero octets (DER keeps one for a set top bit).
-fn normalize(serial: &[u8]) -> &[u8] {
+/// A serial without leading zero octets (DER keeps one for a set top bit), so two encodings of
+/// one serial compare equal.
+pub fn canonical_serial(serial: &[u8]) -> &[u8] {
     let start = serial.iter().position(|&b| b != 0).unwrap_or(serial.len());
     &serial[start..]
 }

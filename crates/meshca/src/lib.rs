@@ -55,7 +55,7 @@ pub use ca::{
 };
 pub use cert::{Certificate, PublicKeyKind, SignatureError};
 pub use chain::TrustChain;
-pub use crl::{check_crl_set, parse_serial, Crl, RevocationReason, Revoked, CRL_LABEL};
+pub use crl::{canonical_serial, check_crl_set, parse_serial, Crl, RevocationReason, Revoked, CRL_LABEL};
 pub use error::{Error, KeyHolder, Result};
 pub use external::{ecdsa_signature_to_der, CaKey, ExternalKey};
 pub use key::{KeyAlgorithm, KeyType, PrivateKey};
