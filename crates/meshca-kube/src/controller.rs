@@ -685,10 +685,7 @@ fn status_of(
                 next_check: c.next_check.map(meshca::format_time),
                 last_rotation,
                 trust: c.trust.as_ref().map(|t| t.name().to_owned()),
-                error: c
-                    .error_kind
-                    .and_then(|k| serde_json::to_value(k).ok())
-                    .and_then(|v| v.as_str().map(str::to_owned)),
+                error: c.error_kind.map(meshca_ops::error::ErrorKind::name),
             };
             (c.cluster.clone(), status)
         })

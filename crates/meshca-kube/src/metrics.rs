@@ -225,7 +225,8 @@ impl Metrics {
                         .inc();
                 }
                 Action::Failed => {
-                    let reason = c.error_kind.map(kind_label).unwrap_or_else(|| "unknown".into());
+                    let reason =
+                        c.error_kind.map(meshca_ops::error::ErrorKind::name).unwrap_or_else(|| "unknown".into());
                     self.errors
                         .get_or_create(&labels(&[("policy", policy), ("cluster", &c.cluster), ("reason", &reason)]))
                         .inc();
@@ -259,17 +260,13 @@ impl Metrics {
 
     /// Records a pass of `policy` that failed before any cluster (signer, token, policy).
     pub fn observe_failure(&self, policy: &str, kind: meshca_ops::error::ErrorKind) {
-        self.errors.get_or_create(&labels(&[("policy", policy), ("cluster", ""), ("reason", &kind_label(kind))])).inc();
+        self.errors.get_or_create(&labels(&[("policy", policy), ("cluster", ""), ("reason", &kind.name())])).inc();
     }
 
     /// Records a revocation.
     pub fn observe_revocation(&self, policy: &str, cluster: &str, reason: &str) {
         self.revocations.get_or_create(&labels(&[("policy", policy), ("cluster", cluster), ("reason", reason)])).inc();
     }
-}
-
-fn kind_label(kind: meshca_ops::error::ErrorKind) -> String {
-    serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "unknown".into())
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the process ends.

@@ -212,6 +212,14 @@ pub enum ErrorKind {
     Revocation,
 }
 
+impl ErrorKind {
+    /// The kind as reports, status and metric labels write it (`store`, `not-managed`, ...;
+    /// the same as its serialized form).
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "unknown".into())
+    }
+}
+
 impl Error {
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
