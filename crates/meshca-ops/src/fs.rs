@@ -34,6 +34,12 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) ->
     move |source| IoError { path: path.to_owned(), action, source }
 }
 
+/// The user meshca runs as (its effective uid): files meshca made belong to it.
+#[cfg(unix)]
+pub(crate) fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
 /// Whether a file name holds private key material (and so is written 0600).
 pub fn is_key_file(name: &str) -> bool {
     name.ends_with("key.pem") || name.ends_with(".key")
@@ -168,6 +174,14 @@ pub(crate) fn not_regular(path: &Path, what: &str) -> IoError {
 /// followed): it must be a regular file of at most [`MAX_FILE_BYTES`]. It is opened without
 /// blocking, so a FIFO never hangs meshca and a device is never read.
 pub fn read_input(path: &Path) -> Result<Vec<u8>, IoError> {
+    read_bounded(open_input(path)?, path)
+}
+
+/// Opens a file that a user named for reading: the one gate every input file passes (bundle
+/// files, PIN files, policies). Opened without blocking, so a FIFO never hangs meshca, and
+/// refused unless it is a regular file, so a device or a directory is never read. The caller
+/// bounds how much it reads.
+pub fn open_input(path: &Path) -> Result<File, IoError> {
     let mut opts = OpenOptions::new();
     opts.read(true);
     #[cfg(unix)]
@@ -177,7 +191,7 @@ pub fn read_input(path: &Path) -> Result<Vec<u8>, IoError> {
     if !meta.is_file() {
         return Err(not_regular(path, kind_of(&meta.file_type())));
     }
-    read_bounded(f, path)
+    Ok(f)
 }
 
 /// Reads at most [`MAX_FILE_BYTES`] from an open regular file, refusing a larger one.

@@ -72,45 +72,77 @@ pub struct KeyUri {
 }
 
 impl KeyUri {
-    /// Parses `pkcs11:...`. Refuses what meshca cannot honour rather than ignoring it: an
-    /// unknown attribute, a repeated one, an object type other than `private`, and a PIN in the
-    /// URI (`pin-value`, `pin-source`: a PIN in a URI reaches shell history, process lists and
-    /// logs; give it separately).
+    /// Parses `pkcs11:...`: one line of the RFC 7512 grammar, each attribute within the size
+    /// PKCS#11 gives it. Refuses what meshca cannot honour rather than ignoring it: an unknown
+    /// attribute, a repeated one, an object type other than `private`, and a PIN in the URI
+    /// (`pin-value`, `pin-source`: a PIN in a URI reaches shell history, process lists and logs;
+    /// give it separately). A refused URI is never echoed, whole or in part, not even
+    /// %-encoded: it may be a key pasted in the wrong place. Only the names of attributes are
+    /// shown, when they are short lowercase words.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let bad = |detail: String| Error::Pkcs11 { key: redact_uri(text), detail };
+        let bad = |detail: String| Error::Pkcs11 { key: REFUSED_URI.into(), detail };
         let rest = text.strip_prefix("pkcs11:").ok_or_else(|| {
             bad("a PKCS#11 URI starts with `pkcs11:` (RFC 7512), e.g. pkcs11:token=meshca;object=root-ca".into())
         })?;
-        if text.len() > 4096 {
-            return Err(bad(format!("{} bytes is not a key URI (at most 4096)", text.len())));
+        if text.len() > MAX_URI_BYTES {
+            return Err(bad(format!("{} bytes is not a key URI (at most {MAX_URI_BYTES})", text.len())));
         }
         let (path, query) = match rest.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (rest, None),
         };
+        // RFC 7512 section 2.3: pk11-path and pk11-query characters (unreserved, %-escapes and
+        // the reserved characters each part allows). A line break, a space or a byte outside
+        // ASCII ends the URI as far as the grammar goes.
+        let grammar = "a key URI is one line of letters, digits, %-escapes and -._~:[]@!$'()*+,=& (RFC 7512 \
+                       section 2.3), e.g. pkcs11:token=meshca;object=root-ca";
+        if let Some(c) = path.chars().find(|&c| !(is_pk11_char(c) || c == ';' || c == '&')) {
+            return Err(bad(format!("holds {}, which its path may not hold: {grammar}", describe_char(c))));
+        }
+        if let Some(c) = query.unwrap_or("").chars().find(|&c| !(is_pk11_char(c) || "/?|&".contains(c))) {
+            return Err(bad(format!("holds {}, which its query may not hold: {grammar}", describe_char(c))));
+        }
         let mut uri = KeyUri::default();
         let mut seen = Vec::new();
         for part in path.split(';').filter(|p| !p.is_empty()) {
-            let (name, value) = part.split_once('=').ok_or_else(|| bad(format!("`{part}` is not name=value")))?;
+            let (name, value) = part.split_once('=').ok_or_else(|| bad("an attribute has no `=value`".into()))?;
+            let shown = shown_name(name);
             if seen.contains(&name) {
-                return Err(bad(format!("`{name}` appears twice")));
+                return Err(bad(format!("{shown} appears twice")));
             }
             seen.push(name);
-            let bytes = pct_decode(value).ok_or_else(|| bad(format!("`{name}` has a bad %-escape")))?;
-            let text_value =
-                || String::from_utf8(bytes.clone()).map_err(|_| bad(format!("`{name}` is not UTF-8 once %-decoded")));
+            let bytes = pct_decode(value).ok_or_else(|| bad(format!("{shown} has a bad %-escape")))?;
+            // Labels, serials and names are short printable text in PKCS#11 (CK_TOKEN_INFO fixes
+            // the token's at 32 or 16 bytes); anything else is not a key's name.
+            let text_value = |max: usize| {
+                let v = String::from_utf8(bytes.clone())
+                    .map_err(|_| bad(format!("{shown} is not UTF-8 once %-decoded")))?;
+                if v.len() > max {
+                    return Err(bad(format!("{shown} is {} bytes once %-decoded; PKCS#11 allows {max}", v.len())));
+                }
+                if v.chars().any(char::is_control) {
+                    return Err(bad(format!("{shown} holds a control character once %-decoded")));
+                }
+                Ok(v)
+            };
             match name {
-                "token" => uri.token = Some(text_value()?),
-                "manufacturer" => uri.manufacturer = Some(text_value()?),
-                "model" => uri.model = Some(text_value()?),
-                "serial" => uri.serial = Some(text_value()?),
-                "object" => uri.object = Some(text_value()?),
-                "id" => uri.id = Some(bytes),
+                "token" => uri.token = Some(text_value(32)?),
+                "manufacturer" => uri.manufacturer = Some(text_value(32)?),
+                "model" => uri.model = Some(text_value(16)?),
+                "serial" => uri.serial = Some(text_value(16)?),
+                "object" => uri.object = Some(text_value(MAX_LABEL_BYTES)?),
+                "id" => {
+                    if bytes.len() > MAX_ID_BYTES {
+                        return Err(bad(format!("`id` is {} bytes; meshca takes at most {MAX_ID_BYTES}", bytes.len())));
+                    }
+                    uri.id = Some(bytes)
+                }
                 "slot-id" => {
-                    uri.slot_id = Some(text_value()?.parse().map_err(|_| bad("`slot-id` is not a slot number".into()))?)
+                    uri.slot_id =
+                        Some(text_value(20)?.parse().map_err(|_| bad("`slot-id` is not a slot number".into()))?)
                 }
                 "type" => {
-                    if text_value()? != "private" {
+                    if text_value(16)? != "private" {
                         return Err(
                             bad("meshca signs with a private key: `type` must be `private` or left out".into()),
                         );
@@ -121,28 +153,32 @@ impl KeyUri {
                 | "library-version"
                 | "slot-description"
                 | "slot-manufacturer" => {
-                    return Err(bad(format!("`{name}` is not supported; name the token by token, serial or slot-id")))
+                    return Err(bad(format!("{shown} is not supported; name the token by token, serial or slot-id")))
                 }
                 vendor if vendor.starts_with("x-") => {}
-                other => return Err(bad(format!("unknown path attribute `{other}` (RFC 7512 section 2.3)"))),
+                _ => return Err(bad(format!("unknown path attribute {shown} (RFC 7512 section 2.3)"))),
             }
         }
         for part in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
-            let (name, value) = part.split_once('=').ok_or_else(|| bad(format!("`{part}` is not name=value")))?;
+            let (name, value) = part.split_once('=').ok_or_else(|| bad("a query attribute has no `=value`".into()))?;
+            let shown = shown_name(name);
             match name {
                 "pin-value" | "pin-source" => {
                     return Err(bad(format!(
-                        "`{name}`: meshca does not take a PIN inside a URI (it would reach shell history, process \
+                        "{shown}: meshca does not take a PIN inside a URI (it would reach shell history, process \
                          lists and logs); give the PIN from a file or the environment"
                     )))
                 }
                 "module-path" => {
                     let bytes = pct_decode(value).ok_or_else(|| bad("`module-path` has a bad %-escape".into()))?;
                     let s = String::from_utf8(bytes).map_err(|_| bad("`module-path` is not UTF-8".into()))?;
+                    if s.is_empty() || s.chars().any(char::is_control) {
+                        return Err(bad("`module-path` is empty or holds a control character".into()));
+                    }
                     uri.module_path = Some(PathBuf::from(s));
                 }
                 vendor if vendor.starts_with("x-") => {}
-                other => return Err(bad(format!("unknown query attribute `{other}`"))),
+                _ => return Err(bad(format!("unknown query attribute {shown}"))),
             }
         }
         if uri.object.is_none() && uri.id.is_none() {
@@ -211,17 +247,41 @@ impl std::str::FromStr for KeyUri {
     }
 }
 
-/// A URI for messages when it does not parse: the text up to any query (which may hold a PIN);
-/// nothing of a value that is not a `pkcs11:` URI at all (it may be a key file given by mistake).
-fn redact_uri(text: &str) -> String {
-    if !text.starts_with("pkcs11:") || text.contains(['\n', '\r']) {
-        return "(a value that is not a pkcs11: URI; not shown)".into();
+/// What messages say in place of a key URI that was refused.
+const REFUSED_URI: &str = "key URI (not shown)";
+/// The longest key URI meshca takes: a key is named in a line, not a document.
+const MAX_URI_BYTES: usize = 1024;
+/// The longest `object` label meshca takes.
+const MAX_LABEL_BYTES: usize = 128;
+/// The longest `id` meshca takes (a SHA-1 or SHA-256 of the public key is 20 or 32 bytes).
+const MAX_ID_BYTES: usize = 64;
+
+/// RFC 7512 `pk11-pchar` less the part-specific extras: unreserved, `%` of a %-escape, and
+/// `pk11-res-avail`.
+fn is_pk11_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~%:[]@!$'()*+,=".contains(c)
+}
+
+/// A refused character, described without printing it raw (it may be a control character).
+fn describe_char(c: char) -> String {
+    match c {
+        '\n' | '\r' => "a line break".into(),
+        ' ' => "a space".into(),
+        c if c.is_control() || !c.is_ascii() => format!("the character U+{:04X}", u32::from(c)),
+        c => format!("`{c}`"),
     }
-    let head: String = text.split('?').next().unwrap_or_default().chars().take(200).collect();
-    if text.contains('?') {
-        format!("{head}?(query not shown)")
+}
+
+/// An attribute name for a message: shown when it is a short lowercase word (a typo of a
+/// known name), otherwise not at all.
+fn shown_name(name: &str) -> String {
+    if !name.is_empty()
+        && name.len() <= 32
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        format!("`{name}`")
     } else {
-        head
+        "an attribute (name not shown)".into()
     }
 }
 
@@ -281,7 +341,8 @@ impl Pin {
     pub fn from_file(path: &Path) -> Result<Self, Error> {
         use std::io::Read;
         let bad = |detail: String| Error::Pkcs11 { key: format!("PIN file {}", path.display()), detail };
-        let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot be read: {e}")))?;
+        // Through the one input gate: a FIFO, a device or a directory is refused, never waited on.
+        let file = crate::fs::open_input(path).map_err(|e| bad(format!("cannot be read: {}", e.source)))?;
         let mut buf = Zeroizing::new(Vec::new());
         file.take(MAX_PIN_FILE + 1).read_to_end(&mut buf).map_err(|e| bad(format!("cannot be read: {e}")))?;
         if buf.len() as u64 > MAX_PIN_FILE {
@@ -797,7 +858,57 @@ mod tests {
         assert!(!e.contains("MIGHAgEA") && e.contains("not shown"), "{e}");
         let e = KeyUri::parse("pkcs11:object=a?pin-value=123456").unwrap_err().to_string();
         assert!(e.contains("does not take a PIN") && !e.contains("123456"), "{e}");
+        let e = KeyUri::parse("pkcs11:object=a/b").unwrap_err().to_string();
+        assert!(e.contains("`/`, which its path may not hold"), "{e}");
         assert!(KeyUri::parse("pkcs11:object=a;x-vendor=1").is_ok());
+    }
+
+    #[test]
+    fn a_key_uri_is_one_line_of_rfc7512_and_a_refused_one_is_never_echoed() {
+        let body = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg";
+        let pem = format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n");
+        let encoded: String = pem.bytes().map(|b| format!("%{b:02X}")).collect();
+        for uri in [
+            // A key after `pkcs11:`, as a line, as an attribute value, %-encoded, as a name.
+            format!("pkcs11:{pem}"),
+            format!("pkcs11:object={pem}"),
+            format!("pkcs11:token=t\n{body}"),
+            format!("pkcs11:object={encoded}"),
+            format!("pkcs11:object=a;{body}=1"),
+            format!("pkcs11:object={body}{body}{body}"),
+            format!("pkcs11:object=a;id={encoded}"),
+            format!("pkcs11:object=a?module-path={encoded}"),
+            format!("pkcs11:object=a;x-v=1 {body}"),
+            format!("pkcs11:object=a;{}", "x".repeat(2000)),
+        ] {
+            let e = KeyUri::parse(&uri).unwrap_err();
+            let shown = format!("{e} {e:?}");
+            for piece in [body, &body[..12], "BEGIN", "%2D%2D", "xxxxxxxx"] {
+                assert!(!shown.contains(piece), "{piece} echoed for {uri:?}: {shown}");
+            }
+            assert!(shown.contains("key URI (not shown)"), "{shown}");
+        }
+        // What the grammar allows still parses.
+        let u =
+            KeyUri::parse("pkcs11:token=My%20Token;object=ca-2026;id=%01%02;type=private?module-path=/usr/lib/x.so")
+                .unwrap();
+        assert_eq!(u.token.as_deref(), Some("My Token"));
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_pin_file_that_is_not_a_regular_file_is_refused_at_once() {
+        let dir = std::env::temp_dir().join(format!("meshca-pin-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("pin");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        // Nobody writes to the FIFO: a blocking open would hang here for ever.
+        let e = Pin::from_file(&fifo).unwrap_err().to_string();
+        assert!(e.contains("not a regular file (it is a FIFO)"), "{e}");
+        let e = Pin::from_file(&dir).unwrap_err().to_string();
+        assert!(e.contains("not a regular file (it is a directory)"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
