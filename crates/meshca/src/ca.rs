@@ -109,7 +109,7 @@ pub const MAX_CA_TTL: Duration = Duration::days(crate::bounds::CA_TTL_DAYS.1);
 /// the store, so it must be a DNS label as Kubernetes names are (RFC 1123): 1 to 63 lowercase
 /// letters, digits and '-', starting and ending with a letter or digit.
 pub fn validate_cluster_name(name: &str) -> Result<()> {
-    let shown: String = name.chars().take(70).collect();
+    let shown = crate::text::printable(name, 70);
     let bad =
         |reason: &str| Error::InvalidParameter { field: "cluster".into(), reason: format!("`{shown}`: {reason}") };
     if name.is_empty() || name.len() > 63 {

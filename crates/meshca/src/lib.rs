@@ -42,6 +42,7 @@ mod rng;
 mod rootrotation;
 mod rotation;
 mod spiffe;
+mod text;
 mod time_fmt;
 mod verify;
 
@@ -67,6 +68,7 @@ pub use rng::{Entropy, OsRng};
 pub use rootrotation::{with_trust_bundle, Phase, RootRotation, Signer, Step};
 pub use rotation::{plan, same_roots, union_roots, Current, IssueReason, Plan, RotationPolicy, MIN_GRACE};
 pub use spiffe::{validate_trust_domain, SpiffeId, MAX_SPIFFE_ID_BYTES};
+pub use text::{list_bounded, printable};
 pub use time_fmt::human_duration;
 pub use verify::{
     check_cross_cluster, check_mutual_trust, check_mutual_trust_chains, verify_workload, verify_workload_chain,
