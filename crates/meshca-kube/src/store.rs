@@ -162,6 +162,21 @@ impl Store for KubeStore {
         Ok(files)
     }
 
+    fn meta(&self, secret: &SecretRef) -> Result<Option<WriteMeta>, Error> {
+        let cached = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(secret).cloned();
+        let existing = match cached {
+            Some(s) => s,
+            None => {
+                self.read(secret)?;
+                self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(secret).cloned().flatten()
+            }
+        };
+        Ok(existing.map(|s| WriteMeta {
+            labels: s.metadata.labels.unwrap_or_default(),
+            annotations: s.metadata.annotations.unwrap_or_default(),
+        }))
+    }
+
     fn write(&self, secret: &SecretRef, files: &Files, meta: &WriteMeta) -> Result<(), Error> {
         let location = self.location(secret);
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(secret).cloned();

@@ -57,6 +57,19 @@ pub enum Error {
         location: String,
     },
 
+    /// A Secret meshca would create (a generated CA, the incoming CA of a root rotation, its
+    /// own state) exists already and is not this policy's: meshca never replaces it.
+    #[error(
+        "{location}: meshca would create this Secret, but one of that name already exists and {owner}; meshca \
+         never replaces a Secret it did not make: move it away (or rename the policy), then run again"
+    )]
+    Occupied {
+        /// The Secret.
+        location: String,
+        /// Whose it is: "is not managed by meshca" or "belongs to policy ns/name".
+        owner: String,
+    },
+
     /// Something in the directory store is not what meshca writes there (a symlink where a
     /// directory belongs, a `..data` link that leads elsewhere): meshca refuses the Secret and
     /// touches nothing of it.
@@ -230,7 +243,7 @@ impl Error {
             Error::Core { .. } | Error::UnsafeName { .. } | Error::ProxyDump { .. } => ErrorKind::Invalid,
             Error::WouldOverwrite { .. } => ErrorKind::WouldOverwrite,
             Error::Conflict { .. } => ErrorKind::Conflict,
-            Error::NotManaged { .. } => ErrorKind::NotManaged,
+            Error::NotManaged { .. } | Error::Occupied { .. } => ErrorKind::NotManaged,
             Error::UnsafeStorePath { .. } => ErrorKind::UnsafeStorePath,
             Error::LockTimeout { .. } => ErrorKind::LockTimeout,
             Error::Store { .. } => ErrorKind::Store,

@@ -78,6 +78,10 @@ pub trait Store: Sync {
     /// knows who wrote a Secret refuses to replace one meshca does not manage
     /// ([`Error::NotManaged`]).
     fn write(&self, secret: &SecretRef, files: &Files, meta: &WriteMeta) -> Result<(), Error>;
+    /// The labels and annotations of an existing Secret, or `None` if it does not exist.
+    /// A store that keeps no metadata says what it can: the directory store records what
+    /// meshca wrote beside the data.
+    fn meta(&self, secret: &SecretRef) -> Result<Option<WriteMeta>, Error>;
     /// Restarts istiod in `cluster` so a new CA is used at once (`autoRestartPods`), stamping
     /// the restart with `now`. Returns what was restarted, or `None` where the store cannot
     /// restart anything.
@@ -117,8 +121,13 @@ pub struct DirStore {
 }
 
 const DATA_LINK: &str = "..data";
+/// Inside a data directory: the labels and annotations meshca wrote with the data (hidden, so
+/// it is not one of the Secret's keys).
+const META_FILE: &str = ".meshca-meta.json";
 /// The lock file in the store root (a cluster name never starts with '.').
 pub const LOCK_FILE: &str = ".meshca.lock";
+/// The most the lock file holds: one line naming the run that holds it.
+const LOCK_MAX_BYTES: u64 = 512;
 
 /// Whether `name` is a data directory name meshca makes: `..<nanos>_<pid>_<counter>`.
 fn is_data_dir_name(name: &str) -> bool {
@@ -421,11 +430,17 @@ impl DirStore {
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                 return Err(Error::UnsafeStorePath { path, problem: "is a symlink, not meshca's lock file".into() })
             }
-            Err(e) => return Err(io("open the lock file")(e)),
+            Err(e) => match root.symlink_metadata(LOCK_FILE) {
+                Ok(m) if !m.is_file() => {
+                    return Err(Error::UnsafeStorePath {
+                        path,
+                        problem: format!("is {}, not meshca's lock file", kind(&m)),
+                    })
+                }
+                _ => return Err(io("open the lock file")(e)),
+            },
         };
-        if !file.metadata().map_err(io("inspect"))?.is_file() {
-            return Err(Error::UnsafeStorePath { path, problem: "is not a regular file".into() });
-        }
+        Self::check_lock_file(&file, &path)?;
         let started = std::time::Instant::now();
         let mut told = false;
         loop {
@@ -445,6 +460,9 @@ impl DirStore {
                 Err(std::fs::TryLockError::Error(e)) => return Err(io("lock")(e)),
             }
         }
+        // Checked again now that it is held: a link made while this run waited is refused too,
+        // before a byte is written.
+        Self::check_lock_file(&file, &path)?;
         // Who holds it, for the next run that waits (the content is informational only).
         let me = format!(
             "pid {} ({command}) since {}",
@@ -459,6 +477,53 @@ impl DirStore {
         }
         let removed = self.remove_debris(&root)?;
         Ok(StoreLock { file, removed_debris: removed })
+    }
+
+    /// meshca writes the lock file (it records who holds it, and empties it on release), so it
+    /// must be a file meshca made: a regular file with one link, owned by the user running
+    /// meshca, holding nothing but a holder line. A hard link to a file elsewhere (its link
+    /// count says so), a file of another user, or one with other content is refused before
+    /// anything is written to it.
+    fn check_lock_file(file: &std::fs::File, path: &Path) -> Result<(), Error> {
+        let refuse = |problem: String| Error::UnsafeStorePath { path: path.to_owned(), problem };
+        let m = file
+            .metadata()
+            .map_err(|source| Error::from(IoError { path: path.to_owned(), action: "inspect", source }))?;
+        if !m.is_file() {
+            return Err(refuse(format!("is {}, not meshca's lock file", crate::fs::kind_of(&m.file_type()))));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if m.nlink() != 1 {
+                return Err(refuse(format!(
+                    "has {} hard links: it is not meshca's lock file but a link to a file elsewhere; remove it \
+                     (the file it links to is left untouched)",
+                    m.nlink()
+                )));
+            }
+            if m.uid() != crate::fs::effective_uid() {
+                return Err(refuse(format!(
+                    "belongs to user {}, not to the user running meshca; remove it if no run of meshca holds it",
+                    m.uid()
+                )));
+            }
+        }
+        if m.len() > LOCK_MAX_BYTES {
+            return Err(refuse(format!("holds {} bytes: not meshca's lock file; remove it", m.len())));
+        }
+        if m.len() > 0 && !Self::lock_holder_raw(file).starts_with("pid ") {
+            return Err(refuse("holds something other than the line meshca writes; remove it".into()));
+        }
+        Ok(())
+    }
+
+    fn lock_holder_raw(file: &std::fs::File) -> String {
+        use std::io::{Read, Seek};
+        let mut buf = Vec::new();
+        let mut f = file;
+        let _ = f.seek(std::io::SeekFrom::Start(0)).and_then(|_| f.take(LOCK_MAX_BYTES).read_to_end(&mut buf));
+        String::from_utf8_lossy(&buf).into_owned()
     }
 
     fn lock_holder(file: &std::fs::File) -> String {
@@ -527,22 +592,61 @@ impl DirStore {
 
     /// Replaces a Secret's data with `files` (see the module docs): a new data directory, then
     /// one atomic rename of `..data`, then the key links.
-    fn write_secret(&self, secret: &SecretRef, files: &Files) -> Result<(), Error> {
+    fn write_secret(&self, secret: &SecretRef, files: &Files, meta: &WriteMeta) -> Result<(), Error> {
         let (dir, path) = self.open_secret(secret, true)?.unwrap_or_else(|| unreachable!("created"));
         let checked = Self::check_secret(dir, path)?;
         // A directory of plain files (written by hand or by `--out`): first move its current
         // content behind `..data` so every later step swaps between two consistent states.
         if checked.data.is_none() && !checked.plain.is_empty() {
             let current = Self::read_regular_files(&checked.dir, &checked.path, Some(&checked.plain))?;
-            Self::swap_data(&checked, &current)?;
+            Self::swap_data(&checked, &current, &WriteMeta::default())?;
             let SecretDir { dir, path, .. } = checked;
             let checked = Self::check_secret(dir, path)?;
-            return Self::swap_data(&checked, files);
+            return Self::swap_data(&checked, files, meta);
         }
-        Self::swap_data(&checked, files)
+        Self::swap_data(&checked, files, meta)
     }
 
-    fn swap_data(checked: &SecretDir, files: &Files) -> Result<(), Error> {
+    /// What the data directory's meta file says. A `..data` Secret without one was written by
+    /// a meshca before meta files (only meshca makes that layout) and counts as managed with no
+    /// policy named; a directory of plain files was made by hand or by `--out` and is not.
+    fn read_meta(checked: &SecretDir) -> Result<WriteMeta, Error> {
+        let Some(data) = &checked.data else { return Ok(WriteMeta::default()) };
+        let data_dir = Self::descend(&checked.dir, &checked.path, data, false)?.ok_or_else(|| IoError {
+            path: checked.path.join(data),
+            action: "open the data directory",
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
+        let path = checked.path.join(data).join(META_FILE);
+        let mut opts = OpenOptions::new();
+        opts.read(true).follow(FollowSymlinks::No);
+        #[cfg(unix)]
+        cap_std::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK | libc::O_NOCTTY);
+        let f = match data_dir.open_with(META_FILE, &opts) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(WriteMeta::managed()),
+            Err(_) => {
+                return Err(Error::UnsafeStorePath { path, problem: "cannot be opened as a regular file".into() })
+            }
+        };
+        let m = f.metadata().map_err(|source| IoError { path: path.clone(), action: "inspect", source })?;
+        if !m.is_file() || m.len() > 64 * 1024 {
+            return Err(Error::UnsafeStorePath { path, problem: "is not meshca's metadata file".into() });
+        }
+        let bytes = crate::fs::read_bounded(f.into_std(), &path)?;
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            labels: std::collections::BTreeMap<String, String>,
+            #[serde(default)]
+            annotations: std::collections::BTreeMap<String, String>,
+        }
+        let raw: Raw = serde_json::from_slice(&bytes)
+            .map_err(|_| Error::UnsafeStorePath { path, problem: "is not meshca's metadata (JSON)".into() })?;
+        Ok(WriteMeta { labels: raw.labels, annotations: raw.annotations })
+    }
+
+    fn swap_data(checked: &SecretDir, files: &Files, meta: &WriteMeta) -> Result<(), Error> {
         let (dir, path) = (&checked.dir, &checked.path);
         let io = |action: &'static str, name: &str| {
             let path = path.join(name);
@@ -554,7 +658,11 @@ impl DirStore {
         // contents but no rename of their own: the swap below is the one commit point.
         let written = (|| -> Result<(), Error> {
             let data_dir = dir.open_dir_nofollow(&data_name).map_err(io("open the data directory", &data_name))?;
-            for (name, data) in files.iter() {
+            let meta_json = serde_json::to_vec(&serde_json::json!({
+                "labels": meta.labels, "annotations": meta.annotations,
+            }))
+            .unwrap_or_default();
+            for (name, data) in files.iter().chain([(META_FILE, meta_json.as_slice())]) {
                 let mode = if is_key_file(name) { 0o600 } else { 0o644 };
                 let file_path = format!("{data_name}/{name}");
                 let mut opts = OpenOptions::new();
@@ -645,6 +753,9 @@ impl Store for DirStore {
         let mut found: Vec<String> = entries
             .filter_map(Result::ok)
             .filter_map(|e| e.file_name().into_string().ok())
+            // A directory whose name is not a cluster name is not a cluster (a backup, a note):
+            // it is left out rather than failing every command that lists the clusters.
+            .filter(|c| meshca::validate_cluster_name(c).is_ok())
             .filter(|c| matches!(self.open_secret(&SecretRef::cacerts(c), false), Ok(Some(_))))
             .collect();
         found.sort();
@@ -683,8 +794,17 @@ impl Store for DirStore {
         })
     }
 
-    fn write(&self, secret: &SecretRef, files: &Files, _meta: &WriteMeta) -> Result<(), Error> {
-        self.write_secret(secret, files)
+    fn write(&self, secret: &SecretRef, files: &Files, meta: &WriteMeta) -> Result<(), Error> {
+        self.write_secret(secret, files, meta)
+    }
+
+    fn meta(&self, secret: &SecretRef) -> Result<Option<WriteMeta>, Error> {
+        let Some((dir, path)) = self.open_secret(secret, false)? else { return Ok(None) };
+        let checked = Self::check_secret(dir, path)?;
+        if checked.data.is_none() && checked.plain.is_empty() {
+            return Ok(None);
+        }
+        Self::read_meta(&checked).map(Some)
     }
 }
 
@@ -951,6 +1071,42 @@ mod tests {
         let e = DirStore::new(&root).lock(std::time::Duration::from_secs(1), "test", |_| {}).unwrap_err();
         assert!(matches!(e, Error::UnsafeStorePath { .. }), "{e}");
         assert_eq!(snapshot(&outside), before, "the link's target was not truncated or written");
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_lock_file_meshca_did_not_make_is_refused_untouched() {
+        let root = tempdir("lockhard");
+        std::fs::create_dir_all(&root).unwrap();
+        let (outside, before) = outside_with_victim("lockhard");
+        // A hard link to a file outside the store: same inode, two links.
+        std::fs::hard_link(outside.join("precious/data"), root.join(LOCK_FILE)).unwrap();
+        let store = DirStore::new(&root);
+        let e = store.lock(std::time::Duration::from_secs(1), "test", |_| {}).unwrap_err();
+        assert!(matches!(e, Error::UnsafeStorePath { .. }), "{e}");
+        assert!(e.to_string().contains("2 hard links"), "{e}");
+        assert_eq!(snapshot(&outside), before, "the linked file was not truncated or written");
+        // A regular file with one link but content meshca never writes: refused, kept as it was.
+        std::fs::remove_file(root.join(LOCK_FILE)).unwrap();
+        std::fs::write(root.join(LOCK_FILE), b"-----BEGIN PRIVATE KEY-----\n").unwrap();
+        let e = store.lock(std::time::Duration::from_secs(1), "test", |_| {}).unwrap_err();
+        assert!(e.to_string().contains("other than the line meshca writes"), "{e}");
+        assert!(!e.to_string().contains("BEGIN"), "the content is not echoed: {e}");
+        assert_eq!(std::fs::read(root.join(LOCK_FILE)).unwrap(), b"-----BEGIN PRIVATE KEY-----\n");
+        // A directory in its place.
+        std::fs::remove_file(root.join(LOCK_FILE)).unwrap();
+        std::fs::create_dir(root.join(LOCK_FILE)).unwrap();
+        assert!(matches!(
+            store.lock(std::time::Duration::from_secs(1), "t", |_| {}),
+            Err(Error::UnsafeStorePath { .. })
+        ));
+        // meshca's own lock, left by a crashed run, is taken over as before.
+        std::fs::remove_dir(root.join(LOCK_FILE)).unwrap();
+        std::fs::write(root.join(LOCK_FILE), b"pid 1 (reconcile) since 2026-01-01T00:00:00Z").unwrap();
+        drop(store.lock(std::time::Duration::from_secs(1), "test", |_| {}).unwrap());
+        assert_eq!(std::fs::read(root.join(LOCK_FILE)).unwrap(), b"", "emptied on release");
         std::fs::remove_dir_all(&root).unwrap();
         std::fs::remove_dir_all(&outside).unwrap();
     }

@@ -101,6 +101,26 @@ impl<'a> Writer<'a> {
         meta
     }
 
+    /// Refuses to write `secret` when it exists and is another policy's, or, where meshca is
+    /// about to create it (`creating`), when it is not meshca's at all. Checked on a dry run
+    /// too, so a rehearsal shows the refusal.
+    fn guard(&self, secret: &SecretRef, creating: bool) -> Result<(), Error> {
+        let Some(meta) = self.store.meta(secret)? else { return Ok(()) };
+        let (k, v) = crate::manifest::MANAGED_BY;
+        let ours = format!("{}/{}", self.policy.namespace, self.policy.name);
+        let owner = if creating && meta.labels.get(k).map(String::as_str) != Some(v) {
+            format!("is not managed by meshca (no {k}={v} label)")
+        } else {
+            match meta.annotations.get(POLICY_ANNOTATION) {
+                Some(other) if *other != ours => {
+                    format!("belongs to another policy ({POLICY_ANNOTATION}={})", meshca::printable(other, 80))
+                }
+                _ => return Ok(()),
+            }
+        };
+        Err(Error::Occupied { location: self.store.location(secret), owner })
+    }
+
     /// Writes a cluster's `cacerts` and returns the bundle that landed (on a dry run, the
     /// validated bundle that would have been written).
     pub fn write_bundle(&self, secret: &SecretRef, bundle: &Cacerts) -> Result<Cacerts, Error> {
@@ -112,6 +132,7 @@ impl<'a> Writer<'a> {
             check_crls(crls, &checked, self.now).map_err(Error::core(format!("new bundle for {cluster}")))?;
             files.insert(CA_CRL, pem.to_vec());
         }
+        self.guard(secret, false)?;
         if self.dry_run {
             return Ok(checked);
         }
@@ -134,6 +155,9 @@ impl<'a> Writer<'a> {
         let location = self.store.location(secret);
         let files = signer.bundle().to_files(Layout::Istio);
         SigningCa::from_files(&files, self.now).map_err(Error::core(format!("signing CA {location}")))?;
+        if owner == Owner::Meshca {
+            self.guard(secret, true)?;
+        }
         if self.dry_run {
             return Ok(());
         }
@@ -149,6 +173,7 @@ impl<'a> Writer<'a> {
     /// Writes meshca's own state (a root rotation's `state.json`), labelled as managed, and
     /// checks that the same bytes landed.
     pub fn write_state(&self, secret: &SecretRef, files: &Files) -> Result<(), Error> {
+        self.guard(secret, true)?;
         if self.dry_run {
             return Ok(());
         }

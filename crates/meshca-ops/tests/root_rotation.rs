@@ -289,6 +289,9 @@ impl Store for Crashing<'_> {
     fn clusters_with_cacerts(&self) -> Result<Vec<String>, Error> {
         self.inner.clusters_with_cacerts()
     }
+    fn meta(&self, secret: &SecretRef) -> Result<Option<WriteMeta>, Error> {
+        self.inner.meta(secret)
+    }
     fn write(&self, secret: &SecretRef, files: &Files, meta: &WriteMeta) -> Result<(), Error> {
         if self.writes.load(SeqCst) >= self.budget.load(SeqCst) {
             return Err(Error::Store { location: self.location(secret), detail: "killed".into() });
@@ -377,4 +380,52 @@ fn result_refused(r: &Result<Run, Error>) -> bool {
         Ok(Run::RootRotation(rot)) => rot.failed(),
         Ok(Run::Reconciled(rep)) => !rep.ok(),
     }
+}
+
+/// Every Secret in the management cluster, as (name, bytes), for "nothing changed" checks.
+fn mgmt_secrets(store: &DirStore) -> Vec<(String, Option<Files>)> {
+    ["my-root-trust-policy.gloo-mesh-next", "root-trust-policy-root-rotation", "root-trust-policy-revocations"]
+        .iter()
+        .map(|n| ((*n).to_owned(), store.read(&secret(n)).unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_secret_meshca_would_create_that_is_not_its_own_is_refused_untouched() {
+    let m = mesh("occupied");
+    let policy = seed("");
+    let opts = Options::new(at(0), CLUSTERS.iter().map(|c| (*c).to_owned()).collect());
+    let next = secret(&format!("{SIGNER}-next"));
+    // Another CA, with its key, where `rotate-root start` would put the incoming one: made by
+    // hand (no managed-by label).
+    let other = SigningCa::generate_root(&RootParams::default(), &mut meshca::OsRng, t0()).unwrap();
+    m.store.write(&next, &other.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    let before = mgmt_secrets(&m.store);
+    let e = meshca_ops::rootrotation::start(&m.store, &policy, &opts, &m.old, &m.new, Duration::hours(1)).unwrap_err();
+    assert!(matches!(e, Error::Occupied { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains(&format!("{SIGNER}-next")) && text.contains("is not managed by meshca"), "{text}");
+    assert_eq!(mgmt_secrets(&m.store), before, "nothing was written, the other CA is as it was");
+    assert!(meshca_ops::rootrotation::load(&m.store, &policy, "mgmt").unwrap().is_none(), "no rotation started");
+
+    // The same Secret managed by meshca for another policy: refused too.
+    let mut meta = WriteMeta::managed();
+    meta.annotations.insert(meshca_ops::writer::POLICY_ANNOTATION.into(), "team-b/\u{1b}[31mother".into());
+    m.store.write(&next, &other.bundle().to_files(Layout::Istio), &meta).unwrap();
+    let e = meshca_ops::rootrotation::start(&m.store, &policy, &opts, &m.old, &m.new, Duration::hours(1)).unwrap_err();
+    assert!(e.to_string().contains("belongs to another policy"), "{e}");
+    assert!(!e.to_string().contains('\u{1b}'), "no escape sequence from the store reaches the message: {e}");
+
+    // Every Secret meshca creates goes through the same rule: its own state too, on a dry run
+    // as well (so a rehearsal shows the refusal).
+    let revocations = meshca_ops::revocation::list_secret(&policy, "mgmt");
+    let users: Files = [("revocations.json", b"{}".to_vec())].into_iter().collect();
+    m.store.write(&revocations, &users, &WriteMeta::default()).unwrap();
+    for dry_run in [true, false] {
+        let w = meshca_ops::writer::Writer::new(&m.store, &policy, None, at(0), dry_run);
+        let e = w.write_state(&revocations, &Files::new()).unwrap_err();
+        assert!(matches!(e, Error::Occupied { .. }), "{e}");
+    }
+    assert_eq!(m.store.read(&revocations).unwrap(), Some(users));
+    std::fs::remove_dir_all(&m.dir).unwrap();
 }
