@@ -354,7 +354,7 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
             let mut last = None;
             for cluster in asked.iter().flat_map(|r| r.clusters.iter()) {
                 let reason = asked.as_ref().map(|r| r.reason).unwrap_or_default();
-                match meshca_ops::revocation::revoke(
+                match meshca_ops::revocation::revoke_current(
                     &store,
                     &policy,
                     &opts,

@@ -556,7 +556,23 @@ fn reconcile_with(
     // before that intermediate is (istio#61075): the clusters keeping theirs are written first.
     let (issuing, others): (Vec<usize>, Vec<usize>) =
         (0..total).partition(|&i| prepared.bundles.contains_key(&opts.clusters[i]));
-    for batch in [others, issuing] {
+    for mut batch in [others, issuing] {
+        // Between the two batches: no new intermediate is written while a peer lacks its CRL.
+        if ctx.fleet.is_some() && batch.iter().any(|&i| prepared.bundles.contains_key(&opts.clusters[i])) {
+            let lacking = peers_lacking_the_set(store, policy, &ctx, opts);
+            if !lacking.is_empty() {
+                batch.retain(|&i| {
+                    let cluster = &opts.clusters[i];
+                    let peers: Vec<&String> = lacking.iter().filter(|p| *p != cluster).collect();
+                    if peers.is_empty() {
+                        return true;
+                    }
+                    let (result, kept) = held_back(store, cluster, &peers, opts);
+                    take(i, result, kept);
+                    false
+                });
+            }
+        }
         if batch.is_empty() {
             continue;
         }
@@ -609,6 +625,81 @@ fn reconcile_with(
             Box::new(f.summary(store.location(&revocation::list_secret(policy, &opts.mgmt_cluster)), &signer))
         }),
     })
+}
+
+/// The clusters of the fleet (every cluster of this run, and every other cluster the store
+/// knows to hold a `cacerts`) whose bundle does not carry the CRL set about to cover the new
+/// intermediates: Envoy, like `openssl -crl_check_all`, refuses a chain in which some CA has no
+/// CRL, so a new intermediate must not reach any cluster before its CRL reaches all of them
+/// (istio#61075). A cluster that holds no CRL set checks none and accepts it. A cluster being re-issued in this run that still holds a valid, unrevoked
+/// intermediate is first given the new set with the intermediate it has (a trust-only write),
+/// so several clusters can be re-issued in one run. Clusters with no bundle, an invalid one, or
+/// a revoked intermediate have no workload the new intermediate's could break. A dry run
+/// writes nothing and so holds nothing back.
+fn peers_lacking_the_set(store: &dyn Store, policy: &Policy, ctx: &Ctx<'_>, opts: &Options) -> Vec<String> {
+    let (Some(fleet), Some(pem)) = (ctx.fleet, ctx.crl_pem) else { return Vec::new() };
+    if opts.dry_run {
+        return Vec::new();
+    }
+    let mut fleet_clusters: std::collections::BTreeSet<String> = opts.clusters.iter().cloned().collect();
+    match store.clusters_with_cacerts() {
+        Ok(found) => fleet_clusters.extend(found),
+        Err(e) => tracing::warn!(error = %e, "cannot list the store's clusters; checking the run's clusters only"),
+    }
+    fleet_clusters.remove(&opts.mgmt_cluster);
+    let writer = opts.writer(store, policy).with_crls(Some((pem, fleet.crls())));
+    let mut lacking = Vec::new();
+    for cluster in fleet_clusters {
+        let secret = SecretRef::cacerts(&cluster);
+        let files = match store.read(&secret) {
+            Ok(Some(f)) => f,
+            Ok(None) => continue,
+            Err(_) => {
+                lacking.push(cluster);
+                continue;
+            }
+        };
+        // The set it holds is the new one; or it holds none, and so checks no CRL at all.
+        if files.get(meshca::CA_CRL).is_none_or(|held| held == pem) {
+            continue;
+        }
+        let Ok(bundle) = Cacerts::from_files(&files, opts.now) else { continue };
+        if fleet.is_revoked(bundle.ca_cert()) {
+            continue;
+        }
+        if ctx.prepared.bundles.contains_key(&cluster) && writer.write_bundle(&secret, &bundle).is_ok() {
+            continue;
+        }
+        lacking.push(cluster);
+    }
+    lacking
+}
+
+/// The result of a cluster whose new intermediate was held back because `peers` lack its CRL:
+/// it keeps what it has.
+fn held_back(store: &dyn Store, cluster: &str, peers: &[&String], opts: &Options) -> (ClusterResult, Option<Cacerts>) {
+    let secret = SecretRef::cacerts(cluster);
+    let kept = store.read(&secret).ok().flatten().and_then(|f| Cacerts::from_files(&f, opts.now).ok());
+    let result = ClusterResult {
+        cluster: cluster.to_owned(),
+        action: Action::Failed,
+        reason: format!(
+            "its new intermediate was not written: the CRL set that covers it has not reached {} yet, whose \
+             workloads would refuse it (a cluster that checks CRLs needs one for every intermediate in use); \
+             reconcile every cluster of the fleet together",
+            meshca::list_bounded(peers, 10)
+        ),
+        error_kind: Some(ErrorKind::Revocation),
+        location: store.location(&secret),
+        not_after: kept.as_ref().map(Cacerts::not_after),
+        next_check: None,
+        warnings: Vec::new(),
+        rotated_at: None,
+        restarted: None,
+        trust: None,
+        issue_reason: None,
+    };
+    (result, kept)
 }
 
 /// What a run's workers share.

@@ -89,11 +89,12 @@ impl RevokedCa {
 
     /// Whether this entry is `cert`.
     pub fn is(&self, cert: &Certificate) -> bool {
-        self.serial == hex(cert.serial_bytes()) && self.issuer == cert.issuer()
+        self.issuer == cert.issuer()
+            && normalize_serial(&self.serial).is_some_and(|s| s == hex(meshca::canonical_serial(cert.serial_bytes())))
     }
 
     fn to_core(&self) -> Result<Revoked, String> {
-        let serial = unhex(&self.serial).ok_or_else(|| format!("serial `{}` is not hex", clip(&self.serial)))?;
+        let serial = unhex(&self.serial).ok_or_else(|| "`serial` is not hex (value not shown)".to_owned())?;
         let reason: RevocationReason = self.reason.parse().map_err(|e: meshca::Error| e.to_string())?;
         Ok(Revoked::of_serial(serial, self.revoked_at, reason))
     }
@@ -110,6 +111,39 @@ pub struct RevocationList {
     /// The CRL number of the newest root CRL (RFC 5280 5.2.3: it only grows).
     #[serde(default)]
     pub crl_number: u64,
+}
+
+impl RevocationList {
+    /// Checks the list against the root that signs its CRL, as every load does before the list
+    /// is used: each entry names a valid cluster, a CA issued by `root` (an entry of another
+    /// root would sit in this root's CRL, meaning nothing), and never `root` itself (a root CRL
+    /// revoking its own root would make every chain of the fleet fail). Entries are named by
+    /// position; nothing of a value that failed is shown.
+    pub fn check_against(&self, root: &Certificate) -> Result<(), String> {
+        let root_serial = hex(meshca::canonical_serial(root.serial_bytes()));
+        for (i, r) in self.revoked.iter().enumerate() {
+            let at = format!("{REVOCATIONS_FILE}: entry {} of {}", i + 1, self.revoked.len());
+            if meshca::validate_cluster_name(&r.cluster).is_err() {
+                return Err(format!("{at}: `cluster` is not a cluster name (a DNS label)"));
+            }
+            if r.issuer != root.subject() {
+                return Err(format!(
+                    "{at} ({}): was issued by another CA, not by this policy's root {}; only the root's own \
+                     intermediates can be on its CRL",
+                    r.cluster,
+                    root.subject()
+                ));
+            }
+            if normalize_serial(&r.serial).as_deref() == Some(root_serial.as_str()) {
+                return Err(format!(
+                    "{at} ({}): names the root itself (serial {root_serial}); a root cannot be revoked by its own \
+                     CRL",
+                    r.cluster
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why a revocation command was refused. Each says what to do instead.
@@ -174,6 +208,20 @@ pub enum Refusal {
         /// What the list holds.
         held: String,
     },
+    /// The cluster's current CA is the replacement its last revocation issued.
+    #[error(
+        "{cluster} was revoked already, and its current CA (serial {serial}) is the replacement that revocation \
+         issued; to revoke that one too, name its serial"
+    )]
+    ReplacementOfRevoked {
+        /// The cluster.
+        cluster: String,
+        /// The replacement's serial.
+        serial: String,
+    },
+    /// A serial that is not hex.
+    #[error("the serial is not hex (as `crl show` and `inspect` print serials); value not shown")]
+    BadSerial,
     /// The list is full.
     #[error("the revocation list holds {MAX_REVOKED} entries already; clear entries whose CAs have expired")]
     Full,
@@ -271,6 +319,9 @@ impl Fleet {
         if !root.is_self_signed() {
             return Err(Refusal::SignerNotRoot { signer: root.subject() }.into());
         }
+        self.list
+            .check_against(root)
+            .map_err(|detail| Error::RevocationList { location: REVOCATIONS_FILE.into(), detail })?;
         let entries = self
             .list
             .revoked
@@ -289,7 +340,16 @@ impl Fleet {
         if fresh {
             return Ok(());
         }
-        let number = self.list.crl_number + 1;
+        // RFC 5280 5.2.3: the CRL number only grows; at its maximum it cannot, and wrapping to 0
+        // would make every consumer keep the older CRL.
+        let number = self.list.crl_number.checked_add(1).ok_or_else(|| Error::RevocationList {
+            location: REVOCATIONS_FILE.into(),
+            detail: format!(
+                "crlNumber is {}, the largest meshca keeps: the next root CRL could not have a larger number (RFC \
+                 5280 5.2.3); only a new root starts a new sequence",
+                u64::MAX
+            ),
+        })?;
         let this_update = (now - BACKDATE).max(root.not_before());
         let next_update = (now + ROOT_CRL_VALIDITY).min(root.not_after());
         let crl = signer
@@ -360,8 +420,9 @@ pub fn normalize_serial(s: &str) -> Option<String> {
     Some(hex(meshca::canonical_serial(&bytes)))
 }
 
+/// A value from the list or the command line, for a message: no control characters, bounded.
 fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
+    meshca::printable(s, 64)
 }
 
 /// What `revoke` or `unrevoke` did: the entries it added or took back, and the run that
@@ -392,6 +453,10 @@ pub enum Selector {
 /// reason) on the list, and runs the policy with it, which re-issues the cluster with a new key
 /// at once, re-signs the root's CRL, and writes the CRL set to every other cluster before the
 /// new intermediate. With `opts.dry_run`, plans it all and writes nothing.
+///
+/// A cluster revoked before whose current intermediate is the replacement that revocation
+/// issued is refused ([`Refusal::ReplacementOfRevoked`]): a second revoke by mistake would
+/// otherwise revoke the fresh CA; [`revoke_serial`] revokes it on purpose.
 pub fn revoke(
     store: &dyn Store,
     policy: &Policy,
@@ -401,42 +466,138 @@ pub fn revoke(
     rng: &mut dyn meshca::Entropy,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<RevocationReport, Error> {
+    revoke_which(store, policy, opts, cluster, None, false, reason, rng, progress)
+}
+
+/// Revokes `cluster`'s current intermediate even when it is the replacement an earlier
+/// revocation issued: for a caller whose every request is deliberate (the controller's
+/// `meshca.dev/revoke` annotation takes a new value, with a nonce, for each request).
+pub fn revoke_current(
+    store: &dyn Store,
+    policy: &Policy,
+    opts: &crate::reconcile::Options,
+    cluster: &str,
+    reason: RevocationReason,
+    rng: &mut dyn meshca::Entropy,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RevocationReport, Error> {
+    revoke_which(store, policy, opts, cluster, None, true, reason, rng, progress)
+}
+
+/// Revokes the CA of `cluster` with this serial (hex, colons allowed): its current
+/// intermediate named on purpose (also the replacement of an earlier revocation), or one whose
+/// `ca-cert.pem` is damaged or gone, which is recorded by serial alone. The cluster is
+/// re-issued as with [`revoke`].
+#[allow(clippy::too_many_arguments)]
+pub fn revoke_serial(
+    store: &dyn Store,
+    policy: &Policy,
+    opts: &crate::reconcile::Options,
+    cluster: &str,
+    serial: &str,
+    reason: RevocationReason,
+    rng: &mut dyn meshca::Entropy,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RevocationReport, Error> {
+    revoke_which(store, policy, opts, cluster, Some(serial), true, reason, rng, progress)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn revoke_which(
+    store: &dyn Store,
+    policy: &Policy,
+    opts: &crate::reconcile::Options,
+    cluster: &str,
+    serial: Option<&str>,
+    deliberate: bool,
+    reason: RevocationReason,
+    rng: &mut dyn meshca::Entropy,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RevocationReport, Error> {
     refuse_during_root_rotation(store, policy, opts)?;
     if !opts.clusters.iter().any(|c| c == cluster) {
         return Err(Refusal::UnknownCluster { cluster: cluster.to_owned(), known: opts.clusters.join(", ") }.into());
     }
+    let wanted = match serial {
+        None => None,
+        Some(s) => Some(normalize_serial(s).ok_or(Refusal::BadSerial)?),
+    };
     let secret = SecretRef::cacerts(cluster);
     let location = store.location(&secret);
     let no_bundle = || Refusal::NoBundle { cluster: cluster.to_owned(), location: location.clone() };
-    let files = store.read(&secret)?.ok_or_else(no_bundle)?;
+    let files = store.read(&secret)?;
     // The CA certificate alone: a bundle broken otherwise (a tampered key) is still revocable.
-    let ca = meshca::parse_certificates(files.get(meshca::CA_CERT).ok_or_else(no_bundle)?, meshca::CA_CERT)
-        .map_err(Error::core(format!("{cluster}'s cacerts")))?
-        .into_iter()
-        .next()
-        .ok_or_else(no_bundle)?;
+    let current = files.as_ref().and_then(|f| f.get(meshca::CA_CERT)).map(|pem| {
+        meshca::parse_certificates(pem, meshca::CA_CERT)
+            .map_err(Error::core(format!("{cluster}'s cacerts")))
+            .and_then(|certs| certs.into_iter().next().ok_or_else(|| no_bundle().into()))
+    });
     let (signer, _) = crate::reconcile::load_signer(store, policy, opts, rng)?;
     let signer_ca = signer.bundle().ca_cert();
     if !signer_ca.is_self_signed() {
         return Err(Refusal::SignerNotRoot { signer: signer_ca.subject() }.into());
     }
-    if !ca.is_issued_by(signer_ca) {
-        return Err(Refusal::NotIssuedBySigner {
-            cluster: cluster.to_owned(),
-            issuer: ca.issuer(),
-            signer: signer_ca.subject(),
-        }
-        .into());
-    }
     let stored = load(store, policy, &opts.mgmt_cluster)?;
     let mut list = stored.as_ref().map(|f| f.list.clone()).unwrap_or_default();
-    if list.revoked.iter().any(|r| r.is(&ca)) {
-        return Err(Refusal::AlreadyRevoked { cluster: cluster.to_owned(), serial: hex(ca.serial_bytes()) }.into());
-    }
+    let list_location = store.location(&list_secret(policy, &opts.mgmt_cluster));
+    list.check_against(signer_ca).map_err(|detail| Error::RevocationList { location: list_location, detail })?;
     if list.revoked.len() >= MAX_REVOKED {
         return Err(Refusal::Full.into());
     }
-    let entry = RevokedCa::of(cluster, &ca, opts.now, reason);
+    // The current CA, named by serial (`named`) or not.
+    let current_entry = |ca: Certificate, named: bool| -> Result<RevokedCa, Error> {
+        if !ca.is_issued_by(signer_ca) {
+            return Err(Refusal::NotIssuedBySigner {
+                cluster: cluster.to_owned(),
+                issuer: ca.issuer(),
+                signer: signer_ca.subject(),
+            }
+            .into());
+        }
+        if list.revoked.iter().any(|r| r.is(&ca)) {
+            return Err(Refusal::AlreadyRevoked { cluster: cluster.to_owned(), serial: hex(ca.serial_bytes()) }.into());
+        }
+        // Issued as the replacement of this cluster's last revocation (its notBefore is that
+        // revocation's time, backdated): a second revoke by mistake, unless named.
+        let replaced = list
+            .revoked
+            .iter()
+            .filter(|r| r.cluster == cluster)
+            .map(|r| r.revoked_at)
+            .max()
+            .is_some_and(|at| ca.not_before() + meshca::BACKDATE + Duration::minutes(1) >= at);
+        if replaced && !named {
+            return Err(
+                Refusal::ReplacementOfRevoked { cluster: cluster.to_owned(), serial: hex(ca.serial_bytes()) }.into()
+            );
+        }
+        Ok(RevokedCa::of(cluster, &ca, opts.now, reason))
+    };
+    let entry = match (current, wanted) {
+        (Some(Ok(ca)), None) => current_entry(ca, deliberate)?,
+        (Some(Ok(ca)), Some(w)) if w == hex(meshca::canonical_serial(ca.serial_bytes())) => current_entry(ca, true)?,
+        // No readable CA certificate, or an older CA named by serial: recorded by serial.
+        (_, Some(w)) => {
+            if list.revoked.iter().any(|r| normalize_serial(&r.serial).as_deref() == Some(w.as_str())) {
+                return Err(Refusal::AlreadyRevoked { cluster: cluster.to_owned(), serial: w }.into());
+            }
+            if files.is_none() {
+                return Err(no_bundle().into());
+            }
+            RevokedCa {
+                cluster: cluster.to_owned(),
+                serial: w,
+                subject: "(unknown: recorded by serial)".into(),
+                issuer: signer_ca.subject(),
+                fingerprint: String::new(),
+                not_after: signer_ca.not_after(),
+                revoked_at: opts.now,
+                reason: reason.name().to_owned(),
+            }
+        }
+        (Some(Err(e)), None) => return Err(e),
+        (None, None) => return Err(no_bundle().into()),
+    };
     list.revoked.push(entry.clone());
     run_with(store, policy, opts, list, vec![entry], rng, progress)
 }
@@ -457,7 +618,7 @@ pub fn unrevoke(
     let mut list = stored.map(|f| f.list).unwrap_or_default();
     let wanted_serial = match which {
         Selector::Serial(s) => Some(normalize_serial(s).ok_or_else(|| Refusal::NotRevoked {
-            what: format!("serial `{}` (not hex)", clip(s)),
+            what: "a serial that is not hex (not shown)".into(),
             held: held(&list),
         })?),
         _ => None,
@@ -511,5 +672,5 @@ fn held(list: &RevocationList) -> String {
     if list.revoked.is_empty() {
         return "no entries".into();
     }
-    list.revoked.iter().map(|r| format!("{} (serial {})", r.cluster, r.serial)).collect::<Vec<_>>().join(", ")
+    meshca::list_bounded(list.revoked.iter().map(|r| format!("{} (serial {})", r.cluster, r.serial)), 10)
 }

@@ -1,0 +1,308 @@
+//! Revocation rules over the directory store, in milliseconds: what a CRL set lets through
+//! between clusters (checked with rustls-webpki applying each verifier's `ca-crl.pem` to the
+//! peer's chain, as Envoy does with `crl_check_all`), and how the list is validated.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use meshca::Layout;
+use meshca::{Cacerts, Crl, LeafParams, RevocationReason, RootParams, SigningCa, SpiffeId};
+use meshca_ops::error::Error;
+use meshca_ops::policy::{self, Policy, SEED_POLICY};
+use meshca_ops::reconcile::{self, Action, Options, RotateNow};
+use meshca_ops::revocation;
+use meshca_ops::store::{DirStore, SecretRef, Store, WriteMeta};
+use time::{Duration, OffsetDateTime};
+
+const CLUSTERS: [&str; 3] = ["c1", "c2", "c3"];
+const SIGNER: &str = "my-root-trust-policy.gloo-mesh";
+
+fn t0() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_893_456_000).unwrap()
+}
+
+struct Fleet {
+    dir: PathBuf,
+    store: DirStore,
+    policy: Policy,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn opts(at: OffsetDateTime, clusters: &[&str]) -> Options {
+    let mut o = Options::new(at, clusters.iter().map(|c| (*c).to_owned()).collect());
+    o.mgmt_cluster = "mgmt".into();
+    o
+}
+
+/// Three clusters under one root, all issued.
+fn fleet(tag: &str) -> Fleet {
+    let dir = std::env::temp_dir().join(format!("meshca-ops-rev-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = DirStore::new(dir.join("store"));
+    let root = SigningCa::generate_root(&RootParams::default(), &mut meshca::OsRng, t0()).unwrap();
+    let signer = SecretRef::new("mgmt", "gloo-mesh", SIGNER);
+    store.write(&signer, &root.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    let policy = policy::parse(&SEED_POLICY.replace("ttlDays: 1", "ttlDays: 30"), "policy.yaml").unwrap();
+    let r = reconcile::reconcile(&store, &policy, &opts(t0(), &CLUSTERS), &mut meshca::OsRng, &mut |_, _| {}).unwrap();
+    assert!(r.ok(), "{r:?}");
+    Fleet { dir, store, policy }
+}
+
+fn bundle(f: &Fleet, c: &str, at: OffsetDateTime) -> (Cacerts, Vec<Crl>) {
+    let files = f.store.read(&SecretRef::cacerts(c)).unwrap().unwrap();
+    let crls = files.get(meshca::CA_CRL).map(|p| Crl::from_pem_all(p, "ca-crl.pem").unwrap()).unwrap_or_default();
+    (Cacerts::from_files(&files, at).unwrap(), crls)
+}
+
+/// Every pair (a, b): a workload of a, verified by b's roots and b's CRL set applied to every
+/// CA of the chain. Returns the pairs that fail.
+fn refused_pairs(f: &Fleet, at: OffsetDateTime) -> Vec<(String, String)> {
+    let id = SpiffeId::workload("cluster.local", "default", "probe").unwrap();
+    let mut refused = Vec::new();
+    for a in CLUSTERS {
+        let (ba, _) = bundle(f, a, at);
+        let leaf = SigningCa::new(ba).issue_leaf(&LeafParams::new(id.clone()), &mut meshca::OsRng, at).unwrap().value;
+        for b in CLUSTERS {
+            let (bb, crls) = bundle(f, b, at);
+            if meshca::verify_workload_chain_with_crls(&leaf.chain(), bb.roots(), &crls, at).is_err() {
+                refused.push((a.to_owned(), b.to_owned()));
+            }
+        }
+    }
+    refused
+}
+
+fn fp(b: &Cacerts) -> String {
+    b.ca_cert().fingerprint_sha256()
+}
+
+fn revoke(f: &Fleet, c: &str, at: OffsetDateTime) -> revocation::RevocationReport {
+    revocation::revoke(
+        &f.store,
+        &f.policy,
+        &opts(at, &CLUSTERS),
+        c,
+        RevocationReason::KeyCompromise,
+        &mut meshca::OsRng,
+        &mut |_, _| {},
+    )
+    .unwrap()
+}
+
+#[test]
+fn no_intermediate_is_written_before_every_peer_holds_its_crl() {
+    let f = fleet("gate");
+    let at = t0() + Duration::hours(1);
+    assert!(revoke(&f, "c2", at).run.ok());
+    assert!(refused_pairs(&f, at).is_empty(), "after the revocation every pair trusts each other");
+    let before: Vec<Cacerts> = CLUSTERS.iter().map(|c| bundle(&f, c, at).0).collect();
+
+    // `rotate --cluster c1` (a run naming a subset): c1's peers are not in the run, so they
+    // cannot get the new intermediate's CRL first: c1 keeps what it has, naming them.
+    let at = at + Duration::hours(1);
+    let mut o = opts(at, &["c1"]);
+    o.rotate_now = RotateNow::All;
+    let r = reconcile::reconcile(&f.store, &f.policy, &o, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
+    let c1 = &r.clusters[0];
+    assert_eq!(c1.action, Action::Failed, "{c1:?}");
+    assert!(c1.reason.contains("has not reached c2, c3 yet"), "{}", c1.reason);
+    assert_eq!(fp(&bundle(&f, "c1", at).0), fp(&before[0]), "c1 keeps its intermediate");
+    assert!(refused_pairs(&f, at).is_empty());
+
+    // A peer that cannot be written (its API down) holds back every new intermediate.
+    let down = FailWrites { inner: &f.store, cluster: "c3" };
+    let mut o = opts(at, &CLUSTERS);
+    o.rotate_now = RotateNow::All;
+    let r = reconcile::reconcile(&down, &f.policy, &o, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
+    assert!(r.clusters.iter().all(|c| c.action == Action::Failed), "{r:?}");
+    assert!(r.clusters[0].reason.contains("has not reached c3 yet"), "{}", r.clusters[0].reason);
+    for (c, old) in CLUSTERS.iter().zip(&before) {
+        assert_eq!(fp(&bundle(&f, c, at).0), fp(old), "{c} keeps its intermediate");
+    }
+    assert!(refused_pairs(&f, at).is_empty());
+
+    // Every cluster re-issued in one run: each first gets the new set with the intermediate it
+    // has, then its new intermediate; every pair trusts each other at the end.
+    let mut o = opts(at, &CLUSTERS);
+    o.rotate_now = RotateNow::All;
+    let r = reconcile::reconcile(&f.store, &f.policy, &o, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
+    assert!(r.ok() && r.clusters.iter().all(|c| c.action == Action::Rotated), "{r:?}");
+    for (c, old) in CLUSTERS.iter().zip(&before) {
+        assert_ne!(fp(&bundle(&f, c, at).0), fp(old), "{c} was re-issued");
+    }
+    assert!(refused_pairs(&f, at).is_empty(), "{:?}", refused_pairs(&f, at));
+}
+
+/// A store whose writes to one cluster fail, as when its API server is down.
+struct FailWrites<'a> {
+    inner: &'a DirStore,
+    cluster: &'static str,
+}
+
+impl Store for FailWrites<'_> {
+    fn location(&self, secret: &SecretRef) -> String {
+        self.inner.location(secret)
+    }
+    fn read(&self, secret: &SecretRef) -> Result<Option<meshca::Files>, Error> {
+        self.inner.read(secret)
+    }
+    fn meta(&self, secret: &SecretRef) -> Result<Option<WriteMeta>, Error> {
+        self.inner.meta(secret)
+    }
+    fn clusters_with_cacerts(&self) -> Result<Vec<String>, Error> {
+        self.inner.clusters_with_cacerts()
+    }
+    fn write(&self, secret: &SecretRef, files: &meshca::Files, meta: &WriteMeta) -> Result<(), Error> {
+        if secret.cluster == self.cluster {
+            return Err(Error::Store { location: self.location(secret), detail: "connection refused".into() });
+        }
+        self.inner.write(secret, files, meta)
+    }
+}
+
+/// Rewrites the stored revocation list through `edit`, as a careless or hostile hand would.
+fn tamper(f: &Fleet, edit: impl FnOnce(&mut serde_json::Value)) {
+    let secret = revocation::list_secret(&f.policy, "mgmt");
+    let mut files = f.store.read(&secret).unwrap().unwrap();
+    let mut list: serde_json::Value = serde_json::from_slice(files.get(revocation::REVOCATIONS_FILE).unwrap()).unwrap();
+    edit(&mut list);
+    files.insert(revocation::REVOCATIONS_FILE, serde_json::to_vec(&list).unwrap());
+    f.store.write(&secret, &files, &WriteMeta::managed()).unwrap();
+}
+
+#[test]
+fn the_revocation_list_is_validated_against_the_signer_on_every_load() {
+    let f = fleet("listcheck");
+    let at = t0() + Duration::hours(1);
+    assert!(revoke(&f, "c2", at).run.ok());
+    let root = bundle(&f, "c1", at).0.roots()[0].clone();
+    let root_serial = revocation::hex(meshca::canonical_serial(root.serial_bytes()));
+    let snapshot = || CLUSTERS.iter().map(|c| f.store.read(&SecretRef::cacerts(c)).unwrap()).collect::<Vec<_>>();
+    let run = |hours: i64| {
+        reconcile::reconcile(
+            &f.store,
+            &f.policy,
+            &opts(at + Duration::hours(hours), &CLUSTERS),
+            &mut meshca::OsRng,
+            &mut |_, _| {},
+        )
+    };
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "the root itself",
+            Box::new(move |l| {
+                l["revoked"][0]["serial"] = root_serial.clone().into();
+            }),
+            "names the root itself",
+        ),
+        (
+            "another root's CA",
+            Box::new(|l| l["revoked"][0]["issuer"] = "CN=Someone Else".into()),
+            "issued by another CA",
+        ),
+        (
+            "an invalid cluster",
+            Box::new(|l| l["revoked"][0]["cluster"] = "Bad_Name\u{1b}[2J".into()),
+            "not a cluster name",
+        ),
+        ("crlNumber at its maximum", Box::new(|l| l["crlNumber"] = u64::MAX.into()), "the largest meshca keeps"),
+    ];
+    for (what, edit, needle) in cases {
+        let good = f.store.read(&revocation::list_secret(&f.policy, "mgmt")).unwrap().unwrap();
+        tamper(&f, edit);
+        let before = snapshot();
+        // 100 hours on: the root CRL is due for its refresh, so the list is used.
+        let e = run(100).unwrap_err().to_string();
+        assert!(e.contains(needle), "{what}: {e}");
+        assert!(!e.contains('\u{1b}'), "{what}: no escape sequence printed: {e}");
+        assert_eq!(snapshot(), before, "{what}: no bundle changed");
+        f.store.write(&revocation::list_secret(&f.policy, "mgmt"), &good, &WriteMeta::managed()).unwrap();
+    }
+    assert!(run(100).unwrap().ok(), "the restored list works again");
+}
+
+#[test]
+fn a_second_revoke_of_a_cluster_does_not_revoke_its_fresh_replacement_unless_named() {
+    let f = fleet("twice");
+    let at = t0() + Duration::hours(1);
+    assert!(revoke(&f, "c2", at).run.ok());
+    let fresh = bundle(&f, "c2", at).0;
+    let o = opts(at + Duration::minutes(5), &CLUSTERS);
+    let e = revocation::revoke(
+        &f.store,
+        &f.policy,
+        &o,
+        "c2",
+        RevocationReason::KeyCompromise,
+        &mut meshca::OsRng,
+        &mut |_, _| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("is the replacement that revocation issued"), "{e}");
+    assert_eq!(fp(&bundle(&f, "c2", at).0), fp(&fresh), "the replacement is untouched");
+    // Named by its serial, it is revoked on purpose.
+    let serial = revocation::hex(fresh.ca_cert().serial_bytes());
+    let r = revocation::revoke_serial(
+        &f.store,
+        &f.policy,
+        &o,
+        "c2",
+        &serial,
+        RevocationReason::KeyCompromise,
+        &mut meshca::OsRng,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert!(r.run.ok());
+    assert_ne!(fp(&bundle(&f, "c2", at).0), fp(&fresh));
+    assert!(refused_pairs(&f, at + Duration::minutes(5)).is_empty());
+}
+
+#[test]
+fn a_cluster_whose_ca_cert_is_damaged_is_revoked_by_serial() {
+    let f = fleet("damaged");
+    let at = t0() + Duration::hours(1);
+    let old = bundle(&f, "c3", at).0;
+    let serial = revocation::hex(old.ca_cert().serial_bytes());
+    let secret = SecretRef::cacerts("c3");
+    let mut files = f.store.read(&secret).unwrap().unwrap();
+    files.insert(meshca::CA_CERT, b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n".to_vec());
+    f.store.write(&secret, &files, &WriteMeta::managed()).unwrap();
+    let o = opts(at, &CLUSTERS);
+    assert!(revocation::revoke(
+        &f.store,
+        &f.policy,
+        &o,
+        "c3",
+        RevocationReason::KeyCompromise,
+        &mut meshca::OsRng,
+        &mut |_, _| {}
+    )
+    .is_err());
+    let r = revocation::revoke_serial(
+        &f.store,
+        &f.policy,
+        &o,
+        "c3",
+        &serial,
+        RevocationReason::KeyCompromise,
+        &mut meshca::OsRng,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert!(r.run.ok(), "{r:?}");
+    // What the old c3 CA signed is refused by every cluster now.
+    let id = SpiffeId::workload("cluster.local", "default", "stolen").unwrap();
+    let stolen = SigningCa::new(old).issue_leaf(&LeafParams::new(id), &mut meshca::OsRng, at).unwrap().value;
+    for c in CLUSTERS {
+        let (b, crls) = bundle(&f, c, at);
+        assert!(meshca::verify_workload_chain_with_crls(&stolen.chain(), b.roots(), &crls, at).is_err(), "{c}");
+    }
+    assert!(refused_pairs(&f, at).is_empty());
+}
