@@ -31,6 +31,9 @@ pub(crate) fn hint(e: &Error) -> Option<String> {
         Error::SignerNotFound { location, .. } => format!(", or create it with `meshca root-ca --out {location}`"),
         Error::LockTimeout { .. } => " (--lock-timeout)".into(),
         Error::Rotation(Refusal::DrivenByPolicy) => " (rather than running rotate-root start)".into(),
+        Error::Revocation(meshca_ops::revocation::Refusal::ReplacementOfRevoked { cluster, serial }) => {
+            format!(": meshca revoke --cluster {cluster} --serial {serial}")
+        }
         _ => return None,
     })
 }

@@ -34,11 +34,11 @@ pub(crate) fn lock_store(store: &DirStore, lock: &LockArgs, command: &str) -> Re
     let root = store.root().display().to_string();
     let held = store
         .lock(std::time::Duration::from_secs(lock.lock_timeout), command, |holder| {
-            eprintln!("meshca: waiting up to {} s for the store {root}, held by {holder}", lock.lock_timeout)
+            errln!("meshca: waiting up to {} s for the store {root}, held by {holder}", lock.lock_timeout)
         })
         .map_err(Failure::from)?;
     if held.removed_debris > 0 {
-        eprintln!("meshca: removed {} leftover entries of interrupted runs from {root}", held.removed_debris);
+        errln!("meshca: removed {} leftover entries of interrupted runs from {root}", held.removed_debris);
     }
     Ok(held)
 }
@@ -107,7 +107,7 @@ pub(crate) fn guard_overwrite(dir: &Path, names: &[&str], force: bool) -> Result
 
 pub(crate) fn print_written(paths: &[PathBuf]) {
     for p in paths {
-        println!("  wrote {}", p.display());
+        outln!("  wrote {}", p.display());
     }
 }
 
@@ -119,6 +119,66 @@ pub(crate) fn cluster_context(spec: &str) -> Result<(String, String), Failure> {
         return Err(usage(format!("--cluster {spec}: the context after '=' is empty")));
     }
     Ok((name.to_owned(), ctx.to_owned()))
+}
+
+/// The one rule for the workload clusters a command line names (README, "Exit codes"): each a
+/// cluster name, none twice, and not the management cluster. Breaking it is refused input
+/// (exit 1, as any refused input), in every command.
+pub(crate) fn check_workload_clusters(names: &[String], mgmt: &str) -> Result<(), Failure> {
+    meshca::validate_cluster_name(mgmt).map_err(|e| refused(format!("--mgmt-cluster: {e}")))?;
+    let mut seen = std::collections::HashSet::new();
+    for c in names {
+        meshca::validate_cluster_name(c).map_err(|e| refused(e.to_string()))?;
+        if !seen.insert(c.as_str()) {
+            return Err(refused(format!("cluster `{c}` is named twice")));
+        }
+        if c == mgmt {
+            return Err(refused(format!(
+                "cluster `{c}` is the management cluster (--mgmt-cluster), not a workload cluster"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// For commands that act on clusters that exist (rotate, revoke, unrevoke, crl clear): each
+/// named cluster must hold a `cacerts`. A name with none is a typo until shown otherwise (a
+/// rotate or revoke of it would issue a CA for a cluster that never existed): refused,
+/// suggesting the nearest name the store has (exit 1).
+pub(crate) fn require_bundles(store: &dyn Store, names: &[String]) -> Result<(), Failure> {
+    for c in names {
+        if store.read(&meshca_ops::store::SecretRef::cacerts(c))?.is_some() {
+            continue;
+        }
+        let known = store.clusters_with_cacerts().unwrap_or_default();
+        let nearest = known
+            .iter()
+            .chain(names.iter())
+            .filter(|k| *k != c)
+            .map(|k| (edit_distance(k, c), k))
+            .filter(|(d, _)| *d <= 2)
+            .min();
+        let hint = nearest.map(|(_, k)| format!("; did you mean `{k}`?")).unwrap_or_default();
+        return Err(refused(format!(
+            "{c} has no cacerts at {}: this command acts on clusters that exist{hint}",
+            store.location(&meshca_ops::store::SecretRef::cacerts(c))
+        )));
+    }
+    Ok(())
+}
+
+/// Levenshtein distance, for "did you mean" (names are DNS labels: at most 63 bytes).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, &x) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &y) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(x != y)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// The store a command works on, with the names of its clusters.
@@ -138,14 +198,12 @@ pub(crate) fn open_store(target: &StoreArgs, clusters: &[String]) -> Result<Open
     let (dir, kube, mgmt) = (target.store.as_deref(), &target.kube, target.mgmt_cluster.as_str());
     let name = |spec: &str| spec.split('=').next().unwrap_or(spec).to_owned();
     let names: Vec<String> = clusters.iter().map(|c| name(c)).collect();
+    check_workload_clusters(&names, &name(mgmt))?;
     if !kube.kube {
         if let Some(spec) = clusters.iter().chain([&mgmt.to_owned()]).find(|c| c.contains('=')) {
             return Err(usage(format!(
                 "{spec}: NAME=CONTEXT names a kubeconfig context and needs --kube; the directory store takes NAME"
             )));
-        }
-        for c in &names {
-            meshca::validate_cluster_name(c).map_err(|e| refused(e.to_string()))?;
         }
         let dir = dir.ok_or_else(|| usage("give --store DIR, or --kube"))?;
         return Ok(Opened { store: Box::new(DirStore::new(dir)), mgmt: name(mgmt), clusters: names, _rt: None });

@@ -6,10 +6,14 @@
 //! name and opens stores; [`failure`] is the one error a command returns, with the flag hints
 //! the libraries leave out.
 
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[macro_use]
+mod output;
 mod args;
 mod cmd;
 mod failure;
@@ -20,7 +24,7 @@ use failure::Failure;
 
 const EXIT_HELP: &str = "\
 Exit codes: 0 success; 1 a check failed or meshca refused an input (invalid bundle, key, CSR or
-policy; a cluster that failed to reconcile); 2 usage error.";
+policy; a cluster name it will not act on; a cluster that failed to reconcile); 2 usage error.";
 
 /// PKI for Istio multi-cluster trust: a shared root, a `cacerts` intermediate per cluster,
 /// SPIFFE workload certificates, verification and rotation.
@@ -114,16 +118,14 @@ fn main() -> ExitCode {
         Command::Controller(a) => cmd::controller::run(a),
         Command::RotateRoot(c) => cmd::rotate_root::run(c),
         Command::Crd => {
-            print!("{}", meshca_kube::crd::crd_yaml());
+            out!("{}", meshca_kube::crd::crd_yaml());
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut <Cli as clap::CommandFactory>::command(),
-                "meshca",
-                &mut std::io::stdout(),
-            );
+            // Rendered whole, then written: clap_complete panics when its writer fails.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "meshca", &mut script);
+            output::stdout_bytes(&script);
             Ok(ExitCode::SUCCESS)
         }
         Command::Man => {
@@ -131,8 +133,7 @@ fn main() -> ExitCode {
             let mut out = Vec::new();
             match page.render(&mut out) {
                 Ok(()) => {
-                    use std::io::Write;
-                    let _ = std::io::stdout().write_all(&out);
+                    output::stdout_bytes(&out);
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => Err(Failure { code: 1, message: format!("cannot render the man page: {e}") }),
@@ -142,7 +143,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("meshca: {}", f.message);
+            errln!("meshca: {}", f.message);
             ExitCode::from(f.code)
         }
     }

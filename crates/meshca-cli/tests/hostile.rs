@@ -453,3 +453,133 @@ fn the_quickstart_hints_work_as_printed() {
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Runs meshca with its stdout a pipe whose reader is already gone (`meshca ... | head -c 0`).
+fn with_closed_stdout(args: &[&str]) -> Out {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+#[test]
+#[cfg(unix)]
+fn a_closed_stdout_is_a_quiet_exit_and_the_work_is_done() {
+    let d = tempdir("epipe");
+    let qs = d.join("qs");
+    // quickstart with nobody reading: the whole directory is still made, and nothing panics.
+    let out = with_closed_stdout(&["quickstart", "--dir", &s(&qs)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    let (policy, store) = (s(&qs.join("policy.yaml")), s(&qs.join("store")));
+    let dirs: Vec<String> = ["cluster1", "cluster2", "cluster3"]
+        .iter()
+        .map(|c| s(&qs.join(format!("store/{c}/istio-system/cacerts"))))
+        .collect();
+    let mut verify = vec!["verify"];
+    verify.extend(dirs.iter().map(String::as_str));
+    ok(&verify);
+    let bundle = dirs[0].clone();
+    for args in [
+        vec!["status", "--policy", &policy, "--store", &store],
+        vec!["status", "--policy", &policy, "--store", &store, "--json"],
+        verify.clone(),
+        vec!["inspect", &bundle],
+        vec!["crl", "show", "--policy", &policy, "--store", &store],
+        vec!["rotate-root", "status", "--policy", &policy, "--store", &store],
+        vec!["completions", "bash"],
+        vec!["man"],
+        vec!["crd"],
+        vec!["secret", &bundle],
+    ] {
+        let out = with_closed_stdout(&args);
+        assert!(!out.stderr.contains("panicked") && out.code != 101, "{args:?}: {} {}", out.code, out.stderr);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn one_exit_code_rule_for_cluster_names_and_typos_create_no_ca() {
+    let d = tempdir("cluster-name-rule");
+    let qs = d.join("qs");
+    ok(&["quickstart", "--dir", &s(&qs)]);
+    let (policy, store) = (s(&qs.join("policy.yaml")), s(&qs.join("store")));
+    let before = snapshot(&qs.join("store"));
+    let base = ["--policy", policy.as_str(), "--store", store.as_str()];
+    let with = |cmd: &[&str], extra: &[&str]| -> Vec<String> {
+        cmd.iter().chain(base.iter()).chain(extra.iter()).map(|x| (*x).to_owned()).collect()
+    };
+    // A name that is not a cluster name, the management cluster as a workload cluster, a name
+    // twice: refused input, exit 1, in every command that takes cluster names.
+    for bad in
+        [&["--cluster", "Bad_Name"][..], &["--cluster", "mgmt"], &["--cluster", "cluster1", "--cluster", "cluster1"]]
+    {
+        for cmd in [&["reconcile"][..], &["status"], &["rotate"], &["rotate-root", "status"]] {
+            let args = with(cmd, bad);
+            let out = meshca(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            assert_eq!(out.code, 1, "{args:?}: {}", out.all());
+        }
+        let peer: Vec<&str> = bad.iter().map(|x| if *x == "--cluster" { "--peer" } else { x }).collect();
+        let args = with(&["revoke"], &[&["--cluster", "cluster1"][..], &peer].concat());
+        let out = meshca(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(out.code, 1, "{args:?}: {}", out.all());
+    }
+    // A typo of a cluster that exists: refused with the nearest name, and no CA is made.
+    let out = meshca(&with(&["rotate"], &["--cluster", "clustr2"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("did you mean `cluster2`"), "{}", out.stderr);
+    let out = meshca(
+        &with(&["revoke"], &["--cluster", "cluster1", "--peer", "typo"]).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("typo has no cacerts"), "{}", out.stderr);
+    assert_eq!(snapshot(&qs.join("store")), before, "nothing was written");
+    assert!(!qs.join("store/clustr2").exists() && !qs.join("store/typo").exists());
+    // A stray directory that is not a cluster name is not a cluster: status still works.
+    std::fs::create_dir_all(qs.join("store/Old_Backup/istio-system/cacerts")).unwrap();
+    std::fs::write(qs.join("store/Old_Backup/istio-system/cacerts/ca-cert.pem"), b"x").unwrap();
+    ok(&["status", "--policy", &policy, "--store", &store]);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn a_crl_written_for_a_future_at_is_noted_like_a_certificate() {
+    let d = tempdir("future-crl");
+    let qs = d.join("qs");
+    ok(&["quickstart", "--dir", &s(&qs)]);
+    let (policy, store) = (s(&qs.join("policy.yaml")), s(&qs.join("store")));
+    ok(&["revoke", "--policy", &policy, "--store", &store, "--cluster", "cluster2"]);
+    // 20 hours on: whatever the intermediates need, the root CRL and the intermediates' CRLs
+    // are signed for then, and the run says so.
+    let at = (time::OffsetDateTime::now_utc() + time::Duration::hours(20))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let out = meshca(&[
+        "reconcile",
+        "--policy",
+        &policy,
+        "--store",
+        &store,
+        "--at",
+        &at,
+        "--cluster",
+        "cluster1",
+        "--cluster",
+        "cluster2",
+        "--cluster",
+        "cluster3",
+    ]);
+    assert!(out.stderr.contains("certificates or CRLs not valid before then"), "{}", out.all());
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -53,13 +53,13 @@ pub(crate) fn run(a: CsrArgs) -> CmdResult {
                 .map_err(Error::core("csr"))?;
             files.insert("ca-csr.pem", csr_pem.into_bytes());
             files.insert(meshca_ops::pkcs11::KEY_URI_FILE, format!("{uri}\n").into_bytes());
-            println!("key generated in the token: {uri} (not extractable)");
+            outln!("key generated in the token: {uri} (not extractable)");
         }
     }
     let written = fs::write_files(&a.out, &files).map_err(Error::from)?;
-    println!("key ({}) and CSR for cluster {}", a.key.key_type(), a.cluster);
+    outln!("key ({}) and CSR for cluster {}", a.key.key_type(), a.cluster);
     print_written(&written);
-    println!(
+    outln!(
         "next: send {} to the CA; it runs: meshca sign-csr --ca <ca-dir> --csr ca-csr.pem --out {}",
         a.out.join("ca-csr.pem").display(),
         a.out.display()

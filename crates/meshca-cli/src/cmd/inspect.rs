@@ -37,9 +37,9 @@ pub(crate) fn run(a: InspectArgs) -> CmdResult {
         inspect_file(path, &data, now, &mut out)?
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
     } else {
-        print!("{out}");
+        out!("{out}");
     }
     // A bundle directory that is not a valid bundle is a failed check, shown and exit 1.
     let invalid = json.get("valid") == Some(&serde_json::Value::Bool(false));

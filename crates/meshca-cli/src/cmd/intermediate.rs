@@ -70,14 +70,14 @@ pub(crate) fn run(a: IntermediateArgs) -> CmdResult {
     let bundle = issued.value;
     let written = fs::write_files(&a.out, &bundle.to_files(a.layout)).map_err(Error::from)?;
     let c = bundle.ca_cert();
-    println!("{} ({}), expires {}", c.subject(), a.key.key_type(), meshca::format_time(c.not_after()));
+    outln!("{} ({}), expires {}", c.subject(), a.key.key_type(), meshca::format_time(c.not_after()));
     if let Some(wanted) = issued.clamped_from {
-        println!("  note: lifetime cut to the signing CA's notAfter (asked for {})", meshca::format_time(wanted));
+        outln!("  note: lifetime cut to the signing CA's notAfter (asked for {})", meshca::format_time(wanted));
     }
-    println!("  chain {} -> root {}", bundle.path().len(), bundle.root().subject());
+    outln!("  chain {} -> root {}", bundle.path().len(), bundle.root().subject());
     print_written(&written);
-    println!("next: meshca secret {} | kubectl --context <{}> apply -f -", a.out.display(), a.cluster);
-    println!(
+    outln!("next: meshca secret {} | kubectl --context <{}> apply -f -", a.out.display(), a.cluster);
+    outln!(
         "      meshca leaf --ca {} --spiffe spiffe://{}/ns/default/sa/default --out {}-workload",
         a.out.display(),
         a.trust_domain,

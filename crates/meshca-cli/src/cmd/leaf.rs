@@ -54,9 +54,9 @@ pub(crate) fn run(a: LeafArgs) -> CmdResult {
     let issued = signer.issue_leaf(&p, &mut meshca::OsRng, now).map_err(Error::core("leaf"))?;
     let l = issued.value;
     let written = fs::write_files(&a.out, &l.to_files()).map_err(Error::from)?;
-    println!("{} ({}), expires {}", a.spiffe, a.key.key_type(), meshca::format_time(l.cert().not_after()));
+    outln!("{} ({}), expires {}", a.spiffe, a.key.key_type(), meshca::format_time(l.cert().not_after()));
     if issued.clamped_from.is_some() {
-        println!("  note: lifetime cut to the issuing CA's notAfter");
+        outln!("  note: lifetime cut to the issuing CA's notAfter");
     }
     print_written(&written);
     Ok(ExitCode::SUCCESS)

@@ -34,8 +34,8 @@ pub(crate) fn run(a: QuickstartArgs) -> CmdResult {
     let policy_path = dir.join("policy.yaml");
     let now = OffsetDateTime::now_utc();
     let rng = &mut meshca::OsRng;
-    println!("meshca quickstart: the multi-cluster CA workflow end to end in {}", dir.display());
-    println!(
+    outln!("meshca quickstart: the multi-cluster CA workflow end to end in {}", dir.display());
+    outln!(
         "(the steps of Gloo Mesh Enterprise's guide \"Manage Istio intermediate CAs\" at docs.solo.io, on a local \
          store that mirrors Kubernetes Secrets)\n"
     );
@@ -46,13 +46,13 @@ pub(crate) fn run(a: QuickstartArgs) -> CmdResult {
     let mgmt_secret = SecretRef::new("mgmt", ns, name);
     let signer_dir = store.dir(&mgmt_secret);
     match store.read(&mgmt_secret)? {
-        Some(_) => println!("Step 1  root CA exists, reusing it   {}", signer_dir.display()),
+        Some(_) => outln!("Step 1  root CA exists, reusing it   {}", signer_dir.display()),
         None => {
             let root = SigningCa::generate_root(&RootParams::default(), rng, now).map_err(Error::core("root"))?;
             // The user's CA, as `meshca root-ca` would leave it: not labelled as meshca's.
             Writer::new(&store, &pol, None, now, false).write_signer(&mgmt_secret, &root, Owner::User)?;
-            println!("Step 1  root CA {} -> {}", root.bundle().ca_cert().subject(), signer_dir.display());
-            println!("        (what `meshca root-ca --out {}` does)", signer_dir.display());
+            outln!("Step 1  root CA {} -> {}", root.bundle().ca_cert().subject(), signer_dir.display());
+            outln!("        (what `meshca root-ca --out {}` does)", signer_dir.display());
         }
     }
 
@@ -62,15 +62,15 @@ pub(crate) fn run(a: QuickstartArgs) -> CmdResult {
     }
     let pol = load_policy(&policy_path)?;
     let clusters: Vec<String> = ["cluster1", "cluster2", "cluster3"].map(String::from).to_vec();
-    println!("Step 2  policy {} (ttlDays 1, secretRotationGracePeriodRatio 0.1)", policy_path.display());
-    println!(
+    outln!("Step 2  policy {} (ttlDays 1, secretRotationGracePeriodRatio 0.1)", policy_path.display());
+    outln!(
         "        meshca reconcile --policy {} --store {} --cluster cluster1 --cluster cluster2 --cluster cluster3",
         policy_path.display(),
         store_dir.display()
     );
     let report = reconcile::reconcile(&store, &pol, &Options::new(now, clusters.clone()), rng, &mut |_, _| {})?;
     for line in render_report(&report, &pol, true).lines() {
-        println!("        {line}");
+        outln!("        {line}");
     }
     if !report.ok() {
         return Ok(ExitCode::from(1));
@@ -82,16 +82,12 @@ pub(crate) fn run(a: QuickstartArgs) -> CmdResult {
     let refs: Vec<(&str, &Cacerts)> = bundles.iter().map(|(n, b)| (*n, b)).collect();
     let shared = meshca::check_mutual_trust(&refs).map_err(Error::core("verify"))?;
     meshca::check_cross_cluster(&refs, rng, now).map_err(Error::core("verify"))?;
-    println!(
-        "        verified: every cluster's cacerts shares root {} ({})",
-        shared.subject,
-        short(&shared.fingerprint)
-    );
+    outln!("        verified: every cluster's cacerts shares root {} ({})", shared.subject, short(&shared.fingerprint));
 
     // Step 3: a workload in each cluster; real mTLS across clusters.
     let workloads = [("cluster1", "productpage"), ("cluster2", "reviews"), ("cluster3", "ratings")];
     let mut leaves = Vec::new();
-    println!("Step 3  workload certificates, as istiod issues them:");
+    outln!("Step 3  workload certificates, as istiod issues them:");
     for ((cluster, sa), (_, bundle)) in workloads.iter().zip(&bundles) {
         let id = SpiffeId::workload("cluster.local", "bookinfo", sa).map_err(Error::core("workload"))?;
         let leaf = SigningCa::new(bundle.clone())
@@ -100,16 +96,21 @@ pub(crate) fn run(a: QuickstartArgs) -> CmdResult {
             .value;
         let wdir = dir.join("workloads").join(cluster);
         fs::write_files(&wdir, &leaf.to_files()).map_err(Error::from)?;
-        println!("        {cluster}  {id}  -> {}", wdir.display());
+        outln!("        {cluster}  {id}  -> {}", wdir.display());
         leaves.push(leaf);
     }
     for (i, j) in [(0usize, 1usize), (1, 2), (2, 0)] {
         let hs = mtls::handshake(&leaves[i], bundles[i].1.roots(), &leaves[j], bundles[j].1.roots()).map_err(|e| {
             Failure { code: 1, message: format!("mTLS {} -> {} failed: {e}", workloads[i].0, workloads[j].0) }
         })?;
-        println!(
+        outln!(
             "        mTLS {} {} -> {} {}: {} {}, each side verified the other",
-            workloads[i].0, workloads[i].1, workloads[j].0, workloads[j].1, hs.protocol, hs.cipher_suite
+            workloads[i].0,
+            workloads[i].1,
+            workloads[j].0,
+            workloads[j].1,
+            hs.protocol,
+            hs.cipher_suite
         );
     }
     // And what meshca prevents: a cluster whose intermediate comes from another root.
@@ -124,7 +125,7 @@ pub(crate) fn run(a: QuickstartArgs) -> CmdResult {
     // The intruder even trusts the real root; only the server's verdict on it matters.
     match mtls::handshake(&intruder, bundles[1].1.roots(), &leaves[1], bundles[1].1.roots()) {
         Ok(_) => return Err(Failure { code: 1, message: "a workload from a foreign root was accepted".into() }),
-        Err(e) => println!(
+        Err(e) => outln!(
             "        refused: cluster2 reviews rejects a workload from a cluster with another root ({})",
             e.server.as_deref().unwrap_or("refused")
         ),
@@ -132,23 +133,23 @@ pub(crate) fn run(a: QuickstartArgs) -> CmdResult {
 
     let c1 = store.dir(&SecretRef::cacerts("cluster1"));
     let tomorrow = meshca::format_time(now + Duration::hours(22));
-    println!("\nAll done. Next:");
-    println!("  meshca inspect {}", c1.display());
-    println!(
+    outln!("\nAll done. Next:");
+    outln!("  meshca inspect {}", c1.display());
+    outln!(
         "  meshca verify {}",
         clusters.iter().map(|c| store.dir(&SecretRef::cacerts(c)).display().to_string()).collect::<Vec<_>>().join(" ")
     );
-    println!("  meshca secret {} | kubectl --context <cluster1> apply -f -", c1.display());
-    println!(
+    outln!("  meshca secret {} | kubectl --context <cluster1> apply -f -", c1.display());
+    outln!(
         "  meshca reconcile --policy {} --store {} --cluster cluster1 --cluster cluster2 --cluster cluster3 --at {tomorrow}",
         policy_path.display(),
         store_dir.display()
     );
-    println!("    (rehearse rotation: 22 h from now every intermediate is inside its 10% grace period)");
-    println!(
+    outln!("    (rehearse rotation: 22 h from now every intermediate is inside its 10% grace period)");
+    outln!(
         "  meshca verify --at {tomorrow} {}",
         clusters.iter().map(|c| store.dir(&SecretRef::cacerts(c)).display().to_string()).collect::<Vec<_>>().join(" ")
     );
-    println!("    (after that run the store holds bundles valid from then on: check them at that time)");
+    outln!("    (after that run the store holds bundles valid from then on: check them at that time)");
     Ok(ExitCode::SUCCESS)
 }

@@ -78,19 +78,8 @@ fn read_clusters(a: &ReconcileArgs) -> Result<Vec<String>, Failure> {
             clusters.push(line.to_owned());
         }
     }
-    let mut seen = std::collections::HashSet::new();
-    for spec in &clusters {
-        let c = spec.split('=').next().unwrap_or(spec);
-        meshca::validate_cluster_name(c).map_err(|e| refused(e.to_string()))?;
-        if !seen.insert(c) {
-            return Err(refused(format!("cluster `{c}` is listed twice")));
-        }
-        if c == mgmt {
-            return Err(refused(format!(
-                "cluster `{c}` is the management cluster (--mgmt-cluster); list only workload clusters"
-            )));
-        }
-    }
+    let names: Vec<String> = clusters.iter().map(|c| c.split('=').next().unwrap_or(c).to_owned()).collect();
+    crate::io::check_workload_clusters(&names, mgmt)?;
     if clusters.is_empty() {
         return Err(usage("no clusters: pass --cluster NAME (repeatable) or --clusters-file FILE"));
     }
@@ -116,9 +105,9 @@ pub(crate) fn run(a: ReconcileArgs) -> CmdResult {
     let show_progress = !a.json && std::io::stderr().is_terminal() && opts.clusters.len() > 20;
     let mut progress = |done: usize, total: usize| {
         if show_progress {
-            eprint!("\r  reconciling {done}/{total}");
+            err!("\r  reconciling {done}/{total}");
             if done == total {
-                eprint!("\r{}\r", " ".repeat(40));
+                err!("\r{}\r", " ".repeat(40));
             }
         }
     };
@@ -127,23 +116,27 @@ pub(crate) fn run(a: ReconcileArgs) -> CmdResult {
     let report = match reconcile::run(store, &pol, &opts, &mut meshca::OsRng, &mut progress)? {
         reconcile::Run::RootRotation(rot) => {
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&rot).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&rot).unwrap_or_default());
             } else {
-                print!("{}", render_rotation(&rot, opts.dry_run));
+                out!("{}", render_rotation(&rot, opts.dry_run));
             }
             return Ok(if rot.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS });
         }
         reconcile::Run::Reconciled(report) => report,
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
-        print!("{}", render_report(&report, &pol, a.verbose));
+        out!("{}", render_report(&report, &pol, a.verbose));
     }
-    if future && report.clusters.iter().any(|c| matches!(c.action, Action::Issued | Action::Rotated)) {
-        eprintln!(
-            "note: --at {t} is in the future: the store now holds certificates not valid before then; check them \
-             with `meshca verify --at {t}`",
+    // A CRL is signed for the run's time as a certificate is: a run that only re-signed the
+    // fleet's CRLs (a trust update, or the revocation list's own Secret) wrote them for then too.
+    let wrote =
+        report.clusters.iter().any(|c| matches!(c.action, Action::Issued | Action::Rotated | Action::TrustUpdated));
+    if future && (wrote || report.crl.is_some()) {
+        errln!(
+            "note: --at {t} is in the future: the store now holds certificates or CRLs not valid before then; check \
+             them with `meshca verify --at {t}`",
             t = meshca::format_time(now)
         );
     }

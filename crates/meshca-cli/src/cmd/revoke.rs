@@ -54,6 +54,10 @@ pub(crate) struct RevokeArgs {
     /// Why: keyCompromise (the default), superseded or cessationOfOperation.
     #[arg(long, default_value = "keyCompromise", value_parser = parse_reason)]
     pub(crate) reason: RevocationReason,
+    /// Revoke the cluster's CA with this serial (hex): the current one named on purpose (also
+    /// the replacement an earlier revoke issued), or one whose ca-cert.pem is damaged.
+    #[arg(long, value_name = "HEX")]
+    pub(crate) serial: Option<String>,
     #[command(flatten)]
     pub(crate) fleet: FleetArgs,
 }
@@ -100,7 +104,7 @@ fn fleet_clusters(f: &FleetArgs, cluster: Option<&str>) -> Result<Vec<String>, F
     let mut out: Vec<String> = cluster.map(str::to_owned).into_iter().collect();
     for spec in &f.peers {
         if out.iter().any(|c| name(c) == name(spec)) {
-            return Err(usage(format!("--peer {}: named twice", name(spec))));
+            return Err(refused(format!("--peer {}: named twice", name(spec))));
         }
         out.push(spec.clone());
     }
@@ -117,9 +121,9 @@ fn fleet_clusters(f: &FleetArgs, cluster: Option<&str>) -> Result<Vec<String>, F
         ));
     }
     for c in &out {
-        meshca::validate_cluster_name(&name(c)).map_err(|e| usage(format!("--cluster/--peer: {e}")))?;
+        meshca::validate_cluster_name(&name(c)).map_err(|e| refused(format!("--cluster/--peer: {e}")))?;
         if name(c) == mgmt {
-            return Err(usage(format!("cluster `{}` is the management cluster (--mgmt-cluster)", name(c))));
+            return Err(refused(format!("cluster `{}` is the management cluster (--mgmt-cluster)", name(c))));
         }
     }
     if out.is_empty() {
@@ -140,6 +144,7 @@ fn act(
     let token = f.pkcs11.token(&pol, &f.target.policy)?;
     let clusters = fleet_clusters(f, cluster)?;
     let opened: Opened = open_store(&f.target, &clusters)?;
+    crate::io::require_bundles(opened.store.as_ref(), &opened.clusters)?;
     let _lock = match &f.target.store {
         Some(dir) if !f.dry_run => Some(lock_store(&DirStore::new(dir), &f.lock, verb)?),
         _ => None,
@@ -150,13 +155,13 @@ fn act(
     opts.token = token;
     let report = run(opened.store.as_ref(), &pol, &opts)?;
     if f.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
-        print!("{}", render_entries(verb, &report, f.dry_run));
-        print!("{}", render_report(&report.run, &pol, true));
+        out!("{}", render_entries(verb, &report, f.dry_run));
+        out!("{}", render_report(&report.run, &pol, true));
     }
     if future && !f.dry_run {
-        eprintln!(
+        errln!(
             "note: --at {} is in the future: the store now holds a CRL not valid before then",
             meshca::format_time(now)
         );
@@ -166,8 +171,11 @@ fn act(
 
 pub(crate) fn run_revoke(a: RevokeArgs) -> CmdResult {
     let name = a.cluster.split('=').next().unwrap_or(&a.cluster).to_owned();
-    act(&a.fleet, Some(&a.cluster), "revoke", |store, pol, opts| {
-        revocation::revoke(store, pol, opts, &name, a.reason, &mut meshca::OsRng, &mut |_, _| {})
+    act(&a.fleet, Some(&a.cluster), "revoke", |store, pol, opts| match &a.serial {
+        None => revocation::revoke(store, pol, opts, &name, a.reason, &mut meshca::OsRng, &mut |_, _| {}),
+        Some(serial) => {
+            revocation::revoke_serial(store, pol, opts, &name, serial, a.reason, &mut meshca::OsRng, &mut |_, _| {})
+        }
     })
 }
 
@@ -199,9 +207,9 @@ fn show(a: ShowArgs) -> CmdResult {
     let location = store.location(&secret);
     let Some(fleet) = revocation::load(store, &pol, &opened.mgmt)? else {
         if a.json {
-            println!("null");
+            outln!("null");
         } else {
-            println!("no revocation was ever made for policy {} ({location} does not exist)", pol.name);
+            outln!("no revocation was ever made for policy {} ({location} does not exist)", pol.name);
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -231,14 +239,14 @@ fn show(a: ShowArgs) -> CmdResult {
             })
             .collect();
         let shown = Shown { location: &location, list: &fleet.list, crls };
-        println!("{}", serde_json::to_string_pretty(&shown).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&shown).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
-    println!("revocation list {location} (root CRL number {})", fleet.list.crl_number);
-    print!("{}", render_list(&fleet.list.revoked));
-    println!("CRL set ({} CRLs, in every cluster's ca-crl.pem):", fleet.crls().len());
+    outln!("revocation list {location} (root CRL number {})", fleet.list.crl_number);
+    out!("{}", render_list(&fleet.list.revoked));
+    outln!("CRL set ({} CRLs, in every cluster's ca-crl.pem):", fleet.crls().len());
     for c in fleet.crls() {
-        println!(
+        outln!(
             "  {}  {} entr{}  next update {}",
             c.issuer(),
             c.entries().len(),

@@ -73,7 +73,7 @@ pub(crate) fn run(a: RootCaArgs) -> CmdResult {
                 SigningCa::generate_root_with_key(&p, key, &mut meshca::OsRng, now).map_err(Error::core("root-ca"))?;
             let mut files = root.bundle().to_files(Layout::Istio);
             files.insert(meshca_ops::pkcs11::KEY_URI_FILE, format!("{uri}\n"));
-            println!("key generated in the token: {uri} (not extractable)");
+            outln!("key generated in the token: {uri} (not extractable)");
             (root, files)
         }
     };
@@ -85,13 +85,13 @@ pub(crate) fn run(a: RootCaArgs) -> CmdResult {
         std::fs::remove_file(&stale_key).map_err(|e| {
             crate::failure::refused(format!("{}: cannot remove the earlier root's key: {e}", stale_key.display()))
         })?;
-        println!("  removed {} (the earlier root's key)", stale_key.display());
+        outln!("  removed {} (the earlier root's key)", stale_key.display());
     }
     let c = root.bundle().ca_cert();
-    println!("root CA {} ({}), expires {}", c.subject(), a.key.key_type(), meshca::format_time(c.not_after()));
-    println!("  sha256 {}", c.fingerprint_sha256());
+    outln!("root CA {} ({}), expires {}", c.subject(), a.key.key_type(), meshca::format_time(c.not_after()));
+    outln!("  sha256 {}", c.fingerprint_sha256());
     print_written(&written);
     let module = if a.key_uri.is_some() { " --pkcs11-module <module> --pin-file <pin-file>" } else { "" };
-    println!("next: meshca intermediate --ca {}{module} --cluster cluster1 --out cluster1", a.out.display());
+    outln!("next: meshca intermediate --ca {}{module} --cluster cluster1 --out cluster1", a.out.display());
     Ok(ExitCode::SUCCESS)
 }

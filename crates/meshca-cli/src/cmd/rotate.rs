@@ -63,9 +63,9 @@ pub(crate) fn run(a: RotateArgs) -> CmdResult {
     } else {
         for c in &a.clusters {
             let name = c.split('=').next().unwrap_or(c);
-            meshca::validate_cluster_name(name).map_err(|e| usage(format!("--cluster: {e}")))?;
+            meshca::validate_cluster_name(name).map_err(|e| refused(format!("--cluster: {e}")))?;
             if name == mgmt {
-                return Err(usage(format!("cluster `{name}` is the management cluster (--mgmt-cluster)")));
+                return Err(refused(format!("cluster `{name}` is the management cluster (--mgmt-cluster)")));
             }
         }
         a.clusters.clone()
@@ -76,6 +76,7 @@ pub(crate) fn run(a: RotateArgs) -> CmdResult {
         _ => None,
     };
     let store = opened.store.as_ref();
+    crate::io::require_bundles(store, &opened.clusters)?;
     // A root rotation re-issues every cluster through its own steps: a forced rotation in the
     // middle would only race it.
     if meshca_ops::rootrotation::load(store, &pol, &opened.mgmt)?.is_some_and(|s| s.in_progress()) {
@@ -93,17 +94,17 @@ pub(crate) fn run(a: RotateArgs) -> CmdResult {
         reconcile::Run::Reconciled(report) => report,
         reconcile::Run::RootRotation(rot) => {
             // The policy asked for a root rotation and this run started it: say so, rotate nothing else.
-            print!("{}", crate::render::render_rotation(&rot, opts.dry_run));
+            out!("{}", crate::render::render_rotation(&rot, opts.dry_run));
             return Err(refused("the policy started a root rotation instead; rotate after it finishes"));
         }
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
-        print!("{}", render_report(&report, &pol, true));
+        out!("{}", render_report(&report, &pol, true));
     }
     if future && !a.dry_run {
-        eprintln!(
+        errln!(
             "note: --at {t} is in the future: the store now holds certificates not valid before then",
             t = meshca::format_time(now)
         );

@@ -91,13 +91,13 @@ pub(crate) fn run(c: RotateRootCommand) -> CmdResult {
             let new = load_signer(&a.new_ca, opts.now)?;
             let dwell = meshca::bounds::dwell_hours(a.dwell_hours).map_err(|e| usage(format!("--dwell-hours {e}")))?;
             let r = rootrotation::start(store, &pol, &opts, &current, &new, dwell)?;
-            println!("root rotation started: {} -> {}", r.old_root.subject(), r.new_root.subject());
-            println!(
+            outln!("root rotation started: {} -> {}", r.old_root.subject(), r.new_root.subject());
+            outln!(
                 "  old sha256 {}\n  new sha256 {}",
                 short(&r.old_root.fingerprint_sha256()),
                 short(&r.new_root.fingerprint_sha256())
             );
-            println!(
+            outln!(
                 "  step 1 of 3: every cluster's root-cert.pem gains the new root; run `meshca reconcile` to apply it"
             );
             Ok(ExitCode::SUCCESS)
@@ -109,21 +109,21 @@ pub(crate) fn run(c: RotateRootCommand) -> CmdResult {
             let store = opened.store.as_ref();
             let Some(stored) = rootrotation::load(store, &pol, &opened.mgmt)? else {
                 match &pol.root_rotation {
-                    Some(_) => println!("no root rotation under way; the next `meshca reconcile` starts the one spec.config.rootRotation names"),
-                    None => println!("no root rotation under way"),
+                    Some(_) => outln!("no root rotation under way; the next `meshca reconcile` starts the one spec.config.rootRotation names"),
+                    None => outln!("no root rotation under way"),
                 }
                 return Ok(ExitCode::SUCCESS);
             };
             let r = &stored.rotation;
             let phase = rootrotation::PhaseName(r.phase);
-            println!("phase {phase} ({} -> {})", r.old_root.subject(), r.new_root.subject());
-            println!(
+            outln!("phase {phase} ({} -> {})", r.old_root.subject(), r.new_root.subject());
+            outln!(
                 "  started by {}; incoming signer {}",
                 if stored.started_by_policy { "spec.config.rootRotation" } else { "rotate-root start" },
                 store.location(&stored.new_signer)
             );
             if let Some(t) = r.phase_completed_at {
-                println!(
+                outln!(
                     "  every cluster done since {}; next step at {}",
                     meshca::format_time(t),
                     meshca::format_time(t + r.dwell)
@@ -141,7 +141,7 @@ pub(crate) fn run(c: RotateRootCommand) -> CmdResult {
                         Err(e) => format!("pending (not valid at {}: {e})", meshca::format_time(now)),
                     },
                 };
-                println!("  {cl:<12} {state}");
+                outln!("  {cl:<12} {state}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -155,9 +155,9 @@ pub(crate) fn run(c: RotateRootCommand) -> CmdResult {
             let opts = a.options(&opened);
             for c in &a.clusters {
                 if rootrotation::forget(opened.store.as_ref(), &pol, &opts, c)? {
-                    println!("forgot {c}: the rotation no longer waits for it");
+                    outln!("forgot {c}: the rotation no longer waits for it");
                 } else {
-                    println!("{c}: not known to the rotation; nothing to forget");
+                    outln!("{c}: not known to the rotation; nothing to forget");
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -167,9 +167,9 @@ pub(crate) fn run(c: RotateRootCommand) -> CmdResult {
             let opened = open_store(&a.target, &a.clusters)?;
             let _lock = a.lock_store("rotate-root rollback")?;
             let r = rootrotation::rollback(opened.store.as_ref(), &pol, &a.options(&opened))?;
-            println!("rolling back: phase {}; run `meshca reconcile` to apply it", rootrotation::PhaseName(r.phase));
+            outln!("rolling back: phase {}; run `meshca reconcile` to apply it", rootrotation::PhaseName(r.phase));
             if pol.root_rotation.is_some() {
-                println!(
+                outln!(
                     "  spec.config.rootRotation still names the new CA; remove it (it will not start again by itself)"
                 );
             }

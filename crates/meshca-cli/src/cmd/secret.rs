@@ -35,6 +35,6 @@ pub(crate) fn run(a: SecretArgs) -> CmdResult {
     policy::check_name("--name", &a.name).map_err(|e| usage(e.to_string()))?;
     policy::check_name("--namespace", &a.namespace).map_err(|e| usage(e.to_string()))?;
     let b = load_bundle(&a.dir, now)?;
-    print!("{}", manifest::secret_manifest(&b, &a.name, &a.namespace, a.layout));
+    out!("{}", manifest::secret_manifest(&b, &a.name, &a.namespace, a.layout));
     Ok(ExitCode::SUCCESS)
 }

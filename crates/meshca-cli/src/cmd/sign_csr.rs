@@ -83,7 +83,7 @@ pub(crate) fn run(a: SignCsrArgs) -> CmdResult {
         None
     };
     let written = fs::write_files(&a.out, &signed.to_files()).map_err(Error::from)?;
-    println!(
+    outln!(
         "{} for key {} ({}), expires {}",
         signed.cert().subject(),
         request.key_type(),
@@ -92,13 +92,13 @@ pub(crate) fn run(a: SignCsrArgs) -> CmdResult {
     );
     print_written(&written);
     if let Some(b) = complete {
-        println!(
+        outln!(
             "{} is now a complete cacerts bundle, valid until {}",
             a.out.display(),
             meshca::format_time(b.not_after())
         );
     } else {
-        println!("the cluster adds its ca-key.pem to these three files to complete its cacerts bundle");
+        outln!("the cluster adds its ca-key.pem to these three files to complete its cacerts bundle");
     }
     Ok(ExitCode::SUCCESS)
 }

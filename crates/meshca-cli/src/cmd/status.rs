@@ -76,13 +76,13 @@ pub(crate) fn run(a: StatusArgs) -> CmdResult {
             Run::Reconciled(r) => serde_json::to_value(r),
             Run::RootRotation(r) => serde_json::to_value(r),
         };
-        println!("{}", v.map(|v| serde_json::to_string_pretty(&v).unwrap_or_default()).unwrap_or_default());
+        outln!("{}", v.map(|v| serde_json::to_string_pretty(&v).unwrap_or_default()).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
     let paint = Paint(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     match &run {
-        Run::Reconciled(r) => print!("{}", render(r, &pol.name, store, &paint)),
-        Run::RootRotation(r) => print!("{}", render_rotation(r, &paint)),
+        Run::Reconciled(r) => out!("{}", render(r, &pol.name, store, &paint)),
+        Run::RootRotation(r) => out!("{}", render_rotation(r, &paint)),
     }
     let ok = match &run {
         Run::Reconciled(r) => r.ok(),

@@ -187,17 +187,17 @@ pub(crate) fn run(a: VerifyArgs) -> CmdResult {
                 let (b, public_only) = (v.chain(), matches!(v, Verified::Public(_)));
                 if !a.json {
                     let left = meshca::human_duration(b.not_after() - now);
-                    println!(
+                    outln!(
                         "OK    {name}: {}, expires {} (in {left}), root sha256 {}",
                         b.first().subject(),
                         meshca::format_time(b.not_after()),
                         short(&b.root_fingerprint())
                     );
                     if public_only {
-                        println!("      public chain only: no private key here, so the key match was not checked");
+                        outln!("      public chain only: no private key here, so the key match was not checked");
                     }
                     for w in b.warnings() {
-                        println!("      warning: {w}");
+                        outln!("      warning: {w}");
                     }
                 }
                 statuses.push(BundleStatus {
@@ -215,7 +215,7 @@ pub(crate) fn run(a: VerifyArgs) -> CmdResult {
             Err(e) => {
                 ok = false;
                 // The error names the bundle, the file, what is wrong and the fix.
-                eprintln!("FAIL  {e}");
+                errln!("FAIL  {e}");
                 statuses.push(BundleStatus {
                     path: name.clone(),
                     ok: false,
@@ -230,7 +230,7 @@ pub(crate) fn run(a: VerifyArgs) -> CmdResult {
         }
     }
     if with_crls > 0 && with_crls < total_sources && !a.json {
-        println!(
+        outln!(
             "      warning: {with_crls} of {total_sources} bundles carry a {}: those without do not refuse revoked CAs",
             meshca::CA_CRL
         );
@@ -255,21 +255,21 @@ pub(crate) fn run(a: VerifyArgs) -> CmdResult {
         match result {
             Ok(shared) => {
                 if !a.json {
-                    println!(
+                    outln!(
                         "OK    all {} bundles share root {} (sha256 {})",
                         chains.len(),
                         shared.subject,
                         shared.fingerprint
                     );
                     if !a.no_probe && keyed.len() > 1 {
-                        println!("OK    a workload certificate from each is trusted by every other's root-cert.pem");
+                        outln!("OK    a workload certificate from each is trusted by every other's root-cert.pem");
                     }
                 }
                 trust = serde_json::json!({"ok": true, "rootFingerprint": shared.fingerprint});
             }
             Err(e) => {
                 ok = false;
-                eprintln!("FAIL  {e}");
+                errln!("FAIL  {e}");
                 trust = serde_json::json!({"ok": false, "error": e.to_string()});
             }
         }
@@ -283,7 +283,7 @@ pub(crate) fn run(a: VerifyArgs) -> CmdResult {
             "trust": trust,
             "proxies": proxies,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -304,7 +304,7 @@ fn verify_proxies(paths: &[PathBuf], now: OffsetDateTime, json: bool, ok: &mut b
             Ok(s) => parsed.push(s),
             Err(e) => {
                 *ok = false;
-                eprintln!("FAIL  {e}");
+                errln!("FAIL  {e}");
                 statuses.push(ProxyStatus {
                     path: name,
                     ok: false,
@@ -326,7 +326,7 @@ fn verify_proxies(paths: &[PathBuf], now: OffsetDateTime, json: bool, ok: &mut b
             warnings: Vec::new(),
         };
         if !json {
-            println!(
+            outln!(
                 "proxy {}: workload {}, trusts {}",
                 a.source,
                 st.spiffe_id.as_deref().unwrap_or("(no workload certificate)"),
@@ -345,7 +345,7 @@ fn verify_proxies(paths: &[PathBuf], now: OffsetDateTime, json: bool, ok: &mut b
             match meshca::verify_workload(&a.chain, &b.roots, now) {
                 Ok(v) => {
                     if !json && a.source != b.source {
-                        println!("OK    {}'s workload chain is trusted by {}'s ROOTCA", a.source, b.source);
+                        outln!("OK    {}'s workload chain is trusted by {}'s ROOTCA", a.source, b.source);
                     }
                     for w in v.warnings.iter().map(ToString::to_string) {
                         if !st.warnings.contains(&w) {
@@ -360,11 +360,11 @@ fn verify_proxies(paths: &[PathBuf], now: OffsetDateTime, json: bool, ok: &mut b
         }
         if !json {
             for w in &st.warnings {
-                println!("      warning: {w}");
+                outln!("      warning: {w}");
             }
         }
         for e in &st.errors {
-            eprintln!("FAIL  {e}");
+            errln!("FAIL  {e}");
         }
         if !st.errors.is_empty() {
             st.ok = false;
@@ -373,7 +373,7 @@ fn verify_proxies(paths: &[PathBuf], now: OffsetDateTime, json: bool, ok: &mut b
         statuses.push(st);
     }
     if parsed.len() > 1 && *ok && !json {
-        println!("OK    all {} proxies trust the same root and each other's workloads", parsed.len());
+        outln!("OK    all {} proxies trust the same root and each other's workloads", parsed.len());
     }
     statuses
 }
