@@ -118,6 +118,19 @@ impl KubeStore {
         }
     }
 
+    /// The Secret as this store last read it; read now if it never was, so a replace carries
+    /// the version seen.
+    fn last_seen(&self, secret: &SecretRef) -> Result<Option<Secret>, Error> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(secret).cloned();
+        match seen {
+            Some(prev) => Ok(prev),
+            None => {
+                self.read(secret)?;
+                Ok(self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(secret).cloned().flatten())
+            }
+        }
+    }
+
     fn is_managed(secret: &Secret) -> bool {
         let (k, v) = meshca_ops::manifest::MANAGED_BY;
         secret.metadata.labels.as_ref().and_then(|l| l.get(k)).map(String::as_str) == Some(v)
@@ -163,15 +176,7 @@ impl Store for KubeStore {
     }
 
     fn meta(&self, secret: &SecretRef) -> Result<Option<WriteMeta>, Error> {
-        let cached = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(secret).cloned();
-        let existing = match cached {
-            Some(s) => s,
-            None => {
-                self.read(secret)?;
-                self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(secret).cloned().flatten()
-            }
-        };
-        Ok(existing.map(|s| WriteMeta {
+        Ok(self.last_seen(secret)?.map(|s| WriteMeta {
             labels: s.metadata.labels.unwrap_or_default(),
             annotations: s.metadata.annotations.unwrap_or_default(),
         }))
@@ -179,15 +184,7 @@ impl Store for KubeStore {
 
     fn write(&self, secret: &SecretRef, files: &Files, meta: &WriteMeta) -> Result<(), Error> {
         let location = self.location(secret);
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(secret).cloned();
-        let previous = match seen {
-            Some(prev) => prev,
-            // Never read: read now, so a replace carries the version we saw.
-            None => {
-                self.read(secret)?;
-                self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(secret).cloned().flatten()
-            }
-        };
+        let previous = self.last_seen(secret)?;
         let mut obj = match &previous {
             Some(existing) => {
                 if !self.adopt && !Self::is_managed(existing) {

@@ -119,27 +119,28 @@ impl RevocationList {
     /// root would sit in this root's CRL, meaning nothing), and never `root` itself (a root CRL
     /// revoking its own root would make every chain of the fleet fail). Entries are named by
     /// position; nothing of a value that failed is shown.
-    pub fn check_against(&self, root: &Certificate) -> Result<(), String> {
+    pub fn check_against(&self, root: &Certificate, location: &str) -> Result<(), Error> {
+        let bad = |detail: String| Error::RevocationList { location: location.to_owned(), detail };
         let root_serial = hex(meshca::canonical_serial(root.serial_bytes()));
         for (i, r) in self.revoked.iter().enumerate() {
             let at = format!("{REVOCATIONS_FILE}: entry {} of {}", i + 1, self.revoked.len());
             if meshca::validate_cluster_name(&r.cluster).is_err() {
-                return Err(format!("{at}: `cluster` is not a cluster name (a DNS label)"));
+                return Err(bad(format!("{at}: `cluster` is not a cluster name (a DNS label)")));
             }
             if r.issuer != root.subject() {
-                return Err(format!(
+                return Err(bad(format!(
                     "{at} ({}): was issued by another CA, not by this policy's root {}; only the root's own \
                      intermediates can be on its CRL",
                     r.cluster,
                     root.subject()
-                ));
+                )));
             }
             if normalize_serial(&r.serial).as_deref() == Some(root_serial.as_str()) {
-                return Err(format!(
+                return Err(bad(format!(
                     "{at} ({}): names the root itself (serial {root_serial}); a root cannot be revoked by its own \
                      CRL",
                     r.cluster
-                ));
+                )));
             }
         }
         Ok(())
@@ -319,9 +320,7 @@ impl Fleet {
         if !root.is_self_signed() {
             return Err(Refusal::SignerNotRoot { signer: root.subject() }.into());
         }
-        self.list
-            .check_against(root)
-            .map_err(|detail| Error::RevocationList { location: REVOCATIONS_FILE.into(), detail })?;
+        self.list.check_against(root, REVOCATIONS_FILE)?;
         let entries = self
             .list
             .revoked
@@ -540,7 +539,7 @@ fn revoke_which(
     let stored = load(store, policy, &opts.mgmt_cluster)?;
     let mut list = stored.as_ref().map(|f| f.list.clone()).unwrap_or_default();
     let list_location = store.location(&list_secret(policy, &opts.mgmt_cluster));
-    list.check_against(signer_ca).map_err(|detail| Error::RevocationList { location: list_location, detail })?;
+    list.check_against(signer_ca, &list_location)?;
     if list.revoked.len() >= MAX_REVOKED {
         return Err(Refusal::Full.into());
     }
