@@ -120,7 +120,7 @@ impl TrustChain {
                 subject: last.subject(),
                 issuer: last.issuer(),
                 roots_file: src.roots.into(),
-                roots: roots.iter().map(Certificate::subject).collect::<Vec<_>>().join("; "),
+                roots: crate::text::list_bounded(roots.iter().map(Certificate::subject), 10),
             });
         }
 
@@ -238,8 +238,11 @@ pub(crate) fn check_ca_path(
         c.check_validity(file, now)?;
         if let Some(nc) = rfc5280::name_constraints(c, file)? {
             for (d, b) in path[..depth].iter().enumerate() {
-                // Self-issued CAs below are exempt (6.1.4 (b)), the lowest certificate never is.
-                if d == 0 || !b.is_self_issued() {
+                // Self-issued CAs below are exempt (RFC 5280 6.1.3 (b), (c)): name constraints
+                // apply to a self-issued certificate only when it is the final one of the path,
+                // and a CA path never holds the final (end-entity) certificate; the verifier of
+                // a workload chain checks the leaf itself.
+                if !b.is_self_issued() {
                     rfc5280::check_names_within(&nc, c, b, file_at(d))?;
                 }
             }

@@ -135,10 +135,17 @@ fn check_subtree(s: &GeneralSubtree) -> core::result::Result<(), String> {
     }
     match &s.base {
         GeneralName::DnsName(d) => {
+            // RFC 5280 4.2.1.10: a dNSName constraint is a name to which labels may be added on
+            // the left; the leading '.' of the rfc822Name and URI forms is malformed here.
             let name = d.as_str();
-            valid_dns(name.strip_prefix('.').unwrap_or(name)).then_some(()).ok_or_else(|| {
-                "not a DNS name (labels of letters, digits and '-', at most 63 each, an optional leading '.')".into()
-            })
+            if name.starts_with('.') {
+                return Err("a dNSName constraint has no leading '.' (RFC 5280 4.2.1.10: `example.com` already \
+                            covers every name below it)"
+                    .into());
+            }
+            valid_dns(name)
+                .then_some(())
+                .ok_or_else(|| "not a DNS name (labels of letters, digits and '-', at most 63 each)".into())
         }
         GeneralName::IpAddress(ip) => {
             let b = ip.as_bytes();
@@ -170,8 +177,22 @@ fn check_subtree(s: &GeneralSubtree) -> core::result::Result<(), String> {
              carries one, and Istio's workload identities are URIs; constrain DNS names instead, or remove it"
                 .into())
         }
-        _ => Err("a form of name meshca does not evaluate (otherName, x400Address, ediPartyName, registeredID)".into()),
+        // otherName, x400Address, ediPartyName, registeredID: meshca does not evaluate them, and
+        // RFC 5280 4.2.1.10 asks only that a later certificate carrying a name of such a form
+        // be refused ([`check_names_within`]), not the CA that constrains it.
+        _ => Ok(()),
     }
+}
+
+/// Whether a name form is one [`matches`] evaluates.
+fn evaluated(n: &GeneralName) -> bool {
+    matches!(
+        n,
+        GeneralName::DnsName(_)
+            | GeneralName::IpAddress(_)
+            | GeneralName::Rfc822Name(_)
+            | GeneralName::DirectoryName(_)
+    )
 }
 
 fn valid_dns(name: &str) -> bool {
@@ -220,6 +241,12 @@ pub(crate) fn check_names_within(
             constrained_by: above.subject(),
             why: why.into(),
         };
+        // RFC 5280 4.2.1.10: a name of a form the constraints constrain must be processed or
+        // the certificate refused; meshca refuses what it does not evaluate.
+        let same_form = |s: &GeneralSubtree| std::mem::discriminant(&s.base) == std::mem::discriminant(name);
+        if !evaluated(name) && permitted.iter().chain(excluded).any(same_form) {
+            return Err(fail("its CA constrains names of this form, which meshca does not evaluate"));
+        }
         if excluded.iter().any(|s| matches(&s.base, name) == Some(true)) {
             return Err(fail("it is in an excluded subtree"));
         }

@@ -84,37 +84,29 @@ fn verify_workload_revocation(
     };
     let id: SpiffeId = uri.parse()?;
 
-    // The CA part: the intermediates as sent (a root among them is dropped), then the root of
-    // `roots` that signed the last of them. Without one, webpki below says why.
-    // The root is picked by name and key identifier; a signature is checked here only when
-    // those leave a choice (two roots with one name and no key identifiers), since webpki below
-    // verifies every signature of the path once.
-    let mut ca_path: Vec<Certificate> = chain[1..].iter().filter(|c| !roots.contains(c)).cloned().collect();
-    let lowest = ca_path.last().unwrap_or(leaf);
-    let named: Vec<&Certificate> = roots.iter().filter(|r| r.subject_der() == lowest.issuer_der()).collect();
-    let by_key_id: Vec<&Certificate> = match lowest.authority_key_id() {
-        Some(aki) => named.iter().copied().filter(|r| r.subject_key_id().as_ref() == Some(&aki)).collect(),
-        None => named.clone(),
-    };
-    let issuer = match by_key_id.as_slice() {
-        [one] => Some(*one),
-        _ => named.iter().copied().find(|r| lowest.verify_signed_by(r).is_ok()),
-    };
-    if let Some(root) = issuer {
-        let n = ca_path.len();
-        ca_path.push(root.clone());
-        for (i, c) in ca_path.iter().enumerate() {
-            let file = if i < n { CHAIN } else { ROOTS };
-            c.check_algorithms(file)?;
-            rfc5280::check_critical_extensions(c, file)?;
-        }
-        let file_at = |depth: usize| if depth < n { CHAIN } else { ROOTS };
-        chain::check_ca_path(&ca_path, &file_at, now)?;
-        for (i, ca) in ca_path.iter().enumerate() {
-            if let Some(nc) = rfc5280::name_constraints(ca, file_at(i))? {
-                rfc5280::check_names_within(&nc, ca, leaf, LEAF)?;
+    // The CA part: every path from the leaf through the intermediates as sent up to a root of
+    // `roots` (issuer by name, then signature), shortest first; the first that passes every
+    // CA rule is the chain's path, as a path-building verifier (webpki, Go, OpenSSL) would find
+    // it: a chain that also offers an expired or otherwise bad route is judged by its good one.
+    // With no route at all, webpki below says why.
+    let intermediates: Vec<Certificate> = chain[1..].iter().filter(|c| !roots.contains(c)).cloned().collect();
+    let routes = candidate_paths(leaf, &intermediates, roots);
+    let mut ca_path: Vec<Certificate> = Vec::new();
+    let mut first_error = None;
+    for route in routes {
+        match check_route(&route, leaf, now) {
+            Ok(()) => {
+                ca_path = route;
+                first_error = None;
+                break;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
             }
         }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
     }
 
     let anchor_ders: Vec<CertificateDer<'_>> = roots.iter().map(|r| CertificateDer::from(r.der())).collect();
@@ -182,6 +174,84 @@ fn verify_workload_revocation(
     }
     warnings.dedup();
     Ok(VerifiedWorkload { spiffe_id: id, warnings })
+}
+
+/// The most routes and the longest CA path [`candidate_paths`] explores: bounded work for any
+/// chain (MAX_PEM_BLOCKS bounds the certificates themselves).
+const MAX_ROUTES: usize = 16;
+const MAX_CA_DEPTH: usize = 8;
+
+/// Every CA path (lowest CA first, a root of `roots` last) from `leaf` through `intermediates`,
+/// each certificate's issuer found by name and checked by signature; shortest first.
+fn candidate_paths(leaf: &Certificate, intermediates: &[Certificate], roots: &[Certificate]) -> Vec<Vec<Certificate>> {
+    fn walk(
+        below: &Certificate,
+        path: &mut Vec<Certificate>,
+        intermediates: &[Certificate],
+        roots: &[Certificate],
+        out: &mut Vec<Vec<Certificate>>,
+        budget: &mut usize,
+    ) {
+        if out.len() >= MAX_ROUTES || *budget == 0 || path.len() >= MAX_CA_DEPTH {
+            return;
+        }
+        *budget -= 1;
+        let roots_named = issuers_of(below, roots);
+        for r in &roots_named {
+            let mut found = path.clone();
+            found.push((*r).clone());
+            out.push(found);
+        }
+        for c in issuers_of(below, intermediates) {
+            if !path.contains(c) {
+                path.push(c.clone());
+                walk(c, path, intermediates, roots, out, budget);
+                path.pop();
+            }
+        }
+    }
+    // The issuers of `below` among `candidates`, by name and key identifier; a signature is
+    // checked only where those leave a choice (webpki verifies every signature of the path
+    // once, below).
+    fn issuers_of<'a>(below: &Certificate, candidates: &'a [Certificate]) -> Vec<&'a Certificate> {
+        let named: Vec<&Certificate> = candidates.iter().filter(|c| c.subject_der() == below.issuer_der()).collect();
+        let by_key_id: Vec<&Certificate> = match below.authority_key_id() {
+            Some(aki) => named.iter().copied().filter(|c| c.subject_key_id().as_ref() == Some(&aki)).collect(),
+            None => named.clone(),
+        };
+        let signed =
+            |list: Vec<&'a Certificate>| list.into_iter().filter(|c| below.verify_signed_by(c).is_ok()).collect();
+        match by_key_id.as_slice() {
+            // No key identifier matches (an issuer without one): the signature decides.
+            [] => signed(named),
+            [_] => by_key_id,
+            _ => signed(by_key_id),
+        }
+    }
+    let mut out = Vec::new();
+    let mut budget = 64;
+    walk(leaf, &mut Vec::new(), intermediates, roots, &mut out, &mut budget);
+    out.sort_by_key(Vec::len);
+    out
+}
+
+/// Every rule a `cacerts` bundle is held to, over one CA route of a workload chain (lowest CA
+/// first, the root last), and the route's name constraints over the leaf.
+fn check_route(route: &[Certificate], leaf: &Certificate, now: OffsetDateTime) -> Result<()> {
+    let n = route.len() - 1;
+    for (i, c) in route.iter().enumerate() {
+        let file = if i < n { CHAIN } else { ROOTS };
+        c.check_algorithms(file)?;
+        rfc5280::check_critical_extensions(c, file)?;
+    }
+    let file_at = |depth: usize| if depth < n { CHAIN } else { ROOTS };
+    chain::check_ca_path(route, &file_at, now)?;
+    for (i, ca) in route.iter().enumerate() {
+        if let Some(nc) = rfc5280::name_constraints(ca, file_at(i))? {
+            rfc5280::check_names_within(&nc, ca, leaf, LEAF)?;
+        }
+    }
+    Ok(())
 }
 
 /// The root every bundle shares.
@@ -280,11 +350,10 @@ impl TrustCheck {
                         other: name_b.clone(),
                         root: root.subject(),
                         fingerprint: root.fingerprint_sha256(),
-                        other_roots: roots
-                            .iter()
-                            .map(|r| format!("{} ({})", r.subject(), short_fp(&r.fingerprint_sha256())))
-                            .collect::<Vec<_>>()
-                            .join("; "),
+                        other_roots: crate::text::list_bounded(
+                            roots.iter().map(|r| format!("{} ({})", r.subject(), short_fp(&r.fingerprint_sha256()))),
+                            10,
+                        ),
                     });
                 }
             }
