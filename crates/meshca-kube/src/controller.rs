@@ -573,7 +573,7 @@ fn rotation_status(
     let (state, ready_reason, ready_msg) = if failed.is_empty() {
         (PolicyState::Accepted, "RootRotating", format!("root rotation {}: {step}", rot.now_phase))
     } else {
-        (PolicyState::Failed, "ClustersFailed", format!("failed: {}", failed.join(", ")))
+        (PolicyState::Failed, "ClustersFailed", format!("failed: {}", meshca::list_bounded(&failed, 10)))
     };
     let phases = phases_reached(rot, obj);
     PolicyStatus {
@@ -694,7 +694,7 @@ fn status_of(
         report.clusters.iter().filter(|c| c.action == Outcome::Failed).map(|c| c.cluster.as_str()).collect();
     let warned = report.clusters.iter().any(|c| !c.warnings.is_empty());
     let (state, reason, message) = if !failed.is_empty() {
-        (PolicyState::Failed, "ClustersFailed", format!("failed: {}", failed.join(", ")))
+        (PolicyState::Failed, "ClustersFailed", format!("failed: {}", meshca::list_bounded(&failed, 10)))
     } else if !report.trust.ok {
         (PolicyState::Failed, "TrustCheckFailed", report.trust.error.clone().unwrap_or_default())
     } else if warned {

@@ -458,7 +458,7 @@ fn find_slot(ctx: &Pkcs11, uri: &KeyUri, key: &str) -> Result<Slot, Error> {
         1 => Ok(found[0]),
         0 => Err(bad(format!(
             "no token matches (tokens present: {}); check the URI's token= (or that the token is plugged in)",
-            if labels.is_empty() { "none".into() } else { labels.join(", ") }
+            if labels.is_empty() { "none".into() } else { meshca::list_bounded(&labels, 10) }
         ))),
         n => Err(bad(format!("{n} tokens match; add token=, serial= or slot-id= to name one"))),
     }

@@ -435,7 +435,12 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
                         || key.len() > 253
                         || !key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
                     {
-                        return Err(bad(format!("{base}.pinSecretRef.key `{key}` is not a Secret key")));
+                        // The value that failed is not shown: a key file pasted here must not
+                        // reach a terminal, a log or the policy's status.
+                        return Err(bad(format!(
+                            "{base}.pinSecretRef.key is not a Secret key (letters, digits, '-', '.' and '_'; at most \
+                             253; value not shown)"
+                        )));
                     }
                     Some((SecretName { namespace: ns, name: r.name }, key))
                 }
@@ -605,7 +610,8 @@ fn name_problem(field: &str, name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{field} `{name}` is not a Kubernetes name (lowercase letters, digits, '-' and '.')"))
+        // The value that failed is not shown (it may be anything, a key pasted by mistake).
+        Err(format!("{field} is not a Kubernetes name (lowercase letters, digits, '-' and '.'; value not shown)"))
     }
 }
 

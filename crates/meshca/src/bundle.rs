@@ -123,7 +123,7 @@ impl Files {
         if self.0.is_empty() {
             "no files".into()
         } else {
-            self.0.keys().cloned().collect::<Vec<_>>().join(", ")
+            crate::text::list_bounded(self.0.keys(), 20)
         }
     }
 }

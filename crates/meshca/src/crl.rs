@@ -153,6 +153,15 @@ impl Crl {
     /// Reads one DER CRL. `file` names it in errors.
     pub fn from_der(der_bytes: &[u8], file: &str) -> Result<Self> {
         let bad = |detail: String| Error::Crl { file: file.to_owned(), detail };
+        // Parsing costs many times the input in memory: a CRL meshca would use is far smaller
+        // (10,000 entries of some 40 bytes), so anything larger is refused before it is parsed.
+        if der_bytes.len() > MAX_CRL_DER_BYTES {
+            return Err(bad(format!(
+                "is {} bytes; meshca reads CRLs of at most {} KiB (some 20,000 entries)",
+                der_bytes.len(),
+                MAX_CRL_DER_BYTES / 1024
+            )));
+        }
         let parsed =
             x509_cert::crl::CertificateList::from_der(der_bytes).map_err(|e| bad(format!("not a DER CRL: {e}")))?;
         let tbs = tbs_range(der_bytes).map_err(|e| bad(e.to_string()))?;
@@ -245,6 +254,43 @@ impl Crl {
             .collect()
     }
 
+    /// The CRL number (RFC 5280 5.2.3), when the CRL has one that fits in 64 bits.
+    pub fn number(&self) -> Option<u64> {
+        let oid = der::asn1::ObjectIdentifier::new_unwrap("2.5.29.20");
+        let ext = self.parsed.tbs_cert_list.crl_extensions.iter().flatten().find(|e| e.extn_id == oid)?;
+        let int = der::asn1::UintRef::from_der(ext.extn_value.as_bytes()).ok()?;
+        let bytes = canonical_serial(int.as_bytes());
+        if bytes.len() > 8 {
+            return None;
+        }
+        Some(bytes.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b)))
+    }
+
+    /// What the issuer's name says of a meshca cluster intermediate (O=..., CN=..., L=<cluster>,
+    /// serialNumber=<serial hex>): the cluster (X.520 localityName) and the serial (X.520
+    /// serialNumber, decoded from hex), where the name has them.
+    pub fn issuer_cluster_and_serial(&self) -> (Option<String>, Option<Vec<u8>>) {
+        let locality = der::asn1::ObjectIdentifier::new_unwrap("2.5.4.7");
+        let serial = der::asn1::ObjectIdentifier::new_unwrap("2.5.4.5");
+        let text = |v: &der::asn1::Any| -> Option<String> {
+            v.decode_as::<der::asn1::Utf8StringRef<'_>>()
+                .map(|s| s.as_str().to_owned())
+                .or_else(|_| v.decode_as::<der::asn1::PrintableStringRef<'_>>().map(|s| s.as_str().to_owned()))
+                .ok()
+        };
+        let (mut cluster, mut number) = (None, None);
+        for rdn in self.parsed.tbs_cert_list.issuer.0.iter() {
+            for atv in rdn.0.iter() {
+                if atv.oid == locality {
+                    cluster = text(&atv.value);
+                } else if atv.oid == serial {
+                    number = text(&atv.value).and_then(|h| parse_serial(&h).ok());
+                }
+            }
+        }
+        (cluster, number)
+    }
+
     /// Whether this CRL revokes `cert` (its issuer is this CRL's, and its serial is listed).
     pub fn revokes(&self, cert: &Certificate) -> bool {
         cert.issuer_der() == self.issuer_der()
@@ -331,16 +377,26 @@ pub fn check_crl_set(crls: &[Crl], path: &[Certificate], now: OffsetDateTime, fi
     Ok(())
 }
 
+/// The largest CRL (DER) meshca parses.
+pub const MAX_CRL_DER_BYTES: usize = 1024 * 1024;
+
+/// The CRL set a bundle carries (its `ca-crl.pem`, none when it has none), checked as Envoy
+/// applies it to the bundle's own chain `path` ([`check_crl_set`]): the one check of a bundle's
+/// CRLs that every command judging a bundle applies, after the bundle itself parsed.
+pub fn bundle_crls(files: &crate::Files, path: &[Certificate], now: OffsetDateTime) -> Result<Vec<Crl>> {
+    let Some(pem) = files.get(crate::CA_CRL) else { return Ok(Vec::new()) };
+    let crls = Crl::from_pem_all(pem, crate::CA_CRL)?;
+    check_crl_set(&crls, path, now, crate::CA_CRL)?;
+    Ok(crls)
+}
+
 /// Reads a serial number written in hex (`6e:bb:47`, `6EBB47`; at most 20 octets, RFC 5280
 /// 4.1.2.2), as `openssl x509 -serial` and `meshca crl show` print it.
 pub fn parse_serial(s: &str) -> Result<Vec<u8>> {
     let clean: String = s.trim().chars().filter(|c| *c != ':').collect();
     let bad = || Error::InvalidParameter {
         field: "serial".into(),
-        reason: format!(
-            "`{}` is not a hex serial number of at most 20 octets",
-            clean.chars().take(64).collect::<String>()
-        ),
+        reason: "is not a hex serial number of at most 20 octets (value not shown)".into(),
     };
     if clean.is_empty() || !clean.len().is_multiple_of(2) || clean.len() > 42 {
         return Err(bad());

@@ -56,7 +56,10 @@ pub use ca::{
 };
 pub use cert::{Certificate, PublicKeyKind, SignatureError};
 pub use chain::TrustChain;
-pub use crl::{canonical_serial, check_crl_set, parse_serial, Crl, RevocationReason, Revoked, CRL_LABEL};
+pub use crl::{
+    bundle_crls, canonical_serial, check_crl_set, parse_serial, Crl, RevocationReason, Revoked, CRL_LABEL,
+    MAX_CRL_DER_BYTES,
+};
 pub use error::{Error, KeyHolder, Result};
 pub use external::{ecdsa_signature_to_der, CaKey, ExternalKey};
 pub use key::{KeyAlgorithm, KeyType, PrivateKey};

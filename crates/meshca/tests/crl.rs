@@ -224,3 +224,14 @@ fn openssl_crl_check_all_agrees() {
     assert!(!ok && out.contains("unable to get certificate CRL"), "a root CRL alone: {out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_crl_larger_than_any_meshca_uses_is_refused_before_it_is_parsed() {
+    // 8.9 MB of CRL once cost 586 MB to parse; past the bound nothing is parsed at all.
+    let der = vec![0x30u8; meshca::MAX_CRL_DER_BYTES + 1];
+    let e = meshca::Crl::from_der(&der, "ca-crl.pem").unwrap_err().to_string();
+    assert!(e.contains("meshca reads CRLs of at most 1024 KiB"), "{e}");
+    let pem = pem_rfc7468::encode_string("X509 CRL", pem_rfc7468::LineEnding::LF, &der).unwrap();
+    let e = meshca::Crl::from_pem_all(pem.as_bytes(), "ca-crl.pem").unwrap_err().to_string();
+    assert!(e.contains("at most 1024 KiB"), "{e}");
+}

@@ -181,7 +181,7 @@ fn render_rotation(r: &RotationReport, paint: &Paint) -> String {
     let mut s = format!("root rotation {} -> {}: phase {}\n", r.old_root, r.new_root, r.now_phase);
     match r.steps.last() {
         Some(StepState::Converging { pending }) => {
-            s.push_str(&format!("waiting for {} cluster(s): {}\n", pending.len(), pending.join(", ")))
+            s.push_str(&format!("waiting for {} cluster(s): {}\n", pending.len(), meshca::list_bounded(pending, 10)))
         }
         Some(StepState::Dwelling { until }) => {
             s.push_str(&format!("every cluster is done; the next step may begin at {}\n", meshca::format_time(*until)))

@@ -34,7 +34,7 @@ fn outcome_words(o: &StepOutcome) -> String {
 /// What the state machine said.
 fn step_words(step: &StepState) -> String {
     match step {
-        StepState::Converging { pending } => format!("waiting for {}", pending.join(", ")),
+        StepState::Converging { pending } => format!("waiting for {}", meshca::list_bounded(pending, 10)),
         StepState::Dwelling { until } => format!("every cluster is done; next step at {}", meshca::format_time(*until)),
         StepState::Advanced { to } => format!("advanced to {to}"),
         StepState::Finished { phase } => format!("finished ({phase})"),
