@@ -227,7 +227,9 @@ pub fn read_files(dir: &Path) -> Result<Files, IoError> {
             return read_plain_dir(dir);
         };
         match read_plain_dir(&dir.join(&target)) {
-            Ok(files) if fs::read_link(&data_link).ok().as_deref() == Some(target.as_path()) => return Ok(files),
+            Ok(files) if fs::read_link(&data_link).ok().as_deref() == Some(target.as_path()) => {
+                return mount_view(dir, files)
+            }
             // Swapped while reading (the old data directory may even be gone): read again.
             Ok(_) => continue,
             Err(e) if e.source.kind() == io::ErrorKind::NotFound => continue,
@@ -239,6 +241,50 @@ pub fn read_files(dir: &Path) -> Result<Files, IoError> {
         action: "read a consistent version",
         source: io::Error::other("it kept changing while being read; is another writer running?"),
     })
+}
+
+/// What a consumer that opens `dir/<key>` sees (istiod opens `/etc/cacerts/root-cert.pem`, not
+/// `..data/root-cert.pem`): each visible name that links through `..data` has the data
+/// directory's content (`data`, read as one version); a visible name that is anything else (a
+/// regular file put there by hand, a link elsewhere) is read as it stands; a key of the data
+/// directory with no visible name is absent, as it is to istiod.
+fn mount_view(dir: &Path, data: Files) -> Result<Files, IoError> {
+    let mut files = Files::new();
+    let entries = fs::read_dir(dir).map_err(io_err(dir, "read the directory"))?;
+    for (i, entry) in entries.enumerate() {
+        let entry = entry.map_err(io_err(dir, "read the directory"))?;
+        if i >= MAX_DIR_ENTRIES {
+            return Err(IoError {
+                path: dir.to_owned(),
+                action: "read the directory",
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("it holds more than {MAX_DIR_ENTRIES} entries; is this a bundle directory?"),
+                ),
+            });
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let through_data = fs::read_link(&path).ok().is_some_and(|t| t == Path::new("..data").join(&name));
+        if through_data {
+            if let Some(content) = data.get(&name) {
+                files.insert(name, content.to_vec());
+            }
+            continue;
+        }
+        let meta = fs::metadata(&path).map_err(io_err(&path, "inspect"))?;
+        if !meta.is_file() {
+            if BUNDLE_NAMES.contains(&name.as_str()) {
+                return Err(not_regular(&path, kind_of(&meta.file_type())));
+            }
+            continue;
+        }
+        files.insert(name, read_input(&path)?);
+    }
+    Ok(files)
 }
 
 fn read_plain_dir(dir: &Path) -> Result<Files, IoError> {

@@ -331,12 +331,8 @@ impl DirStore {
                 return Err(unsafe_path(&name, format!("is {}, not a regular file", kind(&m))));
             }
         }
-        if data.is_some() && !plain.is_empty() {
-            return Err(unsafe_path(
-                &plain[0],
-                "is a regular file beside ..data; a Secret is either all links through ..data or all files".into(),
-            ));
-        }
+        // A regular file beside `..data` (put there by hand) is what a consumer opening that
+        // name sees: read as such, and replaced by a link on the next write.
         Ok(SecretDir { dir, path, data, links, plain })
     }
 
@@ -391,16 +387,24 @@ impl DirStore {
         Ok(files)
     }
 
+    /// What a consumer opening `<secret>/<key>` sees (istiod opens `/etc/cacerts/<key>`): the
+    /// keys that link through `..data`, from the data directory; a regular file beside
+    /// `..data`, as it stands; a key of the data directory with no visible name is absent.
     fn read_secret(checked: &SecretDir) -> Result<Files, Error> {
-        let Some(data) = &checked.data else {
-            return Self::read_regular_files(&checked.dir, &checked.path, Some(&checked.plain));
-        };
+        let mut files = Self::read_regular_files(&checked.dir, &checked.path, Some(&checked.plain))?;
+        let Some(data) = &checked.data else { return Ok(files) };
         let data_dir = Self::descend(&checked.dir, &checked.path, data, false)?.ok_or_else(|| IoError {
             path: checked.path.join(data),
             action: "open the data directory",
             source: std::io::ErrorKind::NotFound.into(),
         })?;
-        Self::read_regular_files(&data_dir, &checked.path.join(data), None)
+        let linked = Self::read_regular_files(&data_dir, &checked.path.join(data), None)?;
+        for name in &checked.links {
+            if let Some(content) = linked.get(name) {
+                files.insert(name.clone(), content.to_vec());
+            }
+        }
+        Ok(files)
     }
 
     /// Takes the store's exclusive lock for a run that writes, waiting up to `timeout`. While it
@@ -1109,6 +1113,35 @@ mod tests {
         assert_eq!(std::fs::read(root.join(LOCK_FILE)).unwrap(), b"", "emptied on release");
         std::fs::remove_dir_all(&root).unwrap();
         std::fs::remove_dir_all(&outside).unwrap();
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn readers_see_what_a_consumer_opening_each_name_sees() {
+        let root = tempdir("mountview");
+        let store = DirStore::new(&root);
+        let s = SecretRef::cacerts("c1");
+        let v1 = files(&[("ca-cert.pem", "c"), ("root-cert.pem", "r"), ("ca-crl.pem", "l")]);
+        store.write(&s, &v1, &WriteMeta::default()).unwrap();
+        let dir = store.dir(&s);
+        // A missing top-level link: istiod sees no root-cert.pem, and neither do readers.
+        std::fs::remove_file(dir.join("root-cert.pem")).unwrap();
+        let got = store.read(&s).unwrap().unwrap();
+        assert_eq!(got.get("root-cert.pem"), None, "{got:?}");
+        assert_eq!(crate::fs::read_files(&dir).unwrap().get("root-cert.pem"), None);
+        // A top-level name replaced by a regular file: that file is what is seen.
+        std::fs::remove_file(dir.join("ca-crl.pem")).unwrap();
+        std::fs::write(dir.join("ca-crl.pem"), b"foreign").unwrap();
+        assert_eq!(store.read(&s).unwrap().unwrap().get("ca-crl.pem"), Some(&b"foreign"[..]));
+        assert_eq!(crate::fs::read_files(&dir).unwrap().get("ca-crl.pem"), Some(&b"foreign"[..]));
+        // The next write puts every name back as a link through ..data.
+        store.write(&s, &v1, &WriteMeta::default()).unwrap();
+        assert_eq!(store.read(&s).unwrap(), Some(v1.clone()));
+        assert_eq!(crate::fs::read_files(&dir).unwrap(), v1);
+        for name in ["ca-cert.pem", "root-cert.pem", "ca-crl.pem"] {
+            assert_eq!(std::fs::read_link(dir.join(name)).unwrap(), Path::new("..data").join(name));
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
