@@ -56,14 +56,28 @@ pub(crate) fn check_future_at(at: OffsetDateTime, kube: bool, dry_run: bool) -> 
     Ok(future && !dry_run)
 }
 
-pub(crate) fn load_bundle(dir: &Path, now: OffsetDateTime) -> Result<Cacerts, Error> {
+/// A bundle directory, judged by the one bundle check: the bundle, then its `ca-crl.pem`
+/// against its own chain ([`meshca::bundle_crls`]). Returns the bundle and the CRL file as read.
+pub(crate) fn load_bundle(dir: &Path, now: OffsetDateTime) -> Result<(Cacerts, Option<Vec<u8>>), Error> {
     let files = fs::read_files(dir)?;
-    Cacerts::from_files(&files, now).map_err(Error::core(dir.display()))
+    let bundle = Cacerts::from_files(&files, now).map_err(Error::core(dir.display()))?;
+    meshca::bundle_crls(&files, bundle.path(), now).map_err(Error::core(dir.display()))?;
+    Ok((bundle, files.get(meshca::CA_CRL).map(<[u8]>::to_vec)))
 }
 
 pub(crate) fn load_signer(dir: &Path, now: OffsetDateTime) -> Result<SigningCa, Error> {
     let files = fs::read_files(dir)?;
-    SigningCa::from_files(&files, now).map_err(Error::core(format!("signing CA {}", dir.display())))
+    let signer = SigningCa::from_files(&files, now).map_err(Error::core(format!("signing CA {}", dir.display())))?;
+    check_signer_crls(&files, &signer, dir, now)?;
+    Ok(signer)
+}
+
+/// A signing CA directory that carries a `ca-crl.pem` must not be revoked by it: nothing it
+/// signed would be accepted where that CRL is in use.
+fn check_signer_crls(files: &meshca::Files, signer: &SigningCa, dir: &Path, now: OffsetDateTime) -> Result<(), Error> {
+    meshca::bundle_crls(files, signer.bundle().path(), now)
+        .map(|_| ())
+        .map_err(Error::core(format!("signing CA {}", dir.display())))
 }
 
 /// A `--ca DIR` signer whose key may be in a token: `key_uri` (`--ca-key-uri`) or the
@@ -94,7 +108,10 @@ pub(crate) fn load_ca(
         (None, _) => return Ok(load_signer(dir, now)?),
     };
     let key = TokenKey::open(&p11.access(&uri)?)?;
-    Ok(SigningCa::from_public_files(&files, key, now).map_err(Error::core(format!("signing CA {}", dir.display())))?)
+    let signer =
+        SigningCa::from_public_files(&files, key, now).map_err(Error::core(format!("signing CA {}", dir.display())))?;
+    check_signer_crls(&files, &signer, dir, now)?;
+    Ok(signer)
 }
 
 /// Refuses to replace any of `names` in `dir` unless `force`.

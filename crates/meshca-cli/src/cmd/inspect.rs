@@ -51,9 +51,11 @@ fn inspect_dir(dir: &Path, now: OffsetDateTime, out: &mut String) -> Result<serd
     if files.contains(meshca_ops::pkcs11::KEY_URI_FILE) && !files.contains(meshca::CA_KEY) {
         return Ok(inspect_token_ca(dir, &files, now, out));
     }
-    let bundle = Cacerts::from_files(&files, now);
+    // The one bundle check: the bundle, then its ca-crl.pem against its own chain.
+    let bundle =
+        Cacerts::from_files(&files, now).and_then(|b| meshca::bundle_crls(&files, b.path(), now).map(|crls| (b, crls)));
     match &bundle {
-        Ok(b) => {
+        Ok((b, crls)) => {
             out.push_str(&format!(
                 "{}: valid {} bundle, signing CA {} ({})\n",
                 dir.display(),
@@ -77,6 +79,13 @@ fn inspect_dir(dir: &Path, now: OffsetDateTime, out: &mut String) -> Result<serd
                 out.push_str(&format!("  {} sha256 {}{mark}\n", r.subject(), short(&r.fingerprint_sha256())));
             }
             out.push_str(&format!("private key: {} (matches the signing CA)\n", b.ca_key().key_type()));
+            if !crls.is_empty() {
+                out.push_str(&format!(
+                    "{}: {} CRL(s), one current CRL for each CA of the chain, none revoking it\n",
+                    meshca::CA_CRL,
+                    crls.len()
+                ));
+            }
             for w in b.warnings() {
                 out.push_str(&format!("warning: {w}\n"));
             }
@@ -87,6 +96,7 @@ fn inspect_dir(dir: &Path, now: OffsetDateTime, out: &mut String) -> Result<serd
                 "chain": views,
                 "roots": b.roots().iter().map(|r| cert_view(r, now)).collect::<Vec<_>>(),
                 "keyType": b.ca_key().key_type().to_string(),
+                "crls": crls.len(),
                 "warnings": b.warnings().iter().map(ToString::to_string).collect::<Vec<_>>(),
             }))
         }

@@ -77,7 +77,7 @@ pub(crate) fn run(a: QuickstartArgs) -> CmdResult {
     }
     let mut bundles = Vec::new();
     for c in &clusters {
-        bundles.push((c.as_str(), load_bundle(&store.dir(&SecretRef::cacerts(c)), now)?));
+        bundles.push((c.as_str(), load_bundle(&store.dir(&SecretRef::cacerts(c)), now)?.0));
     }
     let refs: Vec<(&str, &Cacerts)> = bundles.iter().map(|(n, b)| (*n, b)).collect();
     let shared = meshca::check_mutual_trust(&refs).map_err(Error::core("verify"))?;

@@ -34,7 +34,7 @@ pub(crate) fn run(a: SecretArgs) -> CmdResult {
     let now = crate::args::now_or(a.at);
     policy::check_name("--name", &a.name).map_err(|e| usage(e.to_string()))?;
     policy::check_name("--namespace", &a.namespace).map_err(|e| usage(e.to_string()))?;
-    let b = load_bundle(&a.dir, now)?;
-    out!("{}", manifest::secret_manifest(&b, &a.name, &a.namespace, a.layout));
+    let (b, crl) = load_bundle(&a.dir, now)?;
+    out!("{}", manifest::secret_manifest_with_crl(&b, crl.as_deref(), &a.name, &a.namespace, a.layout));
     Ok(ExitCode::SUCCESS)
 }

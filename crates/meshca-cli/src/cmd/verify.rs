@@ -65,13 +65,10 @@ fn load_for_verify(dir: &Path, now: OffsetDateTime) -> Result<Loaded, Error> {
     Ok((v, crls))
 }
 
-/// The bundle's `ca-crl.pem`, checked as Envoy applies it to the bundle's own chain: a current
-/// CRL of each of its CAs, none of them revoked ([`meshca::check_crl_set`]).
+/// The bundle's `ca-crl.pem`, checked as Envoy applies it to the bundle's own chain
+/// ([`meshca::bundle_crls`], the check every command applies).
 fn crls_of(files: &meshca::Files, v: &Verified, now: OffsetDateTime) -> Result<Vec<meshca::Crl>, meshca::Error> {
-    let Some(pem) = files.get(meshca::CA_CRL) else { return Ok(Vec::new()) };
-    let crls = meshca::Crl::from_pem_all(pem, meshca::CA_CRL)?;
-    meshca::check_crl_set(&crls, v.chain().path(), now, meshca::CA_CRL)?;
-    Ok(crls)
+    meshca::bundle_crls(files, v.chain().path(), now)
 }
 
 fn load_files(files: &meshca::Files, dir: &Path, now: OffsetDateTime) -> Result<Verified, Error> {
@@ -147,7 +144,10 @@ pub(crate) fn run(a: VerifyArgs) -> CmdResult {
         }
         _rt = Some(rt);
     }
-    // A bundle's CA revoked by another cluster's CRL set fails too: that cluster refuses it.
+    // Each cluster's CRL set applied to every other cluster's chain, as Envoy applies it
+    // (crl_check_all): a CRL for every CA of the peer's chain, current and signed by it, and
+    // none revoked. A bundle that some other cluster's set does not cover fails: that cluster
+    // refuses its workloads.
     let all_crls: Vec<(String, Vec<meshca::Crl>)> = sources
         .iter()
         .filter_map(|(n, l)| l.as_ref().ok().map(|(_, c)| (n.clone(), c.clone())))
@@ -158,22 +158,12 @@ pub(crate) fn run(a: VerifyArgs) -> CmdResult {
         .into_iter()
         .map(|(name, loaded)| {
             let checked = loaded.and_then(|(v, _)| {
-                for (other, crls) in &all_crls {
-                    if let Some((crl, ca)) =
-                        v.chain().path().iter().find_map(|ca| crls.iter().find(|c| c.revokes(ca)).map(|c| (c, ca)))
-                    {
-                        return Err(Error::Core {
-                            context: name.clone(),
-                            source: meshca::Error::Crl {
-                                file: format!("{other}/{}", meshca::CA_CRL),
-                                detail: format!(
-                                    "the CRL of {} revokes {}, which this bundle uses: {other} refuses its workloads",
-                                    crl.issuer(),
-                                    ca.subject()
-                                ),
-                            },
-                        });
-                    }
+                for (other, crls) in all_crls.iter().filter(|(other, _)| *other != name) {
+                    let file = format!("{other}/{}", meshca::CA_CRL);
+                    meshca::check_crl_set(crls, v.chain().path(), now, &file).map_err(|e| Error::Core {
+                        context: format!("{name} (as {other} judges it: {other} refuses its workloads)"),
+                        source: e,
+                    })?;
                 }
                 Ok(v)
             });
