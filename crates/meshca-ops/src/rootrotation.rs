@@ -137,11 +137,17 @@ pub enum Refusal {
         /// Its phase.
         phase: PhaseName,
     },
-    /// The fleet publishes a CRL set (a revocation was made): rotating the root would need a
-    /// CRL of the new root and of every intermediate under it in every cluster at each step.
+    /// The fleet publishes a CRL set: rotating the root would need a CRL of the new root and of
+    /// every intermediate under it in every cluster at each step, which this version does not
+    /// issue. The set stays once published, even with no entries (istiod keeps the last CRL it
+    /// read, istio#61073), so the refusal lasts until a version that carries CRLs through a
+    /// root rotation.
     #[error(
-        "this policy's fleet publishes CRLs (a cluster CA was revoked, {location}); root rotation does not carry \
-         them yet, so meshca will not start one: every chain would lose its CRL and Envoy would refuse it"
+        "this policy's fleet publishes a CRL set ({location}), and keeps publishing it even with no entries (istiod \
+         never drops a CRL it read, istio#61073); this version of meshca cannot carry CRLs through a root \
+         rotation, and a rotation without them would make Envoy refuse every chain, so it will not start one. \
+         Intermediate rotation, revocation and its undoing work as before; to replace the root now, upgrade to a \
+         meshca that rotates roots with CRLs, or keep this root until then"
     )]
     RevocationsInUse {
         /// The revocation list's Secret.
@@ -348,6 +354,8 @@ pub fn start(
         return Err(Refusal::DrivenByPolicy.into());
     }
     refuse_with_revocations(store, policy, mgmt)?;
+    RootRotation::check_incoming(new, opts.now, dwell, policy.rotation.ttl)
+        .map_err(Error::core("starting the root rotation"))?;
     let rotation = RootRotation::start(current, new, dwell).map_err(Error::core("starting the root rotation"))?;
     let w = writer(store, policy, opts);
     let next = next_signer_secret(policy, mgmt);
@@ -565,6 +573,21 @@ fn resolve(store: &dyn Store, policy: &Policy, opts: &Options) -> Result<Todo, E
     };
     let new_ref = auto_signer_secret(auto, mgmt);
     let old = require_signer(store, &signer_ref, now)?;
+    // Going back to the old root needs nothing of the incoming CA: one that lapsed or broke
+    // meanwhile does not stop the way back.
+    if let Some(s) = stored.as_ref().filter(|s| s.rotation.is_rolling_back()) {
+        if let Err(e) = read_signer(store, &new_ref, now) {
+            if s.in_progress() {
+                tracing::warn!(error = %e, "the incoming CA is unusable; carrying on with the roll-back");
+                return Ok(Todo::Rotate { stored: Box::new(s.clone()), notice: None });
+            }
+            let note = format!(
+                "the root rotation named by spec.config.rootRotation was rolled back, and its CA is no longer usable \
+                 ({e}); remove rootRotation"
+            );
+            return idle(None, vec![note]);
+        }
+    }
     let new = read_signer(store, &new_ref, now)?.ok_or_else(|| Error::PolicySecret {
         field: "spec.config.rootRotation.newMgmtServerCa".into(),
         secret: new_ref.to_string(),
@@ -607,6 +630,8 @@ fn resolve(store: &dyn Store, policy: &Policy, opts: &Options) -> Result<Todo, E
         }
         _ => {
             refuse_with_revocations(store, policy, mgmt)?;
+            RootRotation::check_incoming(&new, now, auto.dwell, policy.rotation.ttl)
+                .map_err(Error::core("spec.config.rootRotation.newMgmtServerCa"))?;
             let rotation = RootRotation::start(&old, &new, auto.dwell)
                 .map_err(Error::core("spec.config.rootRotation.newMgmtServerCa"))?;
             let stored = Stored {
@@ -650,7 +675,15 @@ pub fn run(
     // The signers are read once per run: a second pass (below) must not change them, and on
     // Kubernetes each read is an API call.
     let old = require_signer(store, &signer_secret(policy, &opts.mgmt_cluster), opts.now)?;
-    let new = read_signer(store, &stored.new_signer, opts.now)?;
+    let new = match read_signer(store, &stored.new_signer, opts.now) {
+        Ok(n) => n,
+        // The way back signs with the old CA only: a lapsed incoming CA does not stop it.
+        Err(e) if stored.rotation.is_rolling_back() => {
+            tracing::warn!(error = %e, "the incoming CA is unusable; the roll-back does not need it");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let signers = (&old, new.as_ref());
     let (mut report, next) = pass(store, policy, passive, opts, stored, signers, rng)?;
     if !opts.dry_run && next.in_progress() && report.phase != report.now_phase {

@@ -429,3 +429,50 @@ fn a_secret_meshca_would_create_that_is_not_its_own_is_refused_untouched() {
     assert_eq!(m.store.read(&revocations).unwrap(), Some(users));
     std::fs::remove_dir_all(&m.dir).unwrap();
 }
+
+/// An incoming CA valid for `days` days from t0, stored as `new-ca`.
+fn short_lived_new_ca(m: &Mesh, days: i64) -> SigningCa {
+    let mut p = RootParams::default();
+    p.common_name = "Root CA short".into();
+    p.ttl = Duration::days(days);
+    let new = SigningCa::generate_root(&p, &mut meshca::OsRng, t0()).unwrap();
+    m.store.write(&secret("new-ca"), &new.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    new
+}
+
+#[test]
+fn an_incoming_ca_that_cannot_see_the_rotation_through_is_refused_at_the_start() {
+    let m = mesh("short-new");
+    // 10 days: less than three dwells plus the policy's 30-day intermediates.
+    let new = short_lived_new_ca(&m, 10);
+    let before = bundles(&m.store, at(1));
+    let e = run(&m.store, &seed(AUTO), 1).unwrap_err().to_string();
+    assert!(e.contains("before a rotation begun now could finish"), "{e}");
+    assert!(meshca_ops::rootrotation::load(&m.store, &seed(AUTO), "mgmt").unwrap().is_none(), "nothing started");
+    for (a, b) in before.iter().zip(bundles(&m.store, at(1))) {
+        assert_eq!(a.ca_cert(), b.ca_cert());
+    }
+    // The same by hand (rotate-root start).
+    let opts = Options::new(at(1), CLUSTERS.iter().map(|c| (*c).to_owned()).collect());
+    let e = meshca_ops::rootrotation::start(&m.store, &seed(""), &opts, &m.old, &new, Duration::hours(1)).unwrap_err();
+    assert!(e.to_string().contains("before a rotation begun now could finish"), "{e}");
+}
+
+#[test]
+fn a_rotation_whose_incoming_ca_lapsed_still_rolls_back() {
+    let m = mesh("lapsed");
+    // Valid long enough to start (30 days of intermediates and three dwells), then it lapses.
+    short_lived_new_ca(&m, 31);
+    let Run::RootRotation(r) = run(&m.store, &seed(AUTO), 1).unwrap() else { panic!("the rotation starts") };
+    assert!(!r.failed(), "{r:?}");
+    // 40 days on the incoming CA has expired: withdrawing the rotation takes every cluster back
+    // to the old root all the same, and the runs after it are ordinary ones.
+    let (phases, report, h) = drive(&m, &seed(""), 24 * 40);
+    assert_eq!(phases.last(), Some(&PhaseName(meshca::Phase::RolledBack)), "{phases:?}");
+    assert!(report.ok(), "{report:?}");
+    let old_root = m.old.bundle().root().clone();
+    for roots in roots_of(&m.store, at(h)) {
+        assert_eq!(roots, std::slice::from_ref(&old_root));
+    }
+    assert!(run(&m.store, &seed(""), h + 1).is_ok(), "and the run after it too");
+}

@@ -113,6 +113,41 @@ impl RootRotation {
         Ok(RootRotation::start_from_roots(old_root, new_root, dwell))
     }
 
+    /// Checks that an incoming signing CA can see a rotation begun at `now` through: the
+    /// rotation takes at least three dwells (root added, intermediates propagated, old root
+    /// removed), and the first intermediates it signs live `intermediate_ttl`. A CA that expires
+    /// before then would be accepted and then stop every run once it lapsed.
+    pub fn check_incoming(
+        new: &SigningCa,
+        now: OffsetDateTime,
+        dwell: Duration,
+        intermediate_ttl: Duration,
+    ) -> Result<()> {
+        let needed = now + dwell * 3 + intermediate_ttl;
+        let expires = new.bundle().not_after();
+        if expires < needed {
+            return Err(Error::InvalidParameter {
+                field: "new signing CA".into(),
+                reason: format!(
+                    "it expires at {}, before a rotation begun now could finish and the first intermediates it \
+                     signs run their lifetime ({}: three dwells of {} and {} of intermediate); give a CA valid \
+                     until after then",
+                    crate::time_fmt::rfc3339(expires),
+                    crate::time_fmt::rfc3339(needed),
+                    crate::time_fmt::human_duration(dwell),
+                    crate::time_fmt::human_duration(intermediate_ttl),
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the rotation is going back to the old root (or went back): the incoming CA
+    /// signs nothing any more.
+    pub fn is_rolling_back(&self) -> bool {
+        matches!(self.phase, Phase::RollingBackIntermediates | Phase::RollingBackRoot | Phase::RolledBack)
+    }
+
     /// A rotation between two roots at its first phase, without checking signers (for state
     /// read back from storage; [`RootRotation::start`] is the checked way to begin one).
     pub fn start_from_roots(old_root: Certificate, new_root: Certificate, dwell: Duration) -> Self {
