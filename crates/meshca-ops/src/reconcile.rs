@@ -100,7 +100,7 @@ impl Options {
         }
     }
 
-    fn writer<'a>(&self, store: &'a dyn Store, policy: &'a Policy) -> Writer<'a> {
+    pub(crate) fn writer<'a>(&self, store: &'a dyn Store, policy: &'a Policy) -> Writer<'a> {
         Writer::new(store, policy, self.policy_generation, self.now, self.dry_run)
     }
 }
@@ -523,7 +523,9 @@ fn reconcile_with(
     let (signer, signer_info) = load_signer(store, policy, opts, rng)?;
     let mut fleet = match &opts.revocations {
         Some(list) => {
-            let stored = revocation::load(store, policy, &opts.mgmt_cluster)?;
+            // The caller's list replaces the stored one; a stored one that cannot be read (the
+            // dry run of a rebuild) only lends no CRLs.
+            let stored = revocation::load(store, policy, &opts.mgmt_cluster).ok().flatten();
             Some(revocation::Fleet::with_list(stored, list.clone()))
         }
         None => revocation::load(store, policy, &opts.mgmt_cluster)?,

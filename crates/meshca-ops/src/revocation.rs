@@ -223,6 +223,19 @@ pub enum Refusal {
     /// A serial that is not hex.
     #[error("the serial is not hex (as `crl show` and `inspect` print serials); value not shown")]
     BadSerial,
+    /// `crl rebuild` found no CRL signed by the root anywhere.
+    #[error(
+        "no CRL signed by this policy's root ({root}) was found in {searched}: there is nothing to rebuild the list \
+         from. If no revocation was ever made, remove {location}; otherwise restore it from a backup"
+    )]
+    NothingToRebuild {
+        /// The root.
+        root: String,
+        /// Where meshca looked.
+        searched: String,
+        /// The list's Secret.
+        location: String,
+    },
     /// The list is full.
     #[error("the revocation list holds {MAX_REVOKED} entries already; clear entries whose CAs have expired")]
     Full,
@@ -268,8 +281,19 @@ pub fn load(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<Option<Fle
     if list.revoked.len() > MAX_REVOKED {
         return Err(bad(format!("{REVOCATIONS_FILE} holds more than {MAX_REVOKED} entries")));
     }
-    for r in &list.revoked {
-        r.to_core().map_err(|e| bad(format!("{REVOCATIONS_FILE}: {e}")))?;
+    for (i, r) in list.revoked.iter().enumerate() {
+        let at = format!("{REVOCATIONS_FILE}: entry {} of {}", i + 1, list.revoked.len());
+        r.to_core().map_err(|e| bad(format!("{at}: {e}")))?;
+        // Every field is printed by `crl show` and `status`: text with a control character (a
+        // terminal escape sequence) or longer than any name meshca writes is not one of ours.
+        for (field, value) in [("subject", &r.subject), ("issuer", &r.issuer), ("fingerprint", &r.fingerprint)] {
+            if value.len() > 1024 || value.chars().any(char::is_control) {
+                return Err(bad(format!("{at}: `{field}` holds a control character or is too long (not shown)")));
+            }
+        }
+        if meshca::validate_cluster_name(&r.cluster).is_err() {
+            return Err(bad(format!("{at}: `cluster` is not a cluster name (a DNS label; not shown)")));
+        }
     }
     let crls = match files.get(CA_CRL) {
         Some(pem) => Crl::from_pem_all(pem, CA_CRL).map_err(|e| bad(e.to_string()))?,
@@ -436,6 +460,13 @@ pub struct RevocationReport {
     pub run: crate::reconcile::Report,
 }
 
+impl RevocationReport {
+    /// The report of a rebuilt list: its entries, and the run.
+    pub fn rebuilt(entries: Vec<RevokedCa>, run: crate::reconcile::Report) -> Self {
+        RevocationReport { entries, run }
+    }
+}
+
 /// Which entries `unrevoke` takes back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -515,7 +546,11 @@ fn revoke_which(
 ) -> Result<RevocationReport, Error> {
     refuse_during_root_rotation(store, policy, opts)?;
     if !opts.clusters.iter().any(|c| c == cluster) {
-        return Err(Refusal::UnknownCluster { cluster: cluster.to_owned(), known: opts.clusters.join(", ") }.into());
+        return Err(Refusal::UnknownCluster {
+            cluster: cluster.to_owned(),
+            known: meshca::list_bounded(&opts.clusters, 10),
+        }
+        .into());
     }
     let wanted = match serial {
         None => None,
@@ -639,6 +674,107 @@ pub fn unrevoke(
     }
     list.revoked = kept;
     run_with(store, policy, opts, list, taken, rng, progress)
+}
+
+/// What [`rebuild`] made of the CRLs it found.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct RebuildReport {
+    /// Where the root's CRL was read (the list's Secret, or a cluster's `cacerts`).
+    pub source: String,
+    /// The root CRL's number.
+    pub crl_number: u64,
+    /// The entries rebuilt, one per serial the root's CRL lists.
+    pub entries: Vec<RevokedCa>,
+    /// How many of them name no cluster (their intermediate's own CRL was not found): kept, with
+    /// the cluster `unknown`, so that nothing the CRL revokes is taken back.
+    pub unattributed: usize,
+    /// The run that saved the list and republished the set.
+    pub run: crate::reconcile::Report,
+}
+
+/// Rebuilds the revocation list from the CRLs published, for a list that is damaged or lost:
+/// the newest CRL the policy's root signed, read from the list's own Secret or from any
+/// cluster's `ca-crl.pem`, lists every revoked serial; each intermediate's own CRL in the same
+/// set names its cluster (`L=`) and lifetime. Every serial the root's CRL lists stays revoked,
+/// attributed or not (nothing is taken back silently), and the CRL number goes on from the
+/// one found. The rebuilt list is saved with the set it came in, then the policy is run as
+/// usual (a dry run saves nothing and plans with the rebuilt list).
+pub fn rebuild(
+    store: &dyn Store,
+    policy: &Policy,
+    opts: &crate::reconcile::Options,
+    rng: &mut dyn meshca::Entropy,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RebuildReport, Error> {
+    refuse_during_root_rotation(store, policy, opts)?;
+    let (signer, _) = crate::reconcile::load_signer(store, policy, opts, rng)?;
+    let root = signer.bundle().ca_cert();
+    if !root.is_self_signed() {
+        return Err(Refusal::SignerNotRoot { signer: root.subject() }.into());
+    }
+    let secret = list_secret(policy, &opts.mgmt_cluster);
+    let mut sources = vec![secret.clone()];
+    sources.extend(opts.clusters.iter().map(|c| SecretRef::cacerts(c)));
+    // The newest root CRL (highest number) of any source, with the set it came in.
+    let mut best: Option<(String, Vec<Crl>, usize)> = None;
+    for source in &sources {
+        let Ok(Some(files)) = store.read(source) else { continue };
+        let Some(Ok(crls)) = files.get(CA_CRL).map(|pem| Crl::from_pem_all(pem, CA_CRL)) else { continue };
+        let Some(i) = crls.iter().position(|c| c.is_issued_by_name(root) && c.verify_signed_by(root).is_ok()) else {
+            continue;
+        };
+        let newer = best.as_ref().is_none_or(|(_, set, j)| crls[i].number() > set[*j].number());
+        if newer {
+            best = Some((store.location(source), crls, i));
+        }
+    }
+    let Some((source, set, i)) = best else {
+        return Err(Refusal::NothingToRebuild {
+            root: root.subject(),
+            searched: meshca::list_bounded(sources.iter().map(|s| store.location(s)), 5),
+            location: store.location(&secret),
+        }
+        .into());
+    };
+    let root_crl = &set[i];
+    let mut unattributed = 0;
+    let mut entries = Vec::new();
+    for r in root_crl.entries().into_iter().take(MAX_REVOKED) {
+        let serial = meshca::canonical_serial(&r.serial).to_vec();
+        let own = set.iter().find(|c| {
+            c.issuer_cluster_and_serial().1.as_deref().map(meshca::canonical_serial) == Some(serial.as_slice())
+        });
+        let cluster =
+            own.and_then(|c| c.issuer_cluster_and_serial().0).filter(|c| meshca::validate_cluster_name(c).is_ok());
+        unattributed += usize::from(cluster.is_none());
+        entries.push(RevokedCa {
+            cluster: cluster.unwrap_or_else(|| "unknown".into()),
+            serial: hex(&serial),
+            subject: own.map_or_else(
+                || "(unknown: rebuilt from the root's CRL)".into(),
+                |c| meshca::printable(&c.issuer(), 256),
+            ),
+            issuer: root.subject(),
+            fingerprint: String::new(),
+            not_after: own.map_or_else(|| root.not_after(), Crl::next_update),
+            revoked_at: r.revoked_at,
+            reason: r.reason.unwrap_or(RevocationReason::Unspecified).name().to_owned(),
+        });
+    }
+    let list = RevocationList { revoked: entries.clone(), crl_number: root_crl.number().unwrap_or(0) };
+    let crl_number = list.crl_number;
+    let run = if opts.dry_run {
+        let mut opts = opts.clone();
+        opts.revocations = Some(list);
+        crate::reconcile::reconcile(store, policy, &opts, rng, progress)?
+    } else {
+        let mut fleet = Fleet { list, crls: set, changed: true };
+        fleet.save(&opts.writer(store, policy), policy, &opts.mgmt_cluster)?;
+        crate::reconcile::reconcile(store, policy, opts, rng, progress)?
+    };
+    Ok(RebuildReport { source, crl_number, entries, unattributed, run })
 }
 
 fn run_with(

@@ -306,3 +306,73 @@ fn a_cluster_whose_ca_cert_is_damaged_is_revoked_by_serial() {
     }
     assert!(refused_pairs(&f, at).is_empty());
 }
+
+#[test]
+fn a_damaged_or_lost_list_is_rebuilt_from_the_crls_published_and_nothing_is_taken_back() {
+    let f = fleet("rebuild");
+    let at = t0() + Duration::hours(1);
+    let old_c2 = bundle(&f, "c2", at).0;
+    let report = revoke(&f, "c2", at);
+    assert!(report.run.ok());
+    let revoked = report.entries[0].clone();
+    let secret = revocation::list_secret(&f.policy, "mgmt");
+    let id = SpiffeId::workload("cluster.local", "default", "stolen").unwrap();
+    let stolen = SigningCa::new(old_c2).issue_leaf(&LeafParams::new(id), &mut meshca::OsRng, at).unwrap().value;
+    let refused_everywhere = |at: OffsetDateTime| {
+        CLUSTERS.iter().all(|c| {
+            let (b, crls) = bundle(&f, c, at);
+            meshca::verify_workload_chain_with_crls(&stolen.chain(), b.roots(), &crls, at).is_err()
+        })
+    };
+    let rebuild = |dry_run: bool| {
+        let mut o = opts(at + Duration::hours(2), &CLUSTERS);
+        o.dry_run = dry_run;
+        revocation::rebuild(&f.store, &f.policy, &o, &mut meshca::OsRng, &mut |_, _| {})
+    };
+    for damage in ["garbage", "lost"] {
+        // The list damaged (every run stops), or its Secret gone altogether.
+        match damage {
+            "garbage" => {
+                let mut files = f.store.read(&secret).unwrap().unwrap();
+                files.insert(revocation::REVOCATIONS_FILE, b"{not json".to_vec());
+                f.store.write(&secret, &files, &WriteMeta::managed()).unwrap();
+                let o = opts(at + Duration::hours(2), &CLUSTERS);
+                assert!(reconcile::reconcile(&f.store, &f.policy, &o, &mut meshca::OsRng, &mut |_, _| {}).is_err());
+            }
+            _ => std::fs::remove_dir_all(f.store.dir(&secret)).unwrap(),
+        }
+        let dry = rebuild(true).unwrap();
+        assert_eq!(dry.entries.len(), 1, "{dry:?}");
+        let r = rebuild(false).unwrap();
+        assert!(r.run.ok(), "{damage}: {r:?}");
+        assert_eq!(r.unattributed, 0);
+        let e = &r.entries[0];
+        assert_eq!(
+            (e.cluster.as_str(), e.serial.as_str()),
+            ("c2", revoked.serial.trim_start_matches("00")),
+            "{damage}"
+        );
+        let list = revocation::load(&f.store, &f.policy, "mgmt").unwrap().unwrap().list;
+        assert_eq!(list.revoked.len(), 1);
+        assert!(list.crl_number >= 1);
+        assert!(refused_everywhere(at + Duration::hours(2)), "{damage}: the revoked CA stays refused");
+        assert!(refused_pairs(&f, at + Duration::hours(2)).is_empty());
+    }
+    // Nothing signed by the root anywhere: refused, saying so.
+    std::fs::remove_dir_all(f.store.dir(&secret)).unwrap();
+    for c in CLUSTERS {
+        let s = SecretRef::cacerts(c);
+        let files: meshca::Files = f
+            .store
+            .read(&s)
+            .unwrap()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k != meshca::CA_CRL)
+            .map(|(k, v)| (k.to_owned(), v.to_vec()))
+            .collect();
+        f.store.write(&s, &files, &WriteMeta::managed()).unwrap();
+    }
+    let e = rebuild(false).unwrap_err().to_string();
+    assert!(e.contains("no CRL signed by this policy's root"), "{e}");
+}

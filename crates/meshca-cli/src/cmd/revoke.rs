@@ -81,6 +81,10 @@ pub(crate) enum CrlCommand {
     Clear(FleetArgs),
     /// Show the revocation list and the CRL set as stored beside the policy.
     Show(ShowArgs),
+    /// Rebuild a damaged or lost revocation list from the CRLs published (the list's own CRL
+    /// set, or any cluster's ca-crl.pem): every serial the root's newest CRL lists stays
+    /// revoked, and each is named with its cluster where the set tells it.
+    Rebuild(FleetArgs),
 }
 
 #[derive(Args, Debug)]
@@ -196,7 +200,36 @@ pub(crate) fn run_crl(c: CrlCommand) -> CmdResult {
             revocation::unrevoke(store, pol, opts, &Selector::All, &mut meshca::OsRng, &mut |_, _| {})
         }),
         CrlCommand::Show(a) => show(a),
+        CrlCommand::Rebuild(f) => rebuild(&f),
     }
+}
+
+fn rebuild(f: &FleetArgs) -> CmdResult {
+    let mut rebuilt = None;
+    let code = act(f, None, "crl rebuild", |store, pol, opts| {
+        let r = revocation::rebuild(store, pol, opts, &mut meshca::OsRng, &mut |_, _| {})?;
+        let report = RevocationReport::rebuilt(r.entries.clone(), r.run.clone());
+        rebuilt = Some(r);
+        Ok(report)
+    })?;
+    if let (Some(r), false) = (rebuilt, f.json) {
+        errln!(
+            "rebuilt from the CRL #{} found at {}: {} entr{}{}",
+            r.crl_number,
+            r.source,
+            r.entries.len(),
+            if r.entries.len() == 1 { "y" } else { "ies" },
+            if r.unattributed > 0 {
+                format!(
+                    "; {} name no cluster (their own CRL was not in the set) and are kept as `unknown`",
+                    r.unattributed
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(code)
 }
 
 fn show(a: ShowArgs) -> CmdResult {
@@ -279,6 +312,8 @@ fn render_entries(verb: &str, r: &RevocationReport, dry_run: bool) -> String {
     let done = match (verb, dry_run) {
         ("revoke", false) => "revoked",
         ("revoke", true) => "would revoke",
+        ("crl rebuild", false) => "rebuilt the list",
+        ("crl rebuild", true) => "would rebuild the list",
         (_, false) => "took back",
         (_, true) => "would take back",
     };
