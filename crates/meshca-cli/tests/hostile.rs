@@ -509,6 +509,16 @@ fn the_quickstart_hints_work_as_printed() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// A fresh quickstart (a root, the seed's policy, three clusters) in `tempdir(tag)/qs`:
+/// (the temporary directory, the quickstart's, its policy and its store).
+fn quickstart(tag: &str) -> (PathBuf, PathBuf, String, String) {
+    let d = tempdir(tag);
+    let qs = d.join("qs");
+    ok(&["quickstart", "--dir", &s(&qs)]);
+    let (policy, store) = (s(&qs.join("policy.yaml")), s(&qs.join("store")));
+    (d, qs, policy, store)
+}
+
 /// Runs meshca with its stdout a pipe whose reader is already gone (`meshca ... | head -c 0`).
 fn with_closed_stdout(args: &[&str]) -> Out {
     let mut child = Command::new(BIN)
@@ -566,10 +576,7 @@ fn a_closed_stdout_is_a_quiet_exit_and_the_work_is_done() {
 
 #[test]
 fn one_exit_code_rule_for_cluster_names_and_typos_create_no_ca() {
-    let d = tempdir("cluster-name-rule");
-    let qs = d.join("qs");
-    ok(&["quickstart", "--dir", &s(&qs)]);
-    let (policy, store) = (s(&qs.join("policy.yaml")), s(&qs.join("store")));
+    let (d, qs, policy, store) = quickstart("cluster-name-rule");
     let before = snapshot(&qs.join("store"));
     let base = ["--policy", policy.as_str(), "--store", store.as_str()];
     let with = |cmd: &[&str], extra: &[&str]| -> Vec<String> {
@@ -610,10 +617,7 @@ fn one_exit_code_rule_for_cluster_names_and_typos_create_no_ca() {
 
 #[test]
 fn a_crl_written_for_a_future_at_is_noted_like_a_certificate() {
-    let d = tempdir("future-crl");
-    let qs = d.join("qs");
-    ok(&["quickstart", "--dir", &s(&qs)]);
-    let (policy, store) = (s(&qs.join("policy.yaml")), s(&qs.join("store")));
+    let (d, _, policy, store) = quickstart("future-crl");
     ok(&["revoke", "--policy", &policy, "--store", &store, "--cluster", "cluster2"]);
     // 20 hours on: whatever the intermediates need, the root CRL and the intermediates' CRLs
     // are signed for then, and the run says so.
@@ -654,10 +658,7 @@ fn copy_bundle(from: &Path, to: &Path) {
 #[test]
 #[cfg(unix)]
 fn one_bundle_check_with_its_crls_in_every_command_that_judges_a_bundle() {
-    let d = tempdir("one-check");
-    let qs = d.join("qs");
-    ok(&["quickstart", "--dir", &s(&qs)]);
-    let (policy, store) = (s(&qs.join("policy.yaml")), s(&qs.join("store")));
+    let (d, qs, policy, store) = quickstart("one-check");
     let bundle = |c: &str| qs.join(format!("store/{c}/istio-system/cacerts"));
     let stolen = d.join("stolen");
     copy_bundle(&bundle("cluster2"), &stolen);

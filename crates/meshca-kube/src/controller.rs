@@ -354,11 +354,12 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
             let mut last = None;
             for cluster in asked.iter().flat_map(|r| r.clusters.iter()) {
                 let reason = asked.as_ref().map(|r| r.reason).unwrap_or_default();
-                match meshca_ops::revocation::revoke_current(
+                match meshca_ops::revocation::revoke_ca(
                     &store,
                     &policy,
                     &opts,
                     cluster,
+                    &meshca_ops::revocation::Target::CurrentDeliberately,
                     reason,
                     &mut meshca::OsRng,
                     &mut |_, _| {},

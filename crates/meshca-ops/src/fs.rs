@@ -249,45 +249,17 @@ pub fn read_files(dir: &Path) -> Result<Files, IoError> {
 /// regular file put there by hand, a link elsewhere) is read as it stands; a key of the data
 /// directory with no visible name is absent, as it is to istiod.
 fn mount_view(dir: &Path, data: Files) -> Result<Files, IoError> {
-    let mut files = Files::new();
-    let entries = fs::read_dir(dir).map_err(io_err(dir, "read the directory"))?;
-    for (i, entry) in entries.enumerate() {
-        let entry = entry.map_err(io_err(dir, "read the directory"))?;
-        if i >= MAX_DIR_ENTRIES {
-            return Err(IoError {
-                path: dir.to_owned(),
-                action: "read the directory",
-                source: io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("it holds more than {MAX_DIR_ENTRIES} entries; is this a bundle directory?"),
-                ),
-            });
-        }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        let through_data = fs::read_link(&path).ok().is_some_and(|t| t == Path::new("..data").join(&name));
-        if through_data {
-            if let Some(content) = data.get(&name) {
-                files.insert(name, content.to_vec());
-            }
-            continue;
-        }
-        let meta = fs::metadata(&path).map_err(io_err(&path, "inspect"))?;
-        if !meta.is_file() {
-            if BUNDLE_NAMES.contains(&name.as_str()) {
-                return Err(not_regular(&path, kind_of(&meta.file_type())));
-            }
-            continue;
-        }
-        files.insert(name, read_input(&path)?);
-    }
-    Ok(files)
+    read_dir_view(dir, Some(&data))
 }
 
 fn read_plain_dir(dir: &Path) -> Result<Files, IoError> {
+    read_dir_view(dir, None)
+}
+
+/// The visible files of `dir` (hidden entries and unrelated subdirectories skipped, at most
+/// [`MAX_DIR_ENTRIES`] looked at), each read through the input gate; with `data`, a name that
+/// links to `..data/<name>` takes its content from `data` instead.
+fn read_dir_view(dir: &Path, data: Option<&Files>) -> Result<Files, IoError> {
     let mut files = Files::new();
     let entries = fs::read_dir(dir).map_err(io_err(dir, "read the directory"))?;
     for (i, entry) in entries.enumerate() {
@@ -307,6 +279,14 @@ fn read_plain_dir(dir: &Path) -> Result<Files, IoError> {
             continue;
         }
         let path = entry.path();
+        if let Some(data) = data {
+            if fs::read_link(&path).ok().is_some_and(|t| t == Path::new("..data").join(&name)) {
+                if let Some(content) = data.get(&name) {
+                    files.insert(name, content.to_vec());
+                }
+                continue;
+            }
+        }
         let meta = fs::metadata(&path).map_err(io_err(&path, "inspect"))?;
         if !meta.is_file() {
             if BUNDLE_NAMES.contains(&name.as_str()) {

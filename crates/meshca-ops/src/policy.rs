@@ -696,7 +696,12 @@ mod tests {
         let cases = [
             ("dwellHours: 24", "dwellHours: -1", "spec.config.rootRotation.dwellHours must be between 0 and 8760"),
             ("name: root-ca-2", "name: my-root-trust-policy.gloo-mesh", "names the same Secret as mgmtServerCa"),
-            ("name: partner-root", "name: Partner", "passiveCertificateAuthorities[0].secretRef.name `Partner`"),
+            // The field is named; the value that failed is not printed (issue 23, class 3).
+            (
+                "name: partner-root",
+                "name: Partner",
+                "passiveCertificateAuthorities[0].secretRef.name is not a Kubernetes",
+            ),
             ("dwellHours: 24", "dwellHours: 24\n      auto: true", "spec.config.rootRotation.auto: unknown field"),
             ("    - secretRef:\n        name: partner-root\n", "    - {}\n", "missing field `secretRef`"),
         ];
@@ -705,6 +710,7 @@ mod tests {
             let e = err(&text.replace(from, to));
             assert!(e.contains(want), "{to}: {e}");
         }
+        assert!(!err(&text.replace("name: partner-root", "name: Partner")).contains("Partner"));
     }
 
     #[test]

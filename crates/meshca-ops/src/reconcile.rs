@@ -165,6 +165,26 @@ pub struct ClusterResult {
     pub trust: Option<TrustState>,
 }
 
+impl ClusterResult {
+    /// A cluster's result before anything succeeded: failed, for `reason`.
+    fn failed(cluster: &str, location: String, reason: String) -> Self {
+        ClusterResult {
+            cluster: cluster.to_owned(),
+            action: Action::Failed,
+            reason,
+            error_kind: None,
+            location,
+            not_after: None,
+            next_check: None,
+            warnings: Vec::new(),
+            rotated_at: None,
+            restarted: None,
+            trust: None,
+            issue_reason: None,
+        }
+    }
+}
+
 /// What istiod in a cluster publishes as its trusted roots (`istio-ca-root-cert`) against the
 /// roots meshca wrote to its `cacerts`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -682,25 +702,18 @@ fn peers_lacking_the_set(store: &dyn Store, policy: &Policy, ctx: &Ctx<'_>, opts
 fn held_back(store: &dyn Store, cluster: &str, peers: &[&String], opts: &Options) -> (ClusterResult, Option<Cacerts>) {
     let secret = SecretRef::cacerts(cluster);
     let kept = store.read(&secret).ok().flatten().and_then(|f| Cacerts::from_files(&f, opts.now).ok());
-    let result = ClusterResult {
-        cluster: cluster.to_owned(),
-        action: Action::Failed,
-        reason: format!(
+    let mut result = ClusterResult::failed(
+        cluster,
+        store.location(&secret),
+        format!(
             "its new intermediate was not written: the CRL set that covers it has not reached {} yet, whose \
              workloads would refuse it (a cluster that checks CRLs needs one for every intermediate in use); \
              reconcile every cluster of the fleet together",
             meshca::list_bounded(peers, 10)
         ),
-        error_kind: Some(ErrorKind::Revocation),
-        location: store.location(&secret),
-        not_after: kept.as_ref().map(Cacerts::not_after),
-        next_check: None,
-        warnings: Vec::new(),
-        rotated_at: None,
-        restarted: None,
-        trust: None,
-        issue_reason: None,
-    };
+    );
+    result.error_kind = Some(ErrorKind::Revocation);
+    result.not_after = kept.as_ref().map(Cacerts::not_after);
     (result, kept)
 }
 
@@ -918,21 +931,7 @@ fn reconcile_attempt(
     rng: &mut dyn Entropy,
 ) -> Attempt {
     let secret = SecretRef::cacerts(cluster);
-    let location = store.location(&secret);
-    let mut result = ClusterResult {
-        cluster: cluster.to_owned(),
-        action: Action::Failed,
-        reason: String::new(),
-        error_kind: None,
-        location,
-        not_after: None,
-        next_check: None,
-        warnings: Vec::new(),
-        rotated_at: None,
-        restarted: None,
-        trust: None,
-        issue_reason: None,
-    };
+    let mut result = ClusterResult::failed(cluster, store.location(&secret), String::new());
     let now = opts.now;
     let existing = match store.read(&secret) {
         Ok(f) => f,

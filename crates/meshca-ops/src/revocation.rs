@@ -486,7 +486,7 @@ pub enum Selector {
 ///
 /// A cluster revoked before whose current intermediate is the replacement that revocation
 /// issued is refused ([`Refusal::ReplacementOfRevoked`]): a second revoke by mistake would
-/// otherwise revoke the fresh CA; [`revoke_serial`] revokes it on purpose.
+/// otherwise revoke the fresh CA; [`revoke_ca`] with [`Target::Serial`] revokes it on purpose.
 pub fn revoke(
     store: &dyn Store,
     policy: &Policy,
@@ -499,37 +499,40 @@ pub fn revoke(
     revoke_which(store, policy, opts, cluster, None, false, reason, rng, progress)
 }
 
-/// Revokes `cluster`'s current intermediate even when it is the replacement an earlier
-/// revocation issued: for a caller whose every request is deliberate (the controller's
-/// `meshca.dev/revoke` annotation takes a new value, with a nonce, for each request).
-pub fn revoke_current(
-    store: &dyn Store,
-    policy: &Policy,
-    opts: &crate::reconcile::Options,
-    cluster: &str,
-    reason: RevocationReason,
-    rng: &mut dyn meshca::Entropy,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<RevocationReport, Error> {
-    revoke_which(store, policy, opts, cluster, None, true, reason, rng, progress)
+/// Which CA of a cluster [`revoke_ca`] revokes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Target {
+    /// Its current intermediate, refused when that is the replacement an earlier revocation
+    /// issued (what [`revoke`] does).
+    Current,
+    /// Its current intermediate, also when it is such a replacement: for a caller whose every
+    /// request is deliberate (the controller's `meshca.dev/revoke` annotation takes a new
+    /// value, with a nonce, for each request).
+    CurrentDeliberately,
+    /// The CA with this serial (hex, colons allowed): the current one named on purpose, or one
+    /// whose `ca-cert.pem` is damaged or gone, recorded by serial alone.
+    Serial(String),
 }
 
-/// Revokes the CA of `cluster` with this serial (hex, colons allowed): its current
-/// intermediate named on purpose (also the replacement of an earlier revocation), or one whose
-/// `ca-cert.pem` is damaged or gone, which is recorded by serial alone. The cluster is
-/// re-issued as with [`revoke`].
+/// Revokes the CA of `cluster` that `target` names, as [`revoke`] does.
 #[allow(clippy::too_many_arguments)]
-pub fn revoke_serial(
+pub fn revoke_ca(
     store: &dyn Store,
     policy: &Policy,
     opts: &crate::reconcile::Options,
     cluster: &str,
-    serial: &str,
+    target: &Target,
     reason: RevocationReason,
     rng: &mut dyn meshca::Entropy,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<RevocationReport, Error> {
-    revoke_which(store, policy, opts, cluster, Some(serial), true, reason, rng, progress)
+    let (serial, deliberate) = match target {
+        Target::Current => (None, false),
+        Target::CurrentDeliberately => (None, true),
+        Target::Serial(s) => (Some(s.as_str()), true),
+    };
+    revoke_which(store, policy, opts, cluster, serial, deliberate, reason, rng, progress)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -248,12 +248,12 @@ fn a_second_revoke_of_a_cluster_does_not_revoke_its_fresh_replacement_unless_nam
     assert_eq!(fp(&bundle(&f, "c2", at).0), fp(&fresh), "the replacement is untouched");
     // Named by its serial, it is revoked on purpose.
     let serial = revocation::hex(fresh.ca_cert().serial_bytes());
-    let r = revocation::revoke_serial(
+    let r = revocation::revoke_ca(
         &f.store,
         &f.policy,
         &o,
         "c2",
-        &serial,
+        &revocation::Target::Serial(serial.clone()),
         RevocationReason::KeyCompromise,
         &mut meshca::OsRng,
         &mut |_, _| {},
@@ -285,12 +285,12 @@ fn a_cluster_whose_ca_cert_is_damaged_is_revoked_by_serial() {
         &mut |_, _| {}
     )
     .is_err());
-    let r = revocation::revoke_serial(
+    let r = revocation::revoke_ca(
         &f.store,
         &f.policy,
         &o,
         "c3",
-        &serial,
+        &revocation::Target::Serial(serial.clone()),
         RevocationReason::KeyCompromise,
         &mut meshca::OsRng,
         &mut |_, _| {},

@@ -175,11 +175,9 @@ fn act(
 
 pub(crate) fn run_revoke(a: RevokeArgs) -> CmdResult {
     let name = a.cluster.split('=').next().unwrap_or(&a.cluster).to_owned();
-    act(&a.fleet, Some(&a.cluster), "revoke", |store, pol, opts| match &a.serial {
-        None => revocation::revoke(store, pol, opts, &name, a.reason, &mut meshca::OsRng, &mut |_, _| {}),
-        Some(serial) => {
-            revocation::revoke_serial(store, pol, opts, &name, serial, a.reason, &mut meshca::OsRng, &mut |_, _| {})
-        }
+    let target = a.serial.clone().map_or(revocation::Target::Current, revocation::Target::Serial);
+    act(&a.fleet, Some(&a.cluster), "revoke", |store, pol, opts| {
+        revocation::revoke_ca(store, pol, opts, &name, &target, a.reason, &mut meshca::OsRng, &mut |_, _| {})
     })
 }
 
