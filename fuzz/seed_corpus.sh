@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 td=../testdata
-rm -rf corpus && mkdir -p corpus/{bundle_files,private_key_pem,csr_sign,policy_yaml,inspect_pem,proxy_secret}
+rm -rf corpus && mkdir -p corpus/{bundle_files,private_key_pem,csr_sign,policy_yaml,inspect_pem,proxy_secret,crl_pem,key_uri}
 i=0
 for d in "$td"/openssl/*/; do
   [ -f "$d/ca-cert.pem" ] || continue
@@ -29,3 +29,19 @@ cp "$td"/openssl/good/cert-chain.pem corpus/inspect_pem/good-chain.pem
 cp "$td"/policies/*.yaml corpus/policy_yaml/ 2>/dev/null || true
 cp "$td"/proxy-secrets/* corpus/proxy_secret/ 2>/dev/null || true
 echo "seeded: $(find corpus -type f | wc -l) files"
+# Key URIs: the forms users write, and a key pasted where a URI belongs.
+printf 'pkcs11:token=meshca;object=root-ca' > corpus/key_uri/plain
+printf 'pkcs11:token=My%%20Token;object=ca;id=%%01%%02;type=private?module-path=/usr/lib/softhsm/libsofthsm2.so' > corpus/key_uri/full
+{ printf 'pkcs11:object='; cat "$td"/openssl/keys/p256-pkcs8.pem; } > corpus/key_uri/pasted-key
+# A CRL made with OpenSSL (where it is installed), for the CRL parser.
+if command -v openssl >/dev/null 2>&1; then
+  tmp=$(mktemp -d)
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tmp/k" -out "$tmp/c" \
+    -subj "/O=Istio/CN=Intermediate CA/L=cluster1" -days 2 2>/dev/null
+  touch "$tmp/index.txt"
+  echo 01 > "$tmp/crlnumber"
+  printf '[ca]\ndefault_ca=d\n[d]\ndatabase=%s/index.txt\ncrlnumber=%s/crlnumber\ndefault_md=sha256\ndefault_crl_days=7\n' \
+    "$tmp" "$tmp" > "$tmp/cnf"
+  openssl ca -gencrl -config "$tmp/cnf" -keyfile "$tmp/k" -cert "$tmp/c" -out corpus/crl_pem/openssl.pem 2>/dev/null || true
+  rm -rf "$tmp"
+fi

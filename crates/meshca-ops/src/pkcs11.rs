@@ -220,21 +220,21 @@ impl fmt::Display for KeyUri {
         ];
         for (name, v) in text {
             if let Some(v) = v {
-                parts.push(format!("{name}={}", pct_encode(v.as_bytes())));
+                parts.push(format!("{name}={}", pct_encode(v.as_bytes(), false)));
             }
         }
         if let Some(s) = self.slot_id {
             parts.push(format!("slot-id={s}"));
         }
         if let Some(o) = &self.object {
-            parts.push(format!("object={}", pct_encode(o.as_bytes())));
+            parts.push(format!("object={}", pct_encode(o.as_bytes(), false)));
         }
         if let Some(id) = &self.id {
-            parts.push(format!("id={}", id.iter().map(|b| format!("%{b:02X}")).collect::<String>()));
+            parts.push(format!("id={}", pct_encode(id, false)));
         }
         write!(f, "pkcs11:{}", parts.join(";"))?;
         if let Some(m) = &self.module_path {
-            write!(f, "?module-path={}", pct_encode(m.to_string_lossy().as_bytes()))?;
+            write!(f, "?module-path={}", pct_encode(m.to_string_lossy().as_bytes(), true))?;
         }
         Ok(())
     }
@@ -249,8 +249,9 @@ impl std::str::FromStr for KeyUri {
 
 /// What messages say in place of a key URI that was refused.
 const REFUSED_URI: &str = "key URI (not shown)";
-/// The longest key URI meshca takes: a key is named in a line, not a document.
-const MAX_URI_BYTES: usize = 1024;
+/// The longest key URI meshca takes: a key is named in a line, not a document. (What meshca
+/// prints of a URI it took is never longer than what it took, so it always parses back.)
+const MAX_URI_BYTES: usize = 4096;
 /// The longest `object` label meshca takes.
 const MAX_LABEL_BYTES: usize = 128;
 /// The longest `id` meshca takes (a SHA-1 or SHA-256 of the public key is 20 or 32 bytes).
@@ -302,11 +303,17 @@ fn pct_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn pct_encode(b: &[u8]) -> String {
+/// %-encodes a value for the URI's path (`query` false) or query, leaving exactly the characters
+/// RFC 7512's grammar allows there, so that what meshca prints parses back to the same value.
+fn pct_encode(b: &[u8], query: bool) -> String {
     b.iter()
         .map(|&c| {
-            if c.is_ascii_alphanumeric() || b"-._~:[]@!$'()*+,=&/".contains(&c) {
-                (c as char).to_string()
+            let ch = char::from(c);
+            let kept = c.is_ascii()
+                && ch != '%'
+                && (is_pk11_char(ch) || (!query && ch == '&') || (query && "/?|".contains(ch)));
+            if kept {
+                ch.to_string()
             } else {
                 format!("%{c:02X}")
             }
@@ -837,6 +844,12 @@ mod tests {
         assert_eq!(u.module_path.as_deref(), Some(Path::new("/usr/lib/x.so")));
         assert_eq!(u.to_string(), "pkcs11:token=meshca;object=root%20ca;id=%01%FF?module-path=/usr/lib/x.so");
         assert_eq!(KeyUri::parse(&u.to_string()).unwrap(), u);
+        // Whatever parses prints in a form that parses back to the same value: a '/' or '%'
+        // in a label, a '&' in the module's path, raw id bytes.
+        for text in ["pkcs11:object=a%2Fb%25c;token=x&y", "pkcs11:id=abc?module-path=/opt/a%26b/m.so"] {
+            let u = KeyUri::parse(text).unwrap();
+            assert_eq!(KeyUri::parse(&u.to_string()).unwrap(), u, "{text} -> {u}");
+        }
     }
 
     #[test]
