@@ -1145,6 +1145,38 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
+    fn the_metadata_meshca_records_is_read_as_hostile_input() {
+        let root = tempdir("meta");
+        let store = DirStore::new(&root);
+        let s = SecretRef::cacerts("c1");
+        let mut meta = WriteMeta::managed();
+        meta.annotations.insert("meshca.dev/policy".into(), "ns/p".into());
+        store.write(&s, &files(&[("ca-cert.pem", "1")]), &meta).unwrap();
+        assert_eq!(store.meta(&s).unwrap(), Some(meta));
+        assert_eq!(store.read(&s).unwrap(), Some(files(&[("ca-cert.pem", "1")])), "not one of the Secret's keys");
+        assert_eq!(store.meta(&SecretRef::cacerts("absent")).unwrap(), None);
+        let data = std::fs::canonicalize(store.dir(&s).join(DATA_LINK)).unwrap();
+        let (outside, before) = outside_with_victim("meta");
+        // A link planted in its place, garbage, a huge file: refused, the link's target untouched.
+        std::fs::remove_file(data.join(META_FILE)).unwrap();
+        std::os::unix::fs::symlink(outside.join("precious/data"), data.join(META_FILE)).unwrap();
+        assert!(matches!(store.meta(&s), Err(Error::UnsafeStorePath { .. })));
+        std::fs::remove_file(data.join(META_FILE)).unwrap();
+        std::fs::write(data.join(META_FILE), b"{not json").unwrap();
+        assert!(matches!(store.meta(&s), Err(Error::UnsafeStorePath { .. })));
+        std::fs::write(data.join(META_FILE), vec![b' '; 100 * 1024]).unwrap();
+        assert!(matches!(store.meta(&s), Err(Error::UnsafeStorePath { .. })));
+        assert_eq!(snapshot(&outside), before);
+        // A plain directory made by hand is not meshca's.
+        let plain = SecretRef::new("mgmt", "gloo-mesh", "ca");
+        crate::fs::write_files(&store.dir(&plain), &files(&[("ca-cert.pem", "x")])).unwrap();
+        assert_eq!(store.meta(&plain).unwrap(), Some(WriteMeta::default()));
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
+    }
+
+    #[test]
     fn a_reader_never_sees_a_half_swapped_secret() {
         let root = tempdir("torn");
         let store = DirStore::new(&root);
