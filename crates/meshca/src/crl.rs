@@ -266,8 +266,8 @@ impl Crl {
         Some(bytes.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b)))
     }
 
-    /// What the issuer's name says of a meshca cluster intermediate (O=..., CN=..., L=<cluster>,
-    /// serialNumber=<serial hex>): the cluster (X.520 localityName) and the serial (X.520
+    /// What the issuer's name says of a meshca cluster intermediate (`O=..., CN=..., L=<cluster>,
+    /// serialNumber=<serial hex>`): the cluster (X.520 localityName) and the serial (X.520
     /// serialNumber, decoded from hex), where the name has them.
     pub fn issuer_cluster_and_serial(&self) -> (Option<String>, Option<Vec<u8>>) {
         let locality = der::asn1::ObjectIdentifier::new_unwrap("2.5.4.7");
