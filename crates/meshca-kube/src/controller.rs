@@ -150,6 +150,56 @@ struct Ctx {
     ar: ApiResource,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
+    /// The status this replica last wrote to each policy (by namespace/name and uid). A pass
+    /// reads the policy from the watch cache, which may not have seen that write yet (a pass a
+    /// fleet watch triggers can start before the status patch's own event arrives): read from
+    /// a stale status, the phases a rotation reached would be lost and a revoke request handled
+    /// twice. Only the leader writes status, and it exits when it loses the lease, so what it
+    /// remembers is never older than the cache.
+    written_status: Mutex<HashMap<String, Value>>,
+}
+
+impl Ctx {
+    fn status_key(obj: &DynamicObject) -> String {
+        format!("{}#{}", key(obj), obj.uid().unwrap_or_default())
+    }
+
+    /// `obj` with the status fields a pass reads back (`rotation`, and
+    /// `revocation.handledRequest`) as this replica last wrote them.
+    fn with_written_status(&self, obj: &DynamicObject) -> DynamicObject {
+        let written = self.written_status.lock().unwrap_or_else(|p| p.into_inner());
+        overlay_status(obj, written.get(&Self::status_key(obj)))
+    }
+
+    fn remember_status(&self, obj: &DynamicObject, status: &Value) {
+        self.written_status.lock().unwrap_or_else(|p| p.into_inner()).insert(Self::status_key(obj), status.clone());
+    }
+}
+
+/// `obj` with the status fields a pass reads back (`rotation`, `revocation.handledRequest`)
+/// taken from `written`, the status last written, where it has them.
+fn overlay_status(obj: &DynamicObject, written: Option<&Value>) -> DynamicObject {
+    let mut obj = obj.clone();
+    let Some(w) = written else { return obj };
+    let status = obj.data.as_object_mut().map(|m| {
+        let s = m.entry("status").or_insert_with(|| json!({}));
+        if !s.is_object() {
+            *s = json!({});
+        }
+        s
+    });
+    if let Some(status) = status.and_then(Value::as_object_mut) {
+        if let Some(rotation) = w.get("rotation") {
+            status.insert("rotation".into(), rotation.clone());
+        }
+        if let Some(handled) = w.get("revocation").and_then(|r| r.get("handledRequest")) {
+            let revocation = status.entry("revocation").or_insert_with(|| json!({}));
+            if let Some(r) = revocation.as_object_mut() {
+                r.insert("handledRequest".into(), handled.clone());
+            }
+        }
+    }
+    obj
 }
 
 /// Runs until `shutdown` resolves (or leadership is lost, which is an error: exit and let
@@ -198,6 +248,7 @@ pub async fn run(
         ar: ar.clone(),
         recorder,
         failures: Mutex::new(HashMap::new()),
+        written_status: Mutex::new(HashMap::new()),
     });
     // Trigger on spec changes (generation), not on our own status writes: a status write would
     // otherwise start another full pass over every cluster. Time-based requeues still run.
@@ -275,6 +326,7 @@ async fn reconcile_policy(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Acti
 }
 
 async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let obj = Arc::new(ctx.with_written_status(&obj));
     let now = (ctx.cfg.clock)();
     let source = format!("RootTrustPolicy {}", key(&obj));
     let generation = obj.metadata.generation;
@@ -746,10 +798,11 @@ async fn set_status(ctx: &Ctx, obj: &DynamicObject, status: PolicyStatus) -> Res
             new.insert(gone, Value::Null);
         }
     }
-    api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+    api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(patch.clone()))
         .await
-        .map(|_| ())
-        .map_err(|source| Error::Kube { context: format!("status of RootTrustPolicy {}", key(obj)), source })
+        .map_err(|source| Error::Kube { context: format!("status of RootTrustPolicy {}", key(obj)), source })?;
+    ctx.remember_status(obj, &patch["status"]);
+    Ok(())
 }
 
 async fn publish(ctx: &Ctx, obj: &DynamicObject, type_: EventType, reason: &str, action: &str, note: &str) {
@@ -757,5 +810,39 @@ async fn publish(ctx: &Ctx, obj: &DynamicObject, type_: EventType, reason: &str,
     if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&ctx.ar)).await {
         // Events are best effort; the status carries the same facts.
         tracing::warn!(reason, error = %crate::store::describe(&e), "cannot publish event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(status: Value) -> DynamicObject {
+        let mut obj = DynamicObject::new("root-trust-policy", &crd::api_resource()).within("gloo-mesh");
+        obj.metadata.annotations = Some([(REVOKE_ANNOTATION.to_owned(), "west@2".to_owned())].into());
+        obj.data = json!({ "status": status });
+        obj
+    }
+
+    #[test]
+    fn a_pass_reads_back_the_status_it_wrote_even_from_a_stale_cache() {
+        // The cache still shows the status before the last write.
+        let stale =
+            policy(json!({"rotation": {"phases": ["AddingNewRoot"]}, "revocation": {"handledRequest": "west"}}));
+        let written = json!({
+            "rotation": {"phases": ["AddingNewRoot", "PropagatingIntermediates"], "oldRoot": "A", "newRoot": "B"},
+            "revocation": {"handledRequest": "west@2", "crlNumber": 2},
+        });
+        let fresh = overlay_status(&stale, Some(&written));
+        assert_eq!(fresh.data["status"]["rotation"], written["rotation"]);
+        assert_eq!(fresh.data["status"]["revocation"]["handledRequest"], "west@2");
+        // So the request it handled is not handled twice.
+        assert_eq!(revoke_request(&stale).map(|r| r.is_some()), Ok(true));
+        assert_eq!(revoke_request(&fresh).map(|r| r.is_some()), Ok(false));
+        // Nothing written yet by this replica: the cache as it is.
+        assert_eq!(overlay_status(&stale, None).data, stale.data);
+        // A status with no rotation or revocation yet gains them.
+        let bare = overlay_status(&policy(Value::Null), Some(&written));
+        assert_eq!(bare.data["status"]["revocation"]["handledRequest"], "west@2");
     }
 }
