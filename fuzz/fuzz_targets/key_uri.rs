@@ -10,7 +10,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             assert_eq!(meshca_ops::pkcs11::KeyUri::parse(&printed).ok(), Some(uri), "{printed}");
         }
         Err(e) => {
-            let shown = e.to_string();
+            // The messages' own fixed example is not an echo of the input.
+            let shown = e.to_string().replace("pkcs11:token=meshca;object=root-ca", "");
             // A refused URI of some length is never echoed whole.
             if text.len() > 24 && !text.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
                 assert!(!shown.contains(text), "echoed: {shown}");
