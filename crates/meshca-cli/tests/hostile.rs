@@ -509,6 +509,9 @@ fn the_quickstart_hints_work_as_printed() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// The clusters `meshca quickstart` makes.
+const QS_CLUSTERS: [&str; 3] = ["cluster1", "cluster2", "cluster3"];
+
 /// A fresh quickstart (a root, the seed's policy, three clusters) in `tempdir(tag)/qs`:
 /// (the temporary directory, the quickstart's, its policy and its store).
 fn quickstart(tag: &str) -> (PathBuf, PathBuf, String, String) {
@@ -624,21 +627,7 @@ fn a_crl_written_for_a_future_at_is_noted_like_a_certificate() {
     let at = (time::OffsetDateTime::now_utc() + time::Duration::hours(20))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    let out = meshca(&[
-        "reconcile",
-        "--policy",
-        &policy,
-        "--store",
-        &store,
-        "--at",
-        &at,
-        "--cluster",
-        "cluster1",
-        "--cluster",
-        "cluster2",
-        "--cluster",
-        "cluster3",
-    ]);
+    let out = reconcile(Path::new(&policy), Path::new(&store), &QS_CLUSTERS, &["--at", &at]);
     assert!(out.stderr.contains("certificates or CRLs not valid before then"), "{}", out.all());
     std::fs::remove_dir_all(&d).unwrap();
 }
@@ -705,19 +694,8 @@ fn one_bundle_check_with_its_crls_in_every_command_that_judges_a_bundle() {
     // fails; reconcile repairs it.
     std::fs::remove_file(bundle("cluster3").join("root-cert.pem")).unwrap();
     assert_eq!(meshca(&["verify", &s(&bundle("cluster3"))]).code, 1);
-    ok(&[
-        "reconcile",
-        "--policy",
-        &policy,
-        "--store",
-        &store,
-        "--cluster",
-        "cluster1",
-        "--cluster",
-        "cluster2",
-        "--cluster",
-        "cluster3",
-    ]);
+    let out = reconcile(Path::new(&policy), Path::new(&store), &QS_CLUSTERS, &[]);
+    assert_eq!(out.code, 0, "{}", out.all());
     ok(&["verify", &s(&bundle("cluster1")), &s(&bundle("cluster2")), &s(&bundle("cluster3"))]);
     assert!(std::fs::symlink_metadata(bundle("cluster3").join("root-cert.pem")).unwrap().is_symlink());
     std::fs::remove_dir_all(&d).unwrap();
