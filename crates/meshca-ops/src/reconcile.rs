@@ -653,9 +653,10 @@ fn reconcile_with(
 /// knows to hold a `cacerts`) whose bundle does not carry the CRL set about to cover the new
 /// intermediates: Envoy, like `openssl -crl_check_all`, refuses a chain in which some CA has no
 /// CRL, so a new intermediate must not reach any cluster before its CRL reaches all of them
-/// (istio#61075). A cluster that holds no CRL set checks none and accepts it. A cluster being re-issued in this run that still holds a valid, unrevoked
-/// intermediate is first given the new set with the intermediate it has (a trust-only write),
-/// so several clusters can be re-issued in one run. Clusters with no bundle, an invalid one, or
+/// (istio#61075). A cluster that holds no CRL set checks none and accepts it. A cluster being
+/// re-issued in this run that still holds a valid, unrevoked intermediate is first given the
+/// new set with the intermediate it has (a trust-only write), so several clusters can be
+/// re-issued in one run. Clusters with no bundle, an invalid one, or
 /// a revoked intermediate have no workload the new intermediate's could break. A dry run
 /// writes nothing and so holds nothing back.
 fn peers_lacking_the_set(store: &dyn Store, policy: &Policy, ctx: &Ctx<'_>, opts: &Options) -> Vec<String> {
