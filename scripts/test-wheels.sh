@@ -26,5 +26,8 @@ env -i HOME="$HOME" PATH=/usr/bin:/bin work="$work" repo="$repo" bash -c "$(decl
 
 echo "== sdist: $(ls dist/*.tar.gz) built from source into another venv"
 "$py" -m venv "$work/sdist"
-"$work/sdist/bin/pip" install --quiet dist/*.tar.gz "${deps[@]}"
+# The sdist's own sources are compiled; the crates.io dependencies it shares with `cargo install`
+# (run just before, in release) are taken from the repository's target directory instead of being
+# compiled a second time in pip's temporary build directory.
+CARGO_TARGET_DIR="$repo/target" "$work/sdist/bin/pip" install --quiet dist/*.tar.gz "${deps[@]}"
 run_suite "$work/sdist"
