@@ -117,7 +117,9 @@ fn validation_and_plan(c: &mut Criterion) {
     });
     let policy = RotationPolicy::new(time::Duration::days(365), 0.1).unwrap();
     c.bench_function("plan/rotation_plan", |b| {
-        b.iter(|| black_box(meshca::plan(&policy, &r, "cluster1", Current::Valid(&bundle), now())))
+        b.iter(|| {
+            black_box(meshca::plan(&policy, &r, "cluster1", Current::Valid(&bundle), &meshca::Facts::NONE, now()))
+        })
     });
 }
 

@@ -899,28 +899,14 @@ impl PyRotationPolicy {
             (None, Some(Ok(b))) => b.ca_cert().locality().unwrap_or_default(),
             _ => String::new(),
         };
-        let cur = match &parsed {
-            None => meshca::Current::Missing,
-            Some(Ok(b)) => meshca::Current::Valid(b),
-            Some(Err(e)) => meshca::Current::Invalid(e),
-        };
-        Ok(match meshca::plan(&self.inner, &signer.inner, &cluster, cur, now) {
-            meshca::Plan::Keep { recheck_at } => PyPlan {
-                action: "keep",
-                reason: "valid, outside the grace period".into(),
-                recheck_at: Some(recheck_at),
-                roots: Vec::new(),
-            },
-            meshca::Plan::Issue { reason } => {
-                PyPlan { action: "issue", reason: reason.to_string(), recheck_at: None, roots: Vec::new() }
-            }
-            meshca::Plan::UpdateTrust { roots, recheck_at } => PyPlan {
-                action: "update-trust",
-                reason: "the trust bundle is not the policy's (a passive root came or went)".into(),
-                recheck_at: Some(recheck_at),
-                roots,
-            },
-            other => PyPlan { action: "issue", reason: format!("{other:?}"), recheck_at: None, roots: Vec::new() },
+        let cur = meshca::Current::of(parsed.as_ref());
+        // The core names the action and its reason: nothing is decided or invented here.
+        let plan = meshca::plan(&self.inner, &signer.inner, &cluster, cur, &meshca::Facts::NONE, now);
+        Ok(PyPlan {
+            action: plan.action(),
+            reason: plan.reason(),
+            recheck_at: plan.recheck_at(),
+            roots: plan.roots().to_vec(),
         })
     }
 
@@ -1054,23 +1040,21 @@ fn fleet_crl_set<'py>(
     }
     let entries: Vec<meshca::Revoked> =
         revoked.iter().map(|b| meshca::Revoked::of(b.inner.ca_cert(), now, reason)).collect();
-    let this_update = now - meshca::BACKDATE.min(now - root_ca.not_before());
-    let next_update = (now + Duration::days(days)).min(root_ca.not_after());
-    let mut crls = vec![root.inner.sign_crl(&entries, this_update, next_update, number).map_err(core_err)?];
+    // The windows are the core's CRL profile with `days` of validity; the root CRL is signed
+    // with the number asked for, and the core covers every intermediate and checks the set.
+    let profile = meshca::CrlProfile::new(Duration::days(days), meshca::CrlProfile::DEFAULT.root_refresh);
+    let root_crl = root
+        .inner
+        .sign_crl(&entries, profile.this_update(root_ca, now), profile.root_next_update(root_ca, now), number)
+        .map_err(core_err)?;
+    let mut set = meshca::CrlSet::new(vec![root_crl]);
     for b in bundles.iter().chain(revoked.iter()) {
-        let ca = b.inner.ca_cert();
-        if crls.iter().any(|c| c.is_issued_by_name(ca)) {
-            continue;
-        }
-        let signer = SigningCa::new(b.inner.clone());
-        let start = now - meshca::BACKDATE.min(now - ca.not_before());
-        crls.push(signer.sign_crl(&[], start, ca.not_after(), 1).map_err(core_err)?);
+        set.cover(&profile, &b.inner, now).map_err(core_err)?;
     }
     for b in bundles.iter().filter(|b| !revoked.iter().any(|r| r.inner.ca_cert() == b.inner.ca_cert())) {
-        meshca::check_crl_set(&crls, b.inner.path(), now, "ca-crl.pem").map_err(core_err)?;
+        set.check(b.inner.path(), now, "ca-crl.pem").map_err(core_err)?;
     }
-    let pem: String = crls.iter().map(meshca::Crl::to_pem).collect();
-    Ok(PyBytes::new(py, pem.as_bytes()))
+    Ok(PyBytes::new(py, set.to_pem().as_bytes()))
 }
 
 fn crl_days_arg(v: &Bound<'_, PyAny>) -> PyResult<i64> {

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use meshca::{plan, Cacerts, Certificate, Current, Entropy, IssueReason, Plan, SigningCa};
+use meshca::{plan, Cacerts, Certificate, Current, Entropy, Facts, IssueReason, Plan, SigningCa};
 
 use crate::error::{Error, ErrorKind};
 use crate::policy::{Policy, SignerSource};
@@ -555,7 +555,8 @@ fn reconcile_with(
         prepared = prepare_crls(store, policy, &signer, fleet, opts, rng)?;
     }
     let crl_pem = fleet.as_ref().map(revocation::Fleet::crl_pem);
-    let ctx = Ctx { signer: &signer, fleet: fleet.as_ref(), crl_pem: crl_pem.as_deref(), prepared: &prepared };
+    let revoked = fleet.as_ref().map(revocation::Fleet::entries).unwrap_or_default();
+    let ctx = Ctx { signer: &signer, fleet: fleet.as_ref(), revoked, crl_pem: crl_pem.as_deref(), prepared: &prepared };
     // Each bundle is dropped once it is added to the trust check, which keeps only the distinct
     // roots and trust bundles: memory stays flat however many clusters there are. Results keep
     // the clusters' order, and the check judges as if in that order, whichever worker finished
@@ -722,6 +723,8 @@ fn held_back(store: &dyn Store, cluster: &str, peers: &[&String], opts: &Options
 struct Ctx<'a> {
     signer: &'a SigningCa,
     fleet: Option<&'a revocation::Fleet>,
+    /// The fleet's revocations, as the core's plan takes them.
+    revoked: Vec<meshca::Revoked>,
     crl_pem: Option<&'a [u8]>,
     prepared: &'a Prepared,
 }
@@ -734,40 +737,19 @@ struct Prepared {
     failed: std::collections::BTreeMap<String, (String, ErrorKind)>,
 }
 
-/// What the plan says for a cluster, with what the operator asked for on top: a revoked
-/// intermediate is replaced, and `rotate_now` re-issues.
+/// The core's plan for a cluster, given what the run knows: the fleet's revocations and
+/// whether it publishes CRLs (`revoked` is `fleet`'s entries), and what the operator asked for.
 fn plan_for(
     policy: &Policy,
     ctx_signer: &SigningCa,
     fleet: Option<&revocation::Fleet>,
+    revoked: &[meshca::Revoked],
     cluster: &str,
     current: Current<'_>,
     opts: &Options,
 ) -> Plan {
-    let revoked = match current {
-        Current::Valid(b) => fleet.is_some_and(|f| f.is_revoked(b.ca_cert())),
-        _ => false,
-    };
-    // With CRLs in use every intermediate needs one of its own: one whose keyUsage lacks
-    // cRLSign (made elsewhere, e.g. by Istio's tools/certs) is replaced.
-    let no_crl_sign = match current {
-        Current::Valid(b) => fleet.is_some() && b.ca_cert().allows_crl_sign() == Some(false),
-        _ => false,
-    };
-    match plan(&policy.rotation, ctx_signer, cluster, current, opts.now) {
-        Plan::Keep { .. } | Plan::UpdateTrust { .. } if revoked => Plan::Issue { reason: IssueReason::Revoked },
-        Plan::Keep { .. } | Plan::UpdateTrust { .. } if no_crl_sign => Plan::Issue {
-            reason: IssueReason::ParametersChanged {
-                field: "keyUsage",
-                current: "no cRLSign".into(),
-                wanted: "cRLSign (the fleet publishes CRLs)".into(),
-            },
-        },
-        Plan::Keep { .. } | Plan::UpdateTrust { .. } if opts.rotate_now.wants(cluster) => {
-            Plan::Issue { reason: IssueReason::Requested }
-        }
-        p => p,
-    }
+    let facts = Facts::new(revoked, fleet.is_some(), opts.rotate_now.wants(cluster));
+    plan(&policy.rotation, ctx_signer, cluster, current, &facts, opts.now)
 }
 
 /// With a revocation list: brings the root's CRL up to date, gives every intermediate in use a
@@ -783,17 +765,14 @@ fn prepare_crls(
 ) -> Result<Prepared, Error> {
     let now = opts.now;
     fleet.refresh_root(signer, now)?;
+    let revoked = fleet.entries();
     let mut prepared = Prepared::default();
     for cluster in &opts.clusters {
         // A cluster that cannot be read is reported by the run itself.
         let Ok(files) = store.read(&SecretRef::cacerts(cluster)) else { continue };
         let parsed = files.as_ref().map(|f| Cacerts::from_files(f, now));
-        let current = match &parsed {
-            None => Current::Missing,
-            Some(Ok(b)) => Current::Valid(b),
-            Some(Err(e)) => Current::Invalid(e),
-        };
-        let planned = plan_for(policy, signer, Some(fleet), cluster, current, opts);
+        let current = Current::of(parsed.as_ref());
+        let planned = plan_for(policy, signer, Some(fleet), &revoked, cluster, current, opts);
         let valid = parsed.and_then(Result::ok);
         match planned {
             Plan::Issue { .. } => match issue_bundle(policy, signer, cluster, opts, rng) {
@@ -943,14 +922,10 @@ fn reconcile_attempt(
         }
     };
     let parsed = existing.as_ref().map(|f| Cacerts::from_files(f, now));
-    let current = match &parsed {
-        None => Current::Missing,
-        Some(Ok(b)) => Current::Valid(b),
-        Some(Err(e)) => Current::Invalid(e),
-    };
+    let current = Current::of(parsed.as_ref());
     let signer = ctx.signer;
     let writer = opts.writer(store, policy).with_crls(ctx.crl_pem.zip(ctx.fleet.map(revocation::Fleet::crls)));
-    let planned = plan_for(policy, signer, ctx.fleet, cluster, current, opts);
+    let planned = plan_for(policy, signer, ctx.fleet, &ctx.revoked, cluster, current, opts);
     match planned {
         Plan::Keep { recheck_at } => {
             let Some(Ok(bundle)) = parsed else { unreachable!("the plan keeps only a valid bundle") };

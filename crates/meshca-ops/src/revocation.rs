@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use meshca::{Cacerts, Certificate, Crl, Files, RevocationReason, Revoked, SigningCa, CA_CRL};
+use meshca::{Cacerts, Certificate, Crl, CrlProfile, CrlSet, Files, RevocationReason, Revoked, SigningCa, CA_CRL};
 
 use crate::error::Error;
 use crate::policy::Policy;
@@ -28,15 +28,12 @@ use crate::writer::Writer;
 /// The revocation list's file in its Secret.
 pub const REVOCATIONS_FILE: &str = "revocations.json";
 
-/// How long a root CRL is valid (its nextUpdate minus its thisUpdate).
-pub const ROOT_CRL_VALIDITY: Duration = Duration::days(7);
+/// How long a root CRL is valid (its nextUpdate minus its thisUpdate): the core's profile.
+pub const ROOT_CRL_VALIDITY: Duration = meshca::CrlProfile::DEFAULT.root_validity;
 
 /// A root CRL is re-signed once less than this is left before its nextUpdate, so every
-/// cluster holds a fresh one days before the old one goes stale.
-pub const ROOT_CRL_REFRESH: Duration = Duration::days(4);
-
-/// thisUpdate is backdated by this much, for consumers whose clocks run slightly behind.
-const BACKDATE: Duration = Duration::minutes(5);
+/// cluster holds a fresh one days before the old one goes stale: the core's profile.
+pub const ROOT_CRL_REFRESH: Duration = meshca::CrlProfile::DEFAULT.root_refresh;
 
 /// The most entries the list may hold (a 50 MB list would be refused by the store's size bound
 /// first; this keeps the CRL every proxy loads small).
@@ -247,7 +244,7 @@ pub struct Fleet {
     /// The list.
     pub list: RevocationList,
     /// The CRL set: the root's CRL, then one per intermediate in use.
-    crls: Vec<Crl>,
+    set: CrlSet,
     changed: bool,
 }
 
@@ -299,14 +296,14 @@ pub fn load(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<Option<Fle
         Some(pem) => Crl::from_pem_all(pem, CA_CRL).map_err(|e| bad(e.to_string()))?,
         None => Vec::new(),
     };
-    Ok(Some(Fleet { list, crls, changed: false }))
+    Ok(Some(Fleet { list, set: CrlSet::new(crls), changed: false }))
 }
 
 impl Fleet {
     /// A fleet with `list` and the CRLs stored before (if any); `changed` so it is saved.
     pub fn with_list(stored: Option<Fleet>, list: RevocationList) -> Self {
-        let crls = stored.map(|f| f.crls).unwrap_or_default();
-        Fleet { list, crls, changed: true }
+        let set = stored.map(|f| f.set).unwrap_or_default();
+        Fleet { list, set, changed: true }
     }
 
     /// Whether `cert` is on the list.
@@ -314,31 +311,37 @@ impl Fleet {
         self.list.revoked.iter().any(|r| r.is(cert))
     }
 
+    /// The list's entries as the core's plan and CRLs take them (an entry that does not convert
+    /// was refused when the list was read).
+    pub fn entries(&self) -> Vec<Revoked> {
+        self.list.revoked.iter().filter_map(|r| r.to_core().ok()).collect()
+    }
+
     /// The CRL set as `ca-crl.pem` holds it.
     pub fn crl_pem(&self) -> Vec<u8> {
-        self.crls.iter().map(Crl::to_pem).collect::<String>().into_bytes()
+        self.set.to_pem().into_bytes()
     }
 
     /// The CRLs.
     pub fn crls(&self) -> &[Crl] {
-        &self.crls
+        self.set.crls()
     }
 
     /// What the set holds, for a report.
     pub fn summary(&self, location: String, signer: &SigningCa) -> CrlSummary {
-        let root = self.crls.iter().find(|c| c.is_issued_by_name(signer.bundle().ca_cert()));
+        let root = self.set.of(signer.bundle().ca_cert());
         CrlSummary {
             revoked: self.list.revoked.clone(),
             crl_number: self.list.crl_number,
             next_update: root.map(Crl::next_update),
-            crls: self.crls.len(),
+            crls: self.set.crls().len(),
             location,
         }
     }
 
-    /// Brings the root's CRL up to date with the list (re-signing it when an entry changed,
-    /// when it is due for refresh, or when it does not verify under `signer`), and drops the
-    /// intermediates' CRLs that expired.
+    /// Brings the root's CRL up to date with the list (the core re-signs it when an entry
+    /// changed, when it is due for refresh, or when it does not verify under `signer`), and
+    /// drops the intermediates' CRLs that expired.
     pub fn refresh_root(&mut self, signer: &SigningCa, now: OffsetDateTime) -> Result<(), Error> {
         let root = signer.bundle().ca_cert();
         if !root.is_self_signed() {
@@ -351,57 +354,30 @@ impl Fleet {
             .iter()
             .map(|r| r.to_core().map_err(|detail| Error::RevocationList { location: REVOCATIONS_FILE.into(), detail }))
             .collect::<Result<Vec<Revoked>, Error>>()?;
-        let before = self.crls.len();
-        self.crls.retain(|c| c.is_issued_by_name(root) || c.next_update() > now);
-        self.changed |= self.crls.len() != before;
-        let current = self.crls.iter().position(|c| c.is_issued_by_name(root));
-        let fresh = current.map(|i| &self.crls[i]).is_some_and(|c| {
-            c.check(root, now, CA_CRL).is_ok()
-                && c.next_update() - now > ROOT_CRL_REFRESH
-                && same_serials(&c.entries(), &entries)
-        });
-        if fresh {
-            return Ok(());
+        let (number, changed) = self
+            .set
+            .refresh_root(&CrlProfile::DEFAULT, signer, &entries, self.list.crl_number, now)
+            .map_err(|e| match e {
+                e @ meshca::Error::CrlNumberExhausted { .. } => {
+                    Error::RevocationList { location: REVOCATIONS_FILE.into(), detail: e.to_string() }
+                }
+                e => Error::core("the root's CRL".to_owned())(e),
+            })?;
+        if let Some(n) = number {
+            self.list.crl_number = n;
         }
-        // RFC 5280 5.2.3: the CRL number only grows; at its maximum it cannot, and wrapping to 0
-        // would make every consumer keep the older CRL.
-        let number = self.list.crl_number.checked_add(1).ok_or_else(|| Error::RevocationList {
-            location: REVOCATIONS_FILE.into(),
-            detail: format!(
-                "crlNumber is {}, the largest meshca keeps: the next root CRL could not have a larger number (RFC \
-                 5280 5.2.3); only a new root starts a new sequence",
-                u64::MAX
-            ),
-        })?;
-        let this_update = (now - BACKDATE).max(root.not_before());
-        let next_update = (now + ROOT_CRL_VALIDITY).min(root.not_after());
-        let crl = signer
-            .sign_crl(&entries, this_update, next_update, number)
-            .map_err(Error::core("the root's CRL".to_owned()))?;
-        self.list.crl_number = number;
-        match current {
-            Some(i) => self.crls[i] = crl,
-            None => self.crls.insert(0, crl),
-        }
-        self.changed = true;
+        self.changed |= changed;
         Ok(())
     }
 
-    /// Makes sure the set holds a current CRL of `bundle`'s intermediate, signing an entry-less
-    /// one valid until the intermediate expires with `bundle`'s own key if not. A CRL of the
-    /// same name that does not verify under it (an older intermediate of that name) is dropped.
+    /// Makes sure the set holds a current CRL of `bundle`'s intermediate (the core signs an
+    /// entry-less one with `bundle`'s own key if not).
     pub fn cover(&mut self, bundle: &Cacerts, now: OffsetDateTime) -> Result<(), Error> {
-        let ca = bundle.ca_cert();
-        if self.crls.iter().any(|c| c.is_issued_by_name(ca) && c.check(ca, now, CA_CRL).is_ok()) {
-            return Ok(());
-        }
-        self.crls.retain(|c| !c.is_issued_by_name(ca));
-        let this_update = (now - BACKDATE).max(ca.not_before());
-        let crl = SigningCa::new(bundle.clone())
-            .sign_crl(&[], this_update, ca.not_after(), 1)
-            .map_err(Error::core(format!("the CRL of {}", ca.subject())))?;
-        self.crls.push(crl);
-        self.changed = true;
+        let changed = self
+            .set
+            .cover(&CrlProfile::DEFAULT, bundle, now)
+            .map_err(Error::core(format!("the CRL of {}", bundle.ca_cert().subject())))?;
+        self.changed |= changed;
         Ok(())
     }
 
@@ -417,15 +393,6 @@ impl Fleet {
         self.changed = false;
         Ok(())
     }
-}
-
-fn same_serials(a: &[Revoked], b: &[Revoked]) -> bool {
-    let key = |r: &Revoked| (meshca::canonical_serial(&r.serial).to_vec(), r.reason.map(RevocationReason::name));
-    let mut x: Vec<_> = a.iter().map(key).collect();
-    let mut y: Vec<_> = b.iter().map(key).collect();
-    x.sort();
-    y.sort();
-    x == y
 }
 
 /// Lowercase hex without separators.
@@ -773,7 +740,7 @@ pub fn rebuild(
         opts.revocations = Some(list);
         crate::reconcile::reconcile(store, policy, &opts, rng, progress)?
     } else {
-        let mut fleet = Fleet { list, crls: set, changed: true };
+        let mut fleet = Fleet { list, set: CrlSet::new(set), changed: true };
         fleet.save(&opts.writer(store, policy), policy, &opts.mgmt_cluster)?;
         crate::reconcile::reconcile(store, policy, opts, rng, progress)?
     };

@@ -377,6 +377,26 @@ pub fn check_crl_set(crls: &[Crl], path: &[Certificate], now: OffsetDateTime, fi
     Ok(())
 }
 
+/// Checks a cluster's chain `path` against the CRL set of every peer cluster, as each peer's
+/// Envoy applies it ([`check_crl_set`]: a CRL for every CA of the chain, current and signed by
+/// it, none revoking it). Peers without CRLs check nothing. The first peer whose set refuses the
+/// chain is returned with why: that peer refuses the cluster's workloads. Errors name the file
+/// as `<peer>/ca-crl.pem`.
+pub fn check_peer_crl_sets<'a>(
+    path: &[Certificate],
+    peers: impl IntoIterator<Item = (&'a str, &'a [Crl])>,
+    now: OffsetDateTime,
+) -> core::result::Result<(), (&'a str, Error)> {
+    for (peer, crls) in peers {
+        if crls.is_empty() {
+            continue;
+        }
+        let file = format!("{peer}/{}", crate::CA_CRL);
+        check_crl_set(crls, path, now, &file).map_err(|e| (peer, e))?;
+    }
+    Ok(())
+}
+
 /// The largest CRL (DER) meshca parses.
 pub const MAX_CRL_DER_BYTES: usize = 1024 * 1024;
 

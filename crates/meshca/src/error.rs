@@ -548,6 +548,23 @@ pub enum Error {
         detail: String,
     },
 
+    /// The root CRL's number is at its maximum: the next could not be larger (RFC 5280 5.2.3).
+    #[error(
+        "crlNumber is {number}, the largest meshca keeps: the next root CRL could not have a larger number (RFC \
+         5280 5.2.3); only a new root starts a new sequence"
+    )]
+    CrlNumberExhausted {
+        /// The number reached.
+        number: u64,
+    },
+
+    /// A fleet's root CRL was to be signed by a CA that is not a root.
+    #[error("{subject} is not a root: the CRL revoking a cluster CA is its issuer's, the root's; sign with the root")]
+    CrlSignerNotRoot {
+        /// Subject of the signing CA.
+        subject: String,
+    },
+
     /// A CA key held outside meshca (an HSM, a PKCS#11 token) failed to sign, or signed wrongly.
     #[error("the CA key {key} could not sign: {detail}")]
     ExternalKey {

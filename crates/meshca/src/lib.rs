@@ -32,6 +32,7 @@ mod ca;
 mod cert;
 mod chain;
 mod crl;
+mod crl_set;
 mod error;
 mod external;
 mod key;
@@ -57,9 +58,10 @@ pub use ca::{
 pub use cert::{Certificate, PublicKeyKind, SignatureError};
 pub use chain::TrustChain;
 pub use crl::{
-    bundle_crls, canonical_serial, check_crl_set, parse_serial, Crl, RevocationReason, Revoked, CRL_LABEL,
-    MAX_CRL_DER_BYTES,
+    bundle_crls, canonical_serial, check_crl_set, check_peer_crl_sets, parse_serial, Crl, RevocationReason, Revoked,
+    CRL_LABEL, MAX_CRL_DER_BYTES,
 };
+pub use crl_set::{CrlProfile, CrlSet};
 pub use error::{Error, KeyHolder, Result};
 pub use external::{ecdsa_signature_to_der, CaKey, ExternalKey};
 pub use key::{KeyAlgorithm, KeyType, PrivateKey};
@@ -69,7 +71,7 @@ pub use profile::{BACKDATE, ISTIOD_SAN};
 pub use rand_core::CryptoRngCore;
 pub use rng::{Entropy, OsRng};
 pub use rootrotation::{with_trust_bundle, Phase, RootRotation, Signer, Step};
-pub use rotation::{plan, same_roots, union_roots, Current, IssueReason, Plan, RotationPolicy, MIN_GRACE};
+pub use rotation::{plan, same_roots, union_roots, Current, Facts, IssueReason, Plan, RotationPolicy, MIN_GRACE};
 pub use spiffe::{validate_trust_domain, SpiffeId, MAX_SPIFFE_ID_BYTES};
 pub use text::{list_bounded, printable};
 pub use time_fmt::human_duration;

@@ -18,7 +18,7 @@ use crate::ca::SigningCa;
 use crate::cert::Certificate;
 use crate::error::{Error, Result};
 use crate::rng::Entropy;
-use crate::rotation::{plan, same_roots, union_roots, Current, Plan, RotationPolicy};
+use crate::rotation::{plan, same_roots, union_roots, Current, Facts, Plan, RotationPolicy};
 
 /// Where a rotation is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,7 +288,9 @@ impl RootRotation {
                 (new, &self.new_root)
             }
         };
-        let due = |b: &Cacerts| matches!(plan(policy, signer, cluster, Current::Valid(b), now), Plan::Issue { .. });
+        let due = |b: &Cacerts| {
+            matches!(plan(policy, signer, cluster, Current::Valid(b), &Facts::NONE, now), Plan::Issue { .. })
+        };
         let roots = self.target_roots();
         match current {
             Some(b) if self.is_done(b) && !due(b) => Ok(None),

@@ -1,4 +1,6 @@
-//! The rotation plan: a pure function of (policy, signer, current bundle, now).
+//! The rotation plan: a pure function of (policy, signer, current bundle, facts, now), where the
+//! facts are what the fleet knows beyond the bundle (its revocations, whether CRLs are in use, a
+//! rotation asked for).
 
 use core::fmt;
 
@@ -7,6 +9,7 @@ use time::{Duration, OffsetDateTime};
 use crate::bundle::Cacerts;
 use crate::ca::{IntermediateParams, SigningCa};
 use crate::cert::Certificate;
+use crate::crl::Revoked;
 use crate::error::{Error, Result};
 use crate::key::KeyAlgorithm;
 use crate::time_fmt::rfc3339;
@@ -116,6 +119,17 @@ pub enum Current<'a> {
     Invalid(&'a Error),
     /// A valid bundle.
     Valid(&'a Cacerts),
+}
+
+impl<'a> Current<'a> {
+    /// What a cluster has, from reading its bundle: nothing, or the result of parsing it.
+    pub fn of(parsed: Option<&'a Result<Cacerts>>) -> Self {
+        match parsed {
+            None => Current::Missing,
+            Some(Ok(b)) => Current::Valid(b),
+            Some(Err(e)) => Current::Invalid(e),
+        }
+    }
 }
 
 /// Why a new intermediate is needed.
@@ -232,8 +246,113 @@ pub enum Plan {
     },
 }
 
-/// Decides whether `cluster`'s bundle is kept or re-issued under `policy` by `signer` at `now`.
+impl Plan {
+    /// The action's name, as reports and the bindings print it: `keep`, `issue` or
+    /// `update-trust`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Plan::Keep { .. } => "keep",
+            Plan::Issue { .. } => "issue",
+            Plan::UpdateTrust { .. } => "update-trust",
+        }
+    }
+
+    /// Why, in words.
+    pub fn reason(&self) -> String {
+        match self {
+            Plan::Keep { .. } => "valid, outside the grace period".into(),
+            Plan::Issue { reason } => reason.to_string(),
+            Plan::UpdateTrust { .. } => "the trust bundle is not the policy's (a passive root came or went)".into(),
+        }
+    }
+
+    /// When to look at the cluster again (none for an issue: it is acted on now).
+    pub fn recheck_at(&self) -> Option<OffsetDateTime> {
+        match self {
+            Plan::Keep { recheck_at } | Plan::UpdateTrust { recheck_at, .. } => Some(*recheck_at),
+            Plan::Issue { .. } => None,
+        }
+    }
+
+    /// The roots `root-cert.pem` should hold, for a trust update (none otherwise).
+    pub fn roots(&self) -> &[Certificate] {
+        match self {
+            Plan::UpdateTrust { roots, .. } => roots,
+            Plan::Keep { .. } | Plan::Issue { .. } => &[],
+        }
+    }
+}
+
+/// What the fleet knows about a cluster beyond its bundle, for [`plan`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Facts<'a> {
+    /// The intermediates the fleet revoked (the entries of the signer's CRL): a bundle whose
+    /// CA is one of them is replaced.
+    pub revoked: &'a [Revoked],
+    /// The fleet publishes CRLs: every intermediate needs one of its own, so one whose keyUsage
+    /// lacks cRLSign (made elsewhere, e.g. by Istio's tools/certs) is replaced.
+    pub crls_in_use: bool,
+    /// The operator asked to re-issue this cluster now (a forced rotation, without revoking).
+    pub rotate_now: bool,
+}
+
+impl<'a> Facts<'a> {
+    /// No revocations, no CRLs, nothing asked for: the plan follows the policy alone.
+    pub const NONE: Facts<'static> = Facts { revoked: &[], crls_in_use: false, rotate_now: false };
+
+    /// Facts with `revoked` entries, CRLs in use or not, a rotation asked for or not.
+    pub fn new(revoked: &'a [Revoked], crls_in_use: bool, rotate_now: bool) -> Self {
+        Facts { revoked, crls_in_use, rotate_now }
+    }
+
+    fn revokes(&self, ca: &Certificate) -> bool {
+        let serial = crate::canonical_serial(ca.serial_bytes());
+        self.revoked.iter().any(|r| crate::canonical_serial(&r.serial) == serial)
+    }
+}
+
+/// Decides whether `cluster`'s bundle is kept or re-issued under `policy` by `signer` at `now`,
+/// given what the fleet knows (`facts`). A bundle the policy would keep is still re-issued when
+/// its intermediate is revoked, when CRLs are in use and it may not sign one, or when a
+/// rotation was asked for, in that order.
 pub fn plan(
+    policy: &RotationPolicy,
+    signer: &SigningCa,
+    cluster: &str,
+    current: Current<'_>,
+    facts: &Facts<'_>,
+    now: OffsetDateTime,
+) -> Plan {
+    let planned = plan_by_policy(policy, signer, cluster, current, now);
+    let Current::Valid(bundle) = current else { return planned };
+    match planned {
+        Plan::Keep { .. } | Plan::UpdateTrust { .. } => {}
+        Plan::Issue { .. } => return planned,
+    }
+    // Past the policy's checks the bundle's CA is the signer's (SignerChanged otherwise), so a
+    // serial on the signer's CRL is this CA's.
+    let ca = bundle.ca_cert();
+    if facts.revokes(ca) {
+        return Plan::Issue { reason: IssueReason::Revoked };
+    }
+    if facts.crls_in_use && ca.allows_crl_sign() == Some(false) {
+        return Plan::Issue {
+            reason: IssueReason::ParametersChanged {
+                field: "keyUsage",
+                current: "no cRLSign".into(),
+                wanted: "cRLSign (the fleet publishes CRLs)".into(),
+            },
+        };
+    }
+    if facts.rotate_now {
+        return Plan::Issue { reason: IssueReason::Requested };
+    }
+    planned
+}
+
+/// The policy's own rules: validity, root, signer, parameters, grace period, trust bundle.
+fn plan_by_policy(
     policy: &RotationPolicy,
     signer: &SigningCa,
     cluster: &str,

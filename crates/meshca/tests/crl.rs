@@ -121,6 +121,46 @@ fn a_revoked_intermediate_is_refused_and_every_other_chain_verifies() {
 }
 
 #[test]
+fn a_crl_set_built_by_the_core_is_applied_by_webpki_as_envoy_applies_it() {
+    let f = fleet();
+    let roots = f.root.bundle().roots().to_vec();
+    let profile = meshca::CrlProfile::DEFAULT;
+    let mut set = meshca::CrlSet::default();
+    let revoked = [Revoked::of(f.c2_old.bundle().ca_cert(), now(), RevocationReason::KeyCompromise)];
+    assert_eq!(set.refresh_root(&profile, &f.root, &revoked, 0, now()).unwrap(), (Some(1), true));
+    for ca in [&f.c1, &f.c2_new, &f.c3, &f.c2_old] {
+        assert!(set.cover(&profile, ca.bundle(), now()).unwrap());
+    }
+    let at = now() + Duration::hours(1);
+    assert_eq!(webpki_with_crls(&leaf(&f.c2_old, "old").chain(), &roots, set.crls(), at).unwrap_err(), "CertRevoked");
+    for (ca, sa) in [(&f.c1, "a"), (&f.c2_new, "b"), (&f.c3, "c")] {
+        webpki_with_crls(&leaf(ca, sa).chain(), &roots, set.crls(), at).unwrap();
+        set.check(ca.bundle().path(), at, "ca-crl.pem").unwrap();
+    }
+    // Past the profile's validity the root CRL is stale for webpki too.
+    let late = now() + profile.root_validity + Duration::minutes(1);
+    assert!(webpki_with_crls(&leaf(&f.c1, "a").chain(), &roots, set.crls(), late).is_err());
+}
+
+#[test]
+fn a_chain_is_judged_by_every_peer_s_crl_set() {
+    let f = fleet();
+    let crls = fleet_crls(&f, now());
+    let at = now() + Duration::hours(1);
+    let peers = [("west", crls.as_slice()), ("north", &[][..])];
+    // c1 is covered by west's set; north publishes none and checks nothing.
+    meshca::check_peer_crl_sets(f.c1.bundle().path(), peers, at).unwrap();
+    // c2's old intermediate is revoked (and so not covered) by west's set: west refuses it.
+    let (peer, e) = meshca::check_peer_crl_sets(f.c2_old.bundle().path(), peers, at).unwrap_err();
+    assert_eq!(peer, "west");
+    assert!(e.to_string().starts_with("west/ca-crl.pem: "), "{e}");
+    assert!(e.to_string().contains("L=c2,"), "{e}");
+    // Once west's set is stale it refuses every chain.
+    let (peer, _) = meshca::check_peer_crl_sets(f.c1.bundle().path(), peers, now() + Duration::days(8)).unwrap_err();
+    assert_eq!(peer, "west");
+}
+
+#[test]
 fn crls_read_back_with_their_entries_and_are_checked_as_consumers_check_them() {
     let f = fleet();
     let crls = fleet_crls(&f, now());

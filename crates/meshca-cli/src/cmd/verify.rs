@@ -158,13 +158,12 @@ pub(crate) fn run(a: VerifyArgs) -> CmdResult {
         .into_iter()
         .map(|(name, loaded)| {
             let checked = loaded.and_then(|(v, _)| {
-                for (other, crls) in all_crls.iter().filter(|(other, _)| *other != name) {
-                    let file = format!("{other}/{}", meshca::CA_CRL);
-                    meshca::check_crl_set(crls, v.chain().path(), now, &file).map_err(|e| Error::Core {
-                        context: format!("{name} (as {other} judges it: {other} refuses its workloads)"),
-                        source: e,
-                    })?;
-                }
+                let peers =
+                    all_crls.iter().filter(|(other, _)| *other != name).map(|(n, c)| (n.as_str(), c.as_slice()));
+                meshca::check_peer_crl_sets(v.chain().path(), peers, now).map_err(|(other, e)| Error::Core {
+                    context: format!("{name} (as {other} judges it: {other} refuses its workloads)"),
+                    source: e,
+                })?;
                 Ok(v)
             });
             (name, checked)
