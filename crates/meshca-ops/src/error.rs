@@ -2,7 +2,28 @@
 
 use std::path::PathBuf;
 
-pub use crate::fs::IoError;
+/// An I/O failure, naming the path and what was being done.
+#[derive(Debug)]
+pub struct IoError {
+    /// The path involved.
+    pub path: PathBuf,
+    /// What meshca was doing.
+    pub action: &'static str,
+    /// The operating system's error.
+    pub source: std::io::Error,
+}
+
+impl std::fmt::Display for IoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: cannot {}: {}", self.path.display(), self.action, self.source)
+    }
+}
+
+impl std::error::Error for IoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
 
 /// Everything meshca-ops can report. Messages name the file, Secret or field, never a
 /// command-line flag (the CLI adds those as hints).
@@ -157,11 +178,11 @@ pub enum Error {
 
     /// The root rotation refused to go on (or to start, roll back, forget).
     #[error(transparent)]
-    Rotation(#[from] crate::rootrotation::Refusal),
+    Rotation(#[from] crate::refusal::RootRotationRefusal),
 
     /// A revocation command was refused.
     #[error(transparent)]
-    Revocation(#[from] crate::revocation::Refusal),
+    Revocation(#[from] crate::refusal::RevocationRefusal),
 
     /// The stored revocation list (or its CRL set) is unreadable.
     #[error("{location}: {detail}")]

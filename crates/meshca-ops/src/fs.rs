@@ -7,28 +7,7 @@ use std::path::{Path, PathBuf};
 
 use meshca::Files;
 
-/// An I/O failure, naming the path and what was being done.
-#[derive(Debug)]
-pub struct IoError {
-    /// The path involved.
-    pub path: PathBuf,
-    /// What meshca was doing.
-    pub action: &'static str,
-    /// The operating system's error.
-    pub source: io::Error,
-}
-
-impl std::fmt::Display for IoError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: cannot {}: {}", self.path.display(), self.action, self.source)
-    }
-}
-
-impl std::error::Error for IoError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
+pub use crate::error::IoError;
 
 fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> IoError + 'a {
     move |source| IoError { path: path.to_owned(), action, source }

@@ -55,17 +55,24 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod context;
 pub mod describe;
 pub mod error;
 pub mod fs;
 pub mod manifest;
 pub mod mtls;
+mod phase;
 pub mod pkcs11;
 pub mod policy;
 pub mod proxy;
 pub mod reconcile;
+pub mod refusal;
+pub mod report;
 pub mod revocation;
+pub mod revocation_list;
 pub mod rootrotation;
+mod serde_time;
+pub mod signer;
 pub mod store;
 pub mod writer;
 

@@ -17,9 +17,13 @@ use time::{Duration, OffsetDateTime};
 
 use meshca::{Cacerts, Certificate, Entropy, Files, Phase, RootRotation, Signer, SigningCa, Step};
 
+use crate::context::Options;
 use crate::error::Error;
+pub use crate::phase::PhaseName;
+use crate::phase::{phase_from, phase_name};
 use crate::policy::{AutoRootRotation, Policy};
-use crate::reconcile::Options;
+pub use crate::refusal::RootRotationRefusal as Refusal;
+use crate::signer::Signers;
 use crate::store::{SecretRef, Store};
 use crate::writer::{Owner, Writer};
 
@@ -70,183 +74,6 @@ impl Stored {
     pub fn in_progress(&self) -> bool {
         !matches!(self.rotation.phase, Phase::Complete | Phase::RolledBack)
     }
-}
-
-/// Every phase: its name in the stored state and in reports, and Gloo Mesh's name for the
-/// rotation state (meshca adds ROLLED_BACK). One table, so the three cannot drift apart.
-const PHASES: [(Phase, &str, &str); 7] = [
-    (Phase::AddingNewRoot, "AddingNewRoot", "ADDING_NEW_ROOT"),
-    (Phase::PropagatingIntermediates, "PropagatingIntermediates", "PROPAGATING_NEW_INTERMEDIATE"),
-    (Phase::DeletingOldRoot, "DeletingOldRoot", "DELETING_OLD_ROOT"),
-    (Phase::Complete, "Complete", "FINISHED"),
-    (Phase::RollingBackIntermediates, "RollingBackIntermediates", "ROLLING_BACK"),
-    (Phase::RollingBackRoot, "RollingBackRoot", "ROLLING_BACK"),
-    (Phase::RolledBack, "RolledBack", "ROLLED_BACK"),
-];
-
-fn phase_name(p: Phase) -> &'static str {
-    PHASES.iter().find(|(q, ..)| *q == p).map_or("Unknown", |(_, name, _)| name)
-}
-
-fn phase_from(name: &str) -> Option<Phase> {
-    PHASES.iter().find(|(_, n, _)| *n == name).map(|(p, ..)| *p)
-}
-
-/// A phase in reports and status: serializes (and displays) as its name (`AddingNewRoot`, ...),
-/// and knows Gloo Mesh's name for the rotation state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PhaseName(pub Phase);
-
-impl PhaseName {
-    /// The name (`AddingNewRoot`, ...).
-    pub fn name(self) -> &'static str {
-        phase_name(self.0)
-    }
-
-    /// Gloo Mesh's rotation state name (`ADDING_NEW_ROOT`, ...; meshca adds `ROLLED_BACK`).
-    pub fn gloo_state(self) -> &'static str {
-        PHASES.iter().find(|(q, ..)| *q == self.0).map_or("UNKNOWN", |(.., gloo)| gloo)
-    }
-}
-
-impl std::fmt::Display for PhaseName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl Serialize for PhaseName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl PartialEq<&str> for PhaseName {
-    fn eq(&self, other: &&str) -> bool {
-        self.name() == *other
-    }
-}
-
-/// Why a root rotation command or step was refused. Each says what to do instead.
-#[derive(Clone, Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// A rotation is already under way.
-    #[error("a root rotation is already under way (phase {phase}); finish or roll it back first")]
-    AlreadyUnderWay {
-        /// Its phase.
-        phase: PhaseName,
-    },
-    /// The fleet publishes a CRL set: rotating the root would need a CRL of the new root and of
-    /// every intermediate under it in every cluster at each step, which this version does not
-    /// issue. The set stays once published, even with no entries (istiod keeps the last CRL it
-    /// read, istio#61073), so the refusal lasts until a version that carries CRLs through a
-    /// root rotation.
-    #[error(
-        "this policy's fleet publishes a CRL set ({location}), and keeps publishing it even with no entries (istiod \
-         never drops a CRL it read, istio#61073); this version of meshca cannot carry CRLs through a root \
-         rotation, and a rotation without them would make Envoy refuse every chain, so it will not start one. \
-         Intermediate rotation, revocation and its undoing work as before; to replace the root now, upgrade to a \
-         meshca that rotates roots with CRLs, or keep this root until then"
-    )]
-    RevocationsInUse {
-        /// The revocation list's Secret.
-        location: String,
-    },
-    /// The policy's `rootRotation` drives rotation for this policy.
-    #[error(
-        "the policy's spec.config.rootRotation drives root rotation for this policy; edit it instead of starting one \
-         by hand"
-    )]
-    DrivenByPolicy,
-    /// No rotation is under way.
-    #[error("no root rotation is under way")]
-    NoRotation,
-    /// `rootRotation` was removed once the old root is being deleted.
-    #[error(
-        "spec.config.rootRotation was removed, but the rotation to {new_root} is already deleting the old root \
-         (step 3) and cannot be rolled back; put rootRotation back, or set mgmtServerCa to {new_signer}"
-    )]
-    CannotRollBack {
-        /// Subject of the incoming root.
-        new_root: String,
-        /// The incoming signer's Secret.
-        new_signer: String,
-    },
-    /// `mgmtServerCa` still names the CA of the root a completed rotation removed.
-    #[error(
-        "mgmtServerCa ({signer}) chains to {old_root}, the root the completed rotation removed from every cluster; \
-         set mgmtServerCa to {new_signer} (the new root), or put rootRotation back"
-    )]
-    SignerOnRemovedRoot {
-        /// The policy's signer Secret.
-        signer: String,
-        /// Subject of the removed root.
-        old_root: String,
-        /// The incoming signer's Secret.
-        new_signer: String,
-    },
-    /// `rootRotation` names another CA than the rotation under way.
-    #[error(
-        "spec.config.rootRotation names {named} (root {named_root}), but the rotation under way goes to \
-         {under_way_root}; let it finish or roll it back before naming another CA"
-    )]
-    OtherRotationUnderWay {
-        /// The Secret the policy names.
-        named: String,
-        /// Its root's subject.
-        named_root: String,
-        /// The root the rotation under way goes to.
-        under_way_root: String,
-    },
-    /// The signer changed to another root while the rotation still issues from the old one.
-    #[error(
-        "the root rotation ({old_root} -> {new_root}) still issues from the old CA in phase {phase}, but \
-         mgmtServerCa ({location}) now chains to {now_root}; put the old CA back until the rotation completes, or \
-         roll it back"
-    )]
-    SignerChanged {
-        /// The root being retired.
-        old_root: String,
-        /// The incoming root.
-        new_root: String,
-        /// The phase.
-        phase: PhaseName,
-        /// The signer Secret.
-        location: String,
-        /// The root the signer chains to now.
-        now_root: String,
-    },
-    /// The incoming CA now chains to another root than the rotation started with.
-    #[error(
-        "the incoming CA {location} now chains to {now_root}, not to {new_root} the rotation was started with; put \
-         that CA back, or roll the rotation back and start another"
-    )]
-    IncomingChanged {
-        /// The incoming signer Secret.
-        location: String,
-        /// The root it chains to now.
-        now_root: String,
-        /// The root the rotation goes to.
-        new_root: String,
-    },
-    /// The incoming CA's Secret is gone.
-    #[error("the incoming signing CA {location} disappeared")]
-    IncomingDisappeared {
-        /// Where it was.
-        location: String,
-    },
-    /// A cluster to forget still holds a bundle.
-    #[error(
-        "{cluster} still holds a cacerts ({location}), so every run would count it again; remove it from the store \
-         first"
-    )]
-    ClusterStillPresent {
-        /// The cluster.
-        cluster: String,
-        /// Its cacerts.
-        location: String,
-    },
 }
 
 /// Where a policy's rotation state lives.
@@ -313,24 +140,10 @@ fn save(w: &Writer<'_>, policy: &Policy, mgmt: &str, s: &Stored) -> Result<(), E
     w.write_state(&state_secret(policy, mgmt), &files)
 }
 
-fn read_signer(store: &dyn Store, s: &SecretRef, now: OffsetDateTime) -> Result<Option<SigningCa>, Error> {
-    match store.read(s)? {
-        None => Ok(None),
-        Some(files) => SigningCa::from_files(&files, now)
-            .map(Some)
-            .map_err(Error::core(format!("signing CA {}", store.location(s)))),
-    }
-}
-
 /// `cluster`'s cacerts if it can be read and is valid at `now`: anything else is not yet at any
 /// phase's target.
 fn valid_bundle(store: &dyn Store, cluster: &str, now: OffsetDateTime) -> Option<Cacerts> {
     store.read(&SecretRef::cacerts(cluster)).ok().flatten().and_then(|f| Cacerts::from_files(&f, now).ok())
-}
-
-fn require_signer(store: &dyn Store, s: &SecretRef, now: OffsetDateTime) -> Result<SigningCa, Error> {
-    read_signer(store, s, now)?
-        .ok_or_else(|| Error::SignerNotFound { secret: s.to_string(), location: store.location(s) })
 }
 
 /// Starts a rotation to `new` by hand (without editing the policy): stores the new signer as
@@ -352,6 +165,9 @@ pub fn start(
     }
     if policy.root_rotation.is_some() {
         return Err(Refusal::DrivenByPolicy.into());
+    }
+    if policy.signer_key.is_some() {
+        return Err(Refusal::SignerKeyInToken.into());
     }
     refuse_with_revocations(store, policy, mgmt)?;
     RootRotation::check_incoming(new, opts.now, dwell, policy.rotation.ttl)
@@ -433,7 +249,7 @@ pub enum StepState {
     /// Every cluster is done; the dwell runs until `until`.
     Dwelling {
         /// When the next step may begin.
-        #[serde(with = "crate::reconcile::rfc3339")]
+        #[serde(with = "crate::serde_time::rfc3339")]
         until: OffsetDateTime,
     },
     /// The rotation moved to the next phase.
@@ -445,11 +261,6 @@ pub enum StepState {
     Finished {
         /// The final phase.
         phase: PhaseName,
-    },
-    /// A state this version of meshca does not know (from a newer core).
-    Other {
-        /// The core's description.
-        detail: String,
     },
 }
 
@@ -487,7 +298,7 @@ pub struct RotationReport {
     /// Subject of the incoming root.
     pub new_root: String,
     /// When the next step may begin (every cluster is done and the dwell is running).
-    #[serde(with = "crate::reconcile::rfc3339_opt")]
+    #[serde(with = "crate::serde_time::rfc3339_opt")]
     pub next_step_at: Option<OffsetDateTime>,
     /// Whether the rotation (or its rollback) finished in this run.
     pub finished: bool,
@@ -532,6 +343,7 @@ enum Todo {
 /// Decides from the policy and the stored state whether a rotation runs, and starts or rolls
 /// back a policy-driven one (saved unless a dry run).
 fn resolve(store: &dyn Store, policy: &Policy, opts: &Options) -> Result<Todo, Error> {
+    let signers = Signers::new(store, policy, opts);
     let (mgmt, now) = (opts.mgmt_cluster.as_str(), opts.now);
     let w = writer(store, policy, opts);
     let stored = load(store, policy, mgmt)?;
@@ -557,7 +369,7 @@ fn resolve(store: &dyn Store, policy: &Policy, opts: &Options) -> Result<Todo, E
             }
             Some(s) if s.rotation.phase == Phase::Complete && s.started_by_policy => {
                 // Signing with the root every cluster just stopped trusting would break all traffic.
-                let signer = read_signer(store, &signer_ref, now)?;
+                let signer = signers.read(&signer_ref, now)?;
                 if signer.is_some_and(|c| *c.bundle().root() == s.rotation.old_root) {
                     return Err(Refusal::SignerOnRemovedRoot {
                         signer: signer_ref.to_string(),
@@ -572,11 +384,11 @@ fn resolve(store: &dyn Store, policy: &Policy, opts: &Options) -> Result<Todo, E
         };
     };
     let new_ref = auto_signer_secret(auto, mgmt);
-    let old = require_signer(store, &signer_ref, now)?;
+    let old = signers.require(&signer_ref, now)?;
     // Going back to the old root needs nothing of the incoming CA: one that lapsed or broke
     // meanwhile does not stop the way back.
     if let Some(s) = stored.as_ref().filter(|s| s.rotation.is_rolling_back()) {
-        if let Err(e) = read_signer(store, &new_ref, now) {
+        if let Err(e) = signers.read(&new_ref, now) {
             if s.in_progress() {
                 tracing::warn!(error = %e, "the incoming CA is unusable; carrying on with the roll-back");
                 return Ok(Todo::Rotate { stored: Box::new(s.clone()), notice: None });
@@ -588,7 +400,7 @@ fn resolve(store: &dyn Store, policy: &Policy, opts: &Options) -> Result<Todo, E
             return idle(None, vec![note]);
         }
     }
-    let new = read_signer(store, &new_ref, now)?.ok_or_else(|| Error::PolicySecret {
+    let new = signers.read(&new_ref, now)?.ok_or_else(|| Error::PolicySecret {
         field: "spec.config.rootRotation.newMgmtServerCa".into(),
         secret: new_ref.to_string(),
         problem: format!("not found at {}", store.location(&new_ref)),
@@ -647,7 +459,7 @@ fn resolve(store: &dyn Store, policy: &Policy, opts: &Options) -> Result<Todo, E
 }
 
 fn refuse_with_revocations(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<(), Error> {
-    let secret = crate::revocation::list_secret(policy, mgmt);
+    let secret = crate::revocation_list::list_secret(policy, mgmt);
     if store.read(&secret)?.is_some() {
         return Err(Refusal::RevocationsInUse { location: store.location(&secret) }.into());
     }
@@ -664,6 +476,7 @@ pub fn run(
     opts: &Options,
     rng: &mut dyn Entropy,
 ) -> Result<Outcome, Error> {
+    let signers = Signers::new(store, policy, opts);
     let (mut stored, notice) = match resolve(store, policy, opts)? {
         Todo::Idle { signer, notes } => return Ok(Outcome::Idle { signer, notes }),
         Todo::Rotate { stored, notice } => (*stored, notice),
@@ -674,8 +487,8 @@ pub fn run(
     stored.clusters.extend(store.clusters_with_cacerts()?);
     // The signers are read once per run: a second pass (below) must not change them, and on
     // Kubernetes each read is an API call.
-    let old = require_signer(store, &signer_secret(policy, &opts.mgmt_cluster), opts.now)?;
-    let new = match read_signer(store, &stored.new_signer, opts.now) {
+    let old = signers.require(&signer_secret(policy, &opts.mgmt_cluster), opts.now)?;
+    let new = match signers.read(&stored.new_signer, opts.now) {
         Ok(n) => n,
         // The way back signs with the old CA only: a lapsed incoming CA does not stop it.
         Err(e) if stored.rotation.is_rolling_back() => {
@@ -790,12 +603,12 @@ fn pass(
     for (cluster, bundle) in &mut bundles {
         let Some(b) = bundle.as_ref() else { continue };
         let state = match store.istiod_roots(cluster) {
-            Ok(published) => crate::reconcile::TrustState::of(published.as_deref(), b),
-            Err(_) => crate::reconcile::TrustState::Unobserved,
+            Ok(published) => crate::report::TrustState::of(published.as_deref(), b),
+            Err(_) => crate::report::TrustState::Unobserved,
         };
         let holds = match state {
-            crate::reconcile::TrustState::InSync => false,
-            crate::reconcile::TrustState::Unobserved => policy.wait_for_unobserved_istiod,
+            crate::report::TrustState::InSync => false,
+            crate::report::TrustState::Unobserved => policy.wait_for_unobserved_istiod,
             _ => true,
         };
         if holds && !opts.dry_run {
@@ -813,7 +626,6 @@ fn pass(
         Step::Dwelling { until } => StepState::Dwelling { until: *until },
         Step::Advanced { to } => StepState::Advanced { to: PhaseName(*to) },
         Step::Finished => StepState::Finished { phase: PhaseName(next.phase) },
-        other => StepState::Other { detail: format!("{other:?}") },
     };
     if !opts.dry_run && next.phase == Phase::Complete && !stored.started_by_policy {
         // Started by hand: the new signer becomes the policy's signer. That Secret is the

@@ -74,7 +74,7 @@ impl<'a> Writer<'a> {
     }
 
     /// The same writer, putting the fleet's CRL set (`ca-crl.pem` as `pem`, parsed as `crls`;
-    /// see [`crate::revocation`]) into every bundle it writes. Each bundle's set is checked
+    /// see the `revocation` module) into every bundle it writes. Each bundle's set is checked
     /// against that bundle's path first ([`meshca::check_crl_set`]): a CRL for each of its CAs,
     /// current, signed by it, and none of its CAs revoked.
     pub fn with_crls(mut self, set: Option<(&'a [u8], &'a [Crl])>) -> Self {

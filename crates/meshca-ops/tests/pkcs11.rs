@@ -313,3 +313,80 @@ fn reconcile_signs_three_clusters_through_the_token_and_touches_none_when_it_fai
     assert!(!store.read(&mgmt("hsm-root")).unwrap().unwrap().contains(meshca::CA_KEY));
     let _: Arc<dyn ExternalKey> = TokenKey::open(&access(hsm, &token, "root-ca", PIN)).unwrap();
 }
+
+/// The case the second signer loader broke: the policy's root key is in the token, the
+/// incoming root is named by `rootRotation`, and every run of the rotation reads the old
+/// signer through the token. Each step is followed by real handshakes between every pair.
+#[test]
+fn the_root_rotates_away_from_a_key_held_in_the_token() {
+    let Some(hsm) = softhsm("the_root_rotates_away_from_a_key_held_in_the_token") else { return };
+    let t = now();
+    let token = hsm.new_token("rotate");
+    let key = TokenKey::generate(&access(hsm, &token, "root-ca", PIN), KeyAlgorithm::EcdsaP256).unwrap();
+    let old = SigningCa::generate_root_with_key(&RootParams::default(), key, &mut meshca::OsRng, t).unwrap();
+    let mut p = RootParams::default();
+    p.common_name = "Root CA 2".into();
+    let new = SigningCa::generate_root(&p, &mut meshca::OsRng, t).unwrap();
+    let dir = tempdir("rotate");
+    let store = DirStore::new(dir.join("store"));
+    let mgmt = |name: &str| SecretRef::new("mgmt", "gloo-mesh", name);
+    store.write(&mgmt("hsm-root"), &old.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    store.write(&mgmt("new-ca"), &new.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    store.write(&mgmt("hsm-pin"), &[("pin", format!("{PIN}\n"))].into_iter().collect(), &WriteMeta::default()).unwrap();
+    let module = TokenAccess::new(Some(hsm.module.clone()), None);
+    let plain = POLICY.replace("TOKEN", &token);
+    let Run::Reconciled(first) = run(&store, &plain, module.clone(), t).unwrap() else { panic!("no rotation asked") };
+    assert!(first.ok(), "{first:?}");
+
+    let rotating = format!(
+        "{plain}    rootRotation:\n      newMgmtServerCa:\n        secretRef: {{name: new-ca}}\n      dwellHours: 1\n"
+    );
+    let clusters = ["c1", "c2", "c3"];
+    let talk = |at: OffsetDateTime, when: &str| {
+        let bundles: Vec<Cacerts> = clusters
+            .iter()
+            .map(|c| Cacerts::from_files(&store.read(&SecretRef::cacerts(c)).unwrap().unwrap(), at).unwrap())
+            .collect();
+        let named: Vec<(&str, &Cacerts)> = clusters.into_iter().zip(&bundles).collect();
+        meshca_ops::mtls::handshake_all_pairs(&named, &mut meshca::OsRng, at).unwrap_or_else(|e| panic!("{when}: {e}"));
+        bundles
+    };
+    let mut phases = Vec::new();
+    let mut done = None;
+    for h in 1..20 {
+        let at = t + time::Duration::hours(h) + time::Duration::seconds(h);
+        match run(&store, &rotating, module.clone(), at).unwrap() {
+            Run::RootRotation(r) => {
+                assert!(!r.failed(), "{r:?}");
+                if phases.last() != Some(&r.now_phase) {
+                    phases.push(r.now_phase);
+                }
+            }
+            Run::Reconciled(report) => {
+                done = Some((report, at));
+                break;
+            }
+        }
+        talk(at, &format!("hour {h}, {phases:?}"));
+    }
+    let (report, at) = done.unwrap_or_else(|| panic!("the rotation did not finish: {phases:?}"));
+    assert_eq!(phases, ["AddingNewRoot", "PropagatingIntermediates", "DeletingOldRoot", "Complete"]);
+    assert!(report.ok(), "{report:?}");
+    for b in talk(at, "after the rotation") {
+        assert_eq!(b.roots(), std::slice::from_ref(new.bundle().root()));
+        b.ca_cert().verify_signed_by(new.bundle().root()).unwrap();
+    }
+    // The token's key was used and never left it; the signer Secret still holds no key.
+    assert_key_stays_in_token(hsm, &token, "root-ca");
+    // Started by hand, a rotation would end by writing the incoming CA over the signer Secret
+    // the policy keys from the token: refused, naming the way that works.
+    let mut opts = Options::new(at, clusters.map(String::from).to_vec());
+    opts.token = module;
+    let policy = policy::parse(&plain, "policy.yaml").unwrap();
+    let (current, _) = reconcile::load_signer(&store, &policy, &opts, &mut meshca::OsRng).unwrap();
+    let e = meshca_ops::rootrotation::start(&store, &policy, &opts, &current, &new, time::Duration::hours(1))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("rootRotation.newMgmtServerCa"), "{e}");
+    assert!(!store.read(&mgmt("hsm-root")).unwrap().unwrap().contains(meshca::CA_KEY));
+}

@@ -69,9 +69,9 @@ pub struct RootRotation {
     pub extra_roots: Vec<Certificate>,
 }
 
-/// What the state machine says after looking at the clusters.
+/// What the state machine says after looking at the clusters. Exhaustive on purpose, as
+/// [`crate::Plan`] is: the jobs match every step.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Step {
     /// Some clusters have not reached the current phase's target yet.
     Converging {

@@ -222,9 +222,9 @@ impl fmt::Display for IssueReason {
     }
 }
 
-/// The plan for one cluster.
+/// The plan for one cluster. Exhaustive on purpose: every job matches it, and a new plan must
+/// be a compile error in each of them rather than fall into a catch-all.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Plan {
     /// The bundle is fine until `recheck_at`, when it enters its grace period.
     Keep {

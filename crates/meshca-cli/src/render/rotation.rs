@@ -38,7 +38,6 @@ fn step_words(step: &StepState) -> String {
         StepState::Dwelling { until } => format!("every cluster is done; next step at {}", meshca::format_time(*until)),
         StepState::Advanced { to } => format!("advanced to {to}"),
         StepState::Finished { phase } => format!("finished ({phase})"),
-        StepState::Other { detail } => detail.clone(),
         other => format!("{other:?}"),
     }
 }
