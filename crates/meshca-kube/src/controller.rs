@@ -48,9 +48,23 @@ struct RevokeRequest {
     reason: meshca::RevocationReason,
 }
 
+/// Why a revocation request annotation cannot be acted on (its message goes to status and an
+/// event; the value itself is not repeated).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum BadRequest {
+    #[error("annotation {REVOKE_ANNOTATION}: longer than 4096 bytes")]
+    TooLong,
+    #[error("annotation {REVOKE_ANNOTATION}: {0}")]
+    Cluster(String),
+    #[error("annotation {REVOKE_ANNOTATION}: names no cluster; give CLUSTER[,CLUSTER...][@NONCE]")]
+    NoCluster,
+    #[error("annotation {REVOKE_REASON_ANNOTATION}: {0}")]
+    Reason(String),
+}
+
 /// Reads the policy's revocation request: `None` when there is none or it was handled; an
 /// error (for status) when it names no valid cluster or reason.
-fn revoke_request(obj: &DynamicObject) -> Result<Option<RevokeRequest>, String> {
+fn revoke_request(obj: &DynamicObject) -> Result<Option<RevokeRequest>, BadRequest> {
     let annotations = obj.annotations();
     let Some(value) = annotations.get(REVOKE_ANNOTATION) else { return Ok(None) };
     let handled = obj
@@ -62,23 +76,22 @@ fn revoke_request(obj: &DynamicObject) -> Result<Option<RevokeRequest>, String> 
     if handled == Some(value.as_str()) {
         return Ok(None);
     }
-    let bad = |why: String| format!("annotation {REVOKE_ANNOTATION}: {why}");
     if value.len() > 4096 {
-        return Err(bad("longer than 4096 bytes".into()));
+        return Err(BadRequest::TooLong);
     }
     let names = value.split('@').next().unwrap_or_default();
     let mut clusters = Vec::new();
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        meshca::validate_cluster_name(name).map_err(|e| bad(e.to_string()))?;
+        meshca::validate_cluster_name(name).map_err(|e| BadRequest::Cluster(e.to_string()))?;
         if !clusters.iter().any(|c| c == name) {
             clusters.push(name.to_owned());
         }
     }
     if clusters.is_empty() {
-        return Err(bad("names no cluster; give CLUSTER[,CLUSTER...][@NONCE]".into()));
+        return Err(BadRequest::NoCluster);
     }
     let reason = match annotations.get(REVOKE_REASON_ANNOTATION) {
-        Some(r) => r.parse().map_err(|e: meshca::Error| format!("annotation {REVOKE_REASON_ANNOTATION}: {e}"))?,
+        Some(r) => r.parse().map_err(|e: meshca::Error| BadRequest::Reason(e.to_string()))?,
         None => meshca::RevocationReason::KeyCompromise,
     };
     Ok(Some(RevokeRequest { value: value.clone(), clusters, reason }))
@@ -370,7 +383,8 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
     let mut request_note = None;
     let request = match revoke_request(&obj) {
         Ok(r) => r,
-        Err(msg) => {
+        Err(bad) => {
+            let msg = bad.to_string();
             tracing::warn!(error = %msg, "invalid revocation request; ignored");
             publish(&ctx, &obj, EventType::Warning, "InvalidRevocation", "Revoke", &msg).await;
             request_note = Some(format!("{msg}; nothing was revoked"));

@@ -70,12 +70,41 @@ fn key_der(leaf: &Leaf) -> PrivateKeyDer<'static> {
     PrivateKeyDer::Pkcs8(leaf.key().pkcs8_der().to_vec().into())
 }
 
-fn root_store(roots: &[Certificate]) -> Result<RootCertStore, String> {
+fn root_store(roots: &[Certificate]) -> Result<RootCertStore, HandshakeError> {
     let mut store = RootCertStore::empty();
     for r in roots {
-        store.add(CertificateDer::from(r.der().to_vec())).map_err(|e| format!("unusable root {}: {e}", r.subject()))?;
+        store
+            .add(CertificateDer::from(r.der().to_vec()))
+            .map_err(|e| setup(format!("unusable root {}: {e}", r.subject())))?;
     }
     Ok(store)
+}
+
+/// One side's failure inside the handshake: any of the I/O, TLS and name errors it meets.
+type SideResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Why [`handshake_all_pairs`] failed: a probe could not be issued, or a pair did not connect.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// The cluster's bundle could not issue its probe workload.
+    #[error("{cluster}: cannot issue a probe workload: {source}")]
+    Issue {
+        /// The cluster.
+        cluster: String,
+        /// Why.
+        source: meshca::Error,
+    },
+    /// A workload of `client` could not complete a handshake with one of `server`.
+    #[error("{client} -> {server}: {source}")]
+    Handshake {
+        /// The client's cluster.
+        client: String,
+        /// The server's cluster.
+        server: String,
+        /// Each side's account.
+        source: HandshakeError,
+    },
 }
 
 fn spiffe_of(der: &CertificateDer<'_>) -> Option<String> {
@@ -174,19 +203,23 @@ pub fn handshake_all_pairs(
     bundles: &[(&str, &meshca::Cacerts)],
     rng: &mut dyn meshca::Entropy,
     at: time::OffsetDateTime,
-) -> Result<Vec<Leaf>, String> {
+) -> Result<Vec<Leaf>, ProbeError> {
     let mut leaves = Vec::with_capacity(bundles.len());
     for (name, b) in bundles {
-        let id = meshca::SpiffeId::workload("cluster.local", "default", name).map_err(|e| e.to_string())?;
-        let leaf = meshca::SigningCa::new((*b).clone())
-            .issue_leaf(&meshca::LeafParams::new(id), rng, at)
-            .map_err(|e| format!("{name}: cannot issue a probe workload: {e}"))?;
+        let issue = |source| ProbeError::Issue { cluster: (*name).to_owned(), source };
+        let id = meshca::SpiffeId::workload("cluster.local", "default", name).map_err(issue)?;
+        let leaf =
+            meshca::SigningCa::new((*b).clone()).issue_leaf(&meshca::LeafParams::new(id), rng, at).map_err(issue)?;
         leaves.push(leaf.value);
     }
     for (i, ((client, cb), cl)) in bundles.iter().zip(&leaves).enumerate() {
         for (j, ((server, sb), sl)) in bundles.iter().zip(&leaves).enumerate() {
             if i != j {
-                handshake_at(cl, cb.roots(), sl, sb.roots(), at).map_err(|e| format!("{client} -> {server}: {e}"))?;
+                handshake_at(cl, cb.roots(), sl, sb.roots(), at).map_err(|source| ProbeError::Handshake {
+                    client: (*client).to_owned(),
+                    server: (*server).to_owned(),
+                    source,
+                })?;
             }
         }
     }
@@ -229,12 +262,10 @@ fn handshake_with_clock(
 ) -> Result<Handshake, HandshakeError> {
     let provider = provider();
     let clock = clock.unwrap_or_else(|| Arc::new(rustls::time_provider::DefaultTimeProvider));
-    let client_verifier = WebPkiClientVerifier::builder_with_provider(
-        Arc::new(root_store(server_trust).map_err(setup)?),
-        provider.clone(),
-    )
-    .build()
-    .map_err(setup)?;
+    let client_verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(server_trust)?), provider.clone())
+            .build()
+            .map_err(setup)?;
     let server_config = rustls::ServerConfig::builder_with_details(provider.clone(), clock.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(setup)?
@@ -257,13 +288,13 @@ fn handshake_with_clock(
 
     let listener = TcpListener::bind("127.0.0.1:0").map_err(setup)?;
     let addr = listener.local_addr().map_err(setup)?;
-    let server_thread = std::thread::spawn(move || -> Result<String, String> {
-        let (tcp, _) = listener.accept().map_err(|e| e.to_string())?;
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-        let conn = rustls::ServerConnection::new(Arc::new(server_config)).map_err(|e| e.to_string())?;
+    let server_thread = std::thread::spawn(move || -> SideResult<String> {
+        let (tcp, _) = listener.accept()?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let conn = rustls::ServerConnection::new(Arc::new(server_config))?;
         let mut tls = rustls::StreamOwned::new(conn, tcp);
         let mut line = String::new();
-        BufReader::new(&mut tls).read_line(&mut line).map_err(|e| e.to_string())?;
+        BufReader::new(&mut tls).read_line(&mut line)?;
         let client_id = tls
             .conn
             .peer_certificates()
@@ -271,23 +302,22 @@ fn handshake_with_clock(
             .and_then(spiffe_of)
             .ok_or("client presented no SPIFFE ID")?;
         let reply = format!("200 OK: {} for {client_id}\n", line.trim());
-        tls.write_all(reply.as_bytes()).map_err(|e| e.to_string())?;
+        tls.write_all(reply.as_bytes())?;
         tls.conn.send_close_notify();
         let _ = tls.flush();
         Ok(client_id)
     });
 
-    let client_result = (|| -> Result<Handshake, String> {
-        let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    let client_result = (|| -> SideResult<Handshake> {
+        let tcp = TcpStream::connect(addr)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
         // Envoy's SNI for an outbound cluster; the name is not what is verified.
-        let sni =
-            ServerName::try_from("outbound_.9080_._.reviews.bookinfo.svc.cluster.local").map_err(|e| e.to_string())?;
-        let conn = rustls::ClientConnection::new(Arc::new(client_config), sni).map_err(|e| e.to_string())?;
+        let sni = ServerName::try_from("outbound_.9080_._.reviews.bookinfo.svc.cluster.local")?;
+        let conn = rustls::ClientConnection::new(Arc::new(client_config), sni)?;
         let mut tls = rustls::StreamOwned::new(conn, tcp);
-        tls.write_all(b"GET /reviews/3\n").map_err(|e| e.to_string())?;
+        tls.write_all(b"GET /reviews/3\n")?;
         let mut response = String::new();
-        BufReader::new(&mut tls).read_line(&mut response).map_err(|e| e.to_string())?;
+        BufReader::new(&mut tls).read_line(&mut response)?;
         Ok(Handshake {
             protocol: tls.conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
             cipher_suite: tls.conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
@@ -296,12 +326,14 @@ fn handshake_with_clock(
             response: response.trim().to_owned(),
         })
     })();
-    let server_result = server_thread.join().unwrap_or_else(|_| Err("server thread panicked".to_owned()));
+    let server_result = server_thread.join().unwrap_or_else(|_| Err("server thread panicked".into()));
     match (client_result, server_result) {
         (Ok(mut hs), Ok(client_id)) => {
             hs.client_id = client_id;
             Ok(hs)
         }
-        (c, s) => Err(HandshakeError { client: c.err(), server: s.err() }),
+        (c, s) => {
+            Err(HandshakeError { client: c.err().map(|e| e.to_string()), server: s.err().map(|e| e.to_string()) })
+        }
     }
 }

@@ -25,7 +25,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use meshca::{ExternalKey, KeyAlgorithm, KeyType};
+use meshca::{ExternalKey, KeyAlgorithm, KeyType, SignError};
 use zeroize::Zeroizing;
 
 use crate::error::Error;
@@ -572,7 +572,7 @@ impl TokenKey {
                 )),
                 many => return Err(bad(format!("{} private keys match; add id= to name one", many.len()))),
             };
-        let (key_type, public_raw) = read_public(&first, &access.uri, handle).map_err(bad)?;
+        let (key_type, public_raw) = read_public(&first, &access.uri, handle).map_err(|e| bad(e.to_string()))?;
         let key = Self::pooled(&ctx, slot, uri, key_type, public_raw, handle, first);
         key_cache().lock().unwrap_or_else(|p| p.into_inner()).insert(cache_key, key.clone());
         Ok(key)
@@ -642,7 +642,7 @@ impl TokenKey {
             .generate_key_pair(&mechanism, &public, &private)
             .map_err(|e| bad(format!("generating a {alg} key pair: {}", ck(&e))))?;
         let with_id = KeyUri { id: Some(id), ..access.uri.clone() };
-        let (key_type, public_raw) = read_public(&session, &with_id, handle).map_err(bad)?;
+        let (key_type, public_raw) = read_public(&session, &with_id, handle).map_err(|e| bad(e.to_string()))?;
         Ok(Self::pooled(&ctx, slot, uri_text, key_type, public_raw, handle, session))
     }
 
@@ -721,20 +721,29 @@ impl ExternalKey for TokenKey {
         &self.public_raw
     }
 
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
         let signed = match self.key_type {
             KeyType::EcdsaP256 | KeyType::EcdsaP384 => {
                 let alg =
                     if self.key_type == KeyType::EcdsaP256 { &ring::digest::SHA256 } else { &ring::digest::SHA384 };
                 let digest = ring::digest::digest(alg, message);
-                self.session().sign(&Mechanism::Ecdsa, self.handle, digest.as_ref()).map_err(|e| ck(&e)).and_then(
-                    |raw| {
-                        meshca::ecdsa_signature_to_der(&raw)
-                            .ok_or_else(|| format!("CKM_ECDSA returned {} bytes, not r || s", raw.len()))
-                    },
-                )
+                self.session()
+                    .sign(&Mechanism::Ecdsa, self.handle, digest.as_ref())
+                    .map_err(|e| sign_error(&e))
+                    .and_then(|raw| {
+                        meshca::ecdsa_signature_to_der(&raw).ok_or(SignError::Malformed {
+                            mechanism: "CKM_ECDSA",
+                            len: raw.len(),
+                            expected: "r || s",
+                        })
+                    })
             }
-            _ => self.session().sign(&Mechanism::Sha256RsaPkcs, self.handle, message).map_err(|e| ck(&e)),
+            KeyType::Rsa { .. } => {
+                self.session().sign(&Mechanism::Sha256RsaPkcs, self.handle, message).map_err(|e| sign_error(&e))
+            }
+            // KeyType is the core's, open to new kinds: one meshca-ops does not know is refused,
+            // never signed with another kind's mechanism.
+            other => Err(SignError::Unavailable(format!("meshca-ops cannot sign with a {other:?} key in a token"))),
         };
         if signed.is_err() {
             // A session the token dropped (removed, restarted) is not reused: open afresh next time.
@@ -748,64 +757,94 @@ impl ExternalKey for TokenKey {
     }
 }
 
+/// Why a token's key object is not one meshca can sign with (its messages are what the
+/// operator reads after the key's URI).
+#[derive(Debug, thiserror::Error)]
+enum KeyObjectError {
+    /// A PKCS#11 call failed (`C_GetAttributeValue returned CKR_...`).
+    #[error("{0}")]
+    Call(String),
+    /// An attribute the key needs is absent or unusable.
+    #[error("{0}")]
+    Missing(&'static str),
+    /// An RSA key outside the sizes meshca signs with.
+    #[error("an RSA key of {0} bits; meshca signs with RSA 2048 to 8192")]
+    RsaSize(usize),
+    /// A key type meshca does not sign with.
+    #[error("a {0} key; meshca signs with ECDSA P-256/P-384 or RSA")]
+    KeyKind(String),
+    /// Not exactly one public key object beside the private one.
+    #[error("{0} public key objects match the key's label/ID (need exactly one, to read the EC point)")]
+    PublicObjects(usize),
+    /// The public key would not encode.
+    #[error("{0}")]
+    Der(der::Error),
+}
+
+/// A failed `C_Sign`, typed for the core.
+fn sign_error(e: &CkError) -> SignError {
+    match e {
+        CkError::Pkcs11(rv, f) => SignError::Refused { call: f.to_string(), code: rv_name(*rv) },
+        other => SignError::Unavailable(other.to_string()),
+    }
+}
+
 /// Reads the public half (the public key object with the same label/ID; for RSA the private
 /// object's public attributes do) as the core wants it.
-fn read_public(session: &Session, uri: &KeyUri, private: ObjectHandle) -> Result<(KeyType, Vec<u8>), String> {
-    let attr = |h: ObjectHandle, t: AttributeType| -> Result<Option<Attribute>, String> {
-        Ok(session.get_attributes(h, &[t]).map_err(|e| ck(&e))?.into_iter().next())
+fn read_public(session: &Session, uri: &KeyUri, private: ObjectHandle) -> Result<(KeyType, Vec<u8>), KeyObjectError> {
+    let attr = |h: ObjectHandle, t: AttributeType| -> Result<Option<Attribute>, KeyObjectError> {
+        Ok(session.get_attributes(h, &[t]).map_err(|e| KeyObjectError::Call(ck(&e)))?.into_iter().next())
     };
     let kind = match attr(private, AttributeType::KeyType)? {
         Some(Attribute::KeyType(k)) => k,
-        _ => return Err("the key object has no CKA_KEY_TYPE".into()),
+        _ => return Err(KeyObjectError::Missing("the key object has no CKA_KEY_TYPE")),
     };
     if kind == CkKeyType::RSA {
         let (Some(Attribute::Modulus(n)), Some(Attribute::PublicExponent(e))) =
             (attr(private, AttributeType::Modulus)?, attr(private, AttributeType::PublicExponent)?)
         else {
-            return Err("the RSA key object does not show its modulus and public exponent".into());
+            return Err(KeyObjectError::Missing("the RSA key object does not show its modulus and public exponent"));
         };
         let bits = meshca_bits(&n);
         if !(2048..=8192).contains(&bits) {
-            return Err(format!("an RSA key of {bits} bits; meshca signs with RSA 2048 to 8192"));
+            return Err(KeyObjectError::RsaSize(bits));
         }
         return Ok((KeyType::Rsa { bits }, rsa_public_key_der(&n, &e)?));
     }
     if kind != CkKeyType::EC {
-        return Err(format!("a {kind} key; meshca signs with ECDSA P-256/P-384 or RSA"));
+        return Err(KeyObjectError::KeyKind(kind.to_string()));
     }
-    let publics = session.find_objects(&uri.key_template(ObjectClass::PUBLIC_KEY)).map_err(|e| ck(&e))?;
+    let publics =
+        session.find_objects(&uri.key_template(ObjectClass::PUBLIC_KEY)).map_err(|e| KeyObjectError::Call(ck(&e)))?;
     let [public] = publics.as_slice() else {
-        return Err(format!(
-            "{} public key objects match the key's label/ID (need exactly one, to read the EC point)",
-            publics.len()
-        ));
+        return Err(KeyObjectError::PublicObjects(publics.len()));
     };
     let params = match attr(*public, AttributeType::EcParams)? {
         Some(Attribute::EcParams(p)) => p,
-        _ => return Err("the public key has no CKA_EC_PARAMS".into()),
+        _ => return Err(KeyObjectError::Missing("the public key has no CKA_EC_PARAMS")),
     };
     let key_type = match params.as_slice() {
         OID_P256_DER => KeyType::EcdsaP256,
         OID_P384_DER => KeyType::EcdsaP384,
-        _ => return Err("an EC key on a curve other than P-256 or P-384".into()),
+        _ => return Err(KeyObjectError::Missing("an EC key on a curve other than P-256 or P-384")),
     };
     let point = match attr(*public, AttributeType::EcPoint)? {
         Some(Attribute::EcPoint(p)) => p,
-        _ => return Err("the public key has no CKA_EC_POINT".into()),
+        _ => return Err(KeyObjectError::Missing("the public key has no CKA_EC_POINT")),
     };
     let size = if key_type == KeyType::EcdsaP256 { 65 } else { 97 };
     // PKCS#11 says DER OCTET STRING; some tokens return the bare point.
     let raw = if point.len() == size { point } else { unwrap_octet_string(&point, size)? };
     if raw.first() != Some(&0x04) {
-        return Err("CKA_EC_POINT is not an uncompressed point".into());
+        return Err(KeyObjectError::Missing("CKA_EC_POINT is not an uncompressed point"));
     }
     Ok((key_type, raw))
 }
 
-fn unwrap_octet_string(der: &[u8], size: usize) -> Result<Vec<u8>, String> {
+fn unwrap_octet_string(der: &[u8], size: usize) -> Result<Vec<u8>, KeyObjectError> {
     match der {
         [0x04, len, rest @ ..] if usize::from(*len) == size && rest.len() == size => Ok(rest.to_vec()),
-        _ => Err("CKA_EC_POINT is neither an EC point nor a DER OCTET STRING holding one".into()),
+        _ => Err(KeyObjectError::Missing("CKA_EC_POINT is neither an EC point nor a DER OCTET STRING holding one")),
     }
 }
 
@@ -817,7 +856,7 @@ fn meshca_bits(be: &[u8]) -> usize {
 }
 
 /// PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
-fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Result<Vec<u8>, String> {
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Result<Vec<u8>, KeyObjectError> {
     use der::Encode;
     #[derive(der::Sequence)]
     struct RsaPublicKey<'a> {
@@ -825,10 +864,10 @@ fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Result<Vec<u8>, String> {
         e: der::asn1::UintRef<'a>,
     }
     let key = RsaPublicKey {
-        n: der::asn1::UintRef::new(n).map_err(|e| e.to_string())?,
-        e: der::asn1::UintRef::new(e).map_err(|e| e.to_string())?,
+        n: der::asn1::UintRef::new(n).map_err(KeyObjectError::Der)?,
+        e: der::asn1::UintRef::new(e).map_err(KeyObjectError::Der)?,
     };
-    key.to_der().map_err(|e| e.to_string())
+    key.to_der().map_err(KeyObjectError::Der)
 }
 
 #[cfg(test)]

@@ -401,8 +401,8 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
     }
     let mut generated_ratio_note = false;
     let namespace = raw.metadata.namespace.clone().unwrap_or_else(|| "gloo-mesh".into());
-    name_problem("metadata.name", &raw.metadata.name).map_err(bad)?;
-    name_problem("metadata.namespace", &namespace).map_err(bad)?;
+    require_name("metadata.name", &raw.metadata.name, &bad)?;
+    require_name("metadata.namespace", &namespace, &bad)?;
     let cfg = raw.spec.config;
     if cfg.agent_ca.is_some() {
         return Err(bad("spec.config.agentCa is not supported: meshca issues every cluster's intermediate from \
@@ -428,8 +428,8 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
                 None => None,
                 Some(r) => {
                     let ns = r.namespace.unwrap_or_else(|| namespace.clone());
-                    name_problem(&format!("{base}.pinSecretRef.name"), &r.name).map_err(bad)?;
-                    name_problem(&format!("{base}.pinSecretRef.namespace"), &ns).map_err(bad)?;
+                    require_name(&format!("{base}.pinSecretRef.name"), &r.name, &bad)?;
+                    require_name(&format!("{base}.pinSecretRef.namespace"), &ns, &bad)?;
                     let key = r.key.unwrap_or_else(|| "pin".into());
                     if key.is_empty()
                         || key.len() > 253
@@ -456,17 +456,17 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         (None, None) => return Err(bad("spec.config.mgmtServerCa needs secretRef or generated".into())),
         (Some(r), None) => {
             let ns = r.namespace.unwrap_or_else(|| namespace.clone());
-            name_problem("spec.config.mgmtServerCa.secretRef.name", &r.name).map_err(bad)?;
-            name_problem("spec.config.mgmtServerCa.secretRef.namespace", &ns).map_err(bad)?;
+            require_name("spec.config.mgmtServerCa.secretRef.name", &r.name, &bad)?;
+            require_name("spec.config.mgmtServerCa.secretRef.namespace", &ns, &bad)?;
             SignerSource::SecretRef { name: r.name, namespace: ns }
         }
         (None, Some(g)) => {
             let base = "spec.config.mgmtServerCa.generated";
             let mut root = RootParams::default();
             if let Some(days) = g.ttl_days {
-                root.ttl = days_field(base, days).map_err(bad)?;
+                root.ttl = days_field(base, days, &bad)?;
             }
-            root.key = key_field(base, &g).map_err(bad)?.unwrap_or(root.key);
+            root.key = key_field(base, &g, &bad)?.unwrap_or(root.key);
             if let Some(org) = g.org_name {
                 meshca::validate_subject_attr(&format!("{base}.orgName"), &org).map_err(|e| bad(e.to_string()))?;
                 root.organization = org;
@@ -489,13 +489,13 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
     let base = "spec.config.intermediateCertOptions";
     let opts = cfg.intermediate_cert_options.unwrap_or_default();
     let ttl = match opts.ttl_days {
-        Some(d) => days_field(base, d).map_err(bad)?,
+        Some(d) => days_field(base, d, &bad)?,
         None => Duration::days(365),
     };
     let ratio = opts.secret_rotation_grace_period_ratio.unwrap_or(0.1);
     meshca::bounds::grace_ratio(ratio).map_err(|e| bad(format!("{base}.secretRotationGracePeriodRatio {e}")))?;
     let mut rotation = RotationPolicy::new(ttl, ratio).map_err(|e| bad(format!("{base}: {e}")))?;
-    if let Some(key) = key_field(base, &opts).map_err(bad)? {
+    if let Some(key) = key_field(base, &opts, &bad)? {
         rotation.key = key;
     }
     if let Some(org) = opts.org_name {
@@ -511,8 +511,8 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
 
     let secret_name = |field: String, r: SecretRefSpec| -> Result<SecretName, Error> {
         let ns = r.namespace.unwrap_or_else(|| namespace.clone());
-        name_problem(&format!("{field}.name"), &r.name).map_err(bad)?;
-        name_problem(&format!("{field}.namespace"), &ns).map_err(bad)?;
+        require_name(&format!("{field}.name"), &r.name, &bad)?;
+        require_name(&format!("{field}.namespace"), &ns, &bad)?;
         Ok(SecretName { namespace: ns, name: r.name })
     };
     let mut passive = Vec::new();
@@ -567,52 +567,60 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
     })
 }
 
-fn days_field(base: &str, days: i64) -> Result<Duration, String> {
-    meshca::bounds::ca_ttl_days(days).map_err(|e| format!("{base}.ttlDays {e}"))
+/// `bad` turns a message into the policy's error (it names the file).
+type Bad<'a> = &'a dyn Fn(String) -> Error;
+
+fn days_field(base: &str, days: i64, bad: Bad<'_>) -> Result<Duration, Error> {
+    meshca::bounds::ca_ttl_days(days).map_err(|e| bad(format!("{base}.ttlDays {e}")))
 }
 
-fn key_field(base: &str, o: &CertOptions) -> Result<Option<KeyAlgorithm>, String> {
+fn key_field(base: &str, o: &CertOptions, bad: Bad<'_>) -> Result<Option<KeyAlgorithm>, Error> {
     let from_rsa = match o.rsa_key_size_bytes {
         // Gloo's field is named bytes but holds bits (4096).
         Some(bits) => Some(KeyAlgorithm::rsa(usize::try_from(bits).unwrap_or(0)).map_err(|_| {
-            format!("{base}.rsaKeySizeBytes must be 2048, 3072 or 4096 (it is a size in bits), got {bits}")
+            bad(format!("{base}.rsaKeySizeBytes must be 2048, 3072 or 4096 (it is a size in bits), got {bits}"))
         })?),
         None => None,
     };
     let named = match &o.key_algorithm {
-        Some(name) => Some(name.parse::<KeyAlgorithm>().map_err(|e| format!("{base}.keyAlgorithm: {e}"))?),
+        Some(name) => Some(name.parse::<KeyAlgorithm>().map_err(|e| bad(format!("{base}.keyAlgorithm: {e}")))?),
         None => None,
     };
     match (named, from_rsa) {
         (Some(a), Some(b)) if a != b => {
-            Err(format!("{base}: keyAlgorithm {a} contradicts rsaKeySizeBytes ({b}); give only one"))
+            Err(bad(format!("{base}: keyAlgorithm {a} contradicts rsaKeySizeBytes ({b}); give only one")))
         }
         (a, b) => Ok(a.or(b)),
     }
 }
 
+/// What a Kubernetes name may be; the value that failed is not shown (it may be anything, a
+/// key pasted by mistake).
+const NAME_RULE: &str = "is not a Kubernetes name (lowercase letters, digits, '-' and '.'; value not shown)";
+
 /// Kubernetes object names (RFC 1123 subdomain): they become directory names in the store. An
 /// [`meshca::Error::InvalidParameter`] names `field`.
 pub fn check_name(field: &str, name: &str) -> Result<(), meshca::Error> {
-    name_problem(field, name).map_err(|message| meshca::Error::InvalidParameter {
-        field: field.to_owned(),
-        reason: message.strip_prefix(field).unwrap_or(&message).trim_start().to_owned(),
-    })
+    if is_kube_name(name) {
+        return Ok(());
+    }
+    Err(meshca::Error::InvalidParameter { field: field.to_owned(), reason: NAME_RULE.to_owned() })
 }
 
-fn name_problem(field: &str, name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
+fn require_name(field: &str, name: &str, bad: Bad<'_>) -> Result<(), Error> {
+    if is_kube_name(name) {
+        return Ok(());
+    }
+    Err(bad(format!("{field} {NAME_RULE}")))
+}
+
+fn is_kube_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 253
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
-        && !name.contains("..");
-    if ok {
-        Ok(())
-    } else {
-        // The value that failed is not shown (it may be anything, a key pasted by mistake).
-        Err(format!("{field} is not a Kubernetes name (lowercase letters, digits, '-' and '.'; value not shown)"))
-    }
+        && !name.contains("..")
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub fn parse(text: &str, source: &str) -> Result<ProxySecret, Error> {
     };
     let mut roots_pem = Vec::new();
     let mut chain_pem = Vec::new();
-    walk(&value, None, &mut roots_pem, &mut chain_pem).map_err(bad)?;
+    walk(&value, None, &mut roots_pem, &mut chain_pem, &bad)?;
     if roots_pem.is_empty() && chain_pem.is_empty() {
         return Err(bad(
             "no trustedCa or certificateChain found; expected the output of `istioctl proxy-config secret <pod> -o json`"
@@ -54,13 +54,19 @@ pub fn parse(text: &str, source: &str) -> Result<ProxySecret, Error> {
     })
 }
 
-fn walk(v: &Value, parent: Option<&str>, roots: &mut Vec<Vec<u8>>, chain: &mut Vec<Vec<u8>>) -> Result<(), String> {
+fn walk(
+    v: &Value,
+    parent: Option<&str>,
+    roots: &mut Vec<Vec<u8>>,
+    chain: &mut Vec<Vec<u8>>,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<(), Error> {
     match v {
         Value::Object(map) => {
             if let Some(p @ ("trustedCa" | "certificateChain")) = parent {
                 let data = if let Some(Value::String(b64)) = map.get("inlineBytes") {
                     base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| {
-                        format!("{p}.inlineBytes is not base64: {}", crate::error::redact(&e.to_string()))
+                        bad(format!("{p}.inlineBytes is not base64: {}", crate::error::redact(&e.to_string())))
                     })?
                 } else if let Some(Value::String(pem)) = map.get("inlineString") {
                     pem.clone().into_bytes()
@@ -71,11 +77,11 @@ fn walk(v: &Value, parent: Option<&str>, roots: &mut Vec<Vec<u8>>, chain: &mut V
                 return Ok(());
             }
             for (k, child) in map {
-                walk(child, Some(k), roots, chain)?;
+                walk(child, Some(k), roots, chain, bad)?;
             }
             Ok(())
         }
-        Value::Array(items) => items.iter().try_for_each(|i| walk(i, parent, roots, chain)),
+        Value::Array(items) => items.iter().try_for_each(|i| walk(i, parent, roots, chain, bad)),
         _ => Ok(()),
     }
 }

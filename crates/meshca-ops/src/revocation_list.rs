@@ -78,11 +78,21 @@ impl RevokedCa {
             && normalize_serial(&self.serial).is_some_and(|s| s == hex(meshca::canonical_serial(cert.serial_bytes())))
     }
 
-    fn to_core(&self) -> Result<Revoked, String> {
-        let serial = unhex(&self.serial).ok_or_else(|| "`serial` is not hex (value not shown)".to_owned())?;
-        let reason: RevocationReason = self.reason.parse().map_err(|e: meshca::Error| e.to_string())?;
+    /// The entry as the core's CRL takes it.
+    fn to_core(&self) -> Result<Revoked, EntryProblem> {
+        let serial = unhex(&self.serial).ok_or(EntryProblem::Serial)?;
+        let reason: RevocationReason = self.reason.parse().map_err(EntryProblem::Reason)?;
         Ok(Revoked::of_serial(serial, self.revoked_at, reason))
     }
+}
+
+/// Why a stored entry does not convert (the value itself is not shown).
+#[derive(Debug, thiserror::Error)]
+enum EntryProblem {
+    #[error("`serial` is not hex (value not shown)")]
+    Serial,
+    #[error("{0}")]
+    Reason(meshca::Error),
 }
 
 /// The stored list.
@@ -252,7 +262,10 @@ impl Fleet {
             .list
             .revoked
             .iter()
-            .map(|r| r.to_core().map_err(|detail| Error::RevocationList { location: REVOCATIONS_FILE.into(), detail }))
+            .map(|r| {
+                r.to_core()
+                    .map_err(|e| Error::RevocationList { location: REVOCATIONS_FILE.into(), detail: e.to_string() })
+            })
             .collect::<Result<Vec<Revoked>, Error>>()?;
         let (number, changed) = self
             .set

@@ -50,8 +50,26 @@ enum SigAlg {
     Weak(&'static str),
 }
 
+/// A signature algorithm meshca does not verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UnsupportedAlg {
+    RsaPss,
+    Ed25519,
+    Other(ObjectIdentifier),
+}
+
+impl fmt::Display for UnsupportedAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnsupportedAlg::RsaPss => f.write_str("RSASSA-PSS (1.2.840.113549.1.1.10)"),
+            UnsupportedAlg::Ed25519 => f.write_str("Ed25519 (1.3.101.112)"),
+            UnsupportedAlg::Other(oid) => write!(f, "{oid}"),
+        }
+    }
+}
+
 impl SigAlg {
-    fn from_oid(oid: ObjectIdentifier) -> core::result::Result<Self, String> {
+    fn from_oid(oid: ObjectIdentifier) -> core::result::Result<Self, UnsupportedAlg> {
         Ok(match oid.to_string().as_str() {
             "1.2.840.113549.1.1.11" => SigAlg::RsaSha256,
             "1.2.840.113549.1.1.12" => SigAlg::RsaSha384,
@@ -63,9 +81,9 @@ impl SigAlg {
             "1.2.840.10045.4.1" => SigAlg::Weak("ecdsa-with-SHA1"),
             "1.2.840.10040.4.3" => SigAlg::Weak("dsa-with-SHA1"),
             "1.2.840.113549.1.1.2" => SigAlg::Weak("md2WithRSAEncryption"),
-            "1.2.840.113549.1.1.10" => return Err("RSASSA-PSS (1.2.840.113549.1.1.10)".into()),
-            "1.3.101.112" => return Err("Ed25519 (1.3.101.112)".into()),
-            other => return Err(other.to_owned()),
+            "1.2.840.113549.1.1.10" => return Err(UnsupportedAlg::RsaPss),
+            "1.3.101.112" => return Err(UnsupportedAlg::Ed25519),
+            _ => return Err(UnsupportedAlg::Other(oid)),
         })
     }
 
@@ -402,7 +420,7 @@ impl Certificate {
     pub fn signature_algorithm(&self) -> String {
         match SigAlg::from_oid(self.parsed.signature_algorithm.oid) {
             Ok(alg) => alg.name().to_owned(),
-            Err(name) => name,
+            Err(unsupported) => unsupported.to_string(),
         }
     }
 
@@ -413,8 +431,12 @@ impl Certificate {
             Ok(SigAlg::Weak(algorithm)) => {
                 return Err(Error::WeakSignature { file: file.to_owned(), subject: self.subject(), algorithm })
             }
-            Err(algorithm) => {
-                return Err(Error::UnsupportedSignature { file: file.to_owned(), subject: self.subject(), algorithm })
+            Err(unsupported) => {
+                return Err(Error::UnsupportedSignature {
+                    file: file.to_owned(),
+                    subject: self.subject(),
+                    algorithm: unsupported.to_string(),
+                })
             }
             Ok(_) => {}
         }

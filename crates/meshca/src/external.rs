@@ -31,10 +31,39 @@ pub trait ExternalKey: Send + Sync {
     /// signature value: for ECDSA the DER `Ecdsa-Sig-Value` over SHA-256 (P-256) or SHA-384
     /// (P-384), for RSA PKCS#1 v1.5 with SHA-256. [`ecdsa_signature_to_der`] converts the raw
     /// `r || s` that PKCS#11's CKM_ECDSA returns. The error says what failed, for the operator.
-    fn sign(&self, message: &[u8]) -> core::result::Result<Vec<u8>, String>;
+    fn sign(&self, message: &[u8]) -> core::result::Result<Vec<u8>, SignError>;
 
     /// Names the key in messages and `Debug` output (a PKCS#11 URI without its PIN).
     fn describe(&self) -> String;
+}
+
+/// Why an [`ExternalKey`] did not sign. Never holds key material or a PIN.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The key's provider answered the call with an error code (a PKCS#11 function's `CKR_*`,
+    /// a signing service's error status).
+    #[error("{call} returned {code}")]
+    Refused {
+        /// The call (`C_Sign`, an API path).
+        call: String,
+        /// What it returned (`CKR_DEVICE_REMOVED`, an HTTP status).
+        code: String,
+    },
+    /// The provider answered with a signature of the wrong shape.
+    #[error("{mechanism} returned {len} bytes, not {expected}")]
+    Malformed {
+        /// The mechanism or method (`CKM_ECDSA`).
+        mechanism: &'static str,
+        /// How many bytes came back.
+        len: usize,
+        /// What was expected (`r || s`).
+        expected: &'static str,
+    },
+    /// The provider could not be reached or used at all (a library error, a connection
+    /// refused): what it said.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A CA's private key: in memory, or held by an [`ExternalKey`].
@@ -120,7 +149,7 @@ pub fn ecdsa_signature_to_der(raw: &[u8]) -> Option<Vec<u8>> {
 /// external key's error for the caller (rcgen only says "remote key error").
 pub(crate) struct RcgenSigner<'a> {
     key: &'a CaKey,
-    error: Mutex<Option<String>>,
+    error: Mutex<Option<SignError>>,
 }
 
 impl<'a> RcgenSigner<'a> {
@@ -132,7 +161,7 @@ impl<'a> RcgenSigner<'a> {
     pub(crate) fn error(&self, what: &'static str, e: rcgen::Error) -> Error {
         let kept = self.error.lock().map(|mut g| g.take()).unwrap_or(None);
         match (kept, self.key) {
-            (Some(detail), CaKey::External(k)) => Error::ExternalKey { key: k.describe(), detail },
+            (Some(e), CaKey::External(k)) => Error::ExternalKey { key: k.describe(), detail: e.to_string() },
             _ => Error::Issuance { what, detail: e.to_string() },
         }
     }
@@ -152,9 +181,9 @@ impl rcgen::SigningKey for RcgenSigner<'_> {
     fn sign(&self, msg: &[u8]) -> core::result::Result<Vec<u8>, rcgen::Error> {
         match self.key {
             CaKey::Local(k) => rcgen::SigningKey::sign(k.pair(), msg),
-            CaKey::External(k) => k.sign(msg).map_err(|detail| {
+            CaKey::External(k) => k.sign(msg).map_err(|e| {
                 if let Ok(mut g) = self.error.lock() {
-                    *g = Some(detail);
+                    *g = Some(e);
                 }
                 rcgen::Error::RemoteKeyError
             }),

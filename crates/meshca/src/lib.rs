@@ -63,7 +63,7 @@ pub use crl::{
 };
 pub use crl_set::{CrlProfile, CrlSet};
 pub use error::{Error, KeyHolder, Result};
-pub use external::{ecdsa_signature_to_der, CaKey, ExternalKey};
+pub use external::{ecdsa_signature_to_der, CaKey, ExternalKey, SignError};
 pub use key::{KeyAlgorithm, KeyType, PrivateKey};
 pub use pem::{MAX_INPUT_BYTES, MAX_PEM_BLOCKS};
 pub use profile::{BACKDATE, ISTIOD_SAN};

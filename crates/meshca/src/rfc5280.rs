@@ -129,9 +129,46 @@ pub(crate) fn name_constraints(c: &Certificate, file: &str) -> Result<Option<Nam
     Ok(Some(nc))
 }
 
-fn check_subtree(s: &GeneralSubtree) -> core::result::Result<(), String> {
+/// Why a name constraint's subtree is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SubtreeProblem {
+    MinimumMaximum,
+    DnsLeadingDot,
+    NotDns,
+    IpLength(usize),
+    MaskNotContiguous,
+    NotMailbox,
+    Uri,
+}
+
+impl core::fmt::Display for SubtreeProblem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SubtreeProblem::MinimumMaximum => f.write_str("minimum must be 0 and maximum absent (RFC 5280 4.2.1.10)"),
+            SubtreeProblem::DnsLeadingDot => f.write_str(
+                "a dNSName constraint has no leading '.' (RFC 5280 4.2.1.10: `example.com` already covers every name \
+                 below it)",
+            ),
+            SubtreeProblem::NotDns => {
+                f.write_str("not a DNS name (labels of letters, digits and '-', at most 63 each)")
+            }
+            SubtreeProblem::IpLength(n) => {
+                write!(f, "an iPAddress constraint is an address and a mask, 8 (IPv4) or 32 (IPv6) bytes, not {n}")
+            }
+            SubtreeProblem::MaskNotContiguous => f.write_str("the mask is not contiguous"),
+            SubtreeProblem::NotMailbox => f.write_str("not a mailbox, a host or a domain"),
+            SubtreeProblem::Uri => f.write_str(
+                "a URI constraint: rustls-webpki (ztunnel) and pyca/cryptography refuse every chain through a CA \
+                 that carries one, and Istio's workload identities are URIs; constrain DNS names instead, or remove \
+                 it",
+            ),
+        }
+    }
+}
+
+fn check_subtree(s: &GeneralSubtree) -> core::result::Result<(), SubtreeProblem> {
     if s.minimum != 0 || s.maximum.is_some() {
-        return Err("minimum must be 0 and maximum absent (RFC 5280 4.2.1.10)".into());
+        return Err(SubtreeProblem::MinimumMaximum);
     }
     match &s.base {
         GeneralName::DnsName(d) => {
@@ -139,26 +176,19 @@ fn check_subtree(s: &GeneralSubtree) -> core::result::Result<(), String> {
             // the left; the leading '.' of the rfc822Name and URI forms is malformed here.
             let name = d.as_str();
             if name.starts_with('.') {
-                return Err("a dNSName constraint has no leading '.' (RFC 5280 4.2.1.10: `example.com` already \
-                            covers every name below it)"
-                    .into());
+                return Err(SubtreeProblem::DnsLeadingDot);
             }
-            valid_dns(name)
-                .then_some(())
-                .ok_or_else(|| "not a DNS name (labels of letters, digits and '-', at most 63 each)".into())
+            valid_dns(name).then_some(()).ok_or(SubtreeProblem::NotDns)
         }
         GeneralName::IpAddress(ip) => {
             let b = ip.as_bytes();
             if b.len() != 8 && b.len() != 32 {
-                return Err(format!(
-                    "an iPAddress constraint is an address and a mask, 8 (IPv4) or 32 (IPv6) bytes, not {}",
-                    b.len()
-                ));
+                return Err(SubtreeProblem::IpLength(b.len()));
             }
             let mask = &b[b.len() / 2..];
             let bits: Vec<bool> = mask.iter().flat_map(|m| (0..8).rev().map(move |i| m >> i & 1 == 1)).collect();
             if bits.windows(2).any(|w| !w[0] && w[1]) {
-                return Err("the mask is not contiguous".into());
+                return Err(SubtreeProblem::MaskNotContiguous);
             }
             Ok(())
         }
@@ -166,17 +196,13 @@ fn check_subtree(s: &GeneralSubtree) -> core::result::Result<(), String> {
             let m = m.as_str();
             let domain = match m.rsplit_once('@') {
                 Some((local, domain)) if !local.is_empty() && !local.contains(['@', ' ']) => domain,
-                Some(_) => return Err("not a mailbox, a host or a domain".into()),
+                Some(_) => return Err(SubtreeProblem::NotMailbox),
                 None => m.strip_prefix('.').unwrap_or(m),
             };
-            valid_dns(domain).then_some(()).ok_or_else(|| "not a mailbox, a host or a domain".into())
+            valid_dns(domain).then_some(()).ok_or(SubtreeProblem::NotMailbox)
         }
         GeneralName::DirectoryName(_) => Ok(()),
-        GeneralName::UniformResourceIdentifier(_) => {
-            Err("a URI constraint: rustls-webpki (ztunnel) and pyca/cryptography refuse every chain through a CA that \
-             carries one, and Istio's workload identities are URIs; constrain DNS names instead, or remove it"
-                .into())
-        }
+        GeneralName::UniformResourceIdentifier(_) => Err(SubtreeProblem::Uri),
         // otherName, x400Address, ediPartyName, registeredID: meshca does not evaluate them, and
         // RFC 5280 4.2.1.10 asks only that a later certificate carrying a name of such a form
         // be refused ([`check_names_within`]), not the CA that constrains it.

@@ -41,37 +41,68 @@ impl SpiffeId {
 /// Checks a trust domain as the SPIFFE spec defines it (lowercase letters, digits, `.`, `-`, `_`):
 /// an [`Error::InvalidParameter`] for `trust domain` says what is wrong.
 pub fn validate_trust_domain(td: &str) -> Result<()> {
-    trust_domain_problem(td).map_err(|reason| Error::InvalidParameter { field: "trust domain".into(), reason })
+    trust_domain_problem(td)
+        .map_err(|problem| Error::InvalidParameter { field: "trust domain".into(), reason: problem.to_string() })
 }
 
-fn trust_domain_problem(td: &str) -> core::result::Result<(), String> {
+/// What is wrong with a trust domain or a path segment (the messages both errors carry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NameProblem {
+    Empty(&'static str),
+    TrustDomainTooLong,
+    TrustDomainChar(char),
+    EmptyLabel,
+    DotSegment(&'static str),
+    SegmentChar(&'static str, char),
+}
+
+impl core::fmt::Display for NameProblem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            NameProblem::Empty(what) => write!(f, "the {what} is empty"),
+            NameProblem::TrustDomainTooLong => f.write_str("the trust domain is longer than 255 characters"),
+            NameProblem::TrustDomainChar(c) => {
+                write!(f, "the trust domain may hold only lowercase letters, digits, '.', '-' and '_', not {c:?}")
+            }
+            NameProblem::EmptyLabel => {
+                f.write_str("the trust domain has an empty label (a leading, trailing or doubled '.')")
+            }
+            NameProblem::DotSegment(what) => write!(f, "the {what} may not be `.` or `..`"),
+            NameProblem::SegmentChar(what, c) => {
+                write!(f, "the {what} may hold only letters, digits, '.', '-' and '_', not {c:?}")
+            }
+        }
+    }
+}
+
+fn trust_domain_problem(td: &str) -> core::result::Result<(), NameProblem> {
     if td.is_empty() {
-        return Err("the trust domain is empty".into());
+        return Err(NameProblem::Empty("trust domain"));
     }
     if td.len() > 255 {
-        return Err("the trust domain is longer than 255 characters".into());
+        return Err(NameProblem::TrustDomainTooLong);
     }
     if let Some(c) =
         td.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')))
     {
-        return Err(format!("the trust domain may hold only lowercase letters, digits, '.', '-' and '_', not {c:?}"));
+        return Err(NameProblem::TrustDomainChar(c));
     }
     // A trust domain is a DNS-like name: no empty labels (`a..b`, a leading or trailing dot).
     if td.split('.').any(str::is_empty) {
-        return Err("the trust domain has an empty label (a leading, trailing or doubled '.')".into());
+        return Err(NameProblem::EmptyLabel);
     }
     Ok(())
 }
 
-fn validate_segment(what: &str, s: &str) -> core::result::Result<(), String> {
+fn validate_segment(what: &'static str, s: &str) -> core::result::Result<(), NameProblem> {
     if s.is_empty() {
-        return Err(format!("the {what} is empty"));
+        return Err(NameProblem::Empty(what));
     }
     if s == "." || s == ".." {
-        return Err(format!("the {what} may not be `.` or `..`"));
+        return Err(NameProblem::DotSegment(what));
     }
     if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
-        return Err(format!("the {what} may hold only letters, digits, '.', '-' and '_', not {c:?}"));
+        return Err(NameProblem::SegmentChar(what, c));
     }
     Ok(())
 }
@@ -88,12 +119,12 @@ impl FromStr for SpiffeId {
         }
         let rest = id.strip_prefix("spiffe://").ok_or_else(|| bad("it does not start with spiffe://".into()))?;
         let (td, path) = rest.split_once('/').ok_or_else(|| bad("it has no path".into()))?;
-        trust_domain_problem(td).map_err(bad)?;
+        trust_domain_problem(td).map_err(|p| bad(p.to_string()))?;
         let parts: Vec<&str> = path.split('/').collect();
         match parts.as_slice() {
             ["ns", ns, "sa", sa] => {
-                validate_segment("namespace", ns).map_err(bad)?;
-                validate_segment("service account", sa).map_err(bad)?;
+                validate_segment("namespace", ns).map_err(|p| bad(p.to_string()))?;
+                validate_segment("service account", sa).map_err(|p| bad(p.to_string()))?;
                 Ok(SpiffeId {
                     trust_domain: td.to_owned(),
                     namespace: (*ns).to_owned(),
