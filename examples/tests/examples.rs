@@ -5,10 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Where an example writes: a path that does not exist yet.
 fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("meshca-examples-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    meshca_testkit::temp_path(&format!("examples-{tag}"))
 }
 
 fn run(bin: &str, args: &[&Path]) -> (i32, String) {
@@ -20,8 +19,7 @@ fn run(bin: &str, args: &[&Path]) -> (i32, String) {
 }
 
 fn openssl_ok(args: &[&str]) -> Option<bool> {
-    let o = Command::new("openssl").args(args).output().ok()?;
-    Some(o.status.success())
+    meshca_testkit::verify::openssl(args).map(|(ok, _)| ok)
 }
 
 #[test]

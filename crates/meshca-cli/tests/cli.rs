@@ -17,13 +17,8 @@ fn rows(out: &Out, action: &str) -> usize {
 
 /// `openssl verify` of `cert` (its first certificate) with `chain` as untrusted intermediates.
 fn openssl_verify(root: &Path, chain: &Path, cert: &Path, purpose: Option<&str>) -> bool {
-    let mut args = vec!["verify".to_owned()];
-    if let Some(p) = purpose {
-        args.extend(["-purpose".to_owned(), p.to_owned()]);
-    }
-    args.extend(["-CAfile".into(), s(root), "-untrusted".into(), s(chain), s(cert)]);
-    let o = Command::new("openssl").args(&args).output().unwrap();
-    o.status.success()
+    let v = OpensslVerify::new(cert).roots(root).untrusted(chain);
+    purpose.map_or(v.clone(), |p| v.purpose(p)).run().is_ok()
 }
 
 #[cfg(unix)]
@@ -393,27 +388,6 @@ fn seed_store(tag: &str) -> (PathBuf, PathBuf, PathBuf) {
     (d, store, policy)
 }
 
-/// Every file under `dir` (following the store's links) with its bytes.
-fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(p) = stack.pop() {
-        for e in std::fs::read_dir(&p).unwrap() {
-            let e = e.unwrap();
-            let path = e.path();
-            if std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink() {
-                out.push((s(&path), std::fs::read_link(&path).unwrap().to_string_lossy().into_owned().into_bytes()));
-            } else if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push((s(&path), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn reconcile_issues_keeps_and_rotates_over_time() {
     let (d, store, policy) = seed_store("reconcile");
@@ -426,21 +400,13 @@ fn reconcile_issues_keeps_and_rotates_over_time() {
     assert!(first.stdout.contains("All share root"), "{}", first.stdout);
     let c1 = store.join("cluster1/istio-system/cacerts");
     if has_openssl() {
-        let at = "1893456060"; // 2030-01-01T00:01:00Z
-        let o = Command::new("openssl")
-            .args([
-                "verify",
-                "-attime",
-                at,
-                "-CAfile",
-                &s(&c1.join("root-cert.pem")),
-                "-untrusted",
-                &s(&c1.join("cert-chain.pem")),
-                &s(&c1.join("ca-cert.pem")),
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let at = 1_893_456_060; // 2030-01-01T00:01:00Z
+        let verdict = OpensslVerify::new(&c1.join("ca-cert.pem"))
+            .at(time::OffsetDateTime::from_unix_timestamp(at).unwrap())
+            .roots(&c1.join("root-cert.pem"))
+            .untrusted(&c1.join("cert-chain.pem"))
+            .run();
+        verdict.unwrap();
     }
 
     // Idempotent: a second run inside the validity window changes no byte.

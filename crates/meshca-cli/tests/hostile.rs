@@ -32,33 +32,6 @@ fn reconcile(policy: &Path, store: &Path, clusters: &[&str], extra: &[&str]) -> 
     meshca(&args)
 }
 
-/// Every regular file and link under `dir`, with its content or target.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
-    for entry in entries {
-        let p = entry.unwrap().path();
-        let m = std::fs::symlink_metadata(&p).unwrap();
-        if m.is_dir() {
-            out.extend(snapshot(&p));
-        } else if m.is_symlink() {
-            out.push((p.clone(), std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes()));
-        } else {
-            out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
-        }
-    }
-    out.sort();
-    out
-}
-
-fn victim(d: &Path) -> (PathBuf, Vec<(PathBuf, Vec<u8>)>) {
-    let outside = d.join("outside");
-    std::fs::create_dir_all(outside.join("precious")).unwrap();
-    std::fs::write(outside.join("precious/data"), b"keep me").unwrap();
-    let snap = snapshot(&outside);
-    (outside, snap)
-}
-
 #[test]
 #[cfg(unix)]
 fn planted_links_refuse_one_cluster_and_the_others_are_reconciled() {

@@ -9,7 +9,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{s, tempdir, Out, BIN};
+use support::{s, snapshot, tempdir, OpensslVerify, Out, BIN};
 
 const PIN: &str = "4711-meshca";
 
@@ -87,35 +87,9 @@ impl Hsm {
 }
 
 fn openssl_verify(root: &Path, untrusted: Option<&Path>, cert: &Path) {
-    let mut cmd = Command::new("openssl");
-    cmd.args(["verify", "-x509_strict", "-CAfile"]).arg(root);
-    if let Some(u) = untrusted {
-        cmd.arg("-untrusted").arg(u);
-    }
-    let out = cmd.arg(cert).output().expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl verify {}: {}{}",
-        cert.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(snapshot(&p));
-            } else if let Ok(b) = std::fs::read(&p) {
-                out.push((p, b));
-            }
-        }
-    }
-    out.sort();
-    out
+    let v = OpensslVerify::new(cert).strict().roots(root);
+    let v = untrusted.map_or(v.clone(), |u| v.untrusted(u));
+    v.run().unwrap_or_else(|e| panic!("openssl verify {}: {e}", cert.display()));
 }
 
 #[test]

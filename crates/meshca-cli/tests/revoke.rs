@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{has_openssl, meshca, ok, s, tempdir};
+use support::{has_openssl, meshca, ok, s, tempdir, OpensslVerify};
 
 fn cacerts(store: &Path, cluster: &str) -> PathBuf {
     store.join(cluster).join("istio-system").join("cacerts")
@@ -61,18 +61,7 @@ fn webpki_accepts(w: &Workload, t: &Trust) -> Result<(), String> {
 }
 
 fn openssl_verify(w: &Workload, t: &Trust) -> Result<(), String> {
-    let out = Command::new("openssl")
-        .args(["verify", "-crl_check_all", "-CAfile", &s(&t.roots), "-CRLfile", &s(&t.crl), "-untrusted"])
-        .arg(w.chain())
-        .arg(w.chain())
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(text)
-    }
+    OpensslVerify::new(&w.chain()).roots(&t.roots).crls(&t.crl).untrusted(&w.chain()).run()
 }
 
 /// One mTLS handshake (TLS 1.2, so the server's verdict on the client's certificate reaches

@@ -4,9 +4,8 @@
 
 #[path = "support/apiserver.rs"]
 mod apiserver;
-#[path = "../../meshca-ops/tests/support/softhsm.rs"]
-mod softhsm;
 
+use meshca_testkit::softhsm;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

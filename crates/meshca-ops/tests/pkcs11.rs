@@ -3,11 +3,7 @@
 //! rustls-webpki directly, by `openssl verify`, and by meshca's own bundle validation.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/softhsm.rs"]
-mod softhsm;
-
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
@@ -22,8 +18,8 @@ use meshca_ops::pkcs11::{KeyAccess, KeyUri, Pin, TokenKey};
 use meshca_ops::policy;
 use meshca_ops::reconcile::{self, Action, Options, Run, TokenAccess};
 use meshca_ops::store::{DirStore, SecretRef, Store, WriteMeta};
-use rustls_pki_types::{CertificateDer, UnixTime};
-use softhsm::{softhsm, SoftHsm, PIN};
+use meshca_testkit::softhsm::{softhsm, SoftHsm, PIN};
+use meshca_testkit::tempdir;
 use time::OffsetDateTime;
 
 fn now() -> OffsetDateTime {
@@ -38,47 +34,15 @@ fn access(hsm: &SoftHsm, token: &str, object: &str, pin: &str) -> KeyAccess {
     }
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("meshca-ops-p11-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// rustls-webpki, directly: `chain[0]` is an end entity under `roots` for client and server auth.
+/// rustls-webpki, directly (the test kit's), failing the test with its verdict.
 fn webpki_verify(chain: &[Certificate], roots: &[Certificate], at: OffsetDateTime) {
-    let roots_der: Vec<CertificateDer<'_>> = roots.iter().map(|r| CertificateDer::from(r.der())).collect();
-    let anchors: Vec<_> = roots_der.iter().map(|r| webpki::anchor_from_trusted_cert(r).unwrap()).collect();
-    let ee_der = CertificateDer::from(chain[0].der());
-    let ee = webpki::EndEntityCert::try_from(&ee_der).unwrap();
-    let inter: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.der())).collect();
-    let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.unix_timestamp() as u64));
-    for usage in [webpki::KeyUsage::client_auth(), webpki::KeyUsage::server_auth()] {
-        ee.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &inter, time, usage, None, None)
-            .unwrap_or_else(|e| panic!("rustls-webpki refused the chain: {e:?}"));
-    }
+    meshca_testkit::verify::webpki(chain, roots, at).unwrap_or_else(|e| panic!("rustls-webpki refused the chain: {e}"));
 }
 
 /// `openssl verify -x509_strict` of `leaf` with `untrusted` intermediates and `roots`.
 fn openssl_verify(dir: &Path, leaf: &Certificate, untrusted: &[Certificate], roots: &[Certificate]) {
-    let pem = |c: &[Certificate]| c.iter().map(Certificate::to_pem).collect::<String>();
-    std::fs::write(dir.join("leaf.pem"), leaf.to_pem()).unwrap();
-    std::fs::write(dir.join("untrusted.pem"), pem(untrusted)).unwrap();
-    std::fs::write(dir.join("roots.pem"), pem(roots)).unwrap();
-    let out = Command::new("openssl")
-        .args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"])
-        .arg(dir.join("roots.pem"))
-        .arg("-untrusted")
-        .arg(dir.join("untrusted.pem"))
-        .arg(dir.join("leaf.pem"))
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    meshca_testkit::verify::openssl_verify_certs(dir, leaf, untrusted, roots)
+        .unwrap_or_else(|e| panic!("openssl verify: {e}"));
 }
 
 /// A root whose key was made in the token: the private key is sensitive and not extractable,

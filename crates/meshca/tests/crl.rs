@@ -6,12 +6,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use meshca::{
     Certificate, Crl, IntermediateParams, Leaf, LeafParams, RevocationReason, Revoked, RootParams, SigningCa, SpiffeId,
 };
-use rustls_pki_types::{CertificateDer, UnixTime};
+
 use time::{Duration, OffsetDateTime};
 
 fn now() -> OffsetDateTime {
@@ -52,40 +51,7 @@ fn fleet_crls(f: &Fleet, t: OffsetDateTime) -> Vec<Crl> {
     crls
 }
 
-/// rustls-webpki directly, revocation over the whole chain, unknown status refused (Envoy's rule).
-fn webpki_with_crls(
-    chain: &[Certificate],
-    roots: &[Certificate],
-    crls: &[Crl],
-    at: OffsetDateTime,
-) -> Result<(), String> {
-    let root_ders: Vec<CertificateDer<'_>> = roots.iter().map(|r| CertificateDer::from(r.der())).collect();
-    let anchors: Vec<_> = root_ders.iter().map(|d| webpki::anchor_from_trusted_cert(d).unwrap()).collect();
-    let inter: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.der())).collect();
-    let ee_der = CertificateDer::from(chain[0].der());
-    let ee = webpki::EndEntityCert::try_from(&ee_der).unwrap();
-    let parsed: Vec<webpki::CertRevocationList<'_>> =
-        crls.iter().map(|c| webpki::BorrowedCertRevocationList::from_der(c.der()).unwrap().into()).collect();
-    let refs: Vec<&webpki::CertRevocationList<'_>> = parsed.iter().collect();
-    let revocation = webpki::RevocationOptionsBuilder::new(&refs)
-        .unwrap()
-        .with_depth(webpki::RevocationCheckDepth::Chain)
-        .with_status_policy(webpki::UnknownStatusPolicy::Deny)
-        .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
-        .build();
-    let t = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.unix_timestamp() as u64));
-    ee.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        &anchors,
-        &inter,
-        t,
-        webpki::KeyUsage::client_auth(),
-        Some(revocation),
-        None,
-    )
-    .map(|_| ())
-    .map_err(|e| format!("{e:?}"))
-}
+use meshca_testkit::verify::{openssl_available, webpki_with_crls, OpensslVerify};
 
 #[test]
 fn a_revoked_intermediate_is_refused_and_every_other_chain_verifies() {
@@ -203,10 +169,6 @@ fn crls_read_back_with_their_entries_and_are_checked_as_consumers_check_them() {
     assert!(f.root.sign_crl(&[], now(), now(), 1).is_err(), "nextUpdate after thisUpdate");
 }
 
-fn openssl_available() -> bool {
-    Command::new("openssl").arg("version").output().map(|o| o.status.success()).unwrap_or(false)
-}
-
 fn openssl_crl_check_all(
     dir: &Path,
     chain: &[Certificate],
@@ -219,18 +181,15 @@ fn openssl_crl_check_all(
     std::fs::write(dir.join("chain.pem"), pem(&chain[1..])).unwrap();
     std::fs::write(dir.join("roots.pem"), pem(roots)).unwrap();
     std::fs::write(dir.join("ca-crl.pem"), crls.iter().map(Crl::to_pem).collect::<String>()).unwrap();
-    let out = Command::new("openssl")
-        .args(["verify", "-crl_check_all", "-x509_strict", "-attime", &at.to_string()])
-        .arg("-CAfile")
-        .arg(dir.join("roots.pem"))
-        .arg("-untrusted")
-        .arg(dir.join("chain.pem"))
-        .arg("-CRLfile")
-        .arg(dir.join("ca-crl.pem"))
-        .arg(dir.join("leaf.pem"))
-        .output()
-        .unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    let at = OffsetDateTime::from_unix_timestamp(at).unwrap();
+    let verdict = OpensslVerify::new(&dir.join("leaf.pem"))
+        .strict()
+        .at(at)
+        .roots(&dir.join("roots.pem"))
+        .untrusted(&dir.join("chain.pem"))
+        .crls(&dir.join("ca-crl.pem"))
+        .run();
+    (verdict.is_ok(), verdict.err().unwrap_or_default())
 }
 
 #[test]

@@ -5,19 +5,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{fixture_now, load_dir, rng};
 use meshca::{IntermediateParams, KeyAlgorithm, Layout, LeafParams, RootParams, SigningCa, SpiffeId};
 
 fn openssl() -> Option<&'static str> {
-    match Command::new("openssl").arg("version").output() {
-        Ok(o) if o.status.success() => Some("openssl"),
-        _ => {
-            eprintln!("SKIPPED: no `openssl` on PATH; install OpenSSL to run the external verifier tests");
-            None
-        }
-    }
+    meshca_testkit::verify::openssl_available().then_some("openssl")
 }
 
 fn write(dir: &Path, name: &str, data: &[u8]) -> String {
@@ -26,9 +19,9 @@ fn write(dir: &Path, name: &str, data: &[u8]) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// `openssl` with `args` (present: [`openssl`] was checked first).
 fn run(args: &[&str]) -> (bool, String) {
-    let o = Command::new("openssl").args(args).output().unwrap();
-    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    meshca_testkit::verify::openssl(args).expect("openssl runs")
 }
 
 /// `openssl verify` of the cluster CA and of a workload leaf, for one signer and key type.

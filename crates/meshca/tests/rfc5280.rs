@@ -41,10 +41,7 @@ fn leaf_under(dir: &str) -> (Vec<Certificate>, Vec<Certificate>) {
     (chain, roots)
 }
 
-fn openssl(args: &[&str]) -> Option<(bool, String)> {
-    let o = std::process::Command::new("openssl").args(args).output().ok()?;
-    Some((o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))))
-}
+use meshca_testkit::verify::openssl;
 
 /// `openssl verify` of a bundle directory's ca-cert.pem against its roots, at the fixtures' time.
 fn openssl_verify_bundle(dir: &str) -> Option<(bool, String)> {

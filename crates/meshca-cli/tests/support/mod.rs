@@ -1,8 +1,11 @@
 //! What every test that drives the built `meshca` binary needs.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
+
+pub use meshca_testkit::verify::{openssl_available as has_openssl, OpensslVerify};
+pub use meshca_testkit::{snapshot, tempdir, victim};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshca");
 
@@ -33,25 +36,10 @@ pub fn ok(args: &[&str]) -> Out {
     out
 }
 
-pub fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("meshca-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 pub fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
 pub fn testdata(rel: &str) -> String {
     s(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(rel))
-}
-
-pub fn has_openssl() -> bool {
-    let found = Command::new("openssl").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
-    if !found {
-        eprintln!("SKIPPED openssl checks: no openssl on PATH");
-    }
-    found
 }

@@ -1,13 +1,11 @@
 #![allow(clippy::unwrap_used)]
 //! Helpers shared by the integration tests: fixtures, a pinned clock, a seeded RNG, and an
 //! independent rustls-webpki check of workload chains.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::path::{Path, PathBuf};
 
-use meshca::{Certificate, Files};
-use rand_core::SeedableRng;
-use rustls_pki_types::{CertificateDer, UnixTime};
+use meshca::Files;
 use time::OffsetDateTime;
 
 pub fn testdata(rel: &str) -> PathBuf {
@@ -50,22 +48,5 @@ pub fn fixture_now() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(secs).unwrap() + time::Duration::days(1)
 }
 
-pub fn rng(seed: u64) -> rand_chacha::ChaCha20Rng {
-    rand_chacha::ChaCha20Rng::seed_from_u64(seed)
-}
-
-/// Verifies `chain` (leaf first) against `roots` with rustls-webpki for both TLS client and
-/// server use: the independent verifier every issued chain must satisfy.
-pub fn webpki_verify(chain: &[Certificate], roots: &[Certificate], now: OffsetDateTime) -> Result<(), String> {
-    let root_ders: Vec<CertificateDer<'_>> = roots.iter().map(|r| CertificateDer::from(r.der())).collect();
-    let anchors: Vec<_> = root_ders.iter().map(|d| webpki::anchor_from_trusted_cert(d).unwrap()).collect();
-    let inter: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.der())).collect();
-    let leaf = CertificateDer::from(chain[0].der());
-    let ee = webpki::EndEntityCert::try_from(&leaf).map_err(|e| format!("{e:?}"))?;
-    let t = UnixTime::since_unix_epoch(core::time::Duration::from_secs(now.unix_timestamp() as u64));
-    for usage in [webpki::KeyUsage::client_auth(), webpki::KeyUsage::server_auth()] {
-        ee.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &inter, t, usage, None, None)
-            .map_err(|e| format!("{e:?}"))?;
-    }
-    Ok(())
-}
+pub use meshca_testkit::rng;
+pub use meshca_testkit::verify::webpki as webpki_verify;

@@ -8,7 +8,6 @@
 //! When the module is absent, `softhsm()` returns `None` and the caller says so loudly (the
 //! test command prints which PKCS#11 tests were skipped); `MESHCA_REQUIRE_SOFTHSM=1` (set by
 //! `.ci/run`) turns that into a failure.
-#![allow(dead_code, unreachable_pub)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,6 +38,7 @@ pub fn module_path() -> Option<PathBuf> {
 }
 
 /// The process's SoftHSM: its module and token directory.
+#[derive(Debug)]
 pub struct SoftHsm {
     pub module: PathBuf,
     pub tokens: PathBuf,

@@ -1,0 +1,167 @@
+//! The independent verifiers: rustls-webpki called directly (what ztunnel uses), and the
+//! system's `openssl verify` (what istiod's Go and Envoy's BoringSSL agree with on these
+//! profiles). meshca's own checks are never the only judge of what it issues.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::Command;
+
+use meshca::{Certificate, Crl};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use time::OffsetDateTime;
+
+fn unix(at: OffsetDateTime) -> UnixTime {
+    UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.unix_timestamp().max(0) as u64))
+}
+
+/// rustls-webpki, directly: `chain` (leaf first) is an end entity under `roots` at `at`, for
+/// TLS client and server use alike.
+pub fn webpki(chain: &[Certificate], roots: &[Certificate], at: OffsetDateTime) -> Result<(), String> {
+    let root_ders: Vec<CertificateDer<'_>> = roots.iter().map(|r| CertificateDer::from(r.der())).collect();
+    let anchors = root_ders
+        .iter()
+        .map(|d| webpki::anchor_from_trusted_cert(d).map_err(|e| format!("{e:?}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inter: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.der())).collect();
+    let leaf = CertificateDer::from(chain[0].der());
+    let ee = webpki::EndEntityCert::try_from(&leaf).map_err(|e| format!("{e:?}"))?;
+    for usage in [webpki::KeyUsage::client_auth(), webpki::KeyUsage::server_auth()] {
+        ee.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &inter, unix(at), usage, None, None)
+            .map_err(|e| format!("{e:?}"))?;
+    }
+    Ok(())
+}
+
+/// rustls-webpki with `crls` applied to the whole chain, an unknown status refused and stale
+/// CRLs enforced (Envoy's rule for `ca-crl.pem`), for client use.
+pub fn webpki_with_crls(
+    chain: &[Certificate],
+    roots: &[Certificate],
+    crls: &[Crl],
+    at: OffsetDateTime,
+) -> Result<(), String> {
+    let root_ders: Vec<CertificateDer<'_>> = roots.iter().map(|r| CertificateDer::from(r.der())).collect();
+    let anchors = root_ders
+        .iter()
+        .map(|d| webpki::anchor_from_trusted_cert(d).map_err(|e| format!("{e:?}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inter: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.der())).collect();
+    let ee_der = CertificateDer::from(chain[0].der());
+    let ee = webpki::EndEntityCert::try_from(&ee_der).map_err(|e| format!("{e:?}"))?;
+    let parsed = crls
+        .iter()
+        .map(|c| webpki::BorrowedCertRevocationList::from_der(c.der()).map(Into::into).map_err(|e| format!("{e:?}")))
+        .collect::<Result<Vec<webpki::CertRevocationList<'_>>, _>>()?;
+    let refs: Vec<&webpki::CertRevocationList<'_>> = parsed.iter().collect();
+    let revocation = webpki::RevocationOptionsBuilder::new(&refs)
+        .map_err(|e| format!("{e:?}"))?
+        .with_depth(webpki::RevocationCheckDepth::Chain)
+        .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+        .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+        .build();
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors,
+        &inter,
+        unix(at),
+        webpki::KeyUsage::client_auth(),
+        Some(revocation),
+        None,
+    )
+    .map(|_| ())
+    .map_err(|e| format!("{e:?}"))
+}
+
+/// Whether the system has `openssl` (tests that need it say so and skip when it has not).
+pub fn openssl_available() -> bool {
+    let found = Command::new("openssl").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
+    if !found {
+        eprintln!("SKIPPED openssl checks: no openssl on PATH");
+    }
+    found
+}
+
+/// Runs `openssl` with `args`: whether it succeeded and what it printed (stdout, then stderr);
+/// `None` when there is no `openssl` to run.
+pub fn openssl(args: &[&str]) -> Option<(bool, String)> {
+    let o = Command::new("openssl").args(args).output().ok()?;
+    Some((o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))))
+}
+
+/// `openssl verify` of the first certificate of a file, built up as the test needs it.
+#[derive(Clone, Debug)]
+pub struct OpensslVerify {
+    args: Vec<OsString>,
+    cert: OsString,
+}
+
+impl OpensslVerify {
+    /// Verifies the first certificate of `cert` (a PEM file).
+    pub fn new(cert: &Path) -> Self {
+        OpensslVerify { args: vec!["verify".into()], cert: cert.into() }
+    }
+
+    fn arg(mut self, flag: &str, value: impl Into<OsString>) -> Self {
+        self.args.push(flag.into());
+        self.args.push(value.into());
+        self
+    }
+
+    /// The trusted roots (`-CAfile`).
+    pub fn roots(self, file: &Path) -> Self {
+        self.arg("-CAfile", file)
+    }
+
+    /// Untrusted intermediates (`-untrusted`).
+    pub fn untrusted(self, file: &Path) -> Self {
+        self.arg("-untrusted", file)
+    }
+
+    /// The purpose checked (`-purpose sslclient`, ...).
+    pub fn purpose(self, purpose: &str) -> Self {
+        self.arg("-purpose", purpose)
+    }
+
+    /// Strict X.509 (`-x509_strict`).
+    pub fn strict(mut self) -> Self {
+        self.args.push("-x509_strict".into());
+        self
+    }
+
+    /// The CRLs of `file`, checked for every CA of the chain (`-crl_check_all`), as Envoy does.
+    pub fn crls(mut self, file: &Path) -> Self {
+        self.args.push("-crl_check_all".into());
+        self.arg("-CRLfile", file)
+    }
+
+    /// Verify as of `at` (`-attime`).
+    pub fn at(self, at: OffsetDateTime) -> Self {
+        self.arg("-attime", at.unix_timestamp().to_string())
+    }
+
+    /// Runs it: `Err` holds what openssl printed.
+    pub fn run(self) -> Result<(), String> {
+        let out = Command::new("openssl").args(&self.args).arg(&self.cert).output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+}
+
+/// Writes `leaf`, `untrusted` and `roots` as PEM files into `dir` and verifies the leaf with
+/// `openssl verify -x509_strict -purpose sslclient`.
+pub fn openssl_verify_certs(
+    dir: &Path,
+    leaf: &Certificate,
+    untrusted: &[Certificate],
+    roots: &[Certificate],
+) -> Result<(), String> {
+    let pem = |c: &[Certificate]| c.iter().map(Certificate::to_pem).collect::<String>();
+    let (l, u, r) = (dir.join("leaf.pem"), dir.join("untrusted.pem"), dir.join("roots.pem"));
+    std::fs::write(&l, leaf.to_pem()).map_err(|e| e.to_string())?;
+    std::fs::write(&u, pem(untrusted)).map_err(|e| e.to_string())?;
+    std::fs::write(&r, pem(roots)).map_err(|e| e.to_string())?;
+    OpensslVerify::new(&l).strict().purpose("sslclient").roots(&r).untrusted(&u).run()
+}
