@@ -12,6 +12,45 @@ pub(crate) fn time(s: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("not an RFC 3339 time like 2026-11-28T12:00:00Z ({e})"))
 }
 
+/// A cluster as a command line names it: `NAME`, or with `--kube` `NAME=CONTEXT` (a kubeconfig
+/// context; CONTEXT defaults to NAME). The one place `NAME=CONTEXT` is split; the name is
+/// checked where each command checks its clusters (refused input, exit 1), not here (clap's
+/// usage errors exit 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ClusterSpec {
+    /// The cluster's name.
+    pub(crate) name: String,
+    /// The kubeconfig context, when given (`=CONTEXT`; possibly empty, which `--kube` refuses).
+    pub(crate) context: Option<String>,
+}
+
+impl std::str::FromStr for ClusterSpec {
+    type Err = std::convert::Infallible;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        Ok(match spec.split_once('=') {
+            Some((name, context)) => ClusterSpec { name: name.to_owned(), context: Some(context.to_owned()) },
+            None => ClusterSpec { name: spec.to_owned(), context: None },
+        })
+    }
+}
+
+impl std::fmt::Display for ClusterSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.context {
+            Some(c) => write!(f, "{}={c}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+impl ClusterSpec {
+    /// The names of `specs`.
+    pub(crate) fn names(specs: &[ClusterSpec]) -> Vec<String> {
+        specs.iter().map(|c| c.name.clone()).collect()
+    }
+}
+
 /// The time a command works at: `--at`, else now.
 pub(crate) fn now_or(at: Option<OffsetDateTime>) -> OffsetDateTime {
     at.unwrap_or_else(OffsetDateTime::now_utc)
@@ -55,7 +94,7 @@ pub(crate) struct StoreArgs {
     /// The cluster holding the signing CA Secret. With --kube: NAME[=CONTEXT] (default: the
     /// current context).
     #[arg(long, default_value = "mgmt")]
-    pub(crate) mgmt_cluster: String,
+    pub(crate) mgmt_cluster: ClusterSpec,
     #[command(flatten)]
     pub(crate) kube: KubeArgs,
 }

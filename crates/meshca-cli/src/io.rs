@@ -9,7 +9,7 @@ use meshca::{Cacerts, SigningCa};
 use meshca_ops::store::{DirStore, Store, StoreLock};
 use meshca_ops::{fs, policy, Error};
 
-use crate::args::{KubeArgs, LockArgs, StoreArgs};
+use crate::args::{ClusterSpec, KubeArgs, LockArgs, StoreArgs};
 use crate::failure::{refused, usage, Failure};
 
 /// A CA lifetime flag (`--days`) within the core's bounds.
@@ -128,14 +128,14 @@ pub(crate) fn print_written(paths: &[PathBuf]) {
     }
 }
 
-/// `NAME=CONTEXT` (or `NAME`, meaning the context of the same name).
-pub(crate) fn cluster_context(spec: &str) -> Result<(String, String), Failure> {
-    let (name, ctx) = spec.split_once('=').unwrap_or((spec, spec));
-    meshca::validate_cluster_name(name).map_err(|e| refused(e.to_string()))?;
-    if ctx.is_empty() {
-        return Err(usage(format!("--cluster {spec}: the context after '=' is empty")));
+/// `NAME=CONTEXT` (or `NAME`, meaning the context of the same name) as `--kube` reaches it.
+pub(crate) fn cluster_context(spec: &ClusterSpec) -> Result<(String, String), Failure> {
+    meshca::validate_cluster_name(&spec.name).map_err(|e| refused(e.to_string()))?;
+    match spec.context.as_deref() {
+        Some("") => Err(usage(format!("--cluster {spec}: the context after '=' is empty"))),
+        Some(ctx) => Ok((spec.name.clone(), ctx.to_owned())),
+        None => Ok((spec.name.clone(), spec.name.clone())),
     }
-    Ok((name.to_owned(), ctx.to_owned()))
 }
 
 /// The one rule for the workload clusters a command line names (README, "Exit codes"): each a
@@ -211,27 +211,68 @@ pub(crate) struct Opened {
 
 /// The directory store at `dir`, or with `--kube` the clusters' Kubernetes APIs (`mgmt` and
 /// each cluster as NAME[=CONTEXT]).
-pub(crate) fn open_store(target: &StoreArgs, clusters: &[String]) -> Result<Opened, Failure> {
-    let (dir, kube, mgmt) = (target.store.as_deref(), &target.kube, target.mgmt_cluster.as_str());
-    let name = |spec: &str| spec.split('=').next().unwrap_or(spec).to_owned();
-    let names: Vec<String> = clusters.iter().map(|c| name(c)).collect();
-    check_workload_clusters(&names, &name(mgmt))?;
+pub(crate) fn open_store(target: &StoreArgs, clusters: &[ClusterSpec]) -> Result<Opened, Failure> {
+    let (dir, kube, mgmt) = (target.store.as_deref(), &target.kube, &target.mgmt_cluster);
+    let names = ClusterSpec::names(clusters);
+    check_workload_clusters(&names, &mgmt.name)?;
     if !kube.kube {
-        if let Some(spec) = clusters.iter().chain([&mgmt.to_owned()]).find(|c| c.contains('=')) {
+        if let Some(spec) = clusters.iter().chain([mgmt]).find(|c| c.context.is_some()) {
             return Err(usage(format!(
                 "{spec}: NAME=CONTEXT names a kubeconfig context and needs --kube; the directory store takes NAME"
             )));
         }
         let dir = dir.ok_or_else(|| usage("give --store DIR, or --kube"))?;
-        return Ok(Opened { store: Box::new(DirStore::new(dir)), mgmt: name(mgmt), clusters: names, _rt: None });
+        return Ok(Opened { store: Box::new(DirStore::new(dir)), mgmt: mgmt.name.clone(), clusters: names, _rt: None });
     }
-    let specs = clusters.iter().map(|c| cluster_context(c)).collect::<Result<Vec<_>, _>>()?;
-    let (mgmt_name, mgmt_ctx) = match mgmt.split_once('=') {
-        Some((n, c)) => (n.to_owned(), Some(c.to_owned())),
-        None => (mgmt.to_owned(), None),
-    };
-    let (rt, store) = kube_store(kube, Some((mgmt_name.clone(), mgmt_ctx)), &specs)?;
-    Ok(Opened { store: Box::new(store), mgmt: mgmt_name, clusters: names, _rt: Some(rt) })
+    let specs = clusters.iter().map(cluster_context).collect::<Result<Vec<_>, _>>()?;
+    let (rt, store) = kube_store(kube, Some((mgmt.name.clone(), mgmt.context.clone())), &specs)?;
+    Ok(Opened { store: Box::new(store), mgmt: mgmt.name.clone(), clusters: names, _rt: Some(rt) })
+}
+
+/// What a command that runs a job over the fleet opens, once, for every such command: the
+/// store over the named clusters, the directory store's lock (for a run that writes it), and
+/// the run context at `now`.
+pub(crate) struct Fleet {
+    pub(crate) opened: Opened,
+    pub(crate) opts: meshca_ops::reconcile::Options,
+    _lock: Option<StoreLock>,
+}
+
+/// When a command takes the directory store's lock: a run that writes it, named for the
+/// waiting message.
+pub(crate) struct Writes<'a> {
+    pub(crate) lock: &'a LockArgs,
+    pub(crate) command: &'a str,
+}
+
+impl Fleet {
+    /// Opens `target` over `clusters` (checked: [`check_workload_clusters`]); locks the
+    /// directory store when `writes` is given and this is not a dry run; and the run context at
+    /// `now` with `token`.
+    pub(crate) fn open(
+        target: &StoreArgs,
+        clusters: &[ClusterSpec],
+        writes: Option<Writes<'_>>,
+        now: time::OffsetDateTime,
+        dry_run: bool,
+        token: meshca_ops::reconcile::TokenAccess,
+    ) -> Result<Fleet, Failure> {
+        let opened = open_store(target, clusters)?;
+        let lock = match (&target.store, writes) {
+            (Some(dir), Some(w)) if !dry_run => Some(lock_store(&DirStore::new(dir), w.lock, w.command)?),
+            _ => None,
+        };
+        let mut opts = meshca_ops::reconcile::Options::new(now, opened.clusters.clone());
+        opts.dry_run = dry_run;
+        opts.mgmt_cluster = opened.mgmt.clone();
+        opts.token = token;
+        Ok(Fleet { opened, opts, _lock: lock })
+    }
+
+    /// The store.
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.opened.store.as_ref()
+    }
 }
 
 /// A runtime and a Kubernetes store over kubeconfig contexts. `mgmt` with no context is the

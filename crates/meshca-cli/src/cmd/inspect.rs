@@ -7,7 +7,9 @@ use clap::Args;
 use time::OffsetDateTime;
 
 use meshca::{Cacerts, Csr, PrivateKey};
-use meshca_ops::describe::{cert_view, write_tree};
+use meshca_ops::describe::cert_view;
+
+use crate::render::write_tree;
 use meshca_ops::{fs, proxy, Error};
 
 use crate::failure::CmdResult;

@@ -7,12 +7,11 @@ use std::process::ExitCode;
 use clap::Args;
 use time::OffsetDateTime;
 
-use meshca_ops::reconcile::{self, Action, Options};
-use meshca_ops::store::DirStore;
+use meshca_ops::reconcile::{self, Action};
 
-use crate::args::{LockArgs, StoreArgs};
+use crate::args::{ClusterSpec, LockArgs, StoreArgs};
 use crate::failure::{refused, usage, CmdResult, Failure};
-use crate::io::{check_future_at, load_policy, lock_store, open_store, read_text};
+use crate::io::{check_future_at, load_policy, read_text, Fleet, Writes};
 use crate::render::{render_report, render_rotation};
 
 #[derive(Args, Debug)]
@@ -23,7 +22,7 @@ pub(crate) struct ReconcileArgs {
     pub(crate) target: StoreArgs,
     /// A workload cluster; repeat for each. With --kube: NAME=CONTEXT (CONTEXT defaults to NAME).
     #[arg(long = "cluster", value_name = "NAME", required_unless_present = "clusters_file")]
-    pub(crate) clusters: Vec<String>,
+    pub(crate) clusters: Vec<ClusterSpec>,
     /// A file with one cluster name per line (# comments allowed).
     #[arg(long, conflicts_with = "clusters")]
     pub(crate) clusters_file: Option<PathBuf>,
@@ -43,9 +42,9 @@ pub(crate) struct ReconcileArgs {
     pub(crate) lock: LockArgs,
 }
 
-fn read_clusters(a: &ReconcileArgs) -> Result<Vec<String>, Failure> {
+fn read_clusters(a: &ReconcileArgs) -> Result<Vec<ClusterSpec>, Failure> {
     let mut clusters = a.clusters.clone();
-    let mgmt = a.target.mgmt_cluster.split('=').next().unwrap_or(&a.target.mgmt_cluster);
+    let mgmt = a.target.mgmt_cluster.name.as_str();
     if let Some(f) = &a.clusters_file {
         let text = read_text(f)?;
         let mut seen = std::collections::HashSet::new();
@@ -57,7 +56,8 @@ fn read_clusters(a: &ReconcileArgs) -> Result<Vec<String>, Failure> {
             // The message names the file and line, never the line's text: the file might not
             // be what it should be (a key file given by mistake).
             let at = format!("{}:{}", f.display(), i + 1);
-            let name = line.split('=').next().unwrap_or(line);
+            let Ok(spec) = line.parse::<ClusterSpec>();
+            let name = spec.name.as_str();
             if let Err(e) = meshca::validate_cluster_name(name) {
                 let why = match e {
                     meshca::Error::InvalidParameter { reason, .. } => {
@@ -75,11 +75,10 @@ fn read_clusters(a: &ReconcileArgs) -> Result<Vec<String>, Failure> {
                     "{at}: cluster `{name}` is the management cluster (--mgmt-cluster); list only workload clusters"
                 )));
             }
-            clusters.push(line.to_owned());
+            clusters.push(spec.clone());
         }
     }
-    let names: Vec<String> = clusters.iter().map(|c| c.split('=').next().unwrap_or(c).to_owned()).collect();
-    crate::io::check_workload_clusters(&names, mgmt)?;
+    crate::io::check_workload_clusters(&ClusterSpec::names(&clusters), mgmt)?;
     if clusters.is_empty() {
         return Err(usage("no clusters: pass --cluster NAME (repeatable) or --clusters-file FILE"));
     }
@@ -92,16 +91,9 @@ pub(crate) fn run(a: ReconcileArgs) -> CmdResult {
     let clusters = read_clusters(&a)?;
     let pol = load_policy(&a.target.policy)?;
     let token = a.pkcs11.token(&pol, &a.target.policy)?;
-    let opened = open_store(&a.target, &clusters)?;
-    let _lock = match &a.target.store {
-        Some(dir) if !a.dry_run => Some(lock_store(&DirStore::new(dir), &a.lock, "reconcile")?),
-        _ => None,
-    };
-    let store = opened.store.as_ref();
-    let mut opts = Options::new(now, opened.clusters.clone());
-    opts.dry_run = a.dry_run;
-    opts.mgmt_cluster = opened.mgmt.clone();
-    opts.token = token;
+    let fleet =
+        Fleet::open(&a.target, &clusters, Some(Writes { lock: &a.lock, command: "reconcile" }), now, a.dry_run, token)?;
+    let (store, opts) = (fleet.store(), &fleet.opts);
     let show_progress = !a.json && std::io::stderr().is_terminal() && opts.clusters.len() > 20;
     let mut progress = |done: usize, total: usize| {
         if show_progress {

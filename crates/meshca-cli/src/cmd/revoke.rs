@@ -15,9 +15,9 @@ use meshca_ops::reconcile::Options;
 use meshca_ops::revocation::{self, RevocationReport, Selector};
 use meshca_ops::store::{DirStore, Store};
 
-use crate::args::{LockArgs, StoreArgs};
+use crate::args::{ClusterSpec, LockArgs, StoreArgs};
 use crate::failure::{refused, usage, CmdResult, Failure};
-use crate::io::{check_future_at, load_policy, lock_store, open_store, Opened};
+use crate::io::{check_future_at, load_policy, open_store, Fleet, Writes};
 use crate::render::render_report;
 
 /// The flags every revocation command shares: where the fleet is, and how to act.
@@ -32,7 +32,7 @@ pub(crate) struct FleetArgs {
     /// NAME=CONTEXT, and every workload cluster must be named (a cluster left out keeps
     /// accepting the revoked CA).
     #[arg(long = "peer", value_name = "NAME")]
-    pub(crate) peers: Vec<String>,
+    pub(crate) peers: Vec<ClusterSpec>,
     /// Act as if at this time (RFC 3339).
     #[arg(long, value_parser = crate::args::time)]
     pub(crate) at: Option<OffsetDateTime>,
@@ -50,7 +50,7 @@ pub(crate) struct FleetArgs {
 pub(crate) struct RevokeArgs {
     /// The cluster whose intermediate is compromised. With --kube: NAME=CONTEXT.
     #[arg(long, value_name = "NAME")]
-    pub(crate) cluster: String,
+    pub(crate) cluster: ClusterSpec,
     /// Why: keyCompromise (the default), superseded or cessationOfOperation.
     #[arg(long, default_value = "keyCompromise", value_parser = parse_reason)]
     pub(crate) reason: RevocationReason,
@@ -66,7 +66,7 @@ pub(crate) struct RevokeArgs {
 pub(crate) struct UnrevokeArgs {
     /// Take back every revocation of this cluster's CAs. With --kube: NAME=CONTEXT.
     #[arg(long, value_name = "NAME", required_unless_present = "serial", conflicts_with = "serial")]
-    pub(crate) cluster: Option<String>,
+    pub(crate) cluster: Option<ClusterSpec>,
     /// Take back the revocation of this serial (hex, as `meshca crl show` prints it).
     #[arg(long, value_name = "HEX")]
     pub(crate) serial: Option<String>,
@@ -102,20 +102,19 @@ fn parse_reason(s: &str) -> Result<RevocationReason, String> {
 
 /// The fleet's clusters: `cluster` (if any) and the peers, or with the directory store every
 /// cluster holding a cacerts.
-fn fleet_clusters(f: &FleetArgs, cluster: Option<&str>) -> Result<Vec<String>, Failure> {
-    let mgmt = f.target.mgmt_cluster.split('=').next().unwrap_or(&f.target.mgmt_cluster).to_owned();
-    let name = |spec: &str| spec.split('=').next().unwrap_or(spec).to_owned();
-    let mut out: Vec<String> = cluster.map(str::to_owned).into_iter().collect();
+fn fleet_clusters(f: &FleetArgs, cluster: Option<&ClusterSpec>) -> Result<Vec<ClusterSpec>, Failure> {
+    let mgmt = f.target.mgmt_cluster.name.as_str();
+    let mut out: Vec<ClusterSpec> = cluster.cloned().into_iter().collect();
     for spec in &f.peers {
-        if out.iter().any(|c| name(c) == name(spec)) {
-            return Err(refused(format!("--peer {}: named twice", name(spec))));
+        if out.iter().any(|c| c.name == spec.name) {
+            return Err(refused(format!("--peer {}: named twice", spec.name)));
         }
         out.push(spec.clone());
     }
     if let (Some(dir), false) = (&f.target.store, f.target.kube.kube) {
         for c in DirStore::new(dir).clusters_with_cacerts()? {
-            if c != mgmt && !out.iter().any(|o| name(o) == c) {
-                out.push(c);
+            if c != mgmt && !out.iter().any(|o| o.name == c) {
+                out.push(ClusterSpec { name: c, context: None });
             }
         }
     } else if f.peers.is_empty() && cluster.is_some() {
@@ -125,9 +124,9 @@ fn fleet_clusters(f: &FleetArgs, cluster: Option<&str>) -> Result<Vec<String>, F
         ));
     }
     for c in &out {
-        meshca::validate_cluster_name(&name(c)).map_err(|e| refused(format!("--cluster/--peer: {e}")))?;
-        if name(c) == mgmt {
-            return Err(refused(format!("cluster `{}` is the management cluster (--mgmt-cluster)", name(c))));
+        meshca::validate_cluster_name(&c.name).map_err(|e| refused(format!("--cluster/--peer: {e}")))?;
+        if c.name == mgmt {
+            return Err(refused(format!("cluster `{}` is the management cluster (--mgmt-cluster)", c.name)));
         }
     }
     if out.is_empty() {
@@ -138,7 +137,7 @@ fn fleet_clusters(f: &FleetArgs, cluster: Option<&str>) -> Result<Vec<String>, F
 
 fn act(
     f: &FleetArgs,
-    cluster: Option<&str>,
+    cluster: Option<&ClusterSpec>,
     verb: &str,
     run: impl FnOnce(&dyn Store, &meshca_ops::policy::Policy, &Options) -> Result<RevocationReport, meshca_ops::Error>,
 ) -> CmdResult {
@@ -147,17 +146,10 @@ fn act(
     let pol = load_policy(&f.target.policy)?;
     let token = f.pkcs11.token(&pol, &f.target.policy)?;
     let clusters = fleet_clusters(f, cluster)?;
-    let opened: Opened = open_store(&f.target, &clusters)?;
-    crate::io::require_bundles(opened.store.as_ref(), &opened.clusters)?;
-    let _lock = match &f.target.store {
-        Some(dir) if !f.dry_run => Some(lock_store(&DirStore::new(dir), &f.lock, verb)?),
-        _ => None,
-    };
-    let mut opts = Options::new(now, opened.clusters.clone());
-    opts.dry_run = f.dry_run;
-    opts.mgmt_cluster = opened.mgmt.clone();
-    opts.token = token;
-    let report = run(opened.store.as_ref(), &pol, &opts)?;
+    let fleet =
+        Fleet::open(&f.target, &clusters, Some(Writes { lock: &f.lock, command: verb }), now, f.dry_run, token)?;
+    crate::io::require_bundles(fleet.store(), &fleet.opened.clusters)?;
+    let report = run(fleet.store(), &pol, &fleet.opts)?;
     if f.json {
         outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
@@ -174,7 +166,7 @@ fn act(
 }
 
 pub(crate) fn run_revoke(a: RevokeArgs) -> CmdResult {
-    let name = a.cluster.split('=').next().unwrap_or(&a.cluster).to_owned();
+    let name = a.cluster.name.clone();
     let target = a.serial.clone().map_or(revocation::Target::Current, revocation::Target::Serial);
     act(&a.fleet, Some(&a.cluster), "revoke", |store, pol, opts| {
         revocation::revoke_ca(store, pol, opts, &name, &target, a.reason, &mut meshca::OsRng, &mut |_, _| {})
@@ -183,11 +175,11 @@ pub(crate) fn run_revoke(a: RevokeArgs) -> CmdResult {
 
 pub(crate) fn run_unrevoke(a: UnrevokeArgs) -> CmdResult {
     let which = match (&a.cluster, &a.serial) {
-        (Some(c), _) => Selector::Cluster(c.split('=').next().unwrap_or(c).to_owned()),
+        (Some(c), _) => Selector::Cluster(c.name.clone()),
         (None, Some(s)) => Selector::Serial(s.clone()),
         (None, None) => return Err(usage("give --cluster NAME or --serial HEX")),
     };
-    act(&a.fleet, a.cluster.as_deref(), "unrevoke", |store, pol, opts| {
+    act(&a.fleet, a.cluster.as_ref(), "unrevoke", |store, pol, opts| {
         revocation::unrevoke(store, pol, opts, &which, &mut meshca::OsRng, &mut |_, _| {})
     })
 }

@@ -11,12 +11,12 @@ use std::process::ExitCode;
 use clap::Args;
 use time::OffsetDateTime;
 
-use meshca_ops::reconcile::{self, Options, RotateNow};
+use meshca_ops::reconcile::{self, RotateNow};
 use meshca_ops::store::{DirStore, Store};
 
-use crate::args::{LockArgs, StoreArgs};
+use crate::args::{ClusterSpec, LockArgs, StoreArgs};
 use crate::failure::{refused, usage, CmdResult};
-use crate::io::{check_future_at, load_policy, lock_store, open_store};
+use crate::io::{check_future_at, load_policy, Fleet, Writes};
 use crate::render::render_report;
 
 #[derive(Args, Debug)]
@@ -27,7 +27,7 @@ pub(crate) struct RotateArgs {
     pub(crate) target: StoreArgs,
     /// A cluster to re-issue now; repeat for each. With --kube: NAME=CONTEXT.
     #[arg(long = "cluster", value_name = "NAME", required_unless_present = "all", conflicts_with = "all")]
-    pub(crate) clusters: Vec<String>,
+    pub(crate) clusters: Vec<ClusterSpec>,
     /// Every cluster that has a cacerts bundle in the directory store.
     #[arg(long)]
     pub(crate) all: bool,
@@ -49,20 +49,24 @@ pub(crate) fn run(a: RotateArgs) -> CmdResult {
     let future = check_future_at(now, a.target.kube.kube, a.dry_run)?;
     let pol = load_policy(&a.target.policy)?;
     let token = a.pkcs11.token(&pol, &a.target.policy)?;
-    let mgmt = a.target.mgmt_cluster.split('=').next().unwrap_or(&a.target.mgmt_cluster).to_owned();
+    let mgmt = a.target.mgmt_cluster.name.clone();
     let clusters = if a.all {
         let Some(dir) = &a.target.store else {
             return Err(usage("with --kube, name the clusters to rotate: --cluster NAME=CONTEXT (repeat)"));
         };
-        let found: Vec<String> =
-            DirStore::new(dir).clusters_with_cacerts()?.into_iter().filter(|c| *c != mgmt).collect();
+        let found: Vec<ClusterSpec> = DirStore::new(dir)
+            .clusters_with_cacerts()?
+            .into_iter()
+            .filter(|c| *c != mgmt)
+            .map(|name| ClusterSpec { name, context: None })
+            .collect();
         if found.is_empty() {
             return Err(refused(format!("{}: no cluster has a cacerts bundle to rotate", dir.display())));
         }
         found
     } else {
         for c in &a.clusters {
-            let name = c.split('=').next().unwrap_or(c);
+            let name = c.name.as_str();
             meshca::validate_cluster_name(name).map_err(|e| refused(format!("--cluster: {e}")))?;
             if name == mgmt {
                 return Err(refused(format!("cluster `{name}` is the management cluster (--mgmt-cluster)")));
@@ -70,26 +74,19 @@ pub(crate) fn run(a: RotateArgs) -> CmdResult {
         }
         a.clusters.clone()
     };
-    let opened = open_store(&a.target, &clusters)?;
-    let _lock = match &a.target.store {
-        Some(dir) if !a.dry_run => Some(lock_store(&DirStore::new(dir), &a.lock, "rotate")?),
-        _ => None,
-    };
-    let store = opened.store.as_ref();
-    crate::io::require_bundles(store, &opened.clusters)?;
+    let mut fleet =
+        Fleet::open(&a.target, &clusters, Some(Writes { lock: &a.lock, command: "rotate" }), now, a.dry_run, token)?;
+    crate::io::require_bundles(fleet.store(), &fleet.opened.clusters)?;
     // A root rotation re-issues every cluster through its own steps: a forced rotation in the
     // middle would only race it.
-    if meshca_ops::rootrotation::load(store, &pol, &opened.mgmt)?.is_some_and(|s| s.in_progress()) {
+    if meshca_ops::rootrotation::load(fleet.store(), &pol, &fleet.opened.mgmt)?.is_some_and(|s| s.in_progress()) {
         return Err(refused(
             "a root rotation is under way: its steps re-issue every cluster; rotate after it finishes (meshca \
              rotate-root status)",
         ));
     }
-    let mut opts = Options::new(now, opened.clusters.clone());
-    opts.dry_run = a.dry_run;
-    opts.mgmt_cluster = opened.mgmt.clone();
-    opts.token = token;
-    opts.rotate_now = RotateNow::Only(opened.clusters.iter().cloned().collect::<BTreeSet<_>>());
+    fleet.opts.rotate_now = RotateNow::Only(fleet.opened.clusters.iter().cloned().collect::<BTreeSet<_>>());
+    let (store, opts) = (fleet.store(), &fleet.opts);
     let report = match reconcile::run(store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {})? {
         reconcile::Run::Reconciled(report) => report,
         reconcile::Run::RootRotation(rot) => {

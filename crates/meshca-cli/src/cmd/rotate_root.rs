@@ -11,7 +11,7 @@ use meshca_ops::reconcile::Options;
 use meshca_ops::store::{DirStore, SecretRef, StoreLock};
 use meshca_ops::Error;
 
-use crate::args::{LockArgs, StoreArgs};
+use crate::args::{ClusterSpec, LockArgs, StoreArgs};
 use crate::failure::{usage, CmdResult, Failure};
 use crate::io::{load_policy, load_signer, lock_store, open_store};
 use crate::render::short;
@@ -37,7 +37,7 @@ pub(crate) struct RotateCommonArgs {
     /// rotation must wait for (runs add the clusters they name); for `forget`, the ones to
     /// drop. With --kube: NAME=CONTEXT.
     #[arg(long = "cluster", value_name = "NAME")]
-    pub(crate) clusters: Vec<String>,
+    pub(crate) clusters: Vec<ClusterSpec>,
     /// As of this time (RFC 3339).
     #[arg(long, value_parser = crate::args::time)]
     pub(crate) at: Option<OffsetDateTime>,
@@ -153,8 +153,8 @@ pub(crate) fn run(c: RotateRootCommand) -> CmdResult {
             let opened = open_store(&a.target, &[])?;
             let _lock = a.lock_store("rotate-root forget")?;
             let opts = a.options(&opened);
-            for c in &a.clusters {
-                if rootrotation::forget(opened.store.as_ref(), &pol, &opts, c)? {
+            for c in ClusterSpec::names(&a.clusters) {
+                if rootrotation::forget(opened.store.as_ref(), &pol, &opts, &c)? {
                     outln!("forgot {c}: the rotation no longer waits for it");
                 } else {
                     outln!("{c}: not known to the rotation; nothing to forget");

@@ -10,7 +10,7 @@ use meshca::Cacerts;
 use meshca_ops::store::{SecretRef, Store};
 use meshca_ops::{fs, proxy, reconcile, Error};
 
-use crate::args::KubeArgs;
+use crate::args::{ClusterSpec, KubeArgs};
 use crate::failure::{usage, CmdResult};
 use crate::io::{cluster_context, kube_store};
 use crate::render::short;
@@ -21,7 +21,7 @@ pub(crate) struct VerifyArgs {
     pub(crate) dirs: Vec<PathBuf>,
     /// With --kube: a cluster as NAME=CONTEXT whose istio-system/cacerts is checked; repeat.
     #[arg(long = "cluster", value_name = "NAME=CONTEXT", requires = "kube")]
-    pub(crate) clusters: Vec<String>,
+    pub(crate) clusters: Vec<ClusterSpec>,
     #[command(flatten)]
     pub(crate) kube: KubeArgs,
     /// A sidecar's `istioctl proxy-config secret <pod> -o json` (or yaml); repeat for each.
@@ -122,7 +122,7 @@ pub(crate) fn run(a: VerifyArgs) -> CmdResult {
         a.dirs.iter().map(|d| (d.display().to_string(), load_for_verify(d, now))).collect();
     let mut _rt = None;
     if a.kube.kube {
-        let clusters = a.clusters.iter().map(|c| cluster_context(c)).collect::<Result<Vec<_>, _>>()?;
+        let clusters = a.clusters.iter().map(cluster_context).collect::<Result<Vec<_>, _>>()?;
         let (rt, store) = kube_store(&a.kube, None, &clusters)?;
         for (name, _) in &clusters {
             let secret = SecretRef::cacerts(name);
