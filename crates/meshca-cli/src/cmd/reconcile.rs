@@ -105,7 +105,7 @@ pub(crate) fn run(a: ReconcileArgs) -> CmdResult {
     };
     // While a root rotation is under way (or the policy asks for one), the run applies its
     // current step instead of the usual loop.
-    let report = match reconcile::run(store, &pol, &opts, &mut meshca::OsRng, &mut progress)? {
+    let report = match reconcile::run(store, &pol, opts, &mut meshca::OsRng, &mut progress)? {
         reconcile::Run::RootRotation(rot) => {
             if a.json {
                 outln!("{}", serde_json::to_string_pretty(&rot).unwrap_or_default());

@@ -87,7 +87,7 @@ pub(crate) fn run(a: RotateArgs) -> CmdResult {
     }
     fleet.opts.rotate_now = RotateNow::Only(fleet.opened.clusters.iter().cloned().collect::<BTreeSet<_>>());
     let (store, opts) = (fleet.store(), &fleet.opts);
-    let report = match reconcile::run(store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {})? {
+    let report = match reconcile::run(store, &pol, opts, &mut meshca::OsRng, &mut |_, _| {})? {
         reconcile::Run::Reconciled(report) => report,
         reconcile::Run::RootRotation(rot) => {
             // The policy asked for a root rotation and this run started it: say so, rotate nothing else.

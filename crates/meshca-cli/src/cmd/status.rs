@@ -59,7 +59,7 @@ pub(crate) fn run(a: StatusArgs) -> CmdResult {
     // Status plans and writes nothing: a dry run, without the store's lock.
     let fleet = Fleet::open(&a.target, &clusters, None, now, true, token)?;
     let (store, opts) = (fleet.store(), &fleet.opts);
-    let run = reconcile::run(store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {})?;
+    let run = reconcile::run(store, &pol, opts, &mut meshca::OsRng, &mut |_, _| {})?;
     if a.json {
         let v = match &run {
             Run::Reconciled(r) => serde_json::to_value(r),
