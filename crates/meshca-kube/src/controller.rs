@@ -62,17 +62,57 @@ enum BadRequest {
     Reason(String),
 }
 
-/// Reads the policy's revocation request: `None` when there is none or it was handled; an
-/// error (for status) when it names no valid cluster or reason.
-fn revoke_request(obj: &DynamicObject) -> Result<Option<RevokeRequest>, BadRequest> {
-    let annotations = obj.annotations();
+/// What a pass reads back from the policy's own status, read once. The status is JSON here: the
+/// controller watches `DynamicObject`, not `Api<RootTrustPolicy>`, because a policy whose spec
+/// does not deserialize must still get a status saying why (`InvalidPolicy`; the kube test
+/// `a_spec_that_does_not_deserialize_still_gets_a_status` shows why), and a typed watch would fail
+/// on it instead. Everything else works on typed values from here on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Previous {
+    /// The revoke annotation value last handled.
+    handled_request: Option<String>,
+    /// The rotation last reported: its old and new root.
+    rotation_roots: Option<(String, String)>,
+    /// The phases the last rotation reached (absent when status has none).
+    phases: Option<Vec<String>>,
+    /// Each cluster's last rotation time, as written.
+    last_rotation: BTreeMap<String, String>,
+    /// The clusters status lists.
+    clusters: Vec<String>,
+}
+
+impl Previous {
+    fn of(obj: &DynamicObject) -> Previous {
+        let status = obj.data.get("status");
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+        let rotation = status.and_then(|s| s.get("rotation"));
+        let clusters = status.and_then(|s| s.get("clusters")).and_then(Value::as_object);
+        Previous {
+            handled_request: text(status.and_then(|s| s.get("revocation")).and_then(|r| r.get("handledRequest"))),
+            rotation_roots: text(rotation.and_then(|r| r.get("oldRoot")))
+                .zip(text(rotation.and_then(|r| r.get("newRoot")))),
+            phases: rotation
+                .and_then(|r| r.get("phases"))
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()),
+            last_rotation: clusters
+                .into_iter()
+                .flatten()
+                .filter_map(|(c, v)| text(v.get("lastRotation")).map(|t| (c.clone(), t)))
+                .collect(),
+            clusters: clusters.into_iter().flatten().map(|(c, _)| c.clone()).collect(),
+        }
+    }
+}
+
+/// Reads the policy's revocation request from its `annotations`: `None` when there is none or
+/// it is the one `handled` already; an error (for status) when it names no valid cluster or
+/// reason.
+fn revoke_request(
+    annotations: &BTreeMap<String, String>,
+    handled: Option<&str>,
+) -> Result<Option<RevokeRequest>, BadRequest> {
     let Some(value) = annotations.get(REVOKE_ANNOTATION) else { return Ok(None) };
-    let handled = obj
-        .data
-        .get("status")
-        .and_then(|s| s.get("revocation"))
-        .and_then(|r| r.get("handledRequest"))
-        .and_then(Value::as_str);
     if handled == Some(value.as_str()) {
         return Ok(None);
     }
@@ -338,34 +378,30 @@ async fn reconcile_policy(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Acti
     reconcile_policy_in(obj, ctx).instrument(span).await
 }
 
+/// One pass over a policy: parse -> discover -> run(intent) -> publish -> requeue, each step a
+/// function of its own.
 async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let obj = Arc::new(ctx.with_written_status(&obj));
     let now = (ctx.cfg.clock)();
-    let source = format!("RootTrustPolicy {}", key(&obj));
     let generation = obj.metadata.generation;
-    let mut value = serde_json::to_value(obj.as_ref()).unwrap_or(Value::Null);
-    if let Some(map) = value.as_object_mut() {
-        map.remove("status");
-    }
-    let policy = match meshca_ops::policy::parse_value(value, &source) {
+    let prev = Previous::of(&obj);
+    let policy = match parse_policy(&obj) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "invalid policy");
-            set_status(&ctx, &obj, not_ready(PolicyState::Invalid, "InvalidPolicy", &e.to_string(), now, generation))
-                .await?;
+            set_status(
+                &ctx,
+                &obj,
+                &prev,
+                not_ready(PolicyState::Invalid, "InvalidPolicy", &e.to_string(), now, generation),
+            )
+            .await?;
             publish(&ctx, &obj, EventType::Warning, "InvalidPolicy", "Validate", &e.to_string()).await;
             // Nothing to do until someone edits the policy.
             return Ok(Action::await_change());
         }
     };
-
-    let mut clients: BTreeMap<String, Client> = BTreeMap::new();
-    clients.insert(ctx.cfg.mgmt_cluster.clone(), ctx.mgmt.clone());
-    for (name, client) in
-        clusters::clients_from_remote_secrets(&ctx.mgmt, &ctx.cfg.remote_secret_namespace, ctx.cfg.timeout).await?
-    {
-        clients.insert(name, client);
-    }
+    let clients = discover(&ctx).await?;
     let workload: Vec<String> = clients.keys().filter(|n| **n != ctx.cfg.mgmt_cluster).cloned().collect();
     if workload.is_empty() {
         let msg = format!(
@@ -374,34 +410,21 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
             ctx.cfg.remote_secret_namespace
         );
         tracing::warn!("{msg}");
-        set_status(&ctx, &obj, not_ready(PolicyState::Warning, "NoClusters", &msg, now, generation)).await?;
+        set_status(&ctx, &obj, &prev, not_ready(PolicyState::Warning, "NoClusters", &msg, now, generation)).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
-
     // A request that cannot be read is reported and ignored: the pass goes on (a typo in an
     // annotation must not stop rotations).
-    let mut request_note = None;
-    let request = match revoke_request(&obj) {
-        Ok(r) => r,
+    let (request, request_note) = match revoke_request(obj.annotations(), prev.handled_request.as_deref()) {
+        Ok(r) => (r, None),
         Err(bad) => {
             let msg = bad.to_string();
             tracing::warn!(error = %msg, "invalid revocation request; ignored");
             publish(&ctx, &obj, EventType::Warning, "InvalidRevocation", "Revoke", &msg).await;
-            request_note = Some(format!("{msg}; nothing was revoked"));
-            None
+            (None, Some(format!("{msg}; nothing was revoked")))
         }
     };
-    {
-        let mut referenced = ctx.referenced.lock().unwrap_or_else(|p| p.into_inner());
-        let (ns, name) = policy.signer.secret();
-        referenced.insert((ns.to_owned(), name.to_owned()));
-        for p in &policy.passive {
-            referenced.insert((p.namespace.clone(), p.name.clone()));
-        }
-        if let Some(r) = &policy.root_rotation {
-            referenced.insert((r.new_signer.namespace.clone(), r.new_signer.name.clone()));
-        }
-    }
+    remember_referenced(&ctx, &policy);
     let store = KubeStore::new(tokio::runtime::Handle::current(), clients)
         .adopt(ctx.cfg.adopt)
         .timeout(ctx.cfg.timeout)
@@ -412,43 +435,12 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
     opts.token = ctx.cfg.token.clone();
     let span = tracing::Span::current();
     let asked = request.clone();
-    let (revoked, run) = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| {
-            let mut revoked = Vec::new();
-            // The last revocation's run re-issued and published for every cluster: it is this
-            // pass's report.
-            let mut last = None;
-            for cluster in asked.iter().flat_map(|r| r.clusters.iter()) {
-                let reason = asked.as_ref().map(|r| r.reason).unwrap_or_default();
-                match meshca_ops::revocation::revoke_ca(
-                    &store,
-                    &policy,
-                    &opts,
-                    cluster,
-                    &meshca_ops::revocation::Target::CurrentDeliberately,
-                    reason,
-                    &mut meshca::OsRng,
-                    &mut |_, _| {},
-                ) {
-                    Ok(r) => {
-                        revoked.extend(r.entries);
-                        last = Some(r.run);
-                    }
-                    // Revoked by an earlier pass whose re-issue did not finish: the run below
-                    // replaces it.
-                    Err(meshca_ops::Error::Revocation(meshca_ops::revocation::Refusal::AlreadyRevoked { .. })) => {}
-                    Err(e) => return (revoked, Err(e)),
-                }
-            }
-            let run = match last {
-                Some(report) => Ok(Run::Reconciled(report)),
-                None => reconcile::run(&store, &policy, &opts, &mut meshca::OsRng, &mut |_, _| {}),
-            };
-            (revoked, run)
-        })
-    })
-    .await
-    .map_err(|e| Error::Config { context: source.clone(), detail: format!("reconcile task failed: {e}") })?;
+    let (revoked, run) = tokio::task::spawn_blocking(move || span.in_scope(|| run_pass(&store, &policy, &opts, asked)))
+        .await
+        .map_err(|e| Error::Config {
+            context: format!("RootTrustPolicy {}", key(&obj)),
+            detail: format!("reconcile task failed: {e}"),
+        })?;
     for r in &revoked {
         ctx.cfg.metrics.observe_revocation(&key(&obj), &r.cluster, &r.reason);
         let note =
@@ -456,67 +448,160 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         tracing::warn!(cluster = %r.cluster, serial = %r.serial, reason = %r.reason, "revoked");
         publish(&ctx, &obj, EventType::Warning, "Revoked", "Revoke", &note).await;
     }
-    let report = match run {
+    let mut report = match run {
         Ok(Run::Reconciled(r)) => {
             ctx.cfg.metrics.observe_report(&key(&obj), &r);
             r
         }
         Ok(Run::RootRotation(rot)) => {
             ctx.cfg.metrics.observe_rotation(&key(&obj), &rot);
-            return rotation_step(&ctx, &obj, &rot, now, generation).await;
+            return rotation_step(&ctx, &obj, &prev, &rot, now, generation).await;
         }
         Err(e) => {
             ctx.cfg.metrics.observe_failure(&key(&obj), e.kind());
             // Nothing could be done for any cluster: the signer or a passive CA is missing or
             // invalid, or the root rotation refused to go on (the message says why and what to do).
-            // A token (HSM) that cannot be reached, or refuses the PIN, has its own reason:
-            // alerts and `kubectl get` tell it from a bad policy. No cluster was touched.
-            let reason = match e.kind() {
-                meshca_ops::error::ErrorKind::Hsm => "SigningKeyUnavailable",
-                meshca_ops::error::ErrorKind::Revocation => "RevocationFailed",
-                _ => "CannotReconcile",
-            };
+            // No cluster was touched.
+            let reason = failure_reason(e.kind());
             tracing::warn!(error = %e, reason, "cannot reconcile");
-            set_status(&ctx, &obj, not_ready(PolicyState::Failed, reason, &e.to_string(), now, generation)).await?;
+            set_status(&ctx, &obj, &prev, not_ready(PolicyState::Failed, reason, &e.to_string(), now, generation))
+                .await?;
             publish(&ctx, &obj, EventType::Warning, reason, "Reconcile", &e.to_string()).await;
             return Err(e.into());
         }
     };
-
-    let handled = request.map(|r| r.value);
-    let mut report = report;
     report.notes.extend(request_note);
-    set_status(&ctx, &obj, status_of(&report, &obj, handled, now, generation)).await?;
+    let handled = request.map(|r| r.value);
+    set_status(&ctx, &obj, &prev, status_of(&report, &prev, handled, now, generation)).await?;
+    publish_clusters(&ctx, &obj, &report).await;
+    let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+    let count = failures.entry(key(&obj)).or_insert(0);
+    let failed = report.clusters.iter().any(|c| c.action == Outcome::Failed) || !report.trust.ok;
+    let wait = requeue_after(failed, report.next_check, now, count);
+    if *count == 0 {
+        failures.remove(&key(&obj));
+    }
+    Ok(Action::requeue(wait))
+}
+
+/// Parses the policy object's spec (its status aside) with the rules the CLI applies.
+fn parse_policy(obj: &DynamicObject) -> Result<meshca_ops::policy::Policy, meshca_ops::Error> {
+    let mut value = serde_json::to_value(obj).unwrap_or(Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+    }
+    meshca_ops::policy::parse_value(value, &format!("RootTrustPolicy {}", key(obj)))
+}
+
+/// The clusters of the fleet: the management cluster, and each workload cluster an Istio remote
+/// secret names.
+async fn discover(ctx: &Ctx) -> Result<BTreeMap<String, Client>, Error> {
+    let mut clients: BTreeMap<String, Client> = BTreeMap::new();
+    clients.insert(ctx.cfg.mgmt_cluster.clone(), ctx.mgmt.clone());
+    for (name, client) in
+        clusters::clients_from_remote_secrets(&ctx.mgmt, &ctx.cfg.remote_secret_namespace, ctx.cfg.timeout).await?
+    {
+        clients.insert(name, client);
+    }
+    Ok(clients)
+}
+
+/// Records the management-cluster Secrets `policy` names, so their watch triggers a pass.
+fn remember_referenced(ctx: &Ctx, policy: &meshca_ops::policy::Policy) {
+    let mut referenced = ctx.referenced.lock().unwrap_or_else(|p| p.into_inner());
+    let (ns, name) = policy.signer.secret();
+    referenced.insert((ns.to_owned(), name.to_owned()));
+    for p in &policy.passive {
+        referenced.insert((p.namespace.clone(), p.name.clone()));
+    }
+    if let Some(r) = &policy.root_rotation {
+        referenced.insert((r.new_signer.namespace.clone(), r.new_signer.name.clone()));
+    }
+}
+
+/// The pass itself (blocking: the store's calls wait on the runtime): with a revoke request,
+/// every cluster it names is revoked and the policy runs once; else the usual run. Returns the
+/// entries revoked and the run.
+fn run_pass(
+    store: &dyn meshca_ops::store::Store,
+    policy: &meshca_ops::policy::Policy,
+    opts: &Options,
+    request: Option<RevokeRequest>,
+) -> (Vec<meshca_ops::revocation::RevokedCa>, Result<Run, meshca_ops::Error>) {
+    let Some(r) = request else {
+        return (Vec::new(), reconcile::run(store, policy, opts, &mut meshca::OsRng, &mut |_, _| {}));
+    };
+    match meshca_ops::revocation::revoke_clusters(
+        store,
+        policy,
+        opts,
+        &r.clusters,
+        r.reason,
+        &mut meshca::OsRng,
+        &mut |_, _| {},
+    ) {
+        Ok(report) => (report.entries, Ok(Run::Reconciled(report.run))),
+        Err(e) => (Vec::new(), Err(e)),
+    }
+}
+
+/// The Ready reason of a pass that could do nothing: a token (HSM) that cannot be reached, or
+/// refuses the PIN, and a failed revocation each have their own, so alerts and `kubectl get`
+/// tell them from a bad policy.
+fn failure_reason(kind: meshca_ops::error::ErrorKind) -> &'static str {
+    match kind {
+        meshca_ops::error::ErrorKind::Hsm => "SigningKeyUnavailable",
+        meshca_ops::error::ErrorKind::Revocation => "RevocationFailed",
+        _ => "CannotReconcile",
+    }
+}
+
+/// An Event for each cluster issued, rotated or failed.
+async fn publish_clusters(ctx: &Ctx, obj: &DynamicObject, report: &Report) {
     for c in &report.clusters {
         tracing::info!(cluster = %c.cluster, action = ?c.action, reason = %c.reason, "cluster");
-        let (type_, reason, action) = match c.action {
-            Outcome::Issued => (EventType::Normal, "Issued", "Issue"),
-            Outcome::Rotated => (EventType::Normal, "Rotated", "Rotate"),
-            Outcome::Failed => (EventType::Warning, "ClusterFailed", "Reconcile"),
-            _ => continue,
-        };
+        let Some((type_, reason, action)) = cluster_event(c.action) else { continue };
         let mut note = format!("{}: {}", c.cluster, c.reason);
         if let Some(r) = &c.restarted {
             note.push_str(&format!("; {r}"));
         }
-        publish(&ctx, &obj, type_, reason, action, &note).await;
+        publish(ctx, obj, type_, reason, action, &note).await;
     }
+}
 
-    let failed = report.clusters.iter().any(|c| c.action == Outcome::Failed) || !report.trust.ok;
-    let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
-    let until_next = report
-        .next_check
+/// The Event a cluster's outcome gets (type, reason, action), if any.
+fn cluster_event(action: Outcome) -> Option<(EventType, &'static str, &'static str)> {
+    match action {
+        Outcome::Issued => Some((EventType::Normal, "Issued", "Issue")),
+        Outcome::Rotated => Some((EventType::Normal, "Rotated", "Rotate")),
+        Outcome::Failed => Some((EventType::Warning, "ClusterFailed", "Reconcile")),
+        Outcome::Kept
+        | Outcome::TrustUpdated
+        | Outcome::WouldIssue
+        | Outcome::WouldRotate
+        | Outcome::WouldUpdateTrust => None,
+    }
+}
+
+/// When to look at the policy again after a usual run: at the next rotation time the core's
+/// plan computed (`next_check`; at least 5 s, an hour when it named none); a run that `failed`
+/// (a cluster, or the trust check) backs off, counting `failures` (reset on success).
+fn requeue_after(
+    failed: bool,
+    next_check: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+    failures: &mut u32,
+) -> Duration {
+    let until_next = next_check
         .map(|t| Duration::from_secs(u64::try_from((t - now).whole_seconds()).unwrap_or(0)))
         .unwrap_or(Duration::from_secs(3600))
         .max(Duration::from_secs(5));
     if failed {
-        let n = failures.entry(key(&obj)).or_insert(0);
-        *n += 1;
-        Ok(Action::requeue(until_next.min(backoff(*n))))
+        *failures += 1;
+        until_next.min(backoff(*failures))
     } else {
-        failures.remove(&key(&obj));
-        // The next rotation time the core's plan computed, not a fixed timer.
-        Ok(Action::requeue(until_next))
+        *failures = 0;
+        until_next
     }
 }
 
@@ -526,11 +611,12 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
 async fn rotation_step(
     ctx: &Ctx,
     obj: &DynamicObject,
+    prev: &Previous,
     rot: &RotationReport,
     now: OffsetDateTime,
     generation: Option<i64>,
 ) -> Result<Action, Error> {
-    set_status(ctx, obj, rotation_status(rot, obj, now, generation)).await?;
+    set_status(ctx, obj, prev, rotation_status(rot, prev, now, generation)).await?;
     let summary = format!("{} -> {}", rot.old_root, rot.new_root);
     tracing::info!(phase = %rot.phase, now_phase = %rot.now_phase, "root rotation: {summary}");
     if let Some(n) = rot.notice {
@@ -555,25 +641,38 @@ async fn rotation_step(
             .await;
     }
     let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
-    let wait = if rot.failed() {
-        let n = failures.entry(key(obj)).or_insert(0);
-        *n += 1;
-        backoff(*n)
-    } else if let Some(t) = rot.next_step_at {
+    let count = failures.entry(key(obj)).or_insert(0);
+    let wait = rotation_wait(rot.failed(), rot.next_step_at, rot.finished || !rot.entered.is_empty(), now, count);
+    if *count == 0 {
         failures.remove(&key(obj));
+    }
+    Ok(Action::requeue(wait))
+}
+
+/// When to look again after a root rotation step: a `failed` step backs off, counting
+/// `failures` (reset otherwise); a dwell ends at `next_step_at`; a rotation that `moved_on` (a
+/// phase just began, or it finished and the usual loop takes over) goes on at once; waiting for a cluster the run could not
+/// see looks again in a minute, not in a busy loop (`meshca rotate-root forget` drops a cluster
+/// that left the mesh).
+fn rotation_wait(
+    failed: bool,
+    next_step_at: Option<OffsetDateTime>,
+    moved_on: bool,
+    now: OffsetDateTime,
+    failures: &mut u32,
+) -> Duration {
+    if failed {
+        *failures += 1;
+        return backoff(*failures);
+    }
+    *failures = 0;
+    if let Some(t) = next_step_at {
         Duration::from_secs(u64::try_from((t - now).whole_seconds()).unwrap_or(0)).max(Duration::from_secs(1))
-    } else if rot.finished || !rot.entered.is_empty() {
-        failures.remove(&key(obj));
-        // A phase just began with no dwell to wait (or the usual loop takes over): go on at once.
+    } else if moved_on {
         Duration::from_secs(1)
     } else {
-        failures.remove(&key(obj));
-        // Waiting for a cluster this run could not see (gone from the remote secrets?): look
-        // again in a minute, not in a busy loop. `meshca rotate-root forget` drops a cluster
-        // that left the mesh.
         Duration::from_secs(60)
-    };
-    Ok(Action::requeue(wait))
+    }
 }
 
 /// A cluster's outcome in `status.rotation.clusters`.
@@ -604,22 +703,9 @@ fn where_it_stands(rot: &RotationReport) -> (Vec<String>, String) {
 
 /// Every phase this rotation reached, over all passes: what status said so far (for the same
 /// old and new root), then what this run entered.
-fn phases_reached(rot: &RotationReport, obj: &DynamicObject) -> Vec<String> {
-    let prev = obj.data.get("status").and_then(|s| s.get("rotation"));
-    let same = prev.is_some_and(|p| {
-        p.get("oldRoot").and_then(Value::as_str) == Some(rot.old_root.as_str())
-            && p.get("newRoot").and_then(Value::as_str) == Some(rot.new_root.as_str())
-    });
-    let mut phases: Vec<String> = if same {
-        prev.and_then(|p| p.get("phases"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect()
-    } else {
-        Vec::new()
-    };
+fn phases_reached(rot: &RotationReport, prev: &Previous) -> Vec<String> {
+    let same = prev.rotation_roots.as_ref().is_some_and(|(old, new)| *old == rot.old_root && *new == rot.new_root);
+    let mut phases: Vec<String> = if same { prev.phases.clone().unwrap_or_default() } else { Vec::new() };
     for p in std::iter::once(rot.phase.to_string()).chain(rot.entered.iter().map(ToString::to_string)) {
         if phases.last() != Some(&p) {
             phases.push(p);
@@ -630,7 +716,7 @@ fn phases_reached(rot: &RotationReport, obj: &DynamicObject) -> Vec<String> {
 
 fn rotation_status(
     rot: &RotationReport,
-    obj: &DynamicObject,
+    prev: &Previous,
     now: OffsetDateTime,
     generation: Option<i64>,
 ) -> PolicyStatus {
@@ -642,7 +728,7 @@ fn rotation_status(
     } else {
         (PolicyState::Failed, "ClustersFailed", format!("failed: {}", meshca::list_bounded(&failed, 10)))
     };
-    let phases = phases_reached(rot, obj);
+    let phases = phases_reached(rot, prev);
     PolicyStatus {
         observed_generation: generation,
         state: Some(state),
@@ -703,19 +789,12 @@ fn not_ready(
 
 fn status_of(
     report: &Report,
-    obj: &DynamicObject,
+    prev: &Previous,
     handled: Option<String>,
     now: OffsetDateTime,
     generation: Option<i64>,
 ) -> PolicyStatus {
-    let handled = handled.or_else(|| {
-        obj.data
-            .get("status")
-            .and_then(|s| s.get("revocation"))
-            .and_then(|r| r.get("handledRequest"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    });
+    let handled = handled.or_else(|| prev.handled_request.clone());
     let revocation = report.crl.as_ref().map(|c| RevocationStatus {
         handled_request: handled.clone(),
         revoked: c
@@ -732,18 +811,13 @@ fn status_of(
         crl_next_update: c.next_update.map(meshca::format_time),
         list: Some(c.location.clone()),
     });
-    let previous = obj.data.get("status").and_then(|s| s.get("clusters")).cloned().unwrap_or(Value::Null);
     let clusters = report
         .clusters
         .iter()
         .map(|c| {
             let last_rotation = match c.rotated_at {
                 Some(t) => Some(meshca::format_time(t)),
-                None => previous
-                    .get(&c.cluster)
-                    .and_then(|p| p.get("lastRotation"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
+                None => prev.last_rotation.get(&c.cluster).cloned(),
             };
             let status = ClusterStatus {
                 action: Some(c.action),
@@ -783,33 +857,21 @@ fn status_of(
         clusters: Some(clusters),
         // The usual loop ran: no rotation is under way. The last rotation's fields are
         // cleared but for the phases it reached (its Events remain).
-        rotation: Some(RotationStatus {
-            phases: obj
-                .data
-                .get("status")
-                .and_then(|s| s.get("rotation"))
-                .and_then(|r| r.get("phases"))
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()),
-            ..RotationStatus::not_rotating()
-        }),
+        rotation: Some(RotationStatus { phases: prev.phases.clone(), ..RotationStatus::not_rotating() }),
         notes: Some(report.notes.clone()),
         revocation,
         conditions: vec![condition("Ready", ready, reason, &message, now, generation)],
     }
 }
 
-async fn set_status(ctx: &Ctx, obj: &DynamicObject, status: PolicyStatus) -> Result<(), Error> {
+async fn set_status(ctx: &Ctx, obj: &DynamicObject, prev: &Previous, status: PolicyStatus) -> Result<(), Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.mgmt.clone(), &obj.namespace().unwrap_or_default(), &ctx.ar);
     let mut patch = json!({ "status": status });
     // A merge patch keeps map keys it does not name: a cluster that left the mesh is removed
     // from status.clusters by naming it with null.
-    if let (Some(old), Some(new)) = (
-        obj.data.get("status").and_then(|s| s.get("clusters")).and_then(Value::as_object),
-        patch["status"]["clusters"].as_object_mut(),
-    ) {
-        for gone in old.keys().filter(|k| !new.contains_key(*k)).cloned().collect::<Vec<_>>() {
-            new.insert(gone, Value::Null);
+    if let Some(new) = patch["status"]["clusters"].as_object_mut() {
+        for gone in &prev.clusters {
+            new.entry(gone.clone()).or_insert(Value::Null);
         }
     }
     api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(patch.clone()))
@@ -851,12 +913,116 @@ mod tests {
         assert_eq!(fresh.data["status"]["rotation"], written["rotation"]);
         assert_eq!(fresh.data["status"]["revocation"]["handledRequest"], "west@2");
         // So the request it handled is not handled twice.
-        assert_eq!(revoke_request(&stale).map(|r| r.is_some()), Ok(true));
-        assert_eq!(revoke_request(&fresh).map(|r| r.is_some()), Ok(false));
+        let request = |o: &DynamicObject| revoke_request(o.annotations(), Previous::of(o).handled_request.as_deref());
+        assert_eq!(request(&stale).map(|r| r.is_some()), Ok(true));
+        assert_eq!(request(&fresh).map(|r| r.is_some()), Ok(false));
         // Nothing written yet by this replica: the cache as it is.
         assert_eq!(overlay_status(&stale, None).data, stale.data);
         // A status with no rotation or revocation yet gains them.
         let bare = overlay_status(&policy(Value::Null), Some(&written));
         assert_eq!(bare.data["status"]["revocation"]["handledRequest"], "west@2");
+    }
+
+    fn at(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_893_456_000 + secs).expect("a valid time")
+    }
+
+    #[test]
+    fn a_usual_run_requeues_at_the_plan_s_next_check_and_backs_off_on_failure() {
+        let mut failures = 0;
+        assert_eq!(requeue_after(false, Some(at(600)), at(0), &mut failures), Duration::from_secs(600));
+        assert_eq!(requeue_after(false, Some(at(1)), at(0), &mut failures), Duration::from_secs(5), "at least 5 s");
+        assert_eq!(requeue_after(false, None, at(0), &mut failures), Duration::from_secs(3600));
+        // Failing: 10 s, 20 s, ... never later than the next check; success resets the count.
+        assert_eq!(requeue_after(true, Some(at(600)), at(0), &mut failures), Duration::from_secs(10));
+        assert_eq!(requeue_after(true, Some(at(600)), at(0), &mut failures), Duration::from_secs(20));
+        assert_eq!(requeue_after(true, Some(at(15)), at(0), &mut failures), Duration::from_secs(15));
+        assert_eq!(failures, 3);
+        requeue_after(false, Some(at(600)), at(0), &mut failures);
+        assert_eq!(failures, 0);
+        for _ in 0..20 {
+            requeue_after(true, None, at(0), &mut failures);
+        }
+        assert_eq!(requeue_after(true, None, at(0), &mut failures), Duration::from_secs(300), "capped at 5 min");
+    }
+
+    #[test]
+    fn a_rotation_step_requeues_at_its_dwell_at_once_or_in_a_minute() {
+        let mut failures = 0;
+        assert_eq!(rotation_wait(false, Some(at(3600)), false, at(0), &mut failures), Duration::from_secs(3600));
+        assert_eq!(rotation_wait(false, Some(at(-5)), false, at(0), &mut failures), Duration::from_secs(1));
+        assert_eq!(rotation_wait(false, None, true, at(0), &mut failures), Duration::from_secs(1), "a phase began");
+        assert_eq!(rotation_wait(false, None, false, at(0), &mut failures), Duration::from_secs(60), "waiting");
+        assert_eq!(rotation_wait(true, Some(at(3600)), true, at(0), &mut failures), Duration::from_secs(10));
+        assert_eq!(failures, 1);
+        rotation_wait(false, None, false, at(0), &mut failures);
+        assert_eq!(failures, 0);
+    }
+
+    #[test]
+    fn a_revoke_request_is_read_once_per_value_and_refused_with_why() {
+        let ann = |v: &str, reason: Option<&str>| {
+            let mut m = BTreeMap::from([(REVOKE_ANNOTATION.to_owned(), v.to_owned())]);
+            if let Some(r) = reason {
+                m.insert(REVOKE_REASON_ANNOTATION.to_owned(), r.to_owned());
+            }
+            m
+        };
+        let r = revoke_request(&ann("east, west,east@2026-12-03", Some("superseded")), None).unwrap().unwrap();
+        assert_eq!(r.clusters, ["east", "west"], "trimmed, each once");
+        assert_eq!(r.reason, meshca::RevocationReason::Superseded);
+        assert_eq!(revoke_request(&ann("east@1", None), Some("east@1")), Ok(None), "handled already");
+        assert_eq!(revoke_request(&BTreeMap::new(), None), Ok(None));
+        assert_eq!(revoke_request(&ann("@nonce", None), None), Err(BadRequest::NoCluster));
+        assert!(matches!(revoke_request(&ann("East!", None), None), Err(BadRequest::Cluster(_))));
+        assert!(matches!(revoke_request(&ann("east", Some("fired")), None), Err(BadRequest::Reason(_))));
+        assert_eq!(revoke_request(&ann(&"a,".repeat(3000), None), None), Err(BadRequest::TooLong));
+        let e = BadRequest::NoCluster.to_string();
+        assert!(e.starts_with("annotation meshca.dev/revoke: "), "{e}");
+    }
+
+    /// Why the controller watches `DynamicObject`: a spec that does not deserialize as a
+    /// RootTrustPolicy (a typed watch would fail on it and never report it) still parses far
+    /// enough to get an InvalidPolicy status naming the field.
+    #[test]
+    fn a_spec_that_does_not_deserialize_still_gets_a_status() {
+        let mut obj = DynamicObject::new("root-trust-policy", &crd::api_resource()).within("gloo-mesh");
+        let spec = json!({"config": {"intermediateCertOptions": {"ttlDays": "thirty"},
+            "mgmtServerCa": {"generated": {}}}});
+        obj.data = json!({ "spec": spec.clone() });
+        let typed: Result<crd::RootTrustPolicySpec, _> = serde_json::from_value(spec);
+        assert!(typed.is_err(), "a typed watch could not even read it");
+        let e = parse_policy(&obj).unwrap_err().to_string();
+        assert!(e.contains("RootTrustPolicy gloo-mesh/root-trust-policy") && e.contains("ttlDays"), "{e}");
+        let status = not_ready(PolicyState::Invalid, "InvalidPolicy", &e, at(0), Some(1));
+        assert_eq!(status.state, Some(PolicyState::Invalid));
+        assert_eq!(status.conditions[0].reason, "InvalidPolicy");
+    }
+
+    #[test]
+    fn the_previous_status_is_read_once_into_typed_fields() {
+        let obj = policy(json!({
+            "revocation": {"handledRequest": "west@1"},
+            "rotation": {"oldRoot": "A", "newRoot": "B", "phases": ["AddingNewRoot"]},
+            "clusters": {"east": {"lastRotation": "2030-01-01T00:00:00Z"}, "west": {"action": "kept"}},
+        }));
+        let p = Previous::of(&obj);
+        assert_eq!(p.handled_request.as_deref(), Some("west@1"));
+        assert_eq!(p.rotation_roots, Some(("A".to_owned(), "B".to_owned())));
+        assert_eq!(p.phases, Some(vec!["AddingNewRoot".to_owned()]));
+        assert_eq!(p.last_rotation.get("east").map(String::as_str), Some("2030-01-01T00:00:00Z"));
+        assert_eq!(p.clusters, ["east", "west"]);
+        // A status that is not an object, or none: nothing is carried over.
+        assert_eq!(Previous::of(&policy(json!("garbage"))), Previous::default());
+    }
+
+    #[test]
+    fn each_outcome_has_its_event_and_each_failure_kind_its_reason() {
+        assert_eq!(cluster_event(Outcome::Issued).map(|e| e.1), Some("Issued"));
+        assert_eq!(cluster_event(Outcome::Rotated).map(|e| e.1), Some("Rotated"));
+        assert_eq!(cluster_event(Outcome::Failed).map(|e| (e.1, e.2)), Some(("ClusterFailed", "Reconcile")));
+        assert!(cluster_event(Outcome::Kept).is_none() && cluster_event(Outcome::WouldIssue).is_none());
+        assert_eq!(failure_reason(meshca_ops::error::ErrorKind::Hsm), "SigningKeyUnavailable");
+        assert_eq!(failure_reason(meshca_ops::error::ErrorKind::Revocation), "RevocationFailed");
     }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -19,29 +20,65 @@ use prometheus_client::registry::Registry;
 use meshca_ops::reconcile::{Action, Report};
 use meshca_ops::rootrotation::RotationReport;
 
-type Labels = Vec<(String, String)>;
+/// `policy`, `cluster`: a cluster's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    policy: String,
+    cluster: String,
+}
+
+/// `policy`, `fingerprint`: a root's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RootLabels {
+    policy: String,
+    fingerprint: String,
+}
+
+/// `policy`, `cluster`, `state`: whether istiod publishes the roots meshca wrote.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrustLabels {
+    policy: String,
+    cluster: String,
+    state: String,
+}
+
+/// `policy`, `cluster`, `reason`: a counted event of a cluster (`cluster` empty for a pass that
+/// failed before any cluster).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    policy: String,
+    cluster: String,
+    reason: String,
+}
+
+/// `policy`, `phase`: the root rotation's phase.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    policy: String,
+    phase: String,
+}
 
 /// The label sets a policy's state gauges were last set with, to drop those not set again.
 #[derive(Default)]
 struct Seen {
-    ca_not_after: Vec<Labels>,
-    next_rotation: Vec<Labels>,
-    root_not_after: Vec<Labels>,
-    trust: Vec<Labels>,
-    phase: Vec<Labels>,
+    ca_not_after: Vec<ClusterLabels>,
+    next_rotation: Vec<ClusterLabels>,
+    root_not_after: Vec<RootLabels>,
+    trust: Vec<TrustLabels>,
+    phase: Vec<PhaseLabels>,
 }
 
 /// The controller's metrics and readiness.
 pub struct Metrics {
     registry: Registry,
-    ca_not_after: Family<Labels, Gauge>,
-    next_rotation: Family<Labels, Gauge>,
-    root_not_after: Family<Labels, Gauge>,
-    trust_in_sync: Family<Labels, Gauge>,
-    rotations: Family<Labels, Counter>,
-    errors: Family<Labels, Counter>,
-    revocations: Family<Labels, Counter>,
-    phase: Family<Labels, Gauge>,
+    ca_not_after: Family<ClusterLabels, Gauge>,
+    next_rotation: Family<ClusterLabels, Gauge>,
+    root_not_after: Family<RootLabels, Gauge>,
+    trust_in_sync: Family<TrustLabels, Gauge>,
+    rotations: Family<ReasonLabels, Counter>,
+    errors: Family<ReasonLabels, Counter>,
+    revocations: Family<ReasonLabels, Counter>,
+    phase: Family<PhaseLabels, Gauge>,
     seen: Mutex<HashMap<String, Seen>>,
     synced: AtomicBool,
     leading: AtomicBool,
@@ -65,20 +102,21 @@ pub const SERIES: [&str; 8] = [
     "meshca_root_rotation_phase",
 ];
 
-/// Every root-rotation phase the `phase` label takes, `NotRotating` when none runs.
-pub const PHASE_LABELS: [&str; 8] = [
-    "NotRotating",
-    "AddingNewRoot",
-    "PropagatingIntermediates",
-    "DeletingOldRoot",
-    "Complete",
-    "RollingBackIntermediates",
-    "RollingBackRoot",
-    "RolledBack",
-];
+/// The `phase` label when no root rotation runs; the others are the phases' names, from the
+/// one table of phases (meshca-ops' `PhaseName`).
+pub const NOT_ROTATING: &str = "NotRotating";
 
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+/// Every root-rotation phase the `phase` label takes: [`NOT_ROTATING`], then each phase.
+pub fn phase_labels() -> impl Iterator<Item = &'static str> {
+    std::iter::once(NOT_ROTATING).chain(meshca_ops::rootrotation::PhaseName::all().map(|p| p.name()))
+}
+
+fn cluster(policy: &str, cluster: &str) -> ClusterLabels {
+    ClusterLabels { policy: policy.to_owned(), cluster: cluster.to_owned() }
+}
+
+fn reason(policy: &str, cluster: &str, reason: &str) -> ReasonLabels {
+    ReasonLabels { policy: policy.to_owned(), cluster: cluster.to_owned(), reason: reason.to_owned() }
 }
 
 impl Default for Metrics {
@@ -166,7 +204,10 @@ impl Metrics {
         self.leading.store(v, Ordering::Relaxed);
     }
 
-    fn replace(family: &Family<Labels, Gauge>, old: &mut Vec<Labels>, new: Vec<(Labels, i64)>) {
+    fn replace<L>(family: &Family<L, Gauge>, old: &mut Vec<L>, new: Vec<(L, i64)>)
+    where
+        L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug,
+    {
         for l in old.iter() {
             if !new.iter().any(|(n, _)| n == l) {
                 family.remove(l);
@@ -183,10 +224,7 @@ impl Metrics {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let seen = seen.entry(policy.to_owned()).or_default();
         let per_cluster = |pick: &dyn Fn(&meshca_ops::reconcile::ClusterResult) -> Option<i64>| {
-            r.clusters
-                .iter()
-                .filter_map(|c| pick(c).map(|v| (labels(&[("policy", policy), ("cluster", &c.cluster)]), v)))
-                .collect::<Vec<_>>()
+            r.clusters.iter().filter_map(|c| pick(c).map(|v| (cluster(policy, &c.cluster), v))).collect::<Vec<_>>()
         };
         Self::replace(
             &self.ca_not_after,
@@ -202,7 +240,8 @@ impl Metrics {
             .roots
             .iter()
             .map(|root| {
-                (labels(&[("policy", policy), ("fingerprint", &root.fingerprint)]), root.not_after.unix_timestamp())
+                let l = RootLabels { policy: policy.to_owned(), fingerprint: root.fingerprint.clone() };
+                (l, root.not_after.unix_timestamp())
             })
             .collect();
         Self::replace(&self.root_not_after, &mut seen.root_not_after, roots);
@@ -212,60 +251,59 @@ impl Metrics {
             .filter_map(|c| {
                 let t = c.trust.as_ref()?;
                 let v = i64::from(t.name() == "in-sync");
-                Some((labels(&[("policy", policy), ("cluster", &c.cluster), ("state", t.name())]), v))
+                let l =
+                    TrustLabels { policy: policy.to_owned(), cluster: c.cluster.clone(), state: t.name().to_owned() };
+                Some((l, v))
             })
             .collect();
         Self::replace(&self.trust_in_sync, &mut seen.trust, trust);
         for c in &r.clusters {
             match c.action {
                 Action::Issued | Action::Rotated => {
-                    let reason = c.issue_reason.unwrap_or("unknown");
                     self.rotations
-                        .get_or_create(&labels(&[("policy", policy), ("cluster", &c.cluster), ("reason", reason)]))
+                        .get_or_create(&reason(policy, &c.cluster, c.issue_reason.unwrap_or("unknown")))
                         .inc();
                 }
                 Action::Failed => {
-                    let reason =
-                        c.error_kind.map(meshca_ops::error::ErrorKind::name).unwrap_or_else(|| "unknown".into());
-                    self.errors
-                        .get_or_create(&labels(&[("policy", policy), ("cluster", &c.cluster), ("reason", &reason)]))
-                        .inc();
+                    let kind = c.error_kind.map(meshca_ops::error::ErrorKind::name).unwrap_or_else(|| "unknown".into());
+                    self.errors.get_or_create(&reason(policy, &c.cluster, &kind)).inc();
                 }
-                _ => {}
+                Action::Kept
+                | Action::TrustUpdated
+                | Action::WouldIssue
+                | Action::WouldRotate
+                | Action::WouldUpdateTrust => {}
             }
         }
-        self.set_phase(seen, policy, "NotRotating");
+        self.set_phase(seen, policy, NOT_ROTATING);
     }
 
     /// Records a root-rotation pass of `policy`.
     pub fn observe_rotation(&self, policy: &str, r: &RotationReport) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let seen = seen.entry(policy.to_owned()).or_default();
-        let phase = if r.finished { "NotRotating" } else { r.now_phase.name() };
+        let phase = if r.finished { NOT_ROTATING } else { r.now_phase.name() };
         self.set_phase(seen, policy, phase);
         for (cluster, _) in r.failed_clusters() {
-            self.errors
-                .get_or_create(&labels(&[("policy", policy), ("cluster", cluster), ("reason", "rotation")]))
-                .inc();
+            self.errors.get_or_create(&reason(policy, cluster, "rotation")).inc();
         }
     }
 
     fn set_phase(&self, seen: &mut Seen, policy: &str, current: &str) {
-        let all = PHASE_LABELS
-            .iter()
-            .map(|p| (labels(&[("policy", policy), ("phase", p)]), i64::from(*p == current)))
+        let all = phase_labels()
+            .map(|p| (PhaseLabels { policy: policy.to_owned(), phase: p.to_owned() }, i64::from(p == current)))
             .collect();
         Self::replace(&self.phase, &mut seen.phase, all);
     }
 
     /// Records a pass of `policy` that failed before any cluster (signer, token, policy).
     pub fn observe_failure(&self, policy: &str, kind: meshca_ops::error::ErrorKind) {
-        self.errors.get_or_create(&labels(&[("policy", policy), ("cluster", ""), ("reason", &kind.name())])).inc();
+        self.errors.get_or_create(&reason(policy, "", &kind.name())).inc();
     }
 
     /// Records a revocation.
     pub fn observe_revocation(&self, policy: &str, cluster: &str, reason: &str) {
-        self.revocations.get_or_create(&labels(&[("policy", policy), ("cluster", cluster), ("reason", reason)])).inc();
+        self.revocations.get_or_create(&self::reason(policy, cluster, reason)).inc();
     }
 }
 

@@ -24,6 +24,13 @@ pub(crate) fn phase_from(name: &str) -> Option<Phase> {
     PHASES.iter().find(|(_, n, _)| *n == name).map(|(p, ..)| *p)
 }
 
+impl PhaseName {
+    /// Every phase, in the table's order (the metrics' `phase` label values).
+    pub fn all() -> impl Iterator<Item = PhaseName> {
+        PHASES.iter().map(|(p, ..)| PhaseName(*p))
+    }
+}
+
 /// A phase in reports and status: serializes (and displays) as its name (`AddingNewRoot`, ...),
 /// and knows Gloo Mesh's name for the rotation state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,11 +9,13 @@ use meshca::{Cacerts, Certificate};
 use crate::error::ErrorKind;
 use crate::serde_time::{rfc3339, rfc3339_opt};
 
+// Exhaustive on purpose (not `#[non_exhaustive]`): the CLI, the controller and the metrics
+// match every outcome, and a new one must be a compile error in each. (A plain comment: the
+// doc comment is the CRD's description.)
 /// What happened to one cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
 pub enum Action {
     /// The bundle is valid and outside its grace period.
     Kept,

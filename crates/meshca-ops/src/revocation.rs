@@ -121,6 +121,35 @@ pub fn revoke_ca(
     revoke_which(store, policy, opts, cluster, serial, deliberate, reason, rng, progress)
 }
 
+/// Revokes the current CA of each of `clusters` at once, as the controller's revoke annotation
+/// asks: every entry is recorded on the list, and the policy runs once (one CRL update, one
+/// re-issue of each). Each is revoked deliberately (a replacement named again is revoked). A
+/// cluster whose current CA is on the list already (recorded by an earlier pass whose re-issue
+/// did not finish) adds no entry: the run replaces it. Nothing is written unless every cluster
+/// can be revoked.
+#[allow(clippy::too_many_arguments)]
+pub fn revoke_clusters(
+    store: &dyn Store,
+    policy: &Policy,
+    opts: &crate::reconcile::Options,
+    clusters: &[String],
+    reason: RevocationReason,
+    rng: &mut dyn meshca::Entropy,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RevocationReport, Error> {
+    let wanted: Vec<Wanted<'_>> =
+        clusters.iter().map(|c| Wanted { cluster: c, serial: None, deliberate: true }).collect();
+    revoke_entries(store, policy, opts, &wanted, true, reason, rng, progress)
+}
+
+/// One CA to revoke: `cluster`'s current one, or the one with `serial`; `deliberate` when the
+/// operator named it (a replacement of an earlier revocation is then revoked too).
+struct Wanted<'a> {
+    cluster: &'a str,
+    serial: Option<&'a str>,
+    deliberate: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn revoke_which(
     store: &dyn Store,
@@ -133,18 +162,77 @@ fn revoke_which(
     rng: &mut dyn meshca::Entropy,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<RevocationReport, Error> {
+    let wanted = [Wanted { cluster, serial, deliberate }];
+    revoke_entries(store, policy, opts, &wanted, false, reason, rng, progress)
+}
+
+/// Records an entry for each of `wanted` on the list (all checked before any is recorded), and
+/// runs the policy once with the new list. With `skip_revoked`, a CA already on the list is
+/// skipped instead of refused.
+#[allow(clippy::too_many_arguments)]
+fn revoke_entries(
+    store: &dyn Store,
+    policy: &Policy,
+    opts: &crate::reconcile::Options,
+    wanted: &[Wanted<'_>],
+    skip_revoked: bool,
+    reason: RevocationReason,
+    rng: &mut dyn meshca::Entropy,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RevocationReport, Error> {
     refuse_during_root_rotation(store, policy, opts)?;
-    if !opts.clusters.iter().any(|c| c == cluster) {
-        return Err(Refusal::UnknownCluster {
-            cluster: cluster.to_owned(),
-            known: meshca::list_bounded(&opts.clusters, 10),
+    // What the command line named is checked before the signer is loaded (loading a
+    // `generated` one the first time creates it).
+    for w in wanted {
+        if !opts.clusters.iter().any(|c| c == w.cluster) {
+            return Err(Refusal::UnknownCluster {
+                cluster: w.cluster.to_owned(),
+                known: meshca::list_bounded(&opts.clusters, 10),
+            }
+            .into());
         }
-        .into());
+        if w.serial.is_some_and(|s| normalize_serial(s).is_none()) {
+            return Err(Refusal::BadSerial.into());
+        }
     }
-    let wanted = match serial {
-        None => None,
-        Some(s) => Some(normalize_serial(s).ok_or(Refusal::BadSerial)?),
-    };
+    let (signer, _) = crate::reconcile::load_signer(store, policy, opts, rng)?;
+    let signer_ca = signer.bundle().ca_cert();
+    if !signer_ca.is_self_signed() {
+        return Err(Refusal::SignerNotRoot { signer: signer_ca.subject() }.into());
+    }
+    let stored = load(store, policy, &opts.mgmt_cluster)?;
+    let mut list = stored.as_ref().map(|f| f.list.clone()).unwrap_or_default();
+    let list_location = store.location(&list_secret(policy, &opts.mgmt_cluster));
+    list.check_against(signer_ca, &list_location)?;
+    let mut entries = Vec::new();
+    for w in wanted {
+        if list.revoked.len() >= MAX_REVOKED {
+            return Err(Refusal::Full.into());
+        }
+        match entry_for(store, opts, &list, signer_ca, w, reason) {
+            Ok(entry) => {
+                list.revoked.push(entry.clone());
+                entries.push(entry);
+            }
+            Err(Error::Revocation(Refusal::AlreadyRevoked { .. })) if skip_revoked => {}
+            Err(e) => return Err(e),
+        }
+    }
+    run_with(store, policy, opts, list, entries, rng, progress)
+}
+
+/// The list entry for one wanted CA, checked against `list` and the signer.
+fn entry_for(
+    store: &dyn Store,
+    opts: &crate::reconcile::Options,
+    list: &RevocationList,
+    signer_ca: &Certificate,
+    w: &Wanted<'_>,
+    reason: RevocationReason,
+) -> Result<RevokedCa, Error> {
+    let (cluster, deliberate) = (w.cluster, w.deliberate);
+    // Named clusters and serials were checked by the caller.
+    let wanted = w.serial.and_then(normalize_serial);
     let secret = SecretRef::cacerts(cluster);
     let location = store.location(&secret);
     let no_bundle = || Refusal::NoBundle { cluster: cluster.to_owned(), location: location.clone() };
@@ -155,18 +243,6 @@ fn revoke_which(
             .map_err(Error::core(format!("{cluster}'s cacerts")))
             .and_then(|certs| certs.into_iter().next().ok_or_else(|| no_bundle().into()))
     });
-    let (signer, _) = crate::reconcile::load_signer(store, policy, opts, rng)?;
-    let signer_ca = signer.bundle().ca_cert();
-    if !signer_ca.is_self_signed() {
-        return Err(Refusal::SignerNotRoot { signer: signer_ca.subject() }.into());
-    }
-    let stored = load(store, policy, &opts.mgmt_cluster)?;
-    let mut list = stored.as_ref().map(|f| f.list.clone()).unwrap_or_default();
-    let list_location = store.location(&list_secret(policy, &opts.mgmt_cluster));
-    list.check_against(signer_ca, &list_location)?;
-    if list.revoked.len() >= MAX_REVOKED {
-        return Err(Refusal::Full.into());
-    }
     // The current CA, named by serial (`named`) or not.
     let current_entry = |ca: Certificate, named: bool| -> Result<RevokedCa, Error> {
         if !ca.is_issued_by(signer_ca) {
@@ -221,8 +297,7 @@ fn revoke_which(
         (Some(Err(e)), None) => return Err(e),
         (None, None) => return Err(no_bundle().into()),
     };
-    list.revoked.push(entry.clone());
-    run_with(store, policy, opts, list, vec![entry], rng, progress)
+    Ok(entry)
 }
 
 /// Takes entries back off the list and publishes the CRL set without them (never an empty

@@ -376,3 +376,48 @@ fn a_damaged_or_lost_list_is_rebuilt_from_the_crls_published_and_nothing_is_take
     let e = rebuild(false).unwrap_err().to_string();
     assert!(e.contains("no CRL signed by this policy's root"), "{e}");
 }
+
+/// The controller's revoke annotation may name several clusters: one pass records them all and
+/// re-issues each once, and a CA revoked already is not an error (an earlier pass recorded it).
+#[test]
+fn several_clusters_are_revoked_in_one_pass() {
+    let f = fleet("many");
+    let at = t0() + Duration::hours(1);
+    let old: Vec<Cacerts> = CLUSTERS.iter().map(|c| bundle(&f, c, at).0).collect();
+    let named = ["c1".to_owned(), "c3".to_owned()];
+    let r = revocation::revoke_clusters(
+        &f.store,
+        &f.policy,
+        &opts(at, &CLUSTERS),
+        &named,
+        RevocationReason::KeyCompromise,
+        &mut meshca::OsRng,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert!(r.run.ok(), "{r:?}");
+    let entries: Vec<&str> = r.entries.iter().map(|e| e.cluster.as_str()).collect();
+    assert_eq!(entries, ["c1", "c3"]);
+    // One run: one root CRL, numbered once.
+    assert_eq!(r.run.crl.as_ref().map(|c| c.crl_number), Some(1), "{r:?}");
+    let now: Vec<Cacerts> = CLUSTERS.iter().map(|c| bundle(&f, c, at).0).collect();
+    assert_ne!(fp(&now[0]), fp(&old[0]), "c1 re-issued");
+    assert_eq!(fp(&now[1]), fp(&old[1]), "c2 kept");
+    assert_ne!(fp(&now[2]), fp(&old[2]), "c3 re-issued");
+    assert!(refused_pairs(&f, at).is_empty(), "every pair trusts each other after the pass");
+
+    // A cluster named but not in the run is refused before anything is written.
+    let before = f.store.read(&revocation::list_secret(&f.policy, "mgmt")).unwrap();
+    let e = revocation::revoke_clusters(
+        &f.store,
+        &f.policy,
+        &opts(at, &CLUSTERS),
+        &["c2".to_owned(), "c9".to_owned()],
+        RevocationReason::KeyCompromise,
+        &mut meshca::OsRng,
+        &mut |_, _| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("c9"), "{e}");
+    assert_eq!(f.store.read(&revocation::list_secret(&f.policy, "mgmt")).unwrap(), before, "the list is as it was");
+}

@@ -28,7 +28,6 @@ pub(crate) fn action_word(a: Action) -> &'static str {
         Action::WouldRotate => "would rotate",
         Action::WouldUpdateTrust => "would update trust",
         Action::Failed => "FAILED",
-        _ => "?",
     }
 }
 
