@@ -262,10 +262,10 @@ impl Fleet {
             (Some(dir), Some(w)) if !dry_run => Some(lock_store(&DirStore::new(dir), w.lock, w.command)?),
             _ => None,
         };
-        let mut opts = meshca_ops::reconcile::Options::new(now, opened.clusters.clone());
-        opts.dry_run = dry_run;
-        opts.mgmt_cluster = opened.mgmt.clone();
-        opts.token = token;
+        let opts = meshca_ops::reconcile::Options::new(now, opened.clusters.clone())
+            .dry_run(dry_run)
+            .mgmt(&opened.mgmt)
+            .token(token);
         Ok(Fleet { opened, opts, _lock: lock })
     }
 

@@ -429,10 +429,8 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         .adopt(ctx.cfg.adopt)
         .timeout(ctx.cfg.timeout)
         .record_writes(ctx.written.clone());
-    let mut opts = Options::new(now, workload);
-    opts.mgmt_cluster = ctx.cfg.mgmt_cluster.clone();
-    opts.policy_generation = generation;
-    opts.token = ctx.cfg.token.clone();
+    let opts =
+        Options::new(now, workload).mgmt(&ctx.cfg.mgmt_cluster).generation(generation).token(ctx.cfg.token.clone());
     let span = tracing::Span::current();
     let asked = request.clone();
     let (revoked, run) = tokio::task::spawn_blocking(move || span.in_scope(|| run_pass(&store, &policy, &opts, asked)))

@@ -21,16 +21,48 @@ pub struct Options {
     pub clusters: Vec<String>,
     /// The policy object's generation (Kubernetes), recorded on what is written.
     pub policy_generation: Option<i64>,
-    /// Sign with this Secret instead of the policy's `mgmtServerCa` (set by [`run`] after a
-    /// policy-driven root rotation completed).
-    pub signer_override: Option<SecretRef>,
     /// How to reach a signing key kept in a PKCS#11 token (`mgmtServerCa.pkcs11`).
     pub token: TokenAccess,
-    /// Clusters to re-issue now, whatever the plan says (`meshca rotate`).
-    pub rotate_now: RotateNow,
-    /// Use this revocation list instead of the stored one (`revoke`, `unrevoke` and their dry
-    /// runs): the run saves it (unless a dry run) before it writes any bundle.
-    pub revocations: Option<crate::revocation_list::RevocationList>,
+    /// What the run is asked to do beyond converging.
+    pub intent: Intent,
+    /// Sign with this Secret instead of the policy's `mgmtServerCa`: set by the run itself
+    /// (`reconcile::run`) after a policy-driven root rotation completed.
+    pub(crate) signer_override: Option<SecretRef>,
+}
+
+/// What a run is asked to do beyond converging every cluster to the policy: each job is the
+/// one pass (`reconcile::run`) with an intent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Intent {
+    /// Issue, rotate or keep each cluster as the plan says.
+    #[default]
+    Converge,
+    /// Re-issue these clusters now, whatever the plan says (`meshca rotate`).
+    RotateNow(RotateNow),
+    /// Publish this revocation list instead of the stored one (`revoke`, `unrevoke`, `crl
+    /// rebuild` and their dry runs): the run saves it (unless a dry run) before it writes any
+    /// bundle.
+    Revise(crate::revocation_list::RevocationList),
+}
+
+impl Intent {
+    /// The clusters a run re-issues now.
+    pub(crate) fn rotate_now(&self) -> &RotateNow {
+        const NONE: RotateNow = RotateNow::None;
+        match self {
+            Intent::RotateNow(r) => r,
+            Intent::Converge | Intent::Revise(_) => &NONE,
+        }
+    }
+
+    /// The revocation list the run publishes instead of the stored one.
+    pub(crate) fn revocations(&self) -> Option<&crate::revocation_list::RevocationList> {
+        match self {
+            Intent::Revise(list) => Some(list),
+            Intent::Converge | Intent::RotateNow(_) => None,
+        }
+    }
 }
 
 /// Which clusters a run re-issues now even where the plan would keep them (the gloo-mesh#809
@@ -83,11 +115,40 @@ impl Options {
             mgmt_cluster: "mgmt".into(),
             clusters,
             policy_generation: None,
-            signer_override: None,
             token: TokenAccess::default(),
-            rotate_now: RotateNow::None,
-            revocations: None,
+            intent: Intent::Converge,
+            signer_override: None,
         }
+    }
+
+    /// A dry run (plan only, write nothing), or not.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// The management cluster (the signing CA's Secret is there).
+    pub fn mgmt(mut self, cluster: &str) -> Self {
+        self.mgmt_cluster = cluster.to_owned();
+        self
+    }
+
+    /// How a token-held signing key is reached.
+    pub fn token(mut self, token: TokenAccess) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// The policy object's generation, recorded on what is written.
+    pub fn generation(mut self, generation: Option<i64>) -> Self {
+        self.policy_generation = generation;
+        self
+    }
+
+    /// What the run is asked to do beyond converging.
+    pub fn intent(mut self, intent: Intent) -> Self {
+        self.intent = intent;
+        self
     }
 
     pub(crate) fn writer<'a>(&self, store: &'a dyn Store, policy: &'a Policy) -> Writer<'a> {

@@ -16,7 +16,7 @@ use crate::writer::Writer;
 /// our read and our write.
 const CONFLICT_RETRIES: usize = 3;
 
-pub use crate::context::{Options, RotateNow, TokenAccess};
+pub use crate::context::{Intent, Options, RotateNow, TokenAccess};
 pub use crate::report::{Action, ClusterResult, Report, RootInfo, SignerInfo, Trust, TrustState};
 pub use crate::signer::load_signer;
 
@@ -120,7 +120,7 @@ fn reconcile_with(
         &with_passive
     };
     let (signer, signer_info) = load_signer(store, policy, opts, rng)?;
-    let mut fleet = match &opts.revocations {
+    let mut fleet = match opts.intent.revocations() {
         Some(list) => {
             // The caller's list replaces the stored one; a stored one that cannot be read (the
             // dry run of a rebuild) only lends no CRLs.
@@ -314,6 +314,16 @@ struct Ctx<'a> {
 struct Prepared {
     bundles: std::collections::BTreeMap<String, Cacerts>,
     failed: std::collections::BTreeMap<String, (String, ErrorKind)>,
+    /// What preparing read, parsed and planned for each cluster: the cluster's first attempt
+    /// acts on it instead of reading and planning it again.
+    first: std::collections::BTreeMap<String, Seen>,
+}
+
+/// A cluster's bundle as read (`None`: absent), parsed, and the plan for it.
+struct Seen {
+    files: Option<meshca::Files>,
+    parsed: Option<meshca::Result<Cacerts>>,
+    plan: Plan,
 }
 
 /// The core's plan for a cluster, given what the run knows: the fleet's revocations and
@@ -327,7 +337,7 @@ fn plan_for(
     current: Current<'_>,
     opts: &Options,
 ) -> Plan {
-    let facts = Facts::new(revoked, fleet.is_some(), opts.rotate_now.wants(cluster));
+    let facts = Facts::new(revoked, fleet.is_some(), opts.intent.rotate_now().wants(cluster));
     plan(&policy.rotation, ctx_signer, cluster, current, &facts, opts.now)
 }
 
@@ -352,7 +362,8 @@ fn prepare_crls(
         let parsed = files.as_ref().map(|f| Cacerts::from_files(f, now));
         let current = Current::of(parsed.as_ref());
         let planned = plan_for(policy, signer, Some(fleet), &revoked, cluster, current, opts);
-        let valid = parsed.and_then(Result::ok);
+        let valid = parsed.as_ref().and_then(|p| p.as_ref().ok()).cloned();
+        prepared.first.insert(cluster.clone(), Seen { files, parsed, plan: planned.clone() });
         match planned {
             Plan::Issue { .. } => match issue_bundle(policy, signer, cluster, opts, rng) {
                 Ok(bundle) => {
@@ -448,7 +459,9 @@ fn reconcile_one(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match reconcile_attempt(store, policy, ctx, cluster, opts, rng) {
+        // The first attempt acts on what preparing read; a retry after a conflict reads afresh.
+        let first = if attempt == 1 { ctx.prepared.first.get(cluster) } else { None };
+        match reconcile_attempt(store, policy, ctx, cluster, first, opts, rng) {
             Attempt::Conflict(_) if attempt < CONFLICT_RETRIES => {
                 tracing::debug!(attempt, "the Secret changed while meshca worked; re-reading");
                 continue;
@@ -481,30 +494,38 @@ enum Attempt {
     Conflict(ClusterResult),
 }
 
+#[allow(clippy::too_many_arguments)]
 fn reconcile_attempt(
     store: &dyn Store,
     policy: &Policy,
     ctx: &Ctx<'_>,
     cluster: &str,
+    first: Option<&Seen>,
     opts: &Options,
     rng: &mut dyn Entropy,
 ) -> Attempt {
     let secret = SecretRef::cacerts(cluster);
     let mut result = ClusterResult::failed(cluster, store.location(&secret), String::new());
     let now = opts.now;
-    let existing = match store.read(&secret) {
-        Ok(f) => f,
-        Err(e) => {
-            result.reason = e.to_string();
-            result.error_kind = Some(e.kind());
-            return Attempt::Done(result, None);
-        }
-    };
-    let parsed = existing.as_ref().map(|f| Cacerts::from_files(f, now));
-    let current = Current::of(parsed.as_ref());
     let signer = ctx.signer;
     let writer = opts.writer(store, policy).with_crls(ctx.crl_pem.zip(ctx.fleet.map(revocation::Fleet::crls)));
-    let planned = plan_for(policy, signer, ctx.fleet, &ctx.revoked, cluster, current, opts);
+    let (existing, parsed, planned) = match first {
+        Some(seen) => (seen.files.clone(), seen.parsed.clone(), seen.plan.clone()),
+        None => {
+            let existing = match store.read(&secret) {
+                Ok(f) => f,
+                Err(e) => {
+                    result.reason = e.to_string();
+                    result.error_kind = Some(e.kind());
+                    return Attempt::Done(result, None);
+                }
+            };
+            let parsed = existing.as_ref().map(|f| Cacerts::from_files(f, now));
+            let planned =
+                plan_for(policy, signer, ctx.fleet, &ctx.revoked, cluster, Current::of(parsed.as_ref()), opts);
+            (existing, parsed, planned)
+        }
+    };
     match planned {
         Plan::Keep { recheck_at } => {
             let Some(Ok(bundle)) = parsed else { unreachable!("the plan keeps only a valid bundle") };

@@ -431,7 +431,7 @@ pub fn rebuild(
     let crl_number = list.crl_number;
     let run = if opts.dry_run {
         let mut opts = opts.clone();
-        opts.revocations = Some(list);
+        opts.intent = crate::context::Intent::Revise(list);
         crate::reconcile::reconcile(store, policy, &opts, rng, progress)?
     } else {
         let mut fleet = Fleet::rebuilt(list, set);
@@ -451,7 +451,7 @@ fn run_with(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<RevocationReport, Error> {
     let mut opts = opts.clone();
-    opts.revocations = Some(list);
+    opts.intent = crate::context::Intent::Revise(list);
     let run = crate::reconcile::reconcile(store, policy, &opts, rng, progress)?;
     Ok(RevocationReport { entries, run })
 }

@@ -9,7 +9,7 @@ use meshca::Layout;
 use meshca::{Cacerts, Crl, LeafParams, RevocationReason, RootParams, SigningCa, SpiffeId};
 use meshca_ops::error::Error;
 use meshca_ops::policy::{self, Policy, SEED_POLICY};
-use meshca_ops::reconcile::{self, Action, Options, RotateNow};
+use meshca_ops::reconcile::{self, Action, Intent, Options, RotateNow};
 use meshca_ops::revocation;
 use meshca_ops::store::{DirStore, SecretRef, Store, WriteMeta};
 use time::{Duration, OffsetDateTime};
@@ -106,7 +106,7 @@ fn no_intermediate_is_written_before_every_peer_holds_its_crl() {
     // cannot get the new intermediate's CRL first: c1 keeps what it has, naming them.
     let at = at + Duration::hours(1);
     let mut o = opts(at, &["c1"]);
-    o.rotate_now = RotateNow::All;
+    o.intent = Intent::RotateNow(RotateNow::All);
     let r = reconcile::reconcile(&f.store, &f.policy, &o, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
     let c1 = &r.clusters[0];
     assert_eq!(c1.action, Action::Failed, "{c1:?}");
@@ -117,7 +117,7 @@ fn no_intermediate_is_written_before_every_peer_holds_its_crl() {
     // A peer that cannot be written (its API down) holds back every new intermediate.
     let down = FailWrites { inner: &f.store, cluster: "c3" };
     let mut o = opts(at, &CLUSTERS);
-    o.rotate_now = RotateNow::All;
+    o.intent = Intent::RotateNow(RotateNow::All);
     let r = reconcile::reconcile(&down, &f.policy, &o, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
     assert!(r.clusters.iter().all(|c| c.action == Action::Failed), "{r:?}");
     assert!(r.clusters[0].reason.contains("has not reached c3 yet"), "{}", r.clusters[0].reason);
@@ -129,7 +129,7 @@ fn no_intermediate_is_written_before_every_peer_holds_its_crl() {
     // Every cluster re-issued in one run: each first gets the new set with the intermediate it
     // has, then its new intermediate; every pair trusts each other at the end.
     let mut o = opts(at, &CLUSTERS);
-    o.rotate_now = RotateNow::All;
+    o.intent = Intent::RotateNow(RotateNow::All);
     let r = reconcile::reconcile(&f.store, &f.policy, &o, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
     assert!(r.ok() && r.clusters.iter().all(|c| c.action == Action::Rotated), "{r:?}");
     for (c, old) in CLUSTERS.iter().zip(&before) {
@@ -420,4 +420,46 @@ fn several_clusters_are_revoked_in_one_pass() {
     .unwrap_err();
     assert!(e.to_string().contains("c9"), "{e}");
     assert_eq!(f.store.read(&revocation::list_secret(&f.policy, "mgmt")).unwrap(), before, "the list is as it was");
+}
+
+/// A store that counts the reads of each cluster's cacerts.
+struct CountingReads<'a> {
+    inner: &'a DirStore,
+    reads: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+}
+
+impl Store for CountingReads<'_> {
+    fn location(&self, secret: &SecretRef) -> String {
+        self.inner.location(secret)
+    }
+    fn read(&self, secret: &SecretRef) -> Result<Option<meshca::Files>, Error> {
+        if *secret == SecretRef::cacerts(&secret.cluster) {
+            *self.reads.lock().unwrap().entry(secret.cluster.clone()).or_default() += 1;
+        }
+        self.inner.read(secret)
+    }
+    fn write(&self, secret: &SecretRef, files: &meshca::Files, meta: &WriteMeta) -> Result<(), Error> {
+        self.inner.write(secret, files, meta)
+    }
+    fn meta(&self, secret: &SecretRef) -> Result<Option<WriteMeta>, Error> {
+        self.inner.meta(secret)
+    }
+    fn clusters_with_cacerts(&self) -> Result<Vec<String>, Error> {
+        self.inner.clusters_with_cacerts()
+    }
+}
+
+/// With CRLs in use, a run reads each cluster once before it acts on it (preparing the CRL set
+/// and acting share the read); the writer's read-back of what it wrote is the only other read.
+#[test]
+fn a_revocation_pass_reads_each_cluster_once_before_acting() {
+    let f = fleet("reads");
+    let at = t0() + Duration::hours(1);
+    revoke(&f, "c2", at);
+    let counting = CountingReads { inner: &f.store, reads: Default::default() };
+    let r =
+        reconcile::reconcile(&counting, &f.policy, &opts(at, &CLUSTERS), &mut meshca::OsRng, &mut |_, _| {}).unwrap();
+    assert!(r.ok() && r.clusters.iter().all(|c| c.action == Action::Kept), "{r:?}");
+    let reads = counting.reads.lock().unwrap().clone();
+    assert_eq!(reads.values().copied().collect::<Vec<_>>(), [1, 1, 1], "{reads:?}");
 }

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Args;
 use time::OffsetDateTime;
 
-use meshca_ops::reconcile::{self, RotateNow};
+use meshca_ops::reconcile::{self, Intent, RotateNow};
 use meshca_ops::store::{DirStore, Store};
 
 use crate::args::{ClusterSpec, LockArgs, StoreArgs};
@@ -85,7 +85,8 @@ pub(crate) fn run(a: RotateArgs) -> CmdResult {
              rotate-root status)",
         ));
     }
-    fleet.opts.rotate_now = RotateNow::Only(fleet.opened.clusters.iter().cloned().collect::<BTreeSet<_>>());
+    fleet.opts.intent =
+        Intent::RotateNow(RotateNow::Only(fleet.opened.clusters.iter().cloned().collect::<BTreeSet<_>>()));
     let (store, opts) = (fleet.store(), &fleet.opts);
     let report = match reconcile::run(store, &pol, opts, &mut meshca::OsRng, &mut |_, _| {})? {
         reconcile::Run::Reconciled(report) => report,
