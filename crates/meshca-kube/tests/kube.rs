@@ -316,6 +316,14 @@ fn policy_cr(ttl_days: u32) -> Value {
     })
 }
 
+/// How many watch requests `server` received whose path holds `what`: a watch the server ended
+/// and the client resumed shows up as one more. Waiting for one more after a change means the
+/// change's event was delivered (the stream before it carried it): the observable event a test
+/// waits for instead of sleeping.
+fn watches(server: &ApiServer, what: &str) -> usize {
+    server.log().iter().filter(|l| l.contains(what) && l.contains("watch=true")).count()
+}
+
 async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     for _ in 0..200 {
         if ok() {
@@ -626,21 +634,27 @@ async fn watches_repair_a_deleted_or_tampered_cacerts_and_follow_remote_secrets_
     let now = OffsetDateTime::now_utc();
     let cacerts = |s: &ApiServer| s.get(SECRETS, "istio-system", "cacerts");
 
-    // Idle, with the watches closed by the server every few seconds: no writes at all.
+    // Idle, with the watches closed by the server every few seconds: no writes at all, over
+    // two resumptions of the policy watch.
     let writes = (mgmt.writes(), cs[0].writes(), cs[1].writes());
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    let p = watches(&mgmt, "roottrustpolicies");
+    wait_for("the policy watch resumed twice", || watches(&mgmt, "roottrustpolicies") >= p + 2).await;
     assert_eq!((mgmt.writes(), cs[0].writes(), cs[1].writes()), writes, "no reconcile storm while idle");
 
     // Deleted: rewritten within seconds.
     let before = cacerts_at(&cs[0], now);
+    // Two events follow: the deletion's, then the rewrite's.
+    let delivered = cs[0].delivered() + 2;
     cs[0].delete(SECRETS, "istio-system", "cacerts");
     wait_for("east's cacerts rewritten", || cacerts(&cs[0]).is_some()).await;
     let after = cacerts_at(&cs[0], now);
     assert_ne!(after.ca_cert(), before.ca_cert(), "a new intermediate");
-    // Our own write came back as an event and caused nothing more.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Our own write came back as an event and caused nothing more: once the event was handed
+    // to the controller's watch, no write follows while the policy watch resumes once more.
     let settled = cs[0].writes();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for("the rewrite's event delivered", || cs[0].delivered() >= delivered).await;
+    let p = watches(&mgmt, "roottrustpolicies");
+    wait_for("the policy watch resumed", || watches(&mgmt, "roottrustpolicies") > p).await;
     assert_eq!(cs[0].writes(), settled, "a write of ours does not trigger another pass");
 
     // Tampered (managed label kept, data edited by hand): replaced by a valid bundle.
@@ -685,8 +699,8 @@ async fn a_replaced_signing_ca_is_noticed_by_its_watch() {
     }));
     let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
     wait_for("status ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
-    // Give the namespace watch its first list (it starts when the policy first names the Secret).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The namespace watch starts when the policy first names the Secret: wait for its watch.
+    wait_for("the signer's namespace watched", || watches(&mgmt, "/namespaces/gloo-mesh/secrets") > 0).await;
     let mut p = RootParams::default();
     p.common_name = "Root CA 2".into();
     let new = SigningCa::generate_root(&p, &mut meshca::OsRng, OffsetDateTime::now_utc()).unwrap();
@@ -845,9 +859,11 @@ async fn an_idle_watch_is_resumed_quietly_within_the_call_timeout() {
     }));
     let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
     wait_for("ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The pass that wrote ACCEPTED has published its Events by the time the first watch ends.
+    wait_for("the first policy watch", || watches(&mgmt, "roottrustpolicies") >= 1).await;
     let (writes, east_writes) = (mgmt.writes(), east.writes());
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The server ends each watch after a second: wait for three of them.
+    wait_for("three policy watches", || watches(&mgmt, "roottrustpolicies") >= 3).await;
     let watches: Vec<String> =
         mgmt.log().into_iter().filter(|l| l.contains("roottrustpolicies") && l.contains("watch=true")).collect();
     assert!(watches.len() >= 3, "the watch was resumed after each server-side end: {watches:?}");

@@ -64,6 +64,8 @@ struct Inner {
 pub struct ServerState {
     inner: Mutex<Inner>,
     events: broadcast::Sender<WatchEvent>,
+    /// Watch events handed to a client's stream (a test waits for its change to be delivered).
+    delivered: std::sync::atomic::AtomicUsize,
 }
 
 /// A running server; dropped with the test's runtime.
@@ -295,6 +297,7 @@ fn watch(st: Arc<ServerState>, r: Route, q: BTreeMap<String, String>) -> Respons
     let stream = futures::stream::unfold(rx, move |mut rx| {
         let (r_coll, r_ns, selector, field_name) =
             (r.collection.clone(), r.namespace.clone(), selector.clone(), field_name.clone());
+        let st = st.clone();
         async move {
             loop {
                 let ev = match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -312,6 +315,7 @@ fn watch(st: Arc<ServerState>, r: Route, q: BTreeMap<String, String>) -> Respons
                     continue;
                 }
                 let line = format!("{}\n", json!({"type": ev.kind, "object": ev.object}));
+                st.delivered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 return Some((Ok::<_, Infallible>(Bytes::from(line)), rx));
             }
         }
@@ -406,7 +410,8 @@ impl ApiServer {
     /// Starts a server on 127.0.0.1 (a free port) on the current runtime.
     pub async fn start() -> ApiServer {
         let (events, _) = broadcast::channel(4096);
-        let state = Arc::new(ServerState { inner: Mutex::new(Inner::default()), events });
+        let state =
+            Arc::new(ServerState { inner: Mutex::new(Inner::default()), events, delivered: Default::default() });
         let app = axum::Router::new().fallback(handle).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -481,6 +486,11 @@ impl ApiServer {
 
     pub fn clear_faults(&self) {
         self.state.inner.lock().unwrap().faults.clear();
+    }
+
+    /// How many watch events the server has handed to clients' streams.
+    pub fn delivered(&self) -> usize {
+        self.state.delivered.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many writes (POST, PUT, PATCH, DELETE) the server has served.
