@@ -271,16 +271,7 @@ fn large_trust_bundle(c: &mut Criterion) {
 /// one CKM_ECDSA signature through the token. Skipped when SoftHSM2 is not installed.
 fn hsm(c: &mut Criterion) {
     use meshca_ops::pkcs11::{KeyAccess, KeyUri, Pin, TokenKey};
-    let module = std::env::var_os("MESHCA_TEST_PKCS11_MODULE").map(PathBuf::from).or_else(|| {
-        [
-            "/usr/lib/softhsm/libsofthsm2.so",
-            "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-            "/usr/local/lib/softhsm/libsofthsm2.so",
-        ]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-    });
+    let module = meshca_testkit::softhsm::module_path();
     let Some(module) = module else {
         eprintln!("SKIPPED hsm/*: SoftHSM2 is not installed (apt-get install softhsm2)");
         return;

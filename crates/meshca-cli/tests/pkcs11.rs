@@ -11,19 +11,10 @@ use std::process::Command;
 
 use support::{s, snapshot, tempdir, OpensslVerify, Out, BIN};
 
-const PIN: &str = "4711-meshca";
+use meshca_testkit::softhsm::PIN;
 
 fn module() -> Option<PathBuf> {
-    let found = std::env::var_os("MESHCA_TEST_PKCS11_MODULE").map(PathBuf::from).or_else(|| {
-        [
-            "/usr/lib/softhsm/libsofthsm2.so",
-            "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-            "/usr/local/lib/softhsm/libsofthsm2.so",
-        ]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-    });
+    let found = meshca_testkit::softhsm::module_path();
     if found.is_none() {
         assert!(std::env::var_os("MESHCA_REQUIRE_SOFTHSM").is_none(), "SoftHSM2 is required but not installed");
         eprintln!("SKIPPED PKCS#11 CLI tests: SoftHSM2 is not installed (apt-get install softhsm2)");

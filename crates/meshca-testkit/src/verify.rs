@@ -14,16 +14,24 @@ fn unix(at: OffsetDateTime) -> UnixTime {
     UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.unix_timestamp().max(0) as u64))
 }
 
+/// The DER of `roots`, and of `chain` split into its leaf and intermediates.
+fn ders<'a>(
+    chain: &'a [Certificate],
+    roots: &'a [Certificate],
+) -> (Vec<CertificateDer<'a>>, CertificateDer<'a>, Vec<CertificateDer<'a>>) {
+    let der = |c: &'a Certificate| CertificateDer::from(c.der());
+    (roots.iter().map(der).collect(), der(&chain[0]), chain[1..].iter().map(der).collect())
+}
+
+fn anchors<'a>(root_ders: &'a [CertificateDer<'a>]) -> Result<Vec<rustls_pki_types::TrustAnchor<'a>>, String> {
+    root_ders.iter().map(|d| webpki::anchor_from_trusted_cert(d).map_err(|e| format!("{e:?}"))).collect()
+}
+
 /// rustls-webpki, directly: `chain` (leaf first) is an end entity under `roots` at `at`, for
 /// TLS client and server use alike.
 pub fn webpki(chain: &[Certificate], roots: &[Certificate], at: OffsetDateTime) -> Result<(), String> {
-    let root_ders: Vec<CertificateDer<'_>> = roots.iter().map(|r| CertificateDer::from(r.der())).collect();
-    let anchors = root_ders
-        .iter()
-        .map(|d| webpki::anchor_from_trusted_cert(d).map_err(|e| format!("{e:?}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let inter: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.der())).collect();
-    let leaf = CertificateDer::from(chain[0].der());
+    let (root_ders, leaf, inter) = ders(chain, roots);
+    let anchors = anchors(&root_ders)?;
     let ee = webpki::EndEntityCert::try_from(&leaf).map_err(|e| format!("{e:?}"))?;
     for usage in [webpki::KeyUsage::client_auth(), webpki::KeyUsage::server_auth()] {
         ee.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &inter, unix(at), usage, None, None)
@@ -40,13 +48,8 @@ pub fn webpki_with_crls(
     crls: &[Crl],
     at: OffsetDateTime,
 ) -> Result<(), String> {
-    let root_ders: Vec<CertificateDer<'_>> = roots.iter().map(|r| CertificateDer::from(r.der())).collect();
-    let anchors = root_ders
-        .iter()
-        .map(|d| webpki::anchor_from_trusted_cert(d).map_err(|e| format!("{e:?}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let inter: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.der())).collect();
-    let ee_der = CertificateDer::from(chain[0].der());
+    let (root_ders, ee_der, inter) = ders(chain, roots);
+    let anchors = anchors(&root_ders)?;
     let ee = webpki::EndEntityCert::try_from(&ee_der).map_err(|e| format!("{e:?}"))?;
     let parsed = crls
         .iter()
