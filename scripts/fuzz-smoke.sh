@@ -16,7 +16,9 @@ export PATH="$fuzz_bin:$PATH"
 ./fuzz/seed_corpus.sh
 cd fuzz
 targets=$(cargo +nightly fuzz list)
-cargo +nightly fuzz build --release 2>&1 | tail -2
+# The same options `cargo fuzz run` builds with (optimised, with debug assertions): with
+# `--release` the build drops -Cdebug-assertions, and every `run` below compiled it all again.
+cargo +nightly fuzz build 2>&1 | tail -2
 # The targets run side by side, one per core: a smoke run of each for the same time, in half the
 # wall time on 2 cores. Each target's lines are printed once it is done.
 jobs=$(nproc 2>/dev/null || echo 1)
