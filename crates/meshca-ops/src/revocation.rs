@@ -13,7 +13,7 @@
 //!
 //! The list and the set live in one Secret, `<policy>-revocations` in the policy's namespace of
 //! the management cluster (`revocations.json` and `ca-crl.pem`), written through the one
-//! [`Writer`] before any bundle that depends on it.
+//! writer (`crate::writer::Writer`) before any bundle that depends on it (see `revocation_list`).
 
 use serde::Serialize;
 use time::Duration;
