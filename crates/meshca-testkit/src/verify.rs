@@ -10,6 +10,33 @@ use meshca::{Certificate, Crl};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use time::OffsetDateTime;
 
+/// Why an independent verifier refused (or could not run): what it said, typed by who said it.
+#[derive(Debug)]
+pub enum Rejected {
+    /// rustls-webpki's verdict (`CertRevoked`, `UnknownIssuer`, ...).
+    Webpki(webpki::Error),
+    /// rustls-webpki was given no CRL to apply.
+    NoCrls,
+    /// `openssl` exited unsuccessfully: what it printed (stdout, then stderr).
+    Openssl(String),
+    /// A file the check needed could not be written, or `openssl` could not be started.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // The variant's name, as the tests compare it (`CertRevoked`).
+            Rejected::Webpki(e) => write!(f, "{e:?}"),
+            Rejected::NoCrls => f.write_str("CrlsRequired (no CRL was given)"),
+            Rejected::Openssl(printed) => f.write_str(printed),
+            Rejected::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Rejected {}
+
 fn unix(at: OffsetDateTime) -> UnixTime {
     UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.unix_timestamp().max(0) as u64))
 }
@@ -23,19 +50,19 @@ fn ders<'a>(
     (roots.iter().map(der).collect(), der(&chain[0]), chain[1..].iter().map(der).collect())
 }
 
-fn anchors<'a>(root_ders: &'a [CertificateDer<'a>]) -> Result<Vec<rustls_pki_types::TrustAnchor<'a>>, String> {
-    root_ders.iter().map(|d| webpki::anchor_from_trusted_cert(d).map_err(|e| format!("{e:?}"))).collect()
+fn anchors<'a>(root_ders: &'a [CertificateDer<'a>]) -> Result<Vec<rustls_pki_types::TrustAnchor<'a>>, Rejected> {
+    root_ders.iter().map(|d| webpki::anchor_from_trusted_cert(d).map_err(Rejected::Webpki)).collect()
 }
 
 /// rustls-webpki, directly: `chain` (leaf first) is an end entity under `roots` at `at`, for
 /// TLS client and server use alike.
-pub fn webpki(chain: &[Certificate], roots: &[Certificate], at: OffsetDateTime) -> Result<(), String> {
+pub fn webpki(chain: &[Certificate], roots: &[Certificate], at: OffsetDateTime) -> Result<(), Rejected> {
     let (root_ders, leaf, inter) = ders(chain, roots);
     let anchors = anchors(&root_ders)?;
-    let ee = webpki::EndEntityCert::try_from(&leaf).map_err(|e| format!("{e:?}"))?;
+    let ee = webpki::EndEntityCert::try_from(&leaf).map_err(Rejected::Webpki)?;
     for usage in [webpki::KeyUsage::client_auth(), webpki::KeyUsage::server_auth()] {
         ee.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &inter, unix(at), usage, None, None)
-            .map_err(|e| format!("{e:?}"))?;
+            .map_err(Rejected::Webpki)?;
     }
     Ok(())
 }
@@ -47,17 +74,17 @@ pub fn webpki_with_crls(
     roots: &[Certificate],
     crls: &[Crl],
     at: OffsetDateTime,
-) -> Result<(), String> {
+) -> Result<(), Rejected> {
     let (root_ders, ee_der, inter) = ders(chain, roots);
     let anchors = anchors(&root_ders)?;
-    let ee = webpki::EndEntityCert::try_from(&ee_der).map_err(|e| format!("{e:?}"))?;
+    let ee = webpki::EndEntityCert::try_from(&ee_der).map_err(Rejected::Webpki)?;
     let parsed = crls
         .iter()
-        .map(|c| webpki::BorrowedCertRevocationList::from_der(c.der()).map(Into::into).map_err(|e| format!("{e:?}")))
+        .map(|c| webpki::BorrowedCertRevocationList::from_der(c.der()).map(Into::into).map_err(Rejected::Webpki))
         .collect::<Result<Vec<webpki::CertRevocationList<'_>>, _>>()?;
     let refs: Vec<&webpki::CertRevocationList<'_>> = parsed.iter().collect();
     let revocation = webpki::RevocationOptionsBuilder::new(&refs)
-        .map_err(|e| format!("{e:?}"))?
+        .map_err(|_| Rejected::NoCrls)?
         .with_depth(webpki::RevocationCheckDepth::Chain)
         .with_status_policy(webpki::UnknownStatusPolicy::Deny)
         .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
@@ -72,7 +99,7 @@ pub fn webpki_with_crls(
         None,
     )
     .map(|_| ())
-    .map_err(|e| format!("{e:?}"))
+    .map_err(Rejected::Webpki)
 }
 
 /// Whether the system has `openssl` (tests that need it say so and skip when it has not).
@@ -143,12 +170,16 @@ impl OpensslVerify {
     }
 
     /// Runs it: `Err` holds what openssl printed.
-    pub fn run(self) -> Result<(), String> {
-        let out = Command::new("openssl").args(&self.args).arg(&self.cert).output().map_err(|e| e.to_string())?;
+    pub fn run(self) -> Result<(), Rejected> {
+        let out = Command::new("openssl").args(&self.args).arg(&self.cert).output().map_err(Rejected::Io)?;
         if out.status.success() {
             Ok(())
         } else {
-            Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+            Err(Rejected::Openssl(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )))
         }
     }
 }
@@ -160,11 +191,11 @@ pub fn openssl_verify_certs(
     leaf: &Certificate,
     untrusted: &[Certificate],
     roots: &[Certificate],
-) -> Result<(), String> {
+) -> Result<(), Rejected> {
     let pem = |c: &[Certificate]| c.iter().map(Certificate::to_pem).collect::<String>();
     let (l, u, r) = (dir.join("leaf.pem"), dir.join("untrusted.pem"), dir.join("roots.pem"));
-    std::fs::write(&l, leaf.to_pem()).map_err(|e| e.to_string())?;
-    std::fs::write(&u, pem(untrusted)).map_err(|e| e.to_string())?;
-    std::fs::write(&r, pem(roots)).map_err(|e| e.to_string())?;
+    std::fs::write(&l, leaf.to_pem()).map_err(Rejected::Io)?;
+    std::fs::write(&u, pem(untrusted)).map_err(Rejected::Io)?;
+    std::fs::write(&r, pem(roots)).map_err(Rejected::Io)?;
     OpensslVerify::new(&l).strict().purpose("sslclient").roots(&r).untrusted(&u).run()
 }

@@ -102,7 +102,7 @@ fn unknown_critical_extensions_are_refused_everywhere() {
     let e = meshca::verify_workload_chain(&chain, &roots, now()).unwrap_err();
     assert!(matches!(e, Error::UnknownCriticalExtension { .. }), "{e}");
     // rustls-webpki agrees on the leaf; OpenSSL on the intermediate.
-    assert!(webpki_verify(&chain, &roots, now()).unwrap_err().contains("UnsupportedCriticalExtension"));
+    assert!(webpki_verify(&chain, &roots, now()).unwrap_err().to_string().contains("UnsupportedCriticalExtension"));
     if let Some((ok, out)) = openssl_verify_bundle("unknown-critical") {
         assert!(!ok && out.contains("unhandled critical extension"), "{out}");
     }
