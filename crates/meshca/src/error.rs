@@ -574,6 +574,20 @@ pub enum Error {
         detail: String,
     },
 
+    /// A provider (OpenBao/Vault, a cloud CA) answered a CA request with a certificate meshca's
+    /// profile refuses; nothing was written.
+    #[error("{provider} signed {cluster}'s CA wrongly: {problem}; {fix}")]
+    ProviderCertificate {
+        /// The provider (its address and mount, never a token).
+        provider: String,
+        /// The cluster (or management CA) the certificate was for.
+        cluster: String,
+        /// What is wrong with it.
+        problem: String,
+        /// What would fix it on the provider's side.
+        fix: &'static str,
+    },
+
     /// A signer's files hold `ca-key.pem` although its key is in a token, or lack the certificate
     /// files a token-held CA needs.
     #[error("{file}: {detail}")]

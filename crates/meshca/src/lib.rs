@@ -38,6 +38,7 @@ mod external;
 mod key;
 mod pem;
 mod profile;
+mod provider;
 mod rfc5280;
 mod rng;
 mod rootrotation;
@@ -67,6 +68,7 @@ pub use external::{ecdsa_signature_to_der, CaKey, ExternalKey, SignError};
 pub use key::{KeyAlgorithm, KeyType, PrivateKey};
 pub use pem::{MAX_INPUT_BYTES, MAX_PEM_BLOCKS};
 pub use profile::{BACKDATE, ISTIOD_SAN};
+pub use provider::{CaRequest, ProviderAnswer, LIFETIME_SLACK};
 /// RustCrypto's RNG trait: every `CryptoRngCore` is an [`Entropy`].
 pub use rand_core::CryptoRngCore;
 pub use rng::{Entropy, OsRng};

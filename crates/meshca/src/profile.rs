@@ -128,10 +128,10 @@ pub(crate) fn leaf(common: Common, id: &SpiffeId) -> Result<CertificateParams> {
 
 /// A CSR for a per-cluster intermediate: the subject meshca will issue, so the request reads
 /// right to a human; the signer's profile decides the real extensions.
-pub(crate) fn intermediate_request(cluster: &str, organization: &str) -> CertificateParams {
+pub(crate) fn intermediate_request(cluster: &str, organization: &str, common_name: &str) -> CertificateParams {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, organization);
-    dn.push(DnType::CommonName, "Intermediate CA");
+    dn.push(DnType::CommonName, common_name);
     dn.push(DnType::LocalityName, cluster);
     let mut p = CertificateParams::default();
     p.distinguished_name = dn;
