@@ -23,6 +23,8 @@ pub struct Options {
     pub policy_generation: Option<i64>,
     /// How to reach a signing key kept in a PKCS#11 token (`mgmtServerCa.pkcs11`).
     pub token: TokenAccess,
+    /// How to log in to the PKI that signs (`mgmtServerCa.vault`), beyond what the policy says.
+    pub provider: ProviderAccess,
     /// What the run is asked to do beyond converging.
     pub intent: Intent,
     /// Sign with this Secret instead of the policy's `mgmtServerCa`: set by the run itself
@@ -99,6 +101,30 @@ pub struct TokenAccess {
     pub pin: Option<crate::pkcs11::Pin>,
 }
 
+/// What meshca's operator gives it to log in to the PKI that signs.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ProviderAccess {
+    /// A token (the CLI's `VAULT_TOKEN`, `BAO_TOKEN` or `--vault-token-file`), used when the
+    /// policy names no `auth`.
+    pub token: Option<crate::vault::VaultToken>,
+    /// Where the service account token is, for `auth.kubernetes` (default
+    /// [`SERVICE_ACCOUNT_TOKEN`]).
+    pub service_account_token: Option<std::path::PathBuf>,
+    /// How long one call may take (default [`crate::vault::CALL_TIMEOUT`]).
+    pub call_timeout: Option<std::time::Duration>,
+}
+
+/// Where Kubernetes mounts a pod's service account token.
+pub const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+impl ProviderAccess {
+    /// A token given by the operator.
+    pub fn with_token(token: Option<crate::vault::VaultToken>) -> Self {
+        ProviderAccess { token, service_account_token: None, call_timeout: None }
+    }
+}
+
 impl TokenAccess {
     /// Access through `module`, the PIN from the policy's Secret unless `pin` is given.
     pub fn new(module: Option<std::path::PathBuf>, pin: Option<crate::pkcs11::Pin>) -> Self {
@@ -116,6 +142,7 @@ impl Options {
             clusters,
             policy_generation: None,
             token: TokenAccess::default(),
+            provider: ProviderAccess::default(),
             intent: Intent::Converge,
             signer_override: None,
         }
@@ -136,6 +163,12 @@ impl Options {
     /// How a token-held signing key is reached.
     pub fn token(mut self, token: TokenAccess) -> Self {
         self.token = token;
+        self
+    }
+
+    /// How to log in to the PKI that signs, beyond what the policy says.
+    pub fn provider(mut self, provider: ProviderAccess) -> Self {
+        self.provider = provider;
         self
     }
 

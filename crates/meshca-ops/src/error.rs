@@ -203,6 +203,20 @@ pub enum Error {
         detail: String,
     },
 
+    /// The PKI that signs (OpenBao/Vault) failed or refused a call. Nothing is written when this
+    /// happens; every cluster keeps the bundle it had.
+    #[error("{provider}: {call}: {fault}: {detail}; {}", fault.fix())]
+    Provider {
+        /// The provider, as its address and mount (never a token).
+        provider: String,
+        /// The call (`POST pki/issuer/default/sign-intermediate`, `login (AppRole)`).
+        call: String,
+        /// What kind of failure.
+        fault: ProviderFault,
+        /// What the provider said (its own error messages, bounded), or what failed to reach it.
+        detail: String,
+    },
+
     /// A sidecar's secret dump (`istioctl proxy-config secret -o json`) is not usable.
     #[error("{source_name}: {detail}")]
     ProxyDump {
@@ -244,6 +258,8 @@ pub enum ErrorKind {
     Hsm,
     /// A revocation was refused, or the revocation list is unreadable.
     Revocation,
+    /// The PKI that signs (OpenBao/Vault) failed, refused, or answered wrongly.
+    Provider,
 }
 
 impl ErrorKind {
@@ -260,6 +276,7 @@ impl Error {
         match self {
             Error::Io(_) => ErrorKind::Io,
             Error::Core { source: meshca::Error::ExternalKey { .. }, .. } => ErrorKind::Hsm,
+            Error::Core { source: meshca::Error::ProviderCertificate { .. }, .. } => ErrorKind::Provider,
             Error::Policy { .. } => ErrorKind::Policy,
             Error::Core { .. } | Error::UnsafeName { .. } | Error::ProxyDump { .. } => ErrorKind::Invalid,
             Error::WouldOverwrite { .. } => ErrorKind::WouldOverwrite,
@@ -271,6 +288,7 @@ impl Error {
             Error::SignerNotFound { .. } | Error::PolicySecret { .. } => ErrorKind::MissingSecret,
             Error::RotationState { .. } | Error::Rotation(_) => ErrorKind::Rotation,
             Error::Pkcs11 { .. } => ErrorKind::Hsm,
+            Error::Provider { .. } => ErrorKind::Provider,
             Error::Revocation(_) | Error::RevocationList { .. } => ErrorKind::Revocation,
         }
     }
@@ -347,5 +365,74 @@ mod tests {
         let e = serde_saphyr::from_str::<serde_json::Value>("key: \"MIIEsecretvalue\n").unwrap_err();
         let m = yaml_error(&e);
         assert!(m.starts_with("line 1, column 6: ") && !m.contains("MIIE"), "{m}");
+    }
+}
+
+/// Why a call to the PKI that signs failed: the `reason` label of
+/// `meshca_provider_errors_total`, and the fix each one needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ProviderFault {
+    /// No connection (refused, no route, DNS, TLS).
+    Unreachable,
+    /// It did not answer in time.
+    Timeout,
+    /// The server is sealed.
+    Sealed,
+    /// The token or login was refused (401/403).
+    PermissionDenied,
+    /// The mount, issuer or auth method does not exist (404).
+    NotFound,
+    /// It refused the request (another 4xx).
+    Refused,
+    /// It failed (5xx other than sealed).
+    ServerError,
+    /// It answered with something that is not the API's answer.
+    BadAnswer,
+    /// meshca has no credentials to give it.
+    NoCredentials,
+}
+
+impl ProviderFault {
+    /// The label (`unreachable`, `sealed`, ...).
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "unknown".into())
+    }
+
+    /// What would fix it.
+    pub fn fix(self) -> &'static str {
+        match self {
+            ProviderFault::Unreachable => "check the address, that the server runs, and its TLS CA (caCertSecretRef)",
+            ProviderFault::Timeout => "the server is slow or a network path drops packets; meshca retries next pass",
+            ProviderFault::Sealed => "unseal it (bao operator unseal); meshca retries next pass",
+            ProviderFault::PermissionDenied => {
+                "give the token or role a policy allowing update on <mount>/issuer/<ref>/sign-intermediate and read \
+                 on <mount>/issuer/<ref>/json"
+            }
+            ProviderFault::NotFound => "check mount and issuer (bao secrets list; bao list <mount>/issuers)",
+            ProviderFault::Refused => "fix what it names; meshca sends a CSR, a TTL and max_path_length",
+            ProviderFault::ServerError => "see the server's log; meshca retries next pass",
+            ProviderFault::BadAnswer => "check that the address is OpenBao or Vault, not a proxy's error page",
+            ProviderFault::NoCredentials => {
+                "set mgmtServerCa.vault.auth, or give meshca a token (VAULT_TOKEN, BAO_TOKEN or a token file)"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProviderFault::Unreachable => "unreachable",
+            ProviderFault::Timeout => "timed out",
+            ProviderFault::Sealed => "sealed",
+            ProviderFault::PermissionDenied => "permission denied",
+            ProviderFault::NotFound => "not found",
+            ProviderFault::Refused => "refused",
+            ProviderFault::ServerError => "server error",
+            ProviderFault::BadAnswer => "bad answer",
+            ProviderFault::NoCredentials => "no credentials",
+        })
     }
 }

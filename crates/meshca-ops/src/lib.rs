@@ -74,6 +74,7 @@ pub mod rootrotation;
 mod serde_time;
 pub mod signer;
 pub mod store;
+pub mod vault;
 pub mod writer;
 
 pub use error::Error;

@@ -54,15 +54,24 @@ pub enum SignerSource {
         /// The root to create.
         root: RootParams,
     },
+    /// The PKI of `mgmtServerCa.vault` signs. With `signs: managementIntermediate` this Secret
+    /// (`secretRef`, or `<policy>.<namespace>`) holds the management intermediate meshca keeps;
+    /// with `signs: clusters` it names the signer in reports and is never written.
+    Provider {
+        /// Secret name.
+        name: String,
+        /// Secret namespace.
+        namespace: String,
+    },
 }
 
 impl SignerSource {
     /// Namespace and name of the signing CA Secret.
     pub fn secret(&self) -> (&str, &str) {
         match self {
-            SignerSource::SecretRef { name, namespace } | SignerSource::Generated { name, namespace, .. } => {
-                (namespace, name)
-            }
+            SignerSource::SecretRef { name, namespace }
+            | SignerSource::Generated { name, namespace, .. }
+            | SignerSource::Provider { name, namespace } => (namespace, name),
         }
     }
 }
@@ -77,6 +86,62 @@ pub struct SignerKey {
     pub module: Option<std::path::PathBuf>,
     /// The PIN's Secret on the management cluster, and its key.
     pub pin: Option<(SecretName, String)>,
+}
+
+/// `mgmtServerCa.vault`, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VaultSigner {
+    /// The server's base address, without a trailing `/`.
+    pub address: String,
+    /// The PKI mount.
+    pub mount: String,
+    /// The issuer reference (`default` when the policy names none).
+    pub issuer: String,
+    /// What the PKI signs.
+    pub signs: Signs,
+    /// The management intermediate's lifetime (`signs: managementIntermediate`).
+    pub ttl: Duration,
+    /// The Secret key holding the CA of the server's TLS.
+    pub ca_cert: Option<(SecretName, String)>,
+    /// How to log in.
+    pub auth: VaultAuth,
+}
+
+/// What the PKI signs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Signs {
+    /// Every cluster intermediate.
+    Clusters,
+    /// The management intermediate meshca keeps.
+    ManagementIntermediate,
+}
+
+/// How meshca logs in to the PKI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VaultAuth {
+    /// The token meshca's operator gives it (`VAULT_TOKEN`, `--vault-token-file`).
+    Given,
+    /// A token in a Secret.
+    Token(SecretName, String),
+    /// AppRole: the role ID, the secret ID's Secret and key, the method's mount.
+    AppRole {
+        /// The role ID (not a secret).
+        role_id: String,
+        /// The secret ID's Secret and key.
+        secret_id: (SecretName, String),
+        /// The auth method's path.
+        mount: String,
+    },
+    /// Kubernetes: the role and the method's mount; the JWT is the service account's token.
+    Kubernetes {
+        /// The role.
+        role: String,
+        /// The auth method's path.
+        mount: String,
+    },
 }
 
 /// A Secret on the management cluster named by the policy.
@@ -118,6 +183,8 @@ pub struct Policy {
     pub signer: SignerSource,
     /// Where the signing CA's key is, when it is in a token (`mgmtServerCa.pkcs11`).
     pub signer_key: Option<SignerKey>,
+    /// The PKI that signs, when it is OpenBao/Vault (`mgmtServerCa.vault`).
+    pub vault: Option<VaultSigner>,
     /// How intermediates are issued and rotated.
     pub rotation: RotationPolicy,
     /// `spec.config.autoRestartPods`.
@@ -246,6 +313,100 @@ pub struct MgmtServerCa {
     /// `secretRef` holds only its public files (ca-cert.pem, cert-chain.pem, root-cert.pem).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pkcs11: Option<Pkcs11Spec>,
+    /// meshca's extension: an OpenBao or Vault PKI secrets engine signs, either every cluster's
+    /// intermediate or a management intermediate meshca keeps and renews.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<VaultSpec>,
+}
+
+/// `mgmtServerCa.vault`: the OpenBao/Vault PKI that signs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct VaultSpec {
+    /// The server (`https://vault.example:8200`; `http://` only to a loopback address).
+    pub address: String,
+    /// The PKI secrets engine's path (default `pki`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    /// The issuer to sign with (`issuer_ref`; default the mount's default issuer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// `clusters` (default): the PKI signs every cluster intermediate. `managementIntermediate`:
+    /// it signs a management intermediate meshca keeps, renews, and signs clusters with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signs: Option<String>,
+    /// The lifetime of the management intermediate (`signs: managementIntermediate`; default
+    /// twice `intermediateCertOptions.ttlDays`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_days: Option<i64>,
+    /// The CA that serves the server's TLS (default: the Mozilla root set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_secret_ref: Option<KeyRefSpec>,
+    /// How meshca logs in (default: the token its operator gives it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<VaultAuthSpec>,
+}
+
+/// `mgmtServerCa.vault.auth`: one of the three.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct VaultAuthSpec {
+    /// A Secret holding a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<KeyRefSpec>,
+    /// AppRole login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_role: Option<AppRoleSpec>,
+    /// Kubernetes login with the controller's service account token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesAuthSpec>,
+}
+
+/// `auth.appRole`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct AppRoleSpec {
+    /// The role ID.
+    pub role_id: String,
+    /// The Secret holding the secret ID.
+    pub secret_id_secret_ref: KeyRefSpec,
+    /// The auth method's path (default `approle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+}
+
+/// `auth.kubernetes`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct KubernetesAuthSpec {
+    /// The role to log in as.
+    pub role: String,
+    /// The auth method's path (default `kubernetes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+}
+
+/// A key of a Secret: `{name, namespace, key}` (namespace defaults to the policy's).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KeyRefSpec {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The Secret's key.
+    pub key: String,
 }
 
 /// `mgmtServerCa.pkcs11`: where the signing CA's key is.
@@ -449,7 +610,22 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
             Some(SignerKey { uri, module, pin })
         }
     };
+    let vault_spec = mgmt.vault;
+    if vault_spec.is_some() && (mgmt.generated.is_some() || signer_key.is_some()) {
+        return Err(bad("spec.config.mgmtServerCa.vault goes alone or with secretRef (where meshca keeps the \
+                        management intermediate), not with generated or pkcs11"
+            .into()));
+    }
     let signer = match (mgmt.secret_ref, mgmt.generated) {
+        (r, None) if vault_spec.is_some() => {
+            let (name, ns) = match r {
+                Some(r) => (r.name, r.namespace.unwrap_or_else(|| namespace.clone())),
+                None => (format!("{}.{}", raw.metadata.name, namespace), namespace.clone()),
+            };
+            require_name("spec.config.mgmtServerCa.secretRef.name", &name, &bad)?;
+            require_name("spec.config.mgmtServerCa.secretRef.namespace", &ns, &bad)?;
+            SignerSource::Provider { name, namespace: ns }
+        }
         (Some(_), Some(_)) => {
             return Err(bad("spec.config.mgmtServerCa: give either secretRef or generated, not both".into()))
         }
@@ -515,6 +691,17 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         require_name(&format!("{field}.namespace"), &ns, &bad)?;
         Ok(SecretName { namespace: ns, name: r.name })
     };
+    let vault = match vault_spec {
+        None => None,
+        Some(v) => Some(vault_signer(v, &namespace, ttl, &bad)?),
+    };
+    if vault.is_some() && cfg.root_rotation.is_some() {
+        return Err(bad(
+            "spec.config.rootRotation with mgmtServerCa.vault is not built yet: rotate the root in the PKI \
+                        and list the old root in spec.config.passiveCertificateAuthorities meanwhile"
+                .into(),
+        ));
+    }
     let mut passive = Vec::new();
     for (i, p) in cfg.passive_certificate_authorities.unwrap_or_default().into_iter().enumerate() {
         passive.push(secret_name(format!("spec.config.passiveCertificateAuthorities[{i}].secretRef"), p.secret_ref)?);
@@ -558,6 +745,7 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         api_version: raw.api_version,
         signer,
         signer_key,
+        vault,
         rotation,
         auto_restart_pods: cfg.auto_restart_pods.unwrap_or(false),
         wait_for_unobserved_istiod: cfg.wait_for_unobserved_istiod.unwrap_or(false),
@@ -565,6 +753,104 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         root_rotation,
         notes,
     })
+}
+
+/// Checks `mgmtServerCa.vault`.
+fn vault_signer(v: VaultSpec, namespace: &str, cluster_ttl: Duration, bad: Bad<'_>) -> Result<VaultSigner, Error> {
+    let base = "spec.config.mgmtServerCa.vault";
+    let address = v.address.trim_end_matches('/').to_owned();
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| address.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/'])));
+    let https = address.strip_prefix("https://").is_some_and(|host| !host.is_empty());
+    if !https && !loopback {
+        return Err(bad(format!(
+            "{base}.address must be an https:// URL (http:// only to a loopback address, as `bao server -dev` listens); \
+             value not shown"
+        )));
+    }
+    if address.chars().any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#' || c == '@') {
+        return Err(bad(format!("{base}.address must be a plain URL without credentials, query or fragment")));
+    }
+    let path_part = |field: &str, value: Option<String>, default: &str| -> Result<String, Error> {
+        let value = value.unwrap_or_else(|| default.to_owned());
+        let ok = !value.is_empty()
+            && value.len() <= 128
+            && value.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+            && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        if !ok {
+            return Err(bad(format!(
+                "{base}.{field} must be a path of letters, digits, '-', '_', '.' separated by '/' (at most 128)"
+            )));
+        }
+        Ok(value)
+    };
+    let mount = path_part("mount", v.mount, "pki")?;
+    let issuer = path_part("issuer", v.issuer, "default")?;
+    if issuer.contains('/') {
+        return Err(bad(format!("{base}.issuer is an issuer name or ID, without '/'")));
+    }
+    let signs = match v.signs.as_deref() {
+        None | Some("clusters") => Signs::Clusters,
+        Some("managementIntermediate") => Signs::ManagementIntermediate,
+        Some(_) => return Err(bad(format!("{base}.signs must be clusters or managementIntermediate"))),
+    };
+    let ttl = match v.ttl_days {
+        Some(d) => days_field(base, d, bad)?,
+        None => std::cmp::min(cluster_ttl * 2_i32, meshca::MAX_CA_TTL),
+    };
+    if signs == Signs::ManagementIntermediate && ttl <= cluster_ttl {
+        return Err(bad(format!(
+            "{base}.ttlDays must be longer than intermediateCertOptions.ttlDays: the management intermediate \
+             outlives the cluster intermediates it signs"
+        )));
+    }
+    let key_ref = |field: String, r: KeyRefSpec| -> Result<(SecretName, String), Error> {
+        let ns = r.namespace.unwrap_or_else(|| namespace.to_owned());
+        require_name(&format!("{field}.name"), &r.name, bad)?;
+        require_name(&format!("{field}.namespace"), &ns, bad)?;
+        if r.key.is_empty()
+            || r.key.len() > 253
+            || !r.key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+        {
+            return Err(bad(format!(
+                "{field}.key is not a Secret key (letters, digits, '-', '.' and '_'; at most 253; value not shown)"
+            )));
+        }
+        Ok((SecretName { namespace: ns, name: r.name }, r.key))
+    };
+    let ca_cert = v.ca_cert_secret_ref.map(|r| key_ref(format!("{base}.caCertSecretRef"), r)).transpose()?;
+    let auth = match v.auth {
+        None => VaultAuth::Given,
+        Some(a) => match (a.token_secret_ref, a.app_role, a.kubernetes) {
+            (None, None, None) => VaultAuth::Given,
+            (Some(t), None, None) => {
+                let (secret, key) = key_ref(format!("{base}.auth.tokenSecretRef"), t)?;
+                VaultAuth::Token(secret, key)
+            }
+            (None, Some(r), None) => {
+                if r.role_id.is_empty() || r.role_id.len() > 256 || r.role_id.chars().any(char::is_control) {
+                    return Err(bad(format!("{base}.auth.appRole.roleId must be 1 to 256 printable characters")));
+                }
+                VaultAuth::AppRole {
+                    role_id: r.role_id,
+                    secret_id: key_ref(format!("{base}.auth.appRole.secretIdSecretRef"), r.secret_id_secret_ref)?,
+                    mount: path_part("auth.appRole.mount", r.mount, "approle")?,
+                }
+            }
+            (None, None, Some(k)) => {
+                if k.role.is_empty() || k.role.len() > 256 || k.role.chars().any(char::is_control) {
+                    return Err(bad(format!("{base}.auth.kubernetes.role must be 1 to 256 printable characters")));
+                }
+                VaultAuth::Kubernetes {
+                    role: k.role,
+                    mount: path_part("auth.kubernetes.mount", k.mount, "kubernetes")?,
+                }
+            }
+            _ => return Err(bad(format!("{base}.auth: give one of tokenSecretRef, appRole, kubernetes"))),
+        },
+    };
+    Ok(VaultSigner { address, mount, issuer, signs, ttl, ca_cert, auth })
 }
 
 /// `bad` turns a message into the policy's error (it names the file).
@@ -719,6 +1005,77 @@ mod tests {
             assert!(e.contains(want), "{to}: {e}");
         }
         assert!(!err(&text.replace("name: partner-root", "name: Partner")).contains("Partner"));
+    }
+
+    fn vault_policy(vault: &str) -> String {
+        SEED_POLICY.replace(
+            "mgmtServerCa:\n      secretRef:\n        name: my-root-trust-policy.gloo-mesh\n        namespace: gloo-mesh\n",
+            &format!("mgmtServerCa:\n      vault:\n{vault}"),
+        )
+    }
+
+    #[test]
+    fn the_vault_signer_is_read_with_its_defaults_and_each_auth() {
+        let p = parse(&vault_policy("        address: https://vault.example:8200/\n"), "p.yaml").unwrap();
+        let v = p.vault.unwrap();
+        assert_eq!(
+            (v.address.as_str(), v.mount.as_str(), v.issuer.as_str(), v.signs, &v.auth),
+            ("https://vault.example:8200", "pki", "default", Signs::Clusters, &VaultAuth::Given)
+        );
+        assert_eq!(v.ttl, Duration::days(2), "twice the intermediates' lifetime");
+        assert_eq!(p.signer.secret(), ("gloo-mesh", "root-trust-policy.gloo-mesh"));
+        let p = parse(
+            &vault_policy(
+                "        address: http://127.0.0.1:8200\n        mount: pki/int\n        issuer: meshca\n        \
+                 signs: managementIntermediate\n        ttlDays: 30\n        caCertSecretRef: {name: vault-ca, key: \
+                 ca.crt}\n        auth:\n          appRole: {roleId: r-1, secretIdSecretRef: {name: s, key: id}}\n",
+            ),
+            "p.yaml",
+        )
+        .unwrap();
+        let v = p.vault.unwrap();
+        assert_eq!(
+            (v.mount.as_str(), v.issuer.as_str(), v.signs),
+            ("pki/int", "meshca", Signs::ManagementIntermediate)
+        );
+        assert_eq!(v.ca_cert.unwrap().1, "ca.crt");
+        assert!(
+            matches!(v.auth, VaultAuth::AppRole { ref role_id, ref mount, .. } if role_id == "r-1" && mount == "approle")
+        );
+        let p = parse(
+            &vault_policy("        address: https://v\n        auth:\n          kubernetes: {role: meshca}\n"),
+            "p.yaml",
+        )
+        .unwrap();
+        assert!(
+            matches!(p.vault.unwrap().auth, VaultAuth::Kubernetes { ref role, ref mount } if role == "meshca" && mount == "kubernetes")
+        );
+    }
+
+    #[test]
+    fn a_vault_signer_that_cannot_work_is_refused_by_field() {
+        let cases = [
+            ("        address: http://vault.example:8200\n", "address must be an https:// URL"),
+            ("        address: https://user:pw@vault\n", "without credentials"),
+            ("        address: https://v\n        mount: ../sys\n", "vault.mount must be a path"),
+            ("        address: https://v\n        issuer: a/b\n", "without '/'"),
+            ("        address: https://v\n        signs: everything\n", "signs must be clusters or managementIntermediate"),
+            ("        address: https://v\n        signs: managementIntermediate\n        ttlDays: 1\n", "must be longer"),
+            (
+                "        address: https://v\n        auth:\n          kubernetes: {role: a}\n          tokenSecretRef: {name: t, key: k}\n",
+                "give one of",
+            ),
+            ("        address: https://v\n        auth:\n          tokenSecretRef: {name: t, key: 'a b'}\n", "not a Secret key"),
+            ("        address: https://v\n        unknown: 1\n", "unknown"),
+        ];
+        for (vault, expected) in cases {
+            let e = err(&vault_policy(vault));
+            assert!(e.contains(expected), "{vault}: {e}");
+        }
+        let with_pkcs11 = vault_policy("        address: https://v\n      pkcs11: {uri: 'pkcs11:token=a;object=b'}\n");
+        assert!(err(&with_pkcs11).contains("vault goes alone or with secretRef"), "{}", err(&with_pkcs11));
+        // The value that failed is not echoed.
+        assert!(!err(&vault_policy("        address: http://secret-host.example\n")).contains("secret-host"));
     }
 
     #[test]

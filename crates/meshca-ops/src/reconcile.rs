@@ -119,7 +119,8 @@ fn reconcile_with(
         with_passive = p;
         &with_passive
     };
-    let (signer, signer_info) = load_signer(store, policy, opts, rng)?;
+    let loaded = crate::signer::load(store, policy, opts, rng)?;
+    let (signer, signer_info, remote) = (loaded.ca, loaded.info, loaded.remote);
     let mut fleet = match opts.intent.revocations() {
         Some(list) => {
             // The caller's list replaces the stored one; a stored one that cannot be read (the
@@ -131,11 +132,18 @@ fn reconcile_with(
     };
     let mut prepared = Prepared::default();
     if let Some(fleet) = fleet.as_mut() {
-        prepared = prepare_crls(store, policy, &signer, fleet, opts, rng)?;
+        prepared = prepare_crls(store, policy, &signer, remote.as_deref(), fleet, opts, rng)?;
     }
     let crl_pem = fleet.as_ref().map(revocation::Fleet::crl_pem);
     let revoked = fleet.as_ref().map(revocation::Fleet::entries).unwrap_or_default();
-    let ctx = Ctx { signer: &signer, fleet: fleet.as_ref(), revoked, crl_pem: crl_pem.as_deref(), prepared: &prepared };
+    let ctx = Ctx {
+        signer: &signer,
+        remote: remote.as_deref(),
+        fleet: fleet.as_ref(),
+        revoked,
+        crl_pem: crl_pem.as_deref(),
+        prepared: &prepared,
+    };
     // Each bundle is dropped once it is added to the trust check, which keeps only the distinct
     // roots and trust bundles: memory stays flat however many clusters there are. Results keep
     // the clusters' order, and the check judges as if in that order, whichever worker finished
@@ -216,7 +224,7 @@ fn reconcile_with(
         clusters: results,
         trust,
         next_check,
-        notes: policy.notes.clone(),
+        notes: policy.notes.iter().cloned().chain(loaded.notes).collect(),
         roots: policy
             .rotation
             .trust_bundle(&signer)
@@ -301,6 +309,8 @@ fn held_back(store: &dyn Store, cluster: &str, peers: &[&String], opts: &Options
 /// What a run's workers share.
 struct Ctx<'a> {
     signer: &'a SigningCa,
+    /// The PKI that signs each cluster intermediate, when one does (`signs: clusters`).
+    remote: Option<&'a crate::vault::Vault>,
     fleet: Option<&'a revocation::Fleet>,
     /// The fleet's revocations, as the core's plan takes them.
     revoked: Vec<meshca::Revoked>,
@@ -348,6 +358,7 @@ fn prepare_crls(
     store: &dyn Store,
     policy: &Policy,
     signer: &SigningCa,
+    remote: Option<&crate::vault::Vault>,
     fleet: &mut revocation::Fleet,
     opts: &Options,
     rng: &mut dyn Entropy,
@@ -365,7 +376,7 @@ fn prepare_crls(
         let valid = parsed.as_ref().and_then(|p| p.as_ref().ok()).cloned();
         prepared.first.insert(cluster.clone(), Seen { files, parsed, plan: planned.clone() });
         match planned {
-            Plan::Issue { .. } => match issue_bundle(policy, signer, cluster, opts, rng) {
+            Plan::Issue { .. } => match issue_bundle(policy, signer, remote, cluster, opts, rng) {
                 Ok(bundle) => {
                     // The intermediate replaced keeps a CRL while its workloads' certificates live
                     // on; a revoked one too, so that taking the revocation back (`unrevoke`)
@@ -569,6 +580,12 @@ fn reconcile_attempt(
                 result.error_kind = Some(*kind);
                 return Attempt::Done(result, parsed.and_then(Result::ok).map(Box::new));
             }
+            if opts.dry_run && ctx.remote.is_some() {
+                // A dry run never asks the PKI to sign: it would issue a real certificate.
+                result.action = if existed { Action::WouldRotate } else { Action::WouldIssue };
+                result.reason = format!("{}; the PKI would sign it", result.reason);
+                return Attempt::Done(result, parsed.and_then(Result::ok).map(Box::new));
+            }
             match issue_and_write(ctx, policy, cluster, &writer, &secret, opts, rng) {
                 Ok(bundle) => {
                     result.action = match (existed, opts.dry_run) {
@@ -647,7 +664,7 @@ fn issue_and_write(
                     .into(),
             })
         }
-        None => issue_bundle(policy, ctx.signer, cluster, opts, rng)?,
+        None => issue_bundle(policy, ctx.signer, ctx.remote, cluster, opts, rng)?,
     };
     writer.write_bundle(secret, &issued)
 }
@@ -656,12 +673,24 @@ fn issue_and_write(
 fn issue_bundle(
     policy: &Policy,
     signer: &SigningCa,
+    remote: Option<&crate::vault::Vault>,
     cluster: &str,
     opts: &Options,
     rng: &mut dyn Entropy,
 ) -> Result<Cacerts, Error> {
     let now = opts.now;
     let params = policy.rotation.intermediate_params(cluster);
+    if let Some(vault) = remote {
+        // The PKI signs; meshca checks its answer against the profile and the policy's trust
+        // bundle (passive roots included) before anything is written.
+        let request = meshca::CaRequest::new(&params, rng).map_err(Error::core(format!("issuing for {cluster}")))?;
+        let answer = vault.sign_intermediate(&request)?;
+        let trust = policy.rotation.trust_bundle(signer);
+        return request
+            .accept(&answer, &trust, &vault.describe(), now)
+            .map(|issued| issued.value)
+            .map_err(Error::core(format!("issuing for {cluster}")));
+    }
     let mut issued =
         signer.issue_intermediate(&params, rng, now).map_err(Error::core(format!("issuing for {cluster}")))?.value;
     if !policy.rotation.passive_roots.is_empty() {

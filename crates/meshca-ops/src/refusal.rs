@@ -136,6 +136,17 @@ pub enum RootRotationRefusal {
          pointed at it)"
     )]
     SignerKeyInToken,
+    /// `rotate-root start` on a policy whose PKI signs (`mgmtServerCa.vault`): the rotation's
+    /// incoming CA would replace what the PKI holds.
+    #[error(
+        "the policy's signing CA is held by the PKI at {provider} (spec.config.mgmtServerCa.vault); a root rotation \
+         with a PKI-held signer is not built yet: rotate the root in the PKI (a new issuer) and add the old root \
+         to spec.config.passiveCertificateAuthorities until every cluster is re-issued"
+    )]
+    SignerInProvider {
+        /// The PKI's address.
+        provider: String,
+    },
 }
 
 /// Why a revocation command was refused. Each says what to do instead.
@@ -150,6 +161,17 @@ pub enum RevocationRefusal {
     SignerNotRoot {
         /// The signing CA's subject.
         signer: String,
+    },
+    /// The PKI signs every cluster intermediate (`mgmtServerCa.vault`, `signs: clusters`): the CRL
+    /// revoking one is the PKI's to sign.
+    #[error(
+        "the cluster intermediates are signed by {provider} (spec.config.mgmtServerCa.vault, signs: clusters), so \
+         the CRL that revokes one is that PKI's; meshca does not yet publish a PKI's CRLs in ca-crl.pem: revoke it \
+         there (bao write <mount>/revoke serial_number=<serial>) and re-issue the cluster (meshca rotate)"
+    )]
+    SignerInProvider {
+        /// The PKI's address.
+        provider: String,
     },
     /// A root rotation is under way.
     #[error("a root rotation is under way; finish or roll it back before revoking, or the two would fight over the trust bundles")]

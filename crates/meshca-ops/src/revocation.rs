@@ -195,6 +195,7 @@ fn revoke_entries(
             return Err(Refusal::BadSerial.into());
         }
     }
+    refuse_provider_signer(policy)?;
     let (signer, _) = crate::reconcile::load_signer(store, policy, opts, rng)?;
     let signer_ca = signer.bundle().ca_cert();
     if !signer_ca.is_self_signed() {
@@ -373,6 +374,7 @@ pub fn rebuild(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<RebuildReport, Error> {
     refuse_during_root_rotation(store, policy, opts)?;
+    refuse_provider_signer(policy)?;
     let (signer, _) = crate::reconcile::load_signer(store, policy, opts, rng)?;
     let root = signer.bundle().ca_cert();
     if !root.is_self_signed() {
@@ -472,4 +474,15 @@ fn held(list: &RevocationList) -> String {
         return "no entries".into();
     }
     meshca::list_bounded(list.revoked.iter().map(|r| format!("{} (serial {})", r.cluster, r.serial)), 10)
+}
+
+/// Revocation needs the CRL of the CA that signed the intermediates: not meshca's to sign when
+/// the PKI signs every cluster intermediate.
+fn refuse_provider_signer(policy: &Policy) -> Result<(), Error> {
+    match &policy.vault {
+        Some(v) if v.signs == crate::policy::Signs::Clusters => {
+            Err(Refusal::SignerInProvider { provider: v.address.clone() }.into())
+        }
+        _ => Ok(()),
+    }
 }

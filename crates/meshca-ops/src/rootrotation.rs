@@ -169,6 +169,9 @@ pub fn start(
     if policy.signer_key.is_some() {
         return Err(Refusal::SignerKeyInToken.into());
     }
+    if let Some(v) = &policy.vault {
+        return Err(Refusal::SignerInProvider { provider: v.address.clone() }.into());
+    }
     refuse_with_revocations(store, policy, mgmt)?;
     RootRotation::check_incoming(new, opts.now, dwell, policy.rotation.ttl)
         .map_err(Error::core("starting the root rotation"))?;

@@ -14,9 +14,10 @@ use time::OffsetDateTime;
 
 use crate::context::Options;
 use crate::error::Error;
-use crate::policy::{Policy, SignerSource};
+use crate::policy::{Policy, SecretName, SignerSource, Signs, VaultAuth, VaultSigner};
 use crate::report::SignerInfo;
 use crate::store::{SecretRef, Store};
+use crate::vault::{Connect, Login, ProviderKey, Vault, VaultToken};
 use crate::writer::Owner;
 
 /// Where a signing CA's private key is kept, when it is not the Secret's own `ca-key.pem`.
@@ -72,9 +73,20 @@ impl<'a> Signers<'a> {
         (*secret == self.policy_secret()).then(|| Box::new(Pkcs11Source { key, opts: self.opts }) as Box<dyn KeySource>)
     }
 
+    /// The PKI that signs every cluster intermediate, when the policy says so
+    /// (`mgmtServerCa.vault` with `signs: clusters`) and `secret` is the policy's signer.
+    fn provider_for(&self, secret: &SecretRef) -> Option<&'a VaultSigner> {
+        let v = self.policy.vault.as_ref()?;
+        (v.signs == Signs::Clusters && *secret == self.policy_secret()).then_some(v)
+    }
+
     /// The signing CA in `secret`, valid at `now`, with its key from wherever it is kept;
     /// `None` when the Secret does not exist.
     pub fn read(&self, secret: &SecretRef, now: OffsetDateTime) -> Result<Option<SigningCa>, Error> {
+        if let Some(v) = self.provider_for(secret) {
+            let vault = connect_vault(self.store, v, self.opts)?;
+            return provider_ca(&vault, now).map(Some);
+        }
         let Some(files) = self.store.read(secret)? else { return Ok(None) };
         let context = || format!("signing CA {}", self.store.location(secret));
         let signer = match self.key_source(secret) {
@@ -103,28 +115,233 @@ pub fn load_signer(
     opts: &Options,
     rng: &mut dyn Entropy,
 ) -> Result<(SigningCa, SignerInfo), Error> {
+    let loaded = load(store, policy, opts, rng)?;
+    Ok((loaded.ca, loaded.info))
+}
+
+/// The signer of a run, as [`load`] found it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The signing CA: its certificates, and its key (or the provider's public half of it).
+    pub ca: SigningCa,
+    /// What reports say about it.
+    pub info: SignerInfo,
+    /// The PKI that signs each cluster intermediate (`signs: clusters`): issuance goes through
+    /// it, never through `ca`'s key.
+    pub remote: Option<Arc<Vault>>,
+    /// What the run should tell its operator (a renewal that failed and was deferred).
+    pub notes: Vec<String>,
+}
+
+/// [`load_signer`], with the provider that signs cluster intermediates and the notes of a
+/// management intermediate's renewal.
+pub fn load(store: &dyn Store, policy: &Policy, opts: &Options, rng: &mut dyn Entropy) -> Result<Loaded, Error> {
     let signers = Signers::new(store, policy, opts);
     let secret = opts.signer_override.clone().unwrap_or_else(|| signers.policy_secret());
     let location = store.location(&secret);
-    let (signer, created) = match (signers.read(&secret, opts.now)?, &policy.signer) {
-        (Some(signer), _) => (signer, false),
-        (None, SignerSource::Generated { root, .. }) if opts.signer_override.is_none() => {
-            let signer = SigningCa::generate_root(root, rng, opts.now).map_err(Error::core("generating the root"))?;
-            opts.writer(store, policy).write_signer(&secret, &signer, Owner::Meshca)?;
-            (signer, true)
+    let mut notes = Vec::new();
+    let mut remote = None;
+    let (signer, created) = match (&policy.vault, opts.signer_override.is_none()) {
+        (Some(v), true) if v.signs == Signs::Clusters => {
+            let vault = Arc::new(connect_vault(store, v, opts)?);
+            let ca = provider_ca(&vault, opts.now)?;
+            remote = Some(vault);
+            (ca, false)
         }
-        (None, _) => return Err(Error::SignerNotFound { secret: secret.to_string(), location }),
+        (Some(v), true) => {
+            let current = signers.read(&secret, opts.now)?;
+            management_intermediate(store, policy, v, &secret, current, opts, rng, &mut notes)?
+        }
+        _ => match (signers.read(&secret, opts.now)?, &policy.signer) {
+            (Some(signer), _) => (signer, false),
+            (None, SignerSource::Generated { root, .. }) if opts.signer_override.is_none() => {
+                let signer =
+                    SigningCa::generate_root(root, rng, opts.now).map_err(Error::core("generating the root"))?;
+                opts.writer(store, policy).write_signer(&secret, &signer, Owner::Meshca)?;
+                (signer, true)
+            }
+            (None, _) => return Err(Error::SignerNotFound { secret: secret.to_string(), location }),
+        },
     };
     let b = signer.bundle();
     let info = SignerInfo {
-        location,
+        location: match &remote {
+            Some(v) => v.describe(),
+            None => location,
+        },
         subject: b.ca_cert().subject(),
         root: b.root().subject(),
         root_fingerprint: b.root_fingerprint(),
         created,
         key: b.ca_key().external(),
     };
-    Ok((signer, info))
+    Ok(Loaded { ca: signer, info, remote, notes })
+}
+
+/// The issuer of the PKI as a signing CA: its certificates, and its key's public half.
+fn provider_ca(vault: &Vault, now: OffsetDateTime) -> Result<SigningCa, Error> {
+    let files = vault.issuer_files()?;
+    let context = || format!("the issuer of {}", vault.describe());
+    let cert = meshca::parse_certificates(files.get(meshca::CA_CERT).unwrap_or_default(), "the issuer's certificate")
+        .map_err(Error::core(context()))?;
+    let key = cert.first().and_then(|c| ProviderKey::of(c, vault.describe())).ok_or_else(|| Error::Provider {
+        provider: vault.describe(),
+        call: "reading the issuer".into(),
+        fault: crate::error::ProviderFault::BadAnswer,
+        detail: "the issuer's certificate has a key istiod cannot use (ECDSA P-256/P-384 or RSA >= 2048 needed)".into(),
+    })?;
+    SigningCa::from_public_files(&files, Arc::new(key), now).map_err(Error::core(context()))
+}
+
+/// The management intermediate (`signs: managementIntermediate`): the one in `secret` while
+/// more than the policy's grace ratio of its life is left; else a new key, signed by the PKI,
+/// checked, and written before it signs anything. A renewal that fails while the current one
+/// is still valid is deferred, with a note; without a valid one the run stops.
+#[allow(clippy::too_many_arguments)]
+fn management_intermediate(
+    store: &dyn Store,
+    policy: &Policy,
+    v: &VaultSigner,
+    secret: &SecretRef,
+    current: Option<SigningCa>,
+    opts: &Options,
+    rng: &mut dyn Entropy,
+    notes: &mut Vec<String>,
+) -> Result<(SigningCa, bool), Error> {
+    let now = opts.now;
+    let due = match &current {
+        None => Some("there is none yet".to_owned()),
+        Some(ca) => {
+            let c = ca.bundle().ca_cert();
+            let at = policy.rotation.rotate_at(c.not_before(), ca.bundle().not_after());
+            (now >= at).then(|| {
+                format!("less than the grace ratio of its life is left (renewal due {})", meshca::format_time(at))
+            })
+        }
+    };
+    let Some(why) = due else {
+        return current
+            .map(|c| (c, false))
+            .ok_or_else(|| Error::SignerNotFound { secret: secret.to_string(), location: store.location(secret) });
+    };
+    if opts.dry_run {
+        return match current {
+            Some(ca) => {
+                notes.push(format!("the management intermediate would be renewed through {}: {why}", v.address));
+                Ok((ca, false))
+            }
+            None => Err(Error::SignerNotFound { secret: secret.to_string(), location: store.location(secret) }),
+        };
+    }
+    let renewed = (|| -> Result<SigningCa, Error> {
+        let vault = connect_vault(store, v, opts)?;
+        let trust = provider_ca(&vault, now)?;
+        let mut params = policy.rotation.intermediate_params("management");
+        params.common_name = format!("{} management intermediate", policy.name);
+        params.ttl = v.ttl;
+        params.pathlen = policy.rotation.pathlen.saturating_add(1);
+        let request = meshca::CaRequest::new(&params, rng).map_err(Error::core("the management intermediate"))?;
+        let answer = vault.sign_intermediate(&request)?;
+        let issued = request
+            .accept(&answer, trust.bundle().roots(), &vault.describe(), now)
+            .map_err(Error::core(format!("the management intermediate from {}", vault.describe())))?;
+        let ca = SigningCa::new(issued.value);
+        opts.writer(store, policy).write_signer(secret, &ca, Owner::Meshca)?;
+        Ok(ca)
+    })();
+    match (renewed, current) {
+        (Ok(ca), _) => {
+            notes.push(format!(
+                "the management intermediate was renewed through {} ({why}); it expires {}",
+                v.address,
+                meshca::format_time(ca.bundle().not_after())
+            ));
+            Ok((ca, true))
+        }
+        (Err(e), Some(ca)) if ca.bundle().not_after() > now => {
+            tracing::warn!(error = %e, "renewing the management intermediate failed; keeping the current one");
+            notes.push(format!(
+                "renewing the management intermediate failed ({e}); meshca keeps signing with the current one, which \
+                 expires {}, and retries every run",
+                meshca::format_time(ca.bundle().not_after())
+            ));
+            Ok((ca, false))
+        }
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// Logs in to the PKI of `v` with what the policy names (a Secret's token, AppRole, the
+/// service account) or, without `auth`, the token meshca's operator gave.
+pub fn connect_vault(store: &dyn Store, v: &VaultSigner, opts: &Options) -> Result<Vault, Error> {
+    let secret_value = |(name, key): &(SecretName, String), field: &str, fix: &'static str| -> Result<Vec<u8>, Error> {
+        let r = SecretRef::new(&opts.mgmt_cluster, &name.namespace, &name.name);
+        let location = store.location(&r);
+        let files = store.read(&r)?.ok_or_else(|| Error::PolicySecret {
+            field: field.to_owned(),
+            secret: r.to_string(),
+            problem: format!("not found at {location}"),
+            fix,
+        })?;
+        files.get(key).map(<[u8]>::to_vec).ok_or_else(|| Error::PolicySecret {
+            field: format!("{field}.key"),
+            secret: r.to_string(),
+            problem: format!("({location}) has no key `{key}`"),
+            fix,
+        })
+    };
+    let base = "spec.config.mgmtServerCa.vault";
+    let ca_cert = v
+        .ca_cert
+        .as_ref()
+        .map(|r| secret_value(r, &format!("{base}.caCertSecretRef"), "put the PEM CA of the server's TLS there"))
+        .transpose()?;
+    let mut connect = Connect::of(v, ca_cert);
+    if let Some(t) = opts.provider.call_timeout {
+        connect.call_timeout = t;
+    }
+    let describe = format!("{} (mount {})", v.address, v.mount);
+    let login = match &v.auth {
+        VaultAuth::Given => Login::Token(opts.provider.token.clone().ok_or_else(|| Error::Provider {
+            provider: describe.clone(),
+            call: "login".into(),
+            fault: crate::error::ProviderFault::NoCredentials,
+            detail: format!("{base}.auth is not set and no token was given"),
+        })?),
+        VaultAuth::Token(name, key) => {
+            let field = format!("{base}.auth.tokenSecretRef");
+            let value = secret_value(&(name.clone(), key.clone()), &field, "put a token with the PKI policy there")?;
+            Login::Token(VaultToken::from_bytes(&value, &field)?)
+        }
+        VaultAuth::AppRole { role_id, secret_id, mount } => {
+            let field = format!("{base}.auth.appRole.secretIdSecretRef");
+            let value = secret_value(secret_id, &field, "put the AppRole's secret ID there")?;
+            Login::AppRole {
+                mount: mount.clone(),
+                role_id: role_id.clone(),
+                secret_id: VaultToken::from_bytes(&value, &field)?,
+            }
+        }
+        VaultAuth::Kubernetes { role, mount } => {
+            let path = opts
+                .provider
+                .service_account_token
+                .clone()
+                .unwrap_or_else(|| crate::context::SERVICE_ACCOUNT_TOKEN.into());
+            let jwt = crate::fs::read_input(&path).map_err(|e| Error::Provider {
+                provider: describe.clone(),
+                call: "login (Kubernetes)".into(),
+                fault: crate::error::ProviderFault::NoCredentials,
+                detail: format!("cannot read the service account token {}: {e}", path.display()),
+            })?;
+            Login::Kubernetes {
+                mount: mount.clone(),
+                role: role.clone(),
+                jwt: VaultToken::from_bytes(&jwt, &path.display().to_string())?,
+            }
+        }
+    };
+    Vault::login(connect, login)
 }
 
 /// Opens the policy's token-held signing key: the module the operator allowed (which the

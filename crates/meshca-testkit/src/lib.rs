@@ -5,6 +5,7 @@
 //! crates, used by their integration tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bao;
 #[cfg(feature = "hsm")]
 pub mod softhsm;
 pub mod verify;

@@ -192,10 +192,25 @@ pub fn openssl_verify_certs(
     untrusted: &[Certificate],
     roots: &[Certificate],
 ) -> Result<(), Rejected> {
+    openssl_verify_certs_at(dir, leaf, untrusted, roots, None)
+}
+
+/// [`openssl_verify_certs`] as of `at` (`-attime`), for rehearsals at a later time.
+pub fn openssl_verify_certs_at(
+    dir: &Path,
+    leaf: &Certificate,
+    untrusted: &[Certificate],
+    roots: &[Certificate],
+    at: Option<OffsetDateTime>,
+) -> Result<(), Rejected> {
     let pem = |c: &[Certificate]| c.iter().map(Certificate::to_pem).collect::<String>();
     let (l, u, r) = (dir.join("leaf.pem"), dir.join("untrusted.pem"), dir.join("roots.pem"));
     std::fs::write(&l, leaf.to_pem()).map_err(Rejected::Io)?;
     std::fs::write(&u, pem(untrusted)).map_err(Rejected::Io)?;
     std::fs::write(&r, pem(roots)).map_err(Rejected::Io)?;
-    OpensslVerify::new(&l).strict().purpose("sslclient").roots(&r).untrusted(&u).run()
+    let v = OpensslVerify::new(&l).strict().purpose("sslclient").roots(&r).untrusted(&u);
+    match at {
+        Some(at) => v.at(at).run(),
+        None => v.run(),
+    }
 }

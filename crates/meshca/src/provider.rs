@@ -26,7 +26,6 @@ pub struct CaRequest {
     key: PrivateKey,
     csr_pem: String,
     params: IntermediateParams,
-    requested_at: OffsetDateTime,
 }
 
 impl core::fmt::Debug for CaRequest {
@@ -49,14 +48,14 @@ pub struct ProviderAnswer {
 impl CaRequest {
     /// A new key and its CSR for the CA `params` describes (a cluster intermediate with
     /// pathlen 0, or a management intermediate with room below it).
-    pub fn new(params: &IntermediateParams, rng: &mut dyn Entropy, now: OffsetDateTime) -> Result<Self> {
+    pub fn new(params: &IntermediateParams, rng: &mut dyn Entropy) -> Result<Self> {
         validate_cluster_name(&params.cluster)?;
         check_ttl("ttl", params.ttl)?;
         validate_subject_attr("common name", &params.common_name)?;
         validate_subject_attr("organization", &params.organization)?;
         let key = PrivateKey::generate(params.key, rng)?;
         let csr_pem = Csr::generate_pem_named(&params.cluster, &params.organization, &params.common_name, &key)?;
-        Ok(CaRequest { key, csr_pem, params: params.clone(), requested_at: now })
+        Ok(CaRequest { key, csr_pem, params: params.clone() })
     }
 
     /// The PKCS#10 request to send (PEM).
@@ -169,15 +168,17 @@ impl CaRequest {
                  truncate)",
             ));
         }
-        let asked = self.requested_at + self.params.ttl;
+        // The lifetime asked for, from when the provider started it (its clock, not ours: a
+        // rehearsal at a later `now` still measures what the provider cut).
+        let asked = cert.not_before() + self.params.ttl;
         let expected = asked.min(issuer.not_after());
         if cert.not_after() + LIFETIME_SLACK < expected {
             return Err(wrong(
                 format!(
-                    "its lifetime was cut: it expires {}, {} were asked for (until {})",
+                    "its lifetime was cut: it runs {} to {}, {} were asked for",
+                    crate::format_time(cert.not_before()),
                     crate::format_time(cert.not_after()),
                     crate::time_fmt::human_duration(self.params.ttl),
-                    crate::format_time(asked)
                 ),
                 "raise the mount's max lease TTL (bao secrets tune -max-lease-ttl=87600h pki), or lower \
                  intermediateCertOptions.ttlDays",

@@ -30,7 +30,7 @@ fn answer(provider: &SigningCa, req: &CaRequest, params: &IntermediateParams) ->
 fn request(cluster: &str, seed: u64) -> CaRequest {
     let mut p = IntermediateParams::new(cluster);
     p.ttl = Duration::days(30);
-    CaRequest::new(&p, &mut rng(seed), now()).unwrap()
+    CaRequest::new(&p, &mut rng(seed)).unwrap()
 }
 
 fn refusal(e: Error) -> String {
@@ -184,5 +184,5 @@ fn the_request_is_the_profiles_subject_and_a_fresh_key() {
     assert!(!format!("{a:?}").contains("PRIVATE"), "Debug shows no key");
     let mut p = IntermediateParams::new("bad/name");
     p.ttl = Duration::days(1);
-    assert!(CaRequest::new(&p, &mut rng(42), now()).is_err());
+    assert!(CaRequest::new(&p, &mut rng(42)).is_err());
 }

@@ -1,0 +1,364 @@
+//! OpenBao's PKI as the signer, against a real `bao server -dev` on loopback (skipped, loudly,
+//! when `bao` is not installed; `.ci/run` makes that a failure). Each test runs its own server.
+//! Everything the PKI signs is checked by meshca's profile, then by rustls-webpki directly,
+//! `openssl verify`, and real TLS handshakes between the clusters.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use meshca::{Cacerts, Certificate};
+use meshca_ops::context::ProviderAccess;
+use meshca_ops::error::{Error, ErrorKind, ProviderFault};
+use meshca_ops::policy;
+use meshca_ops::reconcile::{self, Action, Intent, Options, Report, RotateNow, Run};
+use meshca_ops::store::{DirStore, SecretRef, Store, WriteMeta};
+use meshca_ops::vault::VaultToken;
+use meshca_testkit::bao::{Bao, Fault, FaultProxy};
+use meshca_testkit::tempdir;
+use time::{Duration, OffsetDateTime};
+
+const CLUSTERS: [&str; 3] = ["east", "west", "north"];
+
+fn policy_text(addr: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: meshca.dev/v1alpha1
+kind: RootTrustPolicy
+metadata:
+  name: fleet
+  namespace: gloo-mesh
+spec:
+  config:
+    intermediateCertOptions:
+      ttlDays: 30
+      secretRotationGracePeriodRatio: 0.2
+    mgmtServerCa:
+      vault:
+        address: {addr}
+{extra}"
+    )
+}
+
+fn opts(at: OffsetDateTime, token: Option<&str>) -> Options {
+    let token = token.map(|t| VaultToken::from_bytes(t.as_bytes(), "test").unwrap());
+    Options::new(at, CLUSTERS.map(String::from).to_vec()).provider(ProviderAccess::with_token(token))
+}
+
+fn run(store: &dyn Store, text: &str, opts: &Options) -> Result<Report, Error> {
+    let policy = policy::parse(text, "policy.yaml").unwrap();
+    match reconcile::run(store, &policy, opts, &mut meshca::OsRng, &mut |_, _| {})? {
+        Run::Reconciled(r) => Ok(r),
+        Run::RootRotation(_) => panic!("no root rotation was asked for"),
+    }
+}
+
+fn bundles(store: &dyn Store, at: OffsetDateTime) -> Vec<Cacerts> {
+    CLUSTERS
+        .iter()
+        .map(|c| Cacerts::from_files(&store.read(&SecretRef::cacerts(c)).unwrap().unwrap(), at).unwrap())
+        .collect()
+}
+
+fn files(store: &dyn Store) -> Vec<Option<meshca::Files>> {
+    CLUSTERS.iter().map(|c| store.read(&SecretRef::cacerts(c)).unwrap()).collect()
+}
+
+/// Workloads of every cluster complete mTLS with every other (real rustls handshakes), and each
+/// leaf verifies with rustls-webpki directly and with `openssl verify` against every other
+/// cluster's root-cert.pem.
+fn interop(bundles: &[Cacerts], at: OffsetDateTime, tag: &str) {
+    let named: Vec<(&str, &Cacerts)> = CLUSTERS.into_iter().zip(bundles).collect();
+    meshca_ops::mtls::handshake_all_pairs(&named, &mut meshca::OsRng, at).unwrap();
+    let dir = tempdir(tag);
+    for (i, b) in bundles.iter().enumerate() {
+        let id = meshca::SpiffeId::workload("cluster.local", "ns", "sa").unwrap();
+        let leaf = meshca::SigningCa::new(b.clone())
+            .issue_leaf(&meshca::LeafParams::new(id), &mut meshca::OsRng, at)
+            .unwrap()
+            .value;
+        let other = &bundles[(i + 1) % bundles.len()];
+        meshca_testkit::verify::webpki(&leaf.chain(), other.roots(), at).unwrap();
+        let chain = leaf.chain();
+        meshca_testkit::verify::openssl_verify_certs_at(&dir, &chain[0], &chain[1..], other.roots(), Some(at))
+            .unwrap_or_else(|e| panic!("openssl verify: {e}"));
+    }
+}
+
+fn root_of(pem: &str) -> Certificate {
+    meshca::parse_certificates(pem.as_bytes(), "root").unwrap().remove(0)
+}
+
+#[test]
+fn the_pki_signs_every_cluster_intermediate_and_meshca_keeps_no_ca_key() {
+    let Some(bao) = Bao::start("the_pki_signs_every_cluster_intermediate_and_meshca_keeps_no_ca_key") else { return };
+    let root = root_of(&bao.pki_root("pki", "Bao Root"));
+    let token = bao.meshca_token("pki");
+    let dir = tempdir("vault-clusters");
+    let store = DirStore::new(dir.join("store"));
+    let text = policy_text(&bao.addr, "");
+    let t = OffsetDateTime::now_utc();
+
+    // No token given and no auth in the policy: refused before anything is written.
+    let e = run(&store, &text, &opts(t, None)).unwrap_err();
+    assert!(matches!(e, Error::Provider { fault: ProviderFault::NoCredentials, .. }), "{e}");
+    assert!(files(&store).iter().all(Option::is_none));
+
+    // A dry run plans, and never asks the PKI to sign.
+    let before = bao.issued("pki");
+    let r = run(&store, &text, &opts(t, Some(&token)).dry_run(true)).unwrap();
+    assert!(r.clusters.iter().all(|c| c.action == Action::WouldIssue), "{r:?}");
+    assert_eq!(bao.issued("pki"), before, "a dry run issued a certificate at the PKI");
+
+    let r = run(&store, &text, &opts(t, Some(&token))).unwrap();
+    assert!(r.ok(), "{r:?}");
+    assert!(r.clusters.iter().all(|c| c.action == Action::Issued), "{r:?}");
+    assert!(r.signer.location.contains(&bao.addr), "{:?}", r.signer);
+    assert_eq!(bao.issued("pki"), before + 3);
+    let bs = bundles(&store, t);
+    for (b, c) in bs.iter().zip(CLUSTERS) {
+        assert_eq!(b.roots(), std::slice::from_ref(&root), "root-cert.pem is the PKI's root");
+        assert_eq!(b.cert_chain().last(), Some(&root), "cert-chain.pem runs to the root");
+        assert_eq!(b.ca_cert().ca_pathlen(), Some(Some(0)));
+        assert_eq!(b.ca_cert().locality().as_deref(), Some(c));
+        assert!(b.not_after() - b.ca_cert().not_before() >= Duration::days(30));
+    }
+    interop(&bs, t, "vault-clusters-verify");
+    // No CA key above the clusters exists here: nothing was written beside the clusters.
+    assert!(store.read(&SecretRef::new("mgmt", "gloo-mesh", "fleet.gloo-mesh")).unwrap().is_none());
+
+    // The next run keeps them and asks the PKI nothing more.
+    let r = run(&store, &text, &opts(t, Some(&token))).unwrap();
+    assert!(r.clusters.iter().all(|c| c.action == Action::Kept), "{r:?}");
+    assert_eq!(bao.issued("pki"), before + 3);
+
+    // The token is never shown.
+    let shown = format!("{r:?} {}", serde_json::to_string(&r).unwrap());
+    assert!(!shown.contains(&token));
+}
+
+#[test]
+fn a_provider_with_its_own_intermediate_and_approle_login() {
+    let Some(bao) = Bao::start("a_provider_with_its_own_intermediate_and_approle_login") else { return };
+    let root = root_of(&bao.pki_root("pki", "Bao Root"));
+    let issuing = root_of(&bao.pki_intermediate("pki_int", "pki"));
+    let (role_id, secret_id) = bao.approle("pki_int");
+    let dir = tempdir("vault-approle");
+    let store = DirStore::new(dir.join("store"));
+    store
+        .write(
+            &SecretRef::new("mgmt", "gloo-mesh", "approle"),
+            &[("secret-id", format!("{secret_id}\n"))].into_iter().collect(),
+            &WriteMeta::default(),
+        )
+        .unwrap();
+    let text = policy_text(
+        &bao.addr,
+        &format!(
+            "        mount: pki_int
+        auth:
+          appRole:
+            roleId: {role_id}
+            secretIdSecretRef: {{name: approle, key: secret-id}}
+"
+        ),
+    );
+    let t = OffsetDateTime::now_utc();
+    let r = run(&store, &text, &opts(t, None)).unwrap();
+    assert!(r.ok() && r.clusters.iter().all(|c| c.action == Action::Issued), "{r:?}");
+    let bs = bundles(&store, t);
+    for b in &bs {
+        assert_eq!(b.cert_chain().len(), 3, "cluster -> provider intermediate -> root");
+        assert_eq!(b.cert_chain()[1], issuing);
+        assert_eq!(b.roots(), std::slice::from_ref(&root));
+    }
+    interop(&bs, t, "vault-approle-verify");
+
+    // A wrong secret ID: the login is refused, typed, and nothing changes.
+    store
+        .write(
+            &SecretRef::new("mgmt", "gloo-mesh", "approle"),
+            &[("secret-id", "not-the-secret-id")].into_iter().collect(),
+            &WriteMeta::default(),
+        )
+        .unwrap();
+    let before = files(&store);
+    let e = run(&store, &text, &opts(t, None).intent(Intent::RotateNow(RotateNow::All))).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Provider, "{e}");
+    assert!(e.to_string().contains("login (AppRole)"), "{e}");
+    assert!(!e.to_string().contains("not-the-secret-id"), "{e}");
+    assert_eq!(files(&store), before);
+
+    // A token in a Secret, with a mount that does not exist: typed, with the fix.
+    let token_secret = |token: &str| {
+        store
+            .write(
+                &SecretRef::new("mgmt", "gloo-mesh", "bao-token"),
+                &[("token", token.to_owned())].into_iter().collect(),
+                &WriteMeta::default(),
+            )
+            .unwrap()
+    };
+    token_secret(&bao.root_token);
+    let text = policy_text(
+        &bao.addr,
+        "        mount: nope\n        auth:\n          tokenSecretRef: {name: bao-token, key: token}\n",
+    );
+    let e = run(&store, &text, &opts(t, None)).unwrap_err();
+    assert!(matches!(e, Error::Provider { fault: ProviderFault::NotFound, .. }), "{e}");
+    assert!(!e.to_string().contains(&bao.root_token));
+    // A token whose policy covers another mount: permission denied.
+    let token = bao.meshca_token("pki_int");
+    token_secret(&token);
+    // (The issuer's certificates are public; the signature is what is denied, cluster by cluster.)
+    let text = policy_text(&bao.addr, "        auth:\n          tokenSecretRef: {name: bao-token, key: token}\n");
+    let r = run(&store, &text, &opts(t, None)).unwrap();
+    for c in &r.clusters {
+        assert_eq!((c.action, c.error_kind), (Action::Failed, Some(ErrorKind::Provider)), "{c:?}");
+        assert!(c.reason.contains("permission denied") && c.reason.contains("sign-intermediate"), "{}", c.reason);
+        assert!(!c.reason.contains(&token));
+    }
+    assert_eq!(files(&store), before);
+}
+
+#[test]
+fn the_management_intermediate_is_signed_by_the_pki_and_renewed_before_its_grace_runs_out() {
+    let Some(bao) =
+        Bao::start("the_management_intermediate_is_signed_by_the_pki_and_renewed_before_its_grace_runs_out")
+    else {
+        return;
+    };
+    let root = root_of(&bao.pki_root("pki", "Bao Root"));
+    let token = bao.meshca_token("pki");
+    let dir = tempdir("vault-mgmt");
+    let store = DirStore::new(dir.join("store"));
+    let text = policy_text(&bao.addr, "        signs: managementIntermediate\n        ttlDays: 90\n");
+    let mgmt = SecretRef::new("mgmt", "gloo-mesh", "fleet.gloo-mesh");
+    let t = OffsetDateTime::now_utc();
+
+    let r = run(&store, &text, &opts(t, Some(&token))).unwrap();
+    assert!(r.ok() && r.clusters.iter().all(|c| c.action == Action::Issued), "{r:?}");
+    assert!(r.notes.iter().any(|n| n.contains("renewed")), "{:?}", r.notes);
+    let first = meshca::SigningCa::from_files(&store.read(&mgmt).unwrap().unwrap(), t).unwrap();
+    let m = first.bundle().ca_cert();
+    assert_eq!(m.ca_pathlen(), Some(Some(1)), "room for the cluster CAs below it");
+    assert!(m.verify_signed_by(&root).is_ok());
+    let bs = bundles(&store, t);
+    for b in &bs {
+        assert_eq!(b.cert_chain(), &[b.ca_cert().clone(), m.clone(), root.clone()]);
+    }
+    interop(&bs, t, "vault-mgmt-verify");
+
+    // Halfway through its life: kept, nothing asked of the PKI.
+    let issued = bao.issued("pki");
+    let r = run(&store, &text, &opts(t + Duration::days(45), Some(&token))).unwrap();
+    assert!(!r.notes.iter().any(|n| n.contains("renew")), "{:?}", r.notes);
+    assert_eq!(bao.issued("pki"), issued);
+
+    // With the PKI down when the renewal is due: the current one keeps signing, and says so.
+    let proxy = FaultProxy::start(&bao.addr);
+    let via_proxy = policy_text(&proxy.addr, "        signs: managementIntermediate\n        ttlDays: 90\n");
+    proxy.set(Fault::Answer(503, r#"{"errors":["Vault is sealed"]}"#.into()));
+    let at = t + Duration::days(80);
+    let r = run(&store, &via_proxy, &opts(at, Some(&token))).unwrap();
+    assert!(
+        r.notes.iter().any(|n| n.contains("renewing the management intermediate failed") && n.contains("sealed")),
+        "{:?}",
+        r.notes
+    );
+    let kept = meshca::SigningCa::from_files(&store.read(&mgmt).unwrap().unwrap(), at).unwrap();
+    assert_eq!(kept.bundle().ca_cert(), m);
+
+    // Inside the grace (20% of 90 days) with the PKI back: a new key, signed by the PKI; the
+    // clusters under the old one still verify against the same root.
+    proxy.set(Fault::Pass);
+    let r = run(&store, &via_proxy, &opts(at, Some(&token))).unwrap();
+    assert!(r.notes.iter().any(|n| n.contains("was renewed")), "{:?}", r.notes);
+    let renewed = meshca::SigningCa::from_files(&store.read(&mgmt).unwrap().unwrap(), at).unwrap();
+    assert_ne!(renewed.bundle().ca_cert(), m);
+    assert_ne!(renewed.bundle().ca_cert().public_key_raw(), m.public_key_raw(), "a new key each time");
+    assert_eq!(bao.issued("pki"), issued + 1);
+    let bs = bundles(&store, at);
+    interop(&bs, at, "vault-mgmt-renewed-verify");
+}
+
+#[test]
+fn a_provider_that_is_down_slow_sealed_or_wrong_leaves_every_bundle_as_it_was() {
+    let Some(bao) = Bao::start("a_provider_that_is_down_slow_sealed_or_wrong_leaves_every_bundle_as_it_was") else {
+        return;
+    };
+    bao.pki_root("pki", "Bao Root");
+    // A role whose sign endpoint issues leaves: the server answers a CSR with a non-CA.
+    bao.bao(&[
+        "write",
+        "pki/roles/leaf",
+        "allow_any_name=true",
+        "enforce_hostnames=false",
+        "max_ttl=8760h",
+        "key_type=any",
+    ]);
+    // The root token: the rewritten call needs more than meshca's policy allows.
+    let token = bao.root_token.clone();
+    let proxy = FaultProxy::start(&bao.addr);
+    let dir = tempdir("vault-faults");
+    let store = DirStore::new(dir.join("store"));
+    let text = policy_text(&proxy.addr, "");
+    let t = OffsetDateTime::now_utc();
+    let r = run(&store, &text, &opts(t, Some(&token))).unwrap();
+    assert!(r.ok(), "{r:?}");
+    let before = files(&store);
+    let rotate = || opts(t, Some(&token)).intent(Intent::RotateNow(RotateNow::All));
+
+    // Signing answered by a leaf (a sign/<role> endpoint): refused by the profile check.
+    proxy.set(Fault::Rewrite("/issuer/default/sign-intermediate".into(), "/sign/leaf".into()));
+    let r = run(&store, &text, &rotate()).unwrap();
+    for c in &r.clusters {
+        assert_eq!(c.error_kind, Some(ErrorKind::Provider), "{c:?}");
+        assert!(c.reason.contains("not a CA certificate"), "{}", c.reason);
+    }
+    assert_eq!(files(&store), before);
+
+    // 5xx from the server.
+    proxy.set(Fault::Answer(500, r#"{"errors":["internal error"]}"#.into()));
+    let e = run(&store, &text, &rotate()).unwrap_err();
+    assert!(matches!(e, Error::Provider { fault: ProviderFault::ServerError, .. }), "{e}");
+    assert_eq!(files(&store), before);
+
+    // Sealed (the real server, sealed).
+    proxy.set(Fault::Pass);
+    bao.seal();
+    let e = run(&store, &text, &rotate()).unwrap_err();
+    assert!(matches!(e, Error::Provider { fault: ProviderFault::Sealed, .. }), "{e}");
+    assert!(e.to_string().contains("unseal"), "{e}");
+    assert_eq!(files(&store), before);
+
+    // Stopped mid-run: the issuer was read, then the server went away before signing.
+    let mut bao = bao;
+    drop(proxy);
+    let bao2 = Bao::start("restart").unwrap();
+    bao2.pki_root("pki", "Another Root");
+    let token2 = bao2.meshca_token("pki");
+    let proxy = FaultProxy::start(&bao2.addr);
+    let text2 = policy_text(&proxy.addr, "");
+    let dir2 = tempdir("vault-faults-2");
+    let store2 = DirStore::new(dir2.join("store"));
+    let o = opts(t, Some(&token2));
+    run(&store2, &text2, &o).unwrap();
+    let before2 = files(&store2);
+    proxy.set(Fault::Rewrite("/issuer/default/sign-intermediate".into(), "/issuer/default/nope".into()));
+    // (A wrong endpoint stands in for the moment between the issuer read and the signature.)
+    let r = run(&store2, &text2, &o.clone().intent(Intent::RotateNow(RotateNow::All))).unwrap();
+    assert!(r.clusters.iter().all(|c| c.error_kind == Some(ErrorKind::Provider)), "{r:?}");
+    assert_eq!(files(&store2), before2);
+    let mut bao2 = bao2;
+    bao2.stop();
+    proxy.set(Fault::Pass);
+    let e = run(&store2, &text2, &o.clone().intent(Intent::RotateNow(RotateNow::All))).unwrap_err();
+    assert!(matches!(e, Error::Provider { fault: ProviderFault::Unreachable, .. }), "{e}");
+    assert_eq!(files(&store2), before2);
+
+    // Slow: the server accepts and never answers; the call times out (shortened here from 30 s).
+    proxy.set(Fault::Hang);
+    let mut o = o.intent(Intent::RotateNow(RotateNow::All));
+    o.provider.call_timeout = Some(std::time::Duration::from_millis(500));
+    let e = run(&store2, &text2, &o).unwrap_err();
+    assert!(matches!(e, Error::Provider { fault: ProviderFault::Timeout, .. }), "{e}");
+    assert_eq!(files(&store2), before2);
+    bao.stop();
+}
