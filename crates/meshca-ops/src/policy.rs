@@ -755,30 +755,40 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
     })
 }
 
-/// Checks `mgmtServerCa.vault`.
-fn vault_signer(v: VaultSpec, namespace: &str, cluster_ttl: Duration, bad: Bad<'_>) -> Result<VaultSigner, Error> {
-    let base = "spec.config.mgmtServerCa.vault";
-    let address = v.address.trim_end_matches('/').to_owned();
+/// An OpenBao/Vault address as meshca accepts it: `https://host[:port][/path]`, or `http://` to
+/// a loopback address only (a token must not cross a network in clear), without credentials,
+/// query or fragment; returned without a trailing `/`. `None` when it is not one.
+pub fn vault_address(address: &str) -> Option<String> {
+    let address = address.trim_end_matches('/');
     let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
         .iter()
         .any(|p| address.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/'])));
     let https = address.strip_prefix("https://").is_some_and(|host| !host.is_empty());
-    if !https && !loopback {
-        return Err(bad(format!(
-            "{base}.address must be an https:// URL (http:// only to a loopback address, as `bao server -dev` listens); \
-             value not shown"
-        )));
-    }
-    if address.chars().any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#' || c == '@') {
-        return Err(bad(format!("{base}.address must be a plain URL without credentials, query or fragment")));
-    }
+    let plain = !address.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '@'));
+    ((https || loopback) && plain && address.len() <= 2048).then(|| address.to_owned())
+}
+
+/// Whether `value` can be an OpenBao/Vault mount or issuer path: letters, digits, `-`, `_`, `.`
+/// in `/`-separated segments, none `.` or `..`, at most 128 bytes.
+pub fn vault_path(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 128
+        && value.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+}
+
+/// Checks `mgmtServerCa.vault`.
+fn vault_signer(v: VaultSpec, namespace: &str, cluster_ttl: Duration, bad: Bad<'_>) -> Result<VaultSigner, Error> {
+    let base = "spec.config.mgmtServerCa.vault";
+    let address = vault_address(&v.address).ok_or_else(|| {
+        bad(format!(
+            "{base}.address must be an https:// URL without credentials, query or fragment (http:// only to a \
+             loopback address, as `bao server -dev` listens); value not shown"
+        ))
+    })?;
     let path_part = |field: &str, value: Option<String>, default: &str| -> Result<String, Error> {
         let value = value.unwrap_or_else(|| default.to_owned());
-        let ok = !value.is_empty()
-            && value.len() <= 128
-            && value.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
-            && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
-        if !ok {
+        if !vault_path(&value) {
             return Err(bad(format!(
                 "{base}.{field} must be a path of letters, digits, '-', '_', '.' separated by '/' (at most 128)"
             )));
@@ -1057,6 +1067,7 @@ mod tests {
         let cases = [
             ("        address: http://vault.example:8200\n", "address must be an https:// URL"),
             ("        address: https://user:pw@vault\n", "without credentials"),
+            ("        address: http://localhost.evil.example\n", "https:// URL"),
             ("        address: https://v\n        mount: ../sys\n", "vault.mount must be a path"),
             ("        address: https://v\n        issuer: a/b\n", "without '/'"),
             ("        address: https://v\n        signs: everything\n", "signs must be clusters or managementIntermediate"),

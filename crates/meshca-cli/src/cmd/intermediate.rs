@@ -16,14 +16,16 @@ use crate::io::{days, guard_overwrite, load_ca, print_written};
 pub(crate) struct IntermediateArgs {
     /// The signing CA: a bundle directory (a root from `root-ca`, or a management intermediate
     /// whose cert-chain.pem runs up to an external root).
-    #[arg(long)]
-    pub(crate) ca: PathBuf,
+    #[arg(long, required_unless_present = "vault_addr", conflicts_with = "vault_addr")]
+    pub(crate) ca: Option<PathBuf>,
     /// The signing CA's key in a PKCS#11 token (RFC 7512, e.g. pkcs11:token=meshca;object=root-ca),
     /// for a --ca directory that holds only the public files.
     #[arg(long, value_name = "URI")]
     pub(crate) ca_key_uri: Option<String>,
     #[command(flatten)]
     pub(crate) pkcs11: crate::args::Pkcs11Args,
+    #[command(flatten)]
+    pub(crate) vault: crate::args::VaultArgs,
     /// Cluster name (written to the subject's L).
     #[arg(long)]
     pub(crate) cluster: String,
@@ -60,13 +62,27 @@ pub(crate) fn run(a: IntermediateArgs) -> CmdResult {
     let now = crate::args::now_or(a.at);
     meshca::validate_trust_domain(&a.trust_domain).map_err(|e| refused(format!("--trust-domain: {e}")))?;
     guard_overwrite(&a.out, &[Layout::Istio.files(), Layout::Tls.files()].concat(), a.force)?;
-    let signer = load_ca(&a.ca, a.ca_key_uri.as_deref(), &a.pkcs11, now)?;
     let mut p = IntermediateParams::new(&a.cluster);
     p.ttl = days(a.days, "--days")?;
     p.key = a.key;
     p.pathlen = a.pathlen;
     p.organization = a.org;
-    let issued = signer.issue_intermediate(&p, &mut meshca::OsRng, now).map_err(Error::core(&a.cluster))?;
+    let issued = match &a.ca {
+        Some(ca) => {
+            let signer = load_ca(ca, a.ca_key_uri.as_deref(), &a.pkcs11, now)?;
+            signer.issue_intermediate(&p, &mut meshca::OsRng, now).map_err(Error::core(&a.cluster))?
+        }
+        // The PKI signs; meshca makes the key and checks the answer against its profile.
+        None => {
+            let vault = a.vault.connect()?;
+            let issuer = vault.issuer_files()?;
+            let roots = meshca::parse_roots(issuer.get(meshca::ROOT_CERT).unwrap_or_default(), "the PKI's root", now)
+                .map_err(Error::core(vault.describe()))?;
+            let request = meshca::CaRequest::new(&p, &mut meshca::OsRng).map_err(Error::core(&a.cluster))?;
+            let answer = vault.sign_intermediate(&request)?;
+            request.accept(&answer, &roots, &vault.describe(), now).map_err(Error::core(&a.cluster))?
+        }
+    };
     let bundle = issued.value;
     let written = fs::write_files(&a.out, &bundle.to_files(a.layout)).map_err(Error::from)?;
     let c = bundle.ca_cert();
