@@ -152,5 +152,8 @@ fn the_readme_pki_section_runs_as_written() {
     for c in ["cluster1", "cluster2", "cluster3"] {
         assert!(dir.join("store").join(c).join("istio-system/cacerts/ca-cert.pem").is_file(), "{c}");
     }
-    assert!(!dir.join("store/mgmt/gloo-mesh/root-trust-policy.gloo-mesh").exists(), "no CA key above the clusters");
+    assert!(
+        !dir.join("store/mgmt/gloo-mesh/root-trust-policy.gloo-mesh/ca-key.pem").exists(),
+        "no CA key above the clusters"
+    );
 }

@@ -472,6 +472,9 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         }
     };
     report.notes.extend(request_note);
+    if let Some(fault) = report.provider_fault {
+        ctx.cfg.metrics.observe_provider_error(&key(&obj), fault);
+    }
     let handled = request.map(|r| r.value);
     set_status(&ctx, &obj, &prev, status_of(&report, &prev, handled, now, generation)).await?;
     publish_clusters(&ctx, &obj, &report).await;

@@ -132,13 +132,13 @@ fn reconcile_with(
     };
     let mut prepared = Prepared::default();
     if let Some(fleet) = fleet.as_mut() {
-        prepared = prepare_crls(store, policy, &signer, remote.as_deref(), fleet, opts, rng)?;
+        prepared = prepare_crls(store, policy, &signer, remote.as_ref(), fleet, opts, rng)?;
     }
     let crl_pem = fleet.as_ref().map(revocation::Fleet::crl_pem);
     let revoked = fleet.as_ref().map(revocation::Fleet::entries).unwrap_or_default();
     let ctx = Ctx {
         signer: &signer,
-        remote: remote.as_deref(),
+        remote: remote.as_ref(),
         fleet: fleet.as_ref(),
         revoked,
         crl_pem: crl_pem.as_deref(),
@@ -225,6 +225,10 @@ fn reconcile_with(
         trust,
         next_check,
         notes: policy.notes.iter().cloned().chain(loaded.notes).collect(),
+        provider_fault: match &remote {
+            Some(crate::signer::Remote::Down(d)) => Some(d.fault()),
+            _ => None,
+        },
         roots: policy
             .rotation
             .trust_bundle(&signer)
@@ -310,7 +314,7 @@ fn held_back(store: &dyn Store, cluster: &str, peers: &[&String], opts: &Options
 struct Ctx<'a> {
     signer: &'a SigningCa,
     /// The PKI that signs each cluster intermediate, when one does (`signs: clusters`).
-    remote: Option<&'a crate::vault::Vault>,
+    remote: Option<&'a crate::signer::Remote>,
     fleet: Option<&'a revocation::Fleet>,
     /// The fleet's revocations, as the core's plan takes them.
     revoked: Vec<meshca::Revoked>,
@@ -358,7 +362,7 @@ fn prepare_crls(
     store: &dyn Store,
     policy: &Policy,
     signer: &SigningCa,
-    remote: Option<&crate::vault::Vault>,
+    remote: Option<&crate::signer::Remote>,
     fleet: &mut revocation::Fleet,
     opts: &Options,
     rng: &mut dyn Entropy,
@@ -673,14 +677,18 @@ fn issue_and_write(
 fn issue_bundle(
     policy: &Policy,
     signer: &SigningCa,
-    remote: Option<&crate::vault::Vault>,
+    remote: Option<&crate::signer::Remote>,
     cluster: &str,
     opts: &Options,
     rng: &mut dyn Entropy,
 ) -> Result<Cacerts, Error> {
     let now = opts.now;
     let params = policy.rotation.intermediate_params(cluster);
-    if let Some(vault) = remote {
+    if let Some(remote) = remote {
+        let vault = match remote {
+            crate::signer::Remote::Ready(v) => v,
+            crate::signer::Remote::Down(down) => return Err(down.error()),
+        };
         // The PKI signs; meshca checks its answer against the profile and the policy's trust
         // bundle (passive roots included) before anything is written.
         let request = meshca::CaRequest::new(&params, rng).map_err(Error::core(format!("issuing for {cluster}")))?;

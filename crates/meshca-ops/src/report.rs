@@ -200,6 +200,10 @@ pub struct Report {
     pub crl: Option<Box<crate::revocation_list::CrlSummary>>,
     /// Every root of the trust bundle the clusters should hold.
     pub roots: Vec<RootInfo>,
+    /// Why the PKI that signs (`mgmtServerCa.vault`) could not be used this run, when it could
+    /// not: the clusters that needed a signature failed, the others were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_fault: Option<crate::error::ProviderFault>,
 }
 
 /// A root of the trust bundle.

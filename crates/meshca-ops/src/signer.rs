@@ -85,7 +85,7 @@ impl<'a> Signers<'a> {
     pub fn read(&self, secret: &SecretRef, now: OffsetDateTime) -> Result<Option<SigningCa>, Error> {
         if let Some(v) = self.provider_for(secret) {
             let vault = connect_vault(self.store, v, self.opts)?;
-            return provider_ca(&vault, now).map(Some);
+            return provider_ca(&vault.describe(), &vault.issuer_files()?, now).map(Some);
         }
         let Some(files) = self.store.read(secret)? else { return Ok(None) };
         let context = || format!("signing CA {}", self.store.location(secret));
@@ -128,9 +128,49 @@ pub struct Loaded {
     pub info: SignerInfo,
     /// The PKI that signs each cluster intermediate (`signs: clusters`): issuance goes through
     /// it, never through `ca`'s key.
-    pub remote: Option<Arc<Vault>>,
+    pub remote: Option<Remote>,
     /// What the run should tell its operator (a renewal that failed and was deferred).
     pub notes: Vec<String>,
+}
+
+/// The file of the kept issuer Secret (`signs: clusters`) naming the PKI, mount and issuer it
+/// came from.
+pub const PROVIDER_FILE: &str = "provider";
+
+/// The PKI that signs cluster intermediates, as the run found it.
+#[derive(Debug)]
+pub enum Remote {
+    /// Logged in; it signs.
+    Ready(Arc<Vault>),
+    /// It failed when the run began: the run plans with its issuer as last read, and every
+    /// cluster that needs a signature fails with this.
+    Down(ProviderDown),
+}
+
+/// A provider failure kept to be reported for each cluster it stops.
+#[derive(Clone, Debug)]
+pub struct ProviderDown {
+    provider: String,
+    call: String,
+    fault: crate::error::ProviderFault,
+    detail: String,
+}
+
+impl ProviderDown {
+    /// The error, as the cluster's result says it.
+    pub fn error(&self) -> Error {
+        Error::Provider {
+            provider: self.provider.clone(),
+            call: self.call.clone(),
+            fault: self.fault,
+            detail: self.detail.clone(),
+        }
+    }
+
+    /// Why.
+    pub fn fault(&self) -> crate::error::ProviderFault {
+        self.fault
+    }
 }
 
 /// [`load_signer`], with the provider that signs cluster intermediates and the notes of a
@@ -143,10 +183,41 @@ pub fn load(store: &dyn Store, policy: &Policy, opts: &Options, rng: &mut dyn En
     let mut remote = None;
     let (signer, created) = match (&policy.vault, opts.signer_override.is_none()) {
         (Some(v), true) if v.signs == Signs::Clusters => {
-            let vault = Arc::new(connect_vault(store, v, opts)?);
-            let ca = provider_ca(&vault, opts.now)?;
-            remote = Some(vault);
-            (ca, false)
+            let fetched = connect_vault(store, v, opts).and_then(|vault| {
+                let files = vault.issuer_files()?;
+                Ok((vault, files))
+            });
+            match fetched {
+                Ok((vault, mut files)) => {
+                    let ca = provider_ca(&vault.describe(), &files, opts.now)?;
+                    files.insert(PROVIDER_FILE, vault.describe().into_bytes());
+                    // What the PKI said, kept (public files only), so that a pass while it is
+                    // down can still plan, keep and re-trust the clusters that need no signature.
+                    if !opts.dry_run && store.read(&secret)?.as_ref() != Some(&files) {
+                        opts.writer(store, policy).write_state(&secret, &files)?;
+                    }
+                    remote = Some(Remote::Ready(Arc::new(vault)));
+                    (ca, false)
+                }
+                Err(Error::Provider { provider, call, fault, detail }) => {
+                    let down = ProviderDown { provider, call, fault, detail };
+                    // Only what this same PKI, mount and issuer said: a policy that now names
+                    // another must not be planned against the old one.
+                    let cached =
+                        store.read(&secret)?.filter(|f| f.get(PROVIDER_FILE) == Some(down.provider.as_bytes()));
+                    let Some(cached) = cached else { return Err(down.error()) };
+                    let ca = provider_ca(&down.provider, &cached, opts.now)?;
+                    tracing::warn!(error = %down.error(), "the PKI that signs is unavailable; planning with its issuer as last read");
+                    notes.push(format!(
+                        "{}; meshca planned with the PKI's issuer as last read ({location}); clusters that need a \
+                         signature wait for the PKI",
+                        down.error()
+                    ));
+                    remote = Some(Remote::Down(down));
+                    (ca, false)
+                }
+                Err(e) => return Err(e),
+            }
         }
         (Some(v), true) => {
             let current = signers.read(&secret, opts.now)?;
@@ -165,9 +236,11 @@ pub fn load(store: &dyn Store, policy: &Policy, opts: &Options, rng: &mut dyn En
     };
     let b = signer.bundle();
     let info = SignerInfo {
-        location: match &remote {
-            Some(v) => v.describe(),
-            None => location,
+        location: match &policy.vault {
+            Some(v) if v.signs == Signs::Clusters && opts.signer_override.is_none() => {
+                format!("{} (mount {}, issuer {})", v.address, v.mount, v.issuer)
+            }
+            _ => location,
         },
         subject: b.ca_cert().subject(),
         root: b.root().subject(),
@@ -178,19 +251,19 @@ pub fn load(store: &dyn Store, policy: &Policy, opts: &Options, rng: &mut dyn En
     Ok(Loaded { ca: signer, info, remote, notes })
 }
 
-/// The issuer of the PKI as a signing CA: its certificates, and its key's public half.
-fn provider_ca(vault: &Vault, now: OffsetDateTime) -> Result<SigningCa, Error> {
-    let files = vault.issuer_files()?;
-    let context = || format!("the issuer of {}", vault.describe());
+/// The issuer of the PKI `provider` as a signing CA, from its public `files`: its
+/// certificates, and its key's public half.
+fn provider_ca(provider: &str, files: &meshca::Files, now: OffsetDateTime) -> Result<SigningCa, Error> {
+    let context = || format!("the issuer of {provider}");
     let cert = meshca::parse_certificates(files.get(meshca::CA_CERT).unwrap_or_default(), "the issuer's certificate")
         .map_err(Error::core(context()))?;
-    let key = cert.first().and_then(|c| ProviderKey::of(c, vault.describe())).ok_or_else(|| Error::Provider {
-        provider: vault.describe(),
+    let key = cert.first().and_then(|c| ProviderKey::of(c, provider.to_owned())).ok_or_else(|| Error::Provider {
+        provider: provider.to_owned(),
         call: "reading the issuer".into(),
         fault: crate::error::ProviderFault::BadAnswer,
         detail: "the issuer's certificate has a key istiod cannot use (ECDSA P-256/P-384 or RSA >= 2048 needed)".into(),
     })?;
-    SigningCa::from_public_files(&files, Arc::new(key), now).map_err(Error::core(context()))
+    SigningCa::from_public_files(files, Arc::new(key), now).map_err(Error::core(context()))
 }
 
 /// The management intermediate (`signs: managementIntermediate`): the one in `secret` while
@@ -235,7 +308,7 @@ fn management_intermediate(
     }
     let renewed = (|| -> Result<SigningCa, Error> {
         let vault = connect_vault(store, v, opts)?;
-        let trust = provider_ca(&vault, now)?;
+        let trust = provider_ca(&vault.describe(), &vault.issuer_files()?, now)?;
         let mut params = policy.rotation.intermediate_params("management");
         params.common_name = format!("{} management intermediate", policy.name);
         params.ttl = v.ttl;

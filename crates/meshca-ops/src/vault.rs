@@ -271,6 +271,8 @@ impl Vault {
         let fault = match status {
             503 if said.contains("sealed") => ProviderFault::Sealed,
             401 | 403 => ProviderFault::PermissionDenied,
+            // A login refused for its credentials ("invalid role or secret ID").
+            400 if path.starts_with("auth/") => ProviderFault::PermissionDenied,
             404 => ProviderFault::NotFound,
             400..=499 => ProviderFault::Refused,
             _ => ProviderFault::ServerError,

@@ -120,8 +120,13 @@ fn the_pki_signs_every_cluster_intermediate_and_meshca_keeps_no_ca_key() {
         assert!(b.not_after() - b.ca_cert().not_before() >= Duration::days(30));
     }
     interop(&bs, t, "vault-clusters-verify");
-    // No CA key above the clusters exists here: nothing was written beside the clusters.
-    assert!(store.read(&SecretRef::new("mgmt", "gloo-mesh", "fleet.gloo-mesh")).unwrap().is_none());
+    // No CA key above the clusters exists here: beside the clusters, only the PKI's public
+    // issuer files are kept (to plan while it is down).
+    let kept = store.read(&SecretRef::new("mgmt", "gloo-mesh", "fleet.gloo-mesh")).unwrap().unwrap();
+    assert_eq!(
+        kept.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        ["ca-cert.pem", "cert-chain.pem", "provider", "root-cert.pem"]
+    );
 
     // The next run keeps them and asks the PKI nothing more.
     let r = run(&store, &text, &opts(t, Some(&token))).unwrap();
@@ -179,10 +184,12 @@ fn a_provider_with_its_own_intermediate_and_approle_login() {
         )
         .unwrap();
     let before = files(&store);
-    let e = run(&store, &text, &opts(t, None).intent(Intent::RotateNow(RotateNow::All))).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Provider, "{e}");
-    assert!(e.to_string().contains("login (AppRole)"), "{e}");
-    assert!(!e.to_string().contains("not-the-secret-id"), "{e}");
+    let r = run(&store, &text, &opts(t, None).intent(Intent::RotateNow(RotateNow::All))).unwrap();
+    assert_eq!(r.provider_fault, Some(ProviderFault::PermissionDenied), "{r:?}");
+    for c in &r.clusters {
+        assert_eq!((c.action, c.error_kind), (Action::Failed, Some(ErrorKind::Provider)), "{c:?}");
+        assert!(c.reason.contains("login (AppRole)") && !c.reason.contains("not-the-secret-id"), "{}", c.reason);
+    }
     assert_eq!(files(&store), before);
 
     // A token in a Secret, with a mount that does not exist: typed, with the fix.
@@ -200,6 +207,7 @@ fn a_provider_with_its_own_intermediate_and_approle_login() {
         &bao.addr,
         "        mount: nope\n        auth:\n          tokenSecretRef: {name: bao-token, key: token}\n",
     );
+    // (Another mount than the issuer kept: nothing to plan with, so the run stops.)
     let e = run(&store, &text, &opts(t, None)).unwrap_err();
     assert!(matches!(e, Error::Provider { fault: ProviderFault::NotFound, .. }), "{e}");
     assert!(!e.to_string().contains(&bao.root_token));
@@ -314,19 +322,35 @@ fn a_provider_that_is_down_slow_sealed_or_wrong_leaves_every_bundle_as_it_was() 
     }
     assert_eq!(files(&store), before);
 
-    // 5xx from the server.
+    // The PKI failing when the run starts: the run plans with the issuer as last read; the
+    // clusters asked to rotate fail with the typed reason, the others are kept.
+    let down = |fault: ProviderFault, what: &str| {
+        let r = run(&store, &text, &rotate()).unwrap();
+        assert_eq!(r.provider_fault, Some(fault), "{what}: {r:?}");
+        for c in &r.clusters {
+            assert_eq!((c.action, c.error_kind), (Action::Failed, Some(ErrorKind::Provider)), "{what}: {c:?}");
+        }
+        assert!(r.notes.iter().any(|n| n.contains("as last read")), "{what}: {:?}", r.notes);
+        let r = run(&store, &text, &opts(t, Some(&token))).unwrap();
+        assert!(r.clusters.iter().all(|c| c.action == Action::Kept), "{what}: {r:?}");
+        assert_eq!(files(&store), before, "{what}");
+    };
     proxy.set(Fault::Answer(500, r#"{"errors":["internal error"]}"#.into()));
-    let e = run(&store, &text, &rotate()).unwrap_err();
-    assert!(matches!(e, Error::Provider { fault: ProviderFault::ServerError, .. }), "{e}");
-    assert_eq!(files(&store), before);
+    down(ProviderFault::ServerError, "5xx");
+    proxy.set(Fault::Answer(200, "<html>a proxy's page</html>".into()));
+    down(ProviderFault::BadAnswer, "not the API");
 
     // Sealed (the real server, sealed).
     proxy.set(Fault::Pass);
     bao.seal();
-    let e = run(&store, &text, &rotate()).unwrap_err();
+    down(ProviderFault::Sealed, "sealed");
+    let r = run(&store, &text, &rotate()).unwrap();
+    assert!(r.clusters[0].reason.contains("unseal"), "{}", r.clusters[0].reason);
+
+    // Never reached, with nothing read before: the run stops, typed.
+    let empty = DirStore::new(dir.join("empty"));
+    let e = run(&empty, &text, &opts(t, Some(&token))).unwrap_err();
     assert!(matches!(e, Error::Provider { fault: ProviderFault::Sealed, .. }), "{e}");
-    assert!(e.to_string().contains("unseal"), "{e}");
-    assert_eq!(files(&store), before);
 
     // Stopped mid-run: the issuer was read, then the server went away before signing.
     let mut bao = bao;
@@ -349,16 +373,18 @@ fn a_provider_that_is_down_slow_sealed_or_wrong_leaves_every_bundle_as_it_was() 
     let mut bao2 = bao2;
     bao2.stop();
     proxy.set(Fault::Pass);
-    let e = run(&store2, &text2, &o.clone().intent(Intent::RotateNow(RotateNow::All))).unwrap_err();
-    assert!(matches!(e, Error::Provider { fault: ProviderFault::Unreachable, .. }), "{e}");
+    let r = run(&store2, &text2, &o.clone().intent(Intent::RotateNow(RotateNow::All))).unwrap();
+    assert_eq!(r.provider_fault, Some(ProviderFault::Unreachable), "{r:?}");
+    assert!(r.clusters.iter().all(|c| c.action == Action::Failed), "{r:?}");
     assert_eq!(files(&store2), before2);
 
     // Slow: the server accepts and never answers; the call times out (shortened here from 30 s).
     proxy.set(Fault::Hang);
     let mut o = o.intent(Intent::RotateNow(RotateNow::All));
     o.provider.call_timeout = Some(std::time::Duration::from_millis(500));
-    let e = run(&store2, &text2, &o).unwrap_err();
-    assert!(matches!(e, Error::Provider { fault: ProviderFault::Timeout, .. }), "{e}");
+    let r = run(&store2, &text2, &o).unwrap();
+    assert_eq!(r.provider_fault, Some(ProviderFault::Timeout), "{r:?}");
+    assert!(r.clusters.iter().all(|c| c.action == Action::Failed), "{r:?}");
     assert_eq!(files(&store2), before2);
     bao.stop();
 }
