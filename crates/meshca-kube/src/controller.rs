@@ -170,6 +170,9 @@ pub struct ControllerConfig {
     /// The PKCS#11 module a policy's `mgmtServerCa.pkcs11` key is reached through (the PIN comes
     /// from the policy's `pinSecretRef`). One session pool per key is kept across passes.
     pub token: meshca_ops::reconcile::TokenAccess,
+    /// How a policy's `mgmtServerCa.vault` PKI is logged in to beyond what the policy says (the
+    /// service account token's path for `auth.kubernetes`; a token for a policy without `auth`).
+    pub provider: meshca_ops::context::ProviderAccess,
     /// Where the controller records its metrics and readiness (served by
     /// [`crate::metrics::serve`]).
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -188,6 +191,7 @@ impl ControllerConfig {
             identity: identity.to_owned(),
             clock: OffsetDateTime::now_utc,
             token: meshca_ops::reconcile::TokenAccess::default(),
+            provider: meshca_ops::context::ProviderAccess::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
         }
     }
@@ -429,8 +433,11 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         .adopt(ctx.cfg.adopt)
         .timeout(ctx.cfg.timeout)
         .record_writes(ctx.written.clone());
-    let opts =
-        Options::new(now, workload).mgmt(&ctx.cfg.mgmt_cluster).generation(generation).token(ctx.cfg.token.clone());
+    let opts = Options::new(now, workload)
+        .mgmt(&ctx.cfg.mgmt_cluster)
+        .generation(generation)
+        .token(ctx.cfg.token.clone())
+        .provider(ctx.cfg.provider.clone());
     let span = tracing::Span::current();
     let asked = request.clone();
     let (revoked, run) = tokio::task::spawn_blocking(move || span.in_scope(|| run_pass(&store, &policy, &opts, asked)))

@@ -839,6 +839,154 @@ async fn controller_signs_through_a_token_with_the_pin_in_a_secret() {
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
 }
 
+fn vault_cr(vault: Value) -> Value {
+    let mut cr = policy_cr(30);
+    cr["spec"]["config"]["mgmtServerCa"] = json!({ "vault": vault });
+    cr
+}
+
+/// Touches the policy (an annotation), so the controller looks at it now.
+fn touch(mgmt: &ApiServer, n: u32) {
+    let mut cr = mgmt.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap();
+    cr["metadata"]["annotations"] = json!({ "touched": n.to_string() });
+    mgmt.put(POLICIES, "gloo-mesh", cr);
+}
+
+/// The controller with OpenBao's PKI signing every cluster intermediate, logged in with the
+/// Kubernetes auth method: OpenBao reviews the controller's service account token with the
+/// (in-crate) management API server's TokenReview.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_signs_through_openbao_logged_in_as_its_service_account() {
+    let Some(bao) =
+        meshca_testkit::bao::Bao::start("controller_signs_through_openbao_logged_in_as_its_service_account")
+    else {
+        return;
+    };
+    let root = meshca::parse_certificates(bao.pki_root("pki", "Bao Root").as_bytes(), "root").unwrap().remove(0);
+    let mgmt = ApiServer::start().await;
+    bao.kubernetes_auth(&mgmt.url, "gloo-mesh", "meshca", "pki");
+    let cs = servers(2).await;
+    mgmt.put(SECRETS, "istio-system", remote_secret("east", &cs[0]));
+    mgmt.put(SECRETS, "istio-system", remote_secret("west", &cs[1]));
+    mgmt.put(POLICIES, "gloo-mesh", vault_cr(json!({"address": bao.addr, "auth": {"kubernetes": {"role": "meshca"}}})));
+    // The pod's token file: first one that claims the right service account but that the API
+    // server does not vouch for (its signature altered).
+    let dir = meshca_testkit::tempdir("kube-vault");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{}x", mgmt.service_account_token("gloo-mesh", "meshca"))).unwrap();
+
+    let mut cfg = controller::ControllerConfig::new("replica-a");
+    cfg.provider.service_account_token = Some(token_file.clone());
+    let metrics = cfg.metrics.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
+        let _ = stopped.await;
+    }));
+    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
+
+    // The API server's TokenReview says no, so OpenBao refuses the login: the signing key is
+    // unavailable, nothing is written, and the provider's reason is counted.
+    wait_for("FAILED", || status(&mgmt)["state"] == "FAILED").await;
+    let st = status(&mgmt);
+    assert_eq!(st["conditions"][0]["reason"], "SigningKeyUnavailable", "{st}");
+    assert!(st["message"].as_str().unwrap().contains("login (Kubernetes)"), "{st}");
+    assert!(cs[0].get(SECRETS, "istio-system", "cacerts").is_none());
+    let text = metrics.render();
+    assert_eq!(
+        series(
+            &text,
+            "meshca_provider_errors_total",
+            r#"policy="gloo-mesh/root-trust-policy",cluster="",reason="permission-denied""#
+        )
+        .map(|v| v >= 1.0),
+        Some(true),
+        "{text}"
+    );
+    assert!(mgmt.log().iter().any(|l| l.contains("tokenreviews")), "OpenBao asked the API server");
+
+    // The controller's own service account token: signed by the PKI, checked, written.
+    std::fs::write(&token_file, mgmt.service_account_token("gloo-mesh", "meshca")).unwrap();
+    touch(&mgmt, 1);
+    wait_for("ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
+    let now = OffsetDateTime::now_utc();
+    let bundles = [cacerts_at(&cs[0], now), cacerts_at(&cs[1], now)];
+    for b in &bundles {
+        assert_eq!(b.roots(), std::slice::from_ref(&root));
+        assert_eq!(b.cert_chain().last(), Some(&root));
+    }
+    meshca_ops::mtls::handshake_all_pairs(&[("east", &bundles[0]), ("west", &bundles[1])], &mut meshca::OsRng, now)
+        .unwrap();
+    let kept = files_of(&mgmt.get(SECRETS, "gloo-mesh", "root-trust-policy.gloo-mesh").unwrap());
+    assert!(!kept.contains(meshca::CA_KEY) && kept.contains(meshca::CA_CERT), "the PKI's public issuer files only");
+
+    // Sealed: the clusters that need no signature are kept; one whose cacerts is deleted needs
+    // one and fails, typed, and gets nothing.
+    bao.seal();
+    cs[0].delete(SECRETS, "istio-system", "cacerts");
+    touch(&mgmt, 2);
+    wait_for("east failed", || status(&mgmt)["clusters"]["east"]["action"] == "failed").await;
+    let st = status(&mgmt);
+    assert!(st["clusters"]["east"]["reason"].as_str().unwrap().contains("sealed"), "{st}");
+    assert_eq!(st["clusters"]["west"]["action"], "kept", "{st}");
+    assert!(cs[0].get(SECRETS, "istio-system", "cacerts").is_none());
+    let text = metrics.render();
+    assert!(
+        series(
+            &text,
+            "meshca_provider_errors_total",
+            r#"policy="gloo-mesh/root-trust-policy",cluster="",reason="sealed""#
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+}
+
+/// The controller keeping a management intermediate OpenBao signed (its key in a Secret beside
+/// the policy), logged in with a token from a Secret, and signing the clusters itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_keeps_a_management_intermediate_signed_by_openbao() {
+    let Some(bao) = meshca_testkit::bao::Bao::start("controller_keeps_a_management_intermediate_signed_by_openbao")
+    else {
+        return;
+    };
+    let root = meshca::parse_certificates(bao.pki_root("pki", "Bao Root").as_bytes(), "root").unwrap().remove(0);
+    let token = bao.meshca_token("pki");
+    let mgmt = ApiServer::start().await;
+    let east = ApiServer::start().await;
+    mgmt.put(SECRETS, "istio-system", remote_secret("east", &east));
+    mgmt.put(SECRETS, "gloo-mesh", secret_json("bao-token", &[("token", token.as_str())].into_iter().collect(), &[]));
+    mgmt.put(
+        POLICIES,
+        "gloo-mesh",
+        vault_cr(json!({
+            "address": bao.addr, "signs": "managementIntermediate", "ttlDays": 90,
+            "auth": {"tokenSecretRef": {"name": "bao-token", "key": "token"}},
+        })),
+    );
+    let cfg = controller::ControllerConfig::new("replica-a");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
+        let _ = stopped.await;
+    }));
+    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
+    wait_for("ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
+    let now = OffsetDateTime::now_utc();
+    let m =
+        SigningCa::from_files(&files_of(&mgmt.get(SECRETS, "gloo-mesh", "root-trust-policy.gloo-mesh").unwrap()), now)
+            .unwrap();
+    assert_eq!(m.bundle().root(), &root);
+    let b = cacerts_at(&east, now);
+    assert_eq!(b.cert_chain(), &[b.ca_cert().clone(), m.bundle().ca_cert().clone(), root.clone()]);
+    let st = status(&mgmt);
+    assert!(st.to_string().contains("renewed"), "the status notes the management intermediate: {st}");
+    assert!(!st.to_string().contains(&token));
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+}
+
 /// An idle controller's watch is ended by the server before the client's per-call read timeout
 /// would cut it (the "watch stream failed ... error reading a body" every 20 s of #14), and is
 /// resumed from its resourceVersion without a re-list or a reconcile: no writes while idle.

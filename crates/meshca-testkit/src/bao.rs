@@ -189,6 +189,38 @@ impl Bao {
         (role_id, secret_id)
     }
 
+    /// Kubernetes auth at `auth/kubernetes`, reviewing tokens with the API server at `host`
+    /// (`http://127.0.0.1:PORT`, the in-crate API server's TokenReview), and a role `meshca` for
+    /// the service account `namespace/name` with the `meshca` policy on `mount`.
+    pub fn kubernetes_auth(&self, host: &str, namespace: &str, name: &str, mount: &str) {
+        self.meshca_policy(mount);
+        self.bao(&["auth", "enable", "kubernetes"]);
+        // OpenBao wants a CA for the API server even over http; any certificate does.
+        let ca = meshca::SigningCa::generate_root(&meshca::RootParams::default(), &mut crate::rng(7), crate::t0())
+            .unwrap()
+            .bundle()
+            .root()
+            .to_pem();
+        let ca_file = crate::temp_path("bao-kube-ca");
+        std::fs::write(&ca_file, ca).unwrap();
+        self.bao(&[
+            "write",
+            "auth/kubernetes/config",
+            &format!("kubernetes_host={host}"),
+            &format!("kubernetes_ca_cert=@{}", ca_file.display()),
+            "token_reviewer_jwt=reviewer",
+            "disable_iss_validation=true",
+        ]);
+        self.bao(&[
+            "write",
+            "auth/kubernetes/role/meshca",
+            &format!("bound_service_account_names={name}"),
+            &format!("bound_service_account_namespaces={namespace}"),
+            "token_policies=meshca",
+            "token_ttl=1h",
+        ]);
+    }
+
     /// How many certificates the mount has issued (its certificate store).
     pub fn issued(&self, mount: &str) -> usize {
         let out = self.output(&["list", "-format=json", &format!("{mount}/certs")]);

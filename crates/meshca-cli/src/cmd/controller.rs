@@ -115,6 +115,9 @@ pub(crate) fn run(a: ControllerArgs) -> CmdResult {
         cfg.adopt = a.adopt;
         cfg.timeout = timeout;
         cfg.token = meshca_ops::reconcile::TokenAccess::new(a.pkcs11_module, None);
+        // A policy whose PKI names no `auth` uses $VAULT_TOKEN (or $BAO_TOKEN); `auth.kubernetes`
+        // reads the pod's service account token.
+        cfg.provider = meshca_ops::context::ProviderAccess::with_token(crate::args::vault_token(None)?);
         cfg.lease = Some(meshca_kube::leader::LeaseConfig {
             namespace: a.lease_namespace,
             name: "meshca-controller".into(),

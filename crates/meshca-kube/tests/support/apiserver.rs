@@ -59,6 +59,8 @@ struct Inner {
     faults: Vec<Fault>,
     writes: usize,
     log: Vec<String>,
+    /// Service account tokens this server vouches for in a TokenReview: token -> (namespace, name).
+    tokens: BTreeMap<String, (String, String)>,
 }
 
 pub struct ServerState {
@@ -235,6 +237,9 @@ async fn handle(State(st): State<Arc<ServerState>>, method: Method, uri: Uri, bo
         }
         None => {}
     }
+    if method == Method::POST && path == "/apis/authentication.k8s.io/v1/tokenreviews" {
+        return token_review(&st, &body);
+    }
     let Some(r) = route(&path) else { return status(404, "NotFound", format!("no route for {path}")) };
     let q = query(&uri);
     let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
@@ -406,7 +411,42 @@ fn patch(st: &ServerState, r: Route, patch: Value) -> Response {
     store_update(st, key, &old, new, r.sub.as_deref() == Some("status"))
 }
 
+/// authentication.k8s.io/v1 TokenReview, as the API server answers it (201, status.authenticated
+/// and the service account's user for a token it issued; authenticated false otherwise).
+fn token_review(st: &ServerState, body: &Bytes) -> Response {
+    let review: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let token = review["spec"]["token"].as_str().unwrap_or_default();
+    let known = st.inner.lock().unwrap().tokens.get(token).cloned();
+    let status = match known {
+        Some((ns, name)) => json!({
+            "authenticated": true,
+            "user": {"username": format!("system:serviceaccount:{ns}:{name}"), "uid": format!("uid-{name}"),
+                     "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}")]},
+        }),
+        None => json!({"authenticated": false, "error": "invalid bearer token"}),
+    };
+    ok(201, &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status}))
+}
+
 impl ApiServer {
+    /// A service account token (a JWT with the legacy claims; its signature is not checked by
+    /// anyone but this server, through TokenReview) this server vouches for.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        use base64::Engine;
+        let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let claims = json!({
+            "iss": "kubernetes/serviceaccount",
+            "kubernetes.io/serviceaccount/namespace": namespace,
+            "kubernetes.io/serviceaccount/service-account.name": name,
+            "kubernetes.io/serviceaccount/service-account.uid": format!("uid-{name}"),
+            "sub": format!("system:serviceaccount:{namespace}:{name}"),
+        });
+        let n = self.state.inner.lock().unwrap().tokens.len();
+        let token = format!("{}.{}.c2lnLXtufQ{n}", b64(&json!({"alg": "RS256", "typ": "JWT"})), b64(&claims));
+        self.state.inner.lock().unwrap().tokens.insert(token.clone(), (namespace.to_owned(), name.to_owned()));
+        token
+    }
+
     /// Starts a server on 127.0.0.1 (a free port) on the current runtime.
     pub async fn start() -> ApiServer {
         let (events, _) = broadcast::channel(4096);
