@@ -157,3 +157,58 @@ fn the_readme_pki_section_runs_as_written() {
         "no CA key above the clusters"
     );
 }
+
+/// `reconcile`, `status`, `rotate` and `revoke` over a policy whose PKI signs every cluster:
+/// the words and exit codes only the binary shows.
+#[test]
+fn the_policy_commands_work_with_a_pki_signer_and_revoke_says_where_to_revoke() {
+    let Some(bao) = Bao::start("the_policy_commands_work_with_a_pki_signer_and_revoke_says_where_to_revoke") else {
+        return;
+    };
+    bao.pki_root("pki", "CLI Root");
+    let dir = tempdir("cli-vault-policy");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: meshca.dev/v1alpha1\nkind: RootTrustPolicy\nmetadata: {{name: p, namespace: gloo-mesh}}\nspec:\n  \
+             config:\n    intermediateCertOptions: {{ttlDays: 30}}\n    mgmtServerCa:\n      vault: {{address: {}}}\n",
+            bao.addr
+        ),
+    )
+    .unwrap();
+    let store = s(&dir.join("store"));
+    let base = |cmd: &str| vec![cmd.to_owned(), "--policy".into(), s(&policy), "--store".into(), store.clone()];
+    let with = |mut v: Vec<String>, more: &[&str]| {
+        v.extend(more.iter().map(|m| (*m).to_owned()));
+        v
+    };
+    let run = |args: Vec<String>, token: bool| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = if token { vec![("BAO_TOKEN", bao.root_token.as_str())] } else { vec![] };
+        meshca_env(&args, &env)
+    };
+    let clusters = ["--cluster", "east", "--cluster", "west"];
+
+    // No token anywhere: exit 1, saying where one comes from.
+    let o = run(with(base("reconcile"), &clusters), false);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.stderr.contains("no credentials") && o.stderr.contains("VAULT_TOKEN"), "{}", o.all());
+
+    let o = run(with(base("reconcile"), &clusters), true);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(!o.all().contains(&bao.root_token));
+    let issued = bao.issued("pki");
+    let o = run(with(base("status"), &clusters), true);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(bao.issued("pki"), issued, "status asked the PKI to sign");
+    let o = run(with(base("rotate"), &["--cluster", "east"]), true);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(bao.issued("pki"), issued + 1);
+
+    let before = meshca_testkit::snapshot(&dir.join("store"));
+    let o = run(with(base("revoke"), &["--cluster", "east"]), true);
+    assert_ne!(o.code, 0, "{}", o.all());
+    assert!(o.stderr.contains("bao write <mount>/revoke"), "{}", o.all());
+    assert_eq!(meshca_testkit::snapshot(&dir.join("store")), before, "a refused revoke changed the store");
+}

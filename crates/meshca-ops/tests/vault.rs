@@ -365,11 +365,22 @@ fn a_provider_that_is_down_slow_sealed_or_wrong_leaves_every_bundle_as_it_was() 
     let o = opts(t, Some(&token2));
     run(&store2, &text2, &o).unwrap();
     let before2 = files(&store2);
-    proxy.set(Fault::Rewrite("/issuer/default/sign-intermediate".into(), "/issuer/default/nope".into()));
-    // (A wrong endpoint stands in for the moment between the issuer read and the signature.)
+    // The server answers the issuer read and one signature, then stops: one cluster is
+    // re-issued (and verifies), the others fail typed and keep what they had.
+    proxy.set(Fault::StopAfter(2));
     let r = run(&store2, &text2, &o.clone().intent(Intent::RotateNow(RotateNow::All))).unwrap();
-    assert!(r.clusters.iter().all(|c| c.error_kind == Some(ErrorKind::Provider)), "{r:?}");
-    assert_eq!(files(&store2), before2);
+    let rotated: Vec<_> = r.clusters.iter().filter(|c| c.action == Action::Rotated).collect();
+    assert_eq!(rotated.len(), 1, "{r:?}");
+    for c in r.clusters.iter().filter(|c| c.action != Action::Rotated) {
+        assert_eq!((c.action, c.error_kind), (Action::Failed, Some(ErrorKind::Provider)), "{c:?}");
+        assert!(c.reason.contains("unreachable") || c.reason.contains("bad answer"), "{}", c.reason);
+    }
+    let after = files(&store2);
+    let changed = after.iter().zip(&before2).filter(|(a, b)| a != b).count();
+    assert_eq!(changed, 1);
+    interop(&bundles(&store2, t), t, "vault-midrun-verify");
+    let before2 = after;
+    proxy.set(Fault::Pass);
     let mut bao2 = bao2;
     bao2.stop();
     proxy.set(Fault::Pass);

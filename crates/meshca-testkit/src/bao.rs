@@ -277,6 +277,9 @@ pub enum Fault {
     /// Pass requests, with `from` in the request line replaced by `to` (a server configured to
     /// sign with another endpoint, as a wrong role would).
     Rewrite(String, String),
+    /// Pass this many more requests, then close every connection unanswered (a server that
+    /// stops in the middle of a run).
+    StopAfter(usize),
 }
 
 /// An HTTP proxy in front of a real server that misbehaves on demand, one request per
@@ -340,7 +343,16 @@ fn serve(mut conn: TcpStream, upstream: &str, fault: &Mutex<Fault>) -> std::io::
         buf.extend_from_slice(&chunk[..n]);
     }
     let body = buf[head_end..].to_vec();
-    let current = fault.lock().unwrap().clone();
+    let current = {
+        let mut f = fault.lock().unwrap();
+        if let Fault::StopAfter(n) = &mut *f {
+            if *n == 0 {
+                return Ok(());
+            }
+            *n -= 1;
+        }
+        f.clone()
+    };
     let mut lines: Vec<String> = head.trim_end().lines().map(str::to_owned).collect();
     match current {
         Fault::Hang => {
@@ -356,7 +368,7 @@ fn serve(mut conn: TcpStream, upstream: &str, fault: &Mutex<Fault>) -> std::io::
             return Ok(());
         }
         Fault::Rewrite(from, to) => lines[0] = lines[0].replace(&from, &to),
-        Fault::Pass => {}
+        Fault::Pass | Fault::StopAfter(_) => {}
     }
     lines.retain(|l| !l.to_ascii_lowercase().starts_with("connection:"));
     lines.push("Connection: close".into());
