@@ -611,9 +611,20 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         }
     };
     let vault_spec = mgmt.vault;
-    if vault_spec.is_some() && (mgmt.generated.is_some() || signer_key.is_some()) {
+    if vault_spec.is_some() && mgmt.generated.is_some() {
         return Err(bad("spec.config.mgmtServerCa.vault goes alone or with secretRef (where meshca keeps the \
-                        management intermediate), not with generated or pkcs11"
+                        management intermediate), not with generated"
+            .into()));
+    }
+    let signs_management = vault_spec.as_ref().is_some_and(|v| v.signs.as_deref() == Some("managementIntermediate"));
+    if vault_spec.is_some() && signer_key.is_some() && !signs_management {
+        return Err(bad("spec.config.mgmtServerCa.pkcs11 with vault is the management intermediate's key: it goes \
+                        with signs: managementIntermediate (with signs: clusters no CA key is kept here)"
+            .into()));
+    }
+    if signer_key.as_ref().is_some_and(|k| signs_management && k.uri.object.is_none()) {
+        return Err(bad("spec.config.mgmtServerCa.pkcs11.uri needs object=LABEL: each renewal makes a new key \
+                        LABEL-<time> in the token"
             .into()));
     }
     let signer = match (mgmt.secret_ref, mgmt.generated) {
@@ -1084,7 +1095,15 @@ mod tests {
             assert!(e.contains(expected), "{vault}: {e}");
         }
         let with_pkcs11 = vault_policy("        address: https://v\n      pkcs11: {uri: 'pkcs11:token=a;object=b'}\n");
-        assert!(err(&with_pkcs11).contains("vault goes alone or with secretRef"), "{}", err(&with_pkcs11));
+        assert!(err(&with_pkcs11).contains("goes with signs: managementIntermediate"), "{}", err(&with_pkcs11));
+        let no_object = vault_policy(
+            "        address: https://v\n        signs: managementIntermediate\n      pkcs11: {uri: 'pkcs11:token=a;id=%01'}\n",
+        );
+        assert!(err(&no_object).contains("needs object=LABEL"), "{}", err(&no_object));
+        let ok = vault_policy(
+            "        address: https://v\n        signs: managementIntermediate\n      pkcs11: {uri: 'pkcs11:token=a;object=m'}\n",
+        );
+        assert!(parse(&ok, "p.yaml").unwrap().signer_key.is_some());
         // The value that failed is not echoed.
         assert!(!err(&vault_policy("        address: http://secret-host.example\n")).contains("secret-host"));
     }

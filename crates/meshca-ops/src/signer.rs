@@ -35,9 +35,34 @@ pub struct Pkcs11Source<'a> {
 }
 
 impl KeySource for Pkcs11Source<'_> {
-    fn open(&self, store: &dyn Store, _secret: &SecretRef) -> Result<Arc<dyn ExternalKey>, Error> {
-        open_token_key(store, self.key, self.opts)
+    fn open(&self, store: &dyn Store, secret: &SecretRef) -> Result<Arc<dyn ExternalKey>, Error> {
+        // A management intermediate renewed in the token names its own key (`ca-key.uri`): one
+        // of the policy's, `LABEL-<time>` beside the policy's `object=LABEL`.
+        let named = store.read(secret)?.and_then(|f| f.get(crate::pkcs11::KEY_URI_FILE).map(<[u8]>::to_vec));
+        let uri = match named {
+            None => self.key.uri.clone(),
+            Some(text) => renewed_key_uri(&self.key.uri, &text).ok_or_else(|| Error::Pkcs11 {
+                key: store.location(secret),
+                detail: format!(
+                    "{} does not name a key renewed from the policy's {} (same token, object=LABEL-<time>)",
+                    crate::pkcs11::KEY_URI_FILE,
+                    self.key.uri
+                ),
+            })?,
+        };
+        let access = token_access(store, self.key, self.opts, uri)?;
+        Ok(crate::pkcs11::TokenKey::open(&access)?)
     }
+}
+
+/// `text` as a key URI when it names a key renewed from `base` (same token attributes, object
+/// `<base object>-<digits>`); `None` otherwise.
+fn renewed_key_uri(base: &crate::pkcs11::KeyUri, text: &[u8]) -> Option<crate::pkcs11::KeyUri> {
+    let uri = crate::pkcs11::KeyUri::parse(std::str::from_utf8(text).ok()?.trim()).ok()?;
+    let same_token = (&uri.token, &uri.manufacturer, &uri.model, &uri.serial, &uri.slot_id)
+        == (&base.token, &base.manufacturer, &base.model, &base.serial, &base.slot_id);
+    let suffix = uri.object.as_deref()?.strip_prefix(base.object.as_deref()?)?.strip_prefix('-')?;
+    (same_token && uri.id.is_none() && !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit())).then_some(uri)
 }
 
 /// The signer loader of a run: which Secret holds the policy's signer, and which key source
@@ -313,13 +338,32 @@ fn management_intermediate(
         params.common_name = format!("{} management intermediate", policy.name);
         params.ttl = v.ttl;
         params.pathlen = policy.rotation.pathlen.saturating_add(1);
-        let request = meshca::CaRequest::new(&params, rng).map_err(Error::core("the management intermediate"))?;
+        let request = match &policy.signer_key {
+            // A new key in the token each renewal, `LABEL-<time>`; the Secret names it.
+            Some(k) => {
+                let mut uri = k.uri.clone();
+                uri.object = Some(format!("{}-{}", k.uri.object.as_deref().unwrap_or("meshca"), now.unix_timestamp()));
+                let access = token_access(store, k, opts, uri)?;
+                let key = crate::pkcs11::TokenKey::generate(&access, params.key)?;
+                meshca::CaRequest::with_key(&params, meshca::CaKey::External(key))
+            }
+            None => meshca::CaRequest::new(&params, rng),
+        }
+        .map_err(Error::core("the management intermediate"))?;
         let answer = vault.sign_intermediate(&request)?;
         let issued = request
             .accept(&answer, trust.bundle().roots(), &vault.describe(), now)
             .map_err(Error::core(format!("the management intermediate from {}", vault.describe())))?;
         let ca = SigningCa::new(issued.value);
-        opts.writer(store, policy).write_signer(secret, &ca, Owner::Meshca)?;
+        match ca.bundle().ca_key().external() {
+            // The public files and the key's URI; the key stays in the token.
+            Some(uri) => {
+                let mut files = ca.bundle().to_files(meshca::Layout::Istio);
+                files.insert(crate::pkcs11::KEY_URI_FILE, format!("{uri}\n").into_bytes());
+                opts.writer(store, policy).write_state(secret, &files)?;
+            }
+            None => opts.writer(store, policy).write_signer(secret, &ca, Owner::Meshca)?,
+        }
         Ok(ca)
     })();
     match (renewed, current) {
@@ -417,14 +461,15 @@ pub fn connect_vault(store: &dyn Store, v: &VaultSigner, opts: &Options) -> Resu
     Vault::login(connect, login)
 }
 
-/// Opens the policy's token-held signing key: the module the operator allowed (which the
-/// policy, when it names one, must agree with), the PIN given or read from `pinSecretRef`.
-fn open_token_key(
+/// How to reach the key `uri` of the policy's token: the module the operator allowed (which
+/// the policy, when it names one, must agree with), the PIN given or read from `pinSecretRef`.
+fn token_access(
     store: &dyn Store,
     k: &crate::policy::SignerKey,
     opts: &Options,
-) -> Result<Arc<dyn ExternalKey>, Error> {
-    use crate::pkcs11::{KeyAccess, Pin, TokenKey};
+    uri: crate::pkcs11::KeyUri,
+) -> Result<crate::pkcs11::KeyAccess, Error> {
+    use crate::pkcs11::{KeyAccess, Pin};
     let field = "spec.config.mgmtServerCa.pkcs11";
     let uri_text = k.uri.to_string();
     let bad = |detail: String| Error::Pkcs11 { key: uri_text.clone(), detail };
@@ -474,6 +519,5 @@ fn open_token_key(
             return Err(bad(format!("no PIN for the token: set {field}.pinSecretRef, or give the PIN to meshca")))
         }
     };
-    let key = TokenKey::open(&KeyAccess { module, uri: k.uri.clone(), pin })?;
-    Ok(key)
+    Ok(KeyAccess { module, uri, pin })
 }

@@ -399,3 +399,76 @@ fn a_provider_that_is_down_slow_sealed_or_wrong_leaves_every_bundle_as_it_was() 
     assert_eq!(files(&store2), before2);
     bao.stop();
 }
+
+/// `signs: managementIntermediate` with `mgmtServerCa.pkcs11`: each renewal makes a new key in
+/// the token (`LABEL-<time>`, never extractable), the PKI signs its CSR, and the Secret holds only
+/// the public files and the key's URI.
+#[test]
+fn the_management_intermediate_key_is_made_in_the_token_at_each_renewal() {
+    let test = "the_management_intermediate_key_is_made_in_the_token_at_each_renewal";
+    let Some(hsm) = meshca_testkit::softhsm::softhsm(test) else { return };
+    let Some(bao) = Bao::start(test) else { return };
+    let root = root_of(&bao.pki_root("pki", "Bao Root"));
+    let token = bao.meshca_token("pki");
+    let label = hsm.new_token("mgmt-int");
+    let dir = tempdir("vault-mgmt-hsm");
+    let store = DirStore::new(dir.join("store"));
+    store
+        .write(
+            &SecretRef::new("mgmt", "gloo-mesh", "hsm-pin"),
+            &[("pin", meshca_testkit::softhsm::PIN)].into_iter().collect(),
+            &WriteMeta::default(),
+        )
+        .unwrap();
+    let text = policy_text(
+        &bao.addr,
+        &format!(
+            "        signs: managementIntermediate\n        ttlDays: 90\n      pkcs11:\n        uri: \
+             pkcs11:token={label};object=mgmt\n        pinSecretRef: {{name: hsm-pin}}\n"
+        ),
+    );
+    let mgmt = SecretRef::new("mgmt", "gloo-mesh", "fleet.gloo-mesh");
+    let with_token = |at: OffsetDateTime| {
+        opts(at, Some(&token)).token(meshca_ops::reconcile::TokenAccess::new(Some(hsm.module.clone()), None))
+    };
+    let t = OffsetDateTime::now_utc();
+
+    // Without the module the operator names, nothing is made or written.
+    let e = run(&store, &text, &opts(t, Some(&token))).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Hsm, "{e}");
+    assert!(store.read(&mgmt).unwrap().is_none());
+
+    let r = run(&store, &text, &with_token(t)).unwrap();
+    assert!(r.ok() && r.clusters.iter().all(|c| c.action == Action::Issued), "{r:?}");
+    let first = store.read(&mgmt).unwrap().unwrap();
+    assert!(!first.contains(meshca::CA_KEY), "the key stays in the token");
+    let uri = String::from_utf8(first.get("ca-key.uri").unwrap().to_vec()).unwrap();
+    assert!(uri.starts_with(&format!("pkcs11:token={label};object=mgmt-")), "{uri}");
+    let bs = bundles(&store, t);
+    let m = meshca::parse_certificates(first.get(meshca::CA_CERT).unwrap(), "m").unwrap().remove(0);
+    for b in &bs {
+        assert_eq!(b.cert_chain(), &[b.ca_cert().clone(), m.clone(), root.clone()]);
+    }
+    interop(&bs, t, "vault-mgmt-hsm-verify");
+
+    // A later run reads the key the Secret names, through the token.
+    let r = run(&store, &text, &with_token(t + Duration::days(10))).unwrap();
+    assert!(r.clusters.iter().all(|c| c.action == Action::Kept), "{r:?}");
+
+    // Renewal: a new key in the token, a new URI; the clusters move to it and verify.
+    let at = t + Duration::days(80);
+    let r = run(&store, &text, &with_token(at)).unwrap();
+    assert!(r.notes.iter().any(|n| n.contains("was renewed")), "{:?}", r.notes);
+    let renewed = store.read(&mgmt).unwrap().unwrap();
+    let uri2 = String::from_utf8(renewed.get("ca-key.uri").unwrap().to_vec()).unwrap();
+    assert_ne!(uri, uri2);
+    assert!(!renewed.contains(meshca::CA_KEY));
+    interop(&bundles(&store, at), at, "vault-mgmt-hsm-renewed-verify");
+
+    // A Secret whose ca-key.uri names some other key is refused, naming the file.
+    let mut tampered = renewed.clone();
+    tampered.insert("ca-key.uri", format!("pkcs11:token={label};object=root-ca\n").into_bytes());
+    store.write(&mgmt, &tampered, &WriteMeta::default()).unwrap();
+    let e = run(&store, &text, &with_token(at)).unwrap_err();
+    assert!(e.to_string().contains("ca-key.uri does not name a key renewed"), "{e}");
+}

@@ -236,20 +236,16 @@ impl Csr {
     /// [`Csr::generate_pem`] for a key that may be in a token (`meshca csr --key-uri`): the
     /// request's self-signature is checked before it is returned.
     pub fn generate_pem_with(cluster: &str, organization: &str, key: &CaKey) -> Result<String> {
-        Self::generate_pem_inner(cluster, organization, "Intermediate CA", key)
+        Self::generate_pem_named(cluster, organization, "Intermediate CA", key)
     }
 
-    /// [`Csr::generate_pem`] with the subject's common name given.
+    /// [`Csr::generate_pem_with`] with the subject's common name given.
     pub(crate) fn generate_pem_named(
         cluster: &str,
         organization: &str,
         common_name: &str,
-        key: &PrivateKey,
+        key: &CaKey,
     ) -> Result<String> {
-        Self::generate_pem_inner(cluster, organization, common_name, &CaKey::Local(key.clone()))
-    }
-
-    fn generate_pem_inner(cluster: &str, organization: &str, common_name: &str, key: &CaKey) -> Result<String> {
         validate_cluster_name(cluster)?;
         validate_subject_attr("organization", organization)?;
         validate_subject_attr("common name", common_name)?;

@@ -13,6 +13,7 @@ use crate::bundle::Cacerts;
 use crate::ca::{check_ttl, validate_cluster_name, validate_subject_attr, Csr, IntermediateParams, Issued};
 use crate::cert::Certificate;
 use crate::error::{Error, Result};
+use crate::external::CaKey;
 use crate::key::PrivateKey;
 use crate::rng::Entropy;
 
@@ -23,7 +24,7 @@ pub const LIFETIME_SLACK: Duration = Duration::minutes(5);
 /// A CA certificate meshca asks a provider for: the new key (it stays here), the CSR the
 /// provider signs, and what the answer must look like.
 pub struct CaRequest {
-    key: PrivateKey,
+    key: CaKey,
     csr_pem: String,
     params: IntermediateParams,
 }
@@ -54,6 +55,14 @@ impl CaRequest {
         validate_subject_attr("common name", &params.common_name)?;
         validate_subject_attr("organization", &params.organization)?;
         let key = PrivateKey::generate(params.key, rng)?;
+        Self::with_key(params, CaKey::Local(key))
+    }
+
+    /// A request for `key`, made elsewhere (a new key in a PKCS#11 token): the CSR is signed
+    /// by it and checked. `params.key` is not used.
+    pub fn with_key(params: &IntermediateParams, key: CaKey) -> Result<Self> {
+        validate_cluster_name(&params.cluster)?;
+        check_ttl("ttl", params.ttl)?;
         let csr_pem = Csr::generate_pem_named(&params.cluster, &params.organization, &params.common_name, &key)?;
         Ok(CaRequest { key, csr_pem, params: params.clone() })
     }
