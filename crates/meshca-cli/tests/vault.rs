@@ -212,3 +212,39 @@ fn the_policy_commands_work_with_a_pki_signer_and_revoke_says_where_to_revoke() 
     assert!(o.stderr.contains("bao write <mount>/revoke"), "{}", o.all());
     assert_eq!(meshca_testkit::snapshot(&dir.join("store")), before, "a refused revoke changed the store");
 }
+
+/// `--vault-ca-cert`: the server's TLS CA, the only one trusted.
+#[test]
+fn intermediate_over_tls_trusts_the_ca_given() {
+    let Some(bao) = Bao::start_tls("intermediate_over_tls_trusts_the_ca_given") else { return };
+    bao.pki_root("pki", "CLI Root");
+    let dir = tempdir("cli-vault-tls");
+    let token = [("VAULT_TOKEN", bao.root_token.as_str())];
+    let out = s(&dir.join("east"));
+    let o = meshca_env(
+        &["intermediate", "--vault-addr", &bao.addr, "--cluster", "east", "--out", &out, "--days", "30"],
+        &token,
+    );
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.stderr.contains("unreachable"), "{}", o.all());
+    assert!(!dir.join("east").exists());
+    let ca = s(bao.ca_cert.as_ref().unwrap());
+    let o = meshca_env(
+        &[
+            "intermediate",
+            "--vault-addr",
+            &bao.addr,
+            "--vault-ca-cert",
+            &ca,
+            "--cluster",
+            "east",
+            "--out",
+            &out,
+            "--days",
+            "30",
+        ],
+        &token,
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(dir.join("east/ca-cert.pem").is_file());
+}

@@ -472,3 +472,46 @@ fn the_management_intermediate_key_is_made_in_the_token_at_each_renewal() {
     let e = run(&store, &text, &with_token(at)).unwrap_err();
     assert!(e.to_string().contains("ca-key.uri does not name a key renewed"), "{e}");
 }
+
+/// Over TLS: the server's CA from `caCertSecretRef` is the only one trusted; without it (the
+/// Mozilla set) the server's certificate is refused, typed, and nothing is written.
+#[test]
+fn tls_to_the_pki_trusts_the_ca_the_policy_names_and_nothing_else() {
+    let Some(bao) = Bao::start_tls("tls_to_the_pki_trusts_the_ca_the_policy_names_and_nothing_else") else { return };
+    assert!(bao.addr.starts_with("https://"));
+    bao.pki_root("pki", "Bao Root");
+    let token = bao.meshca_token("pki");
+    let dir = tempdir("vault-tls");
+    let store = DirStore::new(dir.join("store"));
+    let t = OffsetDateTime::now_utc();
+
+    let e = run(&store, &policy_text(&bao.addr, ""), &opts(t, Some(&token))).unwrap_err();
+    assert!(matches!(e, Error::Provider { fault: ProviderFault::Unreachable, .. }), "{e}");
+    assert!(e.to_string().contains("caCertSecretRef"), "the fix names the field: {e}");
+    assert!(files(&store).iter().all(Option::is_none));
+
+    let ca = std::fs::read(bao.ca_cert.as_ref().unwrap()).unwrap();
+    store
+        .write(
+            &SecretRef::new("mgmt", "gloo-mesh", "bao-ca"),
+            &[("ca.crt", ca)].into_iter().collect(),
+            &WriteMeta::default(),
+        )
+        .unwrap();
+    let text = policy_text(&bao.addr, "        caCertSecretRef: {name: bao-ca, key: ca.crt}\n");
+    let r = run(&store, &text, &opts(t, Some(&token))).unwrap();
+    assert!(r.ok() && r.clusters.iter().all(|c| c.action == Action::Issued), "{r:?}");
+    interop(&bundles(&store, t), t, "vault-tls-verify");
+
+    // Another CA in the Secret: refused again.
+    let other = meshca::SigningCa::generate_root(&meshca::RootParams::default(), &mut meshca::OsRng, t).unwrap();
+    store
+        .write(
+            &SecretRef::new("mgmt", "gloo-mesh", "bao-ca"),
+            &[("ca.crt", other.bundle().root().to_pem())].into_iter().collect(),
+            &WriteMeta::default(),
+        )
+        .unwrap();
+    let r = run(&store, &text, &opts(t, Some(&token)).intent(Intent::RotateNow(RotateNow::All))).unwrap();
+    assert_eq!(r.provider_fault, Some(ProviderFault::Unreachable), "{r:?}");
+}

@@ -26,10 +26,12 @@ pub fn bao_path() -> Option<PathBuf> {
 pub struct Bao {
     child: Option<Child>,
     bin: PathBuf,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS).
     pub addr: String,
     /// The dev server's root token.
     pub root_token: String,
+    /// With TLS: the PEM CA that issued the server's certificate.
+    pub ca_cert: Option<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -39,6 +41,16 @@ fn free_port() -> u16 {
 impl Bao {
     /// Starts a dev server, or returns `None` (printed) when `bao` is not installed.
     pub fn start(test: &str) -> Option<Bao> {
+        Self::start_with(test, false)
+    }
+
+    /// [`Bao::start`] serving TLS (`-dev-tls`: a CA and certificate of its own, in
+    /// [`Bao::ca_cert`]).
+    pub fn start_tls(test: &str) -> Option<Bao> {
+        Self::start_with(test, true)
+    }
+
+    fn start_with(test: &str, tls: bool) -> Option<Bao> {
         let Some(bin) = bao_path() else {
             assert!(
                 std::env::var_os("MESHCA_REQUIRE_BAO").is_none(),
@@ -50,9 +62,14 @@ impl Bao {
         for _ in 0..5 {
             let port = free_port();
             let root_token = format!("root-{port}-{}", std::process::id());
-            let child = Command::new(&bin)
-                .args(["server", "-dev", &format!("-dev-listen-address=127.0.0.1:{port}")])
-                .arg(format!("-dev-root-token-id={root_token}"))
+            let cert_dir = crate::tempdir(&format!("bao-tls-{port}"));
+            let mut cmd = Command::new(&bin);
+            cmd.args(["server", "-dev", &format!("-dev-listen-address=127.0.0.1:{port}")])
+                .arg(format!("-dev-root-token-id={root_token}"));
+            if tls {
+                cmd.arg("-dev-tls").arg(format!("-dev-tls-cert-dir={}", cert_dir.display()));
+            }
+            let child = cmd
                 .env_remove("BAO_ADDR")
                 .env_remove("VAULT_ADDR")
                 .stdin(Stdio::null())
@@ -60,8 +77,14 @@ impl Bao {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            let mut bao =
-                Bao { child: Some(child), bin: bin.clone(), addr: format!("http://127.0.0.1:{port}"), root_token };
+            let scheme = if tls { "https" } else { "http" };
+            let mut bao = Bao {
+                child: Some(child),
+                bin: bin.clone(),
+                addr: format!("{scheme}://127.0.0.1:{port}"),
+                root_token,
+                ca_cert: tls.then(|| cert_dir.join("vault-ca.pem")),
+            };
             if bao.wait_ready(Duration::from_secs(30)) {
                 return Some(bao);
             }
@@ -76,7 +99,11 @@ impl Bao {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
                 return false;
             }
-            if http_get(&self.addr, "/v1/sys/health").is_some_and(|(status, _)| status == 200) {
+            let up = match &self.ca_cert {
+                None => http_get(&self.addr, "/v1/sys/health").is_some_and(|(status, _)| status == 200),
+                Some(ca) => ca.is_file() && self.output(&["status"]).status.success(),
+            };
+            if up {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -101,8 +128,11 @@ impl Bao {
     }
 
     fn output(&self, args: &[&str]) -> std::process::Output {
-        Command::new(&self.bin)
-            .args(args)
+        let mut cmd = Command::new(&self.bin);
+        if let Some(ca) = &self.ca_cert {
+            cmd.env("BAO_CACERT", ca);
+        }
+        cmd.args(args)
             .env("BAO_ADDR", &self.addr)
             .env("BAO_TOKEN", &self.root_token)
             .env_remove("VAULT_ADDR")
