@@ -324,6 +324,34 @@ fn watches(server: &ApiServer, what: &str) -> usize {
     server.log().iter().filter(|l| l.contains(what) && l.contains("watch=true")).count()
 }
 
+/// The controller, running until [`Controller::stop`].
+struct Controller {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), meshca_kube::Error>>,
+}
+
+/// Starts the controller on `mgmt` with `cfg`.
+fn start_controller(mgmt: kube::Client, cfg: controller::ControllerConfig) -> Controller {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(mgmt, cfg, async move {
+        let _ = stopped.await;
+    }));
+    Controller { stop, task }
+}
+
+impl Controller {
+    /// Asks it to stop, and checks that it stopped cleanly within `limit`.
+    async fn stop(self, limit: Duration) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(limit, self.task).await.unwrap().unwrap().unwrap();
+    }
+}
+
+/// The status of the policy `gloo-mesh/root-trust-policy`.
+fn policy_status(m: &ApiServer) -> Value {
+    m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone()
+}
+
 async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     for _ in 0..200 {
         if ok() {
@@ -349,15 +377,10 @@ async fn controller_reconciles_policies_writes_status_and_events() {
         identity: "replica-a".into(),
         duration: Duration::from_secs(15),
     });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let client = mgmt.client();
-    let task = tokio::spawn(controller::run(client, cfg, async move {
-        let _ = stopped.await;
-    }));
+    let controller = start_controller(mgmt.client(), cfg);
 
-    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
-    wait_for("status ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
-    let st = status(&mgmt);
+    wait_for("status ACCEPTED", || policy_status(&mgmt)["state"] == "ACCEPTED").await;
+    let st = policy_status(&mgmt);
     assert_eq!(st["observedGeneration"], 1);
     assert_eq!(st["clusters"]["east"]["action"], "issued");
     assert!(st["clusters"]["west"]["lastRotation"].is_string(), "{st}");
@@ -382,8 +405,8 @@ async fn controller_reconciles_policies_writes_status_and_events() {
     cr["spec"]["config"]["intermediateCertOptions"]["ttlDays"] = json!(7);
     cr["metadata"]["generation"] = json!(2);
     mgmt.put(POLICIES, "gloo-mesh", cr);
-    wait_for("generation 2 observed", || status(&mgmt)["observedGeneration"] == 2).await;
-    let st = status(&mgmt);
+    wait_for("generation 2 observed", || policy_status(&mgmt)["observedGeneration"] == 2).await;
+    let st = policy_status(&mgmt);
     assert_eq!(st["clusters"]["east"]["action"], "rotated", "{st}");
     assert!(st["clusters"]["east"]["reason"].as_str().unwrap().contains("ttl"), "{st}");
 
@@ -392,14 +415,13 @@ async fn controller_reconciles_policies_writes_status_and_events() {
     cr["spec"]["config"]["intermediateCertOptions"]["secretRotationGracePeriodRatio"] = json!(1.5);
     cr["metadata"]["generation"] = json!(3);
     mgmt.put(POLICIES, "gloo-mesh", cr);
-    wait_for("INVALID", || status(&mgmt)["state"] == "INVALID").await;
-    assert!(status(&mgmt)["message"]
+    wait_for("INVALID", || policy_status(&mgmt)["state"] == "INVALID").await;
+    assert!(policy_status(&mgmt)["message"]
         .as_str()
         .unwrap()
         .contains("secretRotationGracePeriodRatio must be in (0,1), got 1.5"));
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    controller.stop(Duration::from_secs(10)).await;
     let lease = mgmt.get(apiserver::LEASES, "meshca-system", "meshca-controller").unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
     assert_shipped_rbac_allows(&mgmt.log());
@@ -427,14 +449,10 @@ async fn controller_revokes_a_cluster_ca_named_in_the_annotation_once_per_value(
         mgmt.put(SECRETS, "istio-system", remote_secret(name, server));
     }
     mgmt.put(POLICIES, "gloo-mesh", policy_cr(30));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let cfg = controller::ControllerConfig::new("replica-a");
     let metrics = cfg.metrics.clone();
-    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
-        let _ = stopped.await;
-    }));
-    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
-    wait_for("status ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
+    let controller = start_controller(mgmt.client(), cfg);
+    wait_for("status ACCEPTED", || policy_status(&mgmt)["state"] == "ACCEPTED").await;
     let now = OffsetDateTime::now_utc();
     let old_west = cacerts_at(&cs[1], now);
     let (old_leaf, east_leaf) = (leaf_of(&old_west, now), leaf_of(&cacerts_at(&cs[0], now), now));
@@ -445,8 +463,8 @@ async fn controller_revokes_a_cluster_ca_named_in_the_annotation_once_per_value(
         mgmt.put(POLICIES, "gloo-mesh", cr);
     };
     annotate("west");
-    wait_for("the revocation handled", || status(&mgmt)["revocation"]["handledRequest"] == "west").await;
-    let st = status(&mgmt);
+    wait_for("the revocation handled", || policy_status(&mgmt)["revocation"]["handledRequest"] == "west").await;
+    let st = policy_status(&mgmt);
     assert_eq!(st["revocation"]["revoked"][0]["cluster"], "west", "{st}");
     assert_eq!(st["revocation"]["revoked"][0]["reason"], "keyCompromise");
     // The next pass comes before the root's CRL needs re-signing, not in 27 days.
@@ -474,12 +492,12 @@ async fn controller_revokes_a_cluster_ca_named_in_the_annotation_once_per_value(
     mgmt.put(POLICIES, "gloo-mesh", cr);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(cacerts_at(&cs[1], now).ca_cert(), &writes_of_west);
-    assert_eq!(status(&mgmt)["revocation"]["revoked"].as_array().unwrap().len(), 1);
+    assert_eq!(policy_status(&mgmt)["revocation"]["revoked"].as_array().unwrap().len(), 1);
 
     // A new nonce revokes west's current CA too; a bad reason is reported, nothing revoked.
     annotate("west@2");
-    wait_for("second revocation", || status(&mgmt)["revocation"]["handledRequest"] == "west@2").await;
-    assert_eq!(status(&mgmt)["revocation"]["revoked"].as_array().unwrap().len(), 2);
+    wait_for("second revocation", || policy_status(&mgmt)["revocation"]["handledRequest"] == "west@2").await;
+    assert_eq!(policy_status(&mgmt)["revocation"]["revoked"].as_array().unwrap().len(), 2);
     let text = metrics.render();
     let p = r#"policy="gloo-mesh/root-trust-policy",cluster="west""#;
     let revocations = series(&text, "meshca_revocations_total", &format!(r#"{p},reason="keyCompromise""#));
@@ -490,13 +508,15 @@ async fn controller_revokes_a_cluster_ca_named_in_the_annotation_once_per_value(
         json!({ controller::REVOKE_ANNOTATION: "east@3", controller::REVOKE_REASON_ANNOTATION: "because" });
     mgmt.put(POLICIES, "gloo-mesh", cr);
     // Reported (a note and an InvalidRevocation Event) and ignored: the policy is still served.
-    wait_for("the bad request noted", || status(&mgmt)["notes"].to_string().contains("meshca.dev/revoke-reason")).await;
-    assert_eq!(status(&mgmt)["state"], "ACCEPTED", "{}", status(&mgmt));
-    assert_eq!(status(&mgmt)["revocation"]["revoked"].as_array().unwrap().len(), 2, "nothing more revoked");
+    wait_for("the bad request noted", || {
+        policy_status(&mgmt)["notes"].to_string().contains("meshca.dev/revoke-reason")
+    })
+    .await;
+    assert_eq!(policy_status(&mgmt)["state"], "ACCEPTED", "{}", policy_status(&mgmt));
+    assert_eq!(policy_status(&mgmt)["revocation"]["revoked"].as_array().unwrap().len(), 2, "nothing more revoked");
     wait_for("an InvalidRevocation event", || mgmt.list(EVENTS).iter().any(|e| e["reason"] == "InvalidRevocation"))
         .await;
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    controller.stop(Duration::from_secs(10)).await;
     assert_shipped_rbac_allows(&mgmt.log());
 }
 
@@ -553,13 +573,9 @@ async fn controller_metrics_and_trust_state_are_scraped_over_http() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(meshca_kube::metrics::serve(listener, metrics));
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
-        let _ = stopped.await;
-    }));
-    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
-    wait_for("status FAILED for gone", || status(&mgmt)["state"] == "FAILED").await;
-    let st = status(&mgmt);
+    let controller = start_controller(mgmt.client(), cfg);
+    wait_for("status FAILED for gone", || policy_status(&mgmt)["state"] == "FAILED").await;
+    let st = policy_status(&mgmt);
     assert_eq!(st["clusters"]["gone"]["action"], "failed", "{st}");
     assert_eq!(st["clusters"]["gone"]["error"], "store", "{st}");
     assert_eq!(st["clusters"]["east"]["action"], "issued", "{st}");
@@ -609,8 +625,7 @@ async fn controller_metrics_and_trust_state_are_scraped_over_http() {
     assert_eq!(series(&text, "meshca_ca_not_after_timestamp_seconds", &format!(r#"{p},cluster="gone""#)), None);
     assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    controller.stop(Duration::from_secs(10)).await;
     assert_shipped_rbac_allows(&mgmt.log());
 }
 
@@ -625,12 +640,8 @@ async fn watches_repair_a_deleted_or_tampered_cacerts_and_follow_remote_secrets_
     let mut cfg = controller::ControllerConfig::new("replica-a");
     // Watches the server ends every 3 s (timeoutSeconds), resumed from their resourceVersion.
     cfg.timeout = Duration::from_secs(4);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
-        let _ = stopped.await;
-    }));
-    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
-    wait_for("status ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
+    let controller = start_controller(mgmt.client(), cfg);
+    wait_for("status ACCEPTED", || policy_status(&mgmt)["state"] == "ACCEPTED").await;
     let now = OffsetDateTime::now_utc();
     let cacerts = |s: &ApiServer| s.get(SECRETS, "istio-system", "cacerts");
 
@@ -671,17 +682,17 @@ async fn watches_repair_a_deleted_or_tampered_cacerts_and_follow_remote_secrets_
     by_hand["metadata"]["labels"] = json!({});
     by_hand["data"]["ca-cert.pem"] = json!("bm90IGEgY2VydGlmaWNhdGU=");
     cs[0].put(SECRETS, "istio-system", by_hand.clone());
-    wait_for("east reported as not managed", || status(&mgmt)["clusters"]["east"]["error"] == "not-managed").await;
+    wait_for("east reported as not managed", || policy_status(&mgmt)["clusters"]["east"]["error"] == "not-managed")
+        .await;
     assert_eq!(cacerts(&cs[0]).unwrap()["data"], by_hand["data"], "an unmanaged cacerts is left alone");
 
     // A new remote secret: the cluster is issued at once; a removed one leaves the status.
     mgmt.put(SECRETS, "istio-system", remote_secret("south", &cs[2]));
     wait_for("south issued", || cacerts(&cs[2]).is_some()).await;
     mgmt.delete(SECRETS, "istio-system", "istio-remote-secret-west");
-    wait_for("west gone from status", || status(&mgmt)["clusters"].get("west").is_none()).await;
+    wait_for("west gone from status", || policy_status(&mgmt)["clusters"].get("west").is_none()).await;
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    controller.stop(Duration::from_secs(10)).await;
     assert_shipped_rbac_allows(&mgmt.log());
 }
 
@@ -693,12 +704,8 @@ async fn a_replaced_signing_ca_is_noticed_by_its_watch() {
     mgmt.put(POLICIES, "gloo-mesh", policy_cr(30));
     let mut cfg = controller::ControllerConfig::new("replica-a");
     cfg.timeout = Duration::from_secs(4);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
-        let _ = stopped.await;
-    }));
-    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
-    wait_for("status ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
+    let controller = start_controller(mgmt.client(), cfg);
+    wait_for("status ACCEPTED", || policy_status(&mgmt)["state"] == "ACCEPTED").await;
     // The namespace watch starts when the policy first names the Secret: wait for its watch.
     wait_for("the signer's namespace watched", || watches(&mgmt, "/namespaces/gloo-mesh/secrets") > 0).await;
     let mut p = RootParams::default();
@@ -713,8 +720,7 @@ async fn a_replaced_signing_ca_is_noticed_by_its_watch() {
         })
     })
     .await;
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    controller.stop(Duration::from_secs(10)).await;
     assert_shipped_rbac_allows(&mgmt.log());
 }
 
@@ -809,15 +815,11 @@ async fn controller_signs_through_a_token_with_the_pin_in_a_secret() {
 
     let mut cfg = controller::ControllerConfig::new("replica-a");
     cfg.token = reconcile::TokenAccess::new(Some(hsm.module.clone()), None);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
-        let _ = stopped.await;
-    }));
-    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
+    let controller = start_controller(mgmt.client(), cfg);
 
     // A PIN the token refuses: reported as the signing key being unavailable, no cluster touched.
-    wait_for("FAILED", || status(&mgmt)["state"] == "FAILED").await;
-    let st = status(&mgmt);
+    wait_for("FAILED", || policy_status(&mgmt)["state"] == "FAILED").await;
+    let st = policy_status(&mgmt);
     assert_eq!(st["conditions"][0]["reason"], "SigningKeyUnavailable", "{st}");
     let message = st["message"].as_str().unwrap();
     assert!(message.contains("CKR_PIN_INCORRECT") && !message.contains("wrong-pin-1234"), "{message}");
@@ -828,15 +830,14 @@ async fn controller_signs_through_a_token_with_the_pin_in_a_secret() {
     let mut cr = mgmt.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap();
     cr["metadata"]["annotations"] = json!({"touched": "1"});
     mgmt.put(POLICIES, "gloo-mesh", cr);
-    wait_for("ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
+    wait_for("ACCEPTED", || policy_status(&mgmt)["state"] == "ACCEPTED").await;
     let bundle = cacerts_at(&east, OffsetDateTime::now_utc());
     assert_eq!(bundle.root(), root.bundle().root());
     bundle.ca_cert().verify_signed_by(root.bundle().root()).unwrap();
     let signer = mgmt.get(SECRETS, "gloo-mesh", SIGNER).unwrap();
     assert!(!files_of(&signer).contains(meshca::CA_KEY), "the signer Secret still holds no key");
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    controller.stop(Duration::from_secs(10)).await;
 }
 
 fn vault_cr(vault: Value) -> Value {
@@ -878,16 +879,12 @@ async fn controller_signs_through_openbao_logged_in_as_its_service_account() {
     let mut cfg = controller::ControllerConfig::new("replica-a");
     cfg.provider.service_account_token = Some(token_file.clone());
     let metrics = cfg.metrics.clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
-        let _ = stopped.await;
-    }));
-    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
+    let controller = start_controller(mgmt.client(), cfg);
 
     // The API server's TokenReview says no, so OpenBao refuses the login: the signing key is
     // unavailable, nothing is written, and the provider's reason is counted.
-    wait_for("FAILED", || status(&mgmt)["state"] == "FAILED").await;
-    let st = status(&mgmt);
+    wait_for("FAILED", || policy_status(&mgmt)["state"] == "FAILED").await;
+    let st = policy_status(&mgmt);
     assert_eq!(st["conditions"][0]["reason"], "SigningKeyUnavailable", "{st}");
     assert!(st["message"].as_str().unwrap().contains("login (Kubernetes)"), "{st}");
     assert!(cs[0].get(SECRETS, "istio-system", "cacerts").is_none());
@@ -907,7 +904,7 @@ async fn controller_signs_through_openbao_logged_in_as_its_service_account() {
     // The controller's own service account token: signed by the PKI, checked, written.
     std::fs::write(&token_file, mgmt.service_account_token("gloo-mesh", "meshca")).unwrap();
     touch(&mgmt, 1);
-    wait_for("ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
+    wait_for("ACCEPTED", || policy_status(&mgmt)["state"] == "ACCEPTED").await;
     let now = OffsetDateTime::now_utc();
     let bundles = [cacerts_at(&cs[0], now), cacerts_at(&cs[1], now)];
     for b in &bundles {
@@ -924,8 +921,8 @@ async fn controller_signs_through_openbao_logged_in_as_its_service_account() {
     bao.seal();
     cs[0].delete(SECRETS, "istio-system", "cacerts");
     touch(&mgmt, 2);
-    wait_for("east failed", || status(&mgmt)["clusters"]["east"]["action"] == "failed").await;
-    let st = status(&mgmt);
+    wait_for("east failed", || policy_status(&mgmt)["clusters"]["east"]["action"] == "failed").await;
+    let st = policy_status(&mgmt);
     assert!(st["clusters"]["east"]["reason"].as_str().unwrap().contains("sealed"), "{st}");
     assert_eq!(st["clusters"]["west"]["action"], "kept", "{st}");
     assert!(cs[0].get(SECRETS, "istio-system", "cacerts").is_none());
@@ -940,8 +937,7 @@ async fn controller_signs_through_openbao_logged_in_as_its_service_account() {
         "{text}"
     );
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    controller.stop(Duration::from_secs(10)).await;
 }
 
 /// The controller keeping a management intermediate OpenBao signed (its key in a Secret beside
@@ -967,12 +963,8 @@ async fn controller_keeps_a_management_intermediate_signed_by_openbao() {
         })),
     );
     let cfg = controller::ControllerConfig::new("replica-a");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
-        let _ = stopped.await;
-    }));
-    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
-    wait_for("ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
+    let controller = start_controller(mgmt.client(), cfg);
+    wait_for("ACCEPTED", || policy_status(&mgmt)["state"] == "ACCEPTED").await;
     let now = OffsetDateTime::now_utc();
     let m =
         SigningCa::from_files(&files_of(&mgmt.get(SECRETS, "gloo-mesh", "root-trust-policy.gloo-mesh").unwrap()), now)
@@ -980,11 +972,10 @@ async fn controller_keeps_a_management_intermediate_signed_by_openbao() {
     assert_eq!(m.bundle().root(), &root);
     let b = cacerts_at(&east, now);
     assert_eq!(b.cert_chain(), &[b.ca_cert().clone(), m.bundle().ca_cert().clone(), root.clone()]);
-    let st = status(&mgmt);
+    let st = policy_status(&mgmt);
     assert!(st.to_string().contains("renewed"), "the status notes the management intermediate: {st}");
     assert!(!st.to_string().contains(&token));
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    controller.stop(Duration::from_secs(10)).await;
 }
 
 /// An idle controller's watch is ended by the server before the client's per-call read timeout
@@ -1001,12 +992,8 @@ async fn an_idle_watch_is_resumed_quietly_within_the_call_timeout() {
     mgmt.put(POLICIES, "gloo-mesh", policy_cr(30));
     let mut cfg = controller::ControllerConfig::new("replica-a");
     cfg.timeout = Duration::from_secs(2);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
-        let _ = stopped.await;
-    }));
-    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
-    wait_for("ACCEPTED", || status(&mgmt)["state"] == "ACCEPTED").await;
+    let controller = start_controller(mgmt.client(), cfg);
+    wait_for("ACCEPTED", || policy_status(&mgmt)["state"] == "ACCEPTED").await;
     // The pass that wrote ACCEPTED has published its Events by the time the first watch ends.
     wait_for("the first policy watch", || watches(&mgmt, "roottrustpolicies") >= 1).await;
     let (writes, east_writes) = (mgmt.writes(), east.writes());
@@ -1023,8 +1010,7 @@ async fn an_idle_watch_is_resumed_quietly_within_the_call_timeout() {
         .count();
     assert_eq!(lists, 1, "resumed from the resourceVersion, not re-listed");
     assert_eq!((mgmt.writes(), east.writes()), (writes, east_writes), "no reconcile while idle");
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    controller.stop(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1050,11 +1036,7 @@ async fn controller_drives_a_root_rotation_named_in_the_policy() {
         json!({"newMgmtServerCa": {"secretRef": {"name": "new-ca"}}, "dwellHours": 0});
     mgmt.put(POLICIES, "gloo-mesh", cr);
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task =
-        tokio::spawn(controller::run(mgmt.client(), controller::ControllerConfig::new("replica-a"), async move {
-            let _ = stopped.await;
-        }));
+    let controller = start_controller(mgmt.client(), controller::ControllerConfig::new("replica-a"));
     let notes = |m: &ApiServer, reason: &str| -> Vec<String> {
         m.list(EVENTS)
             .iter()
@@ -1076,9 +1058,8 @@ async fn controller_drives_a_root_rotation_named_in_the_policy() {
         assert!(got.contains(want) && got.contains("CN=Root CA,O=Istio -> CN=Root CA 2,O=Istio"), "{reason}: {got}");
     }
     // Then the usual loop takes over, signing with the new CA.
-    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
-    wait_for("NOT_ROTATING", || status(&mgmt)["rotation"]["state"] == "NOT_ROTATING").await;
-    let st = status(&mgmt);
+    wait_for("NOT_ROTATING", || policy_status(&mgmt)["rotation"]["state"] == "NOT_ROTATING").await;
+    let st = policy_status(&mgmt);
     assert_eq!(st["state"], "ACCEPTED", "{st}");
     assert!(st["rotation"]["phase"].is_null(), "the finished rotation's fields are cleared: {st}");
     assert_eq!(
@@ -1099,8 +1080,7 @@ async fn controller_drives_a_root_rotation_named_in_the_policy() {
     assert_shipped_rbac_allows(&mgmt.log());
     let state = mgmt.get(SECRETS, "gloo-mesh", "root-trust-policy-root-rotation").unwrap();
     assert!(String::from_utf8(files_of(&state).get("state.json").unwrap().to_vec()).unwrap().contains("Complete"));
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    controller.stop(Duration::from_secs(10)).await;
 }
 
 /// One RBAC rule: namespace (`None`: cluster-wide), API groups, resources, verbs.
@@ -1485,18 +1465,14 @@ async fn measure_the_controller_over_two_hundred_clusters() {
     let before = rss_kib();
     let started = std::time::Instant::now();
     let cfg = controller::ControllerConfig::new("replica-a");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller::run(mgmt.client(), cfg, async move {
-        let _ = stopped.await;
-    }));
-    let status = |m: &ApiServer| m.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap()["status"].clone();
+    let controller = start_controller(mgmt.client(), cfg);
     for _ in 0..1200 {
-        if status(&mgmt)["state"] == "ACCEPTED" {
+        if policy_status(&mgmt)["state"] == "ACCEPTED" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(status(&mgmt)["state"], "ACCEPTED");
+    assert_eq!(policy_status(&mgmt)["state"], "ACCEPTED");
     let first_pass = started.elapsed();
     let requests = |all: &[ApiServer]| all.iter().map(|s| s.log().len()).sum::<usize>() + mgmt.log().len();
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -1512,6 +1488,5 @@ async fn measure_the_controller_over_two_hundred_clusters() {
         (r1 - r0) as u64 * 3600 / idle
     );
     assert_eq!(w1, w0, "no writes while idle");
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
+    controller.stop(Duration::from_secs(30)).await;
 }
