@@ -55,12 +55,16 @@ impl KeySource for Pkcs11Source<'_> {
     }
 }
 
-/// `text` as a key URI when it names a key renewed from `base` (same token attributes, object
+/// `text` as a key URI when it names `base` itself (as `meshca root-ca --key-uri` writes it
+/// beside a root's files) or a key renewed from it (same token attributes, object
 /// `<base object>-<digits>`); `None` otherwise.
 fn renewed_key_uri(base: &crate::pkcs11::KeyUri, text: &[u8]) -> Option<crate::pkcs11::KeyUri> {
     let uri = crate::pkcs11::KeyUri::parse(std::str::from_utf8(text).ok()?.trim()).ok()?;
     let same_token = (&uri.token, &uri.manufacturer, &uri.model, &uri.serial, &uri.slot_id)
         == (&base.token, &base.manufacturer, &base.model, &base.serial, &base.slot_id);
+    if same_token && (&uri.object, &uri.id) == (&base.object, &base.id) {
+        return Some(base.clone());
+    }
     let suffix = uri.object.as_deref()?.strip_prefix(base.object.as_deref()?)?.strip_prefix('-')?;
     (same_token && uri.id.is_none() && !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit())).then_some(uri)
 }
@@ -388,24 +392,37 @@ fn management_intermediate(
     }
 }
 
+/// The value of `key` in the management cluster's Secret `name`, which the policy's `field`
+/// names; its absence an error saying `fix`.
+fn secret_key(
+    store: &dyn Store,
+    opts: &Options,
+    name: &SecretName,
+    key: &str,
+    field: &str,
+    fix: &'static str,
+) -> Result<Vec<u8>, Error> {
+    let r = SecretRef::new(&opts.mgmt_cluster, &name.namespace, &name.name);
+    let location = store.location(&r);
+    let files = store.read(&r)?.ok_or_else(|| Error::PolicySecret {
+        field: field.to_owned(),
+        secret: r.to_string(),
+        problem: format!("not found at {location}"),
+        fix,
+    })?;
+    files.get(key).map(<[u8]>::to_vec).ok_or_else(|| Error::PolicySecret {
+        field: format!("{field}.key"),
+        secret: r.to_string(),
+        problem: format!("({location}) has no key `{key}`"),
+        fix,
+    })
+}
+
 /// Logs in to the PKI of `v` with what the policy names (a Secret's token, AppRole, the
 /// service account) or, without `auth`, the token meshca's operator gave.
 pub fn connect_vault(store: &dyn Store, v: &VaultSigner, opts: &Options) -> Result<Vault, Error> {
-    let secret_value = |(name, key): &(SecretName, String), field: &str, fix: &'static str| -> Result<Vec<u8>, Error> {
-        let r = SecretRef::new(&opts.mgmt_cluster, &name.namespace, &name.name);
-        let location = store.location(&r);
-        let files = store.read(&r)?.ok_or_else(|| Error::PolicySecret {
-            field: field.to_owned(),
-            secret: r.to_string(),
-            problem: format!("not found at {location}"),
-            fix,
-        })?;
-        files.get(key).map(<[u8]>::to_vec).ok_or_else(|| Error::PolicySecret {
-            field: format!("{field}.key"),
-            secret: r.to_string(),
-            problem: format!("({location}) has no key `{key}`"),
-            fix,
-        })
+    let secret_value = |(name, key): &(SecretName, String), field: &str, fix: &'static str| {
+        secret_key(store, opts, name, key, field, fix)
     };
     let base = "spec.config.mgmtServerCa.vault";
     let ca_cert = v
@@ -499,25 +516,43 @@ fn token_access(
     let pin = match (&opts.token.pin, &k.pin) {
         (Some(pin), _) => pin.clone(),
         (None, Some((secret, key))) => {
-            let r = SecretRef::new(&opts.mgmt_cluster, &secret.namespace, &secret.name);
-            let location = store.location(&r);
-            let files = store.read(&r)?.ok_or_else(|| Error::PolicySecret {
-                field: format!("{field}.pinSecretRef"),
-                secret: r.to_string(),
-                problem: format!("not found at {location}"),
-                fix: "create it with the token's user PIN",
-            })?;
-            let value = files.get(key).ok_or_else(|| Error::PolicySecret {
-                field: format!("{field}.pinSecretRef.key"),
-                secret: r.to_string(),
-                problem: format!("({location}) has no key `{key}`"),
-                fix: "put the token's user PIN under that key",
-            })?;
-            Pin::from_bytes(value, &format!("{location}/{key}"))?
+            let field = format!("{field}.pinSecretRef");
+            let value = secret_key(store, opts, secret, key, &field, "put the token's user PIN there")?;
+            let location = store.location(&SecretRef::new(&opts.mgmt_cluster, &secret.namespace, &secret.name));
+            Pin::from_bytes(&value, &format!("{location}/{key}"))?
         }
         (None, None) => {
             return Err(bad(format!("no PIN for the token: set {field}.pinSecretRef, or give the PIN to meshca")))
         }
     };
     Ok(KeyAccess { module, uri, pin })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renewed_key_uri;
+    use crate::pkcs11::KeyUri;
+
+    #[test]
+    fn a_secret_names_the_policys_key_or_one_renewed_from_it_and_nothing_else() {
+        let base = KeyUri::parse("pkcs11:token=meshca;object=mgmt").unwrap();
+        let named = |text: &str| renewed_key_uri(&base, text.as_bytes()).map(|u| u.to_string());
+        assert_eq!(named("pkcs11:token=meshca;object=mgmt\n"), Some(base.to_string()));
+        assert_eq!(
+            named("pkcs11:token=meshca;object=mgmt-1796000000"),
+            Some("pkcs11:token=meshca;object=mgmt-1796000000".into())
+        );
+        for other in [
+            "pkcs11:token=other;object=mgmt-1796000000",
+            "pkcs11:token=meshca;object=root-ca",
+            "pkcs11:token=meshca;object=mgmt-",
+            "pkcs11:token=meshca;object=mgmt-12x",
+            "pkcs11:token=meshca;object=mgmtx-12",
+            "pkcs11:token=meshca;object=mgmt-12;id=%01",
+            "not a uri",
+        ] {
+            assert_eq!(named(other), None, "{other}");
+        }
+        assert_eq!(renewed_key_uri(&base, &[0xff, 0xfe]), None);
+    }
 }
