@@ -523,7 +523,7 @@ def bao(tmp_path: Path):
 
     try:
         for _ in range(300):
-            if subprocess.run([binary, "status"], env=env, capture_output=True).returncode == 0:
+            if subprocess.run([binary, "token", "lookup"], env=env, capture_output=True).returncode == 0:
                 break
             threading.Event().wait(0.05)
         bao_cli("secrets", "enable", "pki")

@@ -176,7 +176,9 @@ impl Vault {
         if cert.is_empty() || chain.is_empty() {
             return Err(self.fault(&call, ProviderFault::BadAnswer, "no certificate or ca_chain in the answer".into()));
         }
-        let parsed = meshca::parse_certificates(chain.concat().as_bytes(), "the issuer's ca_chain")
+        // One PEM block per entry; joined with a newline, as an entry may not end with one.
+        let chain = chain.join("\n");
+        let parsed = meshca::parse_certificates(chain.as_bytes(), "the issuer's ca_chain")
             .map_err(Error::core(format!("{}: {call}", self.describe())))?;
         let roots: String = parsed.iter().filter(|c| c.is_self_signed()).map(meshca::Certificate::to_pem).collect();
         if roots.is_empty() {
@@ -190,7 +192,7 @@ impl Vault {
         }
         let mut files = meshca::Files::new();
         files.insert(meshca::CA_CERT, cert.as_bytes().to_vec());
-        files.insert(meshca::CERT_CHAIN, chain.concat().into_bytes());
+        files.insert(meshca::CERT_CHAIN, chain.into_bytes());
         files.insert(meshca::ROOT_CERT, roots.into_bytes());
         Ok(files)
     }

@@ -363,7 +363,8 @@ fn a_provider_that_is_down_slow_sealed_or_wrong_leaves_every_bundle_as_it_was() 
     let dir2 = tempdir("vault-faults-2");
     let store2 = DirStore::new(dir2.join("store"));
     let o = opts(t, Some(&token2));
-    run(&store2, &text2, &o).unwrap();
+    let r = run(&store2, &text2, &o).unwrap();
+    assert!(r.ok(), "{r:?}");
     let before2 = files(&store2);
     // The server answers the issuer read and one signature, then stops: one cluster is
     // re-issued (and verifies), the others fail typed and keep what they had.

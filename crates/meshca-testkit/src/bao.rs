@@ -32,6 +32,7 @@ pub struct Bao {
     pub root_token: String,
     /// With TLS: the PEM CA that issued the server's certificate.
     pub ca_cert: Option<PathBuf>,
+    work: PathBuf,
 }
 
 fn free_port() -> u16 {
@@ -61,13 +62,19 @@ impl Bao {
         };
         for _ in 0..5 {
             let port = free_port();
-            let root_token = format!("root-{port}-{}", std::process::id());
-            let cert_dir = crate::tempdir(&format!("bao-tls-{port}"));
+            // Unique to this server: two tests of one process may pick the same free port at
+            // once, and the one whose server lost the bind must not pass for the other's.
+            static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let root_token = format!("root-{port}-{}-{n}", std::process::id());
+            // This server's own scratch directory (its TLS files, the files the CLI is handed):
+            // tests of one process run at once and must not share one.
+            let work = crate::tempdir(&format!("bao-{port}-{n}"));
             let mut cmd = Command::new(&bin);
             cmd.args(["server", "-dev", &format!("-dev-listen-address=127.0.0.1:{port}")])
                 .arg(format!("-dev-root-token-id={root_token}"));
             if tls {
-                cmd.arg("-dev-tls").arg(format!("-dev-tls-cert-dir={}", cert_dir.display()));
+                cmd.arg("-dev-tls").arg(format!("-dev-tls-cert-dir={}", work.display()));
             }
             let child = cmd
                 .env_remove("BAO_ADDR")
@@ -83,7 +90,8 @@ impl Bao {
                 bin: bin.clone(),
                 addr: format!("{scheme}://127.0.0.1:{port}"),
                 root_token,
-                ca_cert: tls.then(|| cert_dir.join("vault-ca.pem")),
+                ca_cert: tls.then(|| work.join("vault-ca.pem")),
+                work,
             };
             if bao.wait_ready(Duration::from_secs(30)) {
                 return Some(bao);
@@ -99,9 +107,13 @@ impl Bao {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
                 return false;
             }
+            // Asked with this server's own root token: tests run in parallel, and a port picked
+            // free may be taken meanwhile by another test's server or proxy, which must not pass
+            // for this one (it then fails to bind and exits, and another port is tried).
             let up = match &self.ca_cert {
-                None => http_get(&self.addr, "/v1/sys/health").is_some_and(|(status, _)| status == 200),
-                Some(ca) => ca.is_file() && self.output(&["status"]).status.success(),
+                None => http_get(&self.addr, "/v1/auth/token/lookup-self", Some(&self.root_token))
+                    .is_some_and(|(status, _)| status == 200),
+                Some(ca) => ca.is_file() && self.output(&["token", "lookup"]).status.success(),
             };
             if up {
                 return true;
@@ -170,7 +182,7 @@ impl Bao {
             "key_type=ec",
             "key_bits=256",
         ]);
-        let csr_file = crate::temp_path("bao-int-csr");
+        let csr_file = self.work.join("int.csr");
         std::fs::write(&csr_file, csr).unwrap();
         let cert = self.bao(&[
             "write",
@@ -181,7 +193,7 @@ impl Bao {
             "ttl=43000h",
             "max_path_length=1",
         ]);
-        let cert_file = crate::temp_path("bao-int-cert");
+        let cert_file = self.work.join("int.pem");
         std::fs::write(&cert_file, &cert).unwrap();
         self.bao(&[
             "write",
@@ -203,7 +215,7 @@ impl Bao {
         let hcl = format!(
             "path \"{mount}/issuer/+/sign-intermediate\" {{ capabilities = [\"update\"] }}\npath \"{mount}/issuer/+/json\" {{ capabilities = [\"read\"] }}\n"
         );
-        let file = crate::temp_path("bao-policy");
+        let file = self.work.join("policy.hcl");
         std::fs::write(&file, hcl).unwrap();
         self.bao(&["policy", "write", "meshca", &file.display().to_string()]);
     }
@@ -231,7 +243,7 @@ impl Bao {
             .bundle()
             .root()
             .to_pem();
-        let ca_file = crate::temp_path("bao-kube-ca");
+        let ca_file = self.work.join("kube-ca.pem");
         std::fs::write(&ca_file, ca).unwrap();
         self.bao(&[
             "write",
@@ -281,12 +293,14 @@ impl Drop for Bao {
     }
 }
 
-/// One plain HTTP/1.1 GET; (status, body), or `None` if nothing answered.
-pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+/// One plain HTTP/1.1 GET, with `token` as `X-Vault-Token`; (status, body), or `None` if
+/// nothing answered.
+pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     let host = addr.strip_prefix("http://")?;
     let mut s = TcpStream::connect(host).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    let auth = token.map(|t| format!("X-Vault-Token: {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n").ok()?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).ok()?;
     let text = String::from_utf8_lossy(&out).into_owned();
