@@ -266,9 +266,7 @@ pub fn load(store: &dyn Store, policy: &Policy, opts: &Options, rng: &mut dyn En
     let b = signer.bundle();
     let info = SignerInfo {
         location: match &policy.vault {
-            Some(v) if v.signs == Signs::Clusters && opts.signer_override.is_none() => {
-                format!("{} (mount {}, issuer {})", v.address, v.mount, v.issuer)
-            }
+            Some(v) if v.signs == Signs::Clusters && opts.signer_override.is_none() => Connect::of(v, None).describe(),
             _ => location,
         },
         subject: b.ca_cert().subject(),
@@ -434,7 +432,7 @@ pub fn connect_vault(store: &dyn Store, v: &VaultSigner, opts: &Options) -> Resu
     if let Some(t) = opts.provider.call_timeout {
         connect.call_timeout = t;
     }
-    let describe = format!("{} (mount {})", v.address, v.mount);
+    let describe = connect.describe();
     let login = match &v.auth {
         VaultAuth::Given => Login::Token(opts.provider.token.clone().ok_or_else(|| Error::Provider {
             provider: describe.clone(),

@@ -76,6 +76,11 @@ pub struct Connect {
 }
 
 impl Connect {
+    /// The provider as messages name it: address, mount and issuer (never a token).
+    pub fn describe(&self) -> String {
+        describe(self)
+    }
+
     /// The settings of a checked policy section.
     pub fn of(v: &VaultSigner, ca_cert_pem: Option<Vec<u8>>) -> Self {
         Connect {
