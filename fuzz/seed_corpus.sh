@@ -33,6 +33,8 @@ echo "seeded: $(find corpus -type f | wc -l) files"
 printf 'pkcs11:token=meshca;object=root-ca' > corpus/key_uri/plain
 printf 'pkcs11:token=My%%20Token;object=ca;id=%%01%%02;type=private?module-path=/usr/lib/softhsm/libsofthsm2.so' > corpus/key_uri/full
 { printf 'pkcs11:object='; cat "$td"/openssl/keys/p256-pkcs8.pem; } > corpus/key_uri/pasted-key
+# Inputs the fuzzer once found, kept as seeds so every smoke run tries them again.
+for f in "$td"/fuzz-regressions/key_uri-*; do cp "$f" corpus/key_uri/; done
 # A CRL made with OpenSSL (where it is installed), for the CRL parser.
 if command -v openssl >/dev/null 2>&1; then
   tmp=$(mktemp -d)
