@@ -587,24 +587,13 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
             let uri = crate::pkcs11::KeyUri::parse(&k.uri).map_err(|e| bad(format!("{base}.uri: {e}")))?;
             let pin = match k.pin_secret_ref {
                 None => None,
-                Some(r) => {
-                    let ns = r.namespace.unwrap_or_else(|| namespace.clone());
-                    require_name(&format!("{base}.pinSecretRef.name"), &r.name, &bad)?;
-                    require_name(&format!("{base}.pinSecretRef.namespace"), &ns, &bad)?;
-                    let key = r.key.unwrap_or_else(|| "pin".into());
-                    if key.is_empty()
-                        || key.len() > 253
-                        || !key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
-                    {
-                        // The value that failed is not shown: a key file pasted here must not
-                        // reach a terminal, a log or the policy's status.
-                        return Err(bad(format!(
-                            "{base}.pinSecretRef.key is not a Secret key (letters, digits, '-', '.' and '_'; at most \
-                             253; value not shown)"
-                        )));
-                    }
-                    Some((SecretName { namespace: ns, name: r.name }, key))
-                }
+                Some(r) => Some(secret_key_ref(
+                    &format!("{base}.pinSecretRef"),
+                    r.namespace.unwrap_or_else(|| namespace.clone()),
+                    r.name,
+                    r.key.unwrap_or_else(|| "pin".into()),
+                    &bad,
+                )?),
             };
             let module = k.module.filter(|m| !m.is_empty()).map(std::path::PathBuf::from);
             Some(SignerKey { uri, module, pin })
@@ -788,6 +777,26 @@ pub fn vault_path(value: &str) -> bool {
         && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
+/// A policy's reference to one key of a Secret (`pinSecretRef`, `caCertSecretRef`, ...) at
+/// `field`, checked: the Secret's name and namespace, and the key's name. The value that failed
+/// is not shown: a key file pasted here must not reach a terminal, a log or the policy's status.
+fn secret_key_ref(
+    field: &str,
+    namespace: String,
+    name: String,
+    key: String,
+    bad: Bad<'_>,
+) -> Result<(SecretName, String), Error> {
+    require_name(&format!("{field}.name"), &name, bad)?;
+    require_name(&format!("{field}.namespace"), &namespace, bad)?;
+    if key.is_empty() || key.len() > 253 || !key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+        return Err(bad(format!(
+            "{field}.key is not a Secret key (letters, digits, '-', '.' and '_'; at most 253; value not shown)"
+        )));
+    }
+    Ok((SecretName { namespace, name }, key))
+}
+
 /// Checks `mgmtServerCa.vault`.
 fn vault_signer(v: VaultSpec, namespace: &str, cluster_ttl: Duration, bad: Bad<'_>) -> Result<VaultSigner, Error> {
     let base = "spec.config.mgmtServerCa.vault";
@@ -826,19 +835,8 @@ fn vault_signer(v: VaultSpec, namespace: &str, cluster_ttl: Duration, bad: Bad<'
              outlives the cluster intermediates it signs"
         )));
     }
-    let key_ref = |field: String, r: KeyRefSpec| -> Result<(SecretName, String), Error> {
-        let ns = r.namespace.unwrap_or_else(|| namespace.to_owned());
-        require_name(&format!("{field}.name"), &r.name, bad)?;
-        require_name(&format!("{field}.namespace"), &ns, bad)?;
-        if r.key.is_empty()
-            || r.key.len() > 253
-            || !r.key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
-        {
-            return Err(bad(format!(
-                "{field}.key is not a Secret key (letters, digits, '-', '.' and '_'; at most 253; value not shown)"
-            )));
-        }
-        Ok((SecretName { namespace: ns, name: r.name }, r.key))
+    let key_ref = |field: String, r: KeyRefSpec| {
+        secret_key_ref(&field, r.namespace.unwrap_or_else(|| namespace.to_owned()), r.name, r.key, bad)
     };
     let ca_cert = v.ca_cert_secret_ref.map(|r| key_ref(format!("{base}.caCertSecretRef"), r)).transpose()?;
     let auth = match v.auth {
