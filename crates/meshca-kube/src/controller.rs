@@ -551,7 +551,7 @@ fn run_pass(
         &mut meshca::OsRng,
         &mut |_, _| {},
     ) {
-        Ok(report) => (report.entries, Ok(Run::Reconciled(report.run))),
+        Ok(report) => (report.entries, Ok(report.run)),
         Err(e) => (Vec::new(), Err(e)),
     }
 }

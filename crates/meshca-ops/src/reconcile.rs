@@ -54,13 +54,33 @@ pub fn passive_roots(
     Ok(roots)
 }
 
-/// What [`run`] did (exhaustive: a caller must show every kind of run).
-#[derive(Clone, Debug)]
+/// What [`run`] did (exhaustive: a caller must show every kind of run). As JSON, the report
+/// it holds.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(untagged)]
 pub enum Run {
     /// The usual loop: issue, rotate or keep each cluster's intermediate.
     Reconciled(Report),
     /// A root rotation is under way; the run applied its current step instead.
     RootRotation(RotationReport),
+}
+
+impl Run {
+    /// Whether every cluster succeeded (and, for the usual loop, the fleet's trust checks out).
+    pub fn ok(&self) -> bool {
+        match self {
+            Run::Reconciled(r) => r.ok(),
+            Run::RootRotation(r) => !r.failed(),
+        }
+    }
+
+    /// The usual loop's report, if the run was one.
+    pub fn reconciled(&self) -> Option<&Report> {
+        match self {
+            Run::Reconciled(r) => Some(r),
+            Run::RootRotation(_) => None,
+        }
+    }
 }
 
 /// One run of a policy, as the CLI and the controller do it: the root rotation under way (or

@@ -17,22 +17,6 @@ pub enum RootRotationRefusal {
         /// Its phase.
         phase: PhaseName,
     },
-    /// The fleet publishes a CRL set: rotating the root would need a CRL of the new root and of
-    /// every intermediate under it in every cluster at each step, which this version does not
-    /// issue. The set stays once published, even with no entries (istiod keeps the last CRL it
-    /// read, istio#61073), so the refusal lasts until a version that carries CRLs through a
-    /// root rotation.
-    #[error(
-        "this policy's fleet publishes a CRL set ({location}), and keeps publishing it even with no entries (istiod \
-         never drops a CRL it read, istio#61073); this version of meshca cannot carry CRLs through a root \
-         rotation, and a rotation without them would make Envoy refuse every chain, so it will not start one. \
-         Intermediate rotation, revocation and its undoing work as before; to replace the root now, upgrade to a \
-         meshca that rotates roots with CRLs, or keep this root until then"
-    )]
-    RevocationsInUse {
-        /// The revocation list's Secret.
-        location: String,
-    },
     /// The policy's `rootRotation` drives rotation for this policy.
     #[error(
         "the policy's spec.config.rootRotation drives root rotation for this policy; edit it instead of starting one \
@@ -173,9 +157,16 @@ pub enum RevocationRefusal {
         /// The PKI's address.
         provider: String,
     },
-    /// A root rotation is under way.
-    #[error("a root rotation is under way; finish or roll it back before revoking, or the two would fight over the trust bundles")]
-    RootRotationUnderWay,
+    /// `crl rebuild` while a root rotation is under way: the list would be rebuilt from one
+    /// root's CRL, dropping the other's entries.
+    #[error(
+        "a root rotation is under way, and the list holds the revocations of both roots; rebuilding it from one \
+         root's CRL would drop the other's: finish or roll the rotation back first"
+    )]
+    RebuildDuringRootRotation,
+    /// No signing CA could be read to revoke under.
+    #[error("no signing CA could be read: revocation needs the CA whose CRL lists the intermediate")]
+    NoSigner,
     /// The cluster is not one of the run's clusters.
     #[error("{cluster} is not one of this policy's clusters ({known})")]
     UnknownCluster {

@@ -42,13 +42,14 @@ fn clip(s: &str) -> String {
 pub struct RevocationReport {
     /// Entries added (revoke) or taken back (unrevoke).
     pub entries: Vec<RevokedCa>,
-    /// The run: the revoked cluster re-issued, every bundle given the new CRL set.
-    pub run: crate::reconcile::Report,
+    /// The run: the revoked cluster re-issued, every bundle given the new CRL set (during a
+    /// root rotation, the rotation's current step, carrying both roots' CRLs).
+    pub run: crate::reconcile::Run,
 }
 
 impl RevocationReport {
     /// The report of a rebuilt list: its entries, and the run.
-    pub fn rebuilt(entries: Vec<RevokedCa>, run: crate::reconcile::Report) -> Self {
+    pub fn rebuilt(entries: Vec<RevokedCa>, run: crate::reconcile::Run) -> Self {
         RevocationReport { entries, run }
     }
 }
@@ -180,7 +181,6 @@ fn revoke_entries(
     rng: &mut dyn meshca::Entropy,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<RevocationReport, Error> {
-    refuse_during_root_rotation(store, policy, opts)?;
     // What the command line named is checked before the signer is loaded (loading a
     // `generated` one the first time creates it).
     for w in wanted {
@@ -196,21 +196,21 @@ fn revoke_entries(
         }
     }
     refuse_provider_signer(policy)?;
-    let (signer, _) = crate::reconcile::load_signer(store, policy, opts, rng)?;
-    let signer_ca = signer.bundle().ca_cert();
-    if !signer_ca.is_self_signed() {
-        return Err(Refusal::SignerNotRoot { signer: signer_ca.subject() }.into());
+    let signing = signing_roots(store, policy, opts, rng)?;
+    let signer_cas: Vec<&Certificate> = signing.iter().map(|s| s.bundle().ca_cert()).collect();
+    if let Some(ca) = signer_cas.iter().find(|c| !c.is_self_signed()) {
+        return Err(Refusal::SignerNotRoot { signer: ca.subject() }.into());
     }
     let stored = load(store, policy, &opts.mgmt_cluster)?;
     let mut list = stored.as_ref().map(|f| f.list.clone()).unwrap_or_default();
     let list_location = store.location(&list_secret(policy, &opts.mgmt_cluster));
-    list.check_against(signer_ca, &list_location)?;
+    list.check_against(&signer_cas, &list_location)?;
     let mut entries = Vec::new();
     for w in wanted {
         if list.revoked.len() >= MAX_REVOKED {
             return Err(Refusal::Full.into());
         }
-        match entry_for(store, opts, &list, signer_ca, w, reason) {
+        match entry_for(store, opts, &list, &signer_cas, w, reason) {
             Ok(entry) => {
                 list.revoked.push(entry.clone());
                 entries.push(entry);
@@ -222,16 +222,18 @@ fn revoke_entries(
     run_with(store, policy, opts, list, entries, rng, progress)
 }
 
-/// The list entry for one wanted CA, checked against `list` and the signer.
+/// The list entry for one wanted CA, checked against `list` and the signing roots (the first
+/// the one issuing now: an older CA recorded by serial alone is taken to be its).
 fn entry_for(
     store: &dyn Store,
     opts: &crate::reconcile::Options,
     list: &RevocationList,
-    signer_ca: &Certificate,
+    signers: &[&Certificate],
     w: &Wanted<'_>,
     reason: RevocationReason,
 ) -> Result<RevokedCa, Error> {
     let (cluster, deliberate) = (w.cluster, w.deliberate);
+    let signer_ca = signers.first().copied().ok_or(Refusal::NoSigner)?;
     // Named clusters and serials were checked by the caller.
     let wanted = w.serial.and_then(normalize_serial);
     let secret = SecretRef::cacerts(cluster);
@@ -246,11 +248,11 @@ fn entry_for(
     });
     // The current CA, named by serial (`named`) or not.
     let current_entry = |ca: Certificate, named: bool| -> Result<RevokedCa, Error> {
-        if !ca.is_issued_by(signer_ca) {
+        if !signers.iter().any(|s| ca.is_issued_by(s)) {
             return Err(Refusal::NotIssuedBySigner {
                 cluster: cluster.to_owned(),
                 issuer: ca.issuer(),
-                signer: signer_ca.subject(),
+                signer: meshca::list_bounded(signers.iter().map(|s| s.subject()), 2),
             }
             .into());
         }
@@ -312,7 +314,6 @@ pub fn unrevoke(
     rng: &mut dyn meshca::Entropy,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<RevocationReport, Error> {
-    refuse_during_root_rotation(store, policy, opts)?;
     let stored = load(store, policy, &opts.mgmt_cluster)?;
     let mut list = stored.map(|f| f.list).unwrap_or_default();
     let wanted_serial = match which {
@@ -373,7 +374,9 @@ pub fn rebuild(
     rng: &mut dyn meshca::Entropy,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<RebuildReport, Error> {
-    refuse_during_root_rotation(store, policy, opts)?;
+    if rotation_under_way(store, policy, opts)?.is_some() {
+        return Err(Refusal::RebuildDuringRootRotation.into());
+    }
     refuse_provider_signer(policy)?;
     let (signer, _) = crate::reconcile::load_signer(store, policy, opts, rng)?;
     let root = signer.bundle().ca_cert();
@@ -454,19 +457,43 @@ fn run_with(
 ) -> Result<RevocationReport, Error> {
     let mut opts = opts.clone();
     opts.intent = crate::context::Intent::Revise(list);
-    let run = crate::reconcile::reconcile(store, policy, &opts, rng, progress)?;
+    // During a root rotation the rotation's step publishes the list (both roots' CRLs) and
+    // re-issues the revoked intermediate from the phase's signer.
+    let run = if rotation_under_way(store, policy, &opts)?.is_some() {
+        crate::reconcile::run(store, policy, &opts, rng, progress)?
+    } else {
+        crate::reconcile::Run::Reconciled(crate::reconcile::reconcile(store, policy, &opts, rng, progress)?)
+    };
     Ok(RevocationReport { entries, run })
 }
 
-fn refuse_during_root_rotation(
+fn rotation_under_way(
     store: &dyn Store,
     policy: &Policy,
     opts: &crate::reconcile::Options,
-) -> Result<(), Error> {
-    if crate::rootrotation::load(store, policy, &opts.mgmt_cluster)?.is_some_and(|s| s.in_progress()) {
-        return Err(Refusal::RootRotationUnderWay.into());
+) -> Result<Option<crate::rootrotation::Stored>, Error> {
+    Ok(crate::rootrotation::load(store, policy, &opts.mgmt_cluster)?.filter(|s| s.in_progress()))
+}
+
+/// The roots whose CRLs may list a cluster intermediate: the policy's signer; during a root
+/// rotation, the signer of its current phase first, then the other.
+fn signing_roots(
+    store: &dyn Store,
+    policy: &Policy,
+    opts: &crate::reconcile::Options,
+    rng: &mut dyn meshca::Entropy,
+) -> Result<Vec<meshca::SigningCa>, Error> {
+    let Some(rotation) = rotation_under_way(store, policy, opts)? else {
+        return Ok(vec![crate::reconcile::load_signer(store, policy, opts, rng)?.0]);
+    };
+    let signers = crate::signer::Signers::new(store, policy, opts);
+    let old = signers.require(&signers.policy_secret(), opts.now)?;
+    let new = signers.read(&rotation.new_signer, opts.now).ok().flatten();
+    let mut all: Vec<meshca::SigningCa> = [Some(old), new].into_iter().flatten().collect();
+    if rotation.rotation.target_signer() == meshca::Signer::New {
+        all.reverse();
     }
-    Ok(())
+    Ok(all)
 }
 
 fn held(list: &RevocationList) -> String {

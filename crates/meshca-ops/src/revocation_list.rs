@@ -109,27 +109,28 @@ pub struct RevocationList {
 }
 
 impl RevocationList {
-    /// Checks the list against the root that signs its CRL, as every load does before the list
-    /// is used: each entry names a valid cluster, a CA issued by `root` (an entry of another
-    /// root would sit in this root's CRL, meaning nothing), and never `root` itself (a root CRL
-    /// revoking its own root would make every chain of the fleet fail). Entries are named by
-    /// position; nothing of a value that failed is shown.
-    pub fn check_against(&self, root: &Certificate, location: &str) -> Result<(), Error> {
+    /// Checks the list against the roots that sign its CRLs (one; two during a root rotation),
+    /// as every load does before the list is used: each entry names a valid cluster, a CA issued
+    /// by one of `roots` (an entry of another CA would sit in no CRL a verifier reads, meaning
+    /// nothing), and never a root itself (a root CRL revoking its own root would make every
+    /// chain of the fleet fail). Entries are named by position; nothing of a value that failed
+    /// is shown.
+    pub fn check_against(&self, roots: &[&Certificate], location: &str) -> Result<(), Error> {
         let bad = |detail: String| Error::RevocationList { location: location.to_owned(), detail };
-        let root_serial = hex(meshca::canonical_serial(root.serial_bytes()));
+        let names = meshca::list_bounded(roots.iter().map(|r| r.subject()), 2);
         for (i, r) in self.revoked.iter().enumerate() {
             let at = format!("{REVOCATIONS_FILE}: entry {} of {}", i + 1, self.revoked.len());
             if meshca::validate_cluster_name(&r.cluster).is_err() {
                 return Err(bad(format!("{at}: `cluster` is not a cluster name (a DNS label)")));
             }
-            if r.issuer != root.subject() {
+            let Some(root) = roots.iter().find(|root| r.issuer == root.subject()) else {
                 return Err(bad(format!(
-                    "{at} ({}): was issued by another CA, not by this policy's root {}; only the root's own \
+                    "{at} ({}): was issued by another CA, not by this policy's root {names}; only the root's own \
                      intermediates can be on its CRL",
-                    r.cluster,
-                    root.subject()
+                    r.cluster
                 )));
-            }
+            };
+            let root_serial = hex(meshca::canonical_serial(root.serial_bytes()));
             if normalize_serial(&r.serial).as_deref() == Some(root_serial.as_str()) {
                 return Err(bad(format!(
                     "{at} ({}): names the root itself (serial {root_serial}); a root cannot be revoked by its own \
@@ -253,34 +254,61 @@ impl Fleet {
     /// changed, when it is due for refresh, or when it does not verify under `signer`), and
     /// drops the intermediates' CRLs that expired.
     pub fn refresh_root(&mut self, signer: &SigningCa, now: OffsetDateTime) -> Result<(), Error> {
-        let root = signer.bundle().ca_cert();
-        if !root.is_self_signed() {
+        self.refresh_roots(&[signer], &[], now)
+    }
+
+    /// [`Fleet::refresh_root`] for each of `signers` (the two roots of a root rotation): each
+    /// root's CRL lists the entries it issued. Every entry must be one of theirs, or of
+    /// `known` (a root whose CRL stays as it is this run: the incoming one of a rollback after
+    /// its CA was withdrawn).
+    pub fn refresh_roots(
+        &mut self,
+        signers: &[&SigningCa],
+        known: &[&Certificate],
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        let roots: Vec<&Certificate> = signers.iter().map(|s| s.bundle().ca_cert()).collect();
+        if let Some(root) = roots.iter().find(|r| !r.is_self_signed()) {
             return Err(Refusal::SignerNotRoot { signer: root.subject() }.into());
         }
-        self.list.check_against(root, REVOCATIONS_FILE)?;
-        let entries = self
-            .list
-            .revoked
-            .iter()
-            .map(|r| {
-                r.to_core()
-                    .map_err(|e| Error::RevocationList { location: REVOCATIONS_FILE.into(), detail: e.to_string() })
-            })
-            .collect::<Result<Vec<Revoked>, Error>>()?;
-        let (number, changed) = self
-            .set
-            .refresh_root(&CrlProfile::DEFAULT, signer, &entries, self.list.crl_number, now)
-            .map_err(|e| match e {
-                e @ meshca::Error::CrlNumberExhausted { .. } => {
-                    Error::RevocationList { location: REVOCATIONS_FILE.into(), detail: e.to_string() }
-                }
-                e => Error::core("the root's CRL".to_owned())(e),
-            })?;
-        if let Some(n) = number {
-            self.list.crl_number = n;
+        let all: Vec<&Certificate> = roots.iter().chain(known).copied().collect();
+        self.list.check_against(&all, REVOCATIONS_FILE)?;
+        for (signer, root) in signers.iter().zip(&roots) {
+            let entries = self
+                .list
+                .revoked
+                .iter()
+                .filter(|r| r.issuer == root.subject())
+                .map(|r| {
+                    r.to_core()
+                        .map_err(|e| Error::RevocationList { location: REVOCATIONS_FILE.into(), detail: e.to_string() })
+                })
+                .collect::<Result<Vec<Revoked>, Error>>()?;
+            let (number, changed) = self
+                .set
+                .refresh_root(&CrlProfile::DEFAULT, signer, &entries, self.list.crl_number, now)
+                .map_err(|e| match e {
+                    e @ meshca::Error::CrlNumberExhausted { .. } => {
+                        Error::RevocationList { location: REVOCATIONS_FILE.into(), detail: e.to_string() }
+                    }
+                    e => Error::core(format!("the CRL of {}", root.subject()))(e),
+                })?;
+            if let Some(n) = number {
+                self.list.crl_number = n;
+            }
+            self.changed |= changed;
         }
-        self.changed |= changed;
         Ok(())
+    }
+
+    /// Takes `root` out of the set, as a finished root rotation takes it out of every trust
+    /// bundle: its CRL, and the entries it issued (what they revoked chains to a root no
+    /// cluster trusts any more).
+    pub fn forget_root(&mut self, root: &Certificate) {
+        let before = (self.list.revoked.len(), self.set.crls().len());
+        self.list.revoked.retain(|r| r.issuer != root.subject());
+        self.set.forget(root);
+        self.changed |= before != (self.list.revoked.len(), self.set.crls().len());
     }
 
     /// Makes sure the set holds a current CRL of `bundle`'s intermediate (the core signs an

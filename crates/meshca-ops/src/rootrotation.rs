@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use meshca::{Cacerts, Certificate, Entropy, Files, Phase, RootRotation, Signer, SigningCa, Step};
+use meshca::{Cacerts, Certificate, Entropy, Facts, Files, Phase, RootRotation, Signer, SigningCa, Step};
 
 use crate::context::Options;
 use crate::error::Error;
@@ -23,6 +23,7 @@ pub use crate::phase::PhaseName;
 use crate::phase::{phase_from, phase_name};
 use crate::policy::{AutoRootRotation, Policy};
 pub use crate::refusal::RootRotationRefusal as Refusal;
+use crate::revocation_list::Fleet;
 use crate::signer::Signers;
 use crate::store::{SecretRef, Store};
 use crate::writer::{Owner, Writer};
@@ -172,10 +173,10 @@ pub fn start(
     if let Some(v) = &policy.vault {
         return Err(Refusal::SignerInProvider { provider: v.address.clone() }.into());
     }
-    refuse_with_revocations(store, policy, mgmt)?;
     RootRotation::check_incoming(new, opts.now, dwell, policy.rotation.ttl)
         .map_err(Error::core("starting the root rotation"))?;
     let rotation = RootRotation::start(current, new, dwell).map_err(Error::core("starting the root rotation"))?;
+    check_crl_names(store, policy, mgmt, &rotation)?;
     let w = writer(store, policy, opts);
     let next = next_signer_secret(policy, mgmt);
     w.write_signer(&next, new, Owner::Meshca)?;
@@ -444,11 +445,11 @@ fn resolve(store: &dyn Store, policy: &Policy, opts: &Options) -> Result<Todo, E
             idle(None, vec![note])
         }
         _ => {
-            refuse_with_revocations(store, policy, mgmt)?;
             RootRotation::check_incoming(&new, now, auto.dwell, policy.rotation.ttl)
                 .map_err(Error::core("spec.config.rootRotation.newMgmtServerCa"))?;
             let rotation = RootRotation::start(&old, &new, auto.dwell)
                 .map_err(Error::core("spec.config.rootRotation.newMgmtServerCa"))?;
+            check_crl_names(store, policy, mgmt, &rotation)?;
             let stored = Stored {
                 rotation,
                 clusters: opts.clusters.iter().cloned().collect(),
@@ -461,10 +462,11 @@ fn resolve(store: &dyn Store, policy: &Policy, opts: &Options) -> Result<Todo, E
     }
 }
 
-fn refuse_with_revocations(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<(), Error> {
-    let secret = crate::revocation_list::list_secret(policy, mgmt);
-    if store.read(&secret)?.is_some() {
-        return Err(Refusal::RevocationsInUse { location: store.location(&secret) }.into());
+/// With a CRL set in use, the two roots must have different names (see
+/// [`RootRotation::check_crl_names`]): checked before anything is written.
+fn check_crl_names(store: &dyn Store, policy: &Policy, mgmt: &str, rotation: &RootRotation) -> Result<(), Error> {
+    if store.read(&crate::revocation_list::list_secret(policy, mgmt))?.is_some() {
+        rotation.check_crl_names().map_err(Error::core("the root rotation with the fleet's CRLs"))?;
     }
     Ok(())
 }
@@ -554,18 +556,113 @@ fn pass(
     }
     let mut rotation_policy = policy.rotation.clone();
     rotation_policy.passive_roots = passive.to_vec();
-    let mut results = Vec::new();
-    let mut bundles: Vec<(String, Option<Cacerts>)> = Vec::new();
+    // The fleet's CRL set, when it publishes one: the CRLs of both roots while either may be
+    // trusted, one for every intermediate in use, saved before any bundle that needs it.
+    let mut fleet = crl_fleet(store, policy, opts, &r, (old, new))?;
+    let revoked = fleet.as_ref().map(Fleet::entries).unwrap_or_default();
+    let facts = Facts::new(&revoked, fleet.is_some(), false);
+    // First what each cluster should hold, nothing written yet.
+    let mut planned = Vec::new();
     for cluster in clusters {
         let _span = tracing::info_span!("cluster", cluster = cluster.as_str()).entered();
         let current = valid_bundle(store, cluster, now);
-        let converged = r
-            .converge(current.as_ref(), old, new, &rotation_policy, cluster, rng, now)
-            .map_err(|e| e.to_string())
-            .and_then(|target| match target {
+        let target = r
+            .converge_with(current.as_ref(), old, new, &rotation_policy, &facts, cluster, rng, now)
+            .map_err(|e| e.to_string());
+        planned.push((cluster.clone(), current, target));
+    }
+    let crl_pem = match fleet.as_mut() {
+        Some(f) => {
+            for (cluster, current, target) in &planned {
+                // The intermediate in use keeps its CRL while its workloads' certificates live on.
+                if let Some(c) = current.as_ref().filter(|c| !f.is_revoked(c.ca_cert())) {
+                    if let Err(e) = f.cover(c, now) {
+                        tracing::warn!(cluster = %cluster, error = %e, "no CRL for the intermediate in use");
+                    }
+                }
+                if let Ok(Some(t)) = target {
+                    f.cover(t, now)?;
+                }
+            }
+            for cluster in known.iter().filter(|c| !clusters.contains(c)) {
+                if let Some(c) = valid_bundle(store, cluster, now).filter(|c| !f.is_revoked(c.ca_cert())) {
+                    if let Err(e) = f.cover(&c, now) {
+                        tracing::warn!(cluster = %cluster, error = %e, "no CRL for the intermediate in use");
+                    }
+                }
+            }
+            f.save(&w, policy, mgmt)?;
+            Some(f.crl_pem())
+        }
+        None => None,
+    };
+    let w = w.with_crls(crl_pem.as_deref().zip(fleet.as_ref().map(Fleet::crls)));
+    let new_intermediate =
+        |current: &Option<Cacerts>, t: &Cacerts| current.as_ref().is_none_or(|c| c.ca_cert() != t.ca_cert());
+    // With CRLs in use, every cluster gets the set before any new intermediate is written
+    // (istio#61075): bundles that keep their intermediate first (a cluster about to get a new
+    // one is given the set with the one it has), then the new intermediates, each only once
+    // every peer holds the set.
+    let mut lacking: Option<Vec<String>> = None;
+    if let (Some(f), Some(pem)) = (fleet.as_ref(), crl_pem.as_deref()) {
+        if !opts.dry_run {
+            for (cluster, current, target) in &planned {
+                let secret = SecretRef::cacerts(cluster);
+                let Some(c) = current.as_ref().filter(|c| !f.is_revoked(c.ca_cert())) else { continue };
+                let keeps = matches!(target, Ok(Some(t)) if !new_intermediate(current, t));
+                if !keeps && held_set(store, cluster).as_deref() != Some(pem) {
+                    if let Err(e) = w.write_bundle(&secret, c) {
+                        tracing::warn!(cluster = %cluster, error = %e, "could not give the CRL set to the bundle in use");
+                    }
+                }
+            }
+            let mut peers: BTreeSet<String> = known.iter().cloned().chain(clusters.iter().cloned()).collect();
+            peers.extend(store.clusters_with_cacerts().unwrap_or_default());
+            peers.remove(mgmt);
+            let planned_keeps: BTreeSet<&String> = planned
+                .iter()
+                .filter(|(_, c, t)| matches!(t, Ok(Some(t)) if !new_intermediate(c, t)))
+                .map(|(n, _, _)| n)
+                .collect();
+            lacking = Some(
+                peers
+                    .into_iter()
+                    .filter(|p| !planned_keeps.contains(p))
+                    .filter(|p| match valid_bundle(store, p, now) {
+                        Some(b) if !f.is_revoked(b.ca_cert()) => held_set(store, p).is_some_and(|h| h != pem),
+                        Some(_) => false,
+                        None => store.read(&SecretRef::cacerts(p)).is_err(),
+                    })
+                    .collect(),
+            );
+        }
+    }
+    // Those that keep their intermediate are written first.
+    planned.sort_by_key(|(_, c, t)| matches!(t, Ok(Some(t)) if new_intermediate(c, t)));
+    let mut results = Vec::new();
+    let mut bundles: Vec<(String, Option<Cacerts>)> = Vec::new();
+    for (cluster, current, target) in planned {
+        let _span = tracing::info_span!("cluster", cluster = cluster.as_str()).entered();
+        let held_back = match (&target, &lacking) {
+            (Ok(Some(t)), Some(lacking)) if new_intermediate(&current, t) => {
+                let peers: Vec<&String> = lacking.iter().filter(|p| **p != cluster).collect();
+                (!peers.is_empty()).then(|| {
+                    format!(
+                        "its new intermediate was not written: the CRL set that covers it has not reached {} yet, \
+                         whose workloads would refuse it; run the rotation over every cluster of the fleet",
+                        meshca::list_bounded(peers, 10)
+                    )
+                })
+            }
+            _ => None,
+        };
+        let converged = match held_back {
+            Some(why) => Err(why),
+            None => target.and_then(|target| match target {
                 None => Ok(None),
-                Some(b) => w.write_bundle(&SecretRef::cacerts(cluster), &b).map(Some).map_err(|e| e.to_string()),
-            });
+                Some(b) => w.write_bundle(&SecretRef::cacerts(&cluster), &b).map(Some).map_err(|e| e.to_string()),
+            }),
+        };
         let outcome = match converged {
             Ok(None) => {
                 bundles.push((cluster.clone(), current));
@@ -582,7 +679,7 @@ fn pass(
                 let (mut restarted, mut restart_error) = (None, None);
                 if new_ca && policy.auto_restart_pods {
                     // A new intermediate, as in the usual loop: restart istiod if asked.
-                    match store.restart_istiod(cluster, now) {
+                    match store.restart_istiod(&cluster, now) {
                         Ok(what) => restarted = what,
                         Err(e) => restart_error = Some(e.to_string()),
                     }
@@ -596,6 +693,8 @@ fn pass(
         };
         results.push(ClusterStep { cluster: cluster.clone(), outcome });
     }
+    // The report keeps the order the run named the clusters in.
+    results.sort_by_key(|r| clusters.iter().position(|c| *c == r.cluster));
     // Clusters seen by earlier runs but not named in this one still count: read them as they are.
     for cluster in known.iter().filter(|c| !clusters.contains(c)) {
         bundles.push((cluster.clone(), valid_bundle(store, cluster, now)));
@@ -637,8 +736,14 @@ fn pass(
         let new = new.ok_or_else(|| Refusal::IncomingDisappeared { location: store.location(&stored.new_signer) })?;
         w.write_signer(&signer_ref, new, Owner::User)?;
     }
+    if let (Some(f), Some(removed)) = (fleet.as_mut(), next.removed_root()) {
+        // Finished: the root no cluster trusts any more leaves the CRL set with what it revoked;
+        // the next run publishes the set without it.
+        f.forget_root(removed);
+        f.save(&writer(store, policy, opts), policy, mgmt)?;
+    }
     let saved = Stored { rotation: next.clone(), clusters: known, ..stored };
-    save(&w, policy, mgmt, &saved)?;
+    save(&writer(store, policy, opts), policy, mgmt, &saved)?;
     let report = RotationReport {
         notice: None,
         phase: PhaseName(r.phase),
@@ -655,6 +760,39 @@ fn pass(
         new_root: r.new_root.subject(),
     };
     Ok((report, saved))
+}
+
+/// The `ca-crl.pem` a cluster's bundle holds, if any.
+fn held_set(store: &dyn Store, cluster: &str) -> Option<Vec<u8>> {
+    store.read(&SecretRef::cacerts(cluster)).ok().flatten().and_then(|f| f.get(meshca::CA_CRL).map(<[u8]>::to_vec))
+}
+
+/// The fleet's revocation list and CRL set for a pass of `r` (the list the run's intent
+/// carries, or the stored one), with the CRL of each root `r` publishes brought up to date by
+/// its signer; `None` when the fleet publishes no CRLs.
+fn crl_fleet(
+    store: &dyn Store,
+    policy: &Policy,
+    opts: &Options,
+    r: &RootRotation,
+    (old, new): (&SigningCa, Option<&SigningCa>),
+) -> Result<Option<Fleet>, Error> {
+    let stored = crate::revocation_list::load(store, policy, &opts.mgmt_cluster)?;
+    let mut fleet = match opts.intent.revocations() {
+        Some(list) => Fleet::with_list(stored, list.clone()),
+        None => match stored {
+            Some(f) => f,
+            None => return Ok(None),
+        },
+    };
+    r.check_crl_names().map_err(Error::core("the root rotation with the fleet's CRLs"))?;
+    let signers: Vec<&SigningCa> = r
+        .crl_roots()
+        .into_iter()
+        .filter_map(|root| [Some(old), new].into_iter().flatten().find(|s| s.bundle().ca_cert() == root))
+        .collect();
+    fleet.refresh_roots(&signers, &[&r.old_root, &r.new_root], opts.now)?;
+    Ok(Some(fleet))
 }
 
 /// Stops waiting for `cluster` (it left the mesh): a step waits for every cluster any run of

@@ -399,7 +399,7 @@ fn several_clusters_are_revoked_in_one_pass() {
     let entries: Vec<&str> = r.entries.iter().map(|e| e.cluster.as_str()).collect();
     assert_eq!(entries, ["c1", "c3"]);
     // One run: one root CRL, numbered once.
-    assert_eq!(r.run.crl.as_ref().map(|c| c.crl_number), Some(1), "{r:?}");
+    assert_eq!(r.run.reconciled().unwrap().crl.as_ref().map(|c| c.crl_number), Some(1), "{r:?}");
     let now: Vec<Cacerts> = CLUSTERS.iter().map(|c| bundle(&f, c, at).0).collect();
     assert_ne!(fp(&now[0]), fp(&old[0]), "c1 re-issued");
     assert_eq!(fp(&now[1]), fp(&old[1]), "c2 kept");

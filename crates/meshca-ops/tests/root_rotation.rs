@@ -476,3 +476,200 @@ fn a_rotation_whose_incoming_ca_lapsed_still_rolls_back() {
     }
     assert!(run(&m.store, &seed(""), h + 1).is_ok(), "and the run after it too");
 }
+
+fn opts_at(hours: i64) -> Options {
+    let mut o = Options::new(at(hours), CLUSTERS.iter().map(|c| (*c).to_owned()).collect());
+    o.mgmt_cluster = "mgmt".into();
+    o
+}
+
+fn revoke(m: &Mesh, policy: &Policy, cluster: &str, hours: i64) -> meshca_ops::revocation::RevocationReport {
+    let r = meshca_ops::revocation::revoke(
+        &m.store,
+        policy,
+        &opts_at(hours),
+        cluster,
+        meshca::RevocationReason::KeyCompromise,
+        &mut meshca::OsRng,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert!(r.run.ok(), "{r:?}");
+    r
+}
+
+/// Each cluster as its peers see it: a fresh workload of its intermediate, its roots and its
+/// CRL set.
+fn peers(store: &DirStore, now: OffsetDateTime) -> Vec<meshca_testkit::verify::Peer> {
+    let id = meshca::SpiffeId::workload("cluster.local", "default", "probe").unwrap();
+    CLUSTERS
+        .iter()
+        .map(|c| {
+            let files = store.read(&SecretRef::cacerts(c)).unwrap().expect("a bundle");
+            let b = Cacerts::from_files(&files, now).unwrap();
+            let leaf = SigningCa::new(b.clone())
+                .issue_leaf(&meshca::LeafParams::new(id.clone()), &mut meshca::OsRng, now)
+                .unwrap()
+                .value;
+            let crls = files
+                .get(meshca::CA_CRL)
+                .map(|p| meshca::Crl::from_pem_all(p, "ca-crl.pem").unwrap())
+                .unwrap_or_default();
+            meshca_testkit::verify::Peer { name: (*c).into(), chain: leaf.chain(), roots: b.roots().to_vec(), crls }
+        })
+        .collect()
+}
+
+/// The rehearsal check at one point of a rotation: every pair of clusters completes mTLS
+/// (rustls-webpki and `openssl verify -crl_check_all` applying the verifier's CRL set), each
+/// trust bundle is a superset or subset of what it was (`before`), and each revoked
+/// intermediate's workloads are refused by every cluster.
+fn rehearse(m: &Mesh, now: OffsetDateTime, before: &[Vec<Certificate>], revoked: &[(String, Cacerts)], when: &str) {
+    let refused = meshca_testkit::verify::refused_pairs(&m.dir, &peers(&m.store, now), now);
+    assert!(refused.is_empty(), "{when}: {refused:#?}");
+    for (b, a) in before.iter().zip(roots_of(&m.store, now)) {
+        let sub = a.iter().all(|r| b.contains(r));
+        let sup = b.iter().all(|r| a.contains(r));
+        assert!(sub || sup, "{when}: a trust bundle went from {b:?} to {a:?}");
+    }
+    let id = meshca::SpiffeId::workload("cluster.local", "default", "stolen").unwrap();
+    for (cluster, gone) in revoked {
+        let leaf = SigningCa::new(gone.clone())
+            .issue_leaf(&meshca::LeafParams::new(id.clone()), &mut meshca::OsRng, now)
+            .unwrap()
+            .value;
+        for verifier in peers(&m.store, now) {
+            let attacker = meshca_testkit::verify::Peer {
+                name: format!("revoked {cluster}"),
+                chain: leaf.chain(),
+                ..verifier.clone()
+            };
+            let refused = meshca_testkit::verify::refused_pairs(&m.dir, &[attacker, verifier.clone()], now);
+            assert!(
+                refused.iter().any(|r| r.starts_with(&format!("revoked {cluster} -> {} (rustls", verifier.name))),
+                "{when}: {}'s revoked intermediate is still trusted by {}: {refused:?}",
+                cluster,
+                verifier.name
+            );
+        }
+    }
+}
+
+fn current(m: &Mesh, cluster: &str, now: OffsetDateTime) -> Cacerts {
+    let files = m.store.read(&SecretRef::cacerts(cluster)).unwrap().unwrap();
+    Cacerts::from_files(&files, now).unwrap()
+}
+
+#[test]
+fn a_fleet_with_revocations_rotates_its_root_and_revokes_during_the_rotation() {
+    let m = mesh("crls");
+    let (old_root, new_root) = (m.old.bundle().root().clone(), m.new.bundle().root().clone());
+    let mut revoked = vec![("c2".to_owned(), current(&m, "c2", at(0)))];
+    revoke(&m, &seed(""), "c2", 0);
+    rehearse(&m, at(0), &roots_of(&m.store, at(0)), &revoked, "after revoking c2");
+    let policy = seed(AUTO);
+    let mut phases: Vec<PhaseName> = Vec::new();
+    let mut h = 1;
+    let mut revoked_during = Vec::new();
+    loop {
+        assert!(h < 20, "the rotation did not finish: {phases:?}");
+        let before = roots_of(&m.store, at(h - 1));
+        let phase_before = phases.last().map(|p| p.to_string());
+        // Once in step 1 and once in step 2, a cluster is revoked mid-rotation: its
+        // intermediate (of the old root, then of the new) is re-issued by the phase's signer.
+        let target = match phase_before.as_deref() {
+            Some("AddingNewRoot") if revoked_during.is_empty() => Some("c3"),
+            Some("PropagatingIntermediates") if revoked_during.len() == 1 => Some("c1"),
+            _ => None,
+        };
+        let outcome = match target {
+            Some(c) => {
+                revoked.push((c.to_owned(), current(&m, c, at(h))));
+                revoked_during.push(c);
+                revoke(&m, &policy, c, h).run
+            }
+            None => run(&m.store, &policy, h).unwrap(),
+        };
+        match outcome {
+            Run::RootRotation(r) => {
+                assert!(!r.failed(), "{r:?}");
+                if phases.last() != Some(&r.now_phase) {
+                    phases.push(r.now_phase);
+                }
+            }
+            Run::Reconciled(report) => {
+                assert!(report.ok(), "{report:?}");
+                rehearse(&m, at(h), &before, &revoked, &format!("hour {h}, after the rotation"));
+                break;
+            }
+        }
+        rehearse(&m, at(h), &before, &revoked, &format!("hour {h}, {phases:?}"));
+        h += 1;
+    }
+    assert_eq!(phases, ["AddingNewRoot", "PropagatingIntermediates", "DeletingOldRoot", "Complete"]);
+    assert_eq!(revoked_during, ["c3", "c1"]);
+    // The old root left with its CRL and what it revoked; the new root's revocation stays.
+    let list = meshca_ops::revocation::load(&m.store, &policy, "mgmt").unwrap().unwrap();
+    assert_eq!(list.list.revoked.iter().map(|r| r.cluster.as_str()).collect::<Vec<_>>(), ["c1"]);
+    assert!(list.list.revoked.iter().all(|r| r.issuer == new_root.subject()));
+    assert!(list.crls().iter().all(|c| !c.is_issued_by_name(&old_root)), "the old root's CRL is gone");
+    for b in bundles(&m.store, at(h)) {
+        assert_eq!(b.roots(), std::slice::from_ref(&new_root));
+    }
+    for (c, files) in CLUSTERS.iter().map(|c| (c, m.store.read(&SecretRef::cacerts(c)).unwrap().unwrap())) {
+        let crls = meshca::Crl::from_pem_all(files.get(meshca::CA_CRL).unwrap(), "ca-crl.pem").unwrap();
+        assert!(crls.iter().all(|crl| !crl.is_issued_by_name(&old_root)), "{c} still carries the old root's CRL");
+    }
+}
+
+#[test]
+fn a_rolled_back_rotation_with_revocations_keeps_the_old_roots_and_drops_the_new_ones() {
+    let m = mesh("crls-back");
+    let (old_root, new_root) = (m.old.bundle().root().clone(), m.new.bundle().root().clone());
+    let mut revoked = vec![("c2".to_owned(), current(&m, "c2", at(0)))];
+    revoke(&m, &seed(""), "c2", 0);
+    for h in 1..=2 {
+        let before = roots_of(&m.store, at(h - 1));
+        let Run::RootRotation(r) = run(&m.store, &seed(AUTO), h).unwrap() else { panic!() };
+        assert!(!r.failed(), "{r:?}");
+        rehearse(&m, at(h), &before, &revoked, &format!("hour {h}"));
+    }
+    // In step 2: c1's new intermediate (under the new root) is revoked, then the rotation is
+    // withdrawn.
+    revoked.push(("c1".to_owned(), current(&m, "c1", at(2))));
+    assert_eq!(revoked[1].1.root(), &new_root);
+    let before = roots_of(&m.store, at(2));
+    let r = revoke(&m, &seed(AUTO), "c1", 2);
+    assert!(matches!(r.run, Run::RootRotation(_)), "{r:?}");
+    rehearse(&m, at(2), &before, &revoked, "revoked in step 2");
+    let mut h = 3;
+    loop {
+        assert!(h < 20, "the rollback did not finish");
+        let before = roots_of(&m.store, at(h - 1));
+        let done = matches!(run(&m.store, &seed(""), h).unwrap(), Run::Reconciled(_));
+        rehearse(&m, at(h), &before, &revoked, &format!("hour {h}, rolling back"));
+        if done {
+            break;
+        }
+        h += 1;
+    }
+    for b in bundles(&m.store, at(h)) {
+        assert_eq!(b.roots(), std::slice::from_ref(&old_root));
+    }
+    let list = meshca_ops::revocation::load(&m.store, &seed(""), "mgmt").unwrap().unwrap();
+    assert_eq!(list.list.revoked.iter().map(|r| r.cluster.as_str()).collect::<Vec<_>>(), ["c2"]);
+    assert!(list.crls().iter().all(|c| !c.is_issued_by_name(&new_root)), "the new root's CRL is gone");
+}
+
+#[test]
+fn a_rotation_to_a_root_of_the_same_name_is_refused_once_crls_are_published() {
+    let m = mesh("crls-twin");
+    revoke(&m, &seed(""), "c2", 0);
+    let twin = SigningCa::generate_root(&RootParams::default(), &mut meshca::OsRng, t0()).unwrap();
+    m.store.write(&secret("new-ca"), &twin.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    let before = snapshot(&m.store, at(1));
+    let e = run(&m.store, &seed(AUTO), 1).unwrap_err().to_string();
+    assert!(e.contains("same name") && e.contains("another name"), "{e}");
+    assert!(meshca_ops::rootrotation::load(&m.store, &seed(AUTO), "mgmt").unwrap().is_none(), "no state saved");
+    assert_eq!(before, snapshot(&m.store, at(1)), "no cluster was touched");
+}

@@ -214,3 +214,62 @@ pub fn openssl_verify_certs_at(
         None => v.run(),
     }
 }
+
+/// One cluster as its peers see it: a workload's chain (leaf first), and what the cluster's
+/// proxies check a peer's chain against (`root-cert.pem`, `ca-crl.pem`).
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The cluster.
+    pub name: String,
+    /// A workload certificate of the cluster, with its intermediates.
+    pub chain: Vec<Certificate>,
+    /// The cluster's trust bundle.
+    pub roots: Vec<Certificate>,
+    /// The cluster's CRL set (empty: it checks none).
+    pub crls: Vec<Crl>,
+}
+
+/// Every ordered pair (a, b): a workload of a, as b's proxies check it: rustls-webpki with b's
+/// roots and, when b publishes CRLs, b's set applied to every CA of the chain (unknown status
+/// refused); and `openssl verify -x509_strict` (with `-crl_check_all` then), when there is an
+/// `openssl`. Returns each refusal as `a -> b (verifier): why`.
+pub fn refused_pairs(dir: &Path, peers: &[Peer], at: OffsetDateTime) -> Vec<String> {
+    let openssl = openssl_available();
+    let pem = |c: &[Certificate]| c.iter().map(Certificate::to_pem).collect::<String>();
+    let mut refused = Vec::new();
+    for a in peers {
+        for b in peers {
+            let webpki = if b.crls.is_empty() {
+                webpki(&a.chain, &b.roots, at)
+            } else {
+                webpki_with_crls(&a.chain, &b.roots, &b.crls, at)
+            };
+            if let Err(e) = webpki {
+                refused.push(format!("{} -> {} (rustls-webpki): {e}", a.name, b.name));
+            }
+            if !openssl {
+                continue;
+            }
+            let files =
+                [("leaf.pem", pem(&a.chain[..1])), ("untrusted.pem", pem(&a.chain[1..])), ("roots.pem", pem(&b.roots))];
+            let crl_pem: String = b.crls.iter().map(Crl::to_pem).collect();
+            let written = files
+                .iter()
+                .chain(std::iter::once(&("crls.pem", crl_pem)))
+                .try_for_each(|(name, text)| std::fs::write(dir.join(name), text));
+            let v = written.map_err(Rejected::Io).and_then(|()| {
+                let v = OpensslVerify::new(&dir.join("leaf.pem"))
+                    .strict()
+                    .purpose("sslclient")
+                    .roots(&dir.join("roots.pem"))
+                    .untrusted(&dir.join("untrusted.pem"))
+                    .at(at);
+                if b.crls.is_empty() { v } else { v.crls(&dir.join("crls.pem")) }.run()
+            });
+            if let Err(e) = v {
+                refused.push(format!("{} -> {} (openssl): {e}", a.name, b.name));
+            }
+        }
+    }
+    refused
+}

@@ -136,6 +136,11 @@ impl CrlSet {
         Ok(true)
     }
 
+    /// Drops the CRL of `ca` (a root no cluster trusts any more).
+    pub fn forget(&mut self, ca: &Certificate) {
+        self.crls.retain(|c| !c.is_issued_by_name(ca));
+    }
+
     /// Checks the set against the path of a bundle it is published with, as Envoy applies it
     /// ([`check_crl_set`]).
     pub fn check(&self, path: &[Certificate], now: OffsetDateTime, file: &str) -> Result<()> {

@@ -240,6 +240,47 @@ impl RootRotation {
         (next, step)
     }
 
+    /// The roots whose CRLs the fleet's CRL set carries in the current phase: every root some
+    /// cluster may still trust. Both, until the rotation (or its rollback) finishes, so a
+    /// cluster one step behind still finds a current CRL for every CA of every chain it
+    /// accepts; then only the root kept.
+    pub fn crl_roots(&self) -> Vec<&Certificate> {
+        match self.phase {
+            Phase::Complete => vec![&self.new_root],
+            Phase::RolledBack => vec![&self.old_root],
+            _ => vec![&self.old_root, &self.new_root],
+        }
+    }
+
+    /// The root the finished rotation (or rollback) took out of every trust bundle: its CRL,
+    /// and the revocations it signed, leave the fleet's CRL set with it. `None` while it is
+    /// under way.
+    pub fn removed_root(&self) -> Option<&Certificate> {
+        match self.phase {
+            Phase::Complete => Some(&self.old_root),
+            Phase::RolledBack => Some(&self.new_root),
+            _ => None,
+        }
+    }
+
+    /// Checks that the rotation can carry a CRL set: Envoy, OpenSSL and rustls-webpki pick a
+    /// CA's CRL by its issuer name, so two roots of one name would each be checked against the
+    /// other's CRL, and every chain of one of them refused.
+    pub fn check_crl_names(&self) -> Result<()> {
+        if self.old_root.subject_der() == self.new_root.subject_der() {
+            return Err(Error::InvalidParameter {
+                field: "new signing CA".into(),
+                reason: format!(
+                    "its root has the same name as the current root ({}), and the fleet publishes CRLs, which \
+                     verifiers pick by their issuer's name; give the new root another name (e.g. a year in its \
+                     common name)",
+                    self.old_root.subject()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Rolls back. Allowed until the old root starts being deleted (step 3): after that,
     /// workloads may already hold certificates only the new root verifies.
     pub fn rollback(&self) -> Result<Self> {
@@ -278,6 +319,23 @@ impl RootRotation {
         rng: &mut dyn Entropy,
         now: OffsetDateTime,
     ) -> Result<Option<Cacerts>> {
+        self.converge_with(current, old, new, policy, &Facts::NONE, cluster, rng, now)
+    }
+
+    /// [`RootRotation::converge`], given what the fleet knows (`facts`): an intermediate the
+    /// fleet revoked is re-issued by the phase's signer, as the usual plan would.
+    #[allow(clippy::too_many_arguments)]
+    pub fn converge_with(
+        &self,
+        current: Option<&Cacerts>,
+        old: &SigningCa,
+        new: Option<&SigningCa>,
+        policy: &RotationPolicy,
+        facts: &Facts<'_>,
+        cluster: &str,
+        rng: &mut dyn Entropy,
+        now: OffsetDateTime,
+    ) -> Result<Option<Cacerts>> {
         let (signer, signer_root) = match self.target_signer() {
             Signer::Old => (old, &self.old_root),
             Signer::New => {
@@ -288,9 +346,8 @@ impl RootRotation {
                 (new, &self.new_root)
             }
         };
-        let due = |b: &Cacerts| {
-            matches!(plan(policy, signer, cluster, Current::Valid(b), &Facts::NONE, now), Plan::Issue { .. })
-        };
+        let due =
+            |b: &Cacerts| matches!(plan(policy, signer, cluster, Current::Valid(b), facts, now), Plan::Issue { .. });
         let roots = self.target_roots();
         match current {
             Some(b) if self.is_done(b) && !due(b) => Ok(None),

@@ -221,3 +221,44 @@ fn an_intermediate_due_for_rotation_is_reissued_mid_rotation() {
     let back = p2.rollback().unwrap();
     assert!(back.converge(Some(&step1), &m.old, None, &short, "c1", &mut rng(25), now).is_ok());
 }
+
+#[test]
+fn a_revoked_intermediate_is_reissued_by_the_phases_signer_and_crls_follow_the_trusted_roots() {
+    let now = fixture_now();
+    let m = mesh(now);
+    let mut r = RootRotation::start(&m.old, &m.new, Duration::hours(1)).unwrap();
+    let b0 = &m.bundles[0];
+    let revoked = [meshca::Revoked::of(b0.ca_cert(), now, meshca::RevocationReason::KeyCompromise)];
+    let facts = meshca::Facts::new(&revoked, true, false);
+    // Step 1 would only change the trust bundle; revoked, the intermediate is replaced, by the
+    // old signer (the phase's), inside the step's trust bundle.
+    let plain = r.converge(Some(b0), &m.old, Some(&m.new), &policy(), "c1", &mut rng(30), now).unwrap().unwrap();
+    assert_eq!(plain.ca_cert(), b0.ca_cert());
+    let fresh =
+        r.converge_with(Some(b0), &m.old, Some(&m.new), &policy(), &facts, "c1", &mut rng(31), now).unwrap().unwrap();
+    assert_ne!(fresh.ca_cert(), b0.ca_cert(), "a revoked intermediate is replaced");
+    assert_eq!(fresh.root(), m.old.bundle().root());
+    assert!(r.is_done(&fresh));
+    // In step 2 the replacement comes from the new signer.
+    r.phase = Phase::PropagatingIntermediates;
+    let fresh =
+        r.converge_with(Some(b0), &m.old, Some(&m.new), &policy(), &facts, "c1", &mut rng(32), now).unwrap().unwrap();
+    assert_eq!(fresh.root(), m.new.bundle().root());
+    // Both roots' CRLs while both may be trusted; the removed one leaves when it finishes.
+    let (old_root, new_root) = (m.old.bundle().root(), m.new.bundle().root());
+    for phase in [Phase::AddingNewRoot, Phase::PropagatingIntermediates, Phase::DeletingOldRoot, Phase::RollingBackRoot]
+    {
+        r.phase = phase;
+        assert_eq!(r.crl_roots(), [old_root, new_root], "{phase:?}");
+        assert_eq!(r.removed_root(), None);
+    }
+    r.phase = Phase::Complete;
+    assert_eq!((r.crl_roots(), r.removed_root()), (vec![new_root], Some(old_root)));
+    r.phase = Phase::RolledBack;
+    assert_eq!((r.crl_roots(), r.removed_root()), (vec![old_root], Some(new_root)));
+    // Two roots of one name cannot share a CRL set: verifiers pick a CRL by its issuer's name.
+    r.check_crl_names().unwrap();
+    let twin = SigningCa::generate_root(&RootParams::default(), &mut rng(3), now).unwrap();
+    let e = RootRotation::start(&m.old, &twin, Duration::hours(1)).unwrap().check_crl_names().unwrap_err();
+    assert!(e.to_string().contains("same name"), "{e}");
+}

@@ -154,7 +154,12 @@ fn act(
         outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
         out!("{}", render_entries(verb, &report, f.dry_run));
-        out!("{}", render_report(&report.run, &pol, true));
+        match &report.run {
+            meshca_ops::reconcile::Run::Reconciled(run) => out!("{}", render_report(run, &pol, true)),
+            meshca_ops::reconcile::Run::RootRotation(rot) => {
+                out!("{}", crate::render::render_rotation(rot, f.dry_run));
+            }
+        }
     }
     if future && !f.dry_run {
         errln!(
@@ -198,7 +203,8 @@ fn rebuild(f: &FleetArgs) -> CmdResult {
     let mut rebuilt = None;
     let code = act(f, None, "crl rebuild", |store, pol, opts| {
         let r = revocation::rebuild(store, pol, opts, &mut meshca::OsRng, &mut |_, _| {})?;
-        let report = RevocationReport::rebuilt(r.entries.clone(), r.run.clone());
+        let report =
+            RevocationReport::rebuilt(r.entries.clone(), meshca_ops::reconcile::Run::Reconciled(r.run.clone()));
         rebuilt = Some(r);
         Ok(report)
     })?;
