@@ -161,6 +161,10 @@ pub struct SecretName {
 pub struct AutoRootRotation {
     /// `newMgmtServerCa.secretRef`: the incoming signing CA (a bundle like `mgmtServerCa`'s).
     pub new_signer: SecretName,
+    /// `newMgmtServerCa.pkcs11`: the incoming CA's key in a token.
+    pub new_key: Option<SignerKey>,
+    /// `newMgmtServerCa.vault`: the PKI that holds the incoming CA.
+    pub new_vault: Option<VaultSigner>,
     /// `dwellHours`: the wait after each step completes everywhere (default 24 h, istiod's
     /// workload certificate lifetime, so every proxy renews under the new trust).
     pub dwell: Duration,
@@ -290,11 +294,29 @@ pub struct CaSecret {
 #[non_exhaustive]
 pub struct RootRotationSpec {
     /// The incoming signing CA.
-    pub new_mgmt_server_ca: CaSecret,
+    pub new_mgmt_server_ca: IncomingCa,
     /// Hours to wait after each step completes everywhere (default 24).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(range(min = meshca::bounds::DWELL_HOURS.0, max = meshca::bounds::DWELL_HOURS.1)))]
     pub dwell_hours: Option<i64>,
+}
+
+/// `spec.config.rootRotation.newMgmtServerCa`: the incoming signing CA, held as
+/// `mgmtServerCa` may hold one: in the Secret, its key in a PKCS#11 token, or by an
+/// OpenBao/Vault PKI (the Secret then keeps the PKI's issuer, or the management intermediate).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct IncomingCa {
+    /// The Secret.
+    pub secret_ref: SecretRefSpec,
+    /// Its key in a PKCS#11 token, as `mgmtServerCa.pkcs11`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<Pkcs11Spec>,
+    /// The PKI that holds it, as `mgmtServerCa.vault`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<VaultSpec>,
 }
 
 /// `spec.config.mgmtServerCa`.
@@ -582,22 +604,7 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
                             store its public files in the Secret"
                 .into()))
         }
-        Some(k) => {
-            let base = "spec.config.mgmtServerCa.pkcs11";
-            let uri = crate::pkcs11::KeyUri::parse(&k.uri).map_err(|e| bad(format!("{base}.uri: {e}")))?;
-            let pin = match k.pin_secret_ref {
-                None => None,
-                Some(r) => Some(secret_key_ref(
-                    &format!("{base}.pinSecretRef"),
-                    r.namespace.unwrap_or_else(|| namespace.clone()),
-                    r.name,
-                    r.key.unwrap_or_else(|| "pin".into()),
-                    &bad,
-                )?),
-            };
-            let module = k.module.filter(|m| !m.is_empty()).map(std::path::PathBuf::from);
-            Some(SignerKey { uri, module, pin })
-        }
+        Some(k) => Some(parse_signer_key("spec.config.mgmtServerCa.pkcs11", k, &namespace, &bad)?),
     };
     let vault_spec = mgmt.vault;
     if vault_spec.is_some() && mgmt.generated.is_some() {
@@ -605,17 +612,7 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
                         management intermediate), not with generated"
             .into()));
     }
-    let signs_management = vault_spec.as_ref().is_some_and(|v| v.signs.as_deref() == Some("managementIntermediate"));
-    if vault_spec.is_some() && signer_key.is_some() && !signs_management {
-        return Err(bad("spec.config.mgmtServerCa.pkcs11 with vault is the management intermediate's key: it goes \
-                        with signs: managementIntermediate (with signs: clusters no CA key is kept here)"
-            .into()));
-    }
-    if signer_key.as_ref().is_some_and(|k| signs_management && k.uri.object.is_none()) {
-        return Err(bad("spec.config.mgmtServerCa.pkcs11.uri needs object=LABEL: each renewal makes a new key \
-                        LABEL-<time> in the token"
-            .into()));
-    }
+    check_key_with_vault("spec.config.mgmtServerCa", signer_key.as_ref(), vault_spec.as_ref(), &bad)?;
     let signer = match (mgmt.secret_ref, mgmt.generated) {
         (r, None) if vault_spec.is_some() => {
             let (name, ns) = match r {
@@ -693,15 +690,8 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
     };
     let vault = match vault_spec {
         None => None,
-        Some(v) => Some(vault_signer(v, &namespace, ttl, &bad)?),
+        Some(v) => Some(vault_signer("spec.config.mgmtServerCa.vault", v, &namespace, ttl, &bad)?),
     };
-    if vault.is_some() && cfg.root_rotation.is_some() {
-        return Err(bad(
-            "spec.config.rootRotation with mgmtServerCa.vault is not built yet: rotate the root in the PKI \
-                        and list the old root in spec.config.passiveCertificateAuthorities meanwhile"
-                .into(),
-        ));
-    }
     let mut passive = Vec::new();
     for (i, p) in cfg.passive_certificate_authorities.unwrap_or_default().into_iter().enumerate() {
         passive.push(secret_name(format!("spec.config.passiveCertificateAuthorities[{i}].secretRef"), p.secret_ref)?);
@@ -710,7 +700,17 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         None => None,
         Some(r) => {
             let base = "spec.config.rootRotation";
-            let new_signer = secret_name(format!("{base}.newMgmtServerCa.secretRef"), r.new_mgmt_server_ca.secret_ref)?;
+            let incoming = r.new_mgmt_server_ca;
+            let new_signer = secret_name(format!("{base}.newMgmtServerCa.secretRef"), incoming.secret_ref)?;
+            let new_key = incoming
+                .pkcs11
+                .map(|k| parse_signer_key(&format!("{base}.newMgmtServerCa.pkcs11"), k, &namespace, &bad))
+                .transpose()?;
+            check_key_with_vault(&format!("{base}.newMgmtServerCa"), new_key.as_ref(), incoming.vault.as_ref(), &bad)?;
+            let new_vault = incoming
+                .vault
+                .map(|v| vault_signer(&format!("{base}.newMgmtServerCa.vault"), v, &namespace, ttl, &bad))
+                .transpose()?;
             let (ns, name) = signer.secret();
             if new_signer.namespace == ns && new_signer.name == name {
                 return Err(bad(format!(
@@ -722,7 +722,7 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
                 None => DEFAULT_DWELL,
                 Some(h) => meshca::bounds::dwell_hours(h).map_err(|e| bad(format!("{base}.dwellHours {e}")))?,
             };
-            Some(AutoRootRotation { new_signer, dwell })
+            Some(AutoRootRotation { new_signer, new_key, new_vault, dwell })
         }
     };
 
@@ -797,9 +797,55 @@ fn secret_key_ref(
     Ok((SecretName { namespace, name }, key))
 }
 
-/// Checks `mgmtServerCa.vault`.
-fn vault_signer(v: VaultSpec, namespace: &str, cluster_ttl: Duration, bad: Bad<'_>) -> Result<VaultSigner, Error> {
-    let base = "spec.config.mgmtServerCa.vault";
+/// Checks a `pkcs11` field (`base`): the key's URI, its module and PIN Secret.
+fn parse_signer_key(base: &str, k: Pkcs11Spec, namespace: &str, bad: Bad<'_>) -> Result<SignerKey, Error> {
+    let uri = crate::pkcs11::KeyUri::parse(&k.uri).map_err(|e| bad(format!("{base}.uri: {e}")))?;
+    let pin = match k.pin_secret_ref {
+        None => None,
+        Some(r) => Some(secret_key_ref(
+            &format!("{base}.pinSecretRef"),
+            r.namespace.unwrap_or_else(|| namespace.to_owned()),
+            r.name,
+            r.key.unwrap_or_else(|| "pin".into()),
+            bad,
+        )?),
+    };
+    let module = k.module.filter(|m| !m.is_empty()).map(std::path::PathBuf::from);
+    Ok(SignerKey { uri, module, pin })
+}
+
+/// A token key beside a PKI (`base.pkcs11` with `base.vault`) is the management
+/// intermediate's, renewed as `LABEL-<time>`.
+fn check_key_with_vault(
+    base: &str,
+    key: Option<&SignerKey>,
+    vault: Option<&VaultSpec>,
+    bad: Bad<'_>,
+) -> Result<(), Error> {
+    let Some(v) = vault else { return Ok(()) };
+    let signs_management = v.signs.as_deref() == Some("managementIntermediate");
+    if key.is_some() && !signs_management {
+        return Err(bad(format!(
+            "{base}.pkcs11 with vault is the management intermediate's key: it goes with signs: \
+             managementIntermediate (with signs: clusters no CA key is kept here)"
+        )));
+    }
+    if key.is_some_and(|k| k.uri.object.is_none()) {
+        return Err(bad(format!(
+            "{base}.pkcs11.uri needs object=LABEL: each renewal makes a new key LABEL-<time> in the token"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a `vault` field (`base`).
+fn vault_signer(
+    base: &str,
+    v: VaultSpec,
+    namespace: &str,
+    cluster_ttl: Duration,
+    bad: Bad<'_>,
+) -> Result<VaultSigner, Error> {
     let address = vault_address(&v.address).ok_or_else(|| {
         bad(format!(
             "{base}.address must be an https:// URL without credentials, query or fragment (http:// only to a \

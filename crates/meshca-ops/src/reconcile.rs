@@ -400,7 +400,7 @@ fn prepare_crls(
         let valid = parsed.as_ref().and_then(|p| p.as_ref().ok()).cloned();
         prepared.first.insert(cluster.clone(), Seen { files, parsed, plan: planned.clone() });
         match planned {
-            Plan::Issue { .. } => match issue_bundle(policy, signer, remote, cluster, opts, rng) {
+            Plan::Issue { .. } => match issue_bundle(&policy.rotation, signer, remote, cluster, opts, rng) {
                 Ok(bundle) => {
                     // The intermediate replaced keeps a CRL while its workloads' certificates live
                     // on; a revoked one too, so that taking the revocation back (`unrevoke`)
@@ -688,14 +688,17 @@ fn issue_and_write(
                     .into(),
             })
         }
-        None => issue_bundle(policy, ctx.signer, ctx.remote, cluster, opts, rng)?,
+        None => issue_bundle(&policy.rotation, ctx.signer, ctx.remote, cluster, opts, rng)?,
     };
     writer.write_bundle(secret, &issued)
 }
 
 /// Issues a cluster's intermediate (with the policy's trust bundle), without writing it.
-fn issue_bundle(
-    policy: &Policy,
+/// A new intermediate for `cluster` under `rotation` from `signer`, issued by `remote` (the
+/// PKI, its answer checked by the core) when one signs, else with the signer's key; inside the
+/// rotation's trust bundle (the signer's roots and the passive ones).
+pub(crate) fn issue_bundle(
+    rotation: &meshca::RotationPolicy,
     signer: &SigningCa,
     remote: Option<&crate::signer::Remote>,
     cluster: &str,
@@ -703,7 +706,7 @@ fn issue_bundle(
     rng: &mut dyn Entropy,
 ) -> Result<Cacerts, Error> {
     let now = opts.now;
-    let params = policy.rotation.intermediate_params(cluster);
+    let params = rotation.intermediate_params(cluster);
     if let Some(remote) = remote {
         let vault = match remote {
             crate::signer::Remote::Ready(v) => v,
@@ -713,7 +716,7 @@ fn issue_bundle(
         // bundle (passive roots included) before anything is written.
         let request = meshca::CaRequest::new(&params, rng).map_err(Error::core(format!("issuing for {cluster}")))?;
         let answer = vault.sign_intermediate(&request)?;
-        let trust = policy.rotation.trust_bundle(signer);
+        let trust = rotation.trust_bundle(signer);
         return request
             .accept(&answer, &trust, &vault.describe(), now)
             .map(|issued| issued.value)
@@ -721,8 +724,8 @@ fn issue_bundle(
     }
     let mut issued =
         signer.issue_intermediate(&params, rng, now).map_err(Error::core(format!("issuing for {cluster}")))?.value;
-    if !policy.rotation.passive_roots.is_empty() {
-        issued = meshca::with_trust_bundle(&issued, policy.rotation.trust_bundle(signer), now)
+    if !rotation.passive_roots.is_empty() {
+        issued = meshca::with_trust_bundle(&issued, rotation.trust_bundle(signer), now)
             .map_err(Error::core(format!("trust bundle for {cluster}")))?;
     }
     Ok(issued)

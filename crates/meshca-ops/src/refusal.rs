@@ -123,9 +123,10 @@ pub enum RootRotationRefusal {
     /// `rotate-root start` on a policy whose PKI signs (`mgmtServerCa.vault`): the rotation's
     /// incoming CA would replace what the PKI holds.
     #[error(
-        "the policy's signing CA is held by the PKI at {provider} (spec.config.mgmtServerCa.vault); a root rotation \
-         with a PKI-held signer is not built yet: rotate the root in the PKI (a new issuer) and add the old root \
-         to spec.config.passiveCertificateAuthorities until every cluster is re-issued"
+        "the policy's signing CA is held by the PKI at {provider} (spec.config.mgmtServerCa.vault), which a rotation \
+         started by hand cannot hand over to; name the incoming CA in spec.config.rootRotation.newMgmtServerCa \
+         (a secretRef, with its own vault or pkcs11 if the PKI or a token holds it) and meshca runs the same three \
+         steps"
     )]
     SignerInProvider {
         /// The PKI's address.

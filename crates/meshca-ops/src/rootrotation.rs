@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use meshca::{Cacerts, Certificate, Entropy, Facts, Files, Phase, RootRotation, Signer, SigningCa, Step};
+use meshca::{Cacerts, Certificate, Converge, Entropy, Facts, Files, Phase, RootRotation, Signer, SigningCa, Step};
 
 use crate::context::Options;
 use crate::error::Error;
@@ -24,7 +24,7 @@ use crate::phase::{phase_from, phase_name};
 use crate::policy::{AutoRootRotation, Policy};
 pub use crate::refusal::RootRotationRefusal as Refusal;
 use crate::revocation_list::Fleet;
-use crate::signer::Signers;
+use crate::signer::{Opened, Signers};
 use crate::store::{SecretRef, Store};
 use crate::writer::{Owner, Writer};
 
@@ -346,7 +346,7 @@ enum Todo {
 
 /// Decides from the policy and the stored state whether a rotation runs, and starts or rolls
 /// back a policy-driven one (saved unless a dry run).
-fn resolve(store: &dyn Store, policy: &Policy, opts: &Options) -> Result<Todo, Error> {
+fn resolve(store: &dyn Store, policy: &Policy, opts: &Options, rng: &mut dyn Entropy) -> Result<Todo, Error> {
     let signers = Signers::new(store, policy, opts);
     let (mgmt, now) = (opts.mgmt_cluster.as_str(), opts.now);
     let w = writer(store, policy, opts);
@@ -404,7 +404,13 @@ fn resolve(store: &dyn Store, policy: &Policy, opts: &Options) -> Result<Todo, E
             return idle(None, vec![note]);
         }
     }
-    let new = signers.read(&new_ref, now)?.ok_or_else(|| Error::PolicySecret {
+    // A CA the PKI holds is read through it (a management intermediate made the first time).
+    let mut notes = Vec::new();
+    let new = signers.open(&new_ref, rng, &mut notes)?.map(|o| o.ca);
+    for note in notes {
+        tracing::info!(note = %note, "the incoming CA");
+    }
+    let new = new.ok_or_else(|| Error::PolicySecret {
         field: "spec.config.rootRotation.newMgmtServerCa".into(),
         secret: new_ref.to_string(),
         problem: format!("not found at {}", store.location(&new_ref)),
@@ -482,7 +488,7 @@ pub fn run(
     rng: &mut dyn Entropy,
 ) -> Result<Outcome, Error> {
     let signers = Signers::new(store, policy, opts);
-    let (mut stored, notice) = match resolve(store, policy, opts)? {
+    let (mut stored, notice) = match resolve(store, policy, opts, rng)? {
         Todo::Idle { signer, notes } => return Ok(Outcome::Idle { signer, notes }),
         Todo::Rotate { stored, notice } => (*stored, notice),
     };
@@ -492,8 +498,12 @@ pub fn run(
     stored.clusters.extend(store.clusters_with_cacerts()?);
     // The signers are read once per run: a second pass (below) must not change them, and on
     // Kubernetes each read is an API call.
-    let old = signers.require(&signer_secret(policy, &opts.mgmt_cluster), opts.now)?;
-    let new = match signers.read(&stored.new_signer, opts.now) {
+    let old_ref = signer_secret(policy, &opts.mgmt_cluster);
+    let mut notes = Vec::new();
+    let old = signers
+        .open(&old_ref, rng, &mut notes)?
+        .ok_or_else(|| Error::SignerNotFound { secret: old_ref.to_string(), location: store.location(&old_ref) })?;
+    let new = match signers.open(&stored.new_signer, rng, &mut notes) {
         Ok(n) => n,
         // The way back signs with the old CA only: a lapsed incoming CA does not stop it.
         Err(e) if stored.rotation.is_rolling_back() => {
@@ -502,6 +512,9 @@ pub fn run(
         }
         Err(e) => return Err(e),
     };
+    for note in notes {
+        tracing::info!(note = %note, "a signing CA of the root rotation");
+    }
     let signers = (&old, new.as_ref());
     let (mut report, next) = pass(store, policy, passive, opts, stored, signers, rng)?;
     if !opts.dry_run && next.in_progress() && report.phase != report.now_phase {
@@ -526,9 +539,10 @@ fn pass(
     passive: &[Certificate],
     opts: &Options,
     stored: Stored,
-    (old, new): (&SigningCa, Option<&SigningCa>),
+    (old_opened, new_opened): (&Opened, Option<&Opened>),
     rng: &mut dyn Entropy,
 ) -> Result<(RotationReport, Stored), Error> {
+    let (old, new) = (&old_opened.ca, new_opened.map(|n| &n.ca));
     let (mgmt, now, clusters) = (opts.mgmt_cluster.as_str(), opts.now, &opts.clusters);
     let w = writer(store, policy, opts);
     let r = stored.rotation.clone().with_extra_roots(passive.to_vec());
@@ -566,9 +580,9 @@ fn pass(
     for cluster in clusters {
         let _span = tracing::info_span!("cluster", cluster = cluster.as_str()).entered();
         let current = valid_bundle(store, cluster, now);
-        let target = r
-            .converge_with(current.as_ref(), old, new, &rotation_policy, &facts, cluster, rng, now)
-            .map_err(|e| e.to_string());
+        let target =
+            converge(&r, current.as_ref(), (old_opened, new_opened), &rotation_policy, &facts, cluster, rng, opts)
+                .map_err(|e| e.to_string());
         planned.push((cluster.clone(), current, target));
     }
     let crl_pem = match fleet.as_mut() {
@@ -760,6 +774,45 @@ fn pass(
         new_root: r.new_root.subject(),
     };
     Ok((report, saved))
+}
+
+/// The bundle `cluster` should hold in `r`'s phase ([`RootRotation::target`]), or `None` if
+/// it holds it: a new intermediate is issued by whatever holds the phase signer's key (the
+/// Secret, a token, or the PKI, whose answer the core checks first).
+#[allow(clippy::too_many_arguments)]
+fn converge(
+    r: &RootRotation,
+    current: Option<&Cacerts>,
+    (old, new): (&Opened, Option<&Opened>),
+    rotation: &meshca::RotationPolicy,
+    facts: &Facts<'_>,
+    cluster: &str,
+    rng: &mut dyn Entropy,
+    opts: &Options,
+) -> Result<Option<Cacerts>, Error> {
+    let context = || format!("the root rotation's bundle for {cluster}");
+    match r
+        .target(current, &old.ca, new.map(|n| &n.ca), rotation, facts, cluster, opts.now)
+        .map_err(Error::core(context()))?
+    {
+        Converge::Keep => Ok(None),
+        Converge::Retrust(b) => Ok(Some(b)),
+        Converge::Issue { signer, roots } => {
+            let opened = if signer == Signer::Old {
+                old
+            } else {
+                new.ok_or_else(|| {
+                    Error::core(context())(meshca::Error::InvalidParameter {
+                        field: "new signing CA".into(),
+                        reason: "this phase issues from the incoming CA, which is not available".into(),
+                    })
+                })?
+            };
+            let issued =
+                crate::reconcile::issue_bundle(rotation, &opened.ca, opened.remote.as_ref(), cluster, opts, rng)?;
+            meshca::with_trust_bundle(&issued, roots, opts.now).map(Some).map_err(Error::core(context()))
+        }
+    }
 }
 
 /// The `ca-crl.pem` a cluster's bundle holds, if any.

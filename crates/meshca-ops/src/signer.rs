@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::context::Options;
 use crate::error::Error;
-use crate::policy::{Policy, SecretName, SignerSource, Signs, VaultAuth, VaultSigner};
+use crate::policy::{Policy, SecretName, SignerKey, SignerSource, Signs, VaultAuth, VaultSigner};
 use crate::report::SignerInfo;
 use crate::store::{SecretRef, Store};
 use crate::vault::{Connect, Login, ProviderKey, Vault, VaultToken};
@@ -95,18 +95,65 @@ impl<'a> Signers<'a> {
         SecretRef::new(&self.opts.mgmt_cluster, namespace, name)
     }
 
-    /// The key source of the CA in `secret`: the policy's token for its own signer Secret when
-    /// the policy keeps that key in a token; `None`, the Secret's own `ca-key.pem`, otherwise.
-    pub fn key_source(&self, secret: &SecretRef) -> Option<Box<dyn KeySource + 'a>> {
-        let key = self.policy.signer_key.as_ref()?;
-        (*secret == self.policy_secret()).then(|| Box::new(Pkcs11Source { key, opts: self.opts }) as Box<dyn KeySource>)
+    /// The Secret of the incoming signing CA the policy's `rootRotation` names, if any.
+    pub fn incoming_secret(&self) -> Option<SecretRef> {
+        let auto = self.policy.root_rotation.as_ref()?;
+        Some(SecretRef::new(&self.opts.mgmt_cluster, &auto.new_signer.namespace, &auto.new_signer.name))
     }
 
-    /// The PKI that signs every cluster intermediate, when the policy says so
-    /// (`mgmtServerCa.vault` with `signs: clusters`) and `secret` is the policy's signer.
+    /// What holds the CA of `secret` besides the Secret: the token of its key and the PKI, as
+    /// the policy names them for its signer (`mgmtServerCa`) and for the incoming one
+    /// (`rootRotation.newMgmtServerCa`); neither for any other Secret.
+    fn held(&self, secret: &SecretRef) -> (Option<&'a SignerKey>, Option<&'a VaultSigner>) {
+        if *secret == self.policy_secret() {
+            return (self.policy.signer_key.as_ref(), self.policy.vault.as_ref());
+        }
+        match self.policy.root_rotation.as_ref() {
+            Some(auto) if self.incoming_secret().as_ref() == Some(secret) => {
+                (auto.new_key.as_ref(), auto.new_vault.as_ref())
+            }
+            _ => (None, None),
+        }
+    }
+
+    /// The key source of the CA in `secret`: the token the policy names for it; `None`, the
+    /// Secret's own `ca-key.pem`, otherwise.
+    pub fn key_source(&self, secret: &SecretRef) -> Option<Box<dyn KeySource + 'a>> {
+        let key = self.held(secret).0?;
+        Some(Box::new(Pkcs11Source { key, opts: self.opts }) as Box<dyn KeySource>)
+    }
+
+    /// The PKI that signs every cluster intermediate, when the policy says so for `secret`
+    /// (`vault` with `signs: clusters`).
     fn provider_for(&self, secret: &SecretRef) -> Option<&'a VaultSigner> {
-        let v = self.policy.vault.as_ref()?;
-        (v.signs == Signs::Clusters && *secret == self.policy_secret()).then_some(v)
+        self.held(secret).1.filter(|v| v.signs == Signs::Clusters)
+    }
+
+    /// The signing CA in `secret` ready to issue, as a job that signs with it needs it: read
+    /// as [`Signers::read`] does; for a CA the PKI holds, logged in to the PKI (`signs:
+    /// clusters`: it signs each intermediate), or the management intermediate made or renewed
+    /// through it. `None` when there is no such CA (yet).
+    pub fn open(
+        &self,
+        secret: &SecretRef,
+        rng: &mut dyn Entropy,
+        notes: &mut Vec<String>,
+    ) -> Result<Option<Opened>, Error> {
+        let now = self.opts.now;
+        match self.held(secret) {
+            (_, Some(v)) if v.signs == Signs::Clusters => {
+                let vault = connect_vault(self.store, v, self.opts)?;
+                let ca = provider_ca(&vault.describe(), &vault.issuer_files()?, now)?;
+                Ok(Some(Opened { ca, remote: Some(Remote::Ready(Arc::new(vault))) }))
+            }
+            (key, Some(v)) => {
+                let current = self.read(secret, now)?;
+                let (ca, _) =
+                    management_intermediate(self.store, self.policy, v, key, secret, current, self.opts, rng, notes)?;
+                Ok(Some(Opened { ca, remote: None }))
+            }
+            _ => Ok(self.read(secret, now)?.map(|ca| Opened { ca, remote: None })),
+        }
     }
 
     /// The signing CA in `secret`, valid at `now`, with its key from wherever it is kept;
@@ -146,6 +193,15 @@ pub fn load_signer(
 ) -> Result<(SigningCa, SignerInfo), Error> {
     let loaded = load(store, policy, opts, rng)?;
     Ok((loaded.ca, loaded.info))
+}
+
+/// A signing CA ready to issue ([`Signers::open`]).
+#[derive(Debug)]
+pub struct Opened {
+    /// The CA (with the key, or the PKI's public half of it).
+    pub ca: SigningCa,
+    /// The PKI that signs each intermediate in its name, when one does.
+    pub remote: Option<Remote>,
 }
 
 /// The signer of a run, as [`load`] found it.
@@ -210,8 +266,9 @@ pub fn load(store: &dyn Store, policy: &Policy, opts: &Options, rng: &mut dyn En
     let location = store.location(&secret);
     let mut notes = Vec::new();
     let mut remote = None;
-    let (signer, created) = match (&policy.vault, opts.signer_override.is_none()) {
-        (Some(v), true) if v.signs == Signs::Clusters => {
+    let (held_key, held_vault) = signers.held(&secret);
+    let (signer, created) = match held_vault {
+        Some(v) if v.signs == Signs::Clusters => {
             let fetched = connect_vault(store, v, opts).and_then(|vault| {
                 let files = vault.issuer_files()?;
                 Ok((vault, files))
@@ -248,9 +305,9 @@ pub fn load(store: &dyn Store, policy: &Policy, opts: &Options, rng: &mut dyn En
                 Err(e) => return Err(e),
             }
         }
-        (Some(v), true) => {
+        Some(v) => {
             let current = signers.read(&secret, opts.now)?;
-            management_intermediate(store, policy, v, &secret, current, opts, rng, &mut notes)?
+            management_intermediate(store, policy, v, held_key, &secret, current, opts, rng, &mut notes)?
         }
         _ => match (signers.read(&secret, opts.now)?, &policy.signer) {
             (Some(signer), _) => (signer, false),
@@ -265,8 +322,8 @@ pub fn load(store: &dyn Store, policy: &Policy, opts: &Options, rng: &mut dyn En
     };
     let b = signer.bundle();
     let info = SignerInfo {
-        location: match &policy.vault {
-            Some(v) if v.signs == Signs::Clusters && opts.signer_override.is_none() => Connect::of(v, None).describe(),
+        location: match held_vault {
+            Some(v) if v.signs == Signs::Clusters => Connect::of(v, None).describe(),
             _ => location,
         },
         subject: b.ca_cert().subject(),
@@ -302,6 +359,7 @@ fn management_intermediate(
     store: &dyn Store,
     policy: &Policy,
     v: &VaultSigner,
+    signer_key: Option<&SignerKey>,
     secret: &SecretRef,
     current: Option<SigningCa>,
     opts: &Options,
@@ -340,7 +398,7 @@ fn management_intermediate(
         params.common_name = format!("{} management intermediate", policy.name);
         params.ttl = v.ttl;
         params.pathlen = policy.rotation.pathlen.saturating_add(1);
-        let request = match &policy.signer_key {
+        let request = match signer_key {
             // A new key in the token each renewal, `LABEL-<time>`; the Secret names it.
             Some(k) => {
                 let mut uri = k.uri.clone();

@@ -72,7 +72,7 @@ pub use provider::{CaRequest, ProviderAnswer, LIFETIME_SLACK};
 /// RustCrypto's RNG trait: every `CryptoRngCore` is an [`Entropy`].
 pub use rand_core::CryptoRngCore;
 pub use rng::{Entropy, OsRng};
-pub use rootrotation::{with_trust_bundle, Phase, RootRotation, Signer, Step};
+pub use rootrotation::{with_trust_bundle, Converge, Phase, RootRotation, Signer, Step};
 pub use rotation::{plan, same_roots, union_roots, Current, Facts, IssueReason, Plan, RotationPolicy, MIN_GRACE};
 pub use spiffe::{validate_trust_domain, SpiffeId, MAX_SPIFFE_ID_BYTES};
 pub use text::{list_bounded, printable};

@@ -336,28 +336,74 @@ impl RootRotation {
         rng: &mut dyn Entropy,
         now: OffsetDateTime,
     ) -> Result<Option<Cacerts>> {
-        let (signer, signer_root) = match self.target_signer() {
-            Signer::Old => (old, &self.old_root),
-            Signer::New => {
-                let new = new.ok_or_else(|| Error::InvalidParameter {
-                    field: "new signing CA".into(),
-                    reason: "this phase issues from the incoming CA, which is not available".into(),
-                })?;
-                (new, &self.new_root)
+        match self.target(current, old, new, policy, facts, cluster, now)? {
+            Converge::Keep => Ok(None),
+            Converge::Retrust(b) => Ok(Some(b)),
+            Converge::Issue { signer, roots } => {
+                let ca = match signer {
+                    Signer::Old => old,
+                    Signer::New => new.ok_or_else(incoming_missing)?,
+                };
+                let issued = ca.issue_intermediate(&policy.intermediate_params(cluster), rng, now)?.value;
+                with_trust_bundle(&issued, roots, now).map(Some)
             }
+        }
+    }
+
+    /// What `cluster` needs in the current phase, decided without issuing anything: keep its
+    /// bundle, the same intermediate inside the phase's trust bundle, or a new intermediate
+    /// from the phase's signer (issued by the caller, by whatever holds that signer's key, and
+    /// put inside `roots` with [`with_trust_bundle`]). `new` may be `None` in phases that sign
+    /// with the old signer; it is only read for its policy plan.
+    #[allow(clippy::too_many_arguments)]
+    pub fn target(
+        &self,
+        current: Option<&Cacerts>,
+        old: &SigningCa,
+        new: Option<&SigningCa>,
+        policy: &RotationPolicy,
+        facts: &Facts<'_>,
+        cluster: &str,
+        now: OffsetDateTime,
+    ) -> Result<Converge> {
+        let which = self.target_signer();
+        let (signer, signer_root) = match which {
+            Signer::Old => (old, &self.old_root),
+            Signer::New => (new.ok_or_else(incoming_missing)?, &self.new_root),
         };
         let due =
             |b: &Cacerts| matches!(plan(policy, signer, cluster, Current::Valid(b), facts, now), Plan::Issue { .. });
         let roots = self.target_roots();
         match current {
-            Some(b) if self.is_done(b) && !due(b) => Ok(None),
+            Some(b) if self.is_done(b) && !due(b) => Ok(Converge::Keep),
             // The intermediate is already the right signer's: only the trust bundle changes.
-            Some(b) if b.root() == signer_root && !due(b) => with_trust_bundle(b, roots, now).map(Some),
-            _ => {
-                let issued = signer.issue_intermediate(&policy.intermediate_params(cluster), rng, now)?.value;
-                with_trust_bundle(&issued, roots, now).map(Some)
-            }
+            Some(b) if b.root() == signer_root && !due(b) => with_trust_bundle(b, roots, now).map(Converge::Retrust),
+            _ => Ok(Converge::Issue { signer: which, roots }),
         }
+    }
+}
+
+/// What a cluster needs in a phase of a root rotation ([`RootRotation::target`]). Exhaustive
+/// on purpose, as [`Step`] is: the jobs match every case.
+#[derive(Clone, Debug)]
+pub enum Converge {
+    /// Its bundle is what the phase wants.
+    Keep,
+    /// The same intermediate, inside the phase's trust bundle.
+    Retrust(Cacerts),
+    /// A new intermediate from `signer`, inside `roots`.
+    Issue {
+        /// Which signer issues it.
+        signer: Signer,
+        /// The phase's trust bundle.
+        roots: Vec<Certificate>,
+    },
+}
+
+fn incoming_missing() -> Error {
+    Error::InvalidParameter {
+        field: "new signing CA".into(),
+        reason: "this phase issues from the incoming CA, which is not available".into(),
     }
 }
 
