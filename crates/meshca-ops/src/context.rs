@@ -27,6 +27,9 @@ pub struct Options {
     pub provider: ProviderAccess,
     /// What the run is asked to do beyond converging.
     pub intent: Intent,
+    /// CRLs of the CAs above the signing CA that the operator gives (PEM, the CLI's
+    /// `--upstream-crl FILE`), taken before the policy's `mgmtServerCa.upstreamCrlSecretRef`.
+    pub upstream_crls: Option<Vec<u8>>,
     /// Sign with this Secret instead of the policy's `mgmtServerCa`: set by the run itself
     /// (`reconcile::run`) after a policy-driven root rotation completed.
     pub(crate) signer_override: Option<SecretRef>,
@@ -144,6 +147,7 @@ impl Options {
             token: TokenAccess::default(),
             provider: ProviderAccess::default(),
             intent: Intent::Converge,
+            upstream_crls: None,
             signer_override: None,
         }
     }
@@ -181,6 +185,12 @@ impl Options {
     /// What the run is asked to do beyond converging.
     pub fn intent(mut self, intent: Intent) -> Self {
         self.intent = intent;
+        self
+    }
+
+    /// The upstream CRLs the operator gives (PEM).
+    pub fn upstream_crls(mut self, pem: Option<Vec<u8>>) -> Self {
+        self.upstream_crls = pem;
         self
     }
 

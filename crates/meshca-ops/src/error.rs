@@ -193,6 +193,21 @@ pub enum Error {
         detail: String,
     },
 
+    /// A CA above the signing CA has no current CRL to publish (with CRLs in use, Envoy refuses
+    /// every chain through a CA without one): nothing is written.
+    #[error(
+        "no current CRL of {ca} (a CA above the signing CA) to publish: {problem}; with CRLs in use every CA of \
+         every chain needs one, and meshca publishes no expired CRL: {fix}"
+    )]
+    UpstreamCrl {
+        /// The CA.
+        ca: String,
+        /// What was found.
+        problem: String,
+        /// What would fix it.
+        fix: String,
+    },
+
     /// A PKCS#11 module, token, PIN or key failed, or was not what the URI names. Nothing is
     /// written when this happens.
     #[error("{key}: {detail}")]
@@ -289,7 +304,7 @@ impl Error {
             Error::RotationState { .. } | Error::Rotation(_) => ErrorKind::Rotation,
             Error::Pkcs11 { .. } => ErrorKind::Hsm,
             Error::Provider { .. } => ErrorKind::Provider,
-            Error::Revocation(_) | Error::RevocationList { .. } => ErrorKind::Revocation,
+            Error::Revocation(_) | Error::RevocationList { .. } | Error::UpstreamCrl { .. } => ErrorKind::Revocation,
         }
     }
 

@@ -189,6 +189,8 @@ pub struct Policy {
     pub signer_key: Option<SignerKey>,
     /// The PKI that signs, when it is OpenBao/Vault (`mgmtServerCa.vault`).
     pub vault: Option<VaultSigner>,
+    /// `mgmtServerCa.upstreamCrlSecretRef`: the Secret and key of the upstream CRLs.
+    pub upstream_crl: Option<(SecretName, String)>,
     /// How intermediates are issued and rotated.
     pub rotation: RotationPolicy,
     /// `spec.config.autoRestartPods`.
@@ -339,6 +341,26 @@ pub struct MgmtServerCa {
     /// intermediate or a management intermediate meshca keeps and renews.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault: Option<VaultSpec>,
+    /// meshca's extension: a Secret with the CRLs (PEM) of the CAs above the signing CA, for an
+    /// upstream PKI meshca cannot reach; with CRLs in use, each CA of every chain needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_crl_secret_ref: Option<CrlSecretRef>,
+}
+
+/// A Secret's key holding CRLs (namespace defaults to the policy's, key to `ca-crl.pem`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CrlSecretRef {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The Secret's key (default `ca-crl.pem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// `mgmtServerCa.vault`: the OpenBao/Vault PKI that signs.
@@ -606,6 +628,16 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         }
         Some(k) => Some(parse_signer_key("spec.config.mgmtServerCa.pkcs11", k, &namespace, &bad)?),
     };
+    let upstream_crl = match mgmt.upstream_crl_secret_ref {
+        None => None,
+        Some(r) => Some(secret_key_ref(
+            "spec.config.mgmtServerCa.upstreamCrlSecretRef",
+            r.namespace.unwrap_or_else(|| namespace.clone()),
+            r.name,
+            r.key.unwrap_or_else(|| meshca::CA_CRL.into()),
+            &bad,
+        )?),
+    };
     let vault_spec = mgmt.vault;
     if vault_spec.is_some() && mgmt.generated.is_some() {
         return Err(bad("spec.config.mgmtServerCa.vault goes alone or with secretRef (where meshca keeps the \
@@ -746,6 +778,7 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         signer,
         signer_key,
         vault,
+        upstream_crl,
         rotation,
         auto_restart_pods: cfg.auto_restart_pods.unwrap_or(false),
         wait_for_unobserved_istiod: cfg.wait_for_unobserved_istiod.unwrap_or(false),

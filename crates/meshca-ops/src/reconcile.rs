@@ -140,7 +140,7 @@ fn reconcile_with(
         &with_passive
     };
     let loaded = crate::signer::load(store, policy, opts, rng)?;
-    let (signer, signer_info, remote) = (loaded.ca, loaded.info, loaded.remote);
+    let (signer, signer_info, remote, issued_by) = (loaded.ca, loaded.info, loaded.remote, loaded.issued_by);
     let mut fleet = match opts.intent.revocations() {
         Some(list) => {
             // The caller's list replaces the stored one; a stored one that cannot be read (the
@@ -152,7 +152,8 @@ fn reconcile_with(
     };
     let mut prepared = Prepared::default();
     if let Some(fleet) = fleet.as_mut() {
-        prepared = prepare_crls(store, policy, &signer, remote.as_ref(), fleet, opts, rng)?;
+        let crl_signer = revocation::CrlSigner::new(&signer, remote.as_ref(), issued_by.as_ref());
+        prepared = prepare_crls(store, policy, crl_signer, fleet, opts, rng)?;
     }
     let crl_pem = fleet.as_ref().map(revocation::Fleet::crl_pem);
     let revoked = fleet.as_ref().map(revocation::Fleet::entries).unwrap_or_default();
@@ -227,6 +228,11 @@ fn reconcile_with(
         Err(e) => Trust { ok: false, root_fingerprint: None, error: Some(e) },
     };
     let mut next_check = results.iter().filter_map(|r| r.next_check).min();
+    // An upstream CRL is fetched again (or warned about) before it lapses: come back by then.
+    if let Some(t) = fleet.as_ref().and_then(|f| f.upstream().iter().map(|u| u.next_update).min()) {
+        let due = t - revocation::UPSTREAM_REFRESH;
+        next_check = Some(next_check.map_or(due, |n| n.min(due)));
+    }
     // The root's CRL is re-signed once under ROOT_CRL_REFRESH is left: come back by then (a
     // 30-day intermediate would otherwise leave it stale for weeks).
     if let Some(refresh) = fleet
@@ -244,7 +250,13 @@ fn reconcile_with(
         clusters: results,
         trust,
         next_check,
-        notes: policy.notes.iter().cloned().chain(loaded.notes).collect(),
+        notes: policy
+            .notes
+            .iter()
+            .cloned()
+            .chain(loaded.notes)
+            .chain(fleet.as_ref().map(|f| f.notes().to_vec()).unwrap_or_default())
+            .collect(),
         provider_fault: match &remote {
             Some(crate::signer::Remote::Down(d)) => Some(d.fault()),
             _ => None,
@@ -381,14 +393,14 @@ fn plan_for(
 fn prepare_crls(
     store: &dyn Store,
     policy: &Policy,
-    signer: &SigningCa,
-    remote: Option<&crate::signer::Remote>,
+    crl_signer: revocation::CrlSigner<'_>,
     fleet: &mut revocation::Fleet,
     opts: &Options,
     rng: &mut dyn Entropy,
 ) -> Result<Prepared, Error> {
     let now = opts.now;
-    fleet.refresh_root(signer, now)?;
+    let (signer, remote) = (crl_signer.ca(), crl_signer.remote());
+    fleet.refresh_signers(&[crl_signer], &[], store, policy, opts)?;
     let revoked = fleet.entries();
     let mut prepared = Prepared::default();
     for cluster in &opts.clusters {

@@ -138,24 +138,42 @@ pub enum RootRotationRefusal {
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RevocationRefusal {
-    /// The signing CA is not a root: the CRL that revokes an intermediate is its issuer's.
+    /// `crl rebuild` with a signing CA that is not a root: the list is rebuilt from a root's
+    /// CRL.
     #[error(
-        "the signing CA ({signer}) is not a root: with CRLs in use, every CA of a chain needs one, and the CRL of \
-         {signer} can only come from the PKI above it; revocation needs a self-signed signing CA"
+        "the signing CA ({signer}) is not a root: the list is rebuilt from the newest CRL a root signed, and this \
+         policy's CRLs come from {signer}; restore the list's Secret from a backup instead"
     )]
     SignerNotRoot {
         /// The signing CA's subject.
         signer: String,
     },
-    /// The PKI signs every cluster intermediate (`mgmtServerCa.vault`, `signs: clusters`): the CRL
-    /// revoking one is the PKI's to sign.
+    /// The CA named is the signing CA itself (a management intermediate): its CRL is the
+    /// upstream PKI's to sign.
     #[error(
-        "the cluster intermediates are signed by {provider} (spec.config.mgmtServerCa.vault, signs: clusters), so \
-         the CRL that revokes one is that PKI's; meshca does not yet publish a PKI's CRLs in ca-crl.pem: revoke it \
-         there (bao write <mount>/revoke serial_number=<serial>) and re-issue the cluster (meshca rotate)"
+        "serial {serial} is the signing CA {signer} itself: the CRL that revokes it is the PKI's above it, not \
+         meshca's. Revoke it there ({how}), then let meshca issue a new management intermediate (remove its \
+         Secret and reconcile); every cluster is re-issued under the new one"
     )]
-    SignerInProvider {
-        /// The PKI's address.
+    UpstreamRevokes {
+        /// The signing CA.
+        signer: String,
+        /// Its serial.
+        serial: String,
+        /// The command that revokes it at the PKI.
+        how: String,
+    },
+    /// Taking back a revocation the PKI made: a PKI's revocations are final.
+    #[error(
+        "{cluster}'s CA (serial {serial}) was revoked at the PKI that signed it ({provider}), and a PKI's revocations \
+         cannot be taken back: re-issue the cluster instead (meshca rotate)"
+    )]
+    RevokedAtPki {
+        /// The cluster.
+        cluster: String,
+        /// The serial.
+        serial: String,
+        /// The PKI.
         provider: String,
     },
     /// `crl rebuild` while a root rotation is under way: the list would be rebuilt from one

@@ -195,11 +195,22 @@ fn revoke_entries(
             return Err(Refusal::BadSerial.into());
         }
     }
-    refuse_provider_signer(policy)?;
-    let signing = signing_roots(store, policy, opts, rng)?;
-    let signer_cas: Vec<&Certificate> = signing.iter().map(|s| s.bundle().ca_cert()).collect();
-    if let Some(ca) = signer_cas.iter().find(|c| !c.is_self_signed()) {
-        return Err(Refusal::SignerNotRoot { signer: ca.subject() }.into());
+    let signing = signing_cas(store, policy, opts, rng)?;
+    let signer_cas: Vec<&Certificate> = signing.iter().map(|s| s.ca.bundle().ca_cert()).collect();
+    // The signing CA itself (a management intermediate) is the upstream PKI's to revoke.
+    for w in wanted {
+        let Some(serial) = w.serial.and_then(normalize_serial) else { continue };
+        if let Some(s) =
+            signing.iter().find(|s| hex(meshca::canonical_serial(s.ca.bundle().ca_cert().serial_bytes())) == serial)
+        {
+            let colons: Vec<String> =
+                serial.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+            let how = match &s.issued_by {
+                Some(v) => format!("bao write {}/revoke serial_number={}", v.mount, colons.join(":")),
+                None => "at the CA that issued it".to_owned(),
+            };
+            return Err(Refusal::UpstreamRevokes { signer: s.ca.bundle().ca_cert().subject(), serial, how }.into());
+        }
     }
     let stored = load(store, policy, &opts.mgmt_cluster)?;
     let mut list = stored.as_ref().map(|f| f.list.clone()).unwrap_or_default();
@@ -329,6 +340,22 @@ pub fn unrevoke(
         Selector::All => true,
     };
     let (taken, kept): (Vec<RevokedCa>, Vec<RevokedCa>) = list.revoked.drain(..).partition(|r| matches(r));
+    // What a PKI revoked stays revoked there: its CRL would go on listing it.
+    let pki_signs =
+        |v: Option<&crate::policy::VaultSigner>| v.is_some_and(|v| v.signs == crate::policy::Signs::Clusters);
+    if pki_signs(policy.vault.as_ref()) || pki_signs(policy.root_rotation.as_ref().and_then(|r| r.new_vault.as_ref())) {
+        for s in signing_cas(store, policy, opts, rng)?.iter().filter(|s| s.remote.is_some()) {
+            let subject = s.ca.bundle().ca_cert().subject();
+            if let Some(r) = taken.iter().find(|r| r.issuer == subject) {
+                return Err(Refusal::RevokedAtPki {
+                    cluster: r.cluster.clone(),
+                    serial: r.serial.clone(),
+                    provider: s.ca.bundle().ca_key().external().unwrap_or_default(),
+                }
+                .into());
+            }
+        }
+    }
     if taken.is_empty() && *which != Selector::All {
         let what = match which {
             Selector::Cluster(c) => format!("cluster {c}"),
@@ -377,7 +404,6 @@ pub fn rebuild(
     if rotation_under_way(store, policy, opts)?.is_some() {
         return Err(Refusal::RebuildDuringRootRotation.into());
     }
-    refuse_provider_signer(policy)?;
     let (signer, _) = crate::reconcile::load_signer(store, policy, opts, rng)?;
     let root = signer.bundle().ca_cert();
     if !root.is_self_signed() {
@@ -475,21 +501,26 @@ fn rotation_under_way(
     Ok(crate::rootrotation::load(store, policy, &opts.mgmt_cluster)?.filter(|s| s.in_progress()))
 }
 
-/// The roots whose CRLs may list a cluster intermediate: the policy's signer; during a root
-/// rotation, the signer of its current phase first, then the other.
-fn signing_roots(
+/// The signing CAs whose CRLs may list a cluster intermediate: the policy's signer; during a
+/// root rotation, the signer of its current phase first, then the other.
+fn signing_cas(
     store: &dyn Store,
     policy: &Policy,
     opts: &crate::reconcile::Options,
     rng: &mut dyn meshca::Entropy,
-) -> Result<Vec<meshca::SigningCa>, Error> {
+) -> Result<Vec<crate::signer::Opened>, Error> {
     let Some(rotation) = rotation_under_way(store, policy, opts)? else {
-        return Ok(vec![crate::reconcile::load_signer(store, policy, opts, rng)?.0]);
+        let loaded = crate::signer::load(store, policy, opts, rng)?;
+        return Ok(vec![crate::signer::Opened { ca: loaded.ca, remote: loaded.remote, issued_by: loaded.issued_by }]);
     };
     let signers = crate::signer::Signers::new(store, policy, opts);
-    let old = signers.require(&signers.policy_secret(), opts.now)?;
-    let new = signers.read(&rotation.new_signer, opts.now).ok().flatten();
-    let mut all: Vec<meshca::SigningCa> = [Some(old), new].into_iter().flatten().collect();
+    let old_ref = signers.policy_secret();
+    let mut notes = Vec::new();
+    let old = signers
+        .open(&old_ref, rng, &mut notes)?
+        .ok_or_else(|| Error::SignerNotFound { secret: old_ref.to_string(), location: store.location(&old_ref) })?;
+    let new = signers.open(&rotation.new_signer, rng, &mut notes).ok().flatten();
+    let mut all: Vec<crate::signer::Opened> = [Some(old), new].into_iter().flatten().collect();
     if rotation.rotation.target_signer() == meshca::Signer::New {
         all.reverse();
     }
@@ -501,15 +532,4 @@ fn held(list: &RevocationList) -> String {
         return "no entries".into();
     }
     meshca::list_bounded(list.revoked.iter().map(|r| format!("{} (serial {})", r.cluster, r.serial)), 10)
-}
-
-/// Revocation needs the CRL of the CA that signed the intermediates: not meshca's to sign when
-/// the PKI signs every cluster intermediate.
-fn refuse_provider_signer(policy: &Policy) -> Result<(), Error> {
-    match &policy.vault {
-        Some(v) if v.signs == crate::policy::Signs::Clusters => {
-            Err(Refusal::SignerInProvider { provider: v.address.clone() }.into())
-        }
-        _ => Ok(()),
-    }
 }

@@ -572,7 +572,7 @@ fn pass(
     rotation_policy.passive_roots = passive.to_vec();
     // The fleet's CRL set, when it publishes one: the CRLs of both roots while either may be
     // trusted, one for every intermediate in use, saved before any bundle that needs it.
-    let mut fleet = crl_fleet(store, policy, opts, &r, (old, new))?;
+    let mut fleet = crl_fleet(store, policy, opts, &r, (old_opened, new_opened))?;
     let revoked = fleet.as_ref().map(Fleet::entries).unwrap_or_default();
     let facts = Facts::new(&revoked, fleet.is_some(), false);
     // First what each cluster should hold, nothing written yet.
@@ -753,7 +753,12 @@ fn pass(
     if let (Some(f), Some(removed)) = (fleet.as_mut(), next.removed_root()) {
         // Finished: the root no cluster trusts any more leaves the CRL set with what it revoked;
         // the next run publishes the set without it.
-        f.forget_root(removed);
+        let chain: Vec<&Certificate> = [Some(old_opened), new_opened]
+            .into_iter()
+            .flatten()
+            .find(|o| o.ca.bundle().root() == removed)
+            .map_or_else(|| vec![removed], |o| o.ca.bundle().path().iter().collect());
+        f.forget_chain(&chain);
         f.save(&writer(store, policy, opts), policy, mgmt)?;
     }
     let saved = Stored { rotation: next.clone(), clusters: known, ..stored };
@@ -796,7 +801,7 @@ fn converge(
         .map_err(Error::core(context()))?
     {
         Converge::Keep => Ok(None),
-        Converge::Retrust(b) => Ok(Some(b)),
+        Converge::Retrust(b) => Ok(Some(*b)),
         Converge::Issue { signer, roots } => {
             let opened = if signer == Signer::Old {
                 old
@@ -828,7 +833,7 @@ fn crl_fleet(
     policy: &Policy,
     opts: &Options,
     r: &RootRotation,
-    (old, new): (&SigningCa, Option<&SigningCa>),
+    (old, new): (&Opened, Option<&Opened>),
 ) -> Result<Option<Fleet>, Error> {
     let stored = crate::revocation_list::load(store, policy, &opts.mgmt_cluster)?;
     let mut fleet = match opts.intent.revocations() {
@@ -839,12 +844,15 @@ fn crl_fleet(
         },
     };
     r.check_crl_names().map_err(Error::core("the root rotation with the fleet's CRLs"))?;
-    let signers: Vec<&SigningCa> = r
+    let opened: Vec<&Opened> = [Some(old), new].into_iter().flatten().collect();
+    let signers: Vec<crate::revocation_list::CrlSigner<'_>> = r
         .crl_roots()
         .into_iter()
-        .filter_map(|root| [Some(old), new].into_iter().flatten().find(|s| s.bundle().ca_cert() == root))
+        .filter_map(|root| opened.iter().find(|o| o.ca.bundle().root() == root).map(|o| o.crl_signer()))
         .collect();
-    fleet.refresh_roots(&signers, &[&r.old_root, &r.new_root], opts.now)?;
+    let mut known: Vec<&Certificate> = vec![&r.old_root, &r.new_root];
+    known.extend(opened.iter().map(|o| o.ca.bundle().ca_cert()));
+    fleet.refresh_signers(&signers, &known, store, policy, opts)?;
     Ok(Some(fleet))
 }
 

@@ -144,15 +144,15 @@ impl<'a> Signers<'a> {
             (_, Some(v)) if v.signs == Signs::Clusters => {
                 let vault = connect_vault(self.store, v, self.opts)?;
                 let ca = provider_ca(&vault.describe(), &vault.issuer_files()?, now)?;
-                Ok(Some(Opened { ca, remote: Some(Remote::Ready(Arc::new(vault))) }))
+                Ok(Some(Opened { ca, remote: Some(Remote::Ready(Arc::new(vault))), issued_by: None }))
             }
             (key, Some(v)) => {
                 let current = self.read(secret, now)?;
                 let (ca, _) =
                     management_intermediate(self.store, self.policy, v, key, secret, current, self.opts, rng, notes)?;
-                Ok(Some(Opened { ca, remote: None }))
+                Ok(Some(Opened { ca, remote: None, issued_by: Some(v.clone()) }))
             }
-            _ => Ok(self.read(secret, now)?.map(|ca| Opened { ca, remote: None })),
+            _ => Ok(self.read(secret, now)?.map(|ca| Opened { ca, remote: None, issued_by: None })),
         }
     }
 
@@ -202,6 +202,17 @@ pub struct Opened {
     pub ca: SigningCa,
     /// The PKI that signs each intermediate in its name, when one does.
     pub remote: Option<Remote>,
+    /// The PKI that issued the CA (a management intermediate): the CRL of the CA above it is
+    /// that PKI's.
+    pub issued_by: Option<VaultSigner>,
+}
+
+impl Opened {
+    /// The CA as the fleet's CRL set needs it: who signs its CRL, and where the CRL of the CA
+    /// above it comes from.
+    pub fn crl_signer(&self) -> crate::revocation_list::CrlSigner<'_> {
+        crate::revocation_list::CrlSigner::new(&self.ca, self.remote.as_ref(), self.issued_by.as_ref())
+    }
 }
 
 /// The signer of a run, as [`load`] found it.
@@ -216,6 +227,15 @@ pub struct Loaded {
     pub remote: Option<Remote>,
     /// What the run should tell its operator (a renewal that failed and was deferred).
     pub notes: Vec<String>,
+    /// The PKI that issued the signing CA (a management intermediate).
+    pub issued_by: Option<VaultSigner>,
+}
+
+impl Loaded {
+    /// The signer as the fleet's CRL set needs it ([`Opened::crl_signer`]).
+    pub fn crl_signer(&self) -> crate::revocation_list::CrlSigner<'_> {
+        crate::revocation_list::CrlSigner::new(&self.ca, self.remote.as_ref(), self.issued_by.as_ref())
+    }
 }
 
 /// The file of the kept issuer Secret (`signs: clusters`) naming the PKI, mount and issuer it
@@ -266,6 +286,7 @@ pub fn load(store: &dyn Store, policy: &Policy, opts: &Options, rng: &mut dyn En
     let location = store.location(&secret);
     let mut notes = Vec::new();
     let mut remote = None;
+    let mut issued_by = None;
     let (held_key, held_vault) = signers.held(&secret);
     let (signer, created) = match held_vault {
         Some(v) if v.signs == Signs::Clusters => {
@@ -307,6 +328,7 @@ pub fn load(store: &dyn Store, policy: &Policy, opts: &Options, rng: &mut dyn En
         }
         Some(v) => {
             let current = signers.read(&secret, opts.now)?;
+            issued_by = Some(v.clone());
             management_intermediate(store, policy, v, held_key, &secret, current, opts, rng, &mut notes)?
         }
         _ => match (signers.read(&secret, opts.now)?, &policy.signer) {
@@ -332,7 +354,7 @@ pub fn load(store: &dyn Store, policy: &Policy, opts: &Options, rng: &mut dyn En
         created,
         key: b.ca_key().external(),
     };
-    Ok(Loaded { ca: signer, info, remote, notes })
+    Ok(Loaded { ca: signer, info, remote, notes, issued_by })
 }
 
 /// The issuer of the PKI `provider` as a signing CA, from its public `files`: its

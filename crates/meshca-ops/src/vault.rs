@@ -19,7 +19,7 @@ use std::time::Duration as StdDuration;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
-use meshca::{CaRequest, ExternalKey, KeyType, ProviderAnswer, SignError};
+use meshca::{CaRequest, Crl, ExternalKey, KeyType, ProviderAnswer, SignError};
 
 use crate::error::{Error, ProviderFault};
 use crate::policy::VaultSigner;
@@ -231,6 +231,40 @@ impl Vault {
             None => chain.push_str(answer.pointer("/data/issuing_ca").and_then(Value::as_str).unwrap_or_default()),
         }
         Ok(ProviderAnswer { certificate: certificate.as_bytes().to_vec(), chain: chain.into_bytes() })
+    }
+
+    /// The issuer's current CRL (`GET <mount>/issuer/<ref>/crl`), unchecked: the caller checks
+    /// it against the issuer's certificate before it is published.
+    pub fn issuer_crl(&self) -> Result<Crl, Error> {
+        let path = format!("{}/issuer/{}/crl", self.connect.mount, self.connect.issuer);
+        let call = format!("GET {path}");
+        let answer = self.call("GET", &path, &call, None, true)?;
+        let pem = answer.pointer("/data/crl").and_then(Value::as_str).unwrap_or_default();
+        if pem.is_empty() {
+            return Err(self.fault(&call, ProviderFault::BadAnswer, "no data.crl in the answer".into()));
+        }
+        let mut crls = Crl::from_pem_all(pem.as_bytes(), "the issuer's CRL")
+            .map_err(|e| self.fault(&call, ProviderFault::BadAnswer, e.to_string()))?;
+        match (crls.pop(), crls.is_empty()) {
+            (Some(crl), true) => Ok(crl),
+            _ => Err(self.fault(&call, ProviderFault::BadAnswer, "data.crl does not hold exactly one CRL".into())),
+        }
+    }
+
+    /// Revokes the certificate with `serial` (bytes, as the certificate holds it) at the PKI
+    /// (`POST <mount>/revoke`); its CRL lists it from then on.
+    pub fn revoke(&self, serial: &[u8]) -> Result<(), Error> {
+        let path = format!("{}/revoke", self.connect.mount);
+        let call = format!("POST {path}");
+        let hex: Vec<String> = meshca::canonical_serial(serial).iter().map(|b| format!("{b:02x}")).collect();
+        self.call("POST", &path, &call, Some(json!({ "serial_number": hex.join(":") })), true).map(|_| ())
+    }
+
+    /// Has the PKI re-sign its CRLs now (`GET <mount>/crl/rotate`), for one about to expire.
+    pub fn rotate_crl(&self) -> Result<(), Error> {
+        let path = format!("{}/crl/rotate", self.connect.mount);
+        let call = format!("GET {path}");
+        self.call("GET", &path, &call, None, true).map(|_| ())
     }
 
     fn fault(&self, call: &str, fault: ProviderFault, detail: String) -> Error {

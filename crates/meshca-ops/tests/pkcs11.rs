@@ -354,3 +354,146 @@ fn the_root_rotates_away_from_a_key_held_in_the_token() {
     assert!(e.contains("rootRotation.newMgmtServerCa"), "{e}");
     assert!(!store.read(&mgmt("hsm-root")).unwrap().unwrap().contains(meshca::CA_KEY));
 }
+
+/// The migration users need most: the quickstart's root in a Secret to a root made in their
+/// HSM, by the same three steps, with CRLs in use throughout: a cluster revoked before the
+/// rotation, one revoked during step 2 (its CRL signed through the token), and one revoked
+/// after it under the token-held root. At every step every pair of clusters passes the
+/// rehearsal check (rustls-webpki and `openssl -crl_check_all`).
+#[test]
+fn the_quickstart_root_moves_into_the_token_with_revocations_throughout() {
+    let Some(hsm) = softhsm("the_quickstart_root_moves_into_the_token_with_revocations_throughout") else { return };
+    let t = now();
+    let token = hsm.new_token("migrate");
+    let key = TokenKey::generate(&access(hsm, &token, "root-2", PIN), KeyAlgorithm::EcdsaP256).unwrap();
+    let mut p = RootParams::default();
+    p.common_name = "HSM Root".into();
+    let new = SigningCa::generate_root_with_key(&p, key, &mut meshca::OsRng, t).unwrap();
+    let dir = tempdir("migrate");
+    let store = DirStore::new(dir.join("store"));
+    let mgmt = |name: &str| SecretRef::new("mgmt", "gloo-mesh", name);
+    store.write(&mgmt("hsm-root"), &new.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    store.write(&mgmt("hsm-pin"), &[("pin", format!("{PIN}\n"))].into_iter().collect(), &WriteMeta::default()).unwrap();
+    let module = TokenAccess::new(Some(hsm.module.clone()), None);
+    // The quickstart's policy: a generated root in a Secret.
+    let quickstart = "apiVersion: meshca.dev/v1alpha1
+kind: RootTrustPolicy
+metadata:
+  name: fleet
+  namespace: gloo-mesh
+spec:
+  config:
+    intermediateCertOptions:
+      ttlDays: 30
+    mgmtServerCa:
+      generated: {}
+";
+    let clusters = ["c1", "c2", "c3"];
+    let opts = |at: OffsetDateTime| {
+        let mut o = Options::new(at, clusters.map(String::from).to_vec());
+        o.token = module.clone();
+        o
+    };
+    let text_policy = |text: &str| policy::parse(text, "policy.yaml").unwrap();
+    let Run::Reconciled(first) = run(&store, quickstart, module.clone(), t).unwrap() else { panic!() };
+    assert!(first.ok(), "{first:?}");
+    let old_root =
+        Cacerts::from_files(&store.read(&SecretRef::cacerts("c1")).unwrap().unwrap(), t).unwrap().root().clone();
+    let revoke = |text: &str, cluster: &str, at: OffsetDateTime| {
+        let r = meshca_ops::revocation::revoke(
+            &store,
+            &text_policy(text),
+            &opts(at),
+            cluster,
+            meshca::RevocationReason::KeyCompromise,
+            &mut meshca::OsRng,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert!(r.run.ok(), "{r:?}");
+    };
+    let check = |at: OffsetDateTime, when: &str| {
+        let refused = meshca_testkit::verify::refused_pairs(&dir, &peers(&store, &clusters, at), at);
+        assert!(refused.is_empty(), "{when}: {refused:#?}");
+    };
+    revoke(quickstart, "c2", t);
+    check(t, "after revoking c2 under the quickstart's root");
+
+    let rotating = format!(
+        "{quickstart}    rootRotation:\n      newMgmtServerCa:\n        secretRef: {{name: hsm-root}}\n        pkcs11:\n          \
+         uri: pkcs11:token={token};object=root-2\n          pinSecretRef: {{name: hsm-pin}}\n      dwellHours: 1\n"
+    );
+    let mut phases: Vec<meshca_ops::rootrotation::PhaseName> = Vec::new();
+    let mut end = None;
+    let mut revoked_in_step_2 = false;
+    for h in 1..20 {
+        let at = t + time::Duration::hours(h) + time::Duration::seconds(h);
+        if h == 3 && phases.last().map(ToString::to_string).as_deref() == Some("PropagatingIntermediates") {
+            // During step 2: c1's intermediate (from the token-held root) is revoked; the new
+            // root's CRL is signed through the token.
+            revoke(&rotating, "c1", at);
+            check(at, "revoked c1 in step 2");
+            revoked_in_step_2 = true;
+        }
+        match run(&store, &rotating, module.clone(), at).unwrap() {
+            Run::RootRotation(r) => {
+                assert!(!r.failed(), "{r:?}");
+                if phases.last() != Some(&r.now_phase) {
+                    phases.push(r.now_phase);
+                }
+            }
+            Run::Reconciled(report) => {
+                assert!(report.ok(), "{report:?}");
+                end = Some(at);
+                break;
+            }
+        }
+        check(at, &format!("hour {h}, {phases:?}"));
+    }
+    let at = end.unwrap_or_else(|| panic!("the rotation did not finish: {phases:?}"));
+    assert_eq!(phases, ["AddingNewRoot", "PropagatingIntermediates", "DeletingOldRoot", "Complete"]);
+    assert!(revoked_in_step_2);
+    check(at, "after the rotation");
+    // The set carries the token-held root's CRL, signed in the token, listing c1's revoked CA.
+    let list = meshca_ops::revocation::load(&store, &text_policy(quickstart), "mgmt").unwrap().unwrap();
+    let root_crl = list.crls().iter().find(|c| c.is_issued_by_name(new.bundle().root())).expect("the HSM root's CRL");
+    root_crl.check(new.bundle().root(), at, "ca-crl.pem").unwrap();
+    assert_eq!(root_crl.entries().len(), 1);
+    assert!(list.crls().iter().all(|c| !c.is_issued_by_name(&old_root)));
+    // The user points mgmtServerCa at the token-held root: revocation goes on through it.
+    let moved = format!(
+        "{}      secretRef: {{name: hsm-root}}\n      pkcs11:\n        uri: pkcs11:token={token};object=root-2\n        \
+         pinSecretRef: {{name: hsm-pin}}\n",
+        quickstart.replace("      generated: {}\n", "")
+    );
+    let Run::Reconciled(r) = run(&store, &moved, module.clone(), at).unwrap() else { panic!() };
+    assert!(r.ok(), "{r:?}");
+    let later = at + time::Duration::hours(1);
+    revoke(&moved, "c3", later);
+    check(later, "c3 revoked under the token-held root");
+    let list = meshca_ops::revocation::load(&store, &text_policy(&moved), "mgmt").unwrap().unwrap();
+    assert_eq!(list.list.revoked.len(), 2);
+    assert_key_stays_in_token(hsm, &token, "root-2");
+    assert!(!store.read(&mgmt("hsm-root")).unwrap().unwrap().contains(meshca::CA_KEY));
+}
+
+/// Each cluster as its peers see it: a fresh workload, its roots and its CRL set.
+fn peers(store: &dyn Store, clusters: &[&str], at: OffsetDateTime) -> Vec<meshca_testkit::verify::Peer> {
+    let id = SpiffeId::workload("cluster.local", "default", "probe").unwrap();
+    clusters
+        .iter()
+        .map(|c| {
+            let files = store.read(&SecretRef::cacerts(c)).unwrap().unwrap();
+            let b = Cacerts::from_files(&files, at).unwrap();
+            let leaf = SigningCa::new(b.clone())
+                .issue_leaf(&LeafParams::new(id.clone()), &mut meshca::OsRng, at)
+                .unwrap()
+                .value;
+            let crls = files
+                .get(meshca::CA_CRL)
+                .map(|p| meshca::Crl::from_pem_all(p, "ca-crl.pem").unwrap())
+                .unwrap_or_default();
+            meshca_testkit::verify::Peer { name: (*c).into(), chain: leaf.chain(), roots: b.roots().to_vec(), crls }
+        })
+        .collect()
+}

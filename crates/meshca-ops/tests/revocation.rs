@@ -463,3 +463,147 @@ fn a_revocation_pass_reads_each_cluster_once_before_acting() {
     let reads = counting.reads.lock().unwrap().clone();
     assert_eq!(reads.values().copied().collect::<Vec<_>>(), [1, 1, 1], "{reads:?}");
 }
+
+/// The signing CA is an intermediate of the user's own PKI (its root's key is not meshca's):
+/// revocation needs the root's CRL, which the operator supplies in the Secret the policy names
+/// (`mgmtServerCa.upstreamCrlSecretRef`). It is published with the set, warned about well
+/// before it expires, and never published expired.
+#[test]
+fn under_an_upstream_root_the_operator_supplies_its_crl_and_meshca_never_publishes_it_expired() {
+    let dir = std::env::temp_dir().join(format!("meshca-ops-rev-upstream-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = DirStore::new(dir.join("store"));
+    let mut p = RootParams::default();
+    p.common_name = "Corp Root".into();
+    let corp = SigningCa::generate_root(&p, &mut meshca::OsRng, t0()).unwrap();
+    let mut params = meshca::IntermediateParams::new("mesh");
+    params.pathlen = 1;
+    params.ttl = Duration::days(3 * 365);
+    let issuing = corp.issue_intermediate(&params, &mut meshca::OsRng, t0()).unwrap().value;
+    let mgmt = |name: &str| SecretRef::new("mgmt", "gloo-mesh", name);
+    store.write(&mgmt(SIGNER), &issuing.to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    let text = SEED_POLICY.replace("ttlDays: 1", "ttlDays: 30");
+    let plain = policy::parse(&text, "policy.yaml").unwrap();
+    // The seed policy ends inside mgmtServerCa: the field goes beside secretRef.
+    let with_ref =
+        policy::parse(&format!("{text}      upstreamCrlSecretRef: {{name: corp-crls}}\n"), "policy.yaml").unwrap();
+    let f = Fleet { dir, store, policy: with_ref.clone() };
+    let r = reconcile::reconcile(&f.store, &plain, &opts(t0(), &CLUSTERS), &mut meshca::OsRng, &mut |_, _| {}).unwrap();
+    assert!(r.ok(), "{r:?}");
+    let snapshot = |at| {
+        CLUSTERS.map(|c| {
+            f.store
+                .read(&SecretRef::cacerts(c))
+                .unwrap()
+                .map(|f| (fp(&Cacerts::from_files(&f, at).unwrap()), f.get(meshca::CA_CRL).map(<[u8]>::to_vec)))
+        })
+    };
+    let before = snapshot(t0());
+    let revoke_with = |policy: &Policy, at| {
+        revocation::revoke(
+            &f.store,
+            policy,
+            &opts(at, &CLUSTERS),
+            "c2",
+            RevocationReason::KeyCompromise,
+            &mut meshca::OsRng,
+            &mut |_, _| {},
+        )
+    };
+    // No upstream CRL at all: refused, naming the CA and the fix; nothing written.
+    let e = revoke_with(&plain, t0()).unwrap_err().to_string();
+    assert!(e.contains("CN=Corp Root") && e.contains("upstreamCrlSecretRef") && e.contains("none was supplied"), "{e}");
+    assert_eq!(snapshot(t0()), before);
+    // The policy names a Secret that does not exist yet: refused naming the field.
+    let e = revoke_with(&with_ref, t0()).unwrap_err().to_string();
+    assert!(e.contains("spec.config.mgmtServerCa.upstreamCrlSecretRef") && e.contains("not found"), "{e}");
+    // A CRL of the right name but another key (a forgery): not taken.
+    let forger = SigningCa::generate_root(&p, &mut meshca::OsRng, t0()).unwrap();
+    let forged = forger.sign_crl(&[], t0() - meshca::BACKDATE, t0() + Duration::days(7), 1).unwrap();
+    let supply = |crl: &Crl| {
+        f.store
+            .write(&mgmt("corp-crls"), &[(meshca::CA_CRL, crl.to_pem())].into_iter().collect(), &WriteMeta::default())
+            .unwrap();
+    };
+    supply(&forged);
+    let e = revoke_with(&with_ref, t0()).unwrap_err().to_string();
+    assert!(e.contains("CN=Corp Root") && e.contains("signature"), "{e}");
+    assert_eq!(snapshot(t0()), before);
+    // The real one, valid a week: the revocation goes through, and every pair passes the
+    // rehearsal check with the whole chain's CRLs.
+    let week = corp.sign_crl(&[], t0() - meshca::BACKDATE, t0() + Duration::days(7), 1).unwrap();
+    supply(&week);
+    let c2_before = bundle(&f, "c2", t0()).0;
+    let r = revoke_with(&with_ref, t0()).unwrap();
+    assert!(r.run.ok(), "{r:?}");
+    let summary = r.run.reconciled().unwrap().crl.clone().unwrap();
+    assert_eq!(summary.upstream.len(), 1);
+    assert!(!summary.upstream[0].expiring);
+    let peers = |at| {
+        let id = SpiffeId::workload("cluster.local", "default", "probe").unwrap();
+        CLUSTERS
+            .iter()
+            .map(|c| {
+                let (b, crls) = bundle(&f, c, at);
+                let leaf = SigningCa::new(b.clone())
+                    .issue_leaf(&LeafParams::new(id.clone()), &mut meshca::OsRng, at)
+                    .unwrap()
+                    .value;
+                meshca_testkit::verify::Peer { name: (*c).into(), chain: leaf.chain(), roots: b.roots().to_vec(), crls }
+            })
+            .collect::<Vec<_>>()
+    };
+    let refused = meshca_testkit::verify::refused_pairs(&f.dir, &peers(t0()), t0());
+    assert!(refused.is_empty(), "{refused:#?}");
+    let id = SpiffeId::workload("cluster.local", "default", "stolen").unwrap();
+    let stolen = SigningCa::new(c2_before).issue_leaf(&LeafParams::new(id), &mut meshca::OsRng, t0()).unwrap().value;
+    for verifier in peers(t0()) {
+        let thief =
+            meshca_testkit::verify::Peer { name: "revoked c2".into(), chain: stolen.chain(), ..verifier.clone() };
+        let refused = meshca_testkit::verify::refused_pairs(&f.dir, &[thief], t0());
+        assert!(
+            refused.iter().any(|r| r.contains("(openssl)")) && refused.iter().any(|r| r.contains("CertRevoked")),
+            "{refused:?}"
+        );
+    }
+    // Five days on, two are left: a warning in the notes and the summary.
+    let at = t0() + Duration::days(5);
+    let r =
+        reconcile::reconcile(&f.store, &with_ref, &opts(at, &CLUSTERS), &mut meshca::OsRng, &mut |_, _| {}).unwrap();
+    assert!(r.ok(), "{r:?}");
+    assert!(r.notes.iter().any(|n| n.contains("CN=Corp Root") && n.contains("supply a newer one")), "{:?}", r.notes);
+    assert!(r.crl.as_ref().unwrap().upstream[0].expiring);
+    // Eight days on it has expired: the run refuses, every cluster keeps what it had.
+    let at = t0() + Duration::days(8);
+    let held = snapshot(t0() + Duration::days(5));
+    let e = reconcile::reconcile(&f.store, &with_ref, &opts(at, &CLUSTERS), &mut meshca::OsRng, &mut |_, _| {})
+        .unwrap_err();
+    assert!(e.to_string().contains("expired") && e.to_string().contains("CN=Corp Root"), "{e}");
+    assert_eq!(e.kind(), meshca_ops::error::ErrorKind::Revocation);
+    assert_eq!(snapshot(t0() + Duration::days(5)), held);
+    // A current one supplied: published again.
+    supply(&corp.sign_crl(&[], at - meshca::BACKDATE, at + Duration::days(7), 2).unwrap());
+    let r =
+        reconcile::reconcile(&f.store, &with_ref, &opts(at, &CLUSTERS), &mut meshca::OsRng, &mut |_, _| {}).unwrap();
+    assert!(r.ok(), "{r:?}");
+    assert!(meshca_testkit::verify::refused_pairs(&f.dir, &peers(at), at).is_empty());
+    // The signing CA itself is the upstream's to revoke: refused, saying so.
+    let serial = hex_of(issuing.ca_cert());
+    let e = revocation::revoke_ca(
+        &f.store,
+        &with_ref,
+        &opts(at, &CLUSTERS),
+        "c1",
+        &revocation::Target::Serial(serial),
+        RevocationReason::KeyCompromise,
+        &mut meshca::OsRng,
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("is the signing CA") && e.contains("PKI's above it"), "{e}");
+}
+
+fn hex_of(c: &meshca::Certificate) -> String {
+    meshca::canonical_serial(c.serial_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -213,7 +213,7 @@ impl Bao {
     /// The `meshca` ACL policy for `mount`.
     pub fn meshca_policy(&self, mount: &str) {
         let hcl = format!(
-            "path \"{mount}/issuer/+/sign-intermediate\" {{ capabilities = [\"update\"] }}\npath \"{mount}/issuer/+/json\" {{ capabilities = [\"read\"] }}\n"
+            "path \"{mount}/issuer/+/sign-intermediate\" {{ capabilities = [\"update\"] }}\npath \"{mount}/issuer/+/json\" {{ capabilities = [\"read\"] }}\npath \"{mount}/issuer/+/crl\" {{ capabilities = [\"read\"] }}\npath \"{mount}/revoke\" {{ capabilities = [\"update\"] }}\npath \"{mount}/crl/rotate\" {{ capabilities = [\"read\"] }}\n"
         );
         let file = self.work.join("policy.hcl");
         std::fs::write(&file, hcl).unwrap();

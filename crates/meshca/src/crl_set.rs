@@ -97,6 +97,22 @@ impl CrlSet {
         if !root.is_self_signed() {
             return Err(Error::CrlSignerNotRoot { subject: root.subject() });
         }
+        self.refresh_signer(profile, signer, entries, last_number, now)
+    }
+
+    /// [`CrlSet::refresh_root`] for any signing CA, a root or not (a management intermediate
+    /// under an upstream PKI): its CRL lists `entries`, valid until the profile's root
+    /// validity or the CA's own notAfter, whichever is first. The CRLs of the CAs above it are
+    /// the upstream's ([`CrlSet::import`]).
+    pub fn refresh_signer(
+        &mut self,
+        profile: &CrlProfile,
+        signer: &SigningCa,
+        entries: &[Revoked],
+        last_number: u64,
+        now: OffsetDateTime,
+    ) -> Result<(Option<u64>, bool)> {
+        let root = signer.bundle().ca_cert();
         let before = self.crls.len();
         self.crls.retain(|c| c.is_issued_by_name(root) || c.next_update() > now);
         let dropped = self.crls.len() != before;
@@ -134,6 +150,33 @@ impl CrlSet {
         let crl = SigningCa::new(bundle.clone()).sign_crl(&[], profile.this_update(ca, now), ca.not_after(), 1)?;
         self.crls.push(crl);
         Ok(true)
+    }
+
+    /// Takes `crl`, a CRL of `issuer` from elsewhere (the upstream PKI of a signing CA that is
+    /// not a root), in place of the one the set holds for it, unless the held one is as new.
+    /// A CRL that does not verify under `issuer`, is not valid yet or expired is refused:
+    /// publishing it would make every chain through `issuer` fail. Returns whether the set
+    /// changed.
+    pub fn import(&mut self, crl: Crl, issuer: &Certificate, now: OffsetDateTime, file: &str) -> Result<bool> {
+        crl.check(issuer, now, file)?;
+        let held = self.crls.iter().position(|c| c.is_issued_by_name(issuer));
+        if let Some(i) = held {
+            let h = &self.crls[i];
+            if h.check(issuer, now, file).is_ok() && (h.this_update(), h.number()) >= (crl.this_update(), crl.number())
+            {
+                return Ok(false);
+            }
+            self.crls[i] = crl;
+        } else {
+            self.crls.push(crl);
+        }
+        Ok(true)
+    }
+
+    /// Whether the set holds a CRL of `ca` that verifies and is valid at `now` for more than
+    /// `left` still.
+    pub fn holds_current(&self, ca: &Certificate, now: OffsetDateTime, left: Duration) -> bool {
+        self.of(ca).is_some_and(|c| c.check(ca, now, crate::CA_CRL).is_ok() && c.next_update() - now > left)
     }
 
     /// Drops the CRL of `ca` (a root no cluster trusts any more).
@@ -209,6 +252,36 @@ mod tests {
         set.check(east.path(), t0(), "ca-crl.pem").expect("every CA of the path has its current CRL");
         let stale = t0() + Duration::days(8);
         assert!(set.check(east.path(), stale, "ca-crl.pem").is_err(), "the root CRL lapsed");
+    }
+
+    #[test]
+    fn an_intermediate_signs_its_own_crl_and_the_one_above_comes_from_upstream() {
+        let (root, _) = fleet();
+        let p = CrlProfile::DEFAULT;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+        let mut params = IntermediateParams::new("management");
+        params.pathlen = 1;
+        let mgmt = SigningCa::new(root.issue_intermediate(&params, &mut rng, t0()).expect("mgmt").value);
+        let cluster = mgmt.issue_intermediate(&IntermediateParams::new("west"), &mut rng, t0()).expect("west").value;
+        let north = mgmt.issue_intermediate(&IntermediateParams::new("north"), &mut rng, t0()).expect("north").value;
+        let mut set = CrlSet::default();
+        let revoked = [Revoked::of(north.ca_cert(), t0(), RevocationReason::KeyCompromise)];
+        assert_eq!(set.refresh_signer(&p, &mgmt, &revoked, 0, t0()).expect("signed"), (Some(1), true));
+        set.cover(&p, &cluster, t0()).expect("cover");
+        let path = cluster.path();
+        assert!(set.check(path, t0(), "ca-crl.pem").is_err(), "the root's CRL is missing");
+        // The upstream's CRL: refused when it is not the issuer's, or expired; taken when it is.
+        let upstream = root.sign_crl(&[], t0() - BACKDATE, t0() + Duration::days(3), 7).expect("upstream");
+        let e = set.import(upstream.clone(), mgmt.bundle().ca_cert(), t0(), "upstream").expect_err("not its CRL");
+        assert!(e.to_string().contains("upstream"), "{e}");
+        let e = set.import(upstream.clone(), root.bundle().ca_cert(), t0() + Duration::days(4), "upstream");
+        assert!(e.is_err(), "an expired upstream CRL is refused");
+        assert!(set.import(upstream.clone(), root.bundle().ca_cert(), t0(), "upstream").expect("taken"));
+        assert!(!set.import(upstream, root.bundle().ca_cert(), t0(), "upstream").expect("again"), "not newer");
+        set.check(path, t0(), "ca-crl.pem").expect("every CA of the path has its CRL");
+        assert!(set.holds_current(root.bundle().ca_cert(), t0(), Duration::days(2)));
+        assert!(!set.holds_current(root.bundle().ca_cert(), t0(), Duration::days(3)));
+        assert!(set.of(mgmt.bundle().ca_cert()).is_some_and(|c| c.revokes(north.ca_cert())));
     }
 
     #[test]

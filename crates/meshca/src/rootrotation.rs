@@ -338,7 +338,7 @@ impl RootRotation {
     ) -> Result<Option<Cacerts>> {
         match self.target(current, old, new, policy, facts, cluster, now)? {
             Converge::Keep => Ok(None),
-            Converge::Retrust(b) => Ok(Some(b)),
+            Converge::Retrust(b) => Ok(Some(*b)),
             Converge::Issue { signer, roots } => {
                 let ca = match signer {
                     Signer::Old => old,
@@ -377,7 +377,9 @@ impl RootRotation {
         match current {
             Some(b) if self.is_done(b) && !due(b) => Ok(Converge::Keep),
             // The intermediate is already the right signer's: only the trust bundle changes.
-            Some(b) if b.root() == signer_root && !due(b) => with_trust_bundle(b, roots, now).map(Converge::Retrust),
+            Some(b) if b.root() == signer_root && !due(b) => {
+                with_trust_bundle(b, roots, now).map(|b| Converge::Retrust(Box::new(b)))
+            }
             _ => Ok(Converge::Issue { signer: which, roots }),
         }
     }
@@ -390,7 +392,7 @@ pub enum Converge {
     /// Its bundle is what the phase wants.
     Keep,
     /// The same intermediate, inside the phase's trust bundle.
-    Retrust(Cacerts),
+    Retrust(Box<Cacerts>),
     /// A new intermediate from `signer`, inside `roots`.
     Issue {
         /// Which signer issues it.
