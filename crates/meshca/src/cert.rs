@@ -393,6 +393,11 @@ impl Certificate {
         self.ext::<SubjectKeyIdentifier>().map(|(_, ski)| hex_colon(ski.0.as_bytes()))
     }
 
+    /// subjectKeyIdentifier, as bytes.
+    pub(crate) fn subject_key_id_bytes(&self) -> Option<Vec<u8>> {
+        self.ext::<SubjectKeyIdentifier>().map(|(_, ski)| ski.0.as_bytes().to_vec())
+    }
+
     /// authorityKeyIdentifier keyIdentifier, hex with colons.
     pub fn authority_key_id(&self) -> Option<String> {
         self.ext::<AuthorityKeyIdentifier>().and_then(|(_, aki)| aki.key_identifier.map(|k| hex_colon(k.as_bytes())))

@@ -474,7 +474,13 @@ impl SigningCa {
                     invalidity_date: None,
                 })
                 .collect(),
-            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+            // The CRL's authorityKeyIdentifier must be the issuer's own subjectKeyIdentifier,
+            // whoever computed it (a CA an upstream PKI issued uses its own method): OpenSSL
+            // matches a CRL to its issuer by it, and finds none otherwise.
+            key_identifier_method: match ca.subject_key_id_bytes() {
+                Some(id) => rcgen::KeyIdMethod::PreSpecified(id),
+                None => rcgen::KeyIdMethod::Sha256,
+            },
         };
         let crl = params.signed_by(&issuer).map_err(|e| match signer.error("a CRL", e) {
             e @ Error::ExternalKey { .. } => e,
