@@ -413,7 +413,8 @@ spec:
         assert!(r.run.ok(), "{r:?}");
     };
     let check = |at: OffsetDateTime, when: &str| {
-        let refused = meshca_testkit::verify::refused_pairs(&dir, &peers(&store, &clusters, at), at);
+        let refused =
+            meshca_testkit::verify::refused_pairs(&dir, &meshca_testkit::fleet::peers(&store, &clusters, at), at);
         assert!(refused.is_empty(), "{when}: {refused:#?}");
     };
     revoke(quickstart, "c2", t);
@@ -475,25 +476,4 @@ spec:
     assert_eq!(list.list.revoked.len(), 2);
     assert_key_stays_in_token(hsm, &token, "root-2");
     assert!(!store.read(&mgmt("hsm-root")).unwrap().unwrap().contains(meshca::CA_KEY));
-}
-
-/// Each cluster as its peers see it: a fresh workload, its roots and its CRL set.
-fn peers(store: &dyn Store, clusters: &[&str], at: OffsetDateTime) -> Vec<meshca_testkit::verify::Peer> {
-    let id = SpiffeId::workload("cluster.local", "default", "probe").unwrap();
-    clusters
-        .iter()
-        .map(|c| {
-            let files = store.read(&SecretRef::cacerts(c)).unwrap().unwrap();
-            let b = Cacerts::from_files(&files, at).unwrap();
-            let leaf = SigningCa::new(b.clone())
-                .issue_leaf(&LeafParams::new(id.clone()), &mut meshca::OsRng, at)
-                .unwrap()
-                .value;
-            let crls = files
-                .get(meshca::CA_CRL)
-                .map(|p| meshca::Crl::from_pem_all(p, "ca-crl.pem").unwrap())
-                .unwrap_or_default();
-            meshca_testkit::verify::Peer { name: (*c).into(), chain: leaf.chain(), roots: b.roots().to_vec(), crls }
-        })
-        .collect()
 }

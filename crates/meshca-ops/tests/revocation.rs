@@ -539,33 +539,7 @@ fn under_an_upstream_root_the_operator_supplies_its_crl_and_meshca_never_publish
     let summary = r.run.reconciled().unwrap().crl.clone().unwrap();
     assert_eq!(summary.upstream.len(), 1);
     assert!(!summary.upstream[0].expiring);
-    let peers = |at| {
-        let id = SpiffeId::workload("cluster.local", "default", "probe").unwrap();
-        CLUSTERS
-            .iter()
-            .map(|c| {
-                let (b, crls) = bundle(&f, c, at);
-                let leaf = SigningCa::new(b.clone())
-                    .issue_leaf(&LeafParams::new(id.clone()), &mut meshca::OsRng, at)
-                    .unwrap()
-                    .value;
-                meshca_testkit::verify::Peer { name: (*c).into(), chain: leaf.chain(), roots: b.roots().to_vec(), crls }
-            })
-            .collect::<Vec<_>>()
-    };
-    let refused = meshca_testkit::verify::refused_pairs(&f.dir, &peers(t0()), t0());
-    assert!(refused.is_empty(), "{refused:#?}");
-    let id = SpiffeId::workload("cluster.local", "default", "stolen").unwrap();
-    let stolen = SigningCa::new(c2_before).issue_leaf(&LeafParams::new(id), &mut meshca::OsRng, t0()).unwrap().value;
-    for verifier in peers(t0()) {
-        let thief =
-            meshca_testkit::verify::Peer { name: "revoked c2".into(), chain: stolen.chain(), ..verifier.clone() };
-        let refused = meshca_testkit::verify::refused_pairs(&f.dir, &[thief], t0());
-        assert!(
-            refused.iter().any(|r| r.contains("(openssl)")) && refused.iter().any(|r| r.contains("CertRevoked")),
-            "{refused:?}"
-        );
-    }
+    meshca_testkit::fleet::rehearse(&f.store, &f.dir, &CLUSTERS, &[("c2".into(), c2_before)], t0(), "revoked");
     // Five days on, two are left: a warning in the notes and the summary.
     let at = t0() + Duration::days(5);
     let r =
@@ -586,7 +560,7 @@ fn under_an_upstream_root_the_operator_supplies_its_crl_and_meshca_never_publish
     let r =
         reconcile::reconcile(&f.store, &with_ref, &opts(at, &CLUSTERS), &mut meshca::OsRng, &mut |_, _| {}).unwrap();
     assert!(r.ok(), "{r:?}");
-    assert!(meshca_testkit::verify::refused_pairs(&f.dir, &peers(at), at).is_empty());
+    meshca_testkit::fleet::rehearse(&f.store, &f.dir, &CLUSTERS, &[], at, "a current CRL supplied again");
     // The signing CA itself is the upstream's to revoke: refused, saying so.
     let serial = hex_of(issuing.ca_cert());
     let e = revocation::revoke_ca(

@@ -516,3 +516,224 @@ fn tls_to_the_pki_trusts_the_ca_the_policy_names_and_nothing_else() {
     let r = run(&store, &text, &opts(t, Some(&token)).intent(Intent::RotateNow(RotateNow::All))).unwrap();
     assert_eq!(r.provider_fault, Some(ProviderFault::Unreachable), "{r:?}");
 }
+
+fn revoke_in(
+    store: &dyn Store,
+    text: &str,
+    o: &Options,
+    cluster: &str,
+) -> Result<meshca_ops::revocation::RevocationReport, Error> {
+    let policy = policy::parse(text, "policy.yaml").unwrap();
+    meshca_ops::revocation::revoke(
+        store,
+        &policy,
+        o,
+        cluster,
+        meshca::RevocationReason::KeyCompromise,
+        &mut meshca::OsRng,
+        &mut |_, _| {},
+    )
+}
+
+fn current(store: &dyn Store, cluster: &str, at: OffsetDateTime) -> Cacerts {
+    Cacerts::from_files(&store.read(&SecretRef::cacerts(cluster)).unwrap().unwrap(), at).unwrap()
+}
+
+/// The serials the CRL at `path` of the PKI lists (read with the bao CLI, not meshca).
+fn pki_crl_serials(bao: &Bao, path: &str) -> Vec<Vec<u8>> {
+    let pem = bao.bao(&["read", "-field=crl", path]);
+    let crl = meshca::Crl::from_pem_all(pem.as_bytes(), path).unwrap().remove(0);
+    crl.entries().iter().map(|r| meshca::canonical_serial(&r.serial).to_vec()).collect()
+}
+
+/// Revocation under a management intermediate the PKI signs: meshca signs the CRL of its
+/// management intermediate, and the set carries the PKI's own CRL of the CA above it, fetched
+/// from the issuer's CRL endpoint. Revoking the management intermediate itself is the PKI's
+/// job: refused, with the OpenBao command.
+#[test]
+fn revocation_under_a_management_intermediate_carries_the_pkis_crl() {
+    let Some(bao) = Bao::start("revocation_under_a_management_intermediate_carries_the_pkis_crl") else { return };
+    let root = root_of(&bao.pki_root("pki", "Bao Root"));
+    let token = bao.meshca_token("pki");
+    let dir = tempdir("vault-mgmt-crl");
+    let store = DirStore::new(dir.join("store"));
+    let text = policy_text(&bao.addr, "        signs: managementIntermediate\n        ttlDays: 90\n");
+    let t = OffsetDateTime::now_utc();
+    assert!(run(&store, &text, &opts(t, Some(&token))).unwrap().ok());
+    let west = current(&store, "west", t);
+    let r = revoke_in(&store, &text, &opts(t, Some(&token)), "west").unwrap();
+    assert!(r.run.ok(), "{r:?}");
+    let crl = r.run.reconciled().unwrap().crl.clone().unwrap();
+    assert_eq!(crl.upstream.len(), 1, "{crl:?}");
+    assert!(crl.upstream[0].ca.contains("Bao Root") && crl.upstream[0].source.contains(&bao.addr), "{crl:?}");
+    meshca_testkit::fleet::rehearse(&store, &dir, &CLUSTERS, &[("west".into(), west)], t, "revoked west");
+    // The root's CRL in every bundle is the PKI's own (it verifies under the root).
+    let set = store.read(&SecretRef::cacerts("east")).unwrap().unwrap();
+    let crls = meshca::Crl::from_pem_all(set.get(meshca::CA_CRL).unwrap(), "ca-crl.pem").unwrap();
+    crls.iter().find(|c| c.is_issued_by_name(&root)).unwrap().check(&root, t, "root CRL").unwrap();
+    // The management intermediate itself: the PKI's to revoke.
+    let m = meshca::SigningCa::from_files(
+        &store.read(&SecretRef::new("mgmt", "gloo-mesh", "fleet.gloo-mesh")).unwrap().unwrap(),
+        t,
+    )
+    .unwrap();
+    let serial: String =
+        meshca::canonical_serial(m.bundle().ca_cert().serial_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let policy = policy::parse(&text, "policy.yaml").unwrap();
+    let e = meshca_ops::revocation::revoke_ca(
+        &store,
+        &policy,
+        &opts(t, Some(&token)),
+        "east",
+        &meshca_ops::revocation::Target::Serial(serial),
+        meshca::RevocationReason::KeyCompromise,
+        &mut meshca::OsRng,
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("bao write pki/revoke serial_number=") && e.contains("is the signing CA"), "{e}");
+}
+
+/// `signs: clusters`: the CRL that revokes a cluster intermediate is the PKI's. meshca revokes
+/// it there and publishes the issuer's CRL, checked to list it; a dry run revokes nothing at
+/// the PKI; a PKI's revocation cannot be taken back.
+#[test]
+fn with_the_pki_signing_every_cluster_a_revocation_is_made_at_the_pki() {
+    let Some(bao) = Bao::start("with_the_pki_signing_every_cluster_a_revocation_is_made_at_the_pki") else { return };
+    let root = root_of(&bao.pki_root("pki", "Bao Root"));
+    let token = bao.meshca_token("pki");
+    let dir = tempdir("vault-clusters-crl");
+    let store = DirStore::new(dir.join("store"));
+    let text = policy_text(&bao.addr, "");
+    let t = OffsetDateTime::now_utc();
+    assert!(run(&store, &text, &opts(t, Some(&token))).unwrap().ok());
+    let east = current(&store, "east", t);
+    let serial = meshca::canonical_serial(east.ca_cert().serial_bytes()).to_vec();
+    let r = revoke_in(&store, &text, &opts(t, Some(&token)).dry_run(true), "east").unwrap();
+    assert!(r.run.ok(), "{r:?}");
+    assert!(!pki_crl_serials(&bao, "pki/issuer/default/crl").contains(&serial), "a dry run revoked at the PKI");
+    let r = revoke_in(&store, &text, &opts(t, Some(&token)), "east").unwrap();
+    assert!(r.run.ok(), "{r:?}");
+    assert!(pki_crl_serials(&bao, "pki/issuer/default/crl").contains(&serial), "the PKI's CRL lists east's CA");
+    assert_ne!(current(&store, "east", t).ca_cert(), east.ca_cert(), "east was re-issued by the PKI");
+    meshca_testkit::fleet::rehearse(&store, &dir, &CLUSTERS, &[("east".into(), east)], t, "revoked east");
+    let set = store.read(&SecretRef::cacerts("west")).unwrap().unwrap();
+    let crls = meshca::Crl::from_pem_all(set.get(meshca::CA_CRL).unwrap(), "ca-crl.pem").unwrap();
+    let root_crl = crls.iter().find(|c| c.is_issued_by_name(&root)).unwrap();
+    root_crl.check(&root, t, "root CRL").unwrap();
+    assert!(root_crl.entries().iter().any(|e| meshca::canonical_serial(&e.serial) == serial.as_slice()));
+    let policy = policy::parse(&text, "policy.yaml").unwrap();
+    let e = meshca_ops::revocation::unrevoke(
+        &store,
+        &policy,
+        &opts(t, Some(&token)),
+        &meshca_ops::revocation::Selector::Cluster("east".into()),
+        &mut meshca::OsRng,
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("cannot be taken back"), "{e}");
+}
+
+/// The migration users need most, to their PKI: from the quickstart's root in a Secret to a
+/// root the PKI holds (`newMgmtServerCa.vault`), by the three steps, with a revocation before
+/// the rotation and one during it, the rehearsal check at every step. First the way back
+/// (withdrawn in step 2, the PKI signing every cluster), then all the way to a management
+/// intermediate the PKI signs.
+#[test]
+fn the_quickstart_root_moves_to_the_pki_and_back_and_then_for_good() {
+    let Some(bao) = Bao::start("the_quickstart_root_moves_to_the_pki_and_back_and_then_for_good") else { return };
+    let pki_root = root_of(&bao.pki_root("pki", "Bao Root"));
+    let token = bao.meshca_token("pki");
+    let t = OffsetDateTime::now_utc();
+    let quickstart = "apiVersion: meshca.dev/v1alpha1
+kind: RootTrustPolicy
+metadata:
+  name: fleet
+  namespace: gloo-mesh
+spec:
+  config:
+    intermediateCertOptions:
+      ttlDays: 30
+    mgmtServerCa:
+      generated: {}
+";
+    let rotating = |signs: &str| {
+        format!(
+            "{quickstart}    rootRotation:\n      newMgmtServerCa:\n        secretRef: {{name: bao-ca}}\n        vault:\n          \
+             address: {}\n          signs: {signs}\n          ttlDays: 90\n      dwellHours: 1\n",
+            bao.addr
+        )
+    };
+    let at = |h: i64| t + Duration::hours(h) + Duration::seconds(h);
+    for (signs, withdraw) in [("clusters", true), ("managementIntermediate", false)] {
+        let dir = tempdir(&format!("vault-migrate-{signs}"));
+        let store = DirStore::new(dir.join("store"));
+        let o = |h: i64| opts(at(h), Some(&token));
+        let mut revoked = vec![("north".to_owned(), {
+            assert!(run(&store, quickstart, &o(0)).unwrap().ok());
+            current(&store, "north", at(0))
+        })];
+        assert!(revoke_in(&store, quickstart, &o(0), "north").unwrap().run.ok());
+        let old_root = current(&store, "east", at(0)).root().clone();
+        let text = rotating(signs);
+        let policy = policy::parse(&text, "policy.yaml").unwrap();
+        let mut phases: Vec<String> = Vec::new();
+        let mut finished = false;
+        for h in 1..20 {
+            let before = meshca_testkit::fleet::roots(&store, &CLUSTERS, at(h - 1));
+            // Withdrawn (rootRotation removed) once east was revoked in step 2.
+            let policy_now = if withdraw && revoked.len() == 2 {
+                policy::parse(quickstart, "policy.yaml").unwrap()
+            } else {
+                policy.clone()
+            };
+            match reconcile::run(&store, &policy_now, &o(h), &mut meshca::OsRng, &mut |_, _| {}).unwrap() {
+                Run::RootRotation(r) => {
+                    assert!(!r.failed(), "{signs}, hour {h}: {r:?}");
+                    if phases.last() != Some(&r.now_phase.to_string()) {
+                        phases.push(r.now_phase.to_string());
+                    }
+                }
+                Run::Reconciled(r) => {
+                    assert!(r.ok(), "{signs}, hour {h}: {r:?}");
+                    finished = true;
+                }
+            }
+            if phases.last().map(String::as_str) == Some("PropagatingIntermediates") && revoked.len() == 1 {
+                // In step 2: east's intermediate (from the PKI-held CA) is revoked.
+                revoked.push(("east".into(), current(&store, "east", at(h))));
+                assert_eq!(revoked[1].1.root(), &pki_root);
+                let r = revoke_in(&store, &text, &o(h), "east").unwrap();
+                assert!(matches!(r.run, Run::RootRotation(_)) && r.run.ok(), "{signs}: {r:?}");
+            }
+            let when = format!("{signs}, hour {h}, {phases:?}");
+            meshca_testkit::fleet::rehearse(&store, &dir, &CLUSTERS, &revoked, at(h), &when);
+            let now_roots = meshca_testkit::fleet::roots(&store, &CLUSTERS, at(h));
+            meshca_testkit::fleet::assert_roots_only_grow_or_shrink(&before, &now_roots, &when);
+            if finished {
+                break;
+            }
+        }
+        assert!(finished, "{signs}: {phases:?}");
+        let expected = if withdraw {
+            vec![
+                "AddingNewRoot",
+                "PropagatingIntermediates",
+                "RollingBackIntermediates",
+                "RollingBackRoot",
+                "RolledBack",
+            ]
+        } else {
+            vec!["AddingNewRoot", "PropagatingIntermediates", "DeletingOldRoot", "Complete"]
+        };
+        assert_eq!(phases, expected, "{signs}");
+        let end_root = if withdraw { &old_root } else { &pki_root };
+        for c in CLUSTERS {
+            let b = current(&store, c, at(19));
+            assert_eq!(b.roots(), std::slice::from_ref(end_root), "{signs}: {c}");
+        }
+    }
+}

@@ -7,6 +7,8 @@
 
 pub mod bao;
 #[cfg(feature = "hsm")]
+pub mod fleet;
+#[cfg(feature = "hsm")]
 pub mod softhsm;
 pub mod verify;
 
