@@ -97,6 +97,10 @@ pub(crate) struct StoreArgs {
     pub(crate) mgmt_cluster: ClusterSpec,
     #[command(flatten)]
     pub(crate) kube: KubeArgs,
+    /// PEM CRLs of the CAs above the signing CA (an upstream PKI meshca cannot reach), published
+    /// with the fleet's CRL set; taken before the policy's mgmtServerCa.upstreamCrlSecretRef.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) upstream_crl: Option<PathBuf>,
 }
 
 /// How a CA key kept in a PKCS#11 token (an HSM, SoftHSM2) is reached. The PIN is never a

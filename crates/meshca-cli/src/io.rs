@@ -268,7 +268,8 @@ impl Fleet {
             .token(token)
             // A policy whose PKI signs (mgmtServerCa.vault) without `auth` uses the operator's
             // token: $VAULT_TOKEN, then $BAO_TOKEN.
-            .provider(meshca_ops::context::ProviderAccess::with_token(crate::args::vault_token(None)?));
+            .provider(meshca_ops::context::ProviderAccess::with_token(crate::args::vault_token(None)?))
+            .upstream_crls(target.upstream_crl.as_deref().map(read_input).transpose()?);
         Ok(Fleet { opened, opts, _lock: lock })
     }
 

@@ -538,3 +538,80 @@ fn hostile_revocation_inputs_are_refused_without_echoing_them() {
     assert!(!out.all().contains("PRIVATE KEY"));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `--upstream-crl FILE`: under a signing CA of the user's own PKI (an intermediate whose root
+/// meshca has no key of), revocation needs the root's CRL. Without it, refused (exit 1) naming
+/// the CA and the fix; with it, published; an expired one, refused.
+#[test]
+fn revocation_under_an_upstream_root_takes_its_crl_from_a_file() {
+    let dir = tempdir("revoke-upstream");
+    let store = dir.join("store");
+    let now = time::OffsetDateTime::now_utc();
+    let mut p = meshca::RootParams::default();
+    p.common_name = "Corp Root".into();
+    let corp = meshca::SigningCa::generate_root(&p, &mut meshca::OsRng, now).unwrap();
+    let mut params = meshca::IntermediateParams::new("mesh");
+    params.pathlen = 1;
+    params.ttl = time::Duration::days(3 * 365);
+    let issuing = corp.issue_intermediate(&params, &mut meshca::OsRng, now).unwrap().value;
+    let signer = store.join("mgmt/gloo-mesh/corp-issuing");
+    std::fs::create_dir_all(&signer).unwrap();
+    for (name, data) in issuing.to_files(meshca::Layout::Istio).iter() {
+        std::fs::write(signer.join(name), data).unwrap();
+    }
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: meshca.dev/v1alpha1\nkind: RootTrustPolicy\nmetadata: {name: fleet, namespace: gloo-mesh}\nspec:\n  \
+         config:\n    intermediateCertOptions: {ttlDays: 30}\n    mgmtServerCa:\n      secretRef: {name: corp-issuing}\n",
+    )
+    .unwrap();
+    let (pol, st) = (s(&policy), s(&store));
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        ok(&["reconcile", "--policy", &pol, "--store", &st, "--cluster", c]);
+    }
+    let before = read(&cacerts(&store, "cluster2").join("ca-cert.pem"));
+    let refused = meshca(&["revoke", "--policy", &pol, "--store", &st, "--cluster", "cluster2"]);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused.stderr.contains("CN=Corp Root") && refused.stderr.contains("upstreamCrlSecretRef"),
+        "{}",
+        refused.all()
+    );
+    assert!(!refused.stderr.contains("--upstream-crl"), "library messages name no flags: {}", refused.stderr);
+    assert_eq!(read(&cacerts(&store, "cluster2").join("ca-cert.pem")), before, "nothing written");
+    let expired = corp.sign_crl(&[], now - time::Duration::days(9), now - time::Duration::days(2), 1).unwrap();
+    let file = dir.join("corp.crl");
+    std::fs::write(&file, expired.to_pem()).unwrap();
+    let out =
+        meshca(&["revoke", "--policy", &pol, "--store", &st, "--cluster", "cluster2", "--upstream-crl", &s(&file)]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("expired"), "{}", out.all());
+    let current = corp.sign_crl(&[], now - time::Duration::minutes(5), now + time::Duration::days(7), 2).unwrap();
+    std::fs::write(&file, current.to_pem()).unwrap();
+    let out = ok(&[
+        "revoke",
+        "--policy",
+        &pol,
+        "--store",
+        &st,
+        "--cluster",
+        "cluster2",
+        "--upstream-crl",
+        &s(&file),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["run"]["crl"]["upstream"][0]["ca"], "CN=Corp Root,O=Istio", "{report}");
+    // Every cluster's set carries the root's CRL; openssl checks the whole chain with it.
+    for c in ["cluster1", "cluster2", "cluster3"] {
+        let crls = meshca::Crl::from_pem_all(&read(&cacerts(&store, c).join("ca-crl.pem")), "ca-crl.pem").unwrap();
+        assert!(crls.iter().any(|crl| crl.der() == current.der()), "{c}");
+    }
+    let w = leaf(&store, "cluster1", &dir.join("w1"));
+    let t = trust_of(&store, "cluster3");
+    assert!(webpki_accepts(&w, &t).is_ok());
+    if has_openssl() {
+        openssl_verify(&w, &t).unwrap();
+    }
+}

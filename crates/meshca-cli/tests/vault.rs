@@ -158,11 +158,11 @@ fn the_readme_pki_section_runs_as_written() {
     );
 }
 
-/// `reconcile`, `status`, `rotate` and `revoke` over a policy whose PKI signs every cluster:
-/// the words and exit codes only the binary shows.
+/// `reconcile`, `status`, `rotate`, `revoke` and `unrevoke` over a policy whose PKI signs every
+/// cluster: the words and exit codes only the binary shows.
 #[test]
-fn the_policy_commands_work_with_a_pki_signer_and_revoke_says_where_to_revoke() {
-    let Some(bao) = Bao::start("the_policy_commands_work_with_a_pki_signer_and_revoke_says_where_to_revoke") else {
+fn the_policy_commands_work_with_a_pki_signer_and_revoke_revokes_at_the_pki() {
+    let Some(bao) = Bao::start("the_policy_commands_work_with_a_pki_signer_and_revoke_revokes_at_the_pki") else {
         return;
     };
     bao.pki_root("pki", "CLI Root");
@@ -206,11 +206,23 @@ fn the_policy_commands_work_with_a_pki_signer_and_revoke_says_where_to_revoke() 
     assert_eq!(o.code, 0, "{}", o.all());
     assert_eq!(bao.issued("pki"), issued + 1);
 
+    // revoke: made at the PKI, whose CRL every cluster then carries.
+    let east = dir.join("store/east/istio-system/cacerts/ca-cert.pem");
+    let serial =
+        meshca::parse_certificates(&std::fs::read(&east).unwrap(), "ca-cert.pem").unwrap()[0].serial_bytes().to_vec();
+    let o = run(with(base("revoke"), &["--cluster", "east", "--peer", "west"]), true);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let pem = bao.bao(&["read", "-field=crl", "pki/issuer/default/crl"]);
+    let crl = meshca::Crl::from_pem_all(pem.as_bytes(), "crl").unwrap().remove(0);
+    assert!(crl.entries().iter().any(|e| meshca::canonical_serial(&e.serial) == meshca::canonical_serial(&serial)));
+    let west_set = std::fs::read(dir.join("store/west/istio-system/cacerts/ca-crl.pem")).unwrap();
+    assert!(meshca::Crl::from_pem_all(&west_set, "ca-crl.pem").unwrap().iter().any(|c| c.der() == crl.der()));
+    // A PKI's revocation cannot be taken back: exit 1, saying so, nothing changed.
     let before = meshca_testkit::snapshot(&dir.join("store"));
-    let o = run(with(base("revoke"), &["--cluster", "east"]), true);
-    assert_ne!(o.code, 0, "{}", o.all());
-    assert!(o.stderr.contains("bao write <mount>/revoke"), "{}", o.all());
-    assert_eq!(meshca_testkit::snapshot(&dir.join("store")), before, "a refused revoke changed the store");
+    let o = run(with(base("unrevoke"), &["--cluster", "east"]), true);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.stderr.contains("cannot be taken back"), "{}", o.all());
+    assert_eq!(meshca_testkit::snapshot(&dir.join("store")), before, "a refused unrevoke changed the store");
 }
 
 /// `--vault-ca-cert`: the server's TLS CA, the only one trusted.

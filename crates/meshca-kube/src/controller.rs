@@ -871,8 +871,32 @@ fn status_of(
         rotation: Some(RotationStatus { phases: prev.phases.clone(), ..RotationStatus::not_rotating() }),
         notes: Some(report.notes.clone()),
         revocation,
-        conditions: vec![condition("Ready", ready, reason, &message, now, generation)],
+        conditions: std::iter::once(condition("Ready", ready, reason, &message, now, generation))
+            .chain(upstream_condition(report, now, generation))
+            .collect(),
     }
+}
+
+/// `UpstreamCrlCurrent`, when the fleet's CRL set carries CRLs of CAs above the signing CA:
+/// False (reason `UpstreamCrlExpiring`) once one the operator supplies is close to its
+/// nextUpdate, naming it, so it is replaced before meshca must stop publishing.
+fn upstream_condition(report: &Report, now: OffsetDateTime, generation: Option<i64>) -> Option<Condition> {
+    let upstream = &report.crl.as_ref()?.upstream;
+    if upstream.is_empty() {
+        return None;
+    }
+    let expiring: Vec<String> = upstream
+        .iter()
+        .filter(|u| u.expiring)
+        .map(|u| format!("{} ({}, expires {})", u.ca, u.source, meshca::format_time(u.next_update)))
+        .collect();
+    Some(if expiring.is_empty() {
+        let message = format!("{} upstream CRL(s) current", upstream.len());
+        condition("UpstreamCrlCurrent", true, "UpstreamCrlCurrent", &message, now, generation)
+    } else {
+        let message = format!("supply a newer CRL of {}", meshca::list_bounded(&expiring, 5));
+        condition("UpstreamCrlCurrent", false, "UpstreamCrlExpiring", &message, now, generation)
+    })
 }
 
 async fn set_status(ctx: &Ctx, obj: &DynamicObject, prev: &Previous, status: PolicyStatus) -> Result<(), Error> {

@@ -51,6 +51,14 @@ struct ReasonLabels {
     reason: String,
 }
 
+/// `policy`, `ca`, `source`: an upstream CRL the fleet's set carries.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    policy: String,
+    ca: String,
+    source: String,
+}
+
 /// `policy`, `phase`: the root rotation's phase.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
@@ -66,6 +74,7 @@ struct Seen {
     root_not_after: Vec<RootLabels>,
     trust: Vec<TrustLabels>,
     phase: Vec<PhaseLabels>,
+    upstream: Vec<UpstreamLabels>,
 }
 
 /// The controller's metrics and readiness.
@@ -80,6 +89,7 @@ pub struct Metrics {
     revocations: Family<ReasonLabels, Counter>,
     provider_errors: Family<ReasonLabels, Counter>,
     phase: Family<PhaseLabels, Gauge>,
+    upstream_crl: Family<UpstreamLabels, Gauge>,
     seen: Mutex<HashMap<String, Seen>>,
     synced: AtomicBool,
     leading: AtomicBool,
@@ -92,7 +102,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// Every series name `/metrics` serves (counters with their `_total`).
-pub const SERIES: [&str; 9] = [
+pub const SERIES: [&str; 10] = [
     "meshca_ca_not_after_timestamp_seconds",
     "meshca_ca_next_rotation_timestamp_seconds",
     "meshca_root_not_after_timestamp_seconds",
@@ -102,6 +112,7 @@ pub const SERIES: [&str; 9] = [
     "meshca_revocations_total",
     "meshca_root_rotation_phase",
     "meshca_provider_errors_total",
+    "meshca_upstream_crl_next_update_timestamp_seconds",
 ];
 
 /// The `phase` label when no root rotation runs; the others are the phases' names, from the
@@ -141,6 +152,7 @@ impl Metrics {
             revocations: Family::default(),
             provider_errors: Family::default(),
             phase: Family::default(),
+            upstream_crl: Family::default(),
             seen: Mutex::new(HashMap::new()),
             synced: AtomicBool::new(false),
             leading: AtomicBool::new(false),
@@ -178,6 +190,12 @@ impl Metrics {
             "meshca_provider_errors",
             "Calls to the PKI that signs (OpenBao/Vault) that failed, by reason (unreachable, timeout, sealed, ...)",
             m.provider_errors.clone(),
+        );
+        registry.register(
+            "meshca_upstream_crl_next_update_timestamp_seconds",
+            "When each CRL of a CA above the signing CA (from the PKI, or supplied) lapses (Unix seconds): meshca \
+             publishes no expired CRL, so every run fails after it",
+            m.upstream_crl.clone(),
         );
         registry.register(
             "meshca_root_rotation_phase",
@@ -265,6 +283,16 @@ impl Metrics {
             })
             .collect();
         Self::replace(&self.trust_in_sync, &mut seen.trust, trust);
+        let upstream = r
+            .crl
+            .iter()
+            .flat_map(|c| c.upstream.iter())
+            .map(|u| {
+                let l = UpstreamLabels { policy: policy.to_owned(), ca: u.ca.clone(), source: u.source.clone() };
+                (l, u.next_update.unix_timestamp())
+            })
+            .collect();
+        Self::replace(&self.upstream_crl, &mut seen.upstream, upstream);
         for c in &r.clusters {
             match c.action {
                 Action::Issued | Action::Rotated => {

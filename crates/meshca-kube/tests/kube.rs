@@ -1490,3 +1490,163 @@ async fn measure_the_controller_over_two_hundred_clusters() {
     assert_eq!(w1, w0, "no writes while idle");
     controller.stop(Duration::from_secs(30)).await;
 }
+
+/// Revokes `cluster` with the policy `text` over `store`, off the async workers.
+async fn revoke_over(
+    store: KubeStore,
+    text: &str,
+    clusters: &[&str],
+    cluster: &str,
+    now: OffsetDateTime,
+) -> reconcile::Run {
+    let pol = policy::parse(text, "policy.yaml").unwrap();
+    let opts = Options::new(now, clusters.iter().map(|c| (*c).to_owned()).collect());
+    let cluster = cluster.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let r = meshca_ops::revocation::revoke(
+            &store,
+            &pol,
+            &opts,
+            &cluster,
+            meshca::RevocationReason::KeyCompromise,
+            &mut meshca::OsRng,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert!(r.run.ok(), "{r:?}");
+        r.run
+    })
+    .await
+    .unwrap()
+}
+
+/// The rehearsal check over the API servers (the test kit's), off the async workers.
+async fn rehearse_over(
+    store: KubeStore,
+    clusters: &[&str],
+    revoked: Vec<(String, Cacerts)>,
+    now: OffsetDateTime,
+    when: String,
+) {
+    let names: Vec<String> = clusters.iter().map(|c| (*c).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let dir = meshca_testkit::tempdir("kube-rehearse");
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        meshca_testkit::fleet::rehearse(&store, &dir, &names, &revoked, now, &when);
+    })
+    .await
+    .unwrap();
+}
+
+/// Root rotation and revocation together over real Kubernetes API servers: a cluster revoked
+/// before the rotation, one revoked in step 2, the rehearsal check after every run, and at the
+/// end only the new root's CRL and revocations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_rotation_with_revocations_runs_over_the_api_servers() {
+    let (mgmt, old) = mgmt_with_root().await;
+    let mut p = RootParams::default();
+    p.common_name = "Root CA 2".into();
+    let new = SigningCa::generate_root(&p, &mut meshca::OsRng, OffsetDateTime::now_utc()).unwrap();
+    mgmt.put(SECRETS, "gloo-mesh", secret_json("new-ca", &new.bundle().to_files(Layout::Istio), &[]));
+    let cs = servers(3).await;
+    let names = ["east", "west", "north"];
+    let store = || store_for(&mgmt, &[("east", &cs[0]), ("west", &cs[1]), ("north", &cs[2])]);
+    let plain = policy::SEED_POLICY.replace("ttlDays: 1", "ttlDays: 30");
+    let t = OffsetDateTime::now_utc();
+    assert!(run(store(), &plain, &names, t).await.ok());
+    let mut revoked = vec![("west".to_owned(), cacerts_at(&cs[1], t))];
+    revoke_over(store(), &plain, &names, "west", t).await;
+    rehearse_over(store(), &names, revoked.clone(), t, "revoked west".into()).await;
+    let rotating = plain.replace(
+        "    mgmtServerCa:",
+        "    rootRotation:\n      newMgmtServerCa:\n        secretRef:\n          name: new-ca\n      dwellHours: 1\n    mgmtServerCa:",
+    );
+    let mut phases = Vec::new();
+    for h in 1..12 {
+        let at = t + time::Duration::hours(h) + time::Duration::seconds(h);
+        let phase = run_phase(store(), &rotating, &names, at).await;
+        if phase == "PropagatingIntermediates" && revoked.len() == 1 {
+            revoked.push(("north".into(), cacerts_at(&cs[2], at)));
+            assert!(matches!(
+                revoke_over(store(), &rotating, &names, "north", at).await,
+                reconcile::Run::RootRotation(_)
+            ));
+        }
+        rehearse_over(store(), &names, revoked.clone(), at, format!("hour {h}, {phase}")).await;
+        if phases.last() != Some(&phase) {
+            phases.push(phase.clone());
+        }
+        if phase == "NotRotating" {
+            break;
+        }
+    }
+    assert_eq!(phases, ["AddingNewRoot", "PropagatingIntermediates", "DeletingOldRoot", "Complete", "NotRotating"]);
+    let list = mgmt.get(SECRETS, "gloo-mesh", "root-trust-policy-revocations").expect("the list");
+    let list: Value = serde_json::from_slice(files_of(&list).get("revocations.json").unwrap()).unwrap();
+    assert_eq!(list["revoked"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["revoked"][0]["cluster"], "north");
+    for s in &cs {
+        let files = files_of(&s.get(SECRETS, "istio-system", "cacerts").unwrap());
+        let crls = meshca::Crl::from_pem_all(files.get(meshca::CA_CRL).unwrap(), "ca-crl.pem").unwrap();
+        assert!(crls.iter().all(|c| !c.is_issued_by_name(old.bundle().root())), "the old root's CRL is gone");
+        assert!(crls.iter().any(|c| c.is_issued_by_name(new.bundle().root())));
+    }
+}
+
+/// Under a signing CA of the user's own PKI, the controller publishes the root's CRL the
+/// operator supplies (`upstreamCrlSecretRef`), and says well before it lapses that it needs
+/// replacing: a False `UpstreamCrlCurrent` condition, a note, and its nextUpdate as a metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_warns_before_an_upstream_crl_lapses() {
+    let t = OffsetDateTime::now_utc();
+    let mut p = RootParams::default();
+    p.common_name = "Corp Root".into();
+    let corp = SigningCa::generate_root(&p, &mut meshca::OsRng, t).unwrap();
+    let mut params = meshca::IntermediateParams::new("mesh");
+    params.pathlen = 1;
+    params.ttl = time::Duration::days(1000);
+    let issuing = corp.issue_intermediate(&params, &mut meshca::OsRng, t).unwrap().value;
+    let mgmt = ApiServer::start().await;
+    mgmt.put(SECRETS, "gloo-mesh", secret_json(SIGNER, &issuing.to_files(Layout::Istio), &[]));
+    // Valid two more days: inside the warning window.
+    let crl = corp.sign_crl(&[], t - time::Duration::days(5), t + time::Duration::days(2), 3).unwrap();
+    mgmt.put(
+        SECRETS,
+        "gloo-mesh",
+        secret_json("corp-crls", &[(meshca::CA_CRL, crl.to_pem())].into_iter().collect(), &[]),
+    );
+    let cs = servers(2).await;
+    for (name, server) in ["east", "west"].iter().zip(&cs) {
+        mgmt.put(SECRETS, "istio-system", remote_secret(name, server));
+    }
+    let text = format!(
+        "{}      upstreamCrlSecretRef: {{name: corp-crls}}\n",
+        policy::SEED_POLICY.replace("ttlDays: 1", "ttlDays: 30")
+    );
+    let store = || store_for(&mgmt, &[("east", &cs[0]), ("west", &cs[1])]);
+    assert!(run(store(), &text, &["east", "west"], t).await.ok());
+    revoke_over(store(), &text, &["east", "west"], "west", t).await;
+    let mut cr = policy_cr(30);
+    cr["spec"]["config"]["mgmtServerCa"]["upstreamCrlSecretRef"] = json!({"name": "corp-crls"});
+    mgmt.put(POLICIES, "gloo-mesh", cr);
+    let cfg = controller::ControllerConfig::new("replica-a");
+    let metrics = cfg.metrics.clone();
+    let controller = start_controller(mgmt.client(), cfg);
+    let condition = |st: &Value| {
+        st["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "UpstreamCrlCurrent").cloned())
+    };
+    wait_for("the UpstreamCrlCurrent condition", || condition(&policy_status(&mgmt)).is_some()).await;
+    let st = policy_status(&mgmt);
+    let c = condition(&st).unwrap();
+    assert_eq!((c["status"].as_str(), c["reason"].as_str()), (Some("False"), Some("UpstreamCrlExpiring")), "{st}");
+    assert!(c["message"].as_str().unwrap().contains("CN=Corp Root"), "{c}");
+    assert_eq!(st["state"], "ACCEPTED", "still publishing: {st}");
+    let text = metrics.render();
+    let line =
+        text.lines().find(|l| l.starts_with("meshca_upstream_crl_next_update_timestamp_seconds{")).expect("the series");
+    assert!(
+        line.contains("ca=\"CN=Corp Root,O=Istio\"") && line.ends_with(&crl.next_update().unix_timestamp().to_string()),
+        "{line}"
+    );
+    controller.stop(Duration::from_secs(10)).await;
+}
