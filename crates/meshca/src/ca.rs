@@ -236,7 +236,7 @@ impl Csr {
     /// [`Csr::generate_pem`] for a key that may be in a token (`meshca csr --key-uri`): the
     /// request's self-signature is checked before it is returned.
     pub fn generate_pem_with(cluster: &str, organization: &str, key: &CaKey) -> Result<String> {
-        Self::generate_pem_named(cluster, organization, "Intermediate CA", key)
+        Self::generate_pem_named(cluster, organization, "Intermediate CA", key, None)
     }
 
     /// [`Csr::generate_pem_with`] with the subject's common name given.
@@ -245,12 +245,13 @@ impl Csr {
         organization: &str,
         common_name: &str,
         key: &CaKey,
+        name_serial: Option<&str>,
     ) -> Result<String> {
         validate_cluster_name(cluster)?;
         validate_subject_attr("organization", organization)?;
         validate_subject_attr("common name", common_name)?;
         let signer = RcgenSigner::new(key);
-        let req = profile::intermediate_request(cluster, organization, common_name)
+        let req = profile::intermediate_request(cluster, organization, common_name, name_serial)?
             .serialize_request(&signer)
             .map_err(|e| signer.error("a CSR", e))?;
         let pem = pem::encode("CERTIFICATE REQUEST", req.der());

@@ -127,13 +127,45 @@ pub(crate) fn leaf(common: Common, id: &SpiffeId) -> Result<CertificateParams> {
 }
 
 /// A CSR for a per-cluster intermediate: the subject meshca will issue, so the request reads
-/// right to a human; the signer's profile decides the real extensions.
-pub(crate) fn intermediate_request(cluster: &str, organization: &str, common_name: &str) -> CertificateParams {
+/// right to a human; the signer's profile decides the real extensions. `name_serial`, when
+/// given, is the subject's serialNumber: a CA another PKI signs keeps the subject asked for, so
+/// the request itself must make its name its own (see [`intermediate`]).
+pub(crate) fn intermediate_request(
+    cluster: &str,
+    organization: &str,
+    common_name: &str,
+    name_serial: Option<&str>,
+) -> Result<CertificateParams> {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, organization);
     dn.push(DnType::CommonName, common_name);
     dn.push(DnType::LocalityName, cluster);
+    if let Some(serial) = name_serial {
+        dn.push(
+            DnType::CustomDnType(SERIAL_NUMBER_OID.to_vec()),
+            rcgen::DnValue::PrintableString(
+                serial
+                    .to_owned()
+                    .try_into()
+                    .map_err(|_| Error::Issuance { what: "a CSR", detail: "serialNumber is not printable".into() })?,
+            ),
+        );
+    }
     let mut p = CertificateParams::default();
     p.distinguished_name = dn;
-    p
+    Ok(p)
+}
+
+/// The subject serialNumber of a CA requested from another PKI: its key's SHA-256, the first
+/// 16 bytes in hex. Each request makes a new key, so each such CA's name is its own.
+pub(crate) fn request_name_serial(public_key_raw: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, public_key_raw).as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The subject serialNumber (X.520 2.5.4.5) of `cert`, if any.
+pub(crate) fn name_serial(cert: &crate::cert::Certificate) -> Option<String> {
+    cert.subject_attr(der::asn1::ObjectIdentifier::new_unwrap("2.5.4.5"))
 }

@@ -27,6 +27,8 @@ pub struct CaRequest {
     key: CaKey,
     csr_pem: String,
     params: IntermediateParams,
+    /// The subject serialNumber asked for.
+    name_serial: String,
 }
 
 impl core::fmt::Debug for CaRequest {
@@ -63,8 +65,18 @@ impl CaRequest {
     pub fn with_key(params: &IntermediateParams, key: CaKey) -> Result<Self> {
         validate_cluster_name(&params.cluster)?;
         check_ttl("ttl", params.ttl)?;
-        let csr_pem = Csr::generate_pem_named(&params.cluster, &params.organization, &params.common_name, &key)?;
-        Ok(CaRequest { key, csr_pem, params: params.clone() })
+        // Its name is its own (serialNumber from the new key), as every CA meshca issues:
+        // verifiers find a CA's CRL by its name, and a renewed CA lives beside the one it
+        // replaces for a while.
+        let name_serial = crate::profile::request_name_serial(key.public_key_raw());
+        let csr_pem = Csr::generate_pem_named(
+            &params.cluster,
+            &params.organization,
+            &params.common_name,
+            &key,
+            Some(&name_serial),
+        )?;
+        Ok(CaRequest { key, csr_pem, params: params.clone(), name_serial })
     }
 
     /// The PKCS#10 request to send (PEM).
@@ -145,14 +157,23 @@ impl CaRequest {
         }
         let want = (&self.params.organization, &self.params.common_name, &self.params.cluster);
         let got = (cert.organization(), cert.common_name(), cert.locality());
-        if got.0.as_ref() != Some(want.0) || got.1.as_ref() != Some(want.1) || got.2.as_ref() != Some(want.2) {
+        // The serialNumber asked for, or the certificate's own serial (meshca's profile): either
+        // makes the name its own; a subject without one would share its CRL's name.
+        let own_serial: String = cert.serial_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let serial_ok = crate::profile::name_serial(&cert).is_some_and(|s| s == self.name_serial || s == own_serial);
+        if got.0.as_ref() != Some(want.0)
+            || got.1.as_ref() != Some(want.1)
+            || got.2.as_ref() != Some(want.2)
+            || !serial_ok
+        {
             return Err(wrong(
                 format!(
-                    "its subject is `{}`, not the requested O={}, CN={}, L={}",
+                    "its subject is `{}`, not the requested O={}, CN={}, L={}, serialNumber={}",
                     cert.subject(),
                     want.0,
                     want.1,
-                    want.2
+                    want.2,
+                    self.name_serial
                 ),
                 "sign with use_csr_values=true (meshca sends it; a role or template that overrides the subject drops \
                  it)",
