@@ -119,12 +119,21 @@ impl RevocationList {
     /// chain of the fleet fail). Entries are named by position; nothing of a value that failed
     /// is shown.
     pub fn check_against(&self, roots: &[&Certificate], location: &str) -> Result<(), Error> {
+        self.check_against_or(roots, &[], location)
+    }
+
+    /// [`RevocationList::check_against`], entries of the CAs named `previous` allowed too (a
+    /// signing CA replaced meanwhile whose CRL still stands).
+    fn check_against_or(&self, roots: &[&Certificate], previous: &[String], location: &str) -> Result<(), Error> {
         let bad = |detail: String| Error::RevocationList { location: location.to_owned(), detail };
         let names = meshca::list_bounded(roots.iter().map(|r| r.subject()), 2);
         for (i, r) in self.revoked.iter().enumerate() {
             let at = format!("{REVOCATIONS_FILE}: entry {} of {}", i + 1, self.revoked.len());
             if meshca::validate_cluster_name(&r.cluster).is_err() {
                 return Err(bad(format!("{at}: `cluster` is not a cluster name (a DNS label)")));
+            }
+            if previous.contains(&r.issuer) {
+                continue;
             }
             let Some(root) = roots.iter().find(|root| r.issuer == root.subject()) else {
                 return Err(bad(format!(
@@ -373,7 +382,17 @@ impl Fleet {
     ) -> Result<(), Error> {
         let now = opts.now;
         let cas: Vec<&Certificate> = signers.iter().map(CrlSigner::cert).chain(known.iter().copied()).collect();
-        self.list.check_against(&cas, REVOCATIONS_FILE)?;
+        // A signing CA replaced meanwhile (a management intermediate renewed): its CRL stays in
+        // the set until it lapses, and its entries with it. Once it lapsed, what they revoked
+        // chains through a CA no verifier accepts any more, and they go.
+        let ours = |issuer: &String| cas.iter().any(|c| c.subject() == *issuer);
+        let standing: Vec<String> =
+            self.set.crls().iter().filter(|c| c.next_update() > now).map(Crl::issuer).filter(|i| !ours(i)).collect();
+        let lapsed: Vec<String> = self.set.crls().iter().filter(|c| c.next_update() <= now).map(Crl::issuer).collect();
+        let before = self.list.revoked.len();
+        self.list.revoked.retain(|r| ours(&r.issuer) || standing.contains(&r.issuer) || !lapsed.contains(&r.issuer));
+        self.changed |= self.list.revoked.len() != before;
+        self.list.check_against_or(&cas, &standing, REVOCATIONS_FILE)?;
         self.upstream.clear();
         let mut supplied: Option<Vec<(Crl, String)>> = None;
         for s in signers {

@@ -300,6 +300,7 @@ fn a_provider_that_is_down_slow_sealed_or_wrong_leaves_every_bundle_as_it_was() 
         "enforce_hostnames=false",
         "max_ttl=8760h",
         "key_type=any",
+        "allowed_serial_numbers=*",
     ]);
     // The root token: the rewritten call needs more than meshca's policy allows.
     let token = bao.root_token.clone();
@@ -554,6 +555,9 @@ fn pki_crl_serials(bao: &Bao, path: &str) -> Vec<Vec<u8>> {
 fn revocation_under_a_management_intermediate_carries_the_pkis_crl() {
     let Some(bao) = Bao::start("revocation_under_a_management_intermediate_carries_the_pkis_crl") else { return };
     let root = root_of(&bao.pki_root("pki", "Bao Root"));
+    // The PKI's CRLs last 100 days here, so the runs below can look months ahead.
+    bao.bao(&["write", "pki/config/crl", "expiry=2400h"]);
+    bao.bao(&["read", "pki/crl/rotate"]);
     let token = bao.meshca_token("pki");
     let dir = tempdir("vault-mgmt-crl");
     let store = DirStore::new(dir.join("store"));
@@ -593,6 +597,26 @@ fn revocation_under_a_management_intermediate_carries_the_pkis_crl() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("bao write pki/revoke serial_number=") && e.contains("is the signing CA"), "{e}");
+    // Months of runs every three days: the management intermediate is renewed (at 90% of its
+    // 90 days) with CRLs in use. The old one's CRL stands until it lapses, with its entries;
+    // then they go. Every run is rehearsed.
+    let entries = || meshca_ops::revocation::load(&store, &policy, "mgmt").unwrap().unwrap().list.revoked.len();
+    let mut renewed_at = None;
+    // (OpenBao dates what it signs from the real clock: its certificates end 90 real days on.)
+    for day in (3..=87).step_by(3) {
+        let at = t + Duration::days(day);
+        let r = run(&store, &text, &opts(at, Some(&token))).unwrap();
+        assert!(r.ok(), "day {day}: {r:?}");
+        meshca_testkit::fleet::rehearse(&store, &dir, &CLUSTERS, &[], at, &format!("day {day}"));
+        if renewed_at.is_none() && r.notes.iter().any(|n| n.contains("was renewed")) {
+            renewed_at = Some(day);
+            assert_eq!(entries(), 1, "the old management intermediate's CRL still stands");
+        }
+        if renewed_at.is_some_and(|d| day > d + 8) {
+            assert_eq!(entries(), 0, "day {day}: the old CRL lapsed, and its entries with it");
+        }
+    }
+    assert!(renewed_at.is_some_and(|d| d < 88), "{renewed_at:?}");
 }
 
 /// `signs: clusters`: the CRL that revokes a cluster intermediate is the PKI's. meshca revokes
