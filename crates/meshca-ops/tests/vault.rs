@@ -761,3 +761,68 @@ spec:
         }
     }
 }
+
+/// The other way: from a root the PKI holds (`signs: clusters`) to a root in a Secret, with a
+/// cluster revoked at the PKI before the rotation; the rehearsal check at every step, and the
+/// PKI's CRL and revocations gone with its root.
+#[test]
+fn the_root_moves_out_of_the_pki_into_a_secret() {
+    let Some(bao) = Bao::start("the_root_moves_out_of_the_pki_into_a_secret") else { return };
+    let pki_root = root_of(&bao.pki_root("pki", "Bao Root"));
+    let token = bao.meshca_token("pki");
+    let dir = tempdir("vault-leave");
+    let store = DirStore::new(dir.join("store"));
+    let t = OffsetDateTime::now_utc();
+    let at = |h: i64| t + Duration::hours(h) + Duration::seconds(h);
+    let mut p = meshca::RootParams::default();
+    p.common_name = "Own Root".into();
+    let own = meshca::SigningCa::generate_root(&p, &mut meshca::OsRng, t).unwrap();
+    store
+        .write(
+            &SecretRef::new("mgmt", "gloo-mesh", "own-ca"),
+            &own.bundle().to_files(meshca::Layout::Istio),
+            &WriteMeta::default(),
+        )
+        .unwrap();
+    let text = policy_text(&bao.addr, "");
+    assert!(run(&store, &text, &opts(t, Some(&token))).unwrap().ok());
+    let revoked = vec![("west".to_owned(), current(&store, "west", t))];
+    assert!(revoke_in(&store, &text, &opts(t, Some(&token)), "west").unwrap().run.ok());
+    let rotating = format!(
+        "{text}    rootRotation:\n      newMgmtServerCa:\n        secretRef: {{name: own-ca}}\n      dwellHours: 1\n"
+    );
+    let policy = policy::parse(&rotating, "policy.yaml").unwrap();
+    let mut phases: Vec<String> = Vec::new();
+    for h in 1..20 {
+        let before = meshca_testkit::fleet::roots(&store, &CLUSTERS, at(h - 1));
+        let done = match reconcile::run(&store, &policy, &opts(at(h), Some(&token)), &mut meshca::OsRng, &mut |_, _| {})
+            .unwrap()
+        {
+            Run::RootRotation(r) => {
+                assert!(!r.failed(), "hour {h}: {r:?}");
+                if phases.last() != Some(&r.now_phase.to_string()) {
+                    phases.push(r.now_phase.to_string());
+                }
+                false
+            }
+            Run::Reconciled(r) => {
+                assert!(r.ok(), "{r:?}");
+                true
+            }
+        };
+        let when = format!("hour {h}, {phases:?}");
+        meshca_testkit::fleet::rehearse(&store, &dir, &CLUSTERS, &revoked, at(h), &when);
+        let now_roots = meshca_testkit::fleet::roots(&store, &CLUSTERS, at(h));
+        meshca_testkit::fleet::assert_roots_only_grow_or_shrink(&before, &now_roots, &when);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(phases, ["AddingNewRoot", "PropagatingIntermediates", "DeletingOldRoot", "Complete"]);
+    let list = meshca_ops::revocation::load(&store, &policy, "mgmt").unwrap().unwrap();
+    assert!(list.list.revoked.is_empty(), "the PKI's revocations left with its root");
+    assert!(list.crls().iter().all(|c| !c.is_issued_by_name(&pki_root)));
+    for c in CLUSTERS {
+        assert_eq!(current(&store, c, at(19)).roots(), std::slice::from_ref(own.bundle().root()));
+    }
+}
