@@ -56,6 +56,7 @@
 #![warn(missing_docs)]
 
 pub mod context;
+pub mod crl_sources;
 pub mod describe;
 pub mod error;
 pub mod fs;

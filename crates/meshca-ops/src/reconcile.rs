@@ -152,7 +152,7 @@ fn reconcile_with(
     };
     let mut prepared = Prepared::default();
     if let Some(fleet) = fleet.as_mut() {
-        let crl_signer = revocation::CrlSigner::new(&signer, remote.as_ref(), issued_by.as_ref());
+        let crl_signer = crate::crl_sources::CrlSigner::new(&signer, remote.as_ref(), issued_by.as_ref());
         prepared = prepare_crls(store, policy, crl_signer, fleet, opts, rng)?;
     }
     let crl_pem = fleet.as_ref().map(revocation::Fleet::crl_pem);
@@ -230,7 +230,7 @@ fn reconcile_with(
     let mut next_check = results.iter().filter_map(|r| r.next_check).min();
     // An upstream CRL is fetched again (or warned about) before it lapses: come back by then.
     if let Some(t) = fleet.as_ref().and_then(|f| f.upstream().iter().map(|u| u.next_update).min()) {
-        let due = t - revocation::UPSTREAM_REFRESH;
+        let due = t - crate::crl_sources::UPSTREAM_REFRESH;
         next_check = Some(next_check.map_or(due, |n| n.min(due)));
     }
     // The root's CRL is re-signed once under ROOT_CRL_REFRESH is left: come back by then (a
@@ -393,14 +393,14 @@ fn plan_for(
 fn prepare_crls(
     store: &dyn Store,
     policy: &Policy,
-    crl_signer: revocation::CrlSigner<'_>,
+    crl_signer: crate::crl_sources::CrlSigner<'_>,
     fleet: &mut revocation::Fleet,
     opts: &Options,
     rng: &mut dyn Entropy,
 ) -> Result<Prepared, Error> {
     let now = opts.now;
     let (signer, remote) = (crl_signer.ca(), crl_signer.remote());
-    fleet.refresh_signers(&[crl_signer], &[], store, policy, opts)?;
+    crate::crl_sources::refresh_signers(fleet, &[crl_signer], &[], store, policy, opts)?;
     let revoked = fleet.entries();
     let mut prepared = Prepared::default();
     for cluster in &opts.clusters {
@@ -412,25 +412,27 @@ fn prepare_crls(
         let valid = parsed.as_ref().and_then(|p| p.as_ref().ok()).cloned();
         prepared.first.insert(cluster.clone(), Seen { files, parsed, plan: planned.clone() });
         match planned {
-            Plan::Issue { .. } => match issue_bundle(&policy.rotation, signer, remote, cluster, opts, rng) {
-                Ok(bundle) => {
-                    // The intermediate replaced keeps a CRL while its workloads' certificates live
-                    // on; a revoked one too, so that taking the revocation back (`unrevoke`)
-                    // makes them verify again (the root's CRL refuses them meanwhile).
-                    if let Some(old) = &valid {
-                        // One that cannot sign CRLs (or is not ours) gets none: its workloads'
-                        // certificates are refused once CRLs are in use, until they renew.
-                        if let Err(e) = fleet.cover(old, now) {
-                            tracing::warn!(cluster = %cluster, error = %e, "no CRL for the intermediate being replaced");
+            Plan::Issue { .. } => {
+                match crate::signer::issue_bundle(&policy.rotation, signer, remote, cluster, opts, rng) {
+                    Ok(bundle) => {
+                        // The intermediate replaced keeps a CRL while its workloads' certificates live
+                        // on; a revoked one too, so that taking the revocation back (`unrevoke`)
+                        // makes them verify again (the root's CRL refuses them meanwhile).
+                        if let Some(old) = &valid {
+                            // One that cannot sign CRLs (or is not ours) gets none: its workloads'
+                            // certificates are refused once CRLs are in use, until they renew.
+                            if let Err(e) = fleet.cover(old, now) {
+                                tracing::warn!(cluster = %cluster, error = %e, "no CRL for the intermediate being replaced");
+                            }
                         }
+                        fleet.cover(&bundle, now)?;
+                        prepared.bundles.insert(cluster.clone(), bundle);
                     }
-                    fleet.cover(&bundle, now)?;
-                    prepared.bundles.insert(cluster.clone(), bundle);
+                    Err(e) => {
+                        prepared.failed.insert(cluster.clone(), (e.to_string(), e.kind()));
+                    }
                 }
-                Err(e) => {
-                    prepared.failed.insert(cluster.clone(), (e.to_string(), e.kind()));
-                }
-            },
+            }
             _ => {
                 if let Some(b) = &valid {
                     fleet.cover(b, now)?;
@@ -700,47 +702,10 @@ fn issue_and_write(
                     .into(),
             })
         }
-        None => issue_bundle(&policy.rotation, ctx.signer, ctx.remote, cluster, opts, rng)?,
+        None => crate::signer::issue_bundle(&policy.rotation, ctx.signer, ctx.remote, cluster, opts, rng)?,
     };
     writer.write_bundle(secret, &issued)
 }
 
 /// Issues a cluster's intermediate (with the policy's trust bundle), without writing it.
-/// A new intermediate for `cluster` under `rotation` from `signer`, issued by `remote` (the
-/// PKI, its answer checked by the core) when one signs, else with the signer's key; inside the
-/// rotation's trust bundle (the signer's roots and the passive ones).
-pub(crate) fn issue_bundle(
-    rotation: &meshca::RotationPolicy,
-    signer: &SigningCa,
-    remote: Option<&crate::signer::Remote>,
-    cluster: &str,
-    opts: &Options,
-    rng: &mut dyn Entropy,
-) -> Result<Cacerts, Error> {
-    let now = opts.now;
-    let params = rotation.intermediate_params(cluster);
-    if let Some(remote) = remote {
-        let vault = match remote {
-            crate::signer::Remote::Ready(v) => v,
-            crate::signer::Remote::Down(down) => return Err(down.error()),
-        };
-        // The PKI signs; meshca checks its answer against the profile and the policy's trust
-        // bundle (passive roots included) before anything is written.
-        let request = meshca::CaRequest::new(&params, rng).map_err(Error::core(format!("issuing for {cluster}")))?;
-        let answer = vault.sign_intermediate(&request)?;
-        let trust = rotation.trust_bundle(signer);
-        return request
-            .accept(&answer, &trust, &vault.describe(), now)
-            .map(|issued| issued.value)
-            .map_err(Error::core(format!("issuing for {cluster}")));
-    }
-    let mut issued =
-        signer.issue_intermediate(&params, rng, now).map_err(Error::core(format!("issuing for {cluster}")))?.value;
-    if !rotation.passive_roots.is_empty() {
-        issued = meshca::with_trust_bundle(&issued, rotation.trust_bundle(signer), now)
-            .map_err(Error::core(format!("trust bundle for {cluster}")))?;
-    }
-    Ok(issued)
-}
-
 pub use crate::serde_time::{rfc3339, rfc3339_opt};

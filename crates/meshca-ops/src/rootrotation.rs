@@ -813,8 +813,7 @@ fn converge(
                     })
                 })?
             };
-            let issued =
-                crate::reconcile::issue_bundle(rotation, &opened.ca, opened.remote.as_ref(), cluster, opts, rng)?;
+            let issued = crate::signer::issue_bundle(rotation, &opened.ca, opened.remote.as_ref(), cluster, opts, rng)?;
             meshca::with_trust_bundle(&issued, roots, opts.now).map(Some).map_err(Error::core(context()))
         }
     }
@@ -845,14 +844,16 @@ fn crl_fleet(
     };
     r.check_crl_names().map_err(Error::core("the root rotation with the fleet's CRLs"))?;
     let opened: Vec<&Opened> = [Some(old), new].into_iter().flatten().collect();
-    let signers: Vec<crate::revocation_list::CrlSigner<'_>> = r
+    let signers: Vec<crate::crl_sources::CrlSigner<'_>> = r
         .crl_roots()
         .into_iter()
-        .filter_map(|root| opened.iter().find(|o| o.ca.bundle().root() == root).map(|o| o.crl_signer()))
+        .filter_map(|root| {
+            opened.iter().find(|o| o.ca.bundle().root() == root).map(|o| crate::crl_sources::CrlSigner::from(*o))
+        })
         .collect();
     let mut known: Vec<&Certificate> = vec![&r.old_root, &r.new_root];
     known.extend(opened.iter().map(|o| o.ca.bundle().ca_cert()));
-    fleet.refresh_signers(&signers, &known, store, policy, opts)?;
+    crate::crl_sources::refresh_signers(&mut fleet, &signers, &known, store, policy, opts)?;
     Ok(Some(fleet))
 }
 

@@ -207,14 +207,6 @@ pub struct Opened {
     pub issued_by: Option<VaultSigner>,
 }
 
-impl Opened {
-    /// The CA as the fleet's CRL set needs it: who signs its CRL, and where the CRL of the CA
-    /// above it comes from.
-    pub fn crl_signer(&self) -> crate::revocation_list::CrlSigner<'_> {
-        crate::revocation_list::CrlSigner::new(&self.ca, self.remote.as_ref(), self.issued_by.as_ref())
-    }
-}
-
 /// The signer of a run, as [`load`] found it.
 #[derive(Debug)]
 pub struct Loaded {
@@ -229,13 +221,6 @@ pub struct Loaded {
     pub notes: Vec<String>,
     /// The PKI that issued the signing CA (a management intermediate).
     pub issued_by: Option<VaultSigner>,
-}
-
-impl Loaded {
-    /// The signer as the fleet's CRL set needs it ([`Opened::crl_signer`]).
-    pub fn crl_signer(&self) -> crate::revocation_list::CrlSigner<'_> {
-        crate::revocation_list::CrlSigner::new(&self.ca, self.remote.as_ref(), self.issued_by.as_ref())
-    }
 }
 
 /// The file of the kept issuer Secret (`signs: clusters`) naming the PKI, mount and issuer it
@@ -355,6 +340,43 @@ pub fn load(store: &dyn Store, policy: &Policy, opts: &Options, rng: &mut dyn En
         key: b.ca_key().external(),
     };
     Ok(Loaded { ca: signer, info, remote, notes, issued_by })
+}
+
+/// A new intermediate for `cluster` under `rotation` from `signer`, issued by `remote` (the
+/// PKI, its answer checked by the core) when one signs, else with the signer's key; inside the
+/// rotation's trust bundle (the signer's roots and the passive ones).
+pub(crate) fn issue_bundle(
+    rotation: &meshca::RotationPolicy,
+    signer: &SigningCa,
+    remote: Option<&Remote>,
+    cluster: &str,
+    opts: &Options,
+    rng: &mut dyn Entropy,
+) -> Result<meshca::Cacerts, Error> {
+    let now = opts.now;
+    let params = rotation.intermediate_params(cluster);
+    if let Some(remote) = remote {
+        let vault = match remote {
+            Remote::Ready(v) => v,
+            Remote::Down(down) => return Err(down.error()),
+        };
+        // The PKI signs; meshca checks its answer against the profile and the policy's trust
+        // bundle (passive roots included) before anything is written.
+        let request = meshca::CaRequest::new(&params, rng).map_err(Error::core(format!("issuing for {cluster}")))?;
+        let answer = vault.sign_intermediate(&request)?;
+        let trust = rotation.trust_bundle(signer);
+        return request
+            .accept(&answer, &trust, &vault.describe(), now)
+            .map(|issued| issued.value)
+            .map_err(Error::core(format!("issuing for {cluster}")));
+    }
+    let mut issued =
+        signer.issue_intermediate(&params, rng, now).map_err(Error::core(format!("issuing for {cluster}")))?.value;
+    if !rotation.passive_roots.is_empty() {
+        issued = meshca::with_trust_bundle(&issued, rotation.trust_bundle(signer), now)
+            .map_err(Error::core(format!("trust bundle for {cluster}")))?;
+    }
+    Ok(issued)
 }
 
 /// The issuer of the PKI `provider` as a signing CA, from its public `files`: its
