@@ -376,18 +376,7 @@ fn the_quickstart_root_moves_into_the_token_with_revocations_throughout() {
     store.write(&mgmt("hsm-pin"), &[("pin", format!("{PIN}\n"))].into_iter().collect(), &WriteMeta::default()).unwrap();
     let module = TokenAccess::new(Some(hsm.module.clone()), None);
     // The quickstart's policy: a generated root in a Secret.
-    let quickstart = "apiVersion: meshca.dev/v1alpha1
-kind: RootTrustPolicy
-metadata:
-  name: fleet
-  namespace: gloo-mesh
-spec:
-  config:
-    intermediateCertOptions:
-      ttlDays: 30
-    mgmtServerCa:
-      generated: {}
-";
+    let quickstart = meshca_testkit::fleet::GENERATED_ROOT_POLICY;
     let clusters = ["c1", "c2", "c3"];
     let opts = |at: OffsetDateTime| {
         let mut o = Options::new(at, clusters.map(String::from).to_vec());
@@ -400,17 +389,7 @@ spec:
     let old_root =
         Cacerts::from_files(&store.read(&SecretRef::cacerts("c1")).unwrap().unwrap(), t).unwrap().root().clone();
     let revoke = |text: &str, cluster: &str, at: OffsetDateTime| {
-        let r = meshca_ops::revocation::revoke(
-            &store,
-            &text_policy(text),
-            &opts(at),
-            cluster,
-            meshca::RevocationReason::KeyCompromise,
-            &mut meshca::OsRng,
-            &mut |_, _| {},
-        )
-        .unwrap();
-        assert!(r.run.ok(), "{r:?}");
+        meshca_testkit::fleet::revoke(&store, &text_policy(text), &opts(at), cluster);
     };
     let check = |at: OffsetDateTime, when: &str| {
         let refused =

@@ -484,18 +484,7 @@ fn opts_at(hours: i64) -> Options {
 }
 
 fn revoke(m: &Mesh, policy: &Policy, cluster: &str, hours: i64) -> meshca_ops::revocation::RevocationReport {
-    let r = meshca_ops::revocation::revoke(
-        &m.store,
-        policy,
-        &opts_at(hours),
-        cluster,
-        meshca::RevocationReason::KeyCompromise,
-        &mut meshca::OsRng,
-        &mut |_, _| {},
-    )
-    .unwrap();
-    assert!(r.run.ok(), "{r:?}");
-    r
+    meshca_testkit::fleet::revoke(&m.store, policy, &opts_at(hours), cluster)
 }
 
 /// The rehearsal check at one point of a rotation (the test kit's): every pair of clusters

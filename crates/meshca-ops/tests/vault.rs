@@ -672,18 +672,7 @@ fn the_quickstart_root_moves_to_the_pki_and_back_and_then_for_good() {
     let pki_root = root_of(&bao.pki_root("pki", "Bao Root"));
     let token = bao.meshca_token("pki");
     let t = OffsetDateTime::now_utc();
-    let quickstart = "apiVersion: meshca.dev/v1alpha1
-kind: RootTrustPolicy
-metadata:
-  name: fleet
-  namespace: gloo-mesh
-spec:
-  config:
-    intermediateCertOptions:
-      ttlDays: 30
-    mgmtServerCa:
-      generated: {}
-";
+    let quickstart = meshca_testkit::fleet::GENERATED_ROOT_POLICY;
     let rotating = |signs: &str| {
         format!(
             "{quickstart}    rootRotation:\n      newMgmtServerCa:\n        secretRef: {{name: bao-ca}}\n        vault:\n          \

@@ -88,3 +88,40 @@ pub fn roots(store: &dyn Store, clusters: &[&str], at: OffsetDateTime) -> Vec<Ve
         })
         .collect()
 }
+
+/// The quickstart's kind of policy: a root meshca generates and keeps in a Secret beside the
+/// policy, 30-day intermediates (where a test starts a migration from).
+pub const GENERATED_ROOT_POLICY: &str = "apiVersion: meshca.dev/v1alpha1
+kind: RootTrustPolicy
+metadata:
+  name: fleet
+  namespace: gloo-mesh
+spec:
+  config:
+    intermediateCertOptions:
+      ttlDays: 30
+    mgmtServerCa:
+      generated: {}
+";
+
+/// Revokes `cluster`'s current CA (keyCompromise) under `policy` with `opts`, and checks that
+/// the run it made succeeded.
+pub fn revoke(
+    store: &dyn Store,
+    policy: &meshca_ops::policy::Policy,
+    opts: &meshca_ops::reconcile::Options,
+    cluster: &str,
+) -> meshca_ops::revocation::RevocationReport {
+    let r = meshca_ops::revocation::revoke(
+        store,
+        policy,
+        opts,
+        cluster,
+        meshca::RevocationReason::KeyCompromise,
+        &mut meshca::OsRng,
+        &mut |_, _| {},
+    )
+    .unwrap_or_else(|e| panic!("revoking {cluster}: {e}"));
+    assert!(r.run.ok(), "revoking {cluster}: {r:?}");
+    r
+}
