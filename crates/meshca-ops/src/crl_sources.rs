@@ -206,15 +206,18 @@ fn upstream_crl(
             Some(pool) => pool,
             None => supplied.insert(supplied_crls(store, policy, opts)?),
         };
+        // Every one of its CRLs supplied is tried (the newest valid one is kept); what was wrong
+        // with the last refused one is said only if none is left to publish.
+        let mut refused = None;
         for (crl, from) in pool.iter().filter(|(c, _)| c.is_issued_by_name(above)) {
             source.clone_from(from);
             match fleet.set.import(crl.clone(), above, now, from) {
                 Ok(changed) => fleet.changed |= changed,
-                Err(e) if !fleet.set.holds_current(above, now, Duration::ZERO) => {
-                    return Err(Error::UpstreamCrl { ca: name, problem: format!("{from}: {e}"), fix });
-                }
-                Err(_) => {}
+                Err(e) => refused = Some(format!("{from}: {e}")),
             }
+        }
+        if let Some(problem) = refused.filter(|_| !fleet.set.holds_current(above, now, Duration::ZERO)) {
+            return Err(Error::UpstreamCrl { ca: name, problem, fix });
         }
     }
     let Some(held) = fleet.set.of(above).filter(|c| c.check(above, now, CA_CRL).is_ok()) else {

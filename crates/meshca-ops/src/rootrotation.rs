@@ -617,48 +617,44 @@ fn pass(
     // (istio#61075): bundles that keep their intermediate first (a cluster about to get a new
     // one is given the set with the one it has), then the new intermediates, each only once
     // every peer holds the set.
-    let mut lacking: Option<Vec<String>> = None;
-    if let (Some(f), Some(pem)) = (fleet.as_ref(), crl_pem.as_deref()) {
-        if !opts.dry_run {
-            for (cluster, current, target) in &planned {
-                let secret = SecretRef::cacerts(cluster);
-                let Some(c) = current.as_ref().filter(|c| !f.is_revoked(c.ca_cert())) else { continue };
-                let keeps = matches!(target, Ok(Some(t)) if !new_intermediate(current, t));
-                if !keeps && held_set(store, cluster).as_deref() != Some(pem) {
-                    if let Err(e) = w.write_bundle(&secret, c) {
-                        tracing::warn!(cluster = %cluster, error = %e, "could not give the CRL set to the bundle in use");
-                    }
+    let gate = fleet.as_ref().zip(crl_pem.as_deref()).filter(|_| !opts.dry_run);
+    if let Some((f, pem)) = gate {
+        for (cluster, current, target) in &planned {
+            let secret = SecretRef::cacerts(cluster);
+            let Some(c) = current.as_ref().filter(|c| !f.is_revoked(c.ca_cert())) else { continue };
+            let keeps = matches!(target, Ok(Some(t)) if !new_intermediate(current, t));
+            if !keeps && held_set(store, cluster).as_deref() != Some(pem) {
+                if let Err(e) = w.write_bundle(&secret, c) {
+                    tracing::warn!(cluster = %cluster, error = %e, "could not give the CRL set to the bundle in use");
                 }
             }
-            let mut peers: BTreeSet<String> = known.iter().cloned().chain(clusters.iter().cloned()).collect();
-            peers.extend(store.clusters_with_cacerts().unwrap_or_default());
-            peers.remove(mgmt);
-            let planned_keeps: BTreeSet<&String> = planned
-                .iter()
-                .filter(|(_, c, t)| matches!(t, Ok(Some(t)) if !new_intermediate(c, t)))
-                .map(|(n, _, _)| n)
-                .collect();
-            lacking = Some(
-                peers
-                    .into_iter()
-                    .filter(|p| !planned_keeps.contains(p))
-                    .filter(|p| match valid_bundle(store, p, now) {
-                        Some(b) if !f.is_revoked(b.ca_cert()) => held_set(store, p).is_some_and(|h| h != pem),
-                        Some(_) => false,
-                        None => store.read(&SecretRef::cacerts(p)).is_err(),
-                    })
-                    .collect(),
-            );
         }
     }
+    // The clusters whose bundle in use lacks the set, read once the others are written (just
+    // before the first new intermediate): a cluster that could not be given it holds them back.
+    let lacking_now = |f: &Fleet, pem: &[u8]| -> Vec<String> {
+        let mut peers: BTreeSet<String> = known.iter().cloned().chain(clusters.iter().cloned()).collect();
+        peers.extend(store.clusters_with_cacerts().unwrap_or_default());
+        peers.remove(mgmt);
+        peers
+            .into_iter()
+            .filter(|p| match valid_bundle(store, p, now) {
+                Some(b) if !f.is_revoked(b.ca_cert()) => held_set(store, p).is_some_and(|h| h != pem),
+                Some(_) => false,
+                None => store.read(&SecretRef::cacerts(p)).is_err(),
+            })
+            .collect()
+    };
+    let mut lacking: Option<Vec<String>> = None;
     // Those that keep their intermediate are written first.
     planned.sort_by_key(|(_, c, t)| matches!(t, Ok(Some(t)) if new_intermediate(c, t)));
     let mut results = Vec::new();
     let mut bundles: Vec<(String, Option<Cacerts>)> = Vec::new();
     for (cluster, current, target) in planned {
         let _span = tracing::info_span!("cluster", cluster = cluster.as_str()).entered();
-        let held_back = match (&target, &lacking) {
-            (Ok(Some(t)), Some(lacking)) if new_intermediate(&current, t) => {
+        let held_back = match (&target, gate) {
+            (Ok(Some(t)), Some((f, pem))) if new_intermediate(&current, t) => {
+                let lacking = lacking.get_or_insert_with(|| lacking_now(f, pem));
                 let peers: Vec<&String> = lacking.iter().filter(|p| **p != cluster).collect();
                 (!peers.is_empty()).then(|| {
                     format!(

@@ -115,7 +115,7 @@ fn no_intermediate_is_written_before_every_peer_holds_its_crl() {
     assert!(refused_pairs(&f, at).is_empty());
 
     // A peer that cannot be written (its API down) holds back every new intermediate.
-    let down = FailWrites { inner: &f.store, cluster: "c3" };
+    let down = meshca_testkit::fleet::FailWrites { inner: &f.store, cluster: "c3" };
     let mut o = opts(at, &CLUSTERS);
     o.intent = Intent::RotateNow(RotateNow::All);
     let r = reconcile::reconcile(&down, &f.policy, &o, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
@@ -136,33 +136,6 @@ fn no_intermediate_is_written_before_every_peer_holds_its_crl() {
         assert_ne!(fp(&bundle(&f, c, at).0), fp(old), "{c} was re-issued");
     }
     assert!(refused_pairs(&f, at).is_empty(), "{:?}", refused_pairs(&f, at));
-}
-
-/// A store whose writes to one cluster fail, as when its API server is down.
-struct FailWrites<'a> {
-    inner: &'a DirStore,
-    cluster: &'static str,
-}
-
-impl Store for FailWrites<'_> {
-    fn location(&self, secret: &SecretRef) -> String {
-        self.inner.location(secret)
-    }
-    fn read(&self, secret: &SecretRef) -> Result<Option<meshca::Files>, Error> {
-        self.inner.read(secret)
-    }
-    fn meta(&self, secret: &SecretRef) -> Result<Option<WriteMeta>, Error> {
-        self.inner.meta(secret)
-    }
-    fn clusters_with_cacerts(&self) -> Result<Vec<String>, Error> {
-        self.inner.clusters_with_cacerts()
-    }
-    fn write(&self, secret: &SecretRef, files: &meshca::Files, meta: &WriteMeta) -> Result<(), Error> {
-        if secret.cluster == self.cluster {
-            return Err(Error::Store { location: self.location(secret), detail: "connection refused".into() });
-        }
-        self.inner.write(secret, files, meta)
-    }
 }
 
 /// Rewrites the stored revocation list through `edit`, as a careless or hostile hand would.

@@ -614,3 +614,32 @@ fn a_rotation_to_a_root_of_the_same_name_is_refused_once_crls_are_published() {
     assert!(meshca_ops::rootrotation::load(&m.store, &seed(AUTO), "mgmt").unwrap().is_none(), "no state saved");
     assert_eq!(before, snapshot(&m.store, at(1)), "no cluster was touched");
 }
+
+/// With CRLs in use, a step's new intermediates wait while a peer cannot be given the set
+/// that covers them (its API down): every cluster keeps what it had, every pair still talks,
+/// and the step goes on once the peer is back.
+#[test]
+fn a_peer_that_cannot_take_the_crl_set_holds_the_new_intermediates_back() {
+    let m = mesh("crls-down");
+    revoke(&m, &seed(""), "c2", 0);
+    let policy = seed(AUTO);
+    // Step 1 everywhere (no new intermediate yet).
+    let Run::RootRotation(r) = run(&m.store, &policy, 1).unwrap() else { panic!() };
+    assert!(!r.failed(), "{r:?}");
+    let before: Vec<String> = bundles(&m.store, at(1)).iter().map(|b| b.ca_cert().fingerprint_sha256()).collect();
+    // Step 2 with c3's API down.
+    let down = meshca_testkit::fleet::FailWrites { inner: &m.store, cluster: "c3" };
+    let Run::RootRotation(r) = run(&down, &policy, 2).unwrap() else { panic!() };
+    let failed: Vec<(&str, &str)> = r.failed_clusters().collect();
+    assert_eq!(failed.len(), 3, "{r:?}");
+    assert!(failed.iter().any(|(c, e)| *c == "c1" && e.contains("has not reached c3")), "{failed:?}");
+    let after: Vec<String> = bundles(&m.store, at(2)).iter().map(|b| b.ca_cert().fingerprint_sha256()).collect();
+    assert_eq!(after, before, "no new intermediate was written");
+    rehearse(&m, at(2), &roots_of(&m.store, at(1)), &[], "c3 down in step 2");
+    // c3 is back: the step completes.
+    let held = roots_of(&m.store, at(2));
+    let Run::RootRotation(r) = run(&m.store, &policy, 2).unwrap() else { panic!() };
+    assert!(!r.failed(), "{r:?}");
+    assert!(bundles(&m.store, at(2)).iter().all(|b| b.root() == m.new.bundle().root()));
+    rehearse(&m, at(2), &held, &[], "c3 back in step 2");
+}

@@ -125,3 +125,47 @@ pub fn revoke(
     assert!(r.run.ok(), "revoking {cluster}: {r:?}");
     r
 }
+
+/// A store whose writes to one cluster fail, as when its API server is down; everything else
+/// goes to `inner`.
+pub struct FailWrites<'a> {
+    /// The store.
+    pub inner: &'a dyn Store,
+    /// The cluster whose writes fail.
+    pub cluster: &'a str,
+}
+
+impl std::fmt::Debug for FailWrites<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailWrites").field("cluster", &self.cluster).finish_non_exhaustive()
+    }
+}
+
+impl Store for FailWrites<'_> {
+    fn location(&self, secret: &SecretRef) -> String {
+        self.inner.location(secret)
+    }
+    fn read(&self, secret: &SecretRef) -> Result<Option<meshca::Files>, meshca_ops::error::Error> {
+        self.inner.read(secret)
+    }
+    fn meta(&self, secret: &SecretRef) -> Result<Option<meshca_ops::store::WriteMeta>, meshca_ops::error::Error> {
+        self.inner.meta(secret)
+    }
+    fn clusters_with_cacerts(&self) -> Result<Vec<String>, meshca_ops::error::Error> {
+        self.inner.clusters_with_cacerts()
+    }
+    fn write(
+        &self,
+        secret: &SecretRef,
+        files: &meshca::Files,
+        meta: &meshca_ops::store::WriteMeta,
+    ) -> Result<(), meshca_ops::error::Error> {
+        if secret.cluster == self.cluster {
+            return Err(meshca_ops::error::Error::Store {
+                location: self.location(secret),
+                detail: "connection refused".into(),
+            });
+        }
+        self.inner.write(secret, files, meta)
+    }
+}
