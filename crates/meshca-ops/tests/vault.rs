@@ -751,15 +751,22 @@ fn the_quickstart_root_moves_to_the_pki_and_back_and_then_for_good() {
     }
 }
 
-/// The other way: from a root the PKI holds (`signs: clusters`) to a root in a Secret, with a
-/// cluster revoked at the PKI before the rotation; the rehearsal check at every step, and the
-/// PKI's CRL and revocations gone with its root.
+/// The other way: from a root the PKI holds (the PKI signing every cluster, or a management
+/// intermediate) to a root in a Secret, with a cluster revoked before the rotation; the
+/// rehearsal check at every step, and the PKI's CRLs and revocations gone with its root.
 #[test]
 fn the_root_moves_out_of_the_pki_into_a_secret() {
     let Some(bao) = Bao::start("the_root_moves_out_of_the_pki_into_a_secret") else { return };
     let pki_root = root_of(&bao.pki_root("pki", "Bao Root"));
     let token = bao.meshca_token("pki");
-    let dir = tempdir("vault-leave");
+    for signs in ["clusters", "managementIntermediate"] {
+        leave_the_pki(&bao, &pki_root, &token, signs);
+    }
+}
+
+fn leave_the_pki(bao: &Bao, pki_root: &Certificate, token: &str, signs: &str) {
+    let token = token.to_owned();
+    let dir = tempdir(&format!("vault-leave-{signs}"));
     let store = DirStore::new(dir.join("store"));
     let t = OffsetDateTime::now_utc();
     let at = |h: i64| t + Duration::hours(h) + Duration::seconds(h);
@@ -773,7 +780,7 @@ fn the_root_moves_out_of_the_pki_into_a_secret() {
             &WriteMeta::default(),
         )
         .unwrap();
-    let text = policy_text(&bao.addr, "");
+    let text = policy_text(&bao.addr, &format!("        signs: {signs}\n        ttlDays: 90\n"));
     assert!(run(&store, &text, &opts(t, Some(&token))).unwrap().ok());
     let revoked = vec![("west".to_owned(), current(&store, "west", t))];
     assert!(revoke_in(&store, &text, &opts(t, Some(&token)), "west").unwrap().run.ok());
@@ -788,7 +795,7 @@ fn the_root_moves_out_of_the_pki_into_a_secret() {
             .unwrap()
         {
             Run::RootRotation(r) => {
-                assert!(!r.failed(), "hour {h}: {r:?}");
+                assert!(!r.failed(), "{signs}, hour {h}: {r:?}");
                 if phases.last() != Some(&r.now_phase.to_string()) {
                     phases.push(r.now_phase.to_string());
                 }
@@ -799,7 +806,7 @@ fn the_root_moves_out_of_the_pki_into_a_secret() {
                 true
             }
         };
-        let when = format!("hour {h}, {phases:?}");
+        let when = format!("{signs}, hour {h}, {phases:?}");
         meshca_testkit::fleet::rehearse(&store, &dir, &CLUSTERS, &revoked, at(h), &when);
         let now_roots = meshca_testkit::fleet::roots(&store, &CLUSTERS, at(h));
         meshca_testkit::fleet::assert_roots_only_grow_or_shrink(&before, &now_roots, &when);
@@ -810,7 +817,7 @@ fn the_root_moves_out_of_the_pki_into_a_secret() {
     assert_eq!(phases, ["AddingNewRoot", "PropagatingIntermediates", "DeletingOldRoot", "Complete"]);
     let list = meshca_ops::revocation::load(&store, &policy, "mgmt").unwrap().unwrap();
     assert!(list.list.revoked.is_empty(), "the PKI's revocations left with its root");
-    assert!(list.crls().iter().all(|c| !c.is_issued_by_name(&pki_root)));
+    assert!(list.crls().iter().all(|c| !c.is_issued_by_name(pki_root)), "{signs}");
     for c in CLUSTERS {
         assert_eq!(current(&store, c, at(19)).roots(), std::slice::from_ref(own.bundle().root()));
     }
