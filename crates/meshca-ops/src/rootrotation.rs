@@ -414,7 +414,13 @@ fn resolve(store: &dyn Store, policy: &Policy, opts: &Options, rng: &mut dyn Ent
         field: "spec.config.rootRotation.newMgmtServerCa".into(),
         secret: new_ref.to_string(),
         problem: format!("not found at {}", store.location(&new_ref)),
-        fix: "create it with the incoming CA's ca-cert.pem, ca-key.pem, cert-chain.pem and root-cert.pem",
+        fix: if auto.new_key.is_some() {
+            "create it with the incoming CA's public files (ca-cert.pem, cert-chain.pem, root-cert.pem); its key \
+             stays in the token newMgmtServerCa.pkcs11 names"
+        } else {
+            "create it with the incoming CA's ca-cert.pem, ca-key.pem, cert-chain.pem and root-cert.pem, or name \
+             where the CA is held (newMgmtServerCa.pkcs11 or .vault)"
+        },
     })?;
     let (old_root, new_root) = (old.bundle().root(), new.bundle().root());
     match stored {
