@@ -97,6 +97,11 @@ pub(crate) struct StoreArgs {
     pub(crate) mgmt_cluster: ClusterSpec,
     #[command(flatten)]
     pub(crate) kube: KubeArgs,
+}
+
+/// CRLs the operator supplies, for the commands that run a policy (and so publish its CRL set).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct UpstreamCrlArgs {
     /// PEM CRLs of the CAs above the signing CA (an upstream PKI meshca cannot reach), published
     /// with the fleet's CRL set; taken before the policy's mgmtServerCa.upstreamCrlSecretRef.
     #[arg(long, value_name = "FILE")]

@@ -256,6 +256,7 @@ impl Fleet {
         now: time::OffsetDateTime,
         dry_run: bool,
         token: meshca_ops::reconcile::TokenAccess,
+        upstream: &crate::args::UpstreamCrlArgs,
     ) -> Result<Fleet, Failure> {
         let opened = open_store(target, clusters)?;
         let lock = match (&target.store, writes) {
@@ -269,7 +270,7 @@ impl Fleet {
             // A policy whose PKI signs (mgmtServerCa.vault) without `auth` uses the operator's
             // token: $VAULT_TOKEN, then $BAO_TOKEN.
             .provider(meshca_ops::context::ProviderAccess::with_token(crate::args::vault_token(None)?))
-            .upstream_crls(target.upstream_crl.as_deref().map(read_input).transpose()?);
+            .upstream_crls(upstream.upstream_crl.as_deref().map(read_input).transpose()?);
         Ok(Fleet { opened, opts, _lock: lock })
     }
 

@@ -20,6 +20,8 @@ pub(crate) struct ReconcileArgs {
     pub(crate) pkcs11: crate::args::Pkcs11Args,
     #[command(flatten)]
     pub(crate) target: StoreArgs,
+    #[command(flatten)]
+    pub(crate) upstream: crate::args::UpstreamCrlArgs,
     /// A workload cluster; repeat for each. With --kube: NAME=CONTEXT (CONTEXT defaults to NAME).
     #[arg(long = "cluster", value_name = "NAME", required_unless_present = "clusters_file")]
     pub(crate) clusters: Vec<ClusterSpec>,
@@ -91,8 +93,15 @@ pub(crate) fn run(a: ReconcileArgs) -> CmdResult {
     let clusters = read_clusters(&a)?;
     let pol = load_policy(&a.target.policy)?;
     let token = a.pkcs11.token(&pol, &a.target.policy)?;
-    let fleet =
-        Fleet::open(&a.target, &clusters, Some(Writes { lock: &a.lock, command: "reconcile" }), now, a.dry_run, token)?;
+    let fleet = Fleet::open(
+        &a.target,
+        &clusters,
+        Some(Writes { lock: &a.lock, command: "reconcile" }),
+        now,
+        a.dry_run,
+        token,
+        &a.upstream,
+    )?;
     let (store, opts) = (fleet.store(), &fleet.opts);
     let show_progress = !a.json && std::io::stderr().is_terminal() && opts.clusters.len() > 20;
     let mut progress = |done: usize, total: usize| {

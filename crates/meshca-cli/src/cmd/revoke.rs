@@ -27,6 +27,8 @@ pub(crate) struct FleetArgs {
     pub(crate) pkcs11: crate::args::Pkcs11Args,
     #[command(flatten)]
     pub(crate) target: StoreArgs,
+    #[command(flatten)]
+    pub(crate) upstream: crate::args::UpstreamCrlArgs,
     /// Another cluster of the fleet, which must get the new CRL set; repeat for each. With the
     /// directory store, every cluster with a cacerts is one already. With --kube:
     /// NAME=CONTEXT, and every workload cluster must be named (a cluster left out keeps
@@ -146,8 +148,15 @@ fn act(
     let pol = load_policy(&f.target.policy)?;
     let token = f.pkcs11.token(&pol, &f.target.policy)?;
     let clusters = fleet_clusters(f, cluster)?;
-    let fleet =
-        Fleet::open(&f.target, &clusters, Some(Writes { lock: &f.lock, command: verb }), now, f.dry_run, token)?;
+    let fleet = Fleet::open(
+        &f.target,
+        &clusters,
+        Some(Writes { lock: &f.lock, command: verb }),
+        now,
+        f.dry_run,
+        token,
+        &f.upstream,
+    )?;
     crate::io::require_bundles(fleet.store(), &fleet.opened.clusters)?;
     let report = run(fleet.store(), &pol, &fleet.opts)?;
     if f.json {

@@ -25,6 +25,8 @@ pub(crate) struct RotateArgs {
     pub(crate) pkcs11: crate::args::Pkcs11Args,
     #[command(flatten)]
     pub(crate) target: StoreArgs,
+    #[command(flatten)]
+    pub(crate) upstream: crate::args::UpstreamCrlArgs,
     /// A cluster to re-issue now; repeat for each. With --kube: NAME=CONTEXT.
     #[arg(long = "cluster", value_name = "NAME", required_unless_present = "all", conflicts_with = "all")]
     pub(crate) clusters: Vec<ClusterSpec>,
@@ -74,8 +76,15 @@ pub(crate) fn run(a: RotateArgs) -> CmdResult {
         }
         a.clusters.clone()
     };
-    let mut fleet =
-        Fleet::open(&a.target, &clusters, Some(Writes { lock: &a.lock, command: "rotate" }), now, a.dry_run, token)?;
+    let mut fleet = Fleet::open(
+        &a.target,
+        &clusters,
+        Some(Writes { lock: &a.lock, command: "rotate" }),
+        now,
+        a.dry_run,
+        token,
+        &a.upstream,
+    )?;
     crate::io::require_bundles(fleet.store(), &fleet.opened.clusters)?;
     // A root rotation re-issues every cluster through its own steps: a forced rotation in the
     // middle would only race it.

@@ -24,6 +24,8 @@ pub(crate) struct StatusArgs {
     pub(crate) pkcs11: crate::args::Pkcs11Args,
     #[command(flatten)]
     pub(crate) target: StoreArgs,
+    #[command(flatten)]
+    pub(crate) upstream: crate::args::UpstreamCrlArgs,
     /// A workload cluster; repeat for each (default with the directory store: every cluster
     /// holding a cacerts). With --kube: NAME=CONTEXT, required.
     #[arg(long = "cluster", value_name = "NAME")]
@@ -57,7 +59,7 @@ pub(crate) fn run(a: StatusArgs) -> CmdResult {
         return Err(refused("no workload cluster holds a cacerts yet; run `meshca reconcile` first"));
     }
     // Status plans and writes nothing: a dry run, without the store's lock.
-    let fleet = Fleet::open(&a.target, &clusters, None, now, true, token)?;
+    let fleet = Fleet::open(&a.target, &clusters, None, now, true, token, &a.upstream)?;
     let (store, opts) = (fleet.store(), &fleet.opts);
     let run = reconcile::run(store, &pol, opts, &mut meshca::OsRng, &mut |_, _| {})?;
     if a.json {
