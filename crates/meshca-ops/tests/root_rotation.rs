@@ -643,3 +643,67 @@ fn a_peer_that_cannot_take_the_crl_set_holds_the_new_intermediates_back() {
     assert!(bundles(&m.store, at(2)).iter().all(|b| b.root() == m.new.bundle().root()));
     rehearse(&m, at(2), &held, &[], "c3 back in step 2");
 }
+
+/// The signer is an intermediate of the user's own PKI (its root's CRL supplied in a Secret),
+/// the fleet publishes CRLs, and the root moves to one of meshca's own: a revocation before
+/// and one in step 2, the rehearsal check at every step, and the upstream's CRLs and entries
+/// gone with the old root.
+#[test]
+fn a_signer_under_an_upstream_root_rotates_with_revocations() {
+    let m = mesh("crls-upstream");
+    let mut p = RootParams::default();
+    p.common_name = "Corp Root".into();
+    let corp = SigningCa::generate_root(&p, &mut meshca::OsRng, t0()).unwrap();
+    let mut params = meshca::IntermediateParams::new("mesh");
+    params.pathlen = 1;
+    params.ttl = Duration::days(1000);
+    let issuing = corp.issue_intermediate(&params, &mut meshca::OsRng, t0()).unwrap().value;
+    m.store.write(&secret(SIGNER), &issuing.to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    let crl = corp.sign_crl(&[], t0() - meshca::BACKDATE, t0() + Duration::days(30), 1).unwrap();
+    m.store
+        .write(&secret("corp-crls"), &[(meshca::CA_CRL, crl.to_pem())].into_iter().collect(), &WriteMeta::default())
+        .unwrap();
+    const UPSTREAM: &str = "      upstreamCrlSecretRef: {name: corp-crls}\n";
+    let plain = seed(UPSTREAM);
+    // Every cluster re-issued under the corp intermediate, then c2 revoked.
+    let Run::Reconciled(r) = run(&m.store, &plain, 0).unwrap() else { panic!() };
+    assert!(r.ok(), "{r:?}");
+    assert!(bundles(&m.store, at(0)).iter().all(|b| b.root() == corp.bundle().root()));
+    let mut revoked = vec![("c2".to_owned(), current(&m, "c2", at(0)))];
+    revoke(&m, &plain, "c2", 0);
+    rehearse(&m, at(0), &roots_of(&m.store, at(0)), &revoked, "c2 revoked under the corp intermediate");
+    let policy = seed(&format!("{UPSTREAM}{AUTO}"));
+    let mut phases: Vec<PhaseName> = Vec::new();
+    for h in 1..20 {
+        let before = roots_of(&m.store, at(h - 1));
+        let done = match run(&m.store, &policy, h).unwrap() {
+            Run::RootRotation(r) => {
+                assert!(!r.failed(), "hour {h}: {r:?}");
+                if phases.last() != Some(&r.now_phase) {
+                    phases.push(r.now_phase);
+                }
+                false
+            }
+            Run::Reconciled(r) => {
+                assert!(r.ok(), "{r:?}");
+                true
+            }
+        };
+        if phases.last().map(ToString::to_string).as_deref() == Some("PropagatingIntermediates") && revoked.len() == 1 {
+            revoked.push(("c1".into(), current(&m, "c1", at(h))));
+            assert_eq!(revoked[1].1.root(), m.new.bundle().root());
+            let r = revoke(&m, &policy, "c1", h);
+            assert!(matches!(r.run, Run::RootRotation(_)), "{r:?}");
+        }
+        rehearse(&m, at(h), &before, &revoked, &format!("hour {h}, {phases:?}"));
+        if done {
+            break;
+        }
+    }
+    assert_eq!(phases, ["AddingNewRoot", "PropagatingIntermediates", "DeletingOldRoot", "Complete"]);
+    let list = meshca_ops::revocation::load(&m.store, &policy, "mgmt").unwrap().unwrap();
+    assert_eq!(list.list.revoked.iter().map(|r| r.cluster.as_str()).collect::<Vec<_>>(), ["c1"]);
+    for gone in [issuing.ca_cert(), corp.bundle().root()] {
+        assert!(list.crls().iter().all(|c| !c.is_issued_by_name(gone)), "{} left the set", gone.subject());
+    }
+}
