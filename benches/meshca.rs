@@ -43,6 +43,16 @@ fn floor(c: &mut Criterion) {
             black_box(kp.sign(&rng, &msg).unwrap());
         })
     });
+    // The same with AWS-LC, the generator and signer `meshca::OsRng` uses: the key is made and
+    // signs without a PKCS#8 round trip. The lower of the two floors is the one to compare with.
+    c.bench_function("floor/awslc_p256_keygen_plus_sign", |b| {
+        use aws_lc_rs::signature::{EcdsaKeyPair as LcPair, ECDSA_P256_SHA256_ASN1_SIGNING as LC_P256};
+        let lc_rng = aws_lc_rs::rand::SystemRandom::new();
+        b.iter(|| {
+            let kp = LcPair::generate(&LC_P256).unwrap();
+            black_box(kp.sign(&lc_rng, &msg).unwrap());
+        })
+    });
 }
 
 /// What RSA and P-384 issuance cannot go below: AWS-LC generating the key (the generator

@@ -145,15 +145,62 @@ impl fmt::Display for KeyType {
 pub struct PrivateKey {
     key_type: KeyType,
     pkcs8: Zeroizing<Vec<u8>>,
-    pair: rcgen::KeyPair,
+    pair: Pair,
+}
+
+/// What signs for a [`PrivateKey`]: rcgen's key pair, loaded from the PKCS#8, or (AWS-LC) the
+/// ECDSA key pair the generator just made, which signs without its PKCS#8 being parsed again
+/// (the parse recomputes and checks the public point: a third of a P-256 issuance).
+pub(crate) enum Pair {
+    Loaded(rcgen::KeyPair),
+    #[cfg(feature = "aws-lc")]
+    Fresh {
+        key: aws_lc_rs::signature::EcdsaKeyPair,
+        alg: &'static rcgen::SignatureAlgorithm,
+    },
+}
+
+impl rcgen::PublicKeyData for Pair {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            Pair::Loaded(p) => p.der_bytes(),
+            #[cfg(feature = "aws-lc")]
+            Pair::Fresh { key, .. } => aws_lc_rs::signature::KeyPair::public_key(key).as_ref(),
+        }
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            Pair::Loaded(p) => p.algorithm(),
+            #[cfg(feature = "aws-lc")]
+            Pair::Fresh { alg, .. } => alg,
+        }
+    }
+}
+
+impl rcgen::SigningKey for Pair {
+    fn sign(&self, msg: &[u8]) -> core::result::Result<Vec<u8>, rcgen::Error> {
+        match self {
+            Pair::Loaded(p) => p.sign(msg),
+            #[cfg(feature = "aws-lc")]
+            Pair::Fresh { key, .. } => key
+                .sign(&aws_lc_rs::rand::SystemRandom::new(), msg)
+                .map(|sig| sig.as_ref().to_vec())
+                .map_err(|_| rcgen::Error::RingUnspecified),
+        }
+    }
 }
 
 impl PrivateKey {
-    /// Generates a key. All randomness comes from `entropy`: for ECDSA, its fast generator if it
-    /// has one ([`crate::OsRng`] uses ring's), else the RustCrypto `p256`/`p384` crates over its
-    /// RNG (reproducible under a seeded RNG); RSA always through the `rsa` crate (ring cannot).
+    /// Generates a key. All randomness comes from `entropy`: its own generator if it has one
+    /// ([`crate::OsRng`]: AWS-LC, whose ECDSA keys sign without a PKCS#8 round trip, or ring
+    /// without the `aws-lc` feature), else the RustCrypto `p256`/`p384`/`rsa` crates over its
+    /// RNG (reproducible under a seeded RNG).
     pub fn generate(alg: KeyAlgorithm, entropy: &mut dyn Entropy) -> Result<Self> {
         let failed = |e: &dyn fmt::Display| Error::Issuance { what: "a private key", detail: e.to_string() };
+        if let Some(key) = entropy.key(alg) {
+            return key;
+        }
         if let Some(pkcs8) = entropy.ecdsa_pkcs8(alg) {
             return Self::from_normalized_pkcs8(alg.key_type(), pkcs8, "generated key");
         }
@@ -295,7 +342,21 @@ impl PrivateKey {
         let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, key_type.rcgen_alg()).map_err(|e| {
             Error::KeyParse { file: file.to_owned(), detail: format!("rejected by the signing backend: {e}") }
         })?;
-        Ok(PrivateKey { key_type, pkcs8, pair })
+        Ok(PrivateKey { key_type, pkcs8, pair: Pair::Loaded(pair) })
+    }
+
+    /// A key AWS-LC has just generated, kept as it is for signing; its PKCS#8 is made once, for
+    /// [`PrivateKey::pkcs8_der`] and the `ca-key.pem` it becomes.
+    #[cfg(feature = "aws-lc")]
+    pub(crate) fn from_fresh_ecdsa(alg: KeyAlgorithm, key: aws_lc_rs::signature::EcdsaKeyPair) -> Result<Self> {
+        let failed = |detail: String| Error::Issuance { what: "a private key", detail };
+        let key_type = alg.key_type();
+        if matches!(key_type, KeyType::Rsa { .. }) {
+            return Err(failed(format!("{alg} is not an ECDSA algorithm")));
+        }
+        let doc = key.to_pkcs8v1().map_err(|e| failed(e.to_string()))?;
+        let pkcs8 = Zeroizing::new(doc.as_ref().to_vec());
+        Ok(PrivateKey { key_type, pkcs8, pair: Pair::Fresh { key, alg: key_type.rcgen_alg() } })
     }
 
     /// The key's type.
@@ -316,10 +377,10 @@ impl PrivateKey {
     /// The raw public key as it appears in a certificate's subjectPublicKey BIT STRING (the EC
     /// point, or the PKCS#1 `RSAPublicKey`).
     pub fn public_key_raw(&self) -> &[u8] {
-        self.pair.public_key_raw()
+        rcgen::PublicKeyData::der_bytes(&self.pair)
     }
 
-    pub(crate) fn pair(&self) -> &rcgen::KeyPair {
+    pub(crate) fn pair(&self) -> &Pair {
         &self.pair
     }
 }
@@ -333,7 +394,12 @@ impl Clone for PrivateKey {
 
 impl Drop for PrivateKey {
     fn drop(&mut self) {
-        self.pair.zeroize();
+        // AWS-LC clears a key's memory when it frees it (`OPENSSL_free` cleanses).
+        match &mut self.pair {
+            Pair::Loaded(p) => p.zeroize(),
+            #[cfg(feature = "aws-lc")]
+            Pair::Fresh { .. } => {}
+        }
     }
 }
 
@@ -412,6 +478,29 @@ mod tests {
             assert_eq!(again.public_key_raw(), a.public_key_raw());
         }
         assert!(crate::OsRng.ecdsa_pkcs8(KeyAlgorithm::Rsa2048).is_none(), "RSA goes through the rsa crate");
+    }
+
+    /// The key AWS-LC hands over signs without a PKCS#8 round trip: its signatures verify (ring,
+    /// another implementation) under the public key it reports, and its PKCS#8 loads back to
+    /// the same key.
+    #[cfg(feature = "aws-lc")]
+    #[test]
+    fn a_fresh_key_signs_and_its_pkcs8_is_the_same_key() {
+        use rcgen::SigningKey;
+        for (alg, ring_alg) in [
+            (KeyAlgorithm::EcdsaP256, &ring::signature::ECDSA_P256_SHA256_ASN1),
+            (KeyAlgorithm::EcdsaP384, &ring::signature::ECDSA_P384_SHA384_ASN1),
+        ] {
+            let key = crate::OsRng.key(alg).expect("AWS-LC makes ECDSA keys").unwrap();
+            assert!(matches!(key.pair(), Pair::Fresh { .. }));
+            let sig = key.pair().sign(b"tbs").unwrap();
+            ring::signature::UnparsedPublicKey::new(ring_alg, key.public_key_raw()).verify(b"tbs", &sig).unwrap();
+            let loaded = PrivateKey::from_pkcs8_der(key.pkcs8_der(), "k").unwrap();
+            assert_eq!(loaded.public_key_raw(), key.public_key_raw());
+            assert_eq!(loaded.key_type(), alg.key_type());
+            assert!(matches!(loaded.pair(), Pair::Loaded(_)));
+        }
+        assert!(crate::OsRng.key(KeyAlgorithm::Rsa2048).is_none());
     }
 
     #[test]

@@ -28,6 +28,13 @@ pub trait Entropy {
     fn fork(&mut self) -> Option<Box<dyn Entropy + Send>> {
         None
     }
+    /// A new key from a generator that hands it over ready to sign with, if this source has one
+    /// ([`OsRng`] with AWS-LC, for ECDSA: no PKCS#8 round trip). `None` (the default) makes the
+    /// caller try [`Entropy::ecdsa_pkcs8`], [`Entropy::rsa_pkcs8`], then [`Entropy::rng`].
+    fn key(&mut self, alg: KeyAlgorithm) -> Option<crate::Result<crate::PrivateKey>> {
+        let _ = alg;
+        None
+    }
     /// A new RSA key of `bits` bits as PKCS#8 from a faster generator, if this source has one;
     /// `None` makes the caller derive the key from [`Entropy::rng`].
     fn rsa_pkcs8(&mut self, bits: usize) -> Option<Zeroizing<Vec<u8>>> {
@@ -60,6 +67,18 @@ impl Entropy for OsRng {
         // rand_core's OsRng is a zero-sized handle: leaking a box of it allocates nothing.
         Box::leak(Box::new(rand_core::OsRng))
     }
+    #[cfg(feature = "aws-lc")]
+    fn key(&mut self, alg: KeyAlgorithm) -> Option<crate::Result<crate::PrivateKey>> {
+        use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING};
+        let lc_alg = match alg {
+            KeyAlgorithm::EcdsaP256 => &ECDSA_P256_SHA256_ASN1_SIGNING,
+            KeyAlgorithm::EcdsaP384 => &ECDSA_P384_SHA384_ASN1_SIGNING,
+            _ => return None,
+        };
+        let key = EcdsaKeyPair::generate(lc_alg).ok()?;
+        Some(crate::PrivateKey::from_fresh_ecdsa(alg, key))
+    }
+
     #[cfg(feature = "aws-lc")]
     fn ecdsa_pkcs8(&mut self, alg: KeyAlgorithm) -> Option<Zeroizing<Vec<u8>>> {
         use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING};
