@@ -43,6 +43,10 @@ mod rfc5280;
 mod rng;
 mod rootrotation;
 mod rotation;
+// The workspace's only `unsafe`: AWS-LC's RSA generator with a progress callback.
+#[cfg(feature = "aws-lc")]
+#[allow(unsafe_code)]
+mod rsa_keygen;
 mod spiffe;
 mod text;
 mod time_fmt;

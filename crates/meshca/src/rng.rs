@@ -103,19 +103,13 @@ impl Entropy for OsRng {
         Some(Zeroizing::new(doc.as_ref().to_vec()))
     }
 
-    /// AWS-LC's RSA key generation: by median 2.5 to 3 times faster than the portable `rsa`
-    /// crate's prime search on this project's bench machine (BENCHMARKS.md).
+    /// AWS-LC's RSA key generation (by median 2.5 to 3 times faster than the portable `rsa`
+    /// crate's prime search), raced on the cores no other key is using (`rsa_keygen`).
     #[cfg(feature = "aws-lc")]
     fn rsa_pkcs8(&mut self, bits: usize) -> Option<Zeroizing<Vec<u8>>> {
-        use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
-        use aws_lc_rs::rsa::{KeyPair, KeySize};
-        let size = match bits {
-            2048 => KeySize::Rsa2048,
-            3072 => KeySize::Rsa3072,
-            4096 => KeySize::Rsa4096,
-            _ => return None,
-        };
-        let der: Pkcs8V1Der<'static> = KeyPair::generate(size).ok()?.as_der().ok()?;
-        Some(Zeroizing::new(der.as_ref().to_vec()))
+        match bits {
+            2048 | 3072 | 4096 => crate::rsa_keygen::generate(bits),
+            _ => None,
+        }
     }
 }
