@@ -2,7 +2,8 @@
 # The reconcile scaling table: `meshca reconcile` (the release binary, as users run it) over
 # 100, 1,000 and 10,000 clusters, on disk and on tmpfs: first issuance, then a steady-state run
 # that keeps every bundle. Prints wall time, CPU time (user+sys: above wall means both cores
-# worked), per-cluster time and peak RSS, from GNU time.
+# worked), per-cluster time and peak RSS, from GNU time; then, per fleet size, first issuance on
+# disk over the same on tmpfs (the price of durable writes: #27's target is at most 2x).
 #
 #   benches/scale.sh [COUNTS...]        default: 100 1000 10000
 #   DISK_DIR=/var/tmp TMPFS_DIR=/dev/shm benches/scale.sh
@@ -17,8 +18,9 @@ mkdir -p "$disk"
 cargo build --release --locked --quiet -p meshca-cli
 bin=$(pwd)/target/release/meshca
 
-run() { # label dir clusters-file -> one table row
-  local label=$1 dir=$2 list=$3 n=$4 out
+declare -A issue_wall
+run() { # label dir clusters-file -> one table row; the wall time in $wall
+  local label=$1 dir=$2 list=$3 n=$4 out user sys rss
   out=$(/usr/bin/time -f '%e %U %S %M' "$bin" reconcile --policy "$dir/policy.yaml" --store "$dir/store" \
     --clusters-file "$list" 2>&1 >/dev/null | tail -1)
   read -r wall user sys rss <<<"$out"
@@ -37,7 +39,14 @@ for where in disk tmpfs; do
     "$bin" quickstart --dir "$dir" >/dev/null
     seq -f "c%g" 1 "$n" >"$dir/clusters"
     run "issue, $where" "$dir" "$dir/clusters" "$n"
+    issue_wall[$where,$n]=$wall
     run "keep, $where" "$dir" "$dir/clusters" "$n"
     rm -rf "$dir"
   done
+done
+echo
+echo "First issuance, disk over tmpfs (target: at most 2x):"
+for n in "${counts[@]}"; do
+  awk -v n="$n" -v d="${issue_wall[disk,$n]}" -v t="${issue_wall[tmpfs,$n]}" 'BEGIN {
+    printf "  %6d clusters: %.2f s / %.2f s = %.1fx\n", n, d, t, (t > 0 ? d / t : 0) }'
 done

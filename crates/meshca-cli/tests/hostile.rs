@@ -673,3 +673,105 @@ fn one_bundle_check_with_its_crls_in_every_command_that_judges_a_bundle() {
     assert!(std::fs::symlink_metadata(bundle("cluster3").join("root-cert.pem")).unwrap().is_symlink());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A cacerts directory's data directories that `..data` does not point to: a batch staged and
+/// not yet swapped in, or an old one not yet removed.
+#[cfg(target_os = "linux")]
+fn unswapped(secret: &Path) -> usize {
+    let current = std::fs::read_link(secret.join("..data")).ok();
+    let Ok(entries) = std::fs::read_dir(secret) else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("..") && name != "..data" && current.as_deref() != Some(Path::new(&*name))
+        })
+        .count()
+}
+
+/// kill -9 while a batch of Secrets is staged (data directories written and synced together,
+/// `..data` links not all swapped): every Secret is still wholly the bundle it had, or wholly
+/// a new one whose key signs workloads that rustls-webpki accepts under its root, or absent if
+/// it never had one; the next run removes the debris and finishes the job.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_run_killed_inside_a_batch_leaves_every_secret_whole_and_the_next_run_finishes() {
+    use meshca_ops::store::{DirStore, SecretRef, Store};
+    use time::format_description::well_known::Rfc3339;
+    let (d, policy, store) = store_with_signer("killed-batch");
+    let names: Vec<String> = (1..=300).map(|i| format!("c{i}")).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    // Half the fleet has bundles, so the killed run both rotates and issues.
+    let start = time::OffsetDateTime::now_utc() + time::Duration::minutes(1);
+    let at = |days: i64| (start + time::Duration::days(days)).format(&Rfc3339).unwrap();
+    let first = reconcile(&policy, &store, &all[..150], &["--at", &at(0)]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    let dir = DirStore::new(&store);
+    let mut killed_mid_batch = 0;
+    for attempt in 1..=5_i64 {
+        // Every bundle is due for rotation (a day's lifetime) at each attempt's time.
+        let when = at(2 * attempt);
+        let before: Vec<_> = all.iter().map(|c| dir.read(&SecretRef::cacerts(c)).unwrap()).collect();
+        let links = |c: &str| std::fs::read_link(store.join(c).join("istio-system/cacerts/..data")).ok();
+        let links_before: Vec<_> = all.iter().map(|c| links(c)).collect();
+        // The first attempt kills at the first batch staged; the others once some Secrets
+        // were swapped too, so old and new bundles meet in one store.
+        let swapped = || attempt == 1 || all.iter().zip(&links_before).any(|(c, l)| links(c) != *l);
+        let mut args = vec!["reconcile", "--policy"];
+        let (p, st) = (s(&policy), s(&store));
+        args.extend([p.as_str(), "--store", st.as_str(), "--at", when.as_str()]);
+        let flags: Vec<String> = all.iter().map(|c| format!("--cluster={c}")).collect();
+        args.extend(flags.iter().map(String::as_str));
+        let mut child = Command::new(BIN).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let staged = loop {
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            if all.iter().any(|c| unswapped(&store.join(c).join("istio-system/cacerts")) > 0) && swapped() {
+                child.kill().unwrap();
+                break true;
+            }
+            assert!(Instant::now() < deadline, "the run neither staged a batch nor ended");
+        };
+        let status = child.wait().unwrap();
+        let killed = staged && status.code().is_none();
+        let now = time::OffsetDateTime::parse(&when, &Rfc3339).unwrap();
+        let (mut old, mut new) = (0, 0);
+        for (c, had) in all.iter().zip(&before) {
+            let Some(files) = dir.read(&SecretRef::cacerts(c)).unwrap() else {
+                assert!(had.is_none(), "attempt {attempt}: {c} lost its bundle");
+                continue;
+            };
+            if had.as_ref() == Some(&files) {
+                old += 1;
+                continue;
+            }
+            new += 1;
+            let bundle = meshca::Cacerts::from_files(&files, now).unwrap_or_else(|e| panic!("{c}: a torn bundle: {e}"));
+            let chain = meshca_testkit::fleet::workload(&bundle, "probe", now);
+            meshca_testkit::verify::webpki(&chain, bundle.roots(), now)
+                .unwrap_or_else(|e| panic!("attempt {attempt}: {c}: rustls-webpki refused its workload: {e}"));
+        }
+        println!("attempt {attempt}: killed inside a batch: {killed}; {old} bundles old, {new} new");
+        if killed && old > 0 && new > 0 {
+            killed_mid_batch += 1;
+        }
+        // The next run takes the lock, removes what the killed one left, and finishes.
+        let out = reconcile(&policy, &store, &all, &["--at", &when]);
+        assert_eq!(out.code, 0, "{}", out.all());
+        assert!(out.stdout.contains("300 clusters"), "{}", out.stdout);
+        for c in &all {
+            let secret = store.join(c).join("istio-system/cacerts");
+            assert_eq!(unswapped(&secret), 0, "attempt {attempt}: {c}: debris left behind");
+            let files = dir.read(&SecretRef::cacerts(c)).unwrap().unwrap();
+            meshca::Cacerts::from_files(&files, now).unwrap_or_else(|e| panic!("{c}: {e}"));
+        }
+        if killed_mid_batch > 0 {
+            break;
+        }
+    }
+    assert!(killed_mid_batch > 0, "no attempt killed the run with old and new bundles side by side");
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -207,7 +207,7 @@ fn reconcile_with(
         if batch.is_empty() {
             continue;
         }
-        let workers = workers_for(batch.len(), rng);
+        let workers = workers_for(batch.len(), store.batch_writers(), rng);
         if workers.is_empty() {
             for &i in &batch {
                 let (result, bundle) = reconcile_one(store, policy, &ctx, &opts.clusters[i], opts, rng);
@@ -449,10 +449,11 @@ fn prepare_crls(
 const MAX_WORKERS: usize = 8;
 
 /// One entropy source per worker thread when the run's source can fork (the OS generator), and
-/// more than one cluster and one core: else none, and the run stays on this thread.
-fn workers_for(clusters: usize, rng: &mut dyn Entropy) -> Vec<Box<dyn Entropy + Send>> {
+/// more than one cluster and one core (or a store that makes concurrent writes durable
+/// together, `batch_writers` of them): else none, and the run stays on this thread.
+fn workers_for(clusters: usize, batch_writers: usize, rng: &mut dyn Entropy) -> Vec<Box<dyn Entropy + Send>> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let n = cores.min(MAX_WORKERS).min(clusters);
+    let n = cores.min(MAX_WORKERS).max(batch_writers).min(clusters);
     if n < 2 {
         return Vec::new();
     }
