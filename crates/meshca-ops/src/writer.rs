@@ -200,7 +200,7 @@ impl<'a> Writer<'a> {
 /// bundle's own path is covered and not revoked.
 pub fn check_crls(crls: &[Crl], bundle: &Cacerts, now: OffsetDateTime) -> Result<(), meshca::Error> {
     for crl in crls {
-        if now < crl.this_update() || now >= crl.next_update() {
+        if !crl.is_current_at(now) {
             return Err(meshca::Error::Crl {
                 file: CA_CRL.into(),
                 detail: format!(

@@ -310,9 +310,22 @@ impl Crl {
         )
     }
 
+    /// Whether `now` lies in the CRL's window, with the allowance before thisUpdate that
+    /// [`Crl::check`] explains.
+    pub fn is_current_at(&self, now: OffsetDateTime) -> bool {
+        now + crate::BACKDATE >= self.this_update() && now < self.next_update()
+    }
+
     /// What a consumer checks before it uses the CRL: `issuer` is its issuer by name and by
     /// signature, may sign CRLs (a keyUsage without cRLSign makes OpenSSL and Envoy refuse it),
-    /// and `now` lies in [thisUpdate, nextUpdate).
+    /// and `now` lies in [thisUpdate - [`BACKDATE`](crate::BACKDATE), nextUpdate).
+    ///
+    /// The allowance before thisUpdate is the one meshca gives clusters by backdating what it
+    /// signs, granted the other way: a PKI signs its CRL at its own clock, and in the middle of
+    /// a run whose `now` was read when it started (a revocation that first re-issues a
+    /// cluster takes seconds), so a CRL signed an instant ago can start after `now`; a
+    /// consumer reads it later still. A CRL that starts further ahead is refused: its signer's
+    /// clock is wrong, and consumers would refuse it too.
     pub fn check(&self, issuer: &Certificate, now: OffsetDateTime, file: &str) -> Result<()> {
         let bad = |detail: String| Error::Crl { file: file.to_owned(), detail };
         if !self.is_issued_by_name(issuer) {
@@ -323,7 +336,7 @@ impl Crl {
         if issuer.allows_crl_sign() == Some(false) {
             return Err(bad(format!("{} has a keyUsage without cRLSign: it may not sign CRLs", issuer.subject())));
         }
-        if now < self.this_update() {
+        if now + crate::BACKDATE < self.this_update() {
             return Err(bad(format!("is not valid yet (thisUpdate {})", crate::format_time(self.this_update()))));
         }
         if now >= self.next_update() {

@@ -156,8 +156,16 @@ fn crls_read_back_with_their_entries_and_are_checked_as_consumers_check_them() {
     assert!(e.contains("is issued by"), "{e}");
     let e = root_crl.check(root, now() + Duration::days(7), "ca-crl.pem").unwrap_err().to_string();
     assert!(e.contains("is stale since"), "{e}");
-    let e = root_crl.check(root, now() - Duration::seconds(1), "ca-crl.pem").unwrap_err().to_string();
+    // A CRL read an instant before it starts (a PKI's clock, a long run) is taken; further
+    // ahead than the backdating allowance, it is refused.
+    let starts = root_crl.this_update();
+    root_crl.check(root, starts - meshca::BACKDATE, "ca-crl.pem").unwrap();
+    let e =
+        root_crl.check(root, starts - meshca::BACKDATE - Duration::seconds(1), "ca-crl.pem").unwrap_err().to_string();
     assert!(e.contains("not valid yet"), "{e}");
+    assert!(root_crl.is_current_at(starts - meshca::BACKDATE));
+    assert!(!root_crl.is_current_at(starts - meshca::BACKDATE - Duration::seconds(1)));
+    assert!(!root_crl.is_current_at(root_crl.next_update()));
     // One flipped bit in the signed part: the signature fails.
     let mut der = root_crl.der().to_vec();
     let i = der.len() / 3;
