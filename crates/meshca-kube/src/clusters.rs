@@ -48,15 +48,49 @@ pub async fn clients_from_remote_secrets(
     namespace: &str,
     timeout: Duration,
 ) -> Result<Vec<(String, Client)>, Error> {
+    clients_from_remote_secrets_cached(mgmt, namespace, timeout, &ClientCache::default()).await
+}
+
+/// The clients built from remote secrets, by cluster name and the exact kubeconfig bytes they
+/// were built from. Building one (the kubeconfig parsed, a TLS configuration with its roots) is
+/// the costliest step of a pass over a few changed clusters in a large fleet; a cached client
+/// also keeps its connections. A changed kubeconfig builds a new client; a cluster no longer
+/// listed is dropped, so the cache holds the fleet of the last listing and nothing more.
+#[derive(Default)]
+pub struct ClientCache(std::sync::Mutex<std::collections::HashMap<String, (Vec<u8>, Client)>>);
+
+impl std::fmt::Debug for ClientCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Kubeconfigs carry tokens and keys: only the count.
+        let n = self.0.lock().map(|m| m.len()).unwrap_or(0);
+        f.debug_struct("ClientCache").field("clients", &n).finish()
+    }
+}
+
+/// [`clients_from_remote_secrets`], reusing the clients in `cache` whose kubeconfig is
+/// unchanged.
+pub async fn clients_from_remote_secrets_cached(
+    mgmt: &Client,
+    namespace: &str,
+    timeout: Duration,
+    cache: &ClientCache,
+) -> Result<Vec<(String, Client)>, Error> {
     let api: Api<Secret> = Api::namespaced(mgmt.clone(), namespace);
     let list = api.list(&ListParams::default().labels(REMOTE_SECRET_SELECTOR)).await.map_err(|source| Error::Kube {
         context: format!("listing remote secrets ({REMOTE_SECRET_SELECTOR}) in {namespace}"),
         source,
     })?;
     let mut out = Vec::new();
+    let held = std::mem::take(&mut *cache.0.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut kept = std::collections::HashMap::new();
     for secret in list.items {
         let secret_name = secret.metadata.name.clone().unwrap_or_default();
         for (cluster, kubeconfig) in secret.data.iter().flatten() {
+            if let Some((bytes, client)) = held.get(cluster).filter(|(b, _)| *b == kubeconfig.0) {
+                out.push((cluster.clone(), client.clone()));
+                kept.insert(cluster.clone(), (bytes.clone(), client.clone()));
+                continue;
+            }
             let context = format!("remote secret {namespace}/{secret_name} key {cluster}");
             let text = std::str::from_utf8(&kubeconfig.0).map_err(|e| config_err(&context, e))?;
             let kc = Kubeconfig::from_yaml(text).map_err(|e| config_err(&context, e))?;
@@ -65,9 +99,12 @@ pub async fn clients_from_remote_secrets(
                 .map_err(|e| config_err(&context, e))?;
             config.connect_timeout = Some(timeout);
             config.read_timeout = Some(timeout);
-            out.push((cluster.clone(), Client::try_from(config).map_err(|e| config_err(&context, e))?));
+            let client = Client::try_from(config).map_err(|e| config_err(&context, e))?;
+            kept.insert(cluster.clone(), (kubeconfig.0.clone(), client.clone()));
+            out.push((cluster.clone(), client));
         }
     }
+    *cache.0.lock().unwrap_or_else(|p| p.into_inner()) = kept;
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }

@@ -214,6 +214,86 @@ struct Ctx {
     /// twice. Only the leader writes status, and it exits when it loses the lease, so what it
     /// remembers is never older than the cache.
     written_status: Mutex<HashMap<String, Value>>,
+    /// What the fleet's watches saw change.
+    changes: crate::fleet::ChangeLog,
+    /// Each policy's last pass over the fleet (by namespace/name and uid), brought up to date
+    /// by the passes over changed clusters since.
+    last_pass: Mutex<HashMap<String, LastPass>>,
+    /// The workload clusters' clients, rebuilt only when a remote secret's kubeconfig changes.
+    clients: clusters::ClientCache,
+}
+
+/// A policy's view of the fleet after its last pass: what the watches had seen change when it
+/// began, the generation it ran for, and every cluster's row.
+#[derive(Clone, Debug)]
+struct LastPass {
+    seen: u64,
+    generation: Option<i64>,
+    report: Report,
+}
+
+/// What a pass of a policy covers: the clusters whose `cacerts` changed since its last pass,
+/// when that pass is of the same generation and the same clusters, nothing needs the fleet (a
+/// revoke request, whose lists every cluster needs; a root rotation, after which there is no
+/// last pass) and no planned check is due; else every workload cluster.
+fn scope_of(
+    last: Option<&LastPass>,
+    changes: &crate::fleet::Changes,
+    generation: Option<i64>,
+    now: OffsetDateTime,
+    revoking: bool,
+    workload: &[String],
+) -> crate::fleet::Scope {
+    use crate::fleet::Scope;
+    let Some(last) = last else { return Scope::Fleet };
+    let same_clusters = last.report.clusters.len() == workload.len()
+        && last.report.clusters.iter().all(|c| workload.contains(&c.cluster));
+    if revoking || last.generation != generation || !same_clusters || last.report.next_check.is_some_and(|t| t <= now) {
+        return Scope::Fleet;
+    }
+    match changes.since(last.seen) {
+        Some(Scope::Clusters(changed)) => {
+            let changed: Vec<String> = changed.into_iter().filter(|c| workload.contains(c)).collect();
+            if changed.is_empty() {
+                Scope::Fleet
+            } else {
+                Scope::Clusters(changed)
+            }
+        }
+        // Nothing changed: a planned requeue, a retry, or a policy event of its own.
+        Some(Scope::Fleet) | None => Scope::Fleet,
+    }
+}
+
+/// The fleet's report after a pass over some of its clusters: `last`'s rows with the pass's
+/// replacing theirs (the others are carried as that pass left them), and the pass's view of the
+/// signer, roots and lists. With it, whether it speaks for the fleet: not when the pass found
+/// the fleet's trust whole under another root than the last pass did (then only a pass over
+/// every cluster can say). A pass that found trust broken reports that.
+fn merged(last: &Report, pass: &Report) -> (Report, bool) {
+    let mut r = last.clone();
+    for row in &pass.clusters {
+        match r.clusters.iter_mut().find(|c| c.cluster == row.cluster) {
+            Some(slot) => *slot = row.clone(),
+            None => r.clusters.push(row.clone()),
+        }
+    }
+    r.at = pass.at;
+    r.signer = pass.signer.clone();
+    r.roots = pass.roots.clone();
+    r.crl = pass.crl.clone();
+    r.notes = pass.notes.clone();
+    r.provider_fault = pass.provider_fault;
+    // The earlier of the two: a replaced row's old time only brings a pass forward.
+    r.next_check = match (last.next_check, pass.next_check) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let same_root = pass.trust.root_fingerprint == last.trust.root_fingerprint;
+    if !pass.trust.ok || !same_root {
+        r.trust = pass.trust.clone();
+    }
+    (r, !pass.trust.ok || same_root)
 }
 
 impl Ctx {
@@ -286,6 +366,7 @@ pub async fn run(
     let written: crate::store::Written = Arc::default();
     let referenced: crate::fleet::Referenced = Arc::default();
     let (trigger_tx, trigger_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let change_log: crate::fleet::ChangeLog = Arc::default();
     let fleet = crate::fleet::FleetWatch {
         mgmt: mgmt.clone(),
         mgmt_cluster: cfg.mgmt_cluster.clone(),
@@ -294,6 +375,7 @@ pub async fn run(
         written: written.clone(),
         referenced: referenced.clone(),
         trigger: trigger_tx,
+        changes: change_log.clone(),
     };
     let fleet_task = tokio::spawn(fleet.run());
     let changes = futures::stream::unfold(trigger_rx, |mut rx| async move { rx.recv().await.map(|()| ((), rx)) });
@@ -306,6 +388,9 @@ pub async fn run(
         recorder,
         failures: Mutex::new(HashMap::new()),
         written_status: Mutex::new(HashMap::new()),
+        changes: change_log,
+        last_pass: Mutex::new(HashMap::new()),
+        clients: clusters::ClientCache::default(),
     });
     // Trigger on spec changes (generation), not on our own status writes: a status write would
     // otherwise start another full pass over every cluster. Time-based requeues still run.
@@ -429,11 +514,26 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         }
     };
     remember_referenced(&ctx, &policy);
+    let pass_key = Ctx::status_key(&obj);
+    let (seen, scope) = {
+        let changes = ctx.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let last = ctx.last_pass.lock().unwrap_or_else(|p| p.into_inner());
+        let scope = scope_of(last.get(&pass_key), &changes, generation, now, request.is_some(), &workload);
+        (changes.last(), scope)
+    };
+    let partial = matches!(scope, crate::fleet::Scope::Clusters(_));
+    let clusters = match scope {
+        crate::fleet::Scope::Clusters(changed) => {
+            tracing::info!(clusters = %meshca::list_bounded(&changed, 10), "a pass over the clusters that changed");
+            changed
+        }
+        crate::fleet::Scope::Fleet => workload,
+    };
     let store = KubeStore::new(tokio::runtime::Handle::current(), clients)
         .adopt(ctx.cfg.adopt)
         .timeout(ctx.cfg.timeout)
         .record_writes(ctx.written.clone());
-    let opts = Options::new(now, workload)
+    let opts = Options::new(now, clusters)
         .mgmt(&ctx.cfg.mgmt_cluster)
         .generation(generation)
         .token(ctx.cfg.token.clone())
@@ -453,10 +553,30 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         tracing::warn!(cluster = %r.cluster, serial = %r.serial, reason = %r.reason, "revoked");
         publish(&ctx, &obj, EventType::Warning, "Revoked", "Revoke", &note).await;
     }
-    let mut report = match run {
+    let last = ctx.last_pass.lock().unwrap_or_else(|p| p.into_inner()).remove(&pass_key);
+    let mut requeue_now = false;
+    let (mut report, pass) = match run {
         Ok(Run::Reconciled(r)) => {
-            ctx.cfg.metrics.observe_report(&key(&obj), &r);
-            r
+            // A pass over changed clusters reports the fleet as its last pass left it, with
+            // their rows replaced; counters count what this pass did.
+            let fleet = match (partial, &last) {
+                (false, _) => r.clone(),
+                (true, Some(last)) => {
+                    let (fleet, speaks) = merged(&last.report, &r);
+                    requeue_now = !speaks;
+                    fleet
+                }
+                (true, None) => {
+                    requeue_now = true;
+                    r.clone()
+                }
+            };
+            ctx.cfg.metrics.observe_report_rows(&key(&obj), &fleet, &r.clusters);
+            if !requeue_now {
+                let entry = LastPass { seen, generation, report: fleet.clone() };
+                ctx.last_pass.lock().unwrap_or_else(|p| p.into_inner()).insert(pass_key, entry);
+            }
+            (fleet, r)
         }
         Ok(Run::RootRotation(rot)) => {
             ctx.cfg.metrics.observe_rotation(&key(&obj), &rot);
@@ -484,13 +604,17 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
     }
     let handled = request.map(|r| r.value);
     set_status(&ctx, &obj, &prev, status_of(&report, &prev, handled, now, generation)).await?;
-    publish_clusters(&ctx, &obj, &report).await;
+    publish_clusters(&ctx, &obj, &pass).await;
     let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
     let count = failures.entry(key(&obj)).or_insert(0);
     let failed = report.clusters.iter().any(|c| c.action == Outcome::Failed) || !report.trust.ok;
     let wait = requeue_after(failed, report.next_check, now, count);
     if *count == 0 {
         failures.remove(&key(&obj));
+    }
+    if requeue_now {
+        // The clusters that changed and the rest disagree on the root: a pass over all now.
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     Ok(Action::requeue(wait))
 }
@@ -509,8 +633,13 @@ fn parse_policy(obj: &DynamicObject) -> Result<meshca_ops::policy::Policy, meshc
 async fn discover(ctx: &Ctx) -> Result<BTreeMap<String, Client>, Error> {
     let mut clients: BTreeMap<String, Client> = BTreeMap::new();
     clients.insert(ctx.cfg.mgmt_cluster.clone(), ctx.mgmt.clone());
-    for (name, client) in
-        clusters::clients_from_remote_secrets(&ctx.mgmt, &ctx.cfg.remote_secret_namespace, ctx.cfg.timeout).await?
+    for (name, client) in clusters::clients_from_remote_secrets_cached(
+        &ctx.mgmt,
+        &ctx.cfg.remote_secret_namespace,
+        ctx.cfg.timeout,
+        &ctx.clients,
+    )
+    .await?
     {
         clients.insert(name, client);
     }
@@ -1060,5 +1189,78 @@ mod tests {
         assert_eq!(failure_reason(meshca_ops::error::ErrorKind::Hsm), "SigningKeyUnavailable");
         assert_eq!(failure_reason(meshca_ops::error::ErrorKind::Provider), "SigningKeyUnavailable");
         assert_eq!(failure_reason(meshca_ops::error::ErrorKind::Revocation), "RevocationFailed");
+    }
+
+    /// Reports of real runs over the directory store: three clusters issued, then east alone
+    /// rotated an hour before its 1-day intermediate ends.
+    fn reports(tag: &str) -> (Report, Report) {
+        use meshca::{Layout, RootParams, SigningCa};
+        use meshca_ops::store::{DirStore, SecretRef, Store, WriteMeta};
+        let dir = meshca_testkit::tempdir(&format!("kube-scope-{tag}"));
+        let store = DirStore::new(&dir);
+        let root = SigningCa::generate_root(&RootParams::default(), &mut meshca::OsRng, at(0)).unwrap();
+        let signer = SecretRef::new("mgmt", "gloo-mesh", "my-root-trust-policy.gloo-mesh");
+        store.write(&signer, &root.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+        let policy = meshca_ops::policy::parse(meshca_ops::policy::SEED_POLICY, "policy.yaml").unwrap();
+        let run = |clusters: &[&str], now| {
+            let opts = Options::new(now, clusters.iter().map(|c| (*c).to_owned()).collect()).mgmt("mgmt");
+            match reconcile::run(&store, &policy, &opts, &mut meshca::OsRng, &mut |_, _| {}).unwrap() {
+                Run::Reconciled(r) => r,
+                Run::RootRotation(r) => panic!("no rotation was asked for: {r:?}"),
+            }
+        };
+        let fleet = run(&["east", "west", "south"], at(0));
+        let east = run(&["east"], at(23 * 3600));
+        std::fs::remove_dir_all(&dir).unwrap();
+        (fleet, east)
+    }
+
+    #[test]
+    fn a_cacerts_change_costs_its_cluster_and_anything_else_the_fleet() {
+        use crate::fleet::{Changes, Scope};
+        let (fleet, _) = reports("scope");
+        let workload: Vec<String> = ["east", "west", "south"].map(String::from).to_vec();
+        let mut changes = Changes::default();
+        let last = LastPass { seen: changes.last(), generation: Some(1), report: fleet.clone() };
+        let scope = |last: Option<&LastPass>, c: &Changes, generation, now, revoking, workload: &[String]| {
+            scope_of(last, c, generation, now, revoking, workload)
+        };
+        assert_eq!(scope(None, &changes, Some(1), at(60), false, &workload), Scope::Fleet, "no pass yet");
+        assert_eq!(scope(Some(&last), &changes, Some(1), at(60), false, &workload), Scope::Fleet, "nothing changed");
+        changes.record(Some("west"));
+        let west = Scope::Clusters(vec!["west".into()]);
+        assert_eq!(scope(Some(&last), &changes, Some(1), at(60), false, &workload), west);
+        assert_eq!(scope(Some(&last), &changes, Some(2), at(60), false, &workload), Scope::Fleet, "a policy change");
+        assert_eq!(scope(Some(&last), &changes, Some(1), at(60), true, &workload), Scope::Fleet, "a revoke request");
+        let due = fleet.next_check.unwrap();
+        assert_eq!(scope(Some(&last), &changes, Some(1), due, false, &workload), Scope::Fleet, "the planned check");
+        let grown: Vec<String> = workload.iter().cloned().chain(["north".to_owned()]).collect();
+        assert_eq!(scope(Some(&last), &changes, Some(1), at(60), false, &grown), Scope::Fleet, "a cluster more");
+        changes.record(Some("gone"));
+        assert_eq!(scope(Some(&last), &changes, Some(1), at(60), false, &workload), west, "only clusters of the fleet");
+        changes.record(None);
+        assert_eq!(scope(Some(&last), &changes, Some(1), at(60), false, &workload), Scope::Fleet, "a signer change");
+    }
+
+    #[test]
+    fn a_pass_over_one_cluster_replaces_its_row_and_keeps_the_others() {
+        let (fleet, east) = reports("merge");
+        assert_eq!(east.clusters.len(), 1);
+        assert_eq!(east.clusters[0].action, Outcome::Rotated);
+        let (merged, speaks) = merged(&fleet, &east);
+        assert!(speaks, "the same root");
+        let rows: Vec<(&str, Outcome)> = merged.clusters.iter().map(|c| (c.cluster.as_str(), c.action)).collect();
+        assert_eq!(rows, [("east", Outcome::Rotated), ("west", Outcome::Issued), ("south", Outcome::Issued)]);
+        assert_eq!(merged.next_check, fleet.next_check.min(east.next_check), "the earlier check");
+        assert!(merged.trust.ok);
+        // A pass that found another root cannot speak for the fleet; one that found trust
+        // broken says so.
+        let mut other = east.clone();
+        other.trust.root_fingerprint = Some("another".into());
+        assert!(!super::merged(&fleet, &other).1);
+        other.trust.ok = false;
+        let (broken, speaks) = super::merged(&fleet, &other);
+        assert!(speaks && !broken.trust.ok);
+        assert_eq!(broken.clusters.len(), 3);
     }
 }

@@ -2,7 +2,8 @@
 //! `istio-system/cacerts` Secret (a field selector on its name), and in the management cluster
 //! the remote-secret set (clusters added or removed) and the Secrets the policies name (signing,
 //! passive and incoming CAs). A change that is not meshca's own write asks for a pass at once;
-//! the planned requeue stays as the backstop.
+//! the planned requeue stays as the backstop. A workload cluster's `cacerts` changing asks for
+//! that cluster only ([`Changes`]); anything else, for every cluster.
 //!
 //! Each watch is kube-runtime's watcher: a watch that ends (the server's timeoutSeconds, a
 //! dropped connection) is resumed from its resourceVersion without a re-list, and nothing is
@@ -10,7 +11,7 @@
 //! they are recognised by their data's hash ([`crate::store::Written`]) and ignored, so a pass
 //! that writes does not cause another.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +27,61 @@ use crate::store::{data_hash, written_key, Written};
 /// The Secrets (namespace, name) in the management cluster the policies name; the controller
 /// adds to it as it reads policies.
 pub type Referenced = Arc<Mutex<BTreeSet<(String, String)>>>;
+
+/// What the watches saw change, numbered, so each policy's pass can ask what changed since its
+/// last one: the workload clusters whose `cacerts` changed (a pass over those is enough), or
+/// something that needs every cluster (the remote-secret set, a Secret a policy names).
+/// Bounded by the number of clusters.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// The number of the last change recorded (0: none).
+    last: u64,
+    /// Each cluster's last `cacerts` change.
+    clusters: BTreeMap<String, u64>,
+    /// The last change that needs every cluster.
+    fleet: u64,
+}
+
+/// What a pass must cover.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Every workload cluster.
+    Fleet,
+    /// Only these, whose `cacerts` changed.
+    Clusters(Vec<String>),
+}
+
+impl Changes {
+    /// The number of the last change recorded: a pass that starts now covers every change up
+    /// to it.
+    pub(crate) fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Records a change of `cluster`'s `cacerts`, or (`None`) one that needs every cluster.
+    pub(crate) fn record(&mut self, cluster: Option<&str>) {
+        self.last += 1;
+        match cluster {
+            Some(c) => {
+                self.clusters.insert(c.to_owned(), self.last);
+            }
+            None => self.fleet = self.last,
+        }
+    }
+
+    /// What changed after change `since`: every cluster, the clusters whose `cacerts` changed,
+    /// or nothing (`None`).
+    pub(crate) fn since(&self, since: u64) -> Option<Scope> {
+        if self.fleet > since {
+            return Some(Scope::Fleet);
+        }
+        let changed: Vec<String> = self.clusters.iter().filter(|(_, &n)| n > since).map(|(c, _)| c.clone()).collect();
+        (!changed.is_empty()).then_some(Scope::Clusters(changed))
+    }
+}
+
+/// The change log the watches write and the passes read.
+pub(crate) type ChangeLog = Arc<Mutex<Changes>>;
 
 /// The read timeout of the clients the workload-cluster watches use: their watches may then be
 /// held open for minutes (the server ends each a quarter under it, see
@@ -43,12 +99,26 @@ pub(crate) struct FleetWatch {
     pub(crate) referenced: Referenced,
     /// Asks for a pass over every policy (a full channel means one is already asked for).
     pub(crate) trigger: mpsc::Sender<()>,
+    /// Where each change is recorded before a pass is asked for.
+    pub(crate) changes: ChangeLog,
 }
 
-fn ask(trigger: &mpsc::Sender<()>, why: &str) {
-    tracing::info!(why, "change seen: reconciling");
-    // A pass already asked for covers this change too.
-    let _ = trigger.try_send(());
+/// Where a watch reports a change: the log, and the trigger.
+#[derive(Clone)]
+struct Ask {
+    changes: ChangeLog,
+    trigger: mpsc::Sender<()>,
+}
+
+impl Ask {
+    /// Records a change of `cluster`'s `cacerts` (or, `None`, one that needs every cluster)
+    /// and asks for a pass.
+    fn ask(&self, cluster: Option<&str>, why: &str) {
+        tracing::info!(why, "change seen: reconciling");
+        self.changes.lock().unwrap_or_else(|p| p.into_inner()).record(cluster);
+        // A pass already asked for covers this change too: it reads the log when it starts.
+        let _ = self.trigger.try_send(());
+    }
 }
 
 fn is_ours(written: &Written, key: &str, s: &Secret) -> bool {
@@ -56,17 +126,21 @@ fn is_ours(written: &Written, key: &str, s: &Secret) -> bool {
     written.lock().unwrap_or_else(|p| p.into_inner()).get(key) == Some(&data_hash(data))
 }
 
-/// Watches one Secret stream, asking for a pass on every change someone else made. The first
-/// list is not a change (the controller's first pass reads it all); a later re-list is, as a
-/// deletion may have happened while the watch was down.
+/// Watches one Secret stream, asking for a pass on every change someone else made: of
+/// `cluster` only when `scoped` (its `cacerts`), else of every cluster. The first list is not a
+/// change (the controller's first pass reads it all); a later re-list is, as a deletion may
+/// have happened while the watch was down.
 async fn watch_secrets(
     api: Api<Secret>,
     config: watcher::Config,
     cluster: String,
+    scoped: bool,
     written: Written,
     relevant: impl Fn(&str, &str) -> bool + Send,
-    trigger: mpsc::Sender<()>,
+    asks: Ask,
 ) {
+    let scope = scoped.then_some(cluster.as_str());
+    let ask = |why: &str| asks.ask(scope, why);
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     let mut listed = false;
     while let Some(event) = stream.next().await {
@@ -74,19 +148,19 @@ async fn watch_secrets(
             Ok(Event::Apply(s)) => {
                 let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
                 if relevant(&ns, &name) && !is_ours(&written, &written_key(&cluster, &ns, &name), &s) {
-                    ask(&trigger, &format!("{cluster}: {ns}/{name} changed"));
+                    ask(&format!("{cluster}: {ns}/{name} changed"));
                 }
             }
             Ok(Event::Delete(s)) => {
                 let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
                 if relevant(&ns, &name) {
                     written.lock().unwrap_or_else(|p| p.into_inner()).remove(&written_key(&cluster, &ns, &name));
-                    ask(&trigger, &format!("{cluster}: {ns}/{name} deleted"));
+                    ask(&format!("{cluster}: {ns}/{name} deleted"));
                 }
             }
             Ok(Event::InitDone) => {
                 if listed {
-                    ask(&trigger, &format!("{cluster}: watch re-listed"));
+                    ask(&format!("{cluster}: watch re-listed"));
                 }
                 listed = true;
             }
@@ -99,6 +173,10 @@ async fn watch_secrets(
 impl FleetWatch {
     fn watch_config(&self) -> watcher::Config {
         watcher::Config::default().timeout(self.watch_secs)
+    }
+
+    fn asks(&self) -> Ask {
+        Ask { changes: self.changes.clone(), trigger: self.trigger.clone() }
     }
 
     /// One task per workload cluster, watching its `cacerts`.
@@ -128,9 +206,10 @@ impl FleetWatch {
                     api,
                     config,
                     name.clone(),
+                    true,
                     self.written.clone(),
                     |_, name| name == "cacerts",
-                    self.trigger.clone(),
+                    self.asks(),
                 ));
                 (name, task)
             })
@@ -164,7 +243,7 @@ impl FleetWatch {
                             task.abort();
                         }
                         clusters = self.cluster_watches().await;
-                        ask(&self.trigger, "the remote secrets changed");
+                        self.asks().ask(None, "the remote secrets changed");
                     }
                 }
                 _ = tick.tick() => {
@@ -193,14 +272,39 @@ impl FleetWatch {
                             api,
                             self.watch_config(),
                             self.mgmt_cluster.clone(),
+                            false,
                             self.written.clone(),
                             relevant,
-                            self.trigger.clone(),
+                            self.asks(),
                         ));
                         namespaces.insert(ns, task);
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_covers_the_clusters_changed_since_the_last_or_the_fleet() {
+        let mut c = Changes::default();
+        assert_eq!(c.since(0), None, "nothing changed");
+        c.record(Some("east"));
+        let after_east = c.last();
+        c.record(Some("west"));
+        c.record(Some("east"));
+        assert_eq!(c.since(0), Some(Scope::Clusters(vec!["east".into(), "west".into()])));
+        assert_eq!(c.since(after_east), Some(Scope::Clusters(vec!["east".into(), "west".into()])));
+        let seen = c.last();
+        assert_eq!(c.since(seen), None, "a pass that saw them all has nothing left");
+        c.record(None);
+        c.record(Some("east"));
+        assert_eq!(c.since(seen), Some(Scope::Fleet), "a fleet change covers the clusters' too");
+        assert_eq!(c.since(c.last()), None);
+        assert_eq!(c.clusters.len(), 2, "one entry per cluster, however many changes");
     }
 }

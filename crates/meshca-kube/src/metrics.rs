@@ -247,6 +247,12 @@ impl Metrics {
 
     /// Records a reconcile pass of `policy` (`namespace/name`).
     pub fn observe_report(&self, policy: &str, r: &Report) {
+        self.observe_report_rows(policy, r, &r.clusters);
+    }
+
+    /// Records a pass that acted on `acted` (some of the fleet's clusters): the gauges from
+    /// `fleet`, the fleet as it now stands; the counters from `acted` only.
+    pub fn observe_report_rows(&self, policy: &str, r: &Report, acted: &[meshca_ops::reconcile::ClusterResult]) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let seen = seen.entry(policy.to_owned()).or_default();
         let per_cluster = |pick: &dyn Fn(&meshca_ops::reconcile::ClusterResult) -> Option<i64>| {
@@ -293,7 +299,7 @@ impl Metrics {
             })
             .collect();
         Self::replace(&self.upstream_crl, &mut seen.upstream, upstream);
-        for c in &r.clusters {
+        for c in acted {
             match c.action {
                 Action::Issued | Action::Rotated => {
                     self.rotations
