@@ -3,7 +3,7 @@
 //! the remote-secret set (clusters added or removed) and the Secrets the policies name (signing,
 //! passive and incoming CAs). A change that is not meshca's own write asks for a pass at once;
 //! the planned requeue stays as the backstop. A workload cluster's `cacerts` changing asks for
-//! that cluster only ([`Changes`]); anything else, for every cluster.
+//! that cluster only (recorded in `Changes`); anything else, for every cluster.
 //!
 //! Each watch is kube-runtime's watcher: a watch that ends (the server's timeoutSeconds, a
 //! dropped connection) is resumed from its resourceVersion without a re-list, and nothing is
