@@ -321,15 +321,47 @@ def main() -> int:
         t_ossl, t_py, t_m = interleaved([o, p, m], [cli_runs, runs, runs])
         results.append((name, t_ossl, t_py, t_m, criterion_median(group, bench), floor_of(name)))
     floor = criterion_median("floor", "ring_p256_keygen_plus_sign")
+    awslc_floor = criterion_median("floor", "awslc_p256_keygen_plus_sign")
+    by_name = {r[0]: r for r in results}
+
+    def speedup(row: str) -> Optional[float]:
+        """pyca's median over the binding's: >= 1.0 means the binding is at least as fast."""
+        _, _, p, m, _, _ = by_name[row]
+        return p[0] / m[0] if p and m else None
+
+    def over(row: str, f: Optional[float]) -> Optional[float]:
+        r = by_name[row][4]
+        return r / f if r is not None and f else None
+
+    def x(v: Optional[float]) -> str:
+        return "n/a" if v is None else f"{v:.2f}x"
+
+    def verdict(v: Optional[float], target: float, at_least: bool) -> str:
+        if v is None:
+            return "not measured"
+        return "met" if (v >= target if at_least else v <= target) else "not met"
+
+    targets = [
+        ("RSA-4096 intermediate (Gloo's default), binding vs pyca (pyca / binding)",
+         speedup("RSA-4096 intermediate bundle (Gloo's default) under P-256"), ">= 1.0x", 1.0, True),
+        ("RSA-2048 workload leaf, binding vs pyca (pyca / binding)",
+         speedup("workload leaf, RSA-2048, SPIFFE SAN"), ">= 1.0x", 1.0, True),
+        ("P-256 intermediate, Rust / ring floor", over("cluster intermediate bundle, P-256", floor), "<= 1.25x", 1.25, False),
+        ("P-256 leaf, Rust / ring floor", over("workload leaf, P-256, SPIFFE SAN", floor), "<= 1.25x", 1.25, False),
+        ("P-256 intermediate, Rust / AWS-LC floor", over("cluster intermediate bundle, P-256", awslc_floor), "(see note)", 1.25, False),
+        ("P-256 leaf, Rust / AWS-LC floor", over("workload leaf, P-256, SPIFFE SAN", awslc_floor), "(see note)", 1.25, False),
+    ]
 
     lines = [
         "# Benchmarks",
         "",
         f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}.",
         "",
-        "Reproduce: `cargo bench -p meshca-benches` (criterion; Rust column), then "
+        "Reproduce: `cargo bench -p meshca-benches` (criterion; Rust column and floors; this run took only "
+        "`-- '^(floor|issue|validate|hsm)'`), then "
         "`.venv/bin/python benches/compare/compare.py` (the other columns, in one run; `.venv` is the one "
-        "`./scripts/test.sh` builds).",
+        "`./scripts/test.sh` builds). The durable-write ratio: `benches/scale.sh`; the controller: the "
+        "command in its section below.",
         "",
         "Medians per operation (p90 in brackets), all tools timed in one interleaved loop (each round runs "
         "every tool once, so machine noise falls on all alike). OpenSSL is the seed's manual workflow on the command line (key generation, "
@@ -349,11 +381,22 @@ def main() -> int:
         )
     lines += [
         "",
+        "Targets (issue #27), from this one run:",
+        "",
+        "| target | measured | goal | |",
+        "|---|---|---|---|",
+    ]
+    for name, v, goal, target, at_least in targets:
+        lines.append(f"| {name} | {x(v)} | {goal} | {verdict(v, target, at_least) if goal != '(see note)' else ''} |")
+    lines += [
+        "",
         f"Floors (the crypto the operation cannot avoid; criterion): P-256 rows, ring P-256 key generation + one "
-        f"ECDSA signature = {fmt(floor)} (`floor/ring_p256_keygen_plus_sign`); P-384, AWS-LC P-384 key generation = "
+        f"ECDSA signature = {fmt(floor)} (`floor/ring_p256_keygen_plus_sign`), the same with AWS-LC (the backend "
+        f"meshca signs with) = {fmt(awslc_floor)} (`floor/awslc_p256_keygen_plus_sign`); P-384, AWS-LC P-384 key generation = "
         f"{fmt(criterion_median('floor', 'awslc_p384_keygen'))}; RSA rows, AWS-LC key generation of the new key = "
         f"{fmt(criterion_median('floor_rsa', 'awslc_rsa2048_keygen'))} (2048) / "
-        f"{fmt(criterion_median('floor_rsa', 'awslc_rsa4096_keygen'))} (4096).",
+        f"{fmt(criterion_median('floor_rsa', 'awslc_rsa4096_keygen'))} (4096), one generator on one core: "
+        "meshca races one RSA key on every idle core, so its RSA rows can sit below this floor.",
         "",
     ]
     extra = REPO / "benches" / "compare" / "NOTES.md"
