@@ -313,7 +313,13 @@ impl Crl {
     /// Whether `now` lies in the CRL's window, with the allowance before thisUpdate that
     /// [`Crl::check`] explains.
     pub fn is_current_at(&self, now: OffsetDateTime) -> bool {
-        now + crate::BACKDATE >= self.this_update() && now < self.next_update()
+        self.started_by(now) && now < self.next_update()
+    }
+
+    /// Whether `now` is at most [`BACKDATE`](crate::BACKDATE) before thisUpdate (checked
+    /// arithmetic: neither time can make it panic).
+    fn started_by(&self, now: OffsetDateTime) -> bool {
+        self.this_update().checked_sub(crate::BACKDATE).is_none_or(|t| t <= now)
     }
 
     /// What a consumer checks before it uses the CRL: `issuer` is its issuer by name and by
@@ -336,7 +342,7 @@ impl Crl {
         if issuer.allows_crl_sign() == Some(false) {
             return Err(bad(format!("{} has a keyUsage without cRLSign: it may not sign CRLs", issuer.subject())));
         }
-        if now + crate::BACKDATE < self.this_update() {
+        if !self.started_by(now) {
             return Err(bad(format!("is not valid yet (thisUpdate {})", crate::format_time(self.this_update()))));
         }
         if now >= self.next_update() {

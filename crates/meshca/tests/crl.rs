@@ -166,6 +166,10 @@ fn crls_read_back_with_their_entries_and_are_checked_as_consumers_check_them() {
     assert!(root_crl.is_current_at(starts - meshca::BACKDATE));
     assert!(!root_crl.is_current_at(starts - meshca::BACKDATE - Duration::seconds(1)));
     assert!(!root_crl.is_current_at(root_crl.next_update()));
+    // The last representable instant is past the window, not a panic.
+    let last = time::PrimitiveDateTime::MAX.assume_utc();
+    assert!(!root_crl.is_current_at(last));
+    assert!(root_crl.check(root, last, "ca-crl.pem").unwrap_err().to_string().contains("is stale since"));
     // One flipped bit in the signed part: the signature fails.
     let mut der = root_crl.der().to_vec();
     let i = der.len() / 3;
