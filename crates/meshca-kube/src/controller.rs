@@ -246,14 +246,16 @@ fn scope_of(
 ) -> crate::fleet::Scope {
     use crate::fleet::Scope;
     let Some(last) = last else { return Scope::Fleet };
+    // Sets: a fleet of a thousand clusters is compared on every pass.
+    let workload: std::collections::HashSet<&str> = workload.iter().map(String::as_str).collect();
     let same_clusters = last.report.clusters.len() == workload.len()
-        && last.report.clusters.iter().all(|c| workload.contains(&c.cluster));
+        && last.report.clusters.iter().all(|c| workload.contains(c.cluster.as_str()));
     if revoking || last.generation != generation || !same_clusters || last.report.next_check.is_some_and(|t| t <= now) {
         return Scope::Fleet;
     }
     match changes.since(last.seen) {
         Some(Scope::Clusters(changed)) => {
-            let changed: Vec<String> = changed.into_iter().filter(|c| workload.contains(c)).collect();
+            let changed: Vec<String> = changed.into_iter().filter(|c| workload.contains(c.as_str())).collect();
             if changed.is_empty() {
                 Scope::Fleet
             } else {

@@ -251,7 +251,7 @@ impl Metrics {
     }
 
     /// Records a pass that acted on `acted` (some of the fleet's clusters): the gauges from
-    /// `fleet`, the fleet as it now stands; the counters from `acted` only.
+    /// `r`, the fleet as it now stands; the counters from `acted` only.
     pub fn observe_report_rows(&self, policy: &str, r: &Report, acted: &[meshca_ops::reconcile::ClusterResult]) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let seen = seen.entry(policy.to_owned()).or_default();
