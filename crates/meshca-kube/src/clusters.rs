@@ -67,6 +67,13 @@ impl std::fmt::Debug for ClientCache {
     }
 }
 
+impl ClientCache {
+    /// The kubeconfig `cluster`'s client was built from, at the last listing.
+    pub(crate) fn kubeconfig_of(&self, cluster: &str) -> Option<Vec<u8>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(cluster).map(|(b, _)| b.clone())
+    }
+}
+
 /// [`clients_from_remote_secrets`], reusing the clients in `cache` whose kubeconfig is
 /// unchanged.
 pub async fn clients_from_remote_secrets_cached(

@@ -3,7 +3,7 @@
 //! secrets), writes status and Events, and requeues each policy at the next rotation time the
 //! core's plan computed. Failures back off exponentially.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -232,10 +232,12 @@ struct LastPass {
     report: Report,
 }
 
-/// What a pass of a policy covers: the clusters whose `cacerts` changed since its last pass,
-/// when that pass is of the same generation and the same clusters, nothing needs the fleet (a
-/// revoke request, whose lists every cluster needs; a root rotation, after which there is no
-/// last pass) and no planned check is due; else every workload cluster.
+/// What a pass of a policy covers: the clusters whose `cacerts` or remote secret changed since
+/// its last pass, and the clusters that joined the fleet since, when that pass is of the same
+/// generation, nothing needs the fleet (a revoke request, whose lists every cluster needs; a
+/// root rotation, after which there is no last pass) and no planned check is due; else every
+/// workload cluster. Clusters that left need no work: [`merged`] drops their rows, and when
+/// nothing else changed the scope is empty.
 fn scope_of(
     last: Option<&LastPass>,
     changes: &crate::fleet::Changes,
@@ -247,19 +249,23 @@ fn scope_of(
     use crate::fleet::Scope;
     let Some(last) = last else { return Scope::Fleet };
     // Sets: a fleet of a thousand clusters is compared on every pass.
-    let workload: std::collections::HashSet<&str> = workload.iter().map(String::as_str).collect();
-    let same_clusters = last.report.clusters.len() == workload.len()
-        && last.report.clusters.iter().all(|c| workload.contains(c.cluster.as_str()));
-    if revoking || last.generation != generation || !same_clusters || last.report.next_check.is_some_and(|t| t <= now) {
+    let workload_set: std::collections::HashSet<&str> = workload.iter().map(String::as_str).collect();
+    if revoking || last.generation != generation || last.report.next_check.is_some_and(|t| t <= now) {
         return Scope::Fleet;
     }
     match changes.since(last.seen) {
         Some(Scope::Clusters(changed)) => {
-            let changed: Vec<String> = changed.into_iter().filter(|c| workload.contains(c.as_str())).collect();
-            if changed.is_empty() {
+            let known: std::collections::HashSet<&str> =
+                last.report.clusters.iter().map(|c| c.cluster.as_str()).collect();
+            let removed = known.iter().any(|c| !workload_set.contains(c));
+            let mut scope: BTreeSet<String> =
+                changed.into_iter().filter(|c| workload_set.contains(c.as_str())).collect();
+            scope.extend(workload.iter().filter(|c| !known.contains(c.as_str())).cloned());
+            if scope.is_empty() && !removed {
+                // Only clusters that are not (or no longer) in the fleet changed.
                 Scope::Fleet
             } else {
-                Scope::Clusters(changed)
+                Scope::Clusters(scope.into_iter().collect())
             }
         }
         // Nothing changed: a planned requeue, a retry, or a policy event of its own.
@@ -267,13 +273,15 @@ fn scope_of(
     }
 }
 
-/// The fleet's report after a pass over some of its clusters: `last`'s rows with the pass's
-/// replacing theirs (the others are carried as that pass left them), and the pass's view of the
-/// signer, roots and lists. With it, whether it speaks for the fleet: not when the pass found
+/// The fleet's report after a pass over some of its clusters: `last`'s rows of the clusters
+/// still in `workload`, with the pass's replacing theirs (the others are carried as that pass
+/// left them), and the pass's view of the signer, roots and lists. With it, whether it speaks for the fleet: not when the pass found
 /// the fleet's trust whole under another root than the last pass did (then only a pass over
 /// every cluster can say). A pass that found trust broken reports that.
-fn merged(last: &Report, pass: &Report) -> (Report, bool) {
+fn merged(last: &Report, pass: &Report, workload: &[String]) -> (Report, bool) {
     let mut r = last.clone();
+    let workload: std::collections::HashSet<&str> = workload.iter().map(String::as_str).collect();
+    r.clusters.retain(|c| workload.contains(c.cluster.as_str()));
     for row in &pass.clusters {
         match r.clusters.iter_mut().find(|c| c.cluster == row.cluster) {
             Some(slot) => *slot = row.clone(),
@@ -529,7 +537,19 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
             tracing::info!(clusters = %meshca::list_bounded(&changed, 10), "a pass over the clusters that changed");
             changed
         }
-        crate::fleet::Scope::Fleet => workload,
+        crate::fleet::Scope::Fleet => workload.clone(),
+    };
+    // Clusters left the fleet and nothing else changed: no cluster to touch, and the last
+    // pass's view of the signer and roots stands; the merge below drops the rows that left.
+    let nothing_to_run = if partial && clusters.is_empty() {
+        ctx.last_pass.lock().unwrap_or_else(|p| p.into_inner()).get(&pass_key).map(|last| {
+            let mut r = last.report.clone();
+            r.clusters.clear();
+            r.at = now;
+            r
+        })
+    } else {
+        None
     };
     let store = KubeStore::new(tokio::runtime::Handle::current(), clients)
         .adopt(ctx.cfg.adopt)
@@ -542,12 +562,15 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         .provider(ctx.cfg.provider.clone());
     let span = tracing::Span::current();
     let asked = request.clone();
-    let (revoked, run) = tokio::task::spawn_blocking(move || span.in_scope(|| run_pass(&store, &policy, &opts, asked)))
-        .await
-        .map_err(|e| Error::Config {
-            context: format!("RootTrustPolicy {}", key(&obj)),
-            detail: format!("reconcile task failed: {e}"),
-        })?;
+    let (revoked, run) = match nothing_to_run {
+        Some(report) => (Vec::new(), Ok(Run::Reconciled(report))),
+        None => tokio::task::spawn_blocking(move || span.in_scope(|| run_pass(&store, &policy, &opts, asked)))
+            .await
+            .map_err(|e| Error::Config {
+                context: format!("RootTrustPolicy {}", key(&obj)),
+                detail: format!("reconcile task failed: {e}"),
+            })?,
+    };
     for r in &revoked {
         ctx.cfg.metrics.observe_revocation(&key(&obj), &r.cluster, &r.reason);
         let note =
@@ -564,7 +587,7 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
             let fleet = match (partial, &last) {
                 (false, _) => r.clone(),
                 (true, Some(last)) => {
-                    let (fleet, speaks) = merged(&last.report, &r);
+                    let (fleet, speaks) = merged(&last.report, &r, &workload);
                     requeue_now = !speaks;
                     fleet
                 }
@@ -1218,7 +1241,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cacerts_change_costs_its_cluster_and_anything_else_the_fleet() {
+    fn a_cluster_change_costs_that_cluster_and_anything_else_the_fleet() {
         use crate::fleet::{Changes, Scope};
         let (fleet, _) = reports("scope");
         let workload: Vec<String> = ["east", "west", "south"].map(String::from).to_vec();
@@ -1236,10 +1259,34 @@ mod tests {
         assert_eq!(scope(Some(&last), &changes, Some(1), at(60), true, &workload), Scope::Fleet, "a revoke request");
         let due = fleet.next_check.unwrap();
         assert_eq!(scope(Some(&last), &changes, Some(1), due, false, &workload), Scope::Fleet, "the planned check");
+        // A remote secret added: the cluster it names, beside the ones that changed.
         let grown: Vec<String> = workload.iter().cloned().chain(["north".to_owned()]).collect();
-        assert_eq!(scope(Some(&last), &changes, Some(1), at(60), false, &grown), Scope::Fleet, "a cluster more");
+        changes.record(Some("north"));
+        let west_north = Scope::Clusters(vec!["north".into(), "west".into()]);
+        assert_eq!(scope(Some(&last), &changes, Some(1), at(60), false, &grown), west_north, "a cluster more");
         changes.record(Some("gone"));
         assert_eq!(scope(Some(&last), &changes, Some(1), at(60), false, &workload), west, "only clusters of the fleet");
+        // A cluster that joined without a recorded change (its secret seen by the pass first)
+        // is covered too.
+        let quiet = Changes::default();
+        let mut only_gone = Changes::default();
+        only_gone.record(Some("gone"));
+        assert_eq!(
+            scope(Some(&last), &only_gone, Some(1), at(60), false, &grown),
+            Scope::Clusters(vec!["north".into()])
+        );
+        assert_eq!(scope(Some(&last), &quiet, Some(1), at(60), false, &grown), Scope::Fleet, "a planned pass");
+        // A remote secret removed: nothing to run, the row goes (see the merge test); a change
+        // of a cluster in neither the fleet nor the last pass is a full pass, as before.
+        let mut left = Changes::default();
+        left.record(Some("south"));
+        let shrunk: Vec<String> = ["east", "west"].map(String::from).to_vec();
+        assert_eq!(
+            scope(Some(&last), &left, Some(1), at(60), false, &shrunk),
+            Scope::Clusters(vec![]),
+            "a cluster fewer"
+        );
+        assert_eq!(scope(Some(&last), &only_gone, Some(1), at(60), false, &workload), Scope::Fleet);
         changes.record(None);
         assert_eq!(scope(Some(&last), &changes, Some(1), at(60), false, &workload), Scope::Fleet, "a signer change");
     }
@@ -1249,7 +1296,8 @@ mod tests {
         let (fleet, east) = reports("merge");
         assert_eq!(east.clusters.len(), 1);
         assert_eq!(east.clusters[0].action, Outcome::Rotated);
-        let (merged, speaks) = merged(&fleet, &east);
+        let all: Vec<String> = ["east", "west", "south"].map(String::from).to_vec();
+        let (merged, speaks) = merged(&fleet, &east, &all);
         assert!(speaks, "the same root");
         let rows: Vec<(&str, Outcome)> = merged.clusters.iter().map(|c| (c.cluster.as_str(), c.action)).collect();
         assert_eq!(rows, [("east", Outcome::Rotated), ("west", Outcome::Issued), ("south", Outcome::Issued)]);
@@ -1259,10 +1307,18 @@ mod tests {
         // broken says so.
         let mut other = east.clone();
         other.trust.root_fingerprint = Some("another".into());
-        assert!(!super::merged(&fleet, &other).1);
+        assert!(!super::merged(&fleet, &other, &all).1);
         other.trust.ok = false;
-        let (broken, speaks) = super::merged(&fleet, &other);
+        let (broken, speaks) = super::merged(&fleet, &other, &all);
         assert!(speaks && !broken.trust.ok);
         assert_eq!(broken.clusters.len(), 3);
+        // A cluster that left the fleet: its row goes, the others stay as they were.
+        let mut none = east.clone();
+        none.clusters.clear();
+        let (left, speaks) = super::merged(&fleet, &none, &["east".to_owned(), "west".to_owned()]);
+        assert!(speaks);
+        let rows: Vec<&str> = left.clusters.iter().map(|c| c.cluster.as_str()).collect();
+        assert_eq!(rows, ["east", "west"]);
+        assert_eq!(left.clusters[0].action, Outcome::Issued, "east's row as the fleet pass left it");
     }
 }

@@ -2,8 +2,9 @@
 //! `istio-system/cacerts` Secret (a field selector on its name), and in the management cluster
 //! the remote-secret set (clusters added or removed) and the Secrets the policies name (signing,
 //! passive and incoming CAs). A change that is not meshca's own write asks for a pass at once;
-//! the planned requeue stays as the backstop. A workload cluster's `cacerts` changing asks for
-//! that cluster only (recorded in `Changes`); anything else, for every cluster.
+//! the planned requeue stays as the backstop. A workload cluster's `cacerts` changing, or its
+//! remote secret added, edited or removed, asks for that cluster only (recorded in `Changes`);
+//! a Secret a policy names, or a re-list of the remote secrets, for every cluster.
 //!
 //! Each watch is kube-runtime's watcher: a watch that ends (the server's timeoutSeconds, a
 //! dropped connection) is resumed from its resourceVersion without a re-list, and nothing is
@@ -29,8 +30,8 @@ use crate::store::{data_hash, written_key, Written};
 pub type Referenced = Arc<Mutex<BTreeSet<(String, String)>>>;
 
 /// What the watches saw change, numbered, so each policy's pass can ask what changed since its
-/// last one: the workload clusters whose `cacerts` changed (a pass over those is enough), or
-/// something that needs every cluster (the remote-secret set, a Secret a policy names).
+/// last one: the workload clusters whose `cacerts` or remote secret changed (a pass over those
+/// is enough), or something that needs every cluster (a Secret a policy names, a re-list).
 /// Bounded by the number of clusters.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
@@ -47,7 +48,8 @@ pub(crate) struct Changes {
 pub(crate) enum Scope {
     /// Every workload cluster.
     Fleet,
-    /// Only these, whose `cacerts` changed.
+    /// Only these, whose `cacerts` or remote secret changed or which joined the fleet (empty:
+    /// clusters only left it).
     Clusters(Vec<String>),
 }
 
@@ -79,6 +81,9 @@ impl Changes {
         (!changed.is_empty()).then_some(Scope::Clusters(changed))
     }
 }
+
+/// The running `cacerts` watches, by cluster: the kubeconfig each was started with, and its task.
+type Watches = HashMap<String, (Vec<u8>, tokio::task::JoinHandle<()>)>;
 
 /// The change log the watches write and the passes read.
 pub(crate) type ChangeLog = Arc<Mutex<Changes>>;
@@ -117,6 +122,20 @@ impl Ask {
         tracing::info!(why, "change seen: reconciling");
         self.changes.lock().unwrap_or_else(|p| p.into_inner()).record(cluster);
         // A pass already asked for covers this change too: it reads the log when it starts.
+        let _ = self.trigger.try_send(());
+    }
+
+    /// Records a change of each of `clusters` and asks for one pass (none when empty).
+    fn ask_clusters(&self, clusters: &BTreeSet<String>, why: &str) {
+        if clusters.is_empty() {
+            return;
+        }
+        tracing::info!(why, clusters = %meshca::list_bounded(clusters, 10), "change seen: reconciling");
+        let mut log = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        for c in clusters {
+            log.record(Some(c));
+        }
+        drop(log);
         let _ = self.trigger.try_send(());
     }
 }
@@ -179,25 +198,36 @@ impl FleetWatch {
         Ask { changes: self.changes.clone(), trigger: self.trigger.clone() }
     }
 
-    /// One task per workload cluster, watching its `cacerts`.
-    async fn cluster_watches(&self) -> HashMap<String, tokio::task::JoinHandle<()>> {
-        let clients = match crate::clusters::clients_from_remote_secrets(
+    /// One task per workload cluster, watching its `cacerts`: the watches in `running` whose
+    /// cluster's kubeconfig is unchanged go on (no re-list), the others are replaced or, for a
+    /// cluster no longer listed, stopped. When the remote secrets cannot be read, `running`
+    /// goes on as it is.
+    async fn cluster_watches(&self, cache: &crate::clusters::ClientCache, mut running: Watches) -> Watches {
+        let clients = match crate::clusters::clients_from_remote_secrets_cached(
             &self.mgmt,
             &self.remote_secret_namespace,
             WATCH_CLIENT_TIMEOUT,
+            cache,
         )
         .await
         {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the remote secrets; cacerts watches wait for the next change");
-                return HashMap::new();
+                return running;
             }
         };
-        clients
+        let watches = clients
             .into_iter()
             .filter(|(name, _)| *name != self.mgmt_cluster)
             .map(|(name, client)| {
+                let kubeconfig = cache.kubeconfig_of(&name).unwrap_or_default();
+                if let Some((was, task)) = running.remove(&name) {
+                    if was == kubeconfig && !task.is_finished() {
+                        return (name, (kubeconfig, task));
+                    }
+                    task.abort();
+                }
                 let api: Api<Secret> = Api::namespaced(client, "istio-system");
                 let config = watcher::Config::default()
                     .timeout(crate::controller::watch_timeout(WATCH_CLIENT_TIMEOUT))
@@ -211,9 +241,13 @@ impl FleetWatch {
                     |_, name| name == "cacerts",
                     self.asks(),
                 ));
-                (name, task)
+                (name, (kubeconfig, task))
             })
-            .collect()
+            .collect();
+        for (_, (_, task)) in running {
+            task.abort();
+        }
+        watches
     }
 
     /// Runs until the process ends.
@@ -221,29 +255,41 @@ impl FleetWatch {
         let remote: Api<Secret> = Api::namespaced(self.mgmt.clone(), &self.remote_secret_namespace);
         let config = self.watch_config().labels(crate::clusters::REMOTE_SECRET_SELECTOR);
         let mut remotes = watcher::watcher(remote, config).default_backoff().boxed();
-        let mut clusters = self.cluster_watches().await;
+        let cache = crate::clusters::ClientCache::default();
+        let mut clusters = self.cluster_watches(&cache, Watches::new()).await;
         let mut namespaces: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         let mut listed = false;
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
                 event = remotes.next() => {
-                    let changed = match event {
+                    // The clusters an added, edited or deleted remote secret names (its data's
+                    // keys); a re-list may have missed deletions: every cluster.
+                    let changed: Option<Option<BTreeSet<String>>> = match event {
                         None => break,
-                        Some(Ok(Event::Apply(_) | Event::Delete(_))) => true,
-                        Some(Ok(Event::InitDone)) => std::mem::replace(&mut listed, true),
-                        Some(Ok(_)) => false,
+                        Some(Ok(Event::Apply(s) | Event::Delete(s))) => {
+                            Some(Some(s.data.iter().flatten().map(|(k, _)| k.clone()).collect()))
+                        }
+                        Some(Ok(Event::InitDone)) => std::mem::replace(&mut listed, true).then_some(None),
+                        Some(Ok(_)) => None,
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, "remote secret watch failed; retrying with backoff");
-                            false
+                            None
                         }
                     };
-                    if changed {
-                        for (_, task) in clusters.drain() {
-                            task.abort();
+                    if let Some(named) = changed {
+                        let before: BTreeSet<String> = clusters.keys().cloned().collect();
+                        clusters = self.cluster_watches(&cache, std::mem::take(&mut clusters)).await;
+                        match named {
+                            Some(mut named) => {
+                                // A key removed from a secret shows only as a cluster gone.
+                                let after: BTreeSet<String> = clusters.keys().cloned().collect();
+                                named.extend(before.symmetric_difference(&after).cloned());
+                                named.remove(&self.mgmt_cluster);
+                                self.asks().ask_clusters(&named, "a remote secret changed");
+                            }
+                            None => self.asks().ask(None, "the remote secrets were listed again"),
                         }
-                        clusters = self.cluster_watches().await;
-                        self.asks().ask(None, "the remote secrets changed");
                     }
                 }
                 _ = tick.tick() => {

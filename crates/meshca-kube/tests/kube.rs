@@ -708,6 +708,22 @@ async fn watches_repair_a_deleted_or_tampered_cacerts_and_follow_remote_secrets_
     })
     .await;
 
+    // A new remote secret: the cluster is issued at once, by a pass over it alone; a removed
+    // one leaves the status, and costs the other clusters nothing. (Before a cluster fails
+    // below: a failed cluster's retries are passes over every cluster.)
+    let (east_log, west_log) = (cs[0].log().len(), cs[1].log().len());
+    mgmt.put(SECRETS, "istio-system", remote_secret("south", &cs[2]));
+    wait_for("south issued", || cacerts(&cs[2]).is_some()).await;
+    wait_for("south in the status", || policy_status(&mgmt)["clusters"].get("south").is_some()).await;
+    assert_eq!(calls(&cs[0], east_log), 0, "east untouched: {:?}", &cs[0].log()[east_log..]);
+    assert_eq!(calls(&cs[1], west_log), 0, "west untouched: {:?}", &cs[1].log()[west_log..]);
+    let (east_log, south_log) = (cs[0].log().len(), cs[2].log().len());
+    mgmt.delete(SECRETS, "istio-system", "istio-remote-secret-west");
+    wait_for("west gone from status", || policy_status(&mgmt)["clusters"].get("west").is_none()).await;
+    assert!(policy_status(&mgmt)["clusters"].get("east").is_some(), "east's row kept");
+    assert_eq!(calls(&cs[0], east_log), 0, "east untouched: {:?}", &cs[0].log()[east_log..]);
+    assert_eq!(calls(&cs[2], south_log), 0, "south untouched: {:?}", &cs[2].log()[south_log..]);
+
     // Unmanaged (no label): reported, never replaced.
     let mut by_hand = cacerts(&cs[0]).unwrap();
     by_hand["metadata"]["labels"] = json!({});
@@ -716,12 +732,6 @@ async fn watches_repair_a_deleted_or_tampered_cacerts_and_follow_remote_secrets_
     wait_for("east reported as not managed", || policy_status(&mgmt)["clusters"]["east"]["error"] == "not-managed")
         .await;
     assert_eq!(cacerts(&cs[0]).unwrap()["data"], by_hand["data"], "an unmanaged cacerts is left alone");
-
-    // A new remote secret: the cluster is issued at once; a removed one leaves the status.
-    mgmt.put(SECRETS, "istio-system", remote_secret("south", &cs[2]));
-    wait_for("south issued", || cacerts(&cs[2]).is_some()).await;
-    mgmt.delete(SECRETS, "istio-system", "istio-remote-secret-west");
-    wait_for("west gone from status", || policy_status(&mgmt)["clusters"].get("west").is_none()).await;
 
     controller.stop(Duration::from_secs(10)).await;
     assert_shipped_rbac_allows(&mgmt.log());
