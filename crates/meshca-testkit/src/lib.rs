@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod bao;
+pub mod csr;
 #[cfg(feature = "hsm")]
 pub mod fleet;
 #[cfg(feature = "hsm")]

@@ -535,7 +535,7 @@ impl SigningCa {
         Ok(Issued { value: leaf, clamped_from })
     }
 
-    fn sign(
+    pub(crate) fn sign(
         &self,
         params: &rcgen::CertificateParams,
         public_key_raw: &[u8],
@@ -560,7 +560,12 @@ impl SigningCa {
 
     /// Serial and validity for a new certificate: backdated notBefore, notAfter clamped to the
     /// earliest notAfter on the signer's path.
-    fn window(&self, ttl: Duration, rng: &mut dyn Entropy, now: OffsetDateTime) -> (Common, Option<OffsetDateTime>) {
+    pub(crate) fn window(
+        &self,
+        ttl: Duration,
+        rng: &mut dyn Entropy,
+        now: OffsetDateTime,
+    ) -> (Common, Option<OffsetDateTime>) {
         let requested = now + ttl;
         let limit = self.bundle.not_after();
         let (not_after, clamped_from) = if requested > limit { (limit, Some(requested)) } else { (requested, None) };
@@ -568,7 +573,7 @@ impl SigningCa {
         (Common { serial: random_serial(rng), not_before, not_after }, clamped_from)
     }
 
-    fn check_valid_at(&self, now: OffsetDateTime) -> Result<()> {
+    pub(crate) fn check_valid_at(&self, now: OffsetDateTime) -> Result<()> {
         let ca = self.bundle.ca_cert();
         let not_before = self.bundle.path().iter().map(Certificate::not_before).max().unwrap_or(ca.not_before());
         let not_after = self.bundle.not_after();

@@ -51,6 +51,7 @@ mod spiffe;
 mod text;
 mod time_fmt;
 mod verify;
+mod workload;
 
 pub use bundle::{
     parse_roots, Cacerts, Files, Layout, Warning, CA_CERT, CA_CRL, CA_CRT, CA_KEY, CERT_CHAIN, ROOT_CERT, TLS_CRT,
@@ -84,6 +85,10 @@ pub use time_fmt::human_duration;
 pub use verify::{
     check_cross_cluster, check_mutual_trust, check_mutual_trust_chains, verify_workload, verify_workload_chain,
     verify_workload_chain_with_crls, SharedRoot, TrustCheck, VerifiedWorkload,
+};
+pub use workload::{
+    workload_ttl, Refusal, RefusalReason, WorkloadCert, WorkloadRequest, WorkloadRules, MAX_REQUEST_BYTES,
+    MIN_WORKLOAD_TTL, WORKLOAD_USAGES,
 };
 
 /// Formats a time as RFC 3339 in UTC, whole seconds, as meshca's messages do.

@@ -106,6 +106,11 @@ pub(crate) fn intermediate(
 
 /// Workload certificate exactly as istiod issues it (security/pkg/pki/util/generate_cert.go).
 pub(crate) fn leaf(common: Common, id: &SpiffeId) -> Result<CertificateParams> {
+    leaf_with_dns(common, id, &[])
+}
+
+/// [`leaf`] with DNS SANs after the SPIFFE ID (a workload request the policy lets name them).
+pub(crate) fn leaf_with_dns(common: Common, id: &SpiffeId, dns: &[String]) -> Result<CertificateParams> {
     // Empty subject: the identity is the URI SAN alone.
     let mut p = base(common, DistinguishedName::new());
     // RFC 5280 4.2.1.6: with an empty subject the SAN extension MUST be critical; rcgen marks it
@@ -115,6 +120,12 @@ pub(crate) fn leaf(common: Common, id: &SpiffeId) -> Result<CertificateParams> {
             .try_into()
             .map_err(|_| Error::InvalidSpiffeId { id: id.to_string(), reason: "not an IA5 string".into() })?,
     )];
+    for d in dns {
+        p.subject_alt_names.push(SanType::DnsName(d.clone().try_into().map_err(|_| Error::Issuance {
+            what: "a workload certificate",
+            detail: "a DNS SAN is not an IA5 string".into(),
+        })?));
+    }
     // istiod: keyUsage digitalSignature | keyEncipherment (critical).
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     // istiod: EKU serverAuth + clientAuth, for both ends of mTLS.
