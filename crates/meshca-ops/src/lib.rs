@@ -66,6 +66,7 @@ mod phase;
 pub mod pkcs11;
 pub mod policy;
 pub mod proxy;
+pub mod ra;
 pub mod reconcile;
 pub mod refusal;
 pub mod report;

@@ -202,6 +202,8 @@ pub struct Policy {
     pub root_rotation: Option<AutoRootRotation>,
     /// `spec.config.waitForUnobservedIstiod`.
     pub wait_for_unobserved_istiod: bool,
+    /// `spec.config.workloadSigning`: meshca is the Kubernetes signer for these clusters.
+    pub workload_signing: Option<WorkloadSigning>,
     /// Fields accepted but not acted on by this edge, for the user to know.
     pub notes: Vec<String>,
 }
@@ -277,6 +279,42 @@ pub struct PolicyConfig {
     /// roots than meshca wrote always holds the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for_unobserved_istiod: Option<bool>,
+    /// meshca's extension: meshca signs workload certificates itself, as the Kubernetes signer
+    /// istiod's RA mode asks (and for PodCertificateRequests), so the clusters named keep no CA
+    /// key: their intermediates stay on the management side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_signing: Option<WorkloadSigningSpec>,
+}
+
+/// `spec.config.workloadSigning`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct WorkloadSigningSpec {
+    /// The Kubernetes signer name (istiod's `K8S_SIGNER`), e.g. `meshca.dev/istio`.
+    pub signer_name: String,
+    /// What is signed: `csr` (CertificateSigningRequests), `podCertificate`
+    /// (PodCertificateRequests) or `both` (default `csr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The longest workload certificate, in hours (default 24).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = meshca::bounds::LEAF_TTL_HOURS.0, max = meshca::bounds::LEAF_TTL_HOURS.1)))]
+    pub max_ttl_hours: Option<i64>,
+    /// The trust domain every SPIFFE ID must be in (default `cluster.local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
+    /// The clusters signed for (default: every cluster of the policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<Vec<String>>,
+    /// Whether DNS SANs beside the SPIFFE ID are signed (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_dns_sans: Option<bool>,
+    /// Who may request (a CSR's `spec.username`; default istiod's service account,
+    /// `system:serviceaccount:istio-system:istiod`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requesters: Option<Vec<String>>,
 }
 
 /// A CA held in a Secret (`{secretRef: {...}}`).
@@ -758,6 +796,8 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         }
     };
 
+    let workload_signing = cfg.workload_signing.map(|w| workload_signing(w, &bad)).transpose()?;
+
     let mut notes = Vec::new();
     if generated_ratio_note {
         notes.push(
@@ -782,10 +822,128 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         rotation,
         auto_restart_pods: cfg.auto_restart_pods.unwrap_or(false),
         wait_for_unobserved_istiod: cfg.wait_for_unobserved_istiod.unwrap_or(false),
+        workload_signing,
         passive,
         root_rotation,
         notes,
     })
+}
+
+/// What is signed for the workloads of RA-mode clusters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkloadSigningMode {
+    /// CertificateSigningRequests (istiod's RA mode).
+    Csr,
+    /// PodCertificateRequests.
+    PodCertificate,
+    /// Both.
+    Both,
+}
+
+impl WorkloadSigningMode {
+    /// Whether CertificateSigningRequests are signed.
+    pub fn csr(self) -> bool {
+        matches!(self, WorkloadSigningMode::Csr | WorkloadSigningMode::Both)
+    }
+
+    /// Whether PodCertificateRequests are signed.
+    pub fn pod_certificate(self) -> bool {
+        matches!(self, WorkloadSigningMode::PodCertificate | WorkloadSigningMode::Both)
+    }
+}
+
+/// `spec.config.workloadSigning`, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkloadSigning {
+    /// The Kubernetes signer name.
+    pub signer_name: String,
+    /// What is signed.
+    pub mode: WorkloadSigningMode,
+    /// The rules every request is checked against.
+    pub rules: meshca::WorkloadRules,
+    /// The clusters signed for; `None`: every cluster of the policy.
+    pub clusters: Option<Vec<String>>,
+}
+
+impl WorkloadSigning {
+    /// Whether `cluster` is signed for (its CA key stays on the management side).
+    pub fn covers(&self, cluster: &str) -> bool {
+        self.clusters.as_ref().is_none_or(|c| c.iter().any(|n| n == cluster))
+    }
+}
+
+/// istiod's service account, the requester of every CSR in RA mode.
+pub const ISTIOD_REQUESTER: &str = "system:serviceaccount:istio-system:istiod";
+
+/// A Kubernetes signer name (certificates.k8s.io): `<domain>/<path>`, the domain a DNS
+/// subdomain, at most 571 characters as the API server allows. The `kubernetes.io` signers are
+/// Kubernetes' own.
+fn signer_name_problem(name: &str) -> Option<&'static str> {
+    let Some((domain, path)) = name.split_once('/') else { return Some("it has no '/': <domain>/<path>") };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() > 571 || domain.len() > 253 || !domain.split('.').all(label_ok) || !domain.contains('.') {
+        return Some("its domain is not a DNS subdomain of at least two labels");
+    }
+    if path.is_empty() || path.len() > 316 || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("its path is empty, too long or has blanks");
+    }
+    if domain == "kubernetes.io" || domain.ends_with(".kubernetes.io") {
+        return Some("kubernetes.io signers are Kubernetes' own");
+    }
+    None
+}
+
+fn workload_signing(w: WorkloadSigningSpec, bad: &dyn Fn(String) -> Error) -> Result<WorkloadSigning, Error> {
+    let base = "spec.config.workloadSigning";
+    if let Some(p) = signer_name_problem(&w.signer_name) {
+        return Err(bad(format!(
+            "{base}.signerName {:?} is not a Kubernetes signer name: {p} (e.g. meshca.dev/istio)",
+            meshca::printable(&w.signer_name, 80)
+        )));
+    }
+    let mode = match w.mode.as_deref() {
+        None | Some("csr") => WorkloadSigningMode::Csr,
+        Some("podCertificate") => WorkloadSigningMode::PodCertificate,
+        Some("both") => WorkloadSigningMode::Both,
+        Some(other) => {
+            return Err(bad(format!(
+                "{base}.mode {:?} is not one of csr, podCertificate, both",
+                meshca::printable(other, 40)
+            )))
+        }
+    };
+    let td = w.trust_domain.unwrap_or_else(|| "cluster.local".into());
+    meshca::validate_trust_domain(&td).map_err(|e| bad(format!("{base}.trustDomain: {e}")))?;
+    let mut rules = meshca::WorkloadRules::new(&td);
+    if let Some(h) = w.max_ttl_hours {
+        rules.max_ttl = meshca::bounds::leaf_ttl_hours(h).map_err(|e| bad(format!("{base}.maxTtlHours {e}")))?;
+    }
+    rules.allow_dns_sans = w.allow_dns_sans.unwrap_or(false);
+    rules.requesters = w.requesters.unwrap_or_else(|| vec![ISTIOD_REQUESTER.to_owned()]);
+    if rules.requesters.is_empty() {
+        return Err(bad(format!("{base}.requesters is empty; leave it out for istiod's service account")));
+    }
+    let clusters = match w.clusters {
+        None => None,
+        Some(c) if c.is_empty() => {
+            return Err(bad(format!("{base}.clusters is empty; leave it out for every cluster")));
+        }
+        Some(c) => {
+            for (i, name) in c.iter().enumerate() {
+                meshca::validate_cluster_name(name).map_err(|e| bad(format!("{base}.clusters[{i}]: {e}")))?;
+            }
+            Some(c)
+        }
+    };
+    Ok(WorkloadSigning { signer_name: w.signer_name, mode, rules, clusters })
 }
 
 /// An OpenBao/Vault address as meshca accepts it: `https://host[:port][/path]`, or `http://` to
@@ -1071,6 +1229,47 @@ mod tests {
             let e = err(&SEED_POLICY.replace(from, to));
             assert!(e.starts_with("policy.yaml: "), "{e}");
             assert!(e.contains(want), "{to}: {e}");
+        }
+    }
+
+    #[test]
+    fn workload_signing_is_checked_field_by_field() {
+        let with = |ws: &str| format!("{SEED_POLICY}    workloadSigning:\n{ws}");
+        let p = parse(&with("      signerName: meshca.dev/istio\n"), "policy.yaml").unwrap();
+        let ws = p.workload_signing.unwrap();
+        assert_eq!(ws.mode, WorkloadSigningMode::Csr);
+        assert_eq!(ws.rules.trust_domain, "cluster.local");
+        assert_eq!(ws.rules.max_ttl, time::Duration::hours(24));
+        assert_eq!(ws.rules.requesters, [ISTIOD_REQUESTER]);
+        assert!(ws.covers("any") && !ws.rules.allow_dns_sans);
+        let p = parse(
+            &with(
+                "      signerName: example.com/mesh\n      mode: both\n      maxTtlHours: 2\n      trustDomain: prod.example\n      clusters: [east]\n      allowDnsSans: true\n",
+            ),
+            "policy.yaml",
+        )
+        .unwrap();
+        let ws = p.workload_signing.unwrap();
+        assert!(ws.mode.csr() && ws.mode.pod_certificate());
+        assert!(ws.covers("east") && !ws.covers("west"));
+        assert_eq!(ws.rules.max_ttl, time::Duration::hours(2));
+        assert!(ws.rules.allow_dns_sans);
+        let cases = [
+            ("      signerName: istio\n", "workloadSigning.signerName \"istio\" is not a Kubernetes signer name"),
+            ("      signerName: kubernetes.io/kube-apiserver-client\n", "kubernetes.io signers are Kubernetes' own"),
+            ("      signerName: meshca.dev/istio\n      mode: all\n", "workloadSigning.mode \"all\" is not one of"),
+            (
+                "      signerName: meshca.dev/istio\n      maxTtlHours: 0\n",
+                "workloadSigning.maxTtlHours must be between 1",
+            ),
+            ("      signerName: meshca.dev/istio\n      clusters: []\n", "workloadSigning.clusters is empty"),
+            ("      signerName: meshca.dev/istio\n      clusters: [East_1]\n", "workloadSigning.clusters[0]"),
+            ("      signerName: meshca.dev/istio\n      trustDomain: Bad/TD\n", "workloadSigning.trustDomain"),
+            ("      signerName: meshca.dev/istio\n      requesters: []\n", "workloadSigning.requesters is empty"),
+        ];
+        for (ws, want) in cases {
+            let e = err(&with(ws));
+            assert!(e.contains(want), "{ws}: {e}");
         }
     }
 

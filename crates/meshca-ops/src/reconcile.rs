@@ -93,6 +93,11 @@ pub fn run(
     rng: &mut dyn Entropy,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Run, Error> {
+    let ra = crate::ra::RaStore::wrap(store, policy, &opts.mgmt_cluster);
+    let store: &dyn Store = match &ra {
+        Some(r) => r,
+        None => store,
+    };
     let passive = passive_roots(store, policy, &opts.mgmt_cluster, opts.now)?;
     let outcome = rootrotation::run(store, policy, &passive, opts, rng)?;
     match outcome {
@@ -118,6 +123,11 @@ pub fn reconcile(
     rng: &mut dyn Entropy,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Report, Error> {
+    let ra = crate::ra::RaStore::wrap(store, policy, &opts.mgmt_cluster);
+    let store: &dyn Store = match &ra {
+        Some(r) => r,
+        None => store,
+    };
     let passive = passive_roots(store, policy, &opts.mgmt_cluster, opts.now)?;
     reconcile_with(store, policy, &passive, opts, rng, progress)
 }

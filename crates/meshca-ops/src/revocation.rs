@@ -181,6 +181,11 @@ fn revoke_entries(
     rng: &mut dyn meshca::Entropy,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<RevocationReport, Error> {
+    let ra = crate::ra::RaStore::wrap(store, policy, &opts.mgmt_cluster);
+    let store: &dyn Store = match &ra {
+        Some(r) => r,
+        None => store,
+    };
     // What the command line named is checked before the signer is loaded (loading a
     // `generated` one the first time creates it).
     for w in wanted {
@@ -325,6 +330,11 @@ pub fn unrevoke(
     rng: &mut dyn meshca::Entropy,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<RevocationReport, Error> {
+    let ra = crate::ra::RaStore::wrap(store, policy, &opts.mgmt_cluster);
+    let store: &dyn Store = match &ra {
+        Some(r) => r,
+        None => store,
+    };
     let stored = load(store, policy, &opts.mgmt_cluster)?;
     let mut list = stored.map(|f| f.list).unwrap_or_default();
     let wanted_serial = match which {
@@ -401,6 +411,11 @@ pub fn rebuild(
     rng: &mut dyn meshca::Entropy,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<RebuildReport, Error> {
+    let ra = crate::ra::RaStore::wrap(store, policy, &opts.mgmt_cluster);
+    let store: &dyn Store = match &ra {
+        Some(r) => r,
+        None => store,
+    };
     if rotation_under_way(store, policy, opts)?.is_some() {
         return Err(Refusal::RebuildDuringRootRotation.into());
     }
