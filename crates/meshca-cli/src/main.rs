@@ -77,6 +77,10 @@ enum Command {
     /// The whole workflow in a fresh local store: root, policy, three clusters, verification,
     /// and a real mTLS handshake between clusters.
     Quickstart(cmd::quickstart::QuickstartArgs),
+    /// Be the Kubernetes signer for istiod's RA mode: answer the CertificateSigningRequests of
+    /// the clusters the policy's workloadSigning covers, with their intermediates kept on the
+    /// management side (--kube, --cluster NAME=CONTEXT).
+    Signer(cmd::signer::SignerArgs),
     /// Run the Kubernetes controller: watch RootTrustPolicy objects, keep every workload
     /// cluster's cacerts rotated (clusters from Istio's remote secrets).
     Controller(cmd::controller::ControllerArgs),
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
         Command::Crl(c) => cmd::revoke::run_crl(c),
         Command::Quickstart(a) => cmd::quickstart::run(a),
         Command::Controller(a) => cmd::controller::run(a),
+        Command::Signer(a) => cmd::signer::run(a),
         Command::RotateRoot(c) => cmd::rotate_root::run(c),
         Command::Crd => {
             out!("{}", meshca_kube::crd::crd_yaml());

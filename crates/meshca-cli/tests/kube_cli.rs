@@ -242,3 +242,70 @@ fn revoke_and_unrevoke_through_kubeconfig_contexts() {
     assert_eq!(shown["crls"][0]["entries"], 0);
     std::fs::remove_dir_all(&s.dir).unwrap();
 }
+
+#[test]
+fn signer_answers_istiod_s_requests_for_the_clusters_the_policy_names() {
+    let s = setup("signer");
+    let ra = format!(
+        "{}    workloadSigning:\n      signerName: meshca.dev/istio\n      clusters: [cluster1]\n",
+        meshca_ops::policy::SEED_POLICY
+    );
+    std::fs::write(&s.pol, ra).unwrap();
+    let args = [&["reconcile"][..], &kube_flags(&s)].concat();
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(s.c1.get(SECRETS, "istio-system", "cacerts").is_none(), "RA mode: no CA key in cluster1");
+    assert!(s.c2.get(SECRETS, "istio-system", "cacerts").is_some());
+    let signer_flags = |clusters: &[&'static str]| {
+        let mut v =
+            vec!["signer", "--kube", "--kubeconfig", &s.kc, "--policy", &s.pol, "--mgmt-cluster", "mgmt=mgmt-ctx"];
+        for c in clusters {
+            v.extend(["--cluster", c]);
+        }
+        v.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    // Refused before anything runs: a cluster the policy does not cover; no --kube.
+    let (code, _, err) = run(&signer_flags(&["c2"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--cluster c2") && err.contains("workloadSigning.clusters"), "{err}");
+    let (code, _, err) = run(&["signer", "--policy", &s.pol, "--store", "/nonexistent", "--cluster", "cluster1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("give --kube"), "{err}");
+
+    let mut child = Command::new(BIN)
+        .args(signer_flags(&["cluster1=ctx-1"]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pem = meshca_testkit::csr::spiffe_request("spiffe://cluster.local/ns/shop/sa/checkout");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let csrs = "apis/certificates.k8s.io/v1/certificatesigningrequests";
+    s.c1.put(csrs, "", json!({
+        "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "metadata": {"name": "csr-1", "creationTimestamp": meshca::format_time(time::OffsetDateTime::now_utc())},
+        "spec": {"request": b64.encode(&pem), "signerName": "meshca.dev/istio",
+                 "username": "system:serviceaccount:istio-system:istiod", "usages": ["digital signature", "server auth", "client auth"]},
+        "status": {"conditions": [{"type": "Approved", "status": "True", "reason": "IstiodApproved"}]},
+    }));
+    let mut chain = None;
+    for _ in 0..200 {
+        if let Some(c) =
+            s.c1.get(csrs, "", "csr-1").and_then(|c| c["status"]["certificate"].as_str().map(str::to_owned))
+        {
+            chain = Some(b64.decode(c).unwrap());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let chain =
+        chain.unwrap_or_else(|| panic!("no certificate; signer said: {}", String::from_utf8_lossy(&out.stderr)));
+    let certs = meshca::Certificate::from_pem_all(&chain, "status.certificate").unwrap();
+    let root =
+        meshca::Certificate::from_pem_all(&std::fs::read(s.dir.join("root/root-cert.pem")).unwrap(), "root").unwrap();
+    meshca_testkit::verify::webpki(&certs, &root, time::OffsetDateTime::now_utc()).unwrap();
+    drop(s.rt);
+    std::fs::remove_dir_all(&s.dir).unwrap();
+}

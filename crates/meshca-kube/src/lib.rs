@@ -56,6 +56,7 @@ pub mod crd;
 pub mod fleet;
 pub mod leader;
 pub mod metrics;
+pub mod signer;
 pub mod store;
 
 pub use store::KubeStore;

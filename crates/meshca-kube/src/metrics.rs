@@ -61,6 +61,14 @@ struct UpstreamLabels {
 
 /// `policy`, `phase`: the root rotation's phase.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkloadLabels {
+    policy: String,
+    cluster: String,
+    result: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     policy: String,
     phase: String,
@@ -90,6 +98,7 @@ pub struct Metrics {
     provider_errors: Family<ReasonLabels, Counter>,
     phase: Family<PhaseLabels, Gauge>,
     upstream_crl: Family<UpstreamLabels, Gauge>,
+    workload: Family<WorkloadLabels, Counter>,
     seen: Mutex<HashMap<String, Seen>>,
     synced: AtomicBool,
     leading: AtomicBool,
@@ -102,7 +111,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// Every series name `/metrics` serves (counters with their `_total`).
-pub const SERIES: [&str; 10] = [
+pub const SERIES: [&str; 11] = [
     "meshca_ca_not_after_timestamp_seconds",
     "meshca_ca_next_rotation_timestamp_seconds",
     "meshca_root_not_after_timestamp_seconds",
@@ -113,6 +122,7 @@ pub const SERIES: [&str; 10] = [
     "meshca_root_rotation_phase",
     "meshca_provider_errors_total",
     "meshca_upstream_crl_next_update_timestamp_seconds",
+    "meshca_workload_certificates_total",
 ];
 
 /// The `phase` label when no root rotation runs; the others are the phases' names, from the
@@ -153,6 +163,7 @@ impl Metrics {
             provider_errors: Family::default(),
             phase: Family::default(),
             upstream_crl: Family::default(),
+            workload: Family::default(),
             seen: Mutex::new(HashMap::new()),
             synced: AtomicBool::new(false),
             leading: AtomicBool::new(false),
@@ -198,6 +209,12 @@ impl Metrics {
             m.upstream_crl.clone(),
         );
         registry.register(
+            "meshca_workload_certificates",
+            "Workload certificate requests meshca answered as the Kubernetes signer (RA mode), by cluster, result \
+             (issued, failed) and reason (a refusal's rule)",
+            m.workload.clone(),
+        );
+        registry.register(
             "meshca_root_rotation_phase",
             "1 for the root rotation's current phase (NotRotating when none runs)",
             m.phase.clone(),
@@ -213,6 +230,18 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// Counts one workload request of `policy` in `cluster` answered: `result` `issued` (reason
+    /// `Issued`) or `failed` (the refusal's reason).
+    pub fn observe_workload(&self, policy: &str, cluster: &str, result: &str, reason: &str) {
+        let l = WorkloadLabels {
+            policy: policy.to_owned(),
+            cluster: cluster.to_owned(),
+            result: result.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.workload.get_or_create(&l).inc();
     }
 
     /// Whether `/readyz` says ready.

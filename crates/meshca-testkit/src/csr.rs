@@ -4,6 +4,9 @@
 
 use rcgen::{CertificateParams, DistinguishedName, IsCa, KeyPair, SanType, SignatureAlgorithm};
 
+/// The request signature algorithms the suites use, so they need not depend on rcgen.
+pub use rcgen::{PKCS_ECDSA_P256_SHA256 as P256, PKCS_ECDSA_P384_SHA384 as P384};
+
 /// A SAN of a test request.
 #[derive(Clone, Debug)]
 pub enum San {

@@ -121,7 +121,7 @@ fn lifetimes_are_clamped_to_the_maximum_and_to_the_intermediate() {
 fn every_rule_refuses_with_its_reason() {
     use RefusalReason as R;
     let (root, cluster) = cluster_ca(365);
-    let p256 = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let p256 = &meshca_testkit::csr::P256;
     let cases: Vec<(&str, String, R)> = vec![
         (
             "two URIs",
@@ -171,7 +171,7 @@ fn every_rule_refuses_with_its_reason() {
     verifies(&root, &sign(&cluster, &req, &rules()).unwrap());
     let mut p256_only = rules();
     p256_only.key_types = vec![KeyType::EcdsaP256];
-    let p384 = request(&rcgen::PKCS_ECDSA_P384_SHA384, &[San::Uri(ID)], false);
+    let p384 = request(&meshca_testkit::csr::P384, &[San::Uri(ID)], false);
     assert_eq!(sign(&cluster, &WorkloadRequest::new(p384.as_bytes()), &p256_only).err(), Some(R::KeyNotAllowed));
     assert!(sign(&cluster, &WorkloadRequest::new(p384.as_bytes()), &rules()).is_ok());
     // DNS SANs when the policy allows them: copied after the SPIFFE ID.

@@ -62,7 +62,7 @@ pub(crate) struct ControllerArgs {
 }
 
 /// Installs the log subscriber: spans per policy and cluster, levels, human or JSON lines.
-fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), Failure> {
+pub(crate) fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), Failure> {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(l) => EnvFilter::try_new(l).map_err(|e| crate::failure::usage(format!("--log-level {l}: {e}")))?,
@@ -133,7 +133,7 @@ pub(crate) fn run(a: ControllerArgs) -> CmdResult {
 }
 
 /// Resolves on SIGINT or SIGTERM (Kubernetes stops pods with SIGTERM).
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

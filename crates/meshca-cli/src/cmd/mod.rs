@@ -14,5 +14,6 @@ pub(crate) mod rotate;
 pub(crate) mod rotate_root;
 pub(crate) mod secret;
 pub(crate) mod sign_csr;
+pub(crate) mod signer;
 pub(crate) mod status;
 pub(crate) mod verify;

@@ -153,6 +153,13 @@ fn route(path: &str) -> Option<Route> {
             Route { collection: format!("{prefix}/{res}"), namespace: s(ns), name: s(name), sub: s(sub) }
         }
         [res] => Route { collection: format!("{prefix}/{res}"), namespace: None, name: None, sub: None },
+        // Cluster-scoped objects (CertificateSigningRequests) and their subresources.
+        [res, name] if *res != "namespaces" => {
+            Route { collection: format!("{prefix}/{res}"), namespace: None, name: s(name), sub: None }
+        }
+        [res, name, sub] if *res != "namespaces" => {
+            Route { collection: format!("{prefix}/{res}"), namespace: None, name: s(name), sub: s(sub) }
+        }
         _ => return None,
     })
 }
@@ -186,7 +193,41 @@ fn percent_decode(s: &str) -> String {
 
 /// Collections whose objects have a status subresource (writes to the main resource keep it).
 fn has_status_subresource(collection: &str) -> bool {
-    collection.ends_with("/roottrustpolicies") || collection.ends_with("/deployments")
+    collection.ends_with("/roottrustpolicies")
+        || collection.ends_with("/deployments")
+        || collection.ends_with("/certificatesigningrequests")
+}
+
+/// A field selector (`spec.signerName=x,metadata.name=y`): each dotted path equals its value.
+fn fields_match(obj: &Value, selector: Option<&String>) -> bool {
+    selector.is_none_or(|sel| {
+        sel.split(',').filter(|t| !t.is_empty()).all(|term| {
+            let Some((path, want)) = term.split_once('=') else { return false };
+            let got = path.split('.').try_fold(obj, |v, k| v.get(k));
+            got.and_then(Value::as_str) == Some(want)
+        })
+    })
+}
+
+/// The API server's rules for a CSR's status (certificates.k8s.io/v1 validation): a
+/// certificate only on an approved, not denied or failed request, and never changed once set.
+fn csr_status_problem(old: &Value, new: &Value) -> Option<String> {
+    let cert = |v: &Value| v["status"]["certificate"].as_str().map(str::to_owned).filter(|c| !c.is_empty());
+    let has = |v: &Value, t: &str| {
+        v["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == t && c["status"] == "True"))
+    };
+    match (cert(old), cert(new)) {
+        (Some(a), b) if Some(&a) != b.as_ref() => {
+            Some("status.certificate: updates may not modify existing certificate content".into())
+        }
+        (None, Some(_)) if !has(new, "Approved") => Some("status.certificate: the request is not approved".into()),
+        (None, Some(_)) if has(new, "Denied") || has(new, "Failed") => {
+            Some("status.certificate: the request is denied or failed".into())
+        }
+        _ => None,
+    }
 }
 
 impl ServerState {
@@ -278,12 +319,12 @@ async fn handle(State(st): State<Arc<ServerState>>, method: Method, uri: Uri, bo
 fn list(st: &ServerState, r: &Route, q: &BTreeMap<String, String>) -> Response {
     let inner = st.inner.lock().unwrap();
     let selector = q.get("labelSelector").cloned().unwrap_or_default();
-    let field_name = q.get("fieldSelector").and_then(|f| f.strip_prefix("metadata.name=").map(str::to_owned));
+    let fields = q.get("fieldSelector").cloned();
     let items: Vec<Value> = inner
         .objects
         .iter()
         .filter(|(k, _)| k.collection == r.collection && r.namespace.as_ref().is_none_or(|ns| *ns == k.namespace))
-        .filter(|(k, v)| labels_match(v, &selector) && field_name.as_ref().is_none_or(|n| *n == k.name))
+        .filter(|(_, v)| labels_match(v, &selector) && fields_match(v, fields.as_ref()))
         .map(|(_, v)| v.clone())
         .collect();
     ok(
@@ -295,13 +336,13 @@ fn list(st: &ServerState, r: &Route, q: &BTreeMap<String, String>) -> Response {
 fn watch(st: Arc<ServerState>, r: Route, q: BTreeMap<String, String>) -> Response {
     let since: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
     let selector = q.get("labelSelector").cloned().unwrap_or_default();
-    let field_name = q.get("fieldSelector").and_then(|f| f.strip_prefix("metadata.name=").map(str::to_owned));
+    let fields = q.get("fieldSelector").cloned();
     let timeout = Duration::from_secs(q.get("timeoutSeconds").and_then(|v| v.parse().ok()).unwrap_or(290));
     let rx = st.events.subscribe();
     let deadline = tokio::time::Instant::now() + timeout;
     let stream = futures::stream::unfold(rx, move |mut rx| {
-        let (r_coll, r_ns, selector, field_name) =
-            (r.collection.clone(), r.namespace.clone(), selector.clone(), field_name.clone());
+        let (r_coll, r_ns, selector, fields) =
+            (r.collection.clone(), r.namespace.clone(), selector.clone(), fields.clone());
         let st = st.clone();
         async move {
             loop {
@@ -315,7 +356,7 @@ fn watch(st: Arc<ServerState>, r: Route, q: BTreeMap<String, String>) -> Respons
                     || ev.key.collection != r_coll
                     || r_ns.as_ref().is_some_and(|ns| *ns != ev.key.namespace)
                     || !labels_match(&ev.object, &selector)
-                    || field_name.as_ref().is_some_and(|n| *n != ev.key.name)
+                    || !fields_match(&ev.object, fields.as_ref())
                 {
                     continue;
                 }
@@ -347,7 +388,9 @@ fn create(st: &ServerState, r: Route, mut obj: Value) -> Response {
     obj["metadata"]["namespace"] = json!(ns);
     obj["metadata"]["uid"] = json!(format!("uid-{}", inner.rv + 1));
     obj["metadata"]["generation"] = json!(1);
-    obj["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    let created = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    obj["metadata"]["creationTimestamp"] =
+        json!(created.format(&time::format_description::well_known::Rfc3339).unwrap());
     let rv = ServerState::bump(&mut inner, &mut obj);
     inner.objects.insert(key.clone(), obj.clone());
     drop(inner);
@@ -397,7 +440,13 @@ fn replace(st: &ServerState, r: Route, obj: Value) -> Response {
             );
         }
     }
-    store_update(st, key, &old, obj, r.sub.as_deref() == Some("status"))
+    let status_only = matches!(r.sub.as_deref(), Some("status" | "approval"));
+    if status_only && key.collection.ends_with("/certificatesigningrequests") {
+        if let Some(problem) = csr_status_problem(&old, &obj) {
+            return status(422, "Invalid", problem);
+        }
+    }
+    store_update(st, key, &old, obj, status_only)
 }
 
 fn patch(st: &ServerState, r: Route, patch: Value) -> Response {

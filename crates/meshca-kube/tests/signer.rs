@@ -1,0 +1,251 @@
+//! meshca as the Kubernetes signer for istiod's RA mode, against the in-crate API server
+//! speaking certificates.k8s.io/v1 (the status and approval subresources, the API server's
+//! rules for status.certificate): istiod's flow (create, approve, wait, read, delete) gets a
+//! certificate that rustls-webpki verifies under the root; every refusal is a Failed condition
+//! with its rule, an Event and a metric; denied requests and other signers' are never signed; a
+//! signer restarted mid-burst answers each request once.
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/apiserver.rs"]
+mod apiserver;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiserver::{ApiServer, EVENTS, SECRETS};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, PostParams};
+use kube::Api;
+use meshca::{Certificate, Files, Layout, RootParams, SigningCa};
+use meshca_kube::metrics::Metrics;
+use meshca_kube::signer::{self, SignerConfig};
+use meshca_kube::KubeStore;
+use meshca_ops::policy::{self, SEED_POLICY};
+use meshca_ops::reconcile::{self, Options};
+use meshca_testkit::csr::{request, spiffe_request, San};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+const SIGNER: &str = "my-root-trust-policy.gloo-mesh";
+const SIGNER_NAME: &str = "meshca.dev/istio";
+const ISTIOD: &str = "system:serviceaccount:istio-system:istiod";
+const CSRS: &str = "apis/certificates.k8s.io/v1/certificatesigningrequests";
+const ID: &str = "spiffe://cluster.local/ns/shop/sa/checkout";
+
+fn secret_json(name: &str, files: &Files) -> Value {
+    let data: serde_json::Map<String, Value> =
+        files.iter().map(|(k, v)| (k.to_owned(), json!(k8s_openapi::ByteString(v.to_vec())))).collect();
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": data})
+}
+
+fn policy_text() -> String {
+    SEED_POLICY.replace("ttlDays: 1", "ttlDays: 30") + "    workloadSigning:\n      signerName: meshca.dev/istio\n"
+}
+
+/// A management server with the signing CA, a workload server `east`, and east's intermediate
+/// issued in RA mode (kept on the management side).
+async fn fleet() -> (ApiServer, ApiServer, SigningCa) {
+    let mgmt = ApiServer::start().await;
+    let root = SigningCa::generate_root(&RootParams::default(), &mut meshca::OsRng, OffsetDateTime::now_utc()).unwrap();
+    mgmt.put(SECRETS, "gloo-mesh", secret_json(SIGNER, &root.bundle().to_files(Layout::Istio)));
+    let east = ApiServer::start().await;
+    let map: BTreeMap<String, kube::Client> =
+        [("mgmt".to_owned(), mgmt.client()), ("east".to_owned(), east.client())].into();
+    let pol = policy::parse(&policy_text(), "policy.yaml").unwrap();
+    let handle = tokio::runtime::Handle::current();
+    let report = tokio::task::spawn_blocking(move || {
+        let store = KubeStore::new(handle, map);
+        let opts = Options::new(OffsetDateTime::now_utc(), vec!["east".into()]);
+        reconcile::reconcile(&store, &pol, &opts, &mut meshca::OsRng, &mut |_, _| {}).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert!(east.get(SECRETS, "istio-system", "cacerts").is_none(), "no CA key in an RA cluster");
+    assert!(east.get(SECRETS, "istio-system", "external-ca-cert").is_some());
+    assert!(mgmt.get(SECRETS, "gloo-mesh", "meshca-ra-east").is_some());
+    (mgmt, east, root)
+}
+
+fn start(mgmt: &ApiServer, east: &ApiServer, metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
+    let mut cfg = SignerConfig::new(policy::parse(&policy_text(), "policy.yaml").unwrap(), "mgmt", metrics);
+    cfg.watch_secs = 3;
+    let clusters: BTreeMap<String, kube::Client> = [("east".to_owned(), east.client())].into();
+    let mgmt = mgmt.client();
+    tokio::spawn(async move {
+        signer::run(cfg, mgmt, clusters).await.unwrap();
+    })
+}
+
+fn csr_object(
+    name: &str,
+    pem: &str,
+    signer: &str,
+    username: &str,
+    expiration: Option<i32>,
+) -> CertificateSigningRequest {
+    serde_json::from_value(json!({
+        "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "metadata": {"name": name},
+        "spec": {
+            "request": k8s_openapi::ByteString(pem.as_bytes().to_vec()),
+            "signerName": signer,
+            "usages": ["digital signature", "key encipherment", "server auth", "client auth"],
+            "username": username,
+            "expirationSeconds": expiration,
+        },
+    }))
+    .unwrap()
+}
+
+/// Adds a condition (`Approved`, `Denied`) through the approval subresource, as istiod does.
+async fn condition(api: &Api<CertificateSigningRequest>, name: &str, type_: &str) {
+    let mut csr = api.get(name).await.unwrap();
+    let status = csr.status.get_or_insert_with(Default::default);
+    status.conditions.get_or_insert_with(Vec::new).push(
+        serde_json::from_value(
+            json!({"type": type_, "status": "True", "reason": "IstiodApproved", "message": "istiod"}),
+        )
+        .unwrap(),
+    );
+    api.replace_subresource("approval", name, &PostParams::default(), &csr).await.unwrap();
+}
+
+/// What istiod does: create, approve, wait (up to 20 s) for a certificate or a Failed
+/// condition, read it, delete it. Returns the request as it was answered.
+async fn istiod(api: &Api<CertificateSigningRequest>, csr: CertificateSigningRequest) -> CertificateSigningRequest {
+    let name = csr.metadata.name.clone().unwrap();
+    api.create(&PostParams::default(), &csr).await.unwrap();
+    condition(api, &name, "Approved").await;
+    for _ in 0..200 {
+        let got = api.get(&name).await.unwrap();
+        let status = got.status.clone().unwrap_or_default();
+        let failed = status.conditions.iter().flatten().any(|c| c.type_ == "Failed");
+        if status.certificate.is_some() || failed {
+            api.delete(&name, &DeleteParams::default()).await.unwrap();
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name}: no answer in 20 s");
+}
+
+fn chain_of(csr: &CertificateSigningRequest) -> Vec<Certificate> {
+    let pem = &csr.status.as_ref().unwrap().certificate.as_ref().unwrap().0;
+    Certificate::from_pem_all(pem, "status.certificate").unwrap()
+}
+
+fn failed_reason(csr: &CertificateSigningRequest) -> Option<String> {
+    assert!(csr.status.as_ref().unwrap().certificate.is_none(), "a refused request carries no certificate");
+    let conditions = csr.status.as_ref()?.conditions.as_ref()?;
+    conditions.iter().find(|c| c.type_ == "Failed").and_then(|c| c.reason.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istiod_s_flow_gets_a_certificate_that_verifies_and_a_refusal_names_its_rule() {
+    let (mgmt, east, root) = fleet().await;
+    let metrics = Arc::new(Metrics::new());
+    let task = start(&mgmt, &east, metrics.clone());
+    let api: Api<CertificateSigningRequest> = Api::all(east.client());
+
+    let before = OffsetDateTime::now_utc();
+    let answered = istiod(&api, csr_object("csr-ok", &spiffe_request(ID), SIGNER_NAME, ISTIOD, Some(3600))).await;
+    let chain = chain_of(&answered);
+    assert_eq!(chain.len(), 2, "the certificate and east's intermediate, no root");
+    meshca_testkit::verify::webpki(&chain, root.bundle().roots(), OffsetDateTime::now_utc()).unwrap();
+    assert_eq!(chain[0].uri_sans(), [ID]);
+    let life = chain[0].not_after() - before;
+    assert!(life <= time::Duration::seconds(3600) && life > time::Duration::seconds(3500), "{life}");
+    assert!(east.get(CSRS, "", "csr-ok").is_none(), "istiod deleted it");
+    // The intermediate that signed is the one kept on the management side.
+    let kept: Secret = serde_json::from_value(mgmt.get(SECRETS, "gloo-mesh", "meshca-ra-east").unwrap()).unwrap();
+    let kept_cert = &kept.data.unwrap()["ca-cert.pem"].0;
+    assert_eq!(chain[1].to_pem().as_bytes(), &kept_cert[..]);
+
+    // Refusals: a Failed condition naming the rule, an Event, a metric.
+    let p256 = &meshca_testkit::csr::P256;
+    let two_uris = request(p256, &[San::Uri(ID), San::Uri("spiffe://cluster.local/ns/a/sa/b")], false);
+    let cases = [
+        ("csr-two-uris", two_uris, ISTIOD, "SanNotAllowed"),
+        ("csr-other-td", spiffe_request("spiffe://evil.example/ns/shop/sa/checkout"), ISTIOD, "IdentityNotAllowed"),
+        ("csr-a-ca", request(p256, &[San::Uri(ID)], true), ISTIOD, "CaNotAllowed"),
+        ("csr-not-istiod", spiffe_request(ID), "system:serviceaccount:shop:checkout", "RequesterNotAllowed"),
+    ];
+    for (name, pem, user, reason) in cases {
+        let answered = istiod(&api, csr_object(name, &pem, SIGNER_NAME, user, None)).await;
+        assert_eq!(failed_reason(&answered).as_deref(), Some(reason), "{name}");
+    }
+    let text = metrics.render();
+    assert!(text.contains(r#"meshca_workload_certificates_total{policy="gloo-mesh/root-trust-policy",cluster="east",result="issued",reason="Issued"} 1"#), "{text}");
+    assert!(text.contains(r#"result="failed",reason="SanNotAllowed"} 1"#), "{text}");
+    let events: Vec<Value> = east.list(EVENTS);
+    assert!(events.iter().any(|e| e["reason"] == "CaNotAllowed" && e["regarding"]["name"] == "csr-a-ca"), "{events:?}");
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_unapproved_and_other_signers_requests_are_never_signed() {
+    let (mgmt, east, _) = fleet().await;
+    let task = start(&mgmt, &east, Arc::new(Metrics::new()));
+    let api: Api<CertificateSigningRequest> = Api::all(east.client());
+    let pem = spiffe_request(ID);
+    api.create(&PostParams::default(), &csr_object("denied", &pem, SIGNER_NAME, ISTIOD, None)).await.unwrap();
+    condition(&api, "denied", "Denied").await;
+    condition(&api, "denied", "Approved").await;
+    api.create(&PostParams::default(), &csr_object("pending", &pem, SIGNER_NAME, ISTIOD, None)).await.unwrap();
+    api.create(&PostParams::default(), &csr_object("other", &pem, "example.com/other", ISTIOD, None)).await.unwrap();
+    condition(&api, "other", "Approved").await;
+    // A request after them, answered: the signer has seen the ones before.
+    let answered = istiod(&api, csr_object("after", &pem, SIGNER_NAME, ISTIOD, None)).await;
+    assert!(chain_of(&answered).len() == 2);
+    for name in ["denied", "pending", "other"] {
+        let csr = api.get(name).await.unwrap();
+        assert!(csr.status.and_then(|s| s.certificate).is_none(), "{name} was signed");
+    }
+    let writes = east.log().iter().filter(|l| l.contains("/status") && !l.contains("/after/")).count();
+    assert_eq!(writes, 0, "{:?}", east.log());
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signer_restarted_mid_burst_answers_each_request_once() {
+    let (mgmt, east, root) = fleet().await;
+    let api: Api<CertificateSigningRequest> = Api::all(east.client());
+    let first = start(&mgmt, &east, Arc::new(Metrics::new()));
+    let names: Vec<String> = (0..30).map(|i| format!("burst-{i}")).collect();
+    for name in &names {
+        api.create(&PostParams::default(), &csr_object(name, &spiffe_request(ID), SIGNER_NAME, ISTIOD, None))
+            .await
+            .unwrap();
+        condition(&api, name, "Approved").await;
+    }
+    // Stop the first signer once it has answered some, start another.
+    let issued = |east: &ApiServer| {
+        east.list(CSRS).iter().filter(|c| c["status"]["certificate"].as_str().is_some_and(|c| !c.is_empty())).count()
+    };
+    for _ in 0..200 {
+        if issued(&east) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.abort();
+    let second = start(&mgmt, &east, Arc::new(Metrics::new()));
+    for _ in 0..300 {
+        if issued(&east) == names.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(issued(&east), names.len());
+    let log = east.log();
+    for name in &names {
+        let writes = log.iter().filter(|l| l.starts_with("PUT ") && l.contains(&format!("/{name}/status"))).count();
+        assert_eq!(writes, 1, "{name} answered {writes} times");
+        let csr = api.get(name).await.unwrap();
+        meshca_testkit::verify::webpki(&chain_of(&csr), root.bundle().roots(), OffsetDateTime::now_utc()).unwrap();
+    }
+    second.abort();
+}
