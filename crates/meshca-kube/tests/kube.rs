@@ -4,6 +4,8 @@
 
 #[path = "support/apiserver.rs"]
 mod apiserver;
+#[path = "support/rbac.rs"]
+mod rbac;
 
 use meshca_testkit::softhsm;
 use std::collections::BTreeMap;
@@ -1129,75 +1131,10 @@ async fn controller_drives_a_root_rotation_named_in_the_policy() {
     controller.stop(Duration::from_secs(10)).await;
 }
 
-/// One RBAC rule: namespace (`None`: cluster-wide), API groups, resources, verbs.
-type Rule = (Option<String>, Vec<String>, Vec<String>, Vec<String>);
-
-/// The rules deploy/ (controller/controller.yaml and access.yaml) grants the controller's
-/// service account.
-fn shipped_rules() -> Vec<Rule> {
-    let read = |f: &str| std::fs::read_to_string(format!("{}/../../deploy/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let text = format!("{}\n---\n{}", read("controller/controller.yaml"), read("access.yaml"));
-    let docs: Vec<Value> = text.split("\n---\n").map(|d| serde_saphyr::from_str(d).unwrap()).collect();
-    let strings =
-        |v: &Value| -> Vec<String> { v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect() };
-    let ours = |b: &Value| {
-        b["subjects"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["name"] == "meshca-controller" && s["kind"] == "ServiceAccount")
-    };
-    let mut rules = Vec::new();
-    for b in docs.iter().filter(|d| (d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding") && ours(d)) {
-        let cluster_wide = b["kind"] == "ClusterRoleBinding";
-        let ns = (!cluster_wide).then(|| b["metadata"]["namespace"].as_str().unwrap().to_owned());
-        let role = docs
-            .iter()
-            .find(|d| d["kind"] == b["roleRef"]["kind"] && d["metadata"]["name"] == b["roleRef"]["name"])
-            .unwrap_or_else(|| panic!("no role for {b}"));
-        for r in role["rules"].as_array().unwrap() {
-            rules.push((ns.clone(), strings(&r["apiGroups"]), strings(&r["resources"]), strings(&r["verbs"])));
-        }
-    }
-    rules
-}
-
-/// Every request in `log` ("METHOD /path?query", from the test API server) is one the shipped
-/// RBAC allows: a call the controller makes on a real cluster will not be forbidden.
+/// Every request in `log` is one deploy/'s management-cluster RBAC (controller/controller.yaml
+/// and access.yaml) grants the controller's service account.
 fn assert_shipped_rbac_allows(log: &[String]) {
-    let rules = shipped_rules();
-    for line in log {
-        let (method, uri) = line.split_once(' ').unwrap();
-        let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
-        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let (group, rest) = if segs[0] == "api" { ("", &segs[2..]) } else { (segs[1], &segs[3..]) };
-        let (ns, rest) = match rest {
-            ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(*ns), rest),
-            _ => (None, rest),
-        };
-        let resource = match rest {
-            [r, _, sub, ..] => format!("{r}/{sub}"),
-            [r, ..] => (*r).to_owned(),
-            [] => panic!("{line}"),
-        };
-        let verb = match (method, rest.len()) {
-            ("GET", 1) if query.contains("watch=true") || query.contains("watch=1") => "watch",
-            ("GET", 1) => "list",
-            ("GET", _) => "get",
-            ("POST", _) => "create",
-            ("PUT", _) => "update",
-            ("PATCH", _) => "patch",
-            ("DELETE", _) => "delete",
-            _ => panic!("{line}"),
-        };
-        let allowed = rules.iter().any(|(rns, groups, resources, verbs)| {
-            (rns.is_none() || rns.as_deref() == ns)
-                && groups.iter().any(|g| g == group)
-                && resources.contains(&resource)
-                && verbs.iter().any(|v| v == verb)
-        });
-        assert!(allowed, "deploy/ does not allow {verb} {resource} in {ns:?} (group {group:?}): {line}");
-    }
+    rbac::assert_allows(&rbac::rules(&["controller/controller.yaml", "access.yaml"], "meshca-controller"), log);
 }
 
 #[test]

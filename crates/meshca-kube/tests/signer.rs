@@ -8,6 +8,8 @@
 
 #[path = "support/apiserver.rs"]
 mod apiserver;
+#[path = "support/rbac.rs"]
+mod rbac;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -183,6 +185,24 @@ async fn istiod_s_flow_gets_a_certificate_that_verifies_and_a_refusal_names_its_
     let events: Vec<Value> = east.list(EVENTS);
     assert!(events.iter().any(|e| e["reason"] == "CaNotAllowed" && e["regarding"]["name"] == "csr-a-ca"), "{events:?}");
     task.abort();
+    assert_workload_rbac_allows(&east.log());
+}
+
+/// meshca's requests to a workload cluster (the reconcile's and the signer's; not the test's
+/// own, made as istiod: create, approve, delete) are allowed by
+/// deploy/workload-cluster/rbac.yaml, which also grants `sign` on the signer name.
+fn assert_workload_rbac_allows(log: &[String]) {
+    let istiod = |l: &&String| {
+        l.contains("/approval") || l.starts_with("DELETE ") || l.starts_with("POST /apis/certificates.k8s.io/")
+    };
+    let ours: Vec<String> = log.iter().filter(|l| !istiod(l)).cloned().collect();
+    let rules = rbac::rules(&["workload-cluster/rbac.yaml"], "meshca-remote");
+    rbac::assert_allows(&rules, &ours);
+    assert!(
+        rules.iter().any(|(_, g, r, v)| g == &["certificates.k8s.io"] && r == &["signers"] && v == &["sign"]),
+        "sign on the signer name"
+    );
+    assert!(!rules.iter().any(|(_, _, r, _)| r.iter().any(|r| r.ends_with("/approval"))), "approve stays istiod's");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,4 +268,90 @@ async fn a_signer_restarted_mid_burst_answers_each_request_once() {
         meshca_testkit::verify::webpki(&chain_of(&csr), root.bundle().roots(), OffsetDateTime::now_utc()).unwrap();
     }
     second.abort();
+}
+
+/// Not a test: the signer's throughput through the in-crate API servers, as istiod drives it
+/// (create, approve, wait for the certificate, delete; 20 requests in flight per cluster, as
+/// istiod's client limit allows about 20 a second). Prints certificates per second and the
+/// request-to-certificate latency (p50, p99) for 1 and 10 clusters:
+/// `MESHCA_MEASURE_CSRS=N cargo test --release -p meshca-kube --test signer -- --ignored measure_ --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by hand (BENCHMARKS.md)"]
+async fn measure_signer_throughput() {
+    let per_cluster: usize = std::env::var("MESHCA_MEASURE_CSRS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    for clusters in [1usize, 10] {
+        let mgmt = ApiServer::start().await;
+        let root =
+            SigningCa::generate_root(&RootParams::default(), &mut meshca::OsRng, OffsetDateTime::now_utc()).unwrap();
+        mgmt.put(SECRETS, "gloo-mesh", secret_json(SIGNER, &root.bundle().to_files(Layout::Istio)));
+        let mut servers = Vec::new();
+        for _ in 0..clusters {
+            servers.push(ApiServer::start().await);
+        }
+        let names: Vec<String> = (0..clusters).map(|i| format!("c{i}")).collect();
+        let mut map: BTreeMap<String, kube::Client> = [("mgmt".to_owned(), mgmt.client())].into();
+        for (n, s) in names.iter().zip(&servers) {
+            map.insert(n.clone(), s.client());
+        }
+        let pol = policy::parse(&policy_text(), "policy.yaml").unwrap();
+        let (handle, m2, n2) = (tokio::runtime::Handle::current(), map.clone(), names.clone());
+        tokio::task::spawn_blocking(move || {
+            let opts = Options::new(OffsetDateTime::now_utc(), n2);
+            reconcile::reconcile(&KubeStore::new(handle, m2), &pol, &opts, &mut meshca::OsRng, &mut |_, _| {}).unwrap()
+        })
+        .await
+        .unwrap();
+        let mut cfg =
+            SignerConfig::new(policy::parse(&policy_text(), "policy.yaml").unwrap(), "mgmt", Arc::new(Metrics::new()));
+        cfg.watch_secs = 3;
+        map.remove("mgmt");
+        let task = tokio::spawn(signer::run(cfg, mgmt.client(), map));
+        let pem = spiffe_request(ID);
+        let started = std::time::Instant::now();
+        let mut drivers = Vec::new();
+        for s in &servers {
+            let (api, pem) = (Api::<CertificateSigningRequest>::all(s.client()), pem.clone());
+            drivers.push(tokio::spawn(async move {
+                let lat = Arc::new(std::sync::Mutex::new(Vec::new()));
+                futures::StreamExt::for_each_concurrent(futures::stream::iter(0..per_cluster), 20, |i| {
+                    let (api, pem, lat) = (api.clone(), pem.clone(), lat.clone());
+                    async move {
+                        let name = format!("m-{i}");
+                        let t0 = std::time::Instant::now();
+                        api.create(&PostParams::default(), &csr_object(&name, &pem, SIGNER_NAME, ISTIOD, None))
+                            .await
+                            .unwrap();
+                        condition(&api, &name, "Approved").await;
+                        loop {
+                            let got = api.get(&name).await.unwrap();
+                            if got.status.and_then(|s| s.certificate).is_some() {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                        lat.lock().unwrap().push(t0.elapsed());
+                        api.delete(&name, &DeleteParams::default()).await.unwrap();
+                    }
+                })
+                .await;
+                let v = lat.lock().unwrap().clone();
+                v
+            }));
+        }
+        let mut lat: Vec<Duration> = Vec::new();
+        for d in drivers {
+            lat.extend(d.await.unwrap());
+        }
+        let elapsed = started.elapsed();
+        task.abort();
+        lat.sort();
+        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+        println!(
+            "signer, {clusters} cluster(s), {} certificates: {:.0} per second; request to certificate p50 {:.1} ms, p99 {:.1} ms",
+            lat.len(),
+            lat.len() as f64 / elapsed.as_secs_f64(),
+            pct(0.50).as_secs_f64() * 1000.0,
+            pct(0.99).as_secs_f64() * 1000.0
+        );
+    }
 }
