@@ -127,3 +127,19 @@ fn an_external_ca_cert_made_by_hand_is_never_replaced_and_nothing_is_kept_for_it
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_readme_s_workload_signing_block_is_a_policy_meshca_accepts() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section =
+        readme.split("## No CA key in workload clusters (RA mode)").nth(1).expect("the README has the section");
+    let block = section.split("```yaml\n").nth(1).unwrap().split("```").next().unwrap();
+    let fields: String =
+        block.lines().skip_while(|l| !l.contains("workloadSigning:")).map(|l| format!("{l}\n")).collect();
+    let text = format!("{SEED_POLICY}{fields}");
+    let p = policy::parse(&text, "README.md").unwrap();
+    let ws = p.workload_signing.unwrap();
+    assert_eq!(ws.signer_name, "meshca.dev/istio");
+    assert!(ws.covers("cluster1") && !ws.covers("cluster2"));
+    assert_eq!(ws.rules.max_ttl, time::Duration::hours(24));
+}
