@@ -30,7 +30,12 @@ t cargo publish --dry-run --locked -p meshca -p meshca-ops -p meshca-kube -p mes
 echo "== cargo install --path crates/meshca-cli"
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-CARGO_TARGET_DIR="$repo/target" t cargo install --locked --quiet --path crates/meshca-cli --root "$root"
+# --debug: what is checked here is the install path (the package, --locked, the binary and its
+# completions, man page and version) and not the optimiser; the debug build reuses what the test
+# step compiled, where a release build costs a full compile of every dependency (the 35-minute
+# budget of .ci/run). The release profile is built by the wheel below and by the README's
+# `cargo run --release -p meshca-cli -- quickstart`.
+CARGO_TARGET_DIR="$repo/target" t cargo install --debug --locked --quiet --path crates/meshca-cli --root "$root"
 # Each output is captured whole before it is matched: `cmd | grep -q` would close the pipe early.
 expect() { # NEEDLE CMD...: CMD succeeds and its output holds NEEDLE (a grep -E pattern)
   local needle=$1 out; shift
