@@ -221,7 +221,13 @@ struct Ctx {
     last_pass: Mutex<HashMap<String, LastPass>>,
     /// The workload clusters' clients, rebuilt only when a remote secret's kubeconfig changes.
     clients: clusters::ClientCache,
+    /// The Kubernetes signer of each policy with `workloadSigning` (by namespace/name): what it
+    /// was started for, and its task.
+    signers: Signers,
 }
+
+/// The Kubernetes signers the controller runs, by policy: what each was started for, its task.
+type Signers = Arc<Mutex<HashMap<String, (u64, tokio::task::JoinHandle<()>)>>>;
 
 /// A policy's view of the fleet after its last pass: what the watches had seen change when it
 /// began, the generation it ran for, and every cluster's row.
@@ -388,6 +394,7 @@ pub async fn run(
         changes: change_log.clone(),
     };
     let fleet_task = tokio::spawn(fleet.run());
+    let signers: Signers = Arc::default();
     let changes = futures::stream::unfold(trigger_rx, |mut rx| async move { rx.recv().await.map(|()| ((), rx)) });
     let ctx = Arc::new(Ctx {
         written,
@@ -401,6 +408,7 @@ pub async fn run(
         changes: change_log,
         last_pass: Mutex::new(HashMap::new()),
         clients: clusters::ClientCache::default(),
+        signers: signers.clone(),
     });
     // Trigger on spec changes (generation), not on our own status writes: a status write would
     // otherwise start another full pass over every cluster. Time-based requeues still run.
@@ -445,7 +453,62 @@ pub async fn run(
         }
     };
     fleet_task.abort();
+    for (_, (_, task)) in signers.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+        task.abort();
+    }
     result
+}
+
+/// Runs the Kubernetes signer of `policy` (its `workloadSigning`) over the workload clusters
+/// it covers, restarting it when the policy's spec or those clusters' kubeconfigs change, and
+/// stopping it when the policy no longer asks for it. Only the leader reconciles, so only the
+/// leader signs.
+fn ensure_signer(
+    ctx: &Ctx,
+    obj: &DynamicObject,
+    policy: &meshca_ops::policy::Policy,
+    clients: &BTreeMap<String, Client>,
+) {
+    use std::hash::{Hash, Hasher};
+    let policy_key = key(obj);
+    let mut signers = ctx.signers.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(ws) = &policy.workload_signing else {
+        if let Some((_, task)) = signers.remove(&policy_key) {
+            task.abort();
+        }
+        return;
+    };
+    let covered: BTreeMap<String, Client> = clients
+        .iter()
+        .filter(|(n, _)| **n != ctx.cfg.mgmt_cluster && ws.covers(n))
+        .map(|(n, c)| (n.clone(), c.clone()))
+        .collect();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.data.get("spec").map(Value::to_string).hash(&mut h);
+    for name in covered.keys() {
+        name.hash(&mut h);
+        ctx.clients.kubeconfig_of(name).hash(&mut h);
+    }
+    let fingerprint = h.finish();
+    if let Some((f, task)) = signers.get(&policy_key) {
+        if *f == fingerprint && !task.is_finished() {
+            return;
+        }
+        task.abort();
+    }
+    let mut cfg = crate::signer::SignerConfig::new(policy.clone(), &ctx.cfg.mgmt_cluster, ctx.cfg.metrics.clone());
+    cfg.policy_key = policy_key.clone();
+    cfg.identity = ctx.cfg.identity.clone();
+    cfg.clock = ctx.cfg.clock;
+    cfg.watch_secs = watch_timeout(ctx.cfg.timeout);
+    tracing::info!(signer = %ws.signer_name, clusters = covered.len(), "starting the Kubernetes signer");
+    let mgmt = ctx.mgmt.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = crate::signer::run(cfg, mgmt, covered).await {
+            tracing::warn!(error = %e, "the Kubernetes signer stopped");
+        }
+    });
+    signers.insert(policy_key, (fingerprint, task));
 }
 
 fn key(obj: &DynamicObject) -> String {
@@ -501,6 +564,7 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         }
     };
     let clients = discover(&ctx).await?;
+    ensure_signer(&ctx, &obj, &policy, &clients);
     let workload: Vec<String> = clients.keys().filter(|n| **n != ctx.cfg.mgmt_cluster).cloned().collect();
     if workload.is_empty() {
         let msg = format!(

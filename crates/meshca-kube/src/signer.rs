@@ -308,8 +308,17 @@ async fn sign_cluster(cluster: String, client: Client, shared: Arc<Shared>, sign
                             recorder.clone(),
                         );
                         async move {
-                            handle(&api, &shared, &recorder, &cluster, &signer_name, &name).await;
+                            let retry = handle(&api, &shared, &recorder, &cluster, &signer_name, &name).await;
                             queue.done(&name);
+                            if retry {
+                                // The signer could not sign (its intermediate not issued yet,
+                                // the management cluster unreachable): tried again for as long
+                                // as the request waits.
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(RETRY_AFTER).await;
+                                    queue.push(&name);
+                                });
+                            }
                         }
                     }),
             )
@@ -358,7 +367,11 @@ async fn sign_cluster(cluster: String, client: Client, shared: Arc<Shared>, sign
     relist.abort();
 }
 
-/// Answers the request `name` as it is now (read again: the watch may be behind).
+/// How long a request the signer could not sign waits before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Answers the request `name` as it is now (read again: the watch may be behind). Returns
+/// whether to try again later (the signer, not the request, failed).
 async fn handle(
     api: &Api<CertificateSigningRequest>,
     shared: &Arc<Shared>,
@@ -366,20 +379,20 @@ async fn handle(
     cluster: &str,
     signer_name: &str,
     name: &str,
-) {
+) -> bool {
     let policy_key = &shared.cfg.policy_key;
     for _attempt in 0..2 {
         let csr = match api.get_opt(name).await {
             Ok(Some(c)) => c,
-            Ok(None) => return,
+            Ok(None) => return false,
             Err(e) => {
                 tracing::warn!(cluster, request = name, error = %crate::store::describe(&e), "cannot read the request");
-                return;
+                return true;
             }
         };
         let now = (shared.cfg.clock)();
         if standing(&csr, signer_name, now) != Standing::ToSign {
-            return;
+            return false;
         }
         let (s, c, req) = (shared.clone(), cluster.to_owned(), csr.clone());
         let decided = tokio::task::spawn_blocking(move || {
@@ -404,11 +417,11 @@ async fn handle(
             Ok(Err(e)) => {
                 shared.cfg.metrics.observe_workload(policy_key, cluster, "error", "SignerUnavailable");
                 tracing::warn!(cluster, request = name, error = %e, "cannot sign; the request waits");
-                return;
+                return true;
             }
             Err(e) => {
                 tracing::warn!(cluster, request = name, error = %e, "signing task failed");
-                return;
+                return true;
             }
         };
         let body = answered(&csr, &answer, now);
@@ -434,16 +447,18 @@ async fn handle(
                         }
                     }
                 }
-                return;
+                return false;
             }
             // Changed since it was read (another replica, an approver): read it again.
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
             Err(e) => {
                 tracing::warn!(cluster, request = name, error = %crate::store::describe(&e), "cannot answer the request");
-                return;
+                return true;
             }
         }
     }
+    // Changed twice while it was answered: read again later.
+    true
 }
 
 #[cfg(test)]

@@ -1663,3 +1663,46 @@ async fn the_controller_warns_before_an_upstream_crl_lapses() {
     );
     controller.stop(Duration::from_secs(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_signs_for_a_policy_with_workload_signing() {
+    let (mgmt, root) = mgmt_with_root().await;
+    let cs = servers(2).await;
+    mgmt.put(SECRETS, "istio-system", remote_secret("east", &cs[0]));
+    mgmt.put(SECRETS, "istio-system", remote_secret("west", &cs[1]));
+    let mut cr = policy_cr(30);
+    cr["spec"]["config"]["workloadSigning"] = json!({"signerName": "meshca.dev/istio", "clusters": ["east"]});
+    mgmt.put(POLICIES, "gloo-mesh", cr);
+    let mut cfg = controller::ControllerConfig::new("replica-a");
+    cfg.timeout = Duration::from_secs(4);
+    let controller = start_controller(mgmt.client(), cfg);
+    wait_for("status ACCEPTED", || policy_status(&mgmt)["state"] == "ACCEPTED").await;
+    assert!(cs[0].get(SECRETS, "istio-system", "cacerts").is_none(), "east: RA mode, no CA key");
+    assert!(cs[0].get(SECRETS, "istio-system", "external-ca-cert").is_some());
+    assert!(cs[1].get(SECRETS, "istio-system", "cacerts").is_some(), "west as before");
+
+    // istiod in east asks; the controller's signer answers. West's requests are not its own.
+    let csrs = "apis/certificates.k8s.io/v1/certificatesigningrequests";
+    let pem = meshca_testkit::csr::spiffe_request("spiffe://cluster.local/ns/shop/sa/checkout");
+    let request = |name: &str| {
+        json!({
+            "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+            "metadata": {"name": name, "creationTimestamp": meshca::format_time(OffsetDateTime::now_utc())},
+            "spec": {"request": ByteString(pem.as_bytes().to_vec()), "signerName": "meshca.dev/istio",
+                     "username": "system:serviceaccount:istio-system:istiod", "usages": ["digital signature", "client auth"]},
+            "status": {"conditions": [{"type": "Approved", "status": "True", "reason": "IstiodApproved"}]},
+        })
+    };
+    cs[0].put(csrs, "", request("east-1"));
+    cs[1].put(csrs, "", request("west-1"));
+    let issued = |s: &ApiServer, n: &str| {
+        s.get(csrs, "", n).and_then(|c| c["status"]["certificate"].as_str().map(str::to_owned))
+    };
+    wait_for("east's request answered", || issued(&cs[0], "east-1").is_some()).await;
+    let der: ByteString = serde_json::from_value(json!(issued(&cs[0], "east-1").unwrap())).unwrap();
+    let chain = meshca::Certificate::from_pem_all(&der.0, "status.certificate").unwrap();
+    meshca_testkit::verify::webpki(&chain, root.bundle().roots(), OffsetDateTime::now_utc()).unwrap();
+    assert!(issued(&cs[1], "west-1").is_none(), "west keeps its CA key: meshca does not sign for it");
+    controller.stop(Duration::from_secs(10)).await;
+    assert_shipped_rbac_allows(&mgmt.log());
+}
