@@ -66,3 +66,12 @@ pub fn openssl_request(args: &[&str], spiffe_id: &str) -> Option<String> {
     std::fs::remove_dir_all(&dir).unwrap();
     Some(pem)
 }
+
+/// The DER SubjectPublicKeyInfo of a new key of `alg` (a PodCertificateRequest's
+/// `spec.pkixPublicKey`), e.g. [`P256`] or `rcgen::PKCS_ED25519`.
+pub fn public_key(alg: &'static SignatureAlgorithm) -> Vec<u8> {
+    rcgen::PublicKeyData::subject_public_key_info(&KeyPair::generate_for(alg).unwrap())
+}
+
+/// Ed25519, which Kubernetes allows in a PodCertificateRequest and meshca does not sign.
+pub use rcgen::PKCS_ED25519 as ED25519;

@@ -87,8 +87,8 @@ pub use verify::{
     verify_workload_chain_with_crls, SharedRoot, TrustCheck, VerifiedWorkload,
 };
 pub use workload::{
-    workload_ttl, Refusal, RefusalReason, WorkloadCert, WorkloadRequest, WorkloadRules, MAX_REQUEST_BYTES,
-    MIN_WORKLOAD_TTL, WORKLOAD_USAGES,
+    workload_ttl, PodKeyRequest, Refusal, RefusalReason, WorkloadCert, WorkloadRequest, WorkloadRules,
+    MAX_REQUEST_BYTES, MIN_POD_CERT_TTL, MIN_WORKLOAD_TTL, WORKLOAD_USAGES,
 };
 
 /// Formats a time as RFC 3339 in UTC, whole seconds, as meshca's messages do.

@@ -355,6 +355,61 @@ fn check(req: &WorkloadRequest<'_>, rules: &WorkloadRules) -> core::result::Resu
     Ok(Checked { key_type, public_key_raw: raw, id, dns })
 }
 
+/// A pod's request for a certificate of its own key (a Kubernetes PodCertificateRequest): the
+/// identity is the pod's (its namespace and service account, as the API server recorded them),
+/// the key a PKIX SubjectPublicKeyInfo whose possession the API server checked.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct PodKeyRequest<'a> {
+    /// `spec.pkixPublicKey`: the DER SubjectPublicKeyInfo.
+    pub public_key: &'a [u8],
+    /// The pod's namespace.
+    pub namespace: &'a str,
+    /// The pod's service account.
+    pub service_account: &'a str,
+    /// `spec.maxExpirationSeconds` (the API server's default: 24 hours).
+    pub max_expiration_seconds: Option<i64>,
+}
+
+impl<'a> PodKeyRequest<'a> {
+    /// A request for `public_key` by a pod of `namespace` running as `service_account`.
+    pub fn new(public_key: &'a [u8], namespace: &'a str, service_account: &'a str) -> Self {
+        PodKeyRequest { public_key, namespace, service_account, max_expiration_seconds: None }
+    }
+}
+
+/// The shortest certificate a PodCertificateRequest may get (the API server refuses shorter):
+/// one hour.
+pub const MIN_POD_CERT_TTL: Duration = Duration::hours(1);
+
+fn check_pod(req: &PodKeyRequest<'_>, rules: &WorkloadRules) -> core::result::Result<Checked, Refusal> {
+    use RefusalReason as R;
+    if req.public_key.len() > MAX_REQUEST_BYTES {
+        return refuse(
+            R::MalformedRequest,
+            format!("the key is {} bytes; at most {MAX_REQUEST_BYTES}", req.public_key.len()),
+        );
+    }
+    let spki = spki::SubjectPublicKeyInfoOwned::from_der(req.public_key)
+        .map_err(|e| Refusal { reason: R::MalformedRequest, message: format!("not a PKIX public key ({e})") })?;
+    let allowed = || rules.key_types.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    let key_type = match crate::cert::spki_kind(&spki) {
+        PublicKeyKind::Supported(t) if rules.key_types.contains(&t) => t,
+        PublicKeyKind::Supported(t) => {
+            return refuse(R::KeyNotAllowed, format!("a {t} key; this signer signs {}", allowed()))
+        }
+        PublicKeyKind::WeakRsa { bits } => {
+            return refuse(R::KeyNotAllowed, format!("an RSA key of {bits} bits; this signer signs {}", allowed()))
+        }
+        PublicKeyKind::Unsupported(alg) => {
+            return refuse(R::KeyNotAllowed, format!("a {alg} key; this signer signs {}", allowed()))
+        }
+    };
+    let id = SpiffeId::workload(&rules.trust_domain, req.namespace, req.service_account)
+        .map_err(|e| Refusal { reason: R::IdentityNotAllowed, message: e.to_string() })?;
+    Ok(Checked { key_type, public_key_raw: spki.subject_public_key.raw_bytes().to_vec(), id, dns: Vec::new() })
+}
+
 /// A DNS name as RFC 1123 allows it in a SAN: labels of letters, digits and '-', not starting
 /// or ending with '-', at most 63 bytes each and 253 in all. No wildcards.
 fn is_dns_name(d: &str) -> bool {
@@ -403,6 +458,47 @@ impl SigningCa {
         let path = self.bundle().path();
         let intermediates = path[..path.len().saturating_sub(1)].to_vec();
         Ok(Ok(WorkloadCert { cert, intermediates, spiffe_id: checked.id, clamped_from: asked.or(clamped_by_ca) }))
+    }
+}
+
+impl SigningCa {
+    /// Checks a pod's key against `rules` and, when it passes, issues a workload certificate
+    /// for the pod's own identity (`spiffe://<td>/ns/<namespace>/sa/<service account>`), valid
+    /// for `max_expiration_seconds` (24 hours when absent) within [1 hour, the rules' maximum],
+    /// and at least [`MIN_POD_CERT_TTL`]: a CA that ends sooner is the signer's error (retry
+    /// once the policy has rotated it).
+    pub fn sign_pod_key(
+        &self,
+        req: &PodKeyRequest<'_>,
+        rules: &WorkloadRules,
+        rng: &mut dyn Entropy,
+        now: OffsetDateTime,
+    ) -> Result<core::result::Result<WorkloadCert, Refusal>> {
+        self.check_valid_at(now)?;
+        let checked = match check_pod(req, rules) {
+            Ok(c) => c,
+            Err(r) => return Ok(Err(r)),
+        };
+        let asked = Duration::seconds(req.max_expiration_seconds.unwrap_or(86_400));
+        let ttl = asked.clamp(MIN_POD_CERT_TTL, rules.max_ttl.max(MIN_POD_CERT_TTL));
+        let (common, clamped_by_ca) = self.window(ttl, rng, now);
+        if common.not_after - now < MIN_POD_CERT_TTL {
+            return Err(crate::Error::InvalidParameter {
+                field: "signing CA".into(),
+                reason: format!(
+                    "{} ends at {}, under an hour from now: a pod certificate lives at least an hour; the \
+                     intermediate must be rotated first",
+                    self.bundle().ca_cert().subject(),
+                    crate::format_time(common.not_after)
+                ),
+            });
+        }
+        let p = crate::profile::leaf(common, &checked.id)?;
+        let cert = self.sign(&p, &checked.public_key_raw, checked.key_type, "a workload certificate")?;
+        let path = self.bundle().path();
+        let intermediates = path[..path.len().saturating_sub(1)].to_vec();
+        let clamped_from = if asked > ttl { now.checked_add(asked) } else { clamped_by_ca };
+        Ok(Ok(WorkloadCert { cert, intermediates, spiffe_id: checked.id, clamped_from }))
     }
 }
 

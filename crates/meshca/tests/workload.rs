@@ -208,3 +208,39 @@ fn openssl_made_requests_with_a_broken_hash_or_a_short_rsa_key_are_refused() {
 fn pem_der(pem: &str) -> Vec<u8> {
     pem_rfc7468::decode_vec(pem.as_bytes()).unwrap().1
 }
+
+#[test]
+fn a_pod_s_key_is_signed_for_the_pod_s_own_identity() {
+    use meshca::PodKeyRequest;
+    use meshca_testkit::csr::{public_key, ED25519, P256};
+    let (root, cluster) = cluster_ca(365);
+    let spki = public_key(&P256);
+    let req = PodKeyRequest::new(&spki, "shop", "checkout");
+    let signed = cluster.sign_pod_key(&req, &rules(), &mut rng(6), now()).unwrap().unwrap();
+    verifies(&root, &signed);
+    assert_eq!(signed.cert.uri_sans(), [ID]);
+    assert_eq!(signed.cert.not_after(), now() + Duration::hours(24), "the API server's default");
+    assert!(spki.ends_with(signed.cert.public_key_raw()), "the pod's key is the certificate's");
+    let mut two_hours = req;
+    two_hours.max_expiration_seconds = Some(7200);
+    let signed = cluster.sign_pod_key(&two_hours, &rules(), &mut rng(7), now()).unwrap().unwrap();
+    assert_eq!(signed.cert.not_after(), now() + Duration::hours(2));
+    let mut long = req;
+    long.max_expiration_seconds = Some(91 * 86_400);
+    let signed = cluster.sign_pod_key(&long, &rules(), &mut rng(8), now()).unwrap().unwrap();
+    assert_eq!(signed.cert.not_after(), now() + Duration::hours(24), "maxTtlHours");
+    assert!(signed.clamped_from.is_some());
+    // Refused: a key meshca does not sign, an identity that is not one.
+    let ed = public_key(&ED25519);
+    let refused = cluster.sign_pod_key(&PodKeyRequest::new(&ed, "shop", "checkout"), &rules(), &mut rng(9), now());
+    assert_eq!(refused.unwrap().unwrap_err().reason, RefusalReason::KeyNotAllowed);
+    let refused = cluster.sign_pod_key(&PodKeyRequest::new(&spki, "shop/x", "a"), &rules(), &mut rng(9), now());
+    assert_eq!(refused.unwrap().unwrap_err().reason, RefusalReason::IdentityNotAllowed);
+    let refused = cluster.sign_pod_key(&PodKeyRequest::new(b"junk", "shop", "a"), &rules(), &mut rng(9), now());
+    assert_eq!(refused.unwrap().unwrap_err().reason, RefusalReason::MalformedRequest);
+    // An intermediate ending within the hour cannot give a pod its hour: the signer's error.
+    let mut p = IntermediateParams::new("ending");
+    p.ttl = Duration::minutes(50);
+    let ending = SigningCa::new(root.issue_intermediate(&p, &mut rng(10), now()).unwrap().value);
+    assert!(ending.sign_pod_key(&req, &rules(), &mut rng(11), now()).is_err());
+}
