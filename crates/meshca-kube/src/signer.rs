@@ -2,7 +2,9 @@
 //! `K8S_SIGNER=<signerName>`): in each workload cluster a policy's `workloadSigning` covers, it
 //! watches the `certificates.k8s.io/v1` CertificateSigningRequests for its signer name and
 //! answers each approved one through the `/status` subresource, signing with that cluster's
-//! intermediate, which is kept on the management side ([`meshca_ops::ra`]).
+//! intermediate, which is kept on the management side ([`meshca_ops::ra`]). With `mode:
+//! podCertificate` or `both` it answers the `certificates.k8s.io/v1beta1` PodCertificateRequests
+//! for its name the same way ([`pod_answered`]).
 //!
 //! The contract (KEP-1513):
 //! - acts only on requests for its signer name that are approved and neither denied, failed
@@ -28,13 +30,14 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestCondition};
+use k8s_openapi::api::certificates::v1beta1::PodCertificateRequest;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::ByteString;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use meshca::{Refusal, SigningCa, WorkloadRequest};
 use meshca_ops::policy::Policy;
 use time::OffsetDateTime;
@@ -231,8 +234,184 @@ impl Shared {
     }
 }
 
+/// A kind of request the signer answers: CertificateSigningRequests (istiod's RA mode) and
+/// PodCertificateRequests (the kubelet, for pods with a podCertificate projected volume).
+pub trait SignerRequest:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The kind, in logs.
+    const KIND: &'static str;
+    /// Whether objects live in namespaces.
+    const NAMESPACED: bool;
+    /// The API of the objects in `namespace` (`None`: all, or a cluster-scoped kind).
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
+    /// Where this request stands for the signer `signer_name` at `now`.
+    fn standing(&self, signer_name: &str, now: OffsetDateTime) -> Standing;
+    /// The answer to this request, signed with `ca`; the error is the signer's.
+    fn answer(
+        &self,
+        ca: &SigningCa,
+        rules: &meshca::WorkloadRules,
+        rng: &mut dyn meshca::Entropy,
+        now: OffsetDateTime,
+    ) -> Result<Answer, meshca::Error>;
+    /// This request with `answer` in its status, for `/status`.
+    fn answered(&self, answer: &Answer, now: OffsetDateTime) -> Self;
+}
+
+impl SignerRequest for CertificateSigningRequest {
+    const KIND: &'static str = "CertificateSigningRequest";
+    const NAMESPACED: bool = false;
+
+    fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
+        Api::all(client)
+    }
+
+    fn standing(&self, signer_name: &str, now: OffsetDateTime) -> Standing {
+        standing(self, signer_name, now)
+    }
+
+    fn answer(
+        &self,
+        ca: &SigningCa,
+        rules: &meshca::WorkloadRules,
+        rng: &mut dyn meshca::Entropy,
+        now: OffsetDateTime,
+    ) -> Result<Answer, meshca::Error> {
+        answer(self, ca, rules, rng, now)
+    }
+
+    fn answered(&self, answer: &Answer, now: OffsetDateTime) -> Self {
+        answered(self, answer, now)
+    }
+}
+
+impl SignerRequest for PodCertificateRequest {
+    const KIND: &'static str = "PodCertificateRequest";
+    const NAMESPACED: bool = true;
+
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+        match namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        }
+    }
+
+    fn standing(&self, signer_name: &str, now: OffsetDateTime) -> Standing {
+        pod_standing(self, signer_name, now)
+    }
+
+    fn answer(
+        &self,
+        ca: &SigningCa,
+        rules: &meshca::WorkloadRules,
+        rng: &mut dyn meshca::Entropy,
+        now: OffsetDateTime,
+    ) -> Result<Answer, meshca::Error> {
+        pod_answer(self, ca, rules, rng, now)
+    }
+
+    fn answered(&self, answer: &Answer, now: OffsetDateTime) -> Self {
+        pod_answered(self, answer, now)
+    }
+}
+
+/// Where a PodCertificateRequest stands for the signer `signer_name` at `now`: no approval step
+/// (the API server checked the pod, its key and the proof of possession).
+pub fn pod_standing(pcr: &PodCertificateRequest, signer_name: &str, now: OffsetDateTime) -> Standing {
+    if pcr.spec.signer_name != signer_name {
+        return Standing::OtherSigner;
+    }
+    let status = pcr.status.as_ref();
+    let has = |t: &str| {
+        status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == t && c.status == "True"))
+    };
+    if status.and_then(|s| s.certificate_chain.as_ref()).is_some_and(|c| !c.is_empty()) || has("Issued") {
+        return Standing::Issued;
+    }
+    if has("Failed") {
+        return Standing::Failed;
+    }
+    if has("Denied") {
+        return Standing::Denied;
+    }
+    let created = pcr.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second());
+    if created.is_some_and(|c| now.unix_timestamp().saturating_sub(c) > MAX_REQUEST_AGE.as_secs() as i64) {
+        return Standing::Stale;
+    }
+    Standing::ToSign
+}
+
+/// Answers a pod's request: its key, for its own identity (the request's namespace and
+/// service account), for `maxExpirationSeconds`.
+pub fn pod_answer(
+    pcr: &PodCertificateRequest,
+    ca: &SigningCa,
+    rules: &meshca::WorkloadRules,
+    rng: &mut dyn meshca::Entropy,
+    now: OffsetDateTime,
+) -> Result<Answer, meshca::Error> {
+    let ns = pcr.metadata.namespace.as_deref().unwrap_or_default();
+    let mut req = meshca::PodKeyRequest::new(&pcr.spec.pkix_public_key.0, ns, &pcr.spec.service_account_name);
+    req.max_expiration_seconds = pcr.spec.max_expiration_seconds.map(i64::from);
+    Ok(match ca.sign_pod_key(&req, rules, rng, now)? {
+        Ok(cert) => Answer::Issue(Box::new(cert)),
+        Err(refusal) => Answer::Refuse(refusal),
+    })
+}
+
+/// `pcr` with its answer: the chain, notBefore, notAfter, beginRefreshAt (half-way through the
+/// certificate's life from now) and an `Issued` condition; or a `Denied` condition, with the
+/// standard reason `UnsupportedKeyType` for a key meshca does not sign, else the rule's.
+pub fn pod_answered(pcr: &PodCertificateRequest, answer: &Answer, now: OffsetDateTime) -> PodCertificateRequest {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    let mut out = pcr.clone();
+    let generation = pcr.metadata.generation;
+    let status = out.status.get_or_insert_with(Default::default);
+    let condition = |type_: &str, reason: &str, message: String| Condition {
+        type_: type_.into(),
+        status: "True".into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: time_of(now),
+        observed_generation: generation,
+    };
+    match answer {
+        Answer::Issue(cert) => {
+            let not_after = cert.cert.not_after();
+            status.certificate_chain = Some(cert.chain_pem());
+            status.not_before = Some(time_of(cert.cert.not_before()));
+            status.not_after = Some(time_of(not_after));
+            status.begin_refresh_at = Some(time_of(now + (not_after - now) / 2));
+            status.conditions.get_or_insert_with(Vec::new).push(condition(
+                "Issued",
+                "Issued",
+                format!("issued for {}", cert.spiffe_id),
+            ));
+        }
+        Answer::Refuse(r) => {
+            let reason = match r.reason {
+                meshca::RefusalReason::KeyNotAllowed => "UnsupportedKeyType",
+                other => other.as_str(),
+            };
+            status.conditions.get_or_insert_with(Vec::new).push(condition("Denied", reason, r.message.clone()));
+        }
+    }
+    out
+}
+
 /// Runs the signer for every workload cluster of `clusters` the policy's `workloadSigning`
-/// covers, until the task is dropped. `mgmt` reads the intermediates.
+/// covers (CertificateSigningRequests, PodCertificateRequests or both, as its `mode` says),
+/// until the task is dropped. `mgmt` reads the intermediates.
 pub async fn run(cfg: SignerConfig, mgmt: Client, clusters: BTreeMap<String, Client>) -> Result<(), Error> {
     let Some(ws) = cfg.policy.workload_signing.clone() else {
         return Err(Error::Config {
@@ -240,52 +419,73 @@ pub async fn run(cfg: SignerConfig, mgmt: Client, clusters: BTreeMap<String, Cli
             detail: "spec.config.workloadSigning is not set: there is nothing to sign for".into(),
         });
     };
-    if !ws.mode.csr() {
-        tracing::warn!(
-            "workloadSigning.mode is podCertificate: PodCertificateRequests are not signed yet; nothing to do"
-        );
-    }
     let store = KubeStore::new(tokio::runtime::Handle::current(), [(cfg.mgmt_cluster.clone(), mgmt)].into());
     let shared = Arc::new(Shared { cfg, store, cas: Mutex::new(HashMap::new()) });
-    let mut tasks = Vec::new();
+    // A JoinSet aborts its tasks when dropped: a signer stopped (its task aborted by the
+    // controller or a test) stops signing in every cluster at once.
+    let mut tasks = tokio::task::JoinSet::new();
     for (name, client) in clusters {
-        if name == shared.cfg.mgmt_cluster || !ws.covers(&name) || !ws.mode.csr() {
+        if name == shared.cfg.mgmt_cluster || !ws.covers(&name) {
             continue;
         }
-        tracing::info!(cluster = %name, signer = %ws.signer_name, "signing CertificateSigningRequests");
-        tasks.push(tokio::spawn(sign_cluster(name, client, shared.clone(), ws.signer_name.clone())));
+        let signer = ws.signer_name.clone();
+        if ws.mode.csr() {
+            tracing::info!(cluster = %name, signer = %signer, "signing CertificateSigningRequests");
+            let (n, c, s, sn) = (name.clone(), client.clone(), shared.clone(), signer.clone());
+            tasks.spawn(sign_cluster::<CertificateSigningRequest>(n, c, s, sn));
+        }
+        if ws.mode.pod_certificate() {
+            tracing::info!(cluster = %name, signer = %signer, "signing PodCertificateRequests");
+            tasks.spawn(sign_cluster::<PodCertificateRequest>(name, client, shared.clone(), signer));
+        }
     }
-    futures::future::join_all(tasks).await;
+    while tasks.join_next().await.is_some() {}
     Ok(())
 }
 
+/// Aborts a task when dropped (the watch loop's helpers end with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A request in the queue: its namespace (for namespaced kinds) and name.
+type Named = (Option<String>, String);
+
 struct Queue {
-    tx: tokio::sync::mpsc::Sender<String>,
-    queued: Mutex<HashSet<String>>,
+    tx: tokio::sync::mpsc::Sender<Named>,
+    queued: Mutex<HashSet<Named>>,
     overflowed: AtomicBool,
 }
 
 impl Queue {
-    fn push(&self, name: &str) {
-        if !self.queued.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned()) {
+    fn push(&self, item: Named) {
+        if !self.queued.lock().unwrap_or_else(|p| p.into_inner()).insert(item.clone()) {
             return;
         }
-        if self.tx.try_send(name.to_owned()).is_err() {
-            self.queued.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        if self.tx.try_send(item.clone()).is_err() {
+            self.queued.lock().unwrap_or_else(|p| p.into_inner()).remove(&item);
             if !self.overflowed.swap(true, Ordering::Relaxed) {
                 tracing::warn!("the signing queue is full; requests wait for the next listing");
             }
         }
     }
 
-    fn done(&self, name: &str) {
-        self.queued.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    fn done(&self, item: &Named) {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner()).remove(item);
     }
 }
 
-async fn sign_cluster(cluster: String, client: Client, shared: Arc<Shared>, signer_name: String) {
-    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(shared.cfg.queue.max(1));
+fn named<R: SignerRequest>(r: &R) -> Named {
+    (r.meta().namespace.clone().filter(|_| R::NAMESPACED), r.name_any())
+}
+
+async fn sign_cluster<R: SignerRequest>(cluster: String, client: Client, shared: Arc<Shared>, signer_name: String) {
+    let all: Api<R> = R::api(client.clone(), None);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Named>(shared.cfg.queue.max(1));
     let queue = Arc::new(Queue { tx, queued: Mutex::new(HashSet::new()), overflowed: AtomicBool::new(false) });
     let recorder = Recorder::new(
         client.clone(),
@@ -293,14 +493,14 @@ async fn sign_cluster(cluster: String, client: Client, shared: Arc<Shared>, sign
     );
     let worker =
         {
-            let (api, queue, shared, cluster, signer_name) =
-                (api.clone(), queue.clone(), shared.clone(), cluster.clone(), signer_name.clone());
+            let (queue, shared, cluster, signer_name) =
+                (queue.clone(), shared.clone(), cluster.clone(), signer_name.clone());
             let concurrency = shared.cfg.concurrency.max(1);
-            tokio::spawn(
+            AbortOnDrop(tokio::spawn(
                 futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|n| (n, rx)) })
-                    .for_each_concurrent(concurrency, move |name| {
-                        let (api, queue, shared, cluster, signer_name, recorder) = (
-                            api.clone(),
+                    .for_each_concurrent(concurrency, move |item: Named| {
+                        let (client, queue, shared, cluster, signer_name, recorder) = (
+                            client.clone(),
                             queue.clone(),
                             shared.clone(),
                             cluster.clone(),
@@ -308,25 +508,26 @@ async fn sign_cluster(cluster: String, client: Client, shared: Arc<Shared>, sign
                             recorder.clone(),
                         );
                         async move {
-                            let retry = handle(&api, &shared, &recorder, &cluster, &signer_name, &name).await;
-                            queue.done(&name);
+                            let api = R::api(client, item.0.as_deref());
+                            let retry = handle(&api, &shared, &recorder, &cluster, &signer_name, &item.1).await;
+                            queue.done(&item);
                             if retry {
-                                // The signer could not sign (its intermediate not issued yet,
-                                // the management cluster unreachable): tried again for as long
-                                // as the request waits.
+                                // The signer could not sign (its intermediate not issued yet, the
+                                // management cluster unreachable): tried again for as long as the
+                                // request waits.
                                 tokio::spawn(async move {
                                     tokio::time::sleep(RETRY_AFTER).await;
-                                    queue.push(&name);
+                                    queue.push(item);
                                 });
                             }
                         }
                     }),
-            )
+            ))
         };
     // Requests dropped by a full queue are picked up by a listing once there is room.
     let relist = {
-        let (api, queue, shared, signer_name) = (api.clone(), queue.clone(), shared.clone(), signer_name.clone());
-        tokio::spawn(async move {
+        let (api, queue, shared, signer_name) = (all.clone(), queue.clone(), shared.clone(), signer_name.clone());
+        AbortOnDrop(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
@@ -337,8 +538,8 @@ async fn sign_cluster(cluster: String, client: Client, shared: Arc<Shared>, sign
                 match api.list(&lp).await {
                     Ok(list) => {
                         let now = (shared.cfg.clock)();
-                        for csr in list.items.iter().filter(|c| standing(c, &signer_name, now) == Standing::ToSign) {
-                            queue.push(&csr.name_any());
+                        for r in list.items.iter().filter(|r| r.standing(&signer_name, now) == Standing::ToSign) {
+                            queue.push(named(r));
                         }
                     }
                     Err(e) => {
@@ -347,24 +548,25 @@ async fn sign_cluster(cluster: String, client: Client, shared: Arc<Shared>, sign
                     }
                 }
             }
-        })
+        }))
     };
     let config =
         watcher::Config::default().fields(&format!("spec.signerName={signer_name}")).timeout(shared.cfg.watch_secs);
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let mut events = watcher::watcher(all, config).default_backoff().boxed();
     while let Some(event) = events.next().await {
         match event {
-            Ok(watcher::Event::Apply(csr) | watcher::Event::InitApply(csr)) => {
-                if standing(&csr, &signer_name, (shared.cfg.clock)()) == Standing::ToSign {
-                    queue.push(&csr.name_any());
+            Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
+                if r.standing(&signer_name, (shared.cfg.clock)()) == Standing::ToSign {
+                    queue.push(named(&r));
                 }
             }
             Ok(_) => {}
-            Err(e) => tracing::debug!(cluster, error = %e, "request watch failed; retrying with backoff"),
+            Err(e) => {
+                tracing::debug!(cluster, kind = R::KIND, error = %e, "request watch failed; retrying with backoff")
+            }
         }
     }
-    worker.abort();
-    relist.abort();
+    drop((worker, relist));
 }
 
 /// How long a request the signer could not sign waits before it is tried again.
@@ -372,8 +574,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Answers the request `name` as it is now (read again: the watch may be behind). Returns
 /// whether to try again later (the signer, not the request, failed).
-async fn handle(
-    api: &Api<CertificateSigningRequest>,
+async fn handle<R: SignerRequest>(
+    api: &Api<R>,
     shared: &Arc<Shared>,
     recorder: &Recorder,
     cluster: &str,
@@ -382,7 +584,7 @@ async fn handle(
 ) -> bool {
     let policy_key = &shared.cfg.policy_key;
     for _attempt in 0..2 {
-        let csr = match api.get_opt(name).await {
+        let req = match api.get_opt(name).await {
             Ok(Some(c)) => c,
             Ok(None) => return false,
             Err(e) => {
@@ -391,10 +593,10 @@ async fn handle(
             }
         };
         let now = (shared.cfg.clock)();
-        if standing(&csr, signer_name, now) != Standing::ToSign {
+        if req.standing(signer_name, now) != Standing::ToSign {
             return false;
         }
-        let (s, c, req) = (shared.clone(), cluster.to_owned(), csr.clone());
+        let (s, c, r) = (shared.clone(), cluster.to_owned(), req.clone());
         let decided = tokio::task::spawn_blocking(move || {
             let Some(ca) = s.ca(&c).map_err(|e| e.to_string())? else {
                 return Err(format!(
@@ -402,14 +604,14 @@ async fn handle(
                     s.store.location(&meshca_ops::ra::key_secret(&s.cfg.mgmt_cluster, &s.cfg.policy, &c))
                 ));
             };
-            let rules = &s
+            let rules = s
                 .cfg
                 .policy
                 .workload_signing
                 .as_ref()
                 .map(|w| w.rules.clone())
                 .unwrap_or_else(|| meshca::WorkloadRules::new("cluster.local"));
-            answer(&req, &ca, rules, &mut meshca::OsRng, now).map_err(|e| e.to_string())
+            r.answer(&ca, &rules, &mut meshca::OsRng, now).map_err(|e| e.to_string())
         })
         .await;
         let answer = match decided {
@@ -424,17 +626,17 @@ async fn handle(
                 return true;
             }
         };
-        let body = answered(&csr, &answer, now);
+        let body = req.answered(&answer, now);
         match api.replace_status(name, &PostParams::default(), &body).await {
             Ok(_) => {
                 match &answer {
                     Answer::Issue(cert) => {
                         shared.cfg.metrics.observe_workload(policy_key, cluster, "issued", "Issued");
-                        tracing::debug!(cluster, request = name, id = %cert.spiffe_id, "issued");
+                        tracing::debug!(cluster, kind = R::KIND, request = name, id = %cert.spiffe_id, "issued");
                     }
                     Answer::Refuse(r) => {
                         shared.cfg.metrics.observe_workload(policy_key, cluster, "failed", r.reason.as_str());
-                        tracing::warn!(cluster, request = name, reason = r.reason.as_str(), message = %r.message, "refused");
+                        tracing::warn!(cluster, kind = R::KIND, request = name, reason = r.reason.as_str(), message = %r.message, "refused");
                         let ev = Event {
                             type_: EventType::Warning,
                             reason: r.reason.as_str().into(),
@@ -442,7 +644,7 @@ async fn handle(
                             action: "Sign".into(),
                             secondary: None,
                         };
-                        if let Err(e) = recorder.publish(&ev, &csr.object_ref(&())).await {
+                        if let Err(e) = recorder.publish(&ev, &req.object_ref(&())).await {
                             tracing::debug!(error = %crate::store::describe(&e), "cannot publish event");
                         }
                     }

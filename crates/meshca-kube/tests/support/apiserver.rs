@@ -196,6 +196,39 @@ fn has_status_subresource(collection: &str) -> bool {
     collection.ends_with("/roottrustpolicies")
         || collection.ends_with("/deployments")
         || collection.ends_with("/certificatesigningrequests")
+        || collection.ends_with("/podcertificaterequests")
+}
+
+/// The API server's rules for a PodCertificateRequest's status (certificates.k8s.io/v1beta1
+/// validation): the chain never changed once set, and set together with notBefore, notAfter
+/// and beginRefreshAt, for at least an hour; at most one of Issued, Denied and Failed.
+fn pcr_status_problem(old: &Value, new: &Value) -> Option<String> {
+    let chain = |v: &Value| v["status"]["certificateChain"].as_str().map(str::to_owned).filter(|c| !c.is_empty());
+    if let Some(a) = chain(old) {
+        if Some(&a) != chain(new).as_ref() {
+            return Some("status.certificateChain: immutable once set".into());
+        }
+    }
+    let terminal = new["status"]["conditions"].as_array().map_or(0, |cs| {
+        cs.iter().filter(|c| ["Issued", "Denied", "Failed"].contains(&c["type"].as_str().unwrap_or(""))).count()
+    });
+    if terminal > 1 {
+        return Some("status.conditions: at most one of Issued, Denied, Failed".into());
+    }
+    if chain(old).is_none() && chain(new).is_some() {
+        let t = |f: &str| {
+            new["status"][f]
+                .as_str()
+                .and_then(|v| time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok())
+        };
+        let (Some(nb), Some(na), Some(_)) = (t("notBefore"), t("notAfter"), t("beginRefreshAt")) else {
+            return Some("status: notBefore, notAfter and beginRefreshAt are set with certificateChain".into());
+        };
+        if na - nb < time::Duration::hours(1) {
+            return Some("status.notAfter: the certificate must live at least an hour".into());
+        }
+    }
+    None
 }
 
 /// A field selector (`spec.signerName=x,metadata.name=y`): each dotted path equals its value.
@@ -443,6 +476,11 @@ fn replace(st: &ServerState, r: Route, obj: Value) -> Response {
     let status_only = matches!(r.sub.as_deref(), Some("status" | "approval"));
     if status_only && key.collection.ends_with("/certificatesigningrequests") {
         if let Some(problem) = csr_status_problem(&old, &obj) {
+            return status(422, "Invalid", problem);
+        }
+    }
+    if status_only && key.collection.ends_with("/podcertificaterequests") {
+        if let Some(problem) = pcr_status_problem(&old, &obj) {
             return status(422, "Invalid", problem);
         }
     }
