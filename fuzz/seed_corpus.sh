@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 td=../testdata
-rm -rf corpus && mkdir -p corpus/{bundle_files,private_key_pem,csr_sign,policy_yaml,inspect_pem,proxy_secret,crl_pem,key_uri}
+rm -rf corpus && mkdir -p corpus/{bundle_files,private_key_pem,csr_sign,policy_yaml,inspect_pem,proxy_secret,crl_pem,key_uri,workload_request}
 i=0
 for d in "$td"/openssl/*/; do
   [ -f "$d/ca-cert.pem" ] || continue
@@ -20,6 +20,10 @@ cp "$td"/openssl/rfc5280/leaf-*.pem corpus/inspect_pem/
 cp "$td"/openssl/keys/*.pem corpus/private_key_pem/
 cp "$td"/istio-samples/ca-key*.pem corpus/private_key_pem/
 cp "$td"/openssl/csr/*.csr corpus/csr_sign/
+# Workload requests: every CSR form (the signer refuses an intermediate's: no URI SAN) and the
+# workload CSRs of testdata/workload-csr/ (one SPIFFE ID; two; a CA; other trust domains).
+cp "$td"/openssl/csr/*.csr corpus/workload_request/
+cp "$td"/workload-csr/* corpus/workload_request/ 2>/dev/null || true
 # The PEM forms Go and OpenSSL read (76 columns with CRLF, one line, trailing space, text around).
 cp "$td"/openssl/pem-forms/*.csr corpus/csr_sign/
 cp "$td"/openssl/pem-forms/cert-chain-*.pem corpus/inspect_pem/
