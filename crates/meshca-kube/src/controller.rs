@@ -472,17 +472,21 @@ fn ensure_signer(
     use std::hash::{Hash, Hasher};
     let policy_key = key(obj);
     let mut signers = ctx.signers.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(ws) = &policy.workload_signing else {
+    let covered: BTreeMap<String, Client> = match &policy.workload_signing {
+        Some(ws) => clients
+            .iter()
+            .filter(|(n, _)| **n != ctx.cfg.mgmt_cluster && ws.covers(n))
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    let Some(ws) = policy.workload_signing.as_ref().filter(|_| !covered.is_empty()) else {
+        // Nothing to sign for (no workloadSigning, or none of its clusters in the fleet).
         if let Some((_, task)) = signers.remove(&policy_key) {
             task.abort();
         }
         return;
     };
-    let covered: BTreeMap<String, Client> = clients
-        .iter()
-        .filter(|(n, _)| **n != ctx.cfg.mgmt_cluster && ws.covers(n))
-        .map(|(n, c)| (n.clone(), c.clone()))
-        .collect();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     obj.data.get("spec").map(Value::to_string).hash(&mut h);
     for name in covered.keys() {
