@@ -323,10 +323,11 @@ async fn measure_signer_throughput() {
             let watch = {
                 let (api, waiting) = (api.clone(), waiting.clone());
                 tokio::spawn(async move {
-                    let mut events = kube::runtime::watcher::watcher(api, kube::runtime::watcher::Config::default())
-                        .boxed();
+                    let config = kube::runtime::watcher::Config::default().timeout(3);
+                    let mut events = kube::runtime::watcher::watcher(api, config).boxed();
                     while let Some(e) = events.next().await {
-                        if let Ok(kube::runtime::watcher::Event::Apply(c)) = e {
+                        use kube::runtime::watcher::Event;
+                        if let Ok(Event::Apply(c) | Event::InitApply(c)) = e {
                             if c.status.and_then(|s| s.certificate).is_some() {
                                 if let Some(tx) = waiting.lock().unwrap().remove(&c.metadata.name.unwrap_or_default()) {
                                     let _ = tx.send(());
@@ -349,7 +350,10 @@ async fn measure_signer_throughput() {
                             .await
                             .unwrap();
                         condition(&api, &name, "Approved").await;
-                        tokio::time::timeout(Duration::from_secs(60), rx).await.unwrap().unwrap();
+                        if tokio::time::timeout(Duration::from_secs(60), rx).await.is_err() {
+                            let got = api.get(&name).await.unwrap();
+                            panic!("{name}: no certificate seen in 60 s; the request: {:?}", got.status);
+                        }
                         lat.lock().unwrap().push(t0.elapsed());
                         api.delete(&name, &DeleteParams::default()).await.unwrap();
                     }
@@ -376,4 +380,72 @@ async fn measure_signer_throughput() {
             pct(0.99).as_secs_f64() * 1000.0
         );
     }
+}
+
+const PCRS: &str = "apis/certificates.k8s.io/v1beta1/podcertificaterequests";
+
+/// A PodCertificateRequest as the kubelet makes it for a pod of `shop` running as `sa`.
+fn pcr(name: &str, signer: &str, sa: &str, key: &[u8], max_seconds: Option<i32>) -> Value {
+    json!({
+        "apiVersion": "certificates.k8s.io/v1beta1", "kind": "PodCertificateRequest",
+        "metadata": {"name": name, "namespace": "shop", "creationTimestamp": meshca::format_time(OffsetDateTime::now_utc())},
+        "spec": {
+            "signerName": signer, "podName": "checkout-7d9f", "podUID": "3f1a-uid", "serviceAccountName": sa,
+            "serviceAccountUID": "sa-uid", "nodeName": "node-1", "nodeUID": "node-uid",
+            "pkixPublicKey": k8s_openapi::ByteString(key.to_vec()), "proofOfPossession": k8s_openapi::ByteString(vec![1, 2, 3]),
+            "maxExpirationSeconds": max_seconds,
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_certificate_requests_are_issued_for_the_pod_s_identity_or_denied() {
+    use meshca_testkit::csr::{public_key, ED25519, P256};
+    let (mgmt, east, root) = fleet().await;
+    let mut cfg = SignerConfig::new(
+        policy::parse(
+            &policy_text()
+                .replace("signerName: meshca.dev/istio\n", "signerName: meshca.dev/istio\n      mode: both\n"),
+            "policy.yaml",
+        )
+        .unwrap(),
+        "mgmt",
+        Arc::new(Metrics::new()),
+    );
+    cfg.watch_secs = 3;
+    let task = tokio::spawn(signer::run(cfg, mgmt.client(), [("east".to_owned(), east.client())].into()));
+    let before = OffsetDateTime::now_utc();
+    east.put(PCRS, "shop", pcr("pod-ok", SIGNER_NAME, "checkout", &public_key(&P256), Some(7200)));
+    east.put(PCRS, "shop", pcr("pod-ed25519", SIGNER_NAME, "checkout", &public_key(&ED25519), None));
+    east.put(PCRS, "shop", pcr("pod-other", "example.com/other", "checkout", &public_key(&P256), None));
+    let answered = |name: &str| {
+        east.get(PCRS, "shop", name).filter(|p| p["status"]["conditions"].as_array().is_some_and(|c| !c.is_empty()))
+    };
+    for _ in 0..200 {
+        if answered("pod-ok").is_some() && answered("pod-ed25519").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ok = answered("pod-ok").expect("pod-ok answered");
+    assert_eq!(ok["status"]["conditions"][0]["type"], "Issued");
+    let chain =
+        Certificate::from_pem_all(ok["status"]["certificateChain"].as_str().unwrap().as_bytes(), "chain").unwrap();
+    meshca_testkit::verify::webpki(&chain, root.bundle().roots(), OffsetDateTime::now_utc()).unwrap();
+    assert_eq!(chain[0].uri_sans(), [ID], "the pod's namespace and service account");
+    let t = |f: &str| {
+        OffsetDateTime::parse(ok["status"][f].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    assert_eq!(t("notAfter"), chain[0].not_after());
+    let life = t("notAfter") - before;
+    assert!(life <= time::Duration::hours(2) && life > time::Duration::minutes(119), "maxExpirationSeconds: {life}");
+    assert!(t("beginRefreshAt") > before && t("beginRefreshAt") < t("notAfter"));
+    let denied = answered("pod-ed25519").expect("pod-ed25519 answered");
+    assert_eq!(denied["status"]["conditions"][0]["type"], "Denied");
+    assert_eq!(denied["status"]["conditions"][0]["reason"], "UnsupportedKeyType");
+    assert!(denied["status"]["certificateChain"].is_null());
+    assert!(answered("pod-other").is_none(), "another signer's request is left alone");
+    task.abort();
+    assert_workload_rbac_allows(&east.log());
 }

@@ -52,6 +52,9 @@ struct WatchEvent {
     object: Value,
 }
 
+/// How many events the watch cache keeps.
+const HISTORY: usize = 20_000;
+
 #[derive(Default)]
 struct Inner {
     objects: BTreeMap<Key, Value>,
@@ -61,6 +64,8 @@ struct Inner {
     log: Vec<String>,
     /// Service account tokens this server vouches for in a TokenReview: token -> (namespace, name).
     tokens: BTreeMap<String, (String, String)>,
+    /// The last [`HISTORY`] events, oldest first.
+    history: std::collections::VecDeque<WatchEvent>,
 }
 
 pub struct ServerState {
@@ -271,7 +276,16 @@ impl ServerState {
     }
 
     fn publish(&self, kind: &'static str, key: &Key, rv: u64, object: &Value) {
-        let _ = self.events.send(WatchEvent { kind, key: key.clone(), rv, object: object.clone() });
+        let ev = WatchEvent { kind, key: key.clone(), rv, object: object.clone() };
+        // The watch cache: a watch resumed from a resourceVersion is replayed what came after it
+        // (kube-runtime resumes every watch the server ends), as the API server does.
+        let mut inner = self.inner.lock().unwrap();
+        inner.history.push_back(ev.clone());
+        if inner.history.len() > HISTORY {
+            inner.history.pop_front();
+        }
+        // Sent under the lock, so the buffer and the live stream agree on the order.
+        let _ = self.events.send(ev);
     }
 }
 
@@ -366,23 +380,60 @@ fn list(st: &ServerState, r: &Route, q: &BTreeMap<String, String>) -> Response {
     )
 }
 
+/// The watch event that ends a watch whose resourceVersion is older than the watch cache:
+/// 410 Gone, after which a client lists again.
+fn gone_status() -> Value {
+    json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "too old resource version", "reason": "Expired", "code": 410}})
+}
+
 fn watch(st: Arc<ServerState>, r: Route, q: BTreeMap<String, String>) -> Response {
     let since: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
     let selector = q.get("labelSelector").cloned().unwrap_or_default();
     let fields = q.get("fieldSelector").cloned();
     let timeout = Duration::from_secs(q.get("timeoutSeconds").and_then(|v| v.parse().ok()).unwrap_or(290));
-    let rx = st.events.subscribe();
+    // Subscribed under the lock that orders publishing: the backlog (events after `since` in
+    // the watch cache) and the live stream meet without a gap or a repeat.
+    let (rx, backlog, expired) = {
+        let inner = st.inner.lock().unwrap();
+        let rx = st.events.subscribe();
+        let backlog: std::collections::VecDeque<WatchEvent> = if since == 0 {
+            Default::default()
+        } else {
+            inner.history.iter().filter(|e| e.rv > since).cloned().collect()
+        };
+        let expired =
+            since > 0 && inner.history.len() >= HISTORY && inner.history.front().is_some_and(|e| e.rv > since + 1);
+        (rx, backlog, expired)
+    };
     let deadline = tokio::time::Instant::now() + timeout;
-    let stream = futures::stream::unfold(rx, move |mut rx| {
+    // The state: the backlog and the subscription, or None once the watch has ended with an error.
+    let start = if expired { None } else { Some((backlog, rx)) };
+    let gone_first = expired;
+    let stream = futures::stream::unfold((start, gone_first), move |(state, gone_first)| {
         let (r_coll, r_ns, selector, fields) =
             (r.collection.clone(), r.namespace.clone(), selector.clone(), fields.clone());
         let st = st.clone();
         async move {
+            if gone_first {
+                return Some((Ok::<_, Infallible>(Bytes::from(format!("{}\n", gone_status()))), (None, false)));
+            }
+            let (mut backlog, mut rx) = state?;
             loop {
-                let ev = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                let next = match backlog.pop_front() {
+                    Some(ev) => Ok(Ok(ev)),
+                    None => tokio::time::timeout_at(deadline, rx.recv()).await,
+                };
+                let ev = match next {
                     Err(_) => return None,
                     Ok(Err(broadcast::error::RecvError::Closed)) => return None,
-                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+                    // A watcher too slow for the event buffer: as the API server does when a
+                    // watch falls behind its cache, the watch ends with 410 Gone and the client
+                    // lists again (never a silent gap).
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                        let line = format!("{}\n", gone_status());
+                        return Some((Ok::<_, Infallible>(Bytes::from(line)), (None, false)));
+                    }
                     Ok(Ok(ev)) => ev,
                 };
                 if ev.rv <= since
@@ -395,7 +446,7 @@ fn watch(st: Arc<ServerState>, r: Route, q: BTreeMap<String, String>) -> Respons
                 }
                 let line = format!("{}\n", json!({"type": ev.kind, "object": ev.object}));
                 st.delivered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                return Some((Ok::<_, Infallible>(Bytes::from(line)), rx));
+                return Some((Ok::<_, Infallible>(Bytes::from(line)), (Some((backlog, rx)), false)));
             }
         }
     });
