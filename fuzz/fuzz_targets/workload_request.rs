@@ -2,18 +2,11 @@
 //! pkixPublicKey): never a panic, and whatever is signed is a workload certificate for one
 //! SPIFFE ID of the trust domain, never a CA.
 #![no_main]
-use std::sync::OnceLock;
+#[path = "../common/root.rs"]
+mod root;
 
 use rand_core::SeedableRng;
-
-fn signer() -> &'static (meshca::SigningCa, time::OffsetDateTime) {
-    static S: OnceLock<(meshca::SigningCa, time::OffsetDateTime)> = OnceLock::new();
-    S.get_or_init(|| {
-        let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
-        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
-        (meshca::SigningCa::generate_root(&meshca::RootParams::default(), &mut rng, now).expect("root"), now)
-    })
-}
+use root::signer;
 
 fn check(signed: &meshca::WorkloadCert, td: &str) {
     let uris = signed.cert.uri_sans();

@@ -451,17 +451,10 @@ impl SigningCa {
             Err(r) => return Ok(Err(r)),
         };
         let ttl = workload_ttl(req.expiration_seconds, rules.max_ttl);
-        let asked = req.expiration_seconds.map(Duration::seconds).filter(|a| *a > ttl).and_then(|a| now.checked_add(a));
-        let (common, clamped_by_ca) = self.window(ttl, rng, now);
-        let p = crate::profile::leaf_with_dns(common, &checked.id, &checked.dns)?;
-        let cert = self.sign(&p, &checked.public_key_raw, checked.key_type, "a workload certificate")?;
-        let path = self.bundle().path();
-        let intermediates = path[..path.len().saturating_sub(1)].to_vec();
-        Ok(Ok(WorkloadCert { cert, intermediates, spiffe_id: checked.id, clamped_from: asked.or(clamped_by_ca) }))
+        let asked = req.expiration_seconds.map(Duration::seconds);
+        self.issue_checked(checked, ttl, asked, Duration::ZERO, rng, now).map(Ok)
     }
-}
 
-impl SigningCa {
     /// Checks a pod's key against `rules` and, when it passes, issues a workload certificate
     /// for the pod's own identity (`spiffe://<td>/ns/<namespace>/sa/<service account>`), valid
     /// for `max_expiration_seconds` (24 hours when absent) within [1 hour, the rules' maximum],
@@ -481,24 +474,39 @@ impl SigningCa {
         };
         let asked = Duration::seconds(req.max_expiration_seconds.unwrap_or(86_400));
         let ttl = asked.clamp(MIN_POD_CERT_TTL, rules.max_ttl.max(MIN_POD_CERT_TTL));
+        self.issue_checked(checked, ttl, Some(asked), MIN_POD_CERT_TTL, rng, now).map(Ok)
+    }
+
+    /// Issues what `checked` asks for, for `ttl` (clamped to this CA's notAfter, and refused
+    /// when that leaves less than `at_least`); `asked` is the lifetime the request named.
+    fn issue_checked(
+        &self,
+        checked: Checked,
+        ttl: Duration,
+        asked: Option<Duration>,
+        at_least: Duration,
+        rng: &mut dyn Entropy,
+        now: OffsetDateTime,
+    ) -> Result<WorkloadCert> {
         let (common, clamped_by_ca) = self.window(ttl, rng, now);
-        if common.not_after - now < MIN_POD_CERT_TTL {
+        if common.not_after - now < at_least {
             return Err(crate::Error::InvalidParameter {
                 field: "signing CA".into(),
                 reason: format!(
-                    "{} ends at {}, under an hour from now: a pod certificate lives at least an hour; the \
-                     intermediate must be rotated first",
+                    "{} ends at {}, too soon for a certificate of at least {}; the intermediate must be \
+                     rotated first",
                     self.bundle().ca_cert().subject(),
-                    crate::format_time(common.not_after)
+                    crate::format_time(common.not_after),
+                    crate::time_fmt::human_duration(at_least)
                 ),
             });
         }
-        let p = crate::profile::leaf(common, &checked.id)?;
+        let p = crate::profile::leaf_with_dns(common, &checked.id, &checked.dns)?;
         let cert = self.sign(&p, &checked.public_key_raw, checked.key_type, "a workload certificate")?;
         let path = self.bundle().path();
         let intermediates = path[..path.len().saturating_sub(1)].to_vec();
-        let clamped_from = if asked > ttl { now.checked_add(asked) } else { clamped_by_ca };
-        Ok(Ok(WorkloadCert { cert, intermediates, spiffe_id: checked.id, clamped_from }))
+        let shortened = asked.filter(|a| *a > ttl).and_then(|a| now.checked_add(a));
+        Ok(WorkloadCert { cert, intermediates, spiffe_id: checked.id, clamped_from: shortened.or(clamped_by_ca) })
     }
 }
 
