@@ -281,9 +281,10 @@ fn scope_of(
 
 /// The fleet's report after a pass over some of its clusters: `last`'s rows of the clusters
 /// still in `workload`, with the pass's replacing theirs (the others are carried as that pass
-/// left them), and the pass's view of the signer, roots and lists. With it, whether it speaks for the fleet: not when the pass found
-/// the fleet's trust whole under another root than the last pass did (then only a pass over
-/// every cluster can say). A pass that found trust broken reports that.
+/// left them), and the pass's view of the signer, roots and lists. With it, whether it speaks
+/// for the fleet: not when the pass found the fleet's trust whole under another root than the
+/// last pass did (then only a pass over every cluster can say). A pass that found trust broken
+/// reports that.
 fn merged(last: &Report, pass: &Report, workload: &[String]) -> (Report, bool) {
     let mut r = last.clone();
     let workload: std::collections::HashSet<&str> = workload.iter().map(String::as_str).collect();

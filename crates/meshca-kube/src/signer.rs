@@ -699,6 +699,34 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_s_request_needs_no_approval_and_is_answered_once() {
+        let now = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+        let pcr = |signer: &str, created: OffsetDateTime, status: serde_json::Value| -> PodCertificateRequest {
+            serde_json::from_value(json!({
+                "metadata": {"name": "p", "namespace": "shop", "creationTimestamp": meshca::format_time(created)},
+                "spec": {"signerName": signer, "podName": "p", "podUID": "u", "serviceAccountName": "sa",
+                         "serviceAccountUID": "su", "nodeName": "n", "nodeUID": "nu", "pkixPublicKey": "", "proofOfPossession": ""},
+                "status": status,
+            }))
+            .unwrap()
+        };
+        let s = |signer, created, status| pod_standing(&pcr(signer, created, status), "meshca.dev/istio", now);
+        let cond = |t: &str| json!({"conditions": [{"type": t, "status": "True", "reason": "R", "message": "", "lastTransitionTime": "2030-01-01T00:00:00Z"}]});
+        assert_eq!(s("meshca.dev/istio", now, json!({})), Standing::ToSign);
+        assert_eq!(s("example.com/x", now, json!({})), Standing::OtherSigner);
+        assert_eq!(s("meshca.dev/istio", now, cond("Issued")), Standing::Issued);
+        assert_eq!(s("meshca.dev/istio", now, json!({"certificateChain": "x"})), Standing::Issued);
+        assert_eq!(s("meshca.dev/istio", now, cond("Denied")), Standing::Denied);
+        assert_eq!(s("meshca.dev/istio", now, cond("Failed")), Standing::Failed);
+        assert_eq!(s("meshca.dev/istio", now - time::Duration::hours(2), json!({})), Standing::Stale);
+        // A refusal of the key is the standard UnsupportedKeyType denial.
+        let refusal = Refusal { reason: meshca::RefusalReason::KeyNotAllowed, message: "an Ed25519 key".into() };
+        let out = pod_answered(&pcr("meshca.dev/istio", now, json!({})), &Answer::Refuse(refusal), now);
+        let c = &out.status.unwrap().conditions.unwrap()[0];
+        assert_eq!((c.type_.as_str(), c.reason.as_str(), c.status.as_str()), ("Denied", "UnsupportedKeyType", "True"));
+    }
+
+    #[test]
     fn a_refusal_is_a_failed_condition_naming_its_rule() {
         let now = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
         let c = csr("meshca.dev/istio", now, json!({"conditions": [{"type": "Approved", "status": "True"}]}));
