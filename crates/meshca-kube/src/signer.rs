@@ -169,8 +169,8 @@ pub struct SignerConfig {
     pub identity: String,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// How long a loaded intermediate is used before it is read again (a rotation or
-    /// revocation reaches the signer within this).
+    /// How long a loaded intermediate is used before it is read again. A change to its Secret
+    /// (a rotation, a revocation) is seen at once through a watch; this bounds a missed event.
     pub reload_after: Duration,
     /// The requests queued per cluster at most.
     pub queue: usize,
@@ -213,6 +213,9 @@ struct Shared {
     cfg: SignerConfig,
     store: KubeStore,
     cas: Mutex<HashMap<String, (Instant, Arc<SigningCa>)>>,
+    /// Counts the intermediates forgotten: a load that began before one is not kept (what it
+    /// read may be the replaced intermediate).
+    forgotten: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -224,12 +227,16 @@ impl Shared {
             }
         }
         let now = (self.cfg.clock)();
+        let epoch = self.forgotten.load(Ordering::SeqCst);
         let Some(ca) = meshca_ops::ra::signing_ca(&self.store, &self.cfg.policy, &self.cfg.mgmt_cluster, cluster, now)?
         else {
             return Ok(None);
         };
         let ca = Arc::new(ca);
-        self.cas.lock().unwrap_or_else(|p| p.into_inner()).insert(cluster.to_owned(), (Instant::now(), ca.clone()));
+        let mut cas = self.cas.lock().unwrap_or_else(|p| p.into_inner());
+        if self.forgotten.load(Ordering::SeqCst) == epoch {
+            cas.insert(cluster.to_owned(), (Instant::now(), ca.clone()));
+        }
         Ok(Some(ca))
     }
 }
@@ -419,11 +426,12 @@ pub async fn run(cfg: SignerConfig, mgmt: Client, clusters: BTreeMap<String, Cli
             detail: "spec.config.workloadSigning is not set: there is nothing to sign for".into(),
         });
     };
-    let store = KubeStore::new(tokio::runtime::Handle::current(), [(cfg.mgmt_cluster.clone(), mgmt)].into());
-    let shared = Arc::new(Shared { cfg, store, cas: Mutex::new(HashMap::new()) });
+    let store = KubeStore::new(tokio::runtime::Handle::current(), [(cfg.mgmt_cluster.clone(), mgmt.clone())].into());
+    let shared = Arc::new(Shared { cfg, store, cas: Mutex::new(HashMap::new()), forgotten: Default::default() });
     // A JoinSet aborts its tasks when dropped: a signer stopped (its task aborted by the
     // controller or a test) stops signing in every cluster at once.
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(forget_replaced_intermediates(mgmt, shared.clone()));
     for (name, client) in clusters {
         if name == shared.cfg.mgmt_cluster || !ws.covers(&name) {
             continue;
@@ -441,6 +449,41 @@ pub async fn run(cfg: SignerConfig, mgmt: Client, clusters: BTreeMap<String, Cli
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Watches the Secrets beside the policy that keep RA intermediates, and forgets a loaded
+/// intermediate as soon as its Secret changes: after a rotation or a revocation the next
+/// request is signed with the new one, not with a revoked one for up to
+/// [`SignerConfig::reload_after`] (which stays as the backstop of a missed event).
+async fn forget_replaced_intermediates(mgmt: Client, shared: Arc<Shared>) {
+    use k8s_openapi::api::core::v1::Secret;
+    let api: Api<Secret> = Api::namespaced(mgmt, &shared.cfg.policy.namespace);
+    let (k, v) = meshca_ops::manifest::MANAGED_BY;
+    let config = watcher::Config::default().labels(&format!("{k}={v}")).timeout(shared.cfg.watch_secs);
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let forget = |cluster: Option<&str>| {
+        let mut cas = shared.cas.lock().unwrap_or_else(|p| p.into_inner());
+        shared.forgotten.fetch_add(1, Ordering::SeqCst);
+        match cluster {
+            Some(c) => {
+                cas.remove(c);
+            }
+            None => cas.clear(),
+        }
+    };
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => {
+                if let Some(cluster) = s.name_any().strip_prefix("meshca-ra-") {
+                    forget(Some(cluster));
+                }
+            }
+            // A re-list may have missed changes: forget them all.
+            Ok(watcher::Event::InitDone) => forget(None),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "intermediate watch failed; retrying with backoff"),
+        }
+    }
 }
 
 /// Aborts a task when dropped (the watch loop's helpers end with it).

@@ -449,3 +449,57 @@ async fn pod_certificate_requests_are_issued_for_the_pod_s_identity_or_denied() 
     task.abort();
     assert_workload_rbac_allows(&east.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_revocation_the_next_request_is_signed_by_the_new_intermediate_at_once() {
+    let (mgmt, east, root) = fleet().await;
+    let mut cfg =
+        SignerConfig::new(policy::parse(&policy_text(), "policy.yaml").unwrap(), "mgmt", Arc::new(Metrics::new()));
+    cfg.watch_secs = 3;
+    // Reloading on a timer would take an hour: only the Secret's watch can explain a reload.
+    cfg.reload_after = Duration::from_secs(3600);
+    let task = tokio::spawn(signer::run(cfg, mgmt.client(), [("east".to_owned(), east.client())].into()));
+    let api: Api<CertificateSigningRequest> = Api::all(east.client());
+    let kept = |mgmt: &ApiServer| {
+        let s: Secret = serde_json::from_value(mgmt.get(SECRETS, "gloo-mesh", "meshca-ra-east").unwrap()).unwrap();
+        s.data.unwrap()["ca-cert.pem"].0.clone()
+    };
+    let first = istiod(&api, csr_object("before", &spiffe_request(ID), SIGNER_NAME, ISTIOD, None)).await;
+    assert_eq!(chain_of(&first)[1].to_pem().as_bytes(), &kept(&mgmt)[..]);
+    let old = kept(&mgmt);
+
+    // East's key leaked: revoked, and a new intermediate kept on the management side.
+    let map: BTreeMap<String, kube::Client> =
+        [("mgmt".to_owned(), mgmt.client()), ("east".to_owned(), east.client())].into();
+    let (handle, pol) = (tokio::runtime::Handle::current(), policy::parse(&policy_text(), "policy.yaml").unwrap());
+    tokio::task::spawn_blocking(move || {
+        let store = KubeStore::new(handle, map);
+        let opts = Options::new(OffsetDateTime::now_utc(), vec!["east".into()]);
+        meshca_ops::revocation::revoke_clusters(
+            &store,
+            &pol,
+            &opts,
+            &["east".to_owned()],
+            meshca::RevocationReason::KeyCompromise,
+            &mut meshca::OsRng,
+            &mut |_, _| {},
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_ne!(kept(&mgmt), old, "a new intermediate");
+    // The signer sees the Secret change on its watch; the next request gets the new one.
+    for _ in 0..100 {
+        let after = istiod(&api, csr_object("after", &spiffe_request(ID), SIGNER_NAME, ISTIOD, None)).await;
+        let chain = chain_of(&after);
+        if chain[1].to_pem().as_bytes() == &kept(&mgmt)[..] {
+            meshca_testkit::verify::webpki(&chain, root.bundle().roots(), OffsetDateTime::now_utc()).unwrap();
+            task.abort();
+            return;
+        }
+        assert_eq!(chain[1].to_pem().as_bytes(), &old[..]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("still signing with the revoked intermediate after 5 s");
+}
