@@ -311,6 +311,10 @@ pub struct WorkloadSigningSpec {
     /// Whether DNS SANs beside the SPIFFE ID are signed (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_dns_sans: Option<bool>,
+    /// The key types a request may carry, named as `keyAlgorithm` names them (`ecdsa-p256`,
+    /// `ecdsa-p384`, `rsa-2048`, `rsa-3072`, `rsa-4096`; default: all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_algorithms: Option<Vec<String>>,
     /// Who may request (a CSR's `spec.username`; default istiod's service account,
     /// `system:serviceaccount:istio-system:istiod`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -927,6 +931,20 @@ fn workload_signing(w: WorkloadSigningSpec, bad: &dyn Fn(String) -> Error) -> Re
         rules.max_ttl = meshca::bounds::leaf_ttl_hours(h).map_err(|e| bad(format!("{base}.maxTtlHours {e}")))?;
     }
     rules.allow_dns_sans = w.allow_dns_sans.unwrap_or(false);
+    if let Some(names) = w.key_algorithms {
+        if names.is_empty() {
+            return Err(bad(format!("{base}.keyAlgorithms is empty; leave it out for every key type meshca signs")));
+        }
+        rules.key_types = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                n.parse::<meshca::KeyAlgorithm>()
+                    .map(meshca::KeyAlgorithm::key_type)
+                    .map_err(|e| bad(format!("{base}.keyAlgorithms[{i}]: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+    }
     rules.requesters = w.requesters.unwrap_or_else(|| vec![ISTIOD_REQUESTER.to_owned()]);
     if rules.requesters.is_empty() {
         return Err(bad(format!("{base}.requesters is empty; leave it out for istiod's service account")));
@@ -1254,6 +1272,10 @@ mod tests {
         assert!(ws.covers("east") && !ws.covers("west"));
         assert_eq!(ws.rules.max_ttl, time::Duration::hours(2));
         assert!(ws.rules.allow_dns_sans);
+        let p = parse(&with("      signerName: meshca.dev/istio\n      keyAlgorithms: [ecdsa-p256, rsa-3072]\n"), "p")
+            .unwrap();
+        let keys = p.workload_signing.unwrap().rules.key_types;
+        assert_eq!(keys, [meshca::KeyType::EcdsaP256, meshca::KeyType::Rsa { bits: 3072 }]);
         let cases = [
             ("      signerName: istio\n", "workloadSigning.signerName \"istio\" is not a Kubernetes signer name"),
             ("      signerName: kubernetes.io/kube-apiserver-client\n", "kubernetes.io signers are Kubernetes' own"),
@@ -1266,6 +1288,11 @@ mod tests {
             ("      signerName: meshca.dev/istio\n      clusters: [East_1]\n", "workloadSigning.clusters[0]"),
             ("      signerName: meshca.dev/istio\n      trustDomain: Bad/TD\n", "workloadSigning.trustDomain"),
             ("      signerName: meshca.dev/istio\n      requesters: []\n", "workloadSigning.requesters is empty"),
+            ("      signerName: meshca.dev/istio\n      keyAlgorithms: []\n", "workloadSigning.keyAlgorithms is empty"),
+            (
+                "      signerName: meshca.dev/istio\n      keyAlgorithms: [ed25519]\n",
+                "workloadSigning.keyAlgorithms[0]",
+            ),
         ];
         for (ws, want) in cases {
             let e = err(&with(ws));
