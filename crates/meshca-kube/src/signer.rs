@@ -612,6 +612,25 @@ async fn sign_cluster<R: SignerRequest>(cluster: String, client: Client, shared:
     drop((worker, relist));
 }
 
+/// Why the signer could not answer a request (the request waits and is tried again).
+#[derive(Debug, thiserror::Error)]
+enum Unavailable {
+    /// The management cluster could not be read, or what it holds is not a valid bundle.
+    #[error(transparent)]
+    Store(meshca_ops::Error),
+    /// The policy has not issued the cluster's intermediate yet.
+    #[error("no intermediate for {cluster} yet ({kept}): the policy has not issued it")]
+    NotIssued {
+        /// The cluster.
+        cluster: String,
+        /// Where it will be kept.
+        kept: String,
+    },
+    /// The intermediate cannot sign (not valid now, its key unusable).
+    #[error(transparent)]
+    Signer(meshca::Error),
+}
+
 /// How long a request the signer could not sign waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
@@ -641,11 +660,9 @@ async fn handle<R: SignerRequest>(
         }
         let (s, c, r) = (shared.clone(), cluster.to_owned(), req.clone());
         let decided = tokio::task::spawn_blocking(move || {
-            let Some(ca) = s.ca(&c).map_err(|e| e.to_string())? else {
-                return Err(format!(
-                    "no intermediate for {c} yet ({}): the policy has not issued it",
-                    s.store.location(&meshca_ops::ra::key_secret(&s.cfg.mgmt_cluster, &s.cfg.policy, &c))
-                ));
+            let Some(ca) = s.ca(&c).map_err(Unavailable::Store)? else {
+                let kept = s.store.location(&meshca_ops::ra::key_secret(&s.cfg.mgmt_cluster, &s.cfg.policy, &c));
+                return Err(Unavailable::NotIssued { cluster: c, kept });
             };
             let rules = s
                 .cfg
@@ -654,7 +671,7 @@ async fn handle<R: SignerRequest>(
                 .as_ref()
                 .map(|w| w.rules.clone())
                 .unwrap_or_else(|| meshca::WorkloadRules::new("cluster.local"));
-            r.answer(&ca, &rules, &mut meshca::OsRng, now).map_err(|e| e.to_string())
+            r.answer(&ca, &rules, &mut meshca::OsRng, now).map_err(Unavailable::Signer)
         })
         .await;
         let answer = match decided {
