@@ -211,6 +211,8 @@ impl SignerConfig {
 
 struct Shared {
     cfg: SignerConfig,
+    /// The policy's `workloadSigning` rules, every request is checked against.
+    rules: meshca::WorkloadRules,
     store: KubeStore,
     cas: Mutex<HashMap<String, (Instant, Arc<SigningCa>)>>,
     /// Counts the intermediates forgotten: a load that began before one is not kept (what it
@@ -427,7 +429,13 @@ pub async fn run(cfg: SignerConfig, mgmt: Client, clusters: BTreeMap<String, Cli
         });
     };
     let store = KubeStore::new(tokio::runtime::Handle::current(), [(cfg.mgmt_cluster.clone(), mgmt.clone())].into());
-    let shared = Arc::new(Shared { cfg, store, cas: Mutex::new(HashMap::new()), forgotten: Default::default() });
+    let shared = Arc::new(Shared {
+        cfg,
+        rules: ws.rules.clone(),
+        store,
+        cas: Mutex::new(HashMap::new()),
+        forgotten: Default::default(),
+    });
     // A JoinSet aborts its tasks when dropped: a signer stopped (its task aborted by the
     // controller or a test) stops signing in every cluster at once.
     let mut tasks = tokio::task::JoinSet::new();
@@ -664,14 +672,7 @@ async fn handle<R: SignerRequest>(
                 let kept = s.store.location(&meshca_ops::ra::key_secret(&s.cfg.mgmt_cluster, &s.cfg.policy, &c));
                 return Err(Unavailable::NotIssued { cluster: c, kept });
             };
-            let rules = s
-                .cfg
-                .policy
-                .workload_signing
-                .as_ref()
-                .map(|w| w.rules.clone())
-                .unwrap_or_else(|| meshca::WorkloadRules::new("cluster.local"));
-            r.answer(&ca, &rules, &mut meshca::OsRng, now).map_err(Unavailable::Signer)
+            r.answer(&ca, &s.rules, &mut meshca::OsRng, now).map_err(Unavailable::Signer)
         })
         .await;
         let answer = match decided {
