@@ -930,6 +930,10 @@ fn where_it_stands(rot: &RotationReport) -> (Vec<String>, String) {
         Some(StepState::Dwelling { until }) => {
             (Vec::new(), format!("every cluster is done; the next step may begin at {}", meshca::format_time(*until)))
         }
+        Some(StepState::Distributing { lagging }) => (
+            lagging.clone(),
+            format!("every cluster is done; waiting for {} trust distribution target(s)", lagging.len()),
+        ),
         _ if rot.finished => (Vec::new(), "finished".into()),
         _ => (Vec::new(), "moving on".into()),
     }

@@ -58,6 +58,7 @@
 pub mod context;
 pub mod crl_sources;
 pub mod describe;
+pub mod distribution;
 pub mod error;
 pub mod fs;
 pub mod manifest;

@@ -204,6 +204,8 @@ pub struct Policy {
     pub wait_for_unobserved_istiod: bool,
     /// `spec.config.workloadSigning`: meshca is the Kubernetes signer for these clusters.
     pub workload_signing: Option<WorkloadSigning>,
+    /// `spec.config.trustDistribution`: where the fleet's trust set is published beyond the mesh.
+    pub trust_distribution: Option<TrustDistribution>,
     /// Fields accepted but not acted on by this edge, for the user to know.
     pub notes: Vec<String>,
 }
@@ -284,6 +286,100 @@ pub struct PolicyConfig {
     /// key: their intermediates stay on the management side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_signing: Option<WorkloadSigningSpec>,
+    /// meshca's extension: publish the fleet's trust set (every root in use, the incoming one
+    /// during a root rotation, the passive ones) beyond the mesh: a SPIFFE bundle endpoint,
+    /// ClusterTrustBundles and ConfigMaps in the workload clusters. A root rotation waits for
+    /// every target before intermediates from the new root go out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_distribution: Option<TrustDistributionSpec>,
+}
+
+/// `spec.config.trustDistribution`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct TrustDistributionSpec {
+    /// The trust domain the SPIFFE bundle is for (default: workloadSigning's, else
+    /// `cluster.local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
+    /// The SPIFFE bundle endpoint (served by `meshca controller --bundle-endpoint-addr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_bundle: Option<SpiffeBundleSpec>,
+    /// Whether each workload cluster gets the ClusterTrustBundles `meshca.dev:istio:live` (and
+    /// `meshca.dev:istio:canary` during a root rotation), signer `meshca.dev/istio` (default
+    /// true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_trust_bundles: Option<bool>,
+    /// A ConfigMap with the trust set in each namespace that matches, in every workload cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_maps: Option<ConfigMapsSpec>,
+}
+
+/// `spec.config.trustDistribution.spiffeBundle`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct SpiffeBundleSpec {
+    /// `spiffe_refresh_hint`, in seconds (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = meshca::REFRESH_HINT_SECONDS.0, max = meshca::REFRESH_HINT_SECONDS.1)))]
+    pub refresh_hint_seconds: Option<i64>,
+    /// The endpoint profile: `https_spiffe` (meshca issues and rotates the endpoint's own
+    /// X509-SVID, `spiffe://<trust domain>/meshca/bundle-endpoint`; the default) or `https_web`
+    /// (a serving certificate from `servingCertSecretRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// `https_web`: the Secret with the serving certificate (`tls.crt`, `tls.key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_cert_secret_ref: Option<SecretRefSpec>,
+}
+
+/// `spec.config.trustDistribution.configMaps`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ConfigMapsSpec {
+    /// The ConfigMap's name (default `meshca-trust-bundle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The key the PEM roots are under (default `root-certs.pem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Which namespaces get it (required, as trust-manager asks: `{}` is every namespace).
+    pub namespace_selector: LabelSelectorSpec,
+}
+
+/// A Kubernetes label selector (`matchLabels` and `matchExpressions`, ANDed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct LabelSelectorSpec {
+    /// Labels that must be present with these values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Requirements on labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_expressions: Option<Vec<LabelRequirementSpec>>,
+}
+
+/// One `matchExpressions` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct LabelRequirementSpec {
+    /// The label.
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    pub operator: String,
+    /// The values (`In`, `NotIn`: at least one; `Exists`, `DoesNotExist`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
 }
 
 /// `spec.config.workloadSigning`.
@@ -801,6 +897,10 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
     };
 
     let workload_signing = cfg.workload_signing.map(|w| workload_signing(w, &bad)).transpose()?;
+    let trust_distribution = cfg
+        .trust_distribution
+        .map(|t| crate::distribution::check_spec(t, &namespace, workload_signing.as_ref(), &bad))
+        .transpose()?;
 
     let mut notes = Vec::new();
     if generated_ratio_note {
@@ -827,11 +927,14 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         auto_restart_pods: cfg.auto_restart_pods.unwrap_or(false),
         wait_for_unobserved_istiod: cfg.wait_for_unobserved_istiod.unwrap_or(false),
         workload_signing,
+        trust_distribution,
         passive,
         root_rotation,
         notes,
     })
 }
+
+pub use crate::distribution::{ConfigMapTarget, EndpointProfile, LabelSelector, TrustDistribution};
 
 /// What is signed for the workloads of RA-mode clusters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,9 +12,10 @@
 
 use meshca::Files;
 
+use crate::distribution::LabelSelector;
 use crate::error::Error;
 use crate::policy::Policy;
-use crate::store::{SecretRef, Store, WriteMeta};
+use crate::store::{Held, SecretRef, Store, TrustObject, WriteMeta};
 
 /// The Secret in an RA-mode workload cluster that holds the roots (istiod's
 /// `/etc/external-ca-cert`).
@@ -109,6 +110,38 @@ impl Store for RaStore<'_> {
 
     fn batch_writers(&self) -> usize {
         self.inner.batch_writers()
+    }
+
+    // The trust objects are the workload cluster's own, as they are without RA mode.
+    fn has_trust_bundles(&self, cluster: &str) -> Result<bool, Error> {
+        self.inner.has_trust_bundles(cluster)
+    }
+
+    fn read_trust(&self, cluster: &str, object: &TrustObject, key: &str) -> Result<Option<Held>, Error> {
+        self.inner.read_trust(cluster, object, key)
+    }
+
+    fn write_trust(
+        &self,
+        cluster: &str,
+        object: &TrustObject,
+        key: &str,
+        pem: &str,
+        signer: &str,
+    ) -> Result<(), Error> {
+        self.inner.write_trust(cluster, object, key, pem, signer)
+    }
+
+    fn delete_trust(&self, cluster: &str, object: &TrustObject) -> Result<bool, Error> {
+        self.inner.delete_trust(cluster, object)
+    }
+
+    fn namespaces(&self, cluster: &str, selector: &LabelSelector, limit: usize) -> Result<Vec<String>, Error> {
+        self.inner.namespaces(cluster, selector, limit)
+    }
+
+    fn managed_config_maps(&self, cluster: &str, name: &str) -> Result<Vec<String>, Error> {
+        self.inner.managed_config_maps(cluster, name)
     }
 }
 

@@ -252,6 +252,15 @@ fn reconcile_with(
     {
         next_check = Some(next_check.map_or(refresh, |n| n.min(refresh)));
     }
+    // The trust set every bundle holds now, published beyond the mesh.
+    let distribution = match &policy.trust_distribution {
+        None => None,
+        Some(_) => {
+            let set = meshca::TrustSet::new(policy.rotation.trust_bundle(&signer))
+                .map_err(Error::core("spec.config.trustDistribution"))?;
+            crate::distribution::publish(store, policy, opts, &set, None)?.map(Box::new)
+        }
+    };
     Ok(Report {
         policy: policy.name.clone(),
         at: opts.now,
@@ -277,6 +286,7 @@ fn reconcile_with(
             .iter()
             .map(|r| RootInfo { subject: r.subject(), fingerprint: r.fingerprint_sha256(), not_after: r.not_after() })
             .collect(),
+        distribution,
         crl: fleet.map(|f| {
             Box::new(f.summary(store.location(&revocation::list_secret(policy, &opts.mgmt_cluster)), &signer))
         }),

@@ -204,6 +204,9 @@ pub struct Report {
     /// not: the clusters that needed a signature failed, the others were kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider_fault: Option<crate::error::ProviderFault>,
+    /// What `trustDistribution` published this run, when the policy has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Box<crate::distribution::Distribution>>,
 }
 
 /// A root of the trust bundle.

@@ -266,6 +266,13 @@ pub enum StepState {
         /// The final phase.
         phase: PhaseName,
     },
+    /// Every cluster is done and the dwell has passed, but intermediates from the new root
+    /// wait for `spec.config.trustDistribution`: these targets do not carry the new root yet
+    /// (or the SPIFFE bundle has not carried it long enough).
+    Distributing {
+        /// The targets that lag.
+        lagging: Vec<String>,
+    },
 }
 
 /// What happened to the rotation itself in a run, beyond a step.
@@ -306,6 +313,9 @@ pub struct RotationReport {
     pub next_step_at: Option<OffsetDateTime>,
     /// Whether the rotation (or its rollback) finished in this run.
     pub finished: bool,
+    /// What `trustDistribution` published this run, when the policy has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Box<crate::distribution::Distribution>>,
 }
 
 impl RotationReport {
@@ -531,7 +541,8 @@ pub fn run(
         steps.extend(second.steps.iter().cloned());
         let mut entered = report.entered;
         entered.extend(second.entered.iter().copied());
-        report = RotationReport { phase: report.phase, steps, entered, ..second };
+        let distribution = second.distribution.clone().or(report.distribution);
+        report = RotationReport { phase: report.phase, steps, entered, distribution, ..second };
     }
     report.notice = notice;
     Ok(Outcome::Rotating(report))
@@ -574,6 +585,17 @@ fn pass(
         }
         .into());
     }
+    // Beyond the mesh first: the phase's trust set, and the incoming root as the canary while
+    // it is coming in.
+    let distribution = match &policy.trust_distribution {
+        None => None,
+        Some(_) => {
+            let live = meshca::TrustSet::new(r.target_roots()).map_err(Error::core("spec.config.trustDistribution"))?;
+            let canary =
+                matches!(r.phase, Phase::AddingNewRoot | Phase::PropagatingIntermediates).then_some(&r.new_root);
+            crate::distribution::publish(store, policy, opts, &live, canary)?.map(Box::new)
+        }
+    };
     let mut rotation_policy = policy.rotation.clone();
     rotation_policy.passive_roots = passive.to_vec();
     // The fleet's CRL set, when it publishes one: the CRLs of both roots while either may be
@@ -735,11 +757,26 @@ fn pass(
         }
     }
     let views: Vec<(&str, Option<&Cacerts>)> = bundles.iter().map(|(n, b)| (n.as_str(), b.as_ref())).collect();
-    let (next, step) = r.step(&views, now);
+    let (mut next, step) = r.step(&views, now);
+    // Intermediates from the new root go out only once everything beyond the mesh that trusts
+    // the fleet carries it: held at the end of step 1, the dwell done.
+    let mut lagging = Vec::new();
+    if r.phase == Phase::AddingNewRoot && matches!(step, Step::Advanced { .. }) {
+        let mut all: BTreeSet<String> = known.clone();
+        all.extend(clusters.iter().cloned());
+        all.remove(mgmt);
+        lagging = crate::distribution::lagging(store, policy, opts, &all, &r.new_root)?;
+        if !lagging.is_empty() {
+            next = r.clone();
+            next.phase_completed_at = Some(r.phase_completed_at.unwrap_or(now));
+            tracing::info!(targets = ?lagging, "the new root's intermediates wait for trust distribution");
+        }
+    }
     if !istiod_pending.is_empty() {
         tracing::info!(clusters = ?istiod_pending, "waiting for istiod to load the roots meshca wrote");
     }
     let state = match &step {
+        _ if !lagging.is_empty() => StepState::Distributing { lagging },
         Step::Converging { pending } => StepState::Converging { pending: pending.clone() },
         Step::Dwelling { until } => StepState::Dwelling { until: *until },
         Step::Advanced { to } => StepState::Advanced { to: PhaseName(*to) },
@@ -779,6 +816,7 @@ fn pass(
         entered: if next.phase == r.phase { Vec::new() } else { vec![PhaseName(next.phase)] },
         old_root: r.old_root.subject(),
         new_root: r.new_root.subject(),
+        distribution,
     };
     Ok((report, saved))
 }

@@ -24,6 +24,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder, OpenOptions};
 use meshca::Files;
 
+use crate::distribution::LabelSelector;
 use crate::error::Error;
 use crate::fs::{is_key_file, IoError};
 
@@ -116,6 +117,164 @@ pub trait Store: Sync {
     /// gains from that many at once, whatever the number of cores. 1, the default: none.
     fn batch_writers(&self) -> usize {
         1
+    }
+    /// Whether `cluster` serves ClusterTrustBundles (certificates.k8s.io, v1 or v1beta1). The
+    /// default (the directory store's mirror) always does.
+    fn has_trust_bundles(&self, cluster: &str) -> Result<bool, Error> {
+        let _ = cluster;
+        Ok(true)
+    }
+    /// The PEM `object` holds in `cluster` (a ConfigMap's under `key`), and whether meshca
+    /// manages it; `None` when it does not exist. The default keeps each object as a
+    /// Secret-shaped mirror ([`mirror_of`]): how the directory store holds them.
+    fn read_trust(&self, cluster: &str, object: &TrustObject, key: &str) -> Result<Option<Held>, Error> {
+        let secret = mirror_of(cluster, object);
+        let Some(files) = self.read(&secret)?.filter(|f| f.iter().next().is_some()) else { return Ok(None) };
+        let managed = self.meta(&secret)?.is_some_and(|m| is_managed(&m));
+        let pem = files.get(mirror_key(object, key)).map(<[u8]>::to_vec).unwrap_or_default();
+        Ok(Some(Held { pem, managed }))
+    }
+    /// Creates or replaces `object` with `pem` (a ClusterTrustBundle with `signer_name`), labelled
+    /// as meshca's. Refuses one meshca does not manage ([`Error::NotManaged`]).
+    fn write_trust(
+        &self,
+        cluster: &str,
+        object: &TrustObject,
+        key: &str,
+        pem: &str,
+        signer_name: &str,
+    ) -> Result<(), Error> {
+        let secret = mirror_of(cluster, object);
+        if let Some(held) = self.read_trust(cluster, object, key)? {
+            if !held.managed {
+                return Err(Error::NotManaged { location: self.location(&secret) });
+            }
+        }
+        let mut files = Files::new();
+        files.insert(mirror_key(object, key).to_owned(), pem.as_bytes().to_vec());
+        if matches!(object, TrustObject::ClusterTrustBundle { .. }) {
+            files.insert("signerName".to_owned(), signer_name.as_bytes().to_vec());
+        }
+        self.write(&secret, &files, &WriteMeta::managed())
+    }
+    /// Deletes `object` if meshca manages it (one it does not manage is left alone: `Ok(false)`).
+    /// Returns whether it was deleted.
+    ///
+    /// The default leaves an empty mirror behind (a tombstone: read as absent), so the
+    /// directory store never removes a directory.
+    fn delete_trust(&self, cluster: &str, object: &TrustObject) -> Result<bool, Error> {
+        match self.read_trust(cluster, object, "")? {
+            Some(held) if held.managed => {
+                self.write(&mirror_of(cluster, object), &Files::new(), &WriteMeta::managed())?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    /// The namespaces of `cluster` whose labels `selector` matches, at most `limit` (more:
+    /// [`Error::Store`]). The default reads the directory store's mirror: the Secret
+    /// `_cluster/namespaces` holds one file per namespace, its labels as a JSON object.
+    fn namespaces(&self, cluster: &str, selector: &LabelSelector, limit: usize) -> Result<Vec<String>, Error> {
+        let secret = SecretRef::new(cluster, "_cluster", "namespaces");
+        let Some(files) = self.read(&secret)? else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for (ns, labels) in files.iter() {
+            let labels: std::collections::BTreeMap<String, String> =
+                serde_json::from_slice(labels).map_err(|e| Error::Store {
+                    location: self.location(&secret),
+                    detail: format!("{ns}: the labels are not a JSON object of strings: {e}"),
+                })?;
+            if selector.matches(&labels) {
+                out.push(ns.to_owned());
+            }
+        }
+        if out.len() > limit {
+            return Err(too_many_namespaces(&self.location(&secret), out.len(), limit));
+        }
+        Ok(out)
+    }
+    /// The namespaces of `cluster` in which meshca's ConfigMap `name` exists.
+    fn managed_config_maps(&self, cluster: &str, name: &str) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        for ns in self.namespaces(cluster, &LabelSelector::everything(), usize::MAX)? {
+            let object = TrustObject::ConfigMap { namespace: ns.clone(), name: name.to_owned() };
+            if self.read_trust(cluster, &object, "")?.is_some_and(|h| h.managed) {
+                out.push(ns);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A trust object meshca publishes in a workload cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TrustObject {
+    /// A ClusterTrustBundle (certificates.k8s.io), cluster-scoped.
+    ClusterTrustBundle {
+        /// Its name, e.g. `meshca.dev:istio:live`.
+        name: String,
+    },
+    /// A ConfigMap.
+    ConfigMap {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+}
+
+impl std::fmt::Display for TrustObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrustObject::ClusterTrustBundle { name } => write!(f, "ClusterTrustBundle {name}"),
+            TrustObject::ConfigMap { namespace, name } => write!(f, "ConfigMap {namespace}/{name}"),
+        }
+    }
+}
+
+/// What a trust object holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The PEM roots.
+    pub pem: Vec<u8>,
+    /// Whether meshca manages the object (its managed-by label).
+    pub managed: bool,
+}
+
+/// Where the directory store mirrors a trust object: a ClusterTrustBundle as the Secret-shaped
+/// `<cluster>/_clustertrustbundles/<name, ':' as '_'>`, a ConfigMap as
+/// `<cluster>/<namespace>/_configmap.<name>`. Neither can be a real Secret's place (no
+/// namespace or Secret name has a `_`).
+pub fn mirror_of(cluster: &str, object: &TrustObject) -> SecretRef {
+    match object {
+        TrustObject::ClusterTrustBundle { name } => {
+            SecretRef::new(cluster, "_clustertrustbundles", &name.replace(':', "_"))
+        }
+        TrustObject::ConfigMap { namespace, name } => SecretRef::new(cluster, namespace, &format!("_configmap.{name}")),
+    }
+}
+
+fn mirror_key<'k>(object: &TrustObject, key: &'k str) -> &'k str {
+    match object {
+        TrustObject::ClusterTrustBundle { .. } => "trustBundle",
+        TrustObject::ConfigMap { .. } => key,
+    }
+}
+
+/// Whether `meta` carries meshca's managed-by label.
+pub fn is_managed(meta: &WriteMeta) -> bool {
+    let (k, v) = crate::manifest::MANAGED_BY;
+    meta.labels.get(k).is_some_and(|l| l == v)
+}
+
+/// The error for a selector that matches more namespaces than meshca writes ConfigMaps into.
+pub fn too_many_namespaces(location: &str, found: usize, limit: usize) -> Error {
+    Error::Store {
+        location: location.to_owned(),
+        detail: format!(
+            "the namespace selector matches {found} namespaces, more than the {limit} meshca writes a ConfigMap \
+             into; narrow trustDistribution.configMaps.namespaceSelector"
+        ),
     }
 }
 

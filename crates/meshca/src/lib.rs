@@ -50,6 +50,7 @@ mod rsa_keygen;
 mod spiffe;
 mod text;
 mod time_fmt;
+mod trust_bundle;
 mod verify;
 mod workload;
 
@@ -82,6 +83,9 @@ pub use rotation::{plan, same_roots, union_roots, Current, Facts, IssueReason, P
 pub use spiffe::{validate_trust_domain, SpiffeId, MAX_SPIFFE_ID_BYTES};
 pub use text::{list_bounded, printable};
 pub use time_fmt::human_duration;
+pub use trust_bundle::{
+    refresh_hint, BundleVersion, TrustSet, DEFAULT_REFRESH_HINT_SECONDS, HINTS_BEFORE_USE, REFRESH_HINT_SECONDS,
+};
 pub use verify::{
     check_cross_cluster, check_mutual_trust, check_mutual_trust_chains, verify_workload, verify_workload_chain,
     verify_workload_chain_with_crls, SharedRoot, TrustCheck, VerifiedWorkload,

@@ -38,6 +38,9 @@ fn step_words(step: &StepState) -> String {
         StepState::Dwelling { until } => format!("every cluster is done; next step at {}", meshca::format_time(*until)),
         StepState::Advanced { to } => format!("advanced to {to}"),
         StepState::Finished { phase } => format!("finished ({phase})"),
+        StepState::Distributing { lagging } => {
+            format!("every cluster is done; waiting for trust distribution: {}", meshca::list_bounded(lagging, 10))
+        }
         other => format!("{other:?}"),
     }
 }

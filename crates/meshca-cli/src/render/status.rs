@@ -117,6 +117,11 @@ pub(crate) fn render_status_rotation(r: &RotationReport, paint: &Paint) -> Strin
         Some(StepState::Dwelling { until }) => {
             s.push_str(&format!("every cluster is done; the next step may begin at {}\n", meshca::format_time(*until)))
         }
+        Some(StepState::Distributing { lagging }) => s.push_str(&format!(
+            "every cluster is done; the new root's intermediates wait for {} trust target(s): {}\n",
+            lagging.len(),
+            meshca::list_bounded(lagging, 10)
+        )),
         _ => {}
     }
     for (cluster, error) in r.failed_clusters() {
