@@ -10,7 +10,7 @@ export PIP_CACHE_DIR="$repo/.cache/pip" PIP_DISABLE_PIP_VERSION_CHECK=1
 py=$(command -v python3)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-deps=("pytest>=7" "cryptography>=43" "mypy>=1.10")
+deps=("pytest>=7" "cryptography>=43" "mypy>=1.10" "jwcrypto>=1.5")
 # The PKI-signer test runs against the OpenBao that scripts/test.sh installed (or
 # $MESHCA_TEST_BAO); without one it skips, or fails where MESHCA_REQUIRE_BAO is set (.ci/run).
 bao=${MESHCA_TEST_BAO:-$repo/.venv/bin/bao}

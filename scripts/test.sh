@@ -48,5 +48,5 @@ echo "== Python: build bindings/python into .venv and run pytest (incl. mypy stu
 # already compiled instead of compiling them all again in release (the release wheel and sdist are
 # built and tested by scripts/packaging.sh).
 MATURIN_PEP517_ARGS="--profile dev" .venv/bin/pip install --quiet --force-reinstall --no-deps ./bindings/python
-.venv/bin/pip install --quiet "pytest>=7" "cryptography>=43" "mypy>=1.10"
+.venv/bin/pip install --quiet "pytest>=7" "cryptography>=43" "mypy>=1.10" "jwcrypto>=1.5"
 (cd bindings/python && "$repo/.venv/bin/python" -m pytest -q)

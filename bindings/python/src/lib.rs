@@ -1191,6 +1191,16 @@ fn verify_workload_chain(
     Ok(id.to_string())
 }
 
+/// The SPIFFE bundle (a JWK Set: one `x509-svid` key per root, `spiffe_sequence`,
+/// `spiffe_refresh_hint`) of the roots in `roots_pem`, as `meshca bundle` prints it.
+#[pyfunction]
+#[pyo3(signature = (roots_pem, sequence, refresh_hint_seconds = 300))]
+fn spiffe_bundle(roots_pem: &[u8], sequence: u64, refresh_hint_seconds: i64) -> PyResult<String> {
+    let roots = meshca::parse_certificates(roots_pem, "roots_pem").map_err(core_err)?;
+    let hint = meshca::refresh_hint("refresh_hint_seconds", refresh_hint_seconds).map_err(core_err)?;
+    Ok(meshca::TrustSet::new(roots).map_err(core_err)?.spiffe_bundle(sequence, hint))
+}
+
 /// In a cluster: a new key and a CSR for its intermediate. Returns `(key_pem, csr_pem)`.
 #[pyfunction]
 #[pyo3(signature = (cluster, key = "ecdsa-p256", organization = "Istio"))]
@@ -1219,6 +1229,7 @@ fn _meshca(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_same_root, m)?)?;
     m.add_function(wrap_pyfunction!(verify_workload_chain, m)?)?;
     m.add_function(wrap_pyfunction!(make_csr, m)?)?;
+    m.add_function(wrap_pyfunction!(spiffe_bundle, m)?)?;
     for (name, ty) in [
         ("MeshcaError", py.get_type::<MeshcaError>()),
         ("BundleInvalidError", py.get_type::<BundleInvalidError>()),

@@ -562,3 +562,44 @@ def test_a_signer_in_openbao_issues_intermediates_cryptography_verifies(tmp_path
     assert "permission denied" in str(e.value) and "wrong-token-4711" not in str(e.value)
     with pytest.raises(meshca.InvalidParameterError):
         meshca.SigningCa.from_vault("http://vault.example:8200", token_file=token_file)
+
+
+def test_spiffe_bundle_read_by_an_independent_jose_implementation() -> None:
+    """The SPIFFE bundle as jwcrypto (an independent JOSE implementation) reads it: each key's
+    parameters are its x5c certificate's public key, per the SPIFFE Trust Domain and Bundle spec
+    (use x509-svid, x5c of exactly one certificate, no key twice, sequence and refresh hint)."""
+    import base64
+    import json
+
+    jwk = pytest.importorskip("jwcrypto.jwk")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    roots = [
+        meshca.SigningCa.generate_root(common_name="Root P-256"),
+        meshca.SigningCa.generate_root(common_name="Root RSA", key="rsa-2048"),
+        meshca.SigningCa.generate_root(common_name="Root P-384", key="ecdsa-p384"),
+    ]
+    pem = b"".join(r.root_cert_pem for r in roots) + roots[0].root_cert_pem
+    text = meshca.spiffe_bundle(pem, sequence=3, refresh_hint_seconds=600)
+    doc = json.loads(text)
+    assert doc["spiffe_sequence"] == 3 and doc["spiffe_refresh_hint"] == 600
+    keyset = jwk.JWKSet.from_json(text)
+    keys = list(keyset["keys"])
+    assert len(keys) == 3, "the root given twice is one key"
+    spki = set()
+    for raw, key in zip(doc["keys"], keys):
+        assert raw["use"] == "x509-svid"
+        assert len(raw["x5c"]) == 1
+        cert = x509.load_der_x509_certificate(base64.b64decode(raw["x5c"][0]))
+        want = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        # (get_op_key would refuse: `use` is x509-svid, not sig; the PEM export reads the
+        # parameters alone.)
+        public = serialization.load_pem_public_key(key.export_to_pem())
+        got = public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        assert got == want, f"{cert.subject.rfc4514_string()}: the JWK is not the certificate's key"
+        spki.add(want)
+    assert len(spki) == 3
+    assert [json.loads(k.export_public())["kty"] for k in keys] == ["EC", "RSA", "EC"]
+    with pytest.raises(meshca.InvalidParameterError, match="refresh_hint_seconds"):
+        meshca.spiffe_bundle(pem, sequence=1, refresh_hint_seconds=0)

@@ -66,6 +66,9 @@ enum Command {
     /// what meshca wrote, the roots, a root rotation's phase and the revocation list (nothing
     /// is written).
     Status(cmd::status::StatusArgs),
+    /// Print the fleet's trust set as the last run published it: a SPIFFE bundle (JWK Set) or
+    /// PEM (spec.config.trustDistribution; what the controller's bundle endpoint serves).
+    Bundle(cmd::bundle::BundleArgs),
     /// Revoke a compromised cluster CA: a new key and intermediate for it now, and a CRL set in
     /// every cluster's bundle so every other cluster refuses what the old one signed.
     Revoke(cmd::revoke::RevokeArgs),
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
         Command::Reconcile(a) => cmd::reconcile::run(a),
         Command::Rotate(a) => cmd::rotate::run(a),
         Command::Status(a) => cmd::status::run(a),
+        Command::Bundle(a) => cmd::bundle::run(a),
         Command::Revoke(a) => cmd::revoke::run_revoke(a),
         Command::Unrevoke(a) => cmd::revoke::run_unrevoke(a),
         Command::Crl(c) => cmd::revoke::run_crl(c),

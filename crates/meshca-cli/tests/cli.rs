@@ -733,3 +733,34 @@ fn inspect_shows_a_crl() {
     assert_eq!(v["crls"][0]["stale"], true);
     assert_eq!(v["crls"][0]["revoked"][0]["reason"], "keyCompromise");
 }
+
+#[test]
+fn bundle_prints_the_trust_set_the_run_published() {
+    let (d, store, policy) = seed_store("bundle");
+    let (st, pol) = (s(&store), s(&policy));
+    let out = meshca(&["bundle", "--policy", &pol, "--store", &st]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("no trust set is published"), "{}", out.all());
+    assert!(out.stderr.contains("add spec.config.trustDistribution"), "{}", out.all());
+    std::fs::write(
+        &policy,
+        format!("{SEED_POLICY}    trustDistribution:\n      spiffeBundle: {{refreshHintSeconds: 120}}\n"),
+    )
+    .unwrap();
+    ok(&["reconcile", "--policy", &pol, "--store", &st, "--cluster", "cluster1"]);
+    let root =
+        std::fs::read_to_string(store.join("mgmt/gloo-mesh/my-root-trust-policy.gloo-mesh/root-cert.pem")).unwrap();
+    let pem = ok(&["bundle", "--policy", &pol, "--store", &st, "--format", "pem"]);
+    assert_eq!(pem.stdout, root);
+    let doc = ok(&["bundle", "--policy", &pol, "--store", &st]);
+    let v: serde_json::Value = serde_json::from_str(&doc.stdout).unwrap();
+    assert_eq!((v["spiffe_sequence"].as_u64(), v["spiffe_refresh_hint"].as_u64()), (Some(1), Some(120)));
+    let keys = v["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    let body: String = root.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert_eq!(keys[0]["x5c"][0].as_str(), Some(body.as_str()), "x5c is the root's DER");
+    assert_eq!(keys[0]["use"], "x509-svid");
+    // The ClusterTrustBundle mirror reached the cluster.
+    assert!(store.join("cluster1/_clustertrustbundles/meshca.dev_istio_live/trustBundle").is_file());
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -33,6 +33,7 @@ from ._meshca import TrustChain as TrustChain
 from ._meshca import TrustError as TrustError
 from ._meshca import fleet_crl_set as fleet_crl_set
 from ._meshca import make_csr as make_csr
+from ._meshca import spiffe_bundle as spiffe_bundle
 from ._meshca import verify_same_root as verify_same_root
 from ._meshca import verify_workload_chain as verify_workload_chain
 
@@ -57,6 +58,7 @@ __all__ = [
     "TrustError",
     "fleet_crl_set",
     "make_csr",
+    "spiffe_bundle",
     "verify_same_root",
     "verify_workload_chain",
 ]
