@@ -58,6 +58,7 @@ pub mod leader;
 pub mod metrics;
 pub mod signer;
 pub mod store;
+mod trust;
 
 pub use store::KubeStore;
 

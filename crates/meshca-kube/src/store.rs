@@ -14,7 +14,8 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 use meshca::Files;
-use meshca_ops::store::{SecretRef, Store, WriteMeta};
+use meshca_ops::distribution::LabelSelector;
+use meshca_ops::store::{Held, SecretRef, Store, TrustObject, WriteMeta};
 use meshca_ops::Error;
 
 /// The label istiod's Deployments carry (`app=istiod`).
@@ -31,6 +32,8 @@ pub struct KubeStore {
     /// Where writes are recorded (the data's hash per Secret), so the controller's watches can
     /// tell its own writes from someone else's.
     written: Option<Written>,
+    /// The ClusterTrustBundle resource each cluster serves (discovery, once per cluster).
+    ctb: Mutex<HashMap<String, Option<kube::api::ApiResource>>>,
 }
 
 /// The hash of the data meshca last wrote, per Secret (`cluster/namespace/name`).
@@ -68,6 +71,7 @@ impl KubeStore {
             timeout: Duration::from_secs(20),
             seen: Mutex::new(HashMap::new()),
             written: None,
+            ctb: Mutex::new(HashMap::new()),
         }
     }
 
@@ -97,14 +101,18 @@ impl KubeStore {
         self.clusters.keys().cloned().collect()
     }
 
-    fn client(&self, cluster: &str) -> Result<Client, Error> {
+    pub(crate) fn ctb_cache(&self) -> &Mutex<HashMap<String, Option<kube::api::ApiResource>>> {
+        &self.ctb
+    }
+
+    pub(crate) fn client(&self, cluster: &str) -> Result<Client, Error> {
         self.clusters.get(cluster).cloned().ok_or_else(|| Error::Store {
             location: cluster.to_owned(),
             detail: "no Kubernetes client for this cluster (name it with its kubeconfig context)".into(),
         })
     }
 
-    fn run<T>(&self, location: &str, fut: impl Future<Output = Result<T, kube::Error>>) -> Result<T, Error> {
+    pub(crate) fn run<T>(&self, location: &str, fut: impl Future<Output = Result<T, kube::Error>>) -> Result<T, Error> {
         let timeout = self.timeout;
         match self.rt.block_on(async move { tokio::time::timeout(timeout, fut).await }) {
             Err(_) => {
@@ -240,6 +248,37 @@ impl Store for KubeStore {
         let location = format!("{cluster}: istio-system/configmaps/{ISTIO_CA_ROOT_CERT}");
         let cm = self.run(&location, async move { api.get_opt(ISTIO_CA_ROOT_CERT).await })?;
         Ok(cm.and_then(|c| c.data).and_then(|mut d| d.remove("root-cert.pem")).map(String::into_bytes))
+    }
+
+    fn has_trust_bundles(&self, cluster: &str) -> Result<bool, Error> {
+        Ok(self.ctb_resource(cluster)?.is_some())
+    }
+
+    fn read_trust(&self, cluster: &str, object: &TrustObject, key: &str) -> Result<Option<Held>, Error> {
+        self.read_trust_object(cluster, object, key)
+    }
+
+    fn write_trust(
+        &self,
+        cluster: &str,
+        object: &TrustObject,
+        key: &str,
+        pem: &str,
+        signer: &str,
+    ) -> Result<(), Error> {
+        self.write_trust_object(cluster, object, key, pem, signer)
+    }
+
+    fn delete_trust(&self, cluster: &str, object: &TrustObject) -> Result<bool, Error> {
+        self.delete_trust_object(cluster, object)
+    }
+
+    fn namespaces(&self, cluster: &str, selector: &LabelSelector, limit: usize) -> Result<Vec<String>, Error> {
+        self.list_namespaces(cluster, selector, limit)
+    }
+
+    fn managed_config_maps(&self, cluster: &str, name: &str) -> Result<Vec<String>, Error> {
+        self.list_managed_config_maps(cluster, name)
     }
 
     fn restart_istiod(&self, cluster: &str, now: time::OffsetDateTime) -> Result<Option<String>, Error> {

@@ -1706,3 +1706,73 @@ async fn the_controller_signs_for_a_policy_with_workload_signing() {
     controller.stop(Duration::from_secs(10)).await;
     assert_shipped_rbac_allows(&mgmt.log());
 }
+
+fn namespace_json(name: &str, labels: &[(&str, &str)]) -> Value {
+    let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+}
+
+/// `spec.config.trustDistribution` through the API: the ClusterTrustBundle in the version each
+/// server's discovery offers (v1beta1, v1, none), the ConfigMaps of the namespaces that match,
+/// a hand-made ConfigMap of the same name untouched, a namespace that stops matching cleaned
+/// up, and every request allowed by deploy/workload-cluster/rbac.yaml.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_distribution_follows_discovery_and_the_namespace_selector() {
+    use apiserver::{CONFIGMAPS, NAMESPACES};
+    let (mgmt, root) = mgmt_with_root().await;
+    let ws = servers(3).await;
+    let (east, west, south) = (&ws[0], &ws[1], &ws[2]);
+    west.serve_cluster_trust_bundles(&["v1beta1", "v1"]);
+    south.serve_cluster_trust_bundles(&[]);
+    for s in &ws {
+        s.put(NAMESPACES, "", namespace_json("app", &[("trust", "mesh")]));
+        s.put(NAMESPACES, "", namespace_json("team-b", &[("team", "b")]));
+        s.put(NAMESPACES, "", namespace_json("other", &[]));
+    }
+    let hand = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "meshca-trust-bundle"}, "data": {"root-certs.pem": "theirs"}});
+    west.put(CONFIGMAPS, "app", hand.clone());
+    let text = format!(
+        "{}    trustDistribution:\n      configMaps:\n        namespaceSelector:\n          matchExpressions:\n          \
+         - {{key: trust, operator: In, values: [mesh]}}\n",
+        policy::SEED_POLICY
+    );
+    let clusters = [("east", east), ("west", west), ("south", south)];
+    let now = OffsetDateTime::now_utc();
+    let report = run(store_for(&mgmt, &clusters), &text, &["east", "west", "south"], now).await;
+    assert!(report.ok(), "{report:?}");
+    let root_pem = root.bundle().root().to_pem();
+    let d = report.distribution.as_ref().expect("published");
+    assert!(d.notes.iter().any(|n| n.starts_with("south serves no ClusterTrustBundles")), "{:?}", d.notes);
+    for (server, version) in [(east, "v1beta1"), (west, "v1")] {
+        let ctb = server
+            .get(&format!("apis/certificates.k8s.io/{version}/clustertrustbundles"), "", "meshca.dev:istio:live")
+            .unwrap_or_else(|| panic!("no {version} ClusterTrustBundle"));
+        assert_eq!(ctb["spec"]["signerName"], "meshca.dev/istio");
+        assert_eq!(ctb["spec"]["trustBundle"], root_pem.as_str());
+        assert_eq!(ctb["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshca");
+    }
+    assert!(east.list("apis/certificates.k8s.io/v1/clustertrustbundles").is_empty());
+    assert!(west.list("apis/certificates.k8s.io/v1beta1/clustertrustbundles").is_empty(), "v1 preferred");
+    for s in [east, south] {
+        let cm = s.get(CONFIGMAPS, "app", "meshca-trust-bundle").expect("a ConfigMap in app");
+        assert_eq!(cm["data"]["root-certs.pem"], root_pem.as_str());
+        assert!(s.get(CONFIGMAPS, "other", "meshca-trust-bundle").is_none());
+        assert!(s.get(CONFIGMAPS, "team-b", "meshca-trust-bundle").is_none());
+    }
+    assert_eq!(west.get(CONFIGMAPS, "app", "meshca-trust-bundle").unwrap()["data"], hand["data"], "not meshca's");
+    assert!(d.targets.iter().any(|t| t.cluster == "west"
+        && t.object == "ConfigMap app/meshca-trust-bundle"
+        && matches!(t.outcome, meshca_ops::distribution::TargetOutcome::Failed { .. })));
+
+    // `app` stops matching in east: its ConfigMap goes; a second run otherwise writes nothing.
+    east.put(NAMESPACES, "", namespace_json("app", &[]));
+    let writes = east.writes();
+    let again = run(store_for(&mgmt, &clusters), &text, &["east", "west", "south"], now).await;
+    assert!(east.get(CONFIGMAPS, "app", "meshca-trust-bundle").is_none());
+    assert_eq!(east.writes(), writes + 1, "one delete, nothing rewritten: {:?}", again.distribution);
+    let rules = rbac::rules(&["workload-cluster/rbac.yaml"], "meshca-remote");
+    for s in &ws {
+        rbac::assert_allows(&rules, &s.log());
+    }
+}

@@ -66,6 +66,8 @@ struct Inner {
     tokens: BTreeMap<String, (String, String)>,
     /// The last [`HISTORY`] events, oldest first.
     history: std::collections::VecDeque<WatchEvent>,
+    /// The certificates.k8s.io versions that serve ClusterTrustBundles (discovery and routes).
+    ctb_versions: Vec<String>,
 }
 
 pub struct ServerState {
@@ -122,14 +124,69 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// A label selector in the API's query syntax: `k=v`, `k==v`, `k!=v`, `k in (a,b)`,
+/// `k notin (a,b)`, `k` and `!k`, ANDed (commas inside parentheses belong to the set).
 fn labels_match(obj: &Value, selector: &str) -> bool {
-    selector.split(',').filter(|s| !s.is_empty()).all(|term| {
-        let labels = &obj["metadata"]["labels"];
-        match term.split_once('=') {
-            Some((k, v)) => labels.get(k.trim_end_matches('=')).and_then(Value::as_str) == Some(v),
+    let mut terms = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (i, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                terms.push(&selector[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    terms.push(&selector[start..]);
+    let labels = &obj["metadata"]["labels"];
+    let get = |k: &str| labels.get(k.trim()).and_then(Value::as_str);
+    let set = |s: &str| -> Vec<String> {
+        s.trim().trim_start_matches('(').trim_end_matches(')').split(',').map(|v| v.trim().to_owned()).collect()
+    };
+    terms.into_iter().map(str::trim).filter(|t| !t.is_empty()).all(|term| {
+        if let Some((k, vs)) = term.split_once(" notin ") {
+            return get(k).is_none_or(|v| !set(vs).iter().any(|x| x == v));
+        }
+        if let Some((k, vs)) = term.split_once(" in ") {
+            return get(k).is_some_and(|v| set(vs).iter().any(|x| x == v));
+        }
+        if let Some((k, v)) = term.split_once("!=") {
+            return get(k) != Some(v);
+        }
+        if let Some((k, v)) = term.split_once('=') {
+            return get(k) == Some(v.trim_start_matches('='));
+        }
+        match term.strip_prefix('!') {
+            Some(k) => get(k).is_none() && labels.get(k).is_none(),
             None => labels.get(term).is_some(),
         }
     })
+}
+
+/// Discovery of a certificates.k8s.io version (an APIResourceList), or `None` when the server
+/// does not serve it.
+fn certificates_discovery(version: &str, ctb: &[String]) -> Option<Value> {
+    let mut resources = match version {
+        "v1" => vec!["certificatesigningrequests"],
+        "v1beta1" => vec!["podcertificaterequests"],
+        "v1alpha1" => vec![],
+        _ => return None,
+    };
+    if ctb.iter().any(|v| v == version) {
+        resources.push("clustertrustbundles");
+    } else if resources.is_empty() {
+        return None;
+    }
+    let list: Vec<Value> = resources
+        .iter()
+        .map(|r| json!({"name": r, "singularName": "", "namespaced": false, "kind": "", "verbs": ["get", "list"]}))
+        .collect();
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("certificates.k8s.io/{version}"), "resources": list}),
+    )
 }
 
 struct Route {
@@ -328,6 +385,20 @@ async fn handle(State(st): State<Arc<ServerState>>, method: Method, uri: Uri, bo
     if method == Method::POST && path == "/apis/authentication.k8s.io/v1/tokenreviews" {
         return token_review(&st, &body);
     }
+    if let ["apis", "certificates.k8s.io", version] = path.trim_matches('/').split('/').collect::<Vec<_>>()[..] {
+        let served = st.inner.lock().unwrap().ctb_versions.clone();
+        return match certificates_discovery(version, &served) {
+            Some(list) => ok(200, &list),
+            None => status(404, "NotFound", format!("the server could not find the requested resource ({path})")),
+        };
+    }
+    if let ["apis", "certificates.k8s.io", version, "clustertrustbundles", ..] =
+        path.trim_matches('/').split('/').collect::<Vec<_>>()[..]
+    {
+        if !st.inner.lock().unwrap().ctb_versions.iter().any(|v| v == version) {
+            return status(404, "NotFound", format!("the server could not find the requested resource ({path})"));
+        }
+    }
     let Some(r) = route(&path) else { return status(404, "NotFound", format!("no route for {path}")) };
     let q = query(&uri);
     let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
@@ -348,6 +419,18 @@ async fn handle(State(st): State<Arc<ServerState>>, method: Method, uri: Uri, bo
             let key = Key { collection: r.collection, namespace: r.namespace.unwrap_or_default(), name: name.clone() };
             let mut inner = st.inner.lock().unwrap();
             inner.writes += 1;
+            // DeleteOptions.preconditions: deleted only as the client read it.
+            if let (Some(want), Some(obj)) =
+                (body["preconditions"]["resourceVersion"].as_str(), inner.objects.get(&key))
+            {
+                if obj["metadata"]["resourceVersion"].as_str() != Some(want) {
+                    return status(
+                        409,
+                        "Conflict",
+                        format!("Precondition failed: ResourceVersion in precondition: {want}"),
+                    );
+                }
+            }
             match inner.objects.remove(&key) {
                 Some(obj) => {
                     let rv = inner.rv + 1;
@@ -588,8 +671,8 @@ impl ApiServer {
     /// Starts a server on 127.0.0.1 (a free port) on the current runtime.
     pub async fn start() -> ApiServer {
         let (events, _) = broadcast::channel(4096);
-        let state =
-            Arc::new(ServerState { inner: Mutex::new(Inner::default()), events, delivered: Default::default() });
+        let inner = Inner { ctb_versions: vec!["v1beta1".into()], ..Inner::default() };
+        let state = Arc::new(ServerState { inner: Mutex::new(inner), events, delivered: Default::default() });
         let app = axum::Router::new().fallback(handle).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -662,6 +745,12 @@ impl ApiServer {
         });
     }
 
+    /// The certificates.k8s.io versions that serve ClusterTrustBundles (default `v1beta1`, as
+    /// Kubernetes 1.33 to 1.35; none: a server without the API).
+    pub fn serve_cluster_trust_bundles(&self, versions: &[&str]) {
+        self.state.inner.lock().unwrap().ctb_versions = versions.iter().map(|v| (*v).to_owned()).collect();
+    }
+
     pub fn clear_faults(&self) {
         self.state.inner.lock().unwrap().faults.clear();
     }
@@ -688,3 +777,4 @@ pub const DEPLOYMENTS: &str = "apis/apps/v1/deployments";
 pub const LEASES: &str = "apis/coordination.k8s.io/v1/leases";
 pub const EVENTS: &str = "apis/events.k8s.io/v1/events";
 pub const POLICIES: &str = "apis/meshca.dev/v1alpha1/roottrustpolicies";
+pub const NAMESPACES: &str = "api/v1/namespaces";

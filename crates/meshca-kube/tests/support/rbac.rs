@@ -41,6 +41,11 @@ pub fn assert_allows(rules: &[Rule], log: &[String]) {
         let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let (group, rest) = if segs[0] == "api" { ("", &segs[2..]) } else { (segs[1], &segs[3..]) };
+        if rest.is_empty() {
+            // Discovery (/apis/<group>/<version>): every authenticated user may read it
+            // (system:discovery), no grant needed.
+            continue;
+        }
         let (ns, rest) = match rest {
             ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(*ns), rest),
             _ => (None, rest),
