@@ -176,6 +176,9 @@ pub struct ControllerConfig {
     /// Where the controller records its metrics and readiness (served by
     /// [`crate::metrics::serve`]).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The SPIFFE bundle endpoint the policies' bundles are served on, when there is one
+    /// ([`crate::bundle_endpoint::BundleEndpoint::serve`]): each pass publishes its policy's.
+    pub bundle_endpoint: Option<crate::bundle_endpoint::BundleEndpoint>,
 }
 
 impl ControllerConfig {
@@ -193,6 +196,7 @@ impl ControllerConfig {
             token: meshca_ops::reconcile::TokenAccess::default(),
             provider: meshca_ops::context::ProviderAccess::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            bundle_endpoint: None,
         }
     }
 }
@@ -631,14 +635,23 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         .provider(ctx.cfg.provider.clone());
     let span = tracing::Span::current();
     let asked = request.clone();
+    let endpoint = ctx.cfg.bundle_endpoint.clone().map(|e| (e, key(&obj)));
     let (revoked, run) = match nothing_to_run {
         Some(report) => (Vec::new(), Ok(Run::Reconciled(report))),
-        None => tokio::task::spawn_blocking(move || span.in_scope(|| run_pass(&store, &policy, &opts, asked)))
-            .await
-            .map_err(|e| Error::Config {
-                context: format!("RootTrustPolicy {}", key(&obj)),
-                detail: format!("reconcile task failed: {e}"),
-            })?,
+        None => tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                let pass = run_pass(&store, &policy, &opts, asked);
+                if let Some((endpoint, policy_key)) = endpoint {
+                    serve_bundle(&store, &policy, &opts, &endpoint, &policy_key);
+                }
+                pass
+            })
+        })
+        .await
+        .map_err(|e| Error::Config {
+            context: format!("RootTrustPolicy {}", key(&obj)),
+            detail: format!("reconcile task failed: {e}"),
+        })?,
     };
     for r in &revoked {
         ctx.cfg.metrics.observe_revocation(&key(&obj), &r.cluster, &r.reason);
@@ -776,6 +789,43 @@ fn run_pass(
     ) {
         Ok(report) => (report.entries, Ok(report.run)),
         Err(e) => (Vec::new(), Err(e)),
+    }
+}
+
+/// Hands the bundle endpoint what the pass published for `policy`, with the identity its
+/// profile serves with (an `https_spiffe` SVID renewed half-way through its life). A failure is
+/// logged and the endpoint goes on serving what it had.
+fn serve_bundle(
+    store: &dyn meshca_ops::store::Store,
+    policy: &meshca_ops::policy::Policy,
+    opts: &Options,
+    endpoint: &crate::bundle_endpoint::BundleEndpoint,
+    policy_key: &str,
+) {
+    use meshca_ops::distribution;
+    if policy.trust_distribution.as_ref().and_then(|t| t.spiffe_bundle.as_ref()).is_none() {
+        endpoint.forget(policy_key);
+        return;
+    }
+    let published = match distribution::load(store, policy, &opts.mgmt_cluster) {
+        Ok(Some(p)) => p,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "the SPIFFE bundle could not be read; the endpoint serves what it had");
+            return;
+        }
+    };
+    let current = endpoint.identity(policy_key);
+    let identity = match distribution::serving_identity(store, policy, opts, current.as_ref(), &mut meshca::OsRng) {
+        Ok(Some(i)) => i,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "no identity for the SPIFFE bundle endpoint; it serves what it had");
+            return;
+        }
+    };
+    if let Err(e) = endpoint.publish(policy_key, published.spiffe_bundle(policy), identity) {
+        tracing::warn!(error = %e, "the SPIFFE bundle endpoint keeps what it had");
     }
 }
 

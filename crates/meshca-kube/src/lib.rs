@@ -50,6 +50,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bundle_endpoint;
 pub mod clusters;
 pub mod controller;
 pub mod crd;

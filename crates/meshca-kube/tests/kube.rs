@@ -1776,3 +1776,83 @@ async fn trust_distribution_follows_discovery_and_the_namespace_selector() {
         rbac::assert_allows(&rules, &s.log());
     }
 }
+
+/// The controller serves the policy's SPIFFE bundle on its endpoint (`https_spiffe`): a client
+/// holding only the bootstrap bundle (the root) fetches it, checking the endpoint's X509-SVID
+/// `spiffe://cluster.local/meshca/bundle-endpoint`; the document is the published version. A
+/// flood of connections that never speak is bounded and never holds a pass back, and once it
+/// ends the endpoint serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_serves_the_spiffe_bundle_over_https_spiffe_and_survives_a_flood() {
+    use meshca_kube::bundle_endpoint::{BundleEndpoint, MAX_CONNECTIONS};
+    use meshca_testkit::spiffe_client::{fetch, Expect};
+    let (mgmt, root) = mgmt_with_root().await;
+    let cs = servers(1).await;
+    mgmt.put(SECRETS, "istio-system", remote_secret("east", &cs[0]));
+    let mut cr = policy_cr(30);
+    cr["spec"]["config"]["trustDistribution"] = json!({"spiffeBundle": {"refreshHintSeconds": 60}});
+    mgmt.put(POLICIES, "gloo-mesh", cr);
+    let endpoint = BundleEndpoint::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(endpoint.clone().serve(listener));
+    let mut cfg = controller::ControllerConfig::new("replica-a");
+    cfg.bundle_endpoint = Some(endpoint.clone());
+    let controller = start_controller(mgmt.client(), cfg);
+    wait_for("the bundle served", || endpoint.identity("gloo-mesh/root-trust-policy").is_some()).await;
+
+    let roots = vec![root.bundle().root().clone()];
+    let id = "spiffe://cluster.local/meshca/bundle-endpoint";
+    let get = move |path: &'static str, expect: Expect| {
+        let roots = roots.clone();
+        tokio::task::spawn_blocking(move || fetch(addr, path, &roots, expect))
+    };
+    for path in ["/", "/gloo-mesh/root-trust-policy"] {
+        let (code, body) = get(path, Expect::Spiffe(id.into())).await.unwrap().unwrap();
+        assert_eq!(code, 200, "{path}: {body}");
+        let doc: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((doc["spiffe_sequence"].as_u64(), doc["spiffe_refresh_hint"].as_u64()), (Some(1), Some(60)));
+        assert_eq!(doc["keys"].as_array().unwrap().len(), 1);
+    }
+    assert_eq!(get("/other/policy", Expect::Spiffe(id.into())).await.unwrap().unwrap().0, 404);
+    // The wrong identity, or a client that expects a DNS name, is refused by the client's checks.
+    assert!(get("/", Expect::Spiffe("spiffe://cluster.local/other".into())).await.unwrap().is_err());
+    assert!(get("/", Expect::Dns("localhost".into())).await.unwrap().is_err());
+    // Another root alone does not validate the endpoint.
+    let other =
+        SigningCa::generate_root(&RootParams::default(), &mut meshca::OsRng, OffsetDateTime::now_utc()).unwrap();
+    let stranger = fetch_with(addr, other.bundle().root().clone(), id).await;
+    assert!(stranger.is_err(), "{stranger:?}");
+
+    // A flood: more connections than the bound, none of which speaks.
+    let mut flood = Vec::new();
+    for _ in 0..MAX_CONNECTIONS + 50 {
+        flood.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // A pass still runs (a spec change is observed) while the flood holds every slot.
+    let mut cr = mgmt.get(POLICIES, "gloo-mesh", "root-trust-policy").unwrap();
+    cr["spec"]["config"]["intermediateCertOptions"]["ttlDays"] = json!(7);
+    cr["metadata"]["generation"] = json!(2);
+    mgmt.put(POLICIES, "gloo-mesh", cr);
+    wait_for("generation 2 observed under the flood", || policy_status(&mgmt)["observedGeneration"] == 2).await;
+    drop(flood);
+    let mut served = false;
+    for _ in 0..100 {
+        if let Ok(Ok((200, _))) = get("/", Expect::Spiffe(id.into())).await {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "the endpoint serves again once the flood ends");
+    controller.stop(Duration::from_secs(10)).await;
+}
+
+async fn fetch_with(addr: std::net::SocketAddr, root: meshca::Certificate, id: &str) -> std::io::Result<(u16, String)> {
+    let id = id.to_owned();
+    tokio::task::spawn_blocking(move || {
+        meshca_testkit::spiffe_client::fetch(addr, "/", &[root], meshca_testkit::spiffe_client::Expect::Spiffe(id))
+    })
+    .await
+    .unwrap()
+}

@@ -596,6 +596,103 @@ pub fn lagging(
     Ok(out)
 }
 
+/// The certificate and key a SPIFFE bundle endpoint serves with.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ServingIdentity {
+    /// The certificate chain, leaf first (DER).
+    pub chain: Vec<Vec<u8>>,
+    /// The private key (PKCS#8 DER).
+    pub key: zeroize::Zeroizing<Vec<u8>>,
+    /// When meshca issues the next one (`https_spiffe`: half-way through its life); `None` for a
+    /// serving certificate from a Secret (read again on every pass).
+    pub renew_at: Option<OffsetDateTime>,
+    /// The SPIFFE ID it proves (`https_spiffe`).
+    pub spiffe_id: Option<String>,
+}
+
+impl std::fmt::Debug for ServingIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingIdentity")
+            .field("chain", &self.chain.len())
+            .field("renew_at", &self.renew_at)
+            .field("spiffe_id", &self.spiffe_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long the bundle endpoint's own X509-SVID lives (`https_spiffe`).
+pub const ENDPOINT_SVID_TTL: Duration = Duration::hours(24);
+
+/// The identity the policy's bundle endpoint serves with: for `https_spiffe`, `current` while it
+/// is not due, else a new X509-SVID for `spiffe://<trust domain>/meshca/bundle-endpoint` issued
+/// by the policy's signer (whatever holds its key); for `https_web`, the serving Secret's
+/// `tls.crt` and `tls.key`. `None` when the policy has no bundle endpoint.
+pub fn serving_identity(
+    store: &dyn Store,
+    policy: &Policy,
+    opts: &Options,
+    current: Option<&ServingIdentity>,
+    rng: &mut dyn meshca::Entropy,
+) -> Result<Option<ServingIdentity>, Error> {
+    let Some(td) = policy.trust_distribution.as_ref() else { return Ok(None) };
+    let Some(endpoint) = td.spiffe_bundle.as_ref() else { return Ok(None) };
+    match &endpoint.profile {
+        EndpointProfile::HttpsSpiffe => {
+            if let Some(c) = current.filter(|c| c.renew_at.is_some_and(|r| opts.now < r) && c.spiffe_id.is_some()) {
+                return Ok(Some(c.clone()));
+            }
+            let loaded = crate::signer::load(store, policy, opts, rng)?;
+            let svid = loaded
+                .ca
+                .issue_service_svid(&td.trust_domain, ENDPOINT_SVID_PATH, ENDPOINT_SVID_TTL, rng, opts.now)
+                .map_err(Error::core("the SPIFFE bundle endpoint's X509-SVID"))?
+                .value;
+            let (nb, na) = (svid.cert().not_before(), svid.cert().not_after());
+            // The leaf and its intermediates; not the root, which the client holds.
+            let mut chain = svid.chain();
+            if chain.len() > 1 {
+                chain.pop();
+            }
+            Ok(Some(ServingIdentity {
+                chain: chain.iter().map(|c| c.der().to_vec()).collect(),
+                key: zeroize::Zeroizing::new(svid.key().pkcs8_der().to_vec()),
+                renew_at: Some(nb + (na - nb) / 2),
+                spiffe_id: svid.cert().uri_sans().into_iter().next(),
+            }))
+        }
+        EndpointProfile::HttpsWeb { serving } => {
+            let secret = SecretRef::new(&opts.mgmt_cluster, &serving.namespace, &serving.name);
+            let location = store.location(&secret);
+            let bad = |problem: String| Error::PolicySecret {
+                field: "spec.config.trustDistribution.spiffeBundle.servingCertSecretRef".into(),
+                secret: secret.to_string(),
+                problem,
+                fix: "give it tls.crt (the serving certificate, then its chain) and tls.key (its key), as a \
+                      kubernetes.io/tls Secret holds them",
+            };
+            let files = store.read(&secret)?.ok_or_else(|| bad(format!("not found at {location}")))?;
+            let crt = files.get("tls.crt").ok_or_else(|| bad("it has no tls.crt".into()))?;
+            let key = files.get("tls.key").ok_or_else(|| bad("it has no tls.key".into()))?;
+            let chain = meshca::parse_certificates(crt, "tls.crt").map_err(|e| bad(e.to_string()))?;
+            let key = meshca::PrivateKey::from_pem(key, "tls.key").map_err(|e| bad(e.to_string()))?;
+            let leaf = chain.first().ok_or_else(|| bad("tls.crt holds no certificate".into()))?;
+            if leaf.public_key_raw() != key.public_key_raw() {
+                return Err(bad("tls.key is not the key of the first certificate in tls.crt".into()));
+            }
+            if opts.now > leaf.not_after() {
+                return Err(bad(format!("its certificate expired at {}", meshca::format_time(leaf.not_after()))));
+            }
+            Ok(Some(ServingIdentity {
+                chain: chain.iter().map(|c| c.der().to_vec()).collect(),
+                key: zeroize::Zeroizing::new(key.pkcs8_der().to_vec()),
+                renew_at: None,
+                spiffe_id: None,
+            }))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -225,3 +225,55 @@ fn a_root_rotation_waits_for_every_target_to_carry_the_new_root() {
     assert!(CLUSTERS.iter().all(|c| intermediates_root(c) == new_root));
     assert_eq!(held(&s, "c2", &cm("app")), Some(vec![old_root, new_root]));
 }
+
+#[test]
+fn the_bundle_endpoint_identity_per_profile() {
+    let s = store("identity");
+    let opts = |now| {
+        let mut o = Options::new(now, CLUSTERS.iter().map(|c| (*c).to_owned()).collect());
+        o.mgmt_cluster = "mgmt".into();
+        o
+    };
+    // https_spiffe: an SVID from the signer, kept until half-way, then renewed.
+    let p = policy("    trustDistribution:\n      trustDomain: prod.example\n      spiffeBundle: {}\n");
+    let first = distribution::serving_identity(&s, &p, &opts(t0()), None, &mut meshca::OsRng).unwrap().unwrap();
+    assert_eq!(first.spiffe_id.as_deref(), Some("spiffe://prod.example/meshca/bundle-endpoint"));
+    let leaf = Certificate::from_der(&first.chain[0], "svid", 1).unwrap();
+    meshca_testkit::verify::webpki(&[leaf], &[signer_root(&s)], t0() + Duration::minutes(1)).unwrap();
+    let kept =
+        distribution::serving_identity(&s, &p, &opts(t0() + Duration::hours(11)), Some(&first), &mut meshca::OsRng)
+            .unwrap()
+            .unwrap();
+    assert_eq!(kept.chain, first.chain);
+    let renewed =
+        distribution::serving_identity(&s, &p, &opts(t0() + Duration::hours(13)), Some(&first), &mut meshca::OsRng)
+            .unwrap()
+            .unwrap();
+    assert_ne!(renewed.chain, first.chain);
+
+    // https_web: the Secret's tls.crt and tls.key, checked against each other.
+    let web = policy(
+        "    trustDistribution:\n      spiffeBundle: {profile: https_web, servingCertSecretRef: {name: web-tls}}\n",
+    );
+    let err = distribution::serving_identity(&s, &web, &opts(t0()), None, &mut meshca::OsRng).unwrap_err().to_string();
+    assert!(err.contains("servingCertSecretRef") && err.contains("not found"), "{err}");
+    let ca = SigningCa::generate_root(&RootParams::default(), &mut meshca::OsRng, t0()).unwrap();
+    let a = ca.issue_service_svid("web.example", "a", Duration::hours(24), &mut meshca::OsRng, t0()).unwrap().value;
+    let b = ca.issue_service_svid("web.example", "b", Duration::hours(24), &mut meshca::OsRng, t0()).unwrap().value;
+    let tls = |crt: &meshca::Leaf, key: &meshca::Leaf| {
+        let mut f = meshca::Files::new();
+        f.insert("tls.crt", crt.cert().to_pem().into_bytes());
+        f.insert("tls.key", key.key_pem().as_bytes().to_vec());
+        f
+    };
+    s.write(&secret("web-tls"), &tls(&a, &b), &WriteMeta::default()).unwrap();
+    let err = distribution::serving_identity(&s, &web, &opts(t0()), None, &mut meshca::OsRng).unwrap_err().to_string();
+    assert!(err.contains("tls.key is not the key of the first certificate"), "{err}");
+    assert!(!err.contains("PRIVATE KEY"), "no key material in messages: {err}");
+    s.write(&secret("web-tls"), &tls(&a, &a), &WriteMeta::default()).unwrap();
+    let id = distribution::serving_identity(&s, &web, &opts(t0()), None, &mut meshca::OsRng).unwrap().unwrap();
+    assert_eq!(id.chain, [a.cert().der().to_vec()]);
+    assert!(id.renew_at.is_none() && id.spiffe_id.is_none());
+    let shown = format!("{id:?}");
+    assert!(!shown.contains("key"), "Debug shows no key: {shown}");
+}

@@ -11,6 +11,7 @@ pub mod csr;
 pub mod fleet;
 #[cfg(feature = "hsm")]
 pub mod softhsm;
+pub mod spiffe_client;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

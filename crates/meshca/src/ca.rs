@@ -535,6 +535,33 @@ impl SigningCa {
         Ok(Issued { value: leaf, clamped_from })
     }
 
+    /// An X509-SVID for one of meshca's own services (`spiffe://<trust_domain>/<path>`, e.g.
+    /// the bundle endpoint's), with the workload profile: empty subject, the SPIFFE ID as the
+    /// critical URI SAN, serverAuth and clientAuth, `ttl` (clamped to this CA).
+    pub fn issue_service_svid(
+        &self,
+        trust_domain: &str,
+        path: &str,
+        ttl: Duration,
+        rng: &mut dyn Entropy,
+        now: OffsetDateTime,
+    ) -> Result<Issued<Leaf>> {
+        self.check_valid_at(now)?;
+        let id = crate::spiffe::service_id(trust_domain, path)?;
+        if ttl <= Duration::ZERO || ttl > MAX_LEAF_TTL {
+            return Err(Error::InvalidParameter {
+                field: "ttl".into(),
+                reason: "more than 0 and at most 90 days".into(),
+            });
+        }
+        let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256, rng)?;
+        let (common, clamped_from) = self.window(ttl, rng, now);
+        let p = profile::leaf_for_uri(common, &id, &[])?;
+        let cert = self.sign(&p, key.public_key_raw(), key.key_type(), "a service SVID")?;
+        let leaf = Leaf { cert, key, ca_path: self.bundle.path().to_vec(), roots: self.bundle.roots().to_vec() };
+        Ok(Issued { value: leaf, clamped_from })
+    }
+
     pub(crate) fn sign(
         &self,
         params: &rcgen::CertificateParams,

@@ -80,7 +80,7 @@ pub use rand_core::CryptoRngCore;
 pub use rng::{Entropy, OsRng};
 pub use rootrotation::{with_trust_bundle, Converge, Phase, RootRotation, Signer, Step};
 pub use rotation::{plan, same_roots, union_roots, Current, Facts, IssueReason, Plan, RotationPolicy, MIN_GRACE};
-pub use spiffe::{validate_trust_domain, SpiffeId, MAX_SPIFFE_ID_BYTES};
+pub use spiffe::{service_id, validate_trust_domain, SpiffeId, MAX_SPIFFE_ID_BYTES};
 pub use text::{list_bounded, printable};
 pub use time_fmt::human_duration;
 pub use trust_bundle::{

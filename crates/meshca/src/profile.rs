@@ -111,14 +111,19 @@ pub(crate) fn leaf(common: Common, id: &SpiffeId) -> Result<CertificateParams> {
 
 /// [`leaf`] with DNS SANs after the SPIFFE ID (a workload request the policy lets name them).
 pub(crate) fn leaf_with_dns(common: Common, id: &SpiffeId, dns: &[String]) -> Result<CertificateParams> {
+    leaf_for_uri(common, &id.to_string(), dns)
+}
+
+/// The workload profile for any SPIFFE ID (checked by the caller) and DNS SANs.
+pub(crate) fn leaf_for_uri(common: Common, id: &str, dns: &[String]) -> Result<CertificateParams> {
     // Empty subject: the identity is the URI SAN alone.
     let mut p = base(common, DistinguishedName::new());
     // RFC 5280 4.2.1.6: with an empty subject the SAN extension MUST be critical; rcgen marks it
     // critical exactly when the subject is empty.
     p.subject_alt_names = vec![SanType::URI(
-        id.to_string()
+        id.to_owned()
             .try_into()
-            .map_err(|_| Error::InvalidSpiffeId { id: id.to_string(), reason: "not an IA5 string".into() })?,
+            .map_err(|_| Error::InvalidSpiffeId { id: id.to_owned(), reason: "not an IA5 string".into() })?,
     )];
     for d in dns {
         p.subject_alt_names.push(SanType::DnsName(d.clone().try_into().map_err(|_| Error::Issuance {

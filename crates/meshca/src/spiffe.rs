@@ -38,6 +38,22 @@ impl SpiffeId {
     }
 }
 
+/// `spiffe://<trust_domain>/<path>` for a service that is not an Istio workload (e.g. meshca's
+/// own bundle endpoint, `meshca/bundle-endpoint`): each part checked as the SPIFFE ID
+/// specification says (section 2).
+pub fn service_id(trust_domain: &str, path: &str) -> Result<String> {
+    let id = format!("spiffe://{trust_domain}/{path}");
+    let bad = |reason: String| Error::InvalidSpiffeId { id: id.chars().take(80).collect(), reason };
+    trust_domain_problem(trust_domain).map_err(|p| bad(p.to_string()))?;
+    for segment in path.split('/') {
+        validate_segment("path segment", segment).map_err(|p| bad(p.to_string()))?;
+    }
+    if id.len() > MAX_SPIFFE_ID_BYTES {
+        return Err(bad(format!("it is {} bytes long; a SPIFFE ID has at most 2048", id.len())));
+    }
+    Ok(id)
+}
+
 /// Checks a trust domain as the SPIFFE spec defines it (lowercase letters, digits, `.`, `-`, `_`):
 /// an [`Error::InvalidParameter`] for `trust domain` says what is wrong.
 pub fn validate_trust_domain(td: &str) -> Result<()> {

@@ -145,3 +145,36 @@ fn the_refresh_hint_is_bounded() {
         assert!(err.to_string().contains("refreshHintSeconds"), "{err}");
     }
 }
+
+#[test]
+fn the_bundle_endpoint_svid_is_a_spiffe_leaf_verifiers_accept() {
+    let now = fixture_now();
+    let ca = SigningCa::generate_root(&RootParams::default(), &mut rng(21), now).unwrap();
+    let inter = ca.issue_intermediate(&IntermediateParams::new("mgmt"), &mut rng(22), now).unwrap().value;
+    for signer in [ca.clone(), SigningCa::new(inter)] {
+        let svid = signer
+            .issue_service_svid("prod.example", "meshca/bundle-endpoint", Duration::hours(24), &mut rng(23), now)
+            .unwrap()
+            .value;
+        assert_eq!(svid.cert().uri_sans(), ["spiffe://prod.example/meshca/bundle-endpoint"]);
+        assert_eq!(svid.cert().san_critical(), Some(true), "empty subject: a critical SAN");
+        assert!(!svid.cert().is_ca());
+        common::webpki_verify(&svid.chain(), ca.bundle().roots(), now + Duration::minutes(1)).unwrap();
+        if meshca_testkit::verify::openssl_available() {
+            let dir = meshca_testkit::tempdir("svid-openssl");
+            let chain = svid.chain();
+            meshca_testkit::verify::openssl_verify_certs_at(
+                &dir,
+                &chain[0],
+                &chain[1..],
+                ca.bundle().roots(),
+                Some(now + Duration::minutes(1)),
+            )
+            .unwrap();
+        }
+    }
+    for (td, path) in [("Bad!", "meshca/x"), ("td", "meshca//x"), ("td", "../x"), ("td", "")] {
+        let err = ca.issue_service_svid(td, path, Duration::hours(1), &mut rng(24), now).unwrap_err();
+        assert!(matches!(err, meshca::Error::InvalidSpiffeId { .. }), "{td} {path}: {err}");
+    }
+}

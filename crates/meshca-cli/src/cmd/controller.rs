@@ -52,6 +52,10 @@ pub(crate) struct ControllerArgs {
     /// Where to serve /metrics (Prometheus), /healthz and /readyz.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9464")]
     pub(crate) metrics_addr: std::net::SocketAddr,
+    /// Serve each policy's SPIFFE bundle (spec.config.trustDistribution.spiffeBundle) over
+    /// HTTPS here: at /<namespace>/<name>, and at / when one policy has one.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) bundle_endpoint_addr: Option<std::net::SocketAddr>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub(crate) log_format: LogFormat,
@@ -109,6 +113,19 @@ pub(crate) fn run(a: ControllerArgs) -> CmdResult {
             }
         });
         tracing::info!(addr = %a.metrics_addr, "serving /metrics, /healthz and /readyz");
+        if let Some(addr) = a.bundle_endpoint_addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Failure { code: 1, message: format!("--bundle-endpoint-addr {addr}: {e}") })?;
+            let endpoint = meshca_kube::bundle_endpoint::BundleEndpoint::new();
+            cfg.bundle_endpoint = Some(endpoint.clone());
+            tokio::spawn(async move {
+                if let Err(e) = endpoint.serve(listener).await {
+                    tracing::error!(error = %e, "the SPIFFE bundle endpoint stopped");
+                }
+            });
+            tracing::info!(addr = %addr, "serving the SPIFFE bundles (spec.config.trustDistribution.spiffeBundle)");
+        }
         cfg.namespace = a.namespace;
         cfg.mgmt_cluster = a.mgmt_cluster;
         cfg.remote_secret_namespace = a.remote_secret_namespace;
