@@ -679,6 +679,7 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
                 }
             };
             ctx.cfg.metrics.observe_report_rows(&key(&obj), &fleet, &r.clusters);
+            ctx.cfg.metrics.observe_distribution(&key(&obj), r.distribution.as_deref(), 0);
             if !requeue_now {
                 let entry = LastPass { seen, generation, report: fleet.clone() };
                 ctx.last_pass.lock().unwrap_or_else(|p| p.into_inner()).insert(pass_key, entry);
@@ -687,6 +688,11 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         }
         Ok(Run::RootRotation(rot)) => {
             ctx.cfg.metrics.observe_rotation(&key(&obj), &rot);
+            let lagging = match rot.steps.last() {
+                Some(StepState::Distributing { lagging }) => lagging.len(),
+                _ => 0,
+            };
+            ctx.cfg.metrics.observe_distribution(&key(&obj), rot.distribution.as_deref(), lagging);
             return rotation_step(&ctx, &obj, &prev, &rot, now, generation).await;
         }
         Err(e) => {

@@ -69,6 +69,11 @@ struct WorkloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     policy: String,
     phase: String,
@@ -99,6 +104,9 @@ pub struct Metrics {
     phase: Family<PhaseLabels, Gauge>,
     upstream_crl: Family<UpstreamLabels, Gauge>,
     workload: Family<WorkloadLabels, Counter>,
+    bundle_sequence: Family<PolicyLabels, Gauge>,
+    distribution_lagging: Family<PolicyLabels, Gauge>,
+    distribution_failed: Family<PolicyLabels, Gauge>,
     seen: Mutex<HashMap<String, Seen>>,
     synced: AtomicBool,
     leading: AtomicBool,
@@ -111,7 +119,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// Every series name `/metrics` serves (counters with their `_total`).
-pub const SERIES: [&str; 11] = [
+pub const SERIES: [&str; 14] = [
     "meshca_ca_not_after_timestamp_seconds",
     "meshca_ca_next_rotation_timestamp_seconds",
     "meshca_root_not_after_timestamp_seconds",
@@ -123,6 +131,9 @@ pub const SERIES: [&str; 11] = [
     "meshca_provider_errors_total",
     "meshca_upstream_crl_next_update_timestamp_seconds",
     "meshca_workload_certificates_total",
+    "meshca_spiffe_bundle_sequence",
+    "meshca_trust_distribution_lagging_targets",
+    "meshca_trust_distribution_failed_targets",
 ];
 
 /// The `phase` label when no root rotation runs; the others are the phases' names, from the
@@ -164,6 +175,9 @@ impl Metrics {
             phase: Family::default(),
             upstream_crl: Family::default(),
             workload: Family::default(),
+            bundle_sequence: Family::default(),
+            distribution_lagging: Family::default(),
+            distribution_failed: Family::default(),
             seen: Mutex::new(HashMap::new()),
             synced: AtomicBool::new(false),
             leading: AtomicBool::new(false),
@@ -213,6 +227,22 @@ impl Metrics {
             "Workload certificate requests meshca answered as the Kubernetes signer (RA mode), by cluster, result \
              (issued, failed) and reason (a refusal's rule)",
             m.workload.clone(),
+        );
+        registry.register(
+            "meshca_spiffe_bundle_sequence",
+            "spiffe_sequence of the trust set published (spec.config.trustDistribution): it moves on every change",
+            m.bundle_sequence.clone(),
+        );
+        registry.register(
+            "meshca_trust_distribution_lagging_targets",
+            "Trust targets (ClusterTrustBundles, ConfigMaps, the SPIFFE bundle) a root rotation waits for before \
+             intermediates from the new root go out",
+            m.distribution_lagging.clone(),
+        );
+        registry.register(
+            "meshca_trust_distribution_failed_targets",
+            "Trust targets the last pass could not write (e.g. a ConfigMap meshca does not manage)",
+            m.distribution_failed.clone(),
         );
         registry.register(
             "meshca_root_rotation_phase",
@@ -365,6 +395,28 @@ impl Metrics {
             .map(|p| (PhaseLabels { policy: policy.to_owned(), phase: p.to_owned() }, i64::from(p == current)))
             .collect();
         Self::replace(&self.phase, &mut seen.phase, all);
+    }
+
+    /// Records what a pass of `policy` published beyond the mesh, and how many targets a root
+    /// rotation waits for.
+    pub fn observe_distribution(
+        &self,
+        policy: &str,
+        distribution: Option<&meshca_ops::distribution::Distribution>,
+        lagging: usize,
+    ) {
+        let l = PolicyLabels { policy: policy.to_owned() };
+        let Some(d) = distribution else {
+            self.bundle_sequence.remove(&l);
+            self.distribution_lagging.remove(&l);
+            self.distribution_failed.remove(&l);
+            return;
+        };
+        self.bundle_sequence.get_or_create(&l).set(i64::try_from(d.sequence).unwrap_or(i64::MAX));
+        self.distribution_lagging.get_or_create(&l).set(i64::try_from(lagging).unwrap_or(i64::MAX));
+        let failed =
+            d.targets.iter().filter(|t| matches!(t.outcome, meshca_ops::distribution::TargetOutcome::Failed { .. }));
+        self.distribution_failed.get_or_create(&l).set(i64::try_from(failed.count()).unwrap_or(i64::MAX));
     }
 
     /// Records a pass of `policy` that failed before any cluster (signer, token, policy).

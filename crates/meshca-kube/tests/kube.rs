@@ -1798,8 +1798,16 @@ async fn controller_serves_the_spiffe_bundle_over_https_spiffe_and_survives_a_fl
     tokio::spawn(endpoint.clone().serve(listener));
     let mut cfg = controller::ControllerConfig::new("replica-a");
     cfg.bundle_endpoint = Some(endpoint.clone());
+    let metrics = cfg.metrics.clone();
     let controller = start_controller(mgmt.client(), cfg);
     wait_for("the bundle served", || endpoint.identity("gloo-mesh/root-trust-policy").is_some()).await;
+    let policy_label = "policy=\"gloo-mesh/root-trust-policy\"";
+    wait_for("the sequence metric", || {
+        series(&metrics.render(), "meshca_spiffe_bundle_sequence", policy_label) == Some(1.0)
+    })
+    .await;
+    let text = metrics.render();
+    assert_eq!(series(&text, "meshca_trust_distribution_lagging_targets", policy_label), Some(0.0), "{text}");
 
     let roots = vec![root.bundle().root().clone()];
     let id = "spiffe://cluster.local/meshca/bundle-endpoint";
