@@ -277,3 +277,20 @@ fn the_bundle_endpoint_identity_per_profile() {
     let shown = format!("{id:?}");
     assert!(!shown.contains("key"), "Debug shows no key: {shown}");
 }
+
+#[test]
+fn the_readme_s_trust_distribution_block_is_a_policy_meshca_accepts() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme.split("## Trust beyond the mesh").nth(1).expect("the README has the section");
+    let block = section.split("```yaml\n").nth(1).unwrap().split("```").next().unwrap();
+    let fields: String =
+        block.lines().skip_while(|l| !l.contains("trustDistribution:")).map(|l| format!("{l}\n")).collect();
+    let p = policy(&fields);
+    let td = p.trust_distribution.unwrap();
+    assert_eq!(td.trust_domain, "cluster.local");
+    assert_eq!(td.refresh_hint(), Duration::minutes(5));
+    assert!(td.cluster_trust_bundles);
+    let cm = td.config_maps.unwrap();
+    let labels = |v: &str| [("meshca.dev/trust".to_owned(), v.to_owned())].into_iter().collect();
+    assert!(cm.selector.matches(&labels("true")) && !cm.selector.matches(&labels("false")));
+}
