@@ -18,6 +18,12 @@ cd fuzz
 targets=$(cargo +nightly fuzz list)
 # The same options `cargo fuzz run` builds with (optimised, with debug assertions): with
 # `--release` the build drops -Cdebug-assertions, and every `run` below compiled it all again.
+# A smoke run (a minute or less per target) is built at opt-level 1 with line tables only: it
+# compiles in much less time, and a crash still names file and line. Longer runs keep the
+# profile's full optimisation.
+if [ "$secs" -le 60 ]; then
+  export CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
+fi
 cargo +nightly fuzz build 2>&1 | tail -2
 # The targets run side by side, one per core: a smoke run of each for the same time, in half the
 # wall time on 2 cores. Each target's lines are printed once it is done.
