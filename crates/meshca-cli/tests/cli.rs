@@ -747,7 +747,12 @@ fn bundle_prints_the_trust_set_the_run_published() {
         format!("{SEED_POLICY}    trustDistribution:\n      spiffeBundle: {{refreshHintSeconds: 120}}\n"),
     )
     .unwrap();
-    ok(&["reconcile", "--policy", &pol, "--store", &st, "--cluster", "cluster1"]);
+    let run = ok(&["reconcile", "--policy", &pol, "--store", &st, "--cluster", "cluster1"]);
+    assert!(
+        run.stdout.contains("trust beyond the mesh: spiffe_sequence 1 (the set changed); 1 written"),
+        "{}",
+        run.stdout
+    );
     let root =
         std::fs::read_to_string(store.join("mgmt/gloo-mesh/my-root-trust-policy.gloo-mesh/root-cert.pem")).unwrap();
     let pem = ok(&["bundle", "--policy", &pol, "--store", &st, "--format", "pem"]);

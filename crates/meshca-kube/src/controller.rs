@@ -204,6 +204,8 @@ impl ControllerConfig {
 struct Ctx {
     /// What meshca last wrote, so the fleet's watches skip its own writes.
     written: crate::store::Written,
+    /// What each cluster's discovery said of ClusterTrustBundles, across passes.
+    discovery: crate::store::DiscoveryCache,
     /// The management-cluster Secrets the policies name.
     referenced: crate::fleet::Referenced,
     mgmt: Client,
@@ -403,6 +405,7 @@ pub async fn run(
     let changes = futures::stream::unfold(trigger_rx, |mut rx| async move { rx.recv().await.map(|()| ((), rx)) });
     let ctx = Arc::new(Ctx {
         written,
+        discovery: crate::store::DiscoveryCache::default(),
         referenced,
         mgmt: mgmt.clone(),
         cfg,
@@ -627,7 +630,8 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
     let store = KubeStore::new(tokio::runtime::Handle::current(), clients)
         .adopt(ctx.cfg.adopt)
         .timeout(ctx.cfg.timeout)
-        .record_writes(ctx.written.clone());
+        .record_writes(ctx.written.clone())
+        .discovery_cache(ctx.discovery.clone());
     let opts = Options::new(now, clusters)
         .mgmt(&ctx.cfg.mgmt_cluster)
         .generation(generation)

@@ -32,9 +32,17 @@ pub struct KubeStore {
     /// Where writes are recorded (the data's hash per Secret), so the controller's watches can
     /// tell its own writes from someone else's.
     written: Option<Written>,
-    /// The ClusterTrustBundle resource each cluster serves (discovery, once per cluster).
-    ctb: Mutex<HashMap<String, Option<kube::api::ApiResource>>>,
+    /// The ClusterTrustBundle resource each cluster serves, as discovery last said.
+    ctb: DiscoveryCache,
 }
+
+/// What discovery said of each cluster's ClusterTrustBundles, and when: shared by the stores of
+/// a controller's passes ([`KubeStore::discovery_cache`]), so a cluster without the API is asked
+/// (and reported) once per [`crate::store::DISCOVERY_TTL`], not on every pass.
+pub type DiscoveryCache = std::sync::Arc<Mutex<HashMap<String, (std::time::Instant, Option<kube::api::ApiResource>)>>>;
+
+/// How long a discovery answer stands.
+pub const DISCOVERY_TTL: Duration = Duration::from_secs(600);
 
 /// The hash of the data meshca last wrote, per Secret (`cluster/namespace/name`).
 pub type Written = std::sync::Arc<Mutex<HashMap<String, u64>>>;
@@ -71,7 +79,7 @@ impl KubeStore {
             timeout: Duration::from_secs(20),
             seen: Mutex::new(HashMap::new()),
             written: None,
-            ctb: Mutex::new(HashMap::new()),
+            ctb: DiscoveryCache::default(),
         }
     }
 
@@ -101,8 +109,15 @@ impl KubeStore {
         self.clusters.keys().cloned().collect()
     }
 
-    pub(crate) fn ctb_cache(&self) -> &Mutex<HashMap<String, Option<kube::api::ApiResource>>> {
+    pub(crate) fn ctb_cache(&self) -> &DiscoveryCache {
         &self.ctb
+    }
+
+    /// Shares `cache` of discovery answers with other stores (the controller's passes).
+    #[must_use]
+    pub fn discovery_cache(mut self, cache: DiscoveryCache) -> Self {
+        self.ctb = cache;
+        self
     }
 
     pub(crate) fn client(&self, cluster: &str) -> Result<Client, Error> {

@@ -34,8 +34,11 @@ impl KubeStore {
     /// The ClusterTrustBundle resource `cluster` serves (discovery, asked once per cluster and
     /// remembered), `None` when it serves none.
     pub(crate) fn ctb_resource(&self, cluster: &str) -> Result<Option<ApiResource>, Error> {
-        if let Some(known) = self.ctb_cache().lock().unwrap_or_else(|p| p.into_inner()).get(cluster) {
-            return Ok(known.clone());
+        let before = self.ctb_cache().lock().unwrap_or_else(|p| p.into_inner()).get(cluster).cloned();
+        if let Some((at, known)) = &before {
+            if at.elapsed() < crate::store::DISCOVERY_TTL {
+                return Ok(known.clone());
+            }
         }
         let client = self.client(cluster)?;
         let mut found = None;
@@ -61,14 +64,18 @@ impl KubeStore {
                 break;
             }
         }
-        if found.is_none() {
+        // Said once: not again while the cluster still serves none.
+        if found.is_none() && !before.as_ref().is_some_and(|(_, known)| known.is_none()) {
             tracing::warn!(
                 cluster,
                 "the cluster serves no ClusterTrustBundles (certificates.k8s.io v1 or v1beta1); the trust set reaches \
                  it through the other targets"
             );
         }
-        self.ctb_cache().lock().unwrap_or_else(|p| p.into_inner()).insert(cluster.to_owned(), found.clone());
+        self.ctb_cache()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cluster.to_owned(), (std::time::Instant::now(), found.clone()));
         Ok(found)
     }
 

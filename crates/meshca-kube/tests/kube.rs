@@ -1864,3 +1864,51 @@ async fn fetch_with(addr: std::net::SocketAddr, root: meshca::Certificate, id: &
     .await
     .unwrap()
 }
+
+/// `https_web`: the endpoint serves with the certificate in servingCertSecretRef (made by another
+/// CA, for a DNS name), and an ordinary HTTPS client checking that name under that CA fetches
+/// the bundle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundle_endpoint_serves_with_a_web_certificate_from_a_secret() {
+    use meshca_kube::bundle_endpoint::BundleEndpoint;
+    use meshca_testkit::spiffe_client::{fetch, web_serving_cert, Expect};
+    let (mgmt, root) = mgmt_with_root().await;
+    let cs = servers(1).await;
+    mgmt.put(SECRETS, "istio-system", remote_secret("east", &cs[0]));
+    let (ca_pem, cert_pem, key_pem) = web_serving_cert("bundle.example");
+    let mut tls = Files::new();
+    tls.insert("tls.crt", cert_pem.into_bytes());
+    tls.insert("tls.key", key_pem.into_bytes());
+    mgmt.put(SECRETS, "gloo-mesh", secret_json("bundle-tls", &tls, &[]));
+    let mut cr = policy_cr(30);
+    cr["spec"]["config"]["trustDistribution"] = json!({"spiffeBundle": {
+        "profile": "https_web", "servingCertSecretRef": {"name": "bundle-tls"}}});
+    mgmt.put(POLICIES, "gloo-mesh", cr);
+    let endpoint = BundleEndpoint::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(endpoint.clone().serve(listener));
+    let mut cfg = controller::ControllerConfig::new("replica-a");
+    cfg.bundle_endpoint = Some(endpoint.clone());
+    let controller = start_controller(mgmt.client(), cfg);
+    wait_for("the bundle served", || endpoint.identity("gloo-mesh/root-trust-policy").is_some()).await;
+    let web_ca = meshca::parse_certificates(ca_pem.as_bytes(), "web CA").unwrap();
+    let (code, body) =
+        tokio::task::spawn_blocking(move || fetch(addr, "/", &web_ca, Expect::Dns("bundle.example".into())))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    let x5c = doc["keys"][0]["x5c"][0].as_str().unwrap().to_owned();
+    let pem_body: String = root.bundle().root().to_pem().lines().filter(|l| !l.starts_with("-----")).collect();
+    assert_eq!(x5c, pem_body, "the key is the mesh's root");
+    // The mesh's root alone does not make the web certificate trusted.
+    let mesh_root = vec![root.bundle().root().clone()];
+    let refused =
+        tokio::task::spawn_blocking(move || fetch(addr, "/", &mesh_root, Expect::Dns("bundle.example".into())))
+            .await
+            .unwrap();
+    assert!(refused.is_err(), "{refused:?}");
+    controller.stop(Duration::from_secs(10)).await;
+}

@@ -356,7 +356,13 @@ impl Published {
 pub fn load(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<Option<Published>, Error> {
     let secret = state_secret(policy, mgmt);
     let Some(files) = store.read(&secret)? else { return Ok(None) };
-    let bad = |detail: String| Error::RotationState { location: store.location(&secret), detail };
+    let bad = |detail: String| Error::Store {
+        location: store.location(&secret),
+        detail: format!(
+            "the published trust set cannot be read ({detail}); delete this Secret and the next run \
+                         publishes the set again, with the sequence starting over"
+        ),
+    };
     let raw = files.get(STATE_KEY).ok_or_else(|| bad(format!("no {STATE_KEY}")))?;
     let p: Persisted = serde_json::from_slice(raw).map_err(|e| bad(format!("{STATE_KEY} is not valid: {e}")))?;
     let roots = meshca::parse_certificates(p.roots_pem.as_bytes(), STATE_KEY).map_err(|e| bad(e.to_string()))?;

@@ -252,13 +252,18 @@ fn reconcile_with(
     {
         next_check = Some(next_check.map_or(refresh, |n| n.min(refresh)));
     }
-    // The trust set every bundle holds now, published beyond the mesh.
-    let distribution = match &policy.trust_distribution {
-        None => None,
+    // The trust set every bundle holds now, published beyond the mesh. The clusters' bundles
+    // are written by now: a failure here is the run's note, not the run's failure.
+    let (distribution, distribution_note) = match &policy.trust_distribution {
+        None => (None, None),
         Some(_) => {
-            let set = meshca::TrustSet::new(policy.rotation.trust_bundle(&signer))
-                .map_err(Error::core("spec.config.trustDistribution"))?;
-            crate::distribution::publish(store, policy, opts, &set, None)?.map(Box::new)
+            let published = meshca::TrustSet::new(policy.rotation.trust_bundle(&signer))
+                .map_err(Error::core("spec.config.trustDistribution"))
+                .and_then(|set| crate::distribution::publish(store, policy, opts, &set, None));
+            match published {
+                Ok(d) => (d.map(Box::new), None),
+                Err(e) => (None, Some(format!("the trust set was not published beyond the mesh: {e}"))),
+            }
         }
     };
     Ok(Report {
@@ -275,6 +280,7 @@ fn reconcile_with(
             .cloned()
             .chain(loaded.notes)
             .chain(fleet.as_ref().map(|f| f.notes().to_vec()).unwrap_or_default())
+            .chain(distribution_note)
             .collect(),
         provider_fault: match &remote {
             Some(crate::signer::Remote::Down(d)) => Some(d.fault()),

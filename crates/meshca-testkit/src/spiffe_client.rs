@@ -137,3 +137,23 @@ pub fn fetch(
     let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     Ok((code, body.to_owned()))
 }
+
+/// A web serving certificate for `dns` (as a public CA would issue one, made with rcgen, not
+/// meshca): `(ca_pem, cert_pem, key_pem)`, valid from an hour ago for a day.
+pub fn web_serving_cert(dns: &str) -> (String, String, String) {
+    let now = time::OffsetDateTime::now_utc();
+    let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "Web CA");
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    (ca.not_before, ca.not_after) = (now - time::Duration::hours(1), now + time::Duration::days(1));
+    let ca_cert = ca.self_signed(&ca_key).expect("a CA");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let mut leaf = rcgen::CertificateParams::new(vec![dns.to_owned()]).expect("leaf params");
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    (leaf.not_before, leaf.not_after) = (now - time::Duration::hours(1), now + time::Duration::days(1));
+    let cert = leaf.signed_by(&key, &issuer).expect("a serving certificate");
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}

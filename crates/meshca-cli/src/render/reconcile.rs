@@ -121,7 +121,34 @@ pub(crate) fn render_report(r: &Report, pol: &policy::Policy, verbose: bool) -> 
             c.location
         ));
     }
+    if let Some(d) = &r.distribution {
+        s.push_str(&distribution_lines(d));
+    }
     for n in &r.notes {
+        s.push_str(&format!("note: {n}\n"));
+    }
+    s
+}
+
+/// What a run published beyond the mesh: the SPIFFE bundle's sequence, the trust objects it
+/// wrote, removed or could not write, and its notes.
+pub(crate) fn distribution_lines(d: &meshca_ops::distribution::Distribution) -> String {
+    use meshca_ops::distribution::TargetOutcome;
+    let count = |f: fn(&TargetOutcome) -> bool| d.targets.iter().filter(|t| f(&t.outcome)).count();
+    let mut s = format!(
+        "trust beyond the mesh: spiffe_sequence {}{}; {} written, {} removed, {} failed\n",
+        d.sequence,
+        if d.changed { " (the set changed)" } else { "" },
+        count(|o| matches!(o, TargetOutcome::Written)),
+        count(|o| matches!(o, TargetOutcome::Removed)),
+        count(|o| matches!(o, TargetOutcome::Failed { .. })),
+    );
+    for t in &d.targets {
+        if let TargetOutcome::Failed { error } = &t.outcome {
+            s.push_str(&format!("  {}: {}: FAILED: {error}\n", t.cluster, t.object));
+        }
+    }
+    for n in &d.notes {
         s.push_str(&format!("note: {n}\n"));
     }
     s

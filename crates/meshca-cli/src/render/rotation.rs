@@ -62,5 +62,8 @@ pub(crate) fn render_rotation(rot: &RotationReport, dry_run: bool) -> String {
     }
     let steps: Vec<String> = rot.steps.iter().map(step_words).collect();
     s.push_str(&format!("{}; now in phase {}\n", steps.join("; "), rot.now_phase));
+    if let Some(d) = &rot.distribution {
+        s.push_str(&super::reconcile::distribution_lines(d));
+    }
     s
 }
