@@ -18,13 +18,16 @@ cd fuzz
 targets=$(cargo +nightly fuzz list)
 # The same options `cargo fuzz run` builds with (optimised, with debug assertions): with
 # `--release` the build drops -Cdebug-assertions, and every `run` below compiled it all again.
-# A smoke run (a minute or less per target) is built at opt-level 1 with line tables only: it
-# compiles in much less time, and a crash still names file and line. Longer runs keep the
-# profile's full optimisation.
+# A smoke run (a minute or less per target) is built at opt-level 1 in 16 codegen units
+# (cargo-fuzz's default is one, each crate's code generated on one core): it compiles in much
+# less time, and a crash still names file and line. Longer runs keep the full optimisation. The
+# runs below pass the same options, or each would build everything again.
+build_opts=()
 if [ "$secs" -le 60 ]; then
-  export CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
+  export CARGO_PROFILE_RELEASE_OPT_LEVEL=1
+  build_opts=(--codegen-units 16)
 fi
-cargo +nightly fuzz build 2>&1 | tail -2
+cargo +nightly fuzz build ${build_opts[@]+"${build_opts[@]}"} 2>&1 | tail -2
 # The targets run side by side, one per core: a smoke run of each for the same time, in half the
 # wall time on 2 cores. Each target's lines are printed once it is done.
 jobs=$(nproc 2>/dev/null || echo 1)
@@ -32,7 +35,7 @@ logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 run_target() {
   # -rss_limit_mb bounds memory; a crash, leak or timeout fails the run.
-  cargo +nightly fuzz run "$1" "corpus/$1" -- -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 \
+  cargo +nightly fuzz run ${build_opts[@]+"${build_opts[@]}"} "$1" "corpus/$1" -- -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 \
     -print_final_stats=1 >"$logs/$1" 2>&1 || true
 }
 running=0
