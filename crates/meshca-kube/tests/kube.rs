@@ -1784,22 +1784,13 @@ async fn trust_distribution_follows_discovery_and_the_namespace_selector() {
 /// ends the endpoint serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_serves_the_spiffe_bundle_over_https_spiffe_and_survives_a_flood() {
-    use meshca_kube::bundle_endpoint::{BundleEndpoint, MAX_CONNECTIONS};
+    use meshca_kube::bundle_endpoint::MAX_CONNECTIONS;
     use meshca_testkit::spiffe_client::{fetch, Expect};
     let (mgmt, root) = mgmt_with_root().await;
     let cs = servers(1).await;
     mgmt.put(SECRETS, "istio-system", remote_secret("east", &cs[0]));
-    let mut cr = policy_cr(30);
-    cr["spec"]["config"]["trustDistribution"] = json!({"spiffeBundle": {"refreshHintSeconds": 60}});
-    mgmt.put(POLICIES, "gloo-mesh", cr);
-    let endpoint = BundleEndpoint::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(endpoint.clone().serve(listener));
-    let mut cfg = controller::ControllerConfig::new("replica-a");
-    cfg.bundle_endpoint = Some(endpoint.clone());
-    let metrics = cfg.metrics.clone();
-    let controller = start_controller(mgmt.client(), cfg);
+    let (endpoint, addr, metrics, controller) =
+        serve_bundles(&mgmt, json!({"spiffeBundle": {"refreshHintSeconds": 60}})).await;
     wait_for("the bundle served", || endpoint.identity("gloo-mesh/root-trust-policy").is_some()).await;
     let policy_label = "policy=\"gloo-mesh/root-trust-policy\"";
     wait_for("the sequence metric", || {
@@ -1870,7 +1861,6 @@ async fn fetch_with(addr: std::net::SocketAddr, root: meshca::Certificate, id: &
 /// the bundle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bundle_endpoint_serves_with_a_web_certificate_from_a_secret() {
-    use meshca_kube::bundle_endpoint::BundleEndpoint;
     use meshca_testkit::spiffe_client::{fetch, web_serving_cert, Expect};
     let (mgmt, root) = mgmt_with_root().await;
     let cs = servers(1).await;
@@ -1880,17 +1870,8 @@ async fn the_bundle_endpoint_serves_with_a_web_certificate_from_a_secret() {
     tls.insert("tls.crt", cert_pem.into_bytes());
     tls.insert("tls.key", key_pem.into_bytes());
     mgmt.put(SECRETS, "gloo-mesh", secret_json("bundle-tls", &tls, &[]));
-    let mut cr = policy_cr(30);
-    cr["spec"]["config"]["trustDistribution"] = json!({"spiffeBundle": {
-        "profile": "https_web", "servingCertSecretRef": {"name": "bundle-tls"}}});
-    mgmt.put(POLICIES, "gloo-mesh", cr);
-    let endpoint = BundleEndpoint::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(endpoint.clone().serve(listener));
-    let mut cfg = controller::ControllerConfig::new("replica-a");
-    cfg.bundle_endpoint = Some(endpoint.clone());
-    let controller = start_controller(mgmt.client(), cfg);
+    let td = json!({"spiffeBundle": {"profile": "https_web", "servingCertSecretRef": {"name": "bundle-tls"}}});
+    let (endpoint, addr, _, controller) = serve_bundles(&mgmt, td).await;
     wait_for("the bundle served", || endpoint.identity("gloo-mesh/root-trust-policy").is_some()).await;
     let web_ca = meshca::parse_certificates(ca_pem.as_bytes(), "web CA").unwrap();
     let (code, body) =
@@ -1911,4 +1892,28 @@ async fn the_bundle_endpoint_serves_with_a_web_certificate_from_a_secret() {
             .unwrap();
     assert!(refused.is_err(), "{refused:?}");
     controller.stop(Duration::from_secs(10)).await;
+}
+
+/// The policy `policy_cr(30)` with `trust_distribution`, a bundle endpoint on a free port, and the
+/// controller serving on it: `(endpoint, its address, the metrics, the controller)`.
+async fn serve_bundles(
+    mgmt: &ApiServer,
+    trust_distribution: Value,
+) -> (
+    meshca_kube::bundle_endpoint::BundleEndpoint,
+    std::net::SocketAddr,
+    std::sync::Arc<meshca_kube::metrics::Metrics>,
+    Controller,
+) {
+    let mut cr = policy_cr(30);
+    cr["spec"]["config"]["trustDistribution"] = trust_distribution;
+    mgmt.put(POLICIES, "gloo-mesh", cr);
+    let endpoint = meshca_kube::bundle_endpoint::BundleEndpoint::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(endpoint.clone().serve(listener));
+    let mut cfg = controller::ControllerConfig::new("replica-a");
+    cfg.bundle_endpoint = Some(endpoint.clone());
+    let metrics = cfg.metrics.clone();
+    (endpoint, addr, metrics, start_controller(mgmt.client(), cfg))
 }
