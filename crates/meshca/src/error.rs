@@ -637,6 +637,13 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+
+    /// The issuance log: an entry, proof or checkpoint that is malformed or does not verify.
+    #[error("issuance log: {detail}")]
+    Log {
+        /// What is wrong and, where it helps, what would fix it.
+        detail: String,
+    },
 }
 
 /// The core crate's result type.

@@ -50,6 +50,7 @@ mod rsa_keygen;
 mod spiffe;
 mod text;
 mod time_fmt;
+pub mod tlog;
 mod trust_bundle;
 mod verify;
 mod workload;
