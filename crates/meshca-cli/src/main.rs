@@ -102,6 +102,10 @@ enum Command {
     /// current step (new root added everywhere, new intermediates, old root removed).
     #[command(subcommand)]
     RotateRoot(cmd::rotate_root::RotateRootCommand),
+    /// The issuance log (spec.config.auditLog): every CA certificate and CRL meshca wrote, in
+    /// an RFC 6962 Merkle tree with signed checkpoints: log, checkpoint, verify, prove.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
         Command::Controller(a) => cmd::controller::run(a),
         Command::Signer(a) => cmd::signer::run(a),
         Command::RotateRoot(c) => cmd::rotate_root::run(c),
+        Command::Audit(c) => cmd::audit::run(c),
         Command::Crd => {
             out!("{}", meshca_kube::crd::crd_yaml());
             Ok(ExitCode::SUCCESS)

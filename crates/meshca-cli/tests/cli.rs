@@ -769,3 +769,94 @@ fn bundle_prints_the_trust_set_the_run_published() {
     assert!(store.join("cluster1/_clustertrustbundles/meshca.dev_istio_live/trustBundle").is_file());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Runs the independent RFC 6962 verifier (Python's hashlib, the openssl CLI) over `input`.
+fn rfc6962(args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rfc6962.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn audit_proofs_verify_independently_and_a_planted_ca_exits_1() {
+    let d = tempdir("audit");
+    let store = d.join("store");
+    let pol = d.join("policy.yaml");
+    std::fs::write(
+        &pol,
+        "apiVersion: admin.gloo.solo.io/v2\nkind: RootTrustPolicy\nmetadata:\n  name: mesh\n  namespace: gloo-mesh\n\
+         spec:\n  config:\n    mgmtServerCa:\n      generated: {}\n    auditLog: {}\n",
+    )
+    .unwrap();
+    let t = [s(&pol), s(&store)];
+    let run = |args: &[&str]| {
+        let mut v = args.to_vec();
+        v.extend(["--policy", &t[0], "--store", &t[1]]);
+        meshca(&v)
+    };
+    let okw = |args: &[&str]| {
+        let out = run(args);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.all());
+        out
+    };
+    okw(&["reconcile", "--cluster", "east", "--cluster", "west"]);
+    let kept = d.join("kept.note");
+    std::fs::write(&kept, okw(&["audit", "checkpoint"]).stdout).unwrap();
+    let vkey = okw(&["audit", "checkpoint", "--verifier-key"]).stdout;
+    okw(&["rotate", "--cluster", "east"]);
+    let now = d.join("now.note");
+    std::fs::write(&now, okw(&["audit", "checkpoint"]).stdout).unwrap();
+
+    // Inclusion of each intermediate, checked by the independent verifier.
+    let log = okw(&["audit", "log"]).stdout;
+    let serials: Vec<&str> = log
+        .lines()
+        .filter(|l| l.split('\t').nth(2) == Some("intermediate"))
+        .filter_map(|l| l.split('\t').nth(5))
+        .collect();
+    assert_eq!(serials.len(), 3, "{log}");
+    for serial in &serials {
+        let proof = okw(&["audit", "prove", "--serial", serial]).stdout;
+        assert_eq!(rfc6962(&["inclusion", vkey.trim()], &proof).trim(), "ok", "{proof}");
+        // A proof with a path element changed does not verify.
+        let zero = format!("path: {}A=", "A".repeat(42));
+        let bent: Vec<String> = proof
+            .lines()
+            .scan(false, |done, l| {
+                let swap = !*done && l.starts_with("path: ");
+                *done |= swap;
+                Some(if swap { zero.clone() } else { l.to_owned() })
+            })
+            .collect();
+        assert_ne!(rfc6962(&["inclusion", vkey.trim()], &(bent.join("\n") + "\n")).trim(), "ok");
+    }
+    // Consistency from the kept checkpoint to now.
+    let verified = okw(&["audit", "verify", "--since", &s(&kept)]);
+    assert!(verified.stdout.contains("every CA in the clusters is in the log"), "{}", verified.stdout);
+    assert_eq!(rfc6962(&["consistency", vkey.trim(), &s(&kept), &s(&now)], &verified.stdout).trim(), "ok");
+
+    // An intermediate planted by hand: unaccounted for, exit 1.
+    let root = d.join("root");
+    ok(&["root-ca", "--out", &s(&root)]);
+    ok(&[
+        "intermediate",
+        "--ca",
+        &s(&root),
+        "--cluster",
+        "rogue",
+        "--out",
+        &s(&store.join("rogue/istio-system/cacerts")),
+    ]);
+    let out = run(&["audit", "verify"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("UNACCOUNTED FOR: intermediate") && out.stdout.contains("rogue"), "{}", out.stdout);
+}

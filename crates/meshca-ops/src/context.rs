@@ -194,7 +194,7 @@ impl Options {
         self
     }
 
-    pub(crate) fn writer<'a>(&self, store: &'a dyn Store, policy: &'a Policy) -> Writer<'a> {
-        Writer::new(store, policy, self.policy_generation, self.now, self.dry_run)
+    pub(crate) fn writer<'a>(&'a self, store: &'a dyn Store, policy: &'a Policy) -> Writer<'a> {
+        Writer::new(store, policy, self.policy_generation, self.now, self.dry_run).log_in(&self.mgmt_cluster)
     }
 }

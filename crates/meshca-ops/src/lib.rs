@@ -55,6 +55,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod context;
 pub mod crl_sources;
 pub mod describe;

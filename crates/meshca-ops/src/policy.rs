@@ -206,6 +206,8 @@ pub struct Policy {
     pub workload_signing: Option<WorkloadSigning>,
     /// `spec.config.trustDistribution`: where the fleet's trust set is published beyond the mesh.
     pub trust_distribution: Option<TrustDistribution>,
+    /// `spec.config.auditLog`: the issuance log, when kept.
+    pub audit_log: Option<AuditLogConfig>,
     /// Fields accepted but not acted on by this edge, for the user to know.
     pub notes: Vec<String>,
 }
@@ -292,6 +294,36 @@ pub struct PolicyConfig {
     /// every target before intermediates from the new root go out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_distribution: Option<TrustDistributionSpec>,
+    /// meshca's extension: keep a transparency log (RFC 6962 Merkle tree, C2SP signed-note
+    /// checkpoints) of every CA certificate and CRL this policy's runs write, beside the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_log: Option<AuditLogSpec>,
+}
+
+/// `spec.config.auditLog`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct AuditLogSpec {
+    /// The log's origin, the first line of every checkpoint (default
+    /// `meshca.dev/<namespace>/<name>` of the policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The Secret holding the log's Ed25519 key (`log.key`, PKCS#8 PEM). meshca generates it
+    /// when absent (default `<policy>-audit-key` beside the policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret_ref: Option<SecretRefSpec>,
+}
+
+/// The issuance log a policy keeps (`spec.config.auditLog`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditLogConfig {
+    /// The checkpoint origin and key name.
+    pub origin: String,
+    /// The Secret of the log key.
+    pub key: SecretName,
 }
 
 /// `spec.config.trustDistribution`.
@@ -902,6 +934,22 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         .map(|t| crate::distribution::check_spec(t, &namespace, workload_signing.as_ref(), &bad))
         .transpose()?;
 
+    let audit_log = match cfg.audit_log {
+        None => None,
+        Some(a) => {
+            let origin = a.origin.unwrap_or_else(|| format!("meshca.dev/{namespace}/{}", raw.metadata.name));
+            meshca::tlog::check_origin(&origin).map_err(|_| {
+                bad("spec.config.auditLog.origin must be 1 to 200 printable characters without spaces".into())
+            })?;
+            let key = secret_name(
+                "spec.config.auditLog.keySecretRef".into(),
+                a.key_secret_ref
+                    .unwrap_or(SecretRefSpec { name: format!("{}-audit-key", raw.metadata.name), namespace: None }),
+            )?;
+            Some(AuditLogConfig { origin, key })
+        }
+    };
+
     let mut notes = Vec::new();
     if generated_ratio_note {
         notes.push(
@@ -928,6 +976,7 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
         wait_for_unobserved_istiod: cfg.wait_for_unobserved_istiod.unwrap_or(false),
         workload_signing,
         trust_distribution,
+        audit_log,
         passive,
         root_rotation,
         notes,

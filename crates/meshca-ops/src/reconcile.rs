@@ -610,7 +610,7 @@ fn reconcile_attempt(
             if crl_differs {
                 result.reason = format!("{} (the fleet's revocation list) updated", meshca::CA_CRL);
                 result.next_check = Some(recheck_at);
-                let written = writer.write_bundle(&secret, &bundle);
+                let written = writer.because(crate::audit::reason::REVOKE).write_bundle(&secret, &bundle);
                 return trust_written(result, written, bundle, opts);
             }
             result.action = Action::Kept;

@@ -190,8 +190,10 @@ pub fn start(
     Ok(stored.rotation)
 }
 
-fn writer<'a>(store: &'a dyn Store, policy: &'a Policy, opts: &Options) -> Writer<'a> {
+fn writer<'a>(store: &'a dyn Store, policy: &'a Policy, opts: &'a Options) -> Writer<'a> {
     Writer::new(store, policy, opts.policy_generation, opts.now, opts.dry_run)
+        .log_in(&opts.mgmt_cluster)
+        .because(crate::audit::reason::ROOT_ROTATION)
 }
 
 /// What a rotation run did to one cluster.

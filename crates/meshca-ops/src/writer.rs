@@ -10,6 +10,10 @@
 //!    write in between is an [`Error::Conflict`], for the caller to re-read and re-plan;
 //! 4. what landed is read back and validated again, and that is what the caller reports.
 //!
+//! When the policy keeps an issuance log (`spec.config.auditLog`), every CA certificate and CRL
+//! about to be written that the log does not hold yet is appended to it between 2 and 3 (see
+//! [`crate::audit`]): one that cannot be logged is not written.
+//!
 //! A dry run does 1 and returns without writing.
 
 use time::OffsetDateTime;
@@ -49,6 +53,8 @@ pub struct Writer<'a> {
     now: OffsetDateTime,
     dry_run: bool,
     crls: Option<(&'a [u8], &'a [Crl])>,
+    mgmt: &'a str,
+    reason: &'static str,
 }
 
 impl std::fmt::Debug for Writer<'_> {
@@ -70,7 +76,41 @@ impl<'a> Writer<'a> {
         now: OffsetDateTime,
         dry_run: bool,
     ) -> Self {
-        Writer { store, policy, generation, now, dry_run, crls: None }
+        Writer {
+            store,
+            policy,
+            generation,
+            now,
+            dry_run,
+            crls: None,
+            mgmt: "mgmt",
+            reason: crate::audit::reason::ISSUE,
+        }
+    }
+
+    /// The same writer, keeping the policy's issuance log in management cluster `mgmt`
+    /// (default `mgmt`, as [`crate::context::Options`]).
+    pub fn log_in(mut self, mgmt: &'a str) -> Self {
+        self.mgmt = mgmt;
+        self
+    }
+
+    /// The same writer, recording `reason` (see [`crate::audit::reason`]) in the log entries
+    /// of what it writes.
+    pub fn because(mut self, reason: &'static str) -> Self {
+        self.reason = reason;
+        self
+    }
+
+    /// Appends to the issuance log, when the policy keeps one, the CA certificates and CRLs
+    /// about to be written to `cluster`.
+    fn record(&self, cluster: &str, certs: &[&meshca::Certificate], crls: &[Crl]) -> Result<(), Error> {
+        if self.policy.audit_log.is_none() || self.dry_run {
+            return Ok(());
+        }
+        let entries =
+            crate::audit::entries_for(self.policy, self.generation, cluster, self.reason, certs, crls, self.now);
+        crate::audit::append(self.store, self.policy, self.mgmt, entries).map(|_| ())
     }
 
     /// The same writer, putting the fleet's CRL set (`ca-crl.pem` as `pem`, parsed as `crls`;
@@ -136,6 +176,8 @@ impl<'a> Writer<'a> {
         if self.dry_run {
             return Ok(checked);
         }
+        let certs: Vec<&meshca::Certificate> = checked.path().iter().chain(checked.roots()).collect();
+        self.record(cluster, &certs, self.crls.map(|(_, c)| c).unwrap_or_default())?;
         self.store.write(secret, &files, &self.meta(Some(&checked)))?;
         let landed = self.read_back(secret)?;
         let bundle =
@@ -161,6 +203,9 @@ impl<'a> Writer<'a> {
         if self.dry_run {
             return Ok(());
         }
+        let b = signer.bundle();
+        let certs: Vec<&meshca::Certificate> = b.path().iter().chain(b.roots()).collect();
+        self.record(&secret.cluster, &certs, &[])?;
         let meta = match owner {
             Owner::Meshca => self.meta(Some(signer.bundle())),
             Owner::User => WriteMeta::default(),

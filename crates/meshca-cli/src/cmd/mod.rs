@@ -1,6 +1,7 @@
 //! One module per command: its flags (`XArgs`) and `run`, which returns the exit code or a
 //! [`Failure`](crate::failure::Failure). Rendering lives in [`crate::render`].
 
+pub(crate) mod audit;
 pub(crate) mod bundle;
 pub(crate) mod controller;
 pub(crate) mod csr;
