@@ -1215,6 +1215,126 @@ fn make_csr<'py>(
     Ok((PyBytes::new(py, k.to_pkcs8_pem().as_bytes()), PyBytes::new(py, csr.as_bytes())))
 }
 
+/// The issuance log (spec.config.auditLog) of a policy in a directory store, to read and
+/// verify: `AuditLog(store, policy_yaml, mgmt_cluster="mgmt")`.
+#[pyclass(name = "AuditLog", module = "meshca", frozen)]
+struct PyAuditLog {
+    store: meshca_ops::store::DirStore,
+    policy: meshca_ops::policy::Policy,
+    mgmt: String,
+}
+
+fn entry_dict<'py>(py: Python<'py>, index: u64, e: &meshca::tlog::LogEntry) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("index", index)?;
+    d.set_item("kind", e.kind.as_str())?;
+    d.set_item("cluster", &e.cluster)?;
+    d.set_item("reason", &e.reason)?;
+    d.set_item("policy", &e.policy)?;
+    d.set_item("generation", e.generation)?;
+    d.set_item("time", meshca::format_time(e.time))?;
+    d.set_item("serial", e.serial())?;
+    d.set_item("name", e.name())?;
+    d.set_item("sha256", e.der_sha256())?;
+    d.set_item("der", PyBytes::new(py, &e.der))?;
+    Ok(d)
+}
+
+#[pymethods]
+impl PyAuditLog {
+    #[new]
+    #[pyo3(signature = (store, policy_yaml, mgmt_cluster = "mgmt"))]
+    fn new(store: PathBuf, policy_yaml: &str, mgmt_cluster: &str) -> PyResult<Self> {
+        let policy = meshca_ops::policy::parse(policy_yaml, "policy_yaml").map_err(cli_err)?;
+        meshca_ops::audit::config(&policy).map_err(cli_err)?;
+        Ok(PyAuditLog { store: meshca_ops::store::DirStore::new(store), policy, mgmt: mgmt_cluster.to_owned() })
+    }
+
+    /// Every entry, in order, as dicts (index, kind, cluster, reason, policy, generation, time,
+    /// serial, name, sha256, der).
+    fn entries<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let mut all = Vec::new();
+        meshca_ops::audit::entries(&self.store, &self.policy, &self.mgmt, &mut |i, e| {
+            all.push((i, e));
+            Ok(())
+        })
+        .map_err(cli_err)?;
+        all.iter().map(|(i, e)| entry_dict(py, *i, e)).collect()
+    }
+
+    /// The current signed checkpoint (C2SP signed note), its signature checked.
+    fn checkpoint(&self) -> PyResult<String> {
+        Ok(meshca_ops::audit::checkpoint(&self.store, &self.policy, &self.mgmt).map_err(cli_err)?.0)
+    }
+
+    /// The log's verifier key (`name+hash+base64`).
+    fn verifier_key(&self) -> PyResult<String> {
+        Ok(meshca_ops::audit::verifier(&self.store, &self.policy, &self.mgmt).map_err(cli_err)?.to_string())
+    }
+
+    /// Verifies the log (and its consistency with `since`, a checkpoint kept earlier) and that
+    /// every CA in `clusters`' bundles is in it (default: every cluster of the store but the
+    /// management one). Returns a dict: ok, size, checkpoint_size, consistency_proof,
+    /// unaccounted (dicts: cluster, file, kind, name, sha256). A log that does not verify
+    /// raises.
+    #[pyo3(signature = (since = None, clusters = None))]
+    fn verify<'py>(
+        &self,
+        py: Python<'py>,
+        since: Option<&[u8]>,
+        clusters: Option<Vec<String>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        use meshca_ops::store::Store;
+        let clusters = match clusters {
+            Some(c) => c,
+            None => {
+                self.store.clusters_with_cacerts().map_err(cli_err)?.into_iter().filter(|c| *c != self.mgmt).collect()
+            }
+        };
+        let r = meshca_ops::audit::verify(&self.store, &self.policy, &self.mgmt, &clusters, since).map_err(cli_err)?;
+        let d = PyDict::new(py);
+        d.set_item("ok", r.ok())?;
+        d.set_item("size", r.entries)?;
+        d.set_item("checkpoint_size", r.checkpoint.size)?;
+        let proof: Vec<Bound<'py, PyBytes>> =
+            r.since.iter().flat_map(|(_, p)| p.iter().map(|h| PyBytes::new(py, h))).collect();
+        d.set_item("consistency_proof", proof)?;
+        let mut unaccounted = Vec::new();
+        for u in &r.unaccounted {
+            let x = PyDict::new(py);
+            x.set_item("cluster", &u.cluster)?;
+            x.set_item("file", &u.file)?;
+            x.set_item("kind", u.kind)?;
+            x.set_item("name", &u.name)?;
+            x.set_item("sha256", &u.sha256)?;
+            unaccounted.push(x);
+        }
+        d.set_item("unaccounted", unaccounted)?;
+        Ok(d)
+    }
+
+    /// The inclusion proof of the CA certificate with serial `serial` (hex): a dict with index,
+    /// tree_size, root_hash, leaf, leaf_hash, path (bytes, leaf to root) and checkpoint.
+    fn prove<'py>(&self, py: Python<'py>, serial: &str) -> PyResult<Bound<'py, PyDict>> {
+        let serial = meshca::parse_serial(serial).map_err(core_err)?;
+        let p = meshca_ops::audit::prove(&self.store, &self.policy, &self.mgmt, &serial).map_err(cli_err)?;
+        let d = PyDict::new(py);
+        d.set_item("index", p.index)?;
+        d.set_item("tree_size", p.checkpoint.size)?;
+        d.set_item("root_hash", PyBytes::new(py, &p.checkpoint.root))?;
+        d.set_item("leaf", PyBytes::new(py, &p.leaf))?;
+        d.set_item("leaf_hash", PyBytes::new(py, &meshca::tlog::leaf_hash(&p.leaf)))?;
+        let path: Vec<Bound<'py, PyBytes>> = p.path.iter().map(|h| PyBytes::new(py, h)).collect();
+        d.set_item("path", path)?;
+        d.set_item("checkpoint", &p.note)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("AuditLog(policy={}/{})", self.policy.namespace, self.policy.name)
+    }
+}
+
 #[pymodule]
 fn _meshca(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -1225,6 +1345,7 @@ fn _meshca(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyRotationPolicy>()?;
     m.add_class::<PyPlan>()?;
     m.add_class::<PyCrl>()?;
+    m.add_class::<PyAuditLog>()?;
     m.add_function(wrap_pyfunction!(fleet_crl_set, m)?)?;
     m.add_function(wrap_pyfunction!(verify_same_root, m)?)?;
     m.add_function(wrap_pyfunction!(verify_workload_chain, m)?)?;

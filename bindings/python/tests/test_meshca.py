@@ -604,3 +604,135 @@ def test_spiffe_bundle_read_by_an_independent_jose_implementation() -> None:
     assert sorted(json.loads(k.export_public())["kty"] for k in keys) == ["EC", "EC", "RSA"]
     with pytest.raises(meshca.InvalidParameterError, match="refresh_hint_seconds"):
         meshca.spiffe_bundle(pem, sequence=1, refresh_hint_seconds=0)
+
+
+# ---- the issuance log: written here from its documented format, read and proven by meshca ----
+
+AUDIT_POLICY = """apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata:
+  name: mesh
+  namespace: gloo-mesh
+spec:
+  config:
+    mgmtServerCa:
+      generated: {}
+    auditLog: {}
+"""
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _mth(leaves: List[bytes]) -> bytes:
+    """RFC 6962 2.1, over leaf hashes."""
+    import hashlib
+
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return _node(_mth(leaves[:k]), _mth(leaves[k:]))
+
+
+def _root_from_path(leaf_hash: bytes, index: int, size: int, path: List[bytes]) -> bytes:
+    """RFC 9162 2.1.3.2."""
+    fn, sn, r = index, size - 1, leaf_hash
+    for p in path:
+        if fn % 2 == 1 or fn == sn:
+            r = _node(p, r)
+            while fn % 2 == 0 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = _node(r, p)
+        fn >>= 1
+        sn >>= 1
+    assert sn == 0
+    return r
+
+
+def _write_log(store: Path, ders: List[bytes]):
+    """A log of `ders` in meshca's directory-store layout, signed with a fresh Ed25519 key."""
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    ns = store / "mgmt" / "gloo-mesh"
+    key = Ed25519PrivateKey.generate()
+    (ns / "mesh-audit-key").mkdir(parents=True)
+    (ns / "mesh-audit-key" / "log.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    leaves = []
+    for der in ders:
+        head = (
+            "meshca-log-entry v1\nkind root\ncluster mgmt\nreason issue\npolicy gloo-mesh/mesh\n"
+            f"time 2026-12-05T00:00:00Z\nsha256 {hashlib.sha256(der).hexdigest()}\n\n"
+        )
+        leaves.append(head.encode() + der)
+    seg = ns / "mesh-audit-log-000000"
+    seg.mkdir()
+    (seg / "first").write_text("0")
+    (seg / "entries").write_bytes(b"".join(len(l).to_bytes(4, "big") + l for l in leaves))
+    hashes = [hashlib.sha256(b"\x00" + l).digest() for l in leaves]
+    origin = "meshca.dev/gloo-mesh/mesh"
+    body = f"{origin}\n{len(leaves)}\n{base64.b64encode(_mth(hashes)).decode()}\n"
+    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key_id = hashlib.sha256(origin.encode() + b"\n\x01" + pub).digest()[:4]
+    sig = base64.b64encode(key_id + key.sign(body.encode())).decode()
+    (ns / "mesh-audit-log").mkdir()
+    (ns / "mesh-audit-log" / "checkpoint").write_text(f"{body}\n\u2014 {origin} {sig}\n")
+    vkey = base64.b64encode(bytes([1]) + pub).decode()
+    return leaves, hashes, f"{origin}+{key_id.hex()}+{vkey}"
+
+
+def test_audit_log_reads_verifies_and_proves_a_log_written_by_another_implementation(tmp_path: Path) -> None:
+    roots = [meshca.SigningCa.generate_root(common_name=f"Root {i}") for i in range(5)]
+    ders = [x509.load_pem_x509_certificate(r.cacerts.root_cert_pem).public_bytes(serialization_der()) for r in roots]
+    store = tmp_path / "store"
+    leaves, hashes, vkey = _write_log(store, ders)
+    log = meshca.AuditLog(store, AUDIT_POLICY)
+    assert log.verifier_key() == vkey
+    entries = log.entries()
+    assert [e["der"] for e in entries] == ders
+    assert [e["kind"] for e in entries] == ["root"] * 5
+    assert log.verify()["ok"] is True
+
+    # meshca's inclusion proofs lead to the root this side computed, by this side's algorithm.
+    for i, r in enumerate(roots):
+        serial = x509.load_pem_x509_certificate(r.cacerts.root_cert_pem).serial_number
+        h = format(serial, "x")
+        p = log.prove("0" * (len(h) % 2) + h)
+        assert p["index"] == i and p["tree_size"] == 5
+        assert p["leaf"] == leaves[i]
+        assert _root_from_path(hashes[i], i, 5, p["path"]) == _mth(hashes)
+
+    # A CA in a cluster that the log does not hold is unaccounted for.
+    planted = roots[0].issue_intermediate("rogue")
+    planted.write(store / "rogue" / "istio-system" / "cacerts")
+    report = log.verify()
+    assert report["ok"] is False
+    assert [(u["cluster"], u["kind"]) for u in report["unaccounted"]] == [("rogue", "intermediate")]
+
+    # An entry rewritten under the signed checkpoint is caught.
+    seg = store / "mgmt" / "gloo-mesh" / "mesh-audit-log-000000" / "entries"
+    data = bytearray(seg.read_bytes())
+    data[-1] ^= 1
+    seg.write_bytes(bytes(data))
+    with pytest.raises(meshca.MeshcaError):
+        log.verify()
+
+
+def serialization_der():
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.Encoding.DER

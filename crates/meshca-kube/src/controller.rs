@@ -220,6 +220,8 @@ struct Ctx {
     /// twice. Only the leader writes status, and it exits when it loses the lease, so what it
     /// remembers is never older than the cache.
     written_status: Mutex<HashMap<String, Value>>,
+    /// The issuance log entries this replica announced as Events, per policy.
+    audit_seen: Mutex<HashMap<String, u64>>,
     /// What the fleet's watches saw change.
     changes: crate::fleet::ChangeLog,
     /// Each policy's last pass over the fleet (by namespace/name and uid), brought up to date
@@ -413,6 +415,7 @@ pub async fn run(
         recorder,
         failures: Mutex::new(HashMap::new()),
         written_status: Mutex::new(HashMap::new()),
+        audit_seen: Mutex::new(HashMap::new()),
         changes: change_log,
         last_pass: Mutex::new(HashMap::new()),
         clients: clusters::ClientCache::default(),
@@ -640,15 +643,35 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
     let span = tracing::Span::current();
     let asked = request.clone();
     let endpoint = ctx.cfg.bundle_endpoint.clone().map(|e| (e, key(&obj)));
-    let (revoked, run) = match nothing_to_run {
-        Some(report) => (Vec::new(), Ok(Run::Reconciled(report))),
+    // The issuance log's entries past those this replica announced.
+    let audit_from = policy
+        .audit_log
+        .as_ref()
+        .map(|_| ctx.audit_seen.lock().unwrap_or_else(|p| p.into_inner()).get(&key(&obj)).copied());
+    let ((revoked, run), logged) = match nothing_to_run {
+        Some(report) => ((Vec::new(), Ok(Run::Reconciled(report))), None),
         None => tokio::task::spawn_blocking(move || {
             span.in_scope(|| {
+                // On this replica's first pass, the entries the pass itself appends.
+                let audit_from = audit_from.map(|seen| {
+                    seen.or_else(|| {
+                        meshca_ops::audit::tail(&store, &policy, &opts.mgmt_cluster, u64::MAX, 0).ok().map(|t| t.size)
+                    })
+                });
                 let pass = run_pass(&store, &policy, &opts, asked);
                 if let Some((endpoint, policy_key)) = endpoint {
                     serve_bundle(&store, &policy, &opts, &endpoint, &policy_key);
                 }
-                pass
+                let logged = audit_from.map(|from| {
+                    meshca_ops::audit::tail(
+                        &store,
+                        &policy,
+                        &opts.mgmt_cluster,
+                        from.unwrap_or(u64::MAX),
+                        EVENTS_PER_PASS,
+                    )
+                });
+                (pass, logged)
             })
         })
         .await
@@ -657,6 +680,9 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
             detail: format!("reconcile task failed: {e}"),
         })?,
     };
+    if let Some(logged) = logged {
+        announce_log(&ctx, &obj, logged).await;
+    }
     for r in &revoked {
         ctx.cfg.metrics.observe_revocation(&key(&obj), &r.cluster, &r.reason);
         let note =
@@ -734,6 +760,58 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     Ok(Action::requeue(wait))
+}
+
+/// Issuance log entries announced as Events per pass at most (one more Event counts the rest).
+const EVENTS_PER_PASS: usize = 20;
+
+/// Records the issuance log after a pass: its size and checkpoint as metrics, an Event per
+/// entry this replica has not announced yet.
+async fn announce_log(ctx: &Ctx, obj: &DynamicObject, logged: Result<meshca_ops::audit::Tail, meshca_ops::Error>) {
+    let t = match logged {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the issuance log");
+            publish(ctx, obj, EventType::Warning, "AuditLogUnreadable", "Audit", &e.to_string()).await;
+            return;
+        }
+    };
+    ctx.cfg.metrics.observe_audit(&key(obj), t.size, t.checkpoint_size);
+    ctx.audit_seen.lock().unwrap_or_else(|p| p.into_inner()).insert(key(obj), t.size);
+    for (i, e) in &t.entries {
+        let note = format!(
+            "issuance log entry {i}: {} {} for {} ({}), serial {}",
+            e.kind.as_str(),
+            meshca::printable(&e.name().unwrap_or_default(), 120),
+            e.cluster,
+            e.reason,
+            e.serial().unwrap_or_else(|| "-".into())
+        );
+        // Related: the log, at this entry (the recorder folds Events that differ in their note
+        // alone into one series; each entry is its own Event).
+        let related = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Secret".into()),
+            namespace: obj.metadata.namespace.clone(),
+            name: obj.metadata.name.as_ref().map(|n| format!("{n}-audit-log")),
+            field_path: Some(format!("entries[{i}]")),
+            ..Default::default()
+        };
+        let ev = Event {
+            type_: EventType::Normal,
+            reason: "Logged".into(),
+            note: Some(note),
+            action: "Audit".into(),
+            secondary: Some(related),
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&ctx.ar)).await {
+            tracing::warn!(error = %crate::store::describe(&e), "cannot publish event");
+        }
+    }
+    if t.more > 0 {
+        let note = format!("{} more issuance log entries (meshca audit log lists them)", t.more);
+        publish(ctx, obj, EventType::Normal, "Logged", "Audit", &note).await;
+    }
 }
 
 /// Parses the policy object's spec (its status aside) with the rules the CLI applies.

@@ -107,6 +107,8 @@ pub struct Metrics {
     bundle_sequence: Family<PolicyLabels, Gauge>,
     distribution_lagging: Family<PolicyLabels, Gauge>,
     distribution_failed: Family<PolicyLabels, Gauge>,
+    audit_size: Family<PolicyLabels, Gauge>,
+    audit_checkpoint: Family<PolicyLabels, Gauge>,
     seen: Mutex<HashMap<String, Seen>>,
     synced: AtomicBool,
     leading: AtomicBool,
@@ -119,7 +121,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// Every series name `/metrics` serves (counters with their `_total`).
-pub const SERIES: [&str; 14] = [
+pub const SERIES: [&str; 16] = [
     "meshca_ca_not_after_timestamp_seconds",
     "meshca_ca_next_rotation_timestamp_seconds",
     "meshca_root_not_after_timestamp_seconds",
@@ -134,6 +136,8 @@ pub const SERIES: [&str; 14] = [
     "meshca_spiffe_bundle_sequence",
     "meshca_trust_distribution_lagging_targets",
     "meshca_trust_distribution_failed_targets",
+    "meshca_audit_log_tree_size",
+    "meshca_audit_log_checkpoint_size",
 ];
 
 /// The `phase` label when no root rotation runs; the others are the phases' names, from the
@@ -177,6 +181,8 @@ impl Metrics {
             workload: Family::default(),
             bundle_sequence: Family::default(),
             distribution_lagging: Family::default(),
+            audit_size: Family::default(),
+            audit_checkpoint: Family::default(),
             distribution_failed: Family::default(),
             seen: Mutex::new(HashMap::new()),
             synced: AtomicBool::new(false),
@@ -243,6 +249,17 @@ impl Metrics {
             "meshca_trust_distribution_failed_targets",
             "Trust targets the last pass could not write (e.g. a ConfigMap meshca does not manage)",
             m.distribution_failed.clone(),
+        );
+        registry.register(
+            "meshca_audit_log_tree_size",
+            "Entries in the issuance log (spec.config.auditLog): every CA certificate and CRL written",
+            m.audit_size.clone(),
+        );
+        registry.register(
+            "meshca_audit_log_checkpoint_size",
+            "Entries the issuance log's last signed checkpoint covers (below the tree size only between a crashed \
+             append and the next run)",
+            m.audit_checkpoint.clone(),
         );
         registry.register(
             "meshca_root_rotation_phase",
@@ -417,6 +434,13 @@ impl Metrics {
         let failed =
             d.targets.iter().filter(|t| matches!(t.outcome, meshca_ops::distribution::TargetOutcome::Failed { .. }));
         self.distribution_failed.get_or_create(&l).set(i64::try_from(failed.count()).unwrap_or(i64::MAX));
+    }
+
+    /// Records the issuance log of `policy`: its size and its last checkpoint's.
+    pub fn observe_audit(&self, policy: &str, size: u64, checkpoint_size: u64) {
+        let l = PolicyLabels { policy: policy.to_owned() };
+        self.audit_size.get_or_create(&l).set(i64::try_from(size).unwrap_or(i64::MAX));
+        self.audit_checkpoint.get_or_create(&l).set(i64::try_from(checkpoint_size).unwrap_or(i64::MAX));
     }
 
     /// Records a pass of `policy` that failed before any cluster (signer, token, policy).

@@ -13,6 +13,7 @@ converts values, reads the clock (``now=None`` means the current time) and raise
     'spiffe://cluster.local/ns/default/sa/app'
 """
 
+from ._meshca import AuditLog as AuditLog
 from ._meshca import BundleInvalidError as BundleInvalidError
 from ._meshca import Cacerts as Cacerts
 from ._meshca import Crl as Crl
@@ -38,6 +39,7 @@ from ._meshca import verify_same_root as verify_same_root
 from ._meshca import verify_workload_chain as verify_workload_chain
 
 __all__ = [
+    "AuditLog",
     "BundleInvalidError",
     "Cacerts",
     "Crl",
