@@ -495,7 +495,11 @@ pub fn prove(store: &dyn Store, policy: &Policy, mgmt: &str, serial: &[u8]) -> R
     })?;
     let location = store.location(&head_secret(policy, mgmt));
     let (index, entry, leaf) = found.ok_or_else(|| {
-        log_error(location.clone(), format!("no CA certificate with serial {want} is in the log's {} entries", cp.size))
+        let shown = if want.is_empty() { "0" } else { want.as_str() };
+        log_error(
+            location.clone(),
+            format!("no CA certificate with serial {shown} is in the log's {} entries", cp.size),
+        )
     })?;
     if tlog::tree_root(&leaves) != cp.root {
         return Err(log_error(
