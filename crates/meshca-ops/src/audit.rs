@@ -201,6 +201,18 @@ fn check_prefix(s: &Scan, cp: &Checkpoint, what: &str, location: &str) -> Result
     }
 }
 
+/// The log's Secrets are meshca's: one of the same name that someone else made (no managed-by
+/// label) is never replaced, whatever the store guards by itself.
+fn refuse_unmanaged(store: &dyn Store, secret: &SecretRef) -> Result<(), Error> {
+    match store.meta(secret)? {
+        Some(meta) if !crate::store::is_managed(&meta) => Err(Error::Occupied {
+            location: store.location(secret),
+            owner: "is not managed by meshca: the issuance log does not replace it".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Appends `entries` whose DER is not yet in the log and signs a new checkpoint; returns the
 /// indices appended. Fails (and nothing is appended) when the log no longer matches its last
 /// checkpoint, or an entry cannot be logged.
@@ -249,8 +261,11 @@ pub fn append(store: &dyn Store, policy: &Policy, mgmt: &str, entries: Vec<LogEn
         let mut files = Files::new();
         files.insert(FIRST, first.to_string().into_bytes());
         files.insert(ENTRIES, encode_segment(leaves));
-        store.write(&segment_secret(policy, mgmt, n), &files, &meta)
+        let secret = segment_secret(policy, mgmt, n);
+        refuse_unmanaged(store, &secret)?;
+        store.write(&secret, &files, &meta)
     };
+    refuse_unmanaged(store, &head)?;
     for leaf in fresh {
         let bytes: usize = leaves.iter().map(|l| l.len() + 4).sum();
         if !leaves.is_empty() && (leaves.len() >= SEGMENT_ENTRIES || bytes + leaf.len() + 4 > SEGMENT_BYTES) {
@@ -744,6 +759,25 @@ mod tests {
         let report = audit(&f, None).unwrap();
         assert!(report.ok(), "{:?}", report.unaccounted);
         assert_eq!(report.checkpoint.size, 5);
+    }
+
+    #[test]
+    fn a_secret_of_the_log_s_name_that_meshca_did_not_make_is_never_replaced() {
+        let f = fleet("occupied");
+        let head = head_secret(&f.policy, "mgmt");
+        let mut theirs = Files::new();
+        theirs.insert("notes", b"someone else's".to_vec());
+        f.store.write(&head, &theirs, &WriteMeta::default()).unwrap();
+        let planted = f
+            .root
+            .issue_intermediate(&IntermediateParams::new("north"), &mut meshca::OsRng, meshca_testkit::t0())
+            .unwrap();
+        let cert = planted.value.ca_cert().clone();
+        let entries = entries_for(&f.policy, None, "north", reason::ISSUE, &[&cert], &[], meshca_testkit::t0());
+        let err = append(&f.store, &f.policy, "mgmt", entries).unwrap_err();
+        assert!(matches!(err, Error::Occupied { .. }), "{err}");
+        assert_eq!(f.store.read(&head).unwrap().unwrap(), theirs, "untouched");
+        assert_eq!(all_entries(&f).len(), 3, "nothing appended");
     }
 
     #[test]
