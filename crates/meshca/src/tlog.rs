@@ -548,9 +548,23 @@ pub struct VerifierKey {
 }
 
 impl VerifierKey {
+    /// The verifier of the Ed25519 public key `public` (32 bytes) under log name `name`: how a
+    /// key held elsewhere (a PKCS#11 token) is named.
+    pub fn ed25519(name: &str, public: &[u8]) -> Result<Self> {
+        check_origin(name)?;
+        let public: [u8; 32] =
+            public.try_into().map_err(|_| log_err("an Ed25519 public key is 32 bytes: this one is not"))?;
+        Ok(VerifierKey { name: name.into(), id: key_id(name, &public), public })
+    }
+
     /// The key's name (the log's origin).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The raw Ed25519 public key.
+    pub fn public_key(&self) -> &[u8; 32] {
+        &self.public
     }
 
     /// Parses `name+hash+base64(0x01 || public key)`.
@@ -639,14 +653,26 @@ impl LogKey {
 
     /// Signs `checkpoint` into a signed note (its origin must be the key's name).
     pub fn sign(&self, checkpoint: &Checkpoint) -> Result<String> {
-        if checkpoint.origin != self.name {
+        let sig = self.pair.sign(checkpoint.body().as_bytes());
+        checkpoint.note(&self.verifier(), sig.as_ref())
+    }
+}
+
+impl Checkpoint {
+    /// The signed note of this checkpoint with `signature`, made over [`Checkpoint::body`] by
+    /// the key `key` names (held elsewhere: a PKCS#11 token). The signature is checked first: a
+    /// signer that returns anything but a valid signature by that key is refused.
+    pub fn note(&self, key: &VerifierKey, signature: &[u8]) -> Result<String> {
+        if self.origin != key.name {
             return Err(log_err("the checkpoint's origin is not the log key's name"));
         }
-        let body = checkpoint.body();
-        let sig = self.pair.sign(body.as_bytes());
-        let mut blob = key_id(&self.name, &self.verifier().public).to_vec();
-        blob.extend_from_slice(sig.as_ref());
-        Ok(format!("{body}\n\u{2014} {} {}\n", self.name, Base64::encode_string(&blob)))
+        let body = self.body();
+        UnparsedPublicKey::new(&ED25519, &key.public)
+            .verify(body.as_bytes(), signature)
+            .map_err(|_| log_err(format!("the log key's signer returned no valid signature by {key}")))?;
+        let mut blob = key.id.to_vec();
+        blob.extend_from_slice(signature);
+        Ok(format!("{body}\n\u{2014} {} {}\n", key.name, Base64::encode_string(&blob)))
     }
 }
 
@@ -782,5 +808,29 @@ mod tests {
         let (other, _) = LogKey::generate("meshca.example/log", &mut rng).unwrap();
         assert!(open_checkpoint(note.as_bytes(), &other.verifier()).is_err());
         assert_eq!(LogKey::from_pkcs8_pem("meshca.example/log", &pem).unwrap().verifier(), key.verifier());
+    }
+
+    #[test]
+    fn a_signature_made_elsewhere_makes_the_same_note_and_a_wrong_one_is_refused() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(8);
+        let (key, _) = LogKey::generate("meshca.example/log", &mut rng).unwrap();
+        let vk = VerifierKey::ed25519("meshca.example/log", key.verifier().public_key()).unwrap();
+        assert_eq!(vk, key.verifier());
+        let cp = Checkpoint { origin: "meshca.example/log".into(), size: 3, root: [1; 32] };
+        // Ed25519 is deterministic: the token's signature over the body is the key's.
+        let sig = key.pair.sign(cp.body().as_bytes());
+        assert_eq!(cp.note(&vk, sig.as_ref()).unwrap(), key.sign(&cp).unwrap());
+        assert_eq!(open_checkpoint(cp.note(&vk, sig.as_ref()).unwrap().as_bytes(), &vk).unwrap(), cp);
+        // A signer that lies (another body, another key, garbage, nothing) is caught here.
+        let other = Checkpoint { size: 4, ..cp.clone() };
+        assert!(cp.note(&vk, key.pair.sign(other.body().as_bytes()).as_ref()).is_err());
+        let (stranger, _) = LogKey::generate("meshca.example/log", &mut rng).unwrap();
+        assert!(cp.note(&vk, stranger.pair.sign(cp.body().as_bytes()).as_ref()).is_err());
+        assert!(cp.note(&vk, &[0; 64]).is_err());
+        assert!(cp.note(&vk, &[]).is_err());
+        let elsewhere = VerifierKey::ed25519("another/log", vk.public_key()).unwrap();
+        assert!(cp.note(&elsewhere, sig.as_ref()).is_err(), "origin and key name differ");
+        assert!(VerifierKey::ed25519("meshca.example/log", &[0; 31]).is_err());
+        assert!(VerifierKey::ed25519("has space", &[0; 32]).is_err());
     }
 }
