@@ -554,24 +554,13 @@ impl TokenKey {
         if let Some(k) = key_cache().lock().unwrap_or_else(|p| p.into_inner()).get(&cache_key) {
             return Ok(k.clone());
         }
-        let (path, ctx) = loaded(&access.module)?;
-        let slot = find_slot(&ctx, &access.uri, &uri)?;
+        let (ctx, slot, first, handle) = find_private(access, &uri)?;
         let bad = |detail: String| Error::Pkcs11 { key: uri.clone(), detail };
-        let first = ctx.open_ro_session(slot).map_err(|e| bad(format!("opening a session: {}", ck(&e))))?;
-        login(&path, slot, &first, &access.pin, &uri)?;
-        let handles = first
-            .find_objects(&access.uri.key_template(ObjectClass::PRIVATE_KEY))
-            .map_err(|e| bad(format!("searching the token: {}", ck(&e))))?;
-        let handle =
-            match handles.as_slice() {
-                [h] => *h,
-                [] => return Err(bad(
-                    "no private key with that object=/id= on the token; check the label, or create the key (a root \
-                     generated into the token)"
-                        .into(),
-                )),
-                many => return Err(bad(format!("{} private keys match; add id= to name one", many.len()))),
-            };
+        let handle = handle.ok_or_else(|| {
+            bad("no private key with that object=/id= on the token; check the label, or create the key (a root \
+                 generated into the token)"
+                .into())
+        })?;
         let (key_type, public_raw) = read_public(&first, &access.uri, handle).map_err(|e| bad(e.to_string()))?;
         let key = Self::pooled(&ctx, slot, uri, key_type, public_raw, handle, first);
         key_cache().lock().unwrap_or_else(|p| p.into_inner()).insert(cache_key, key.clone());
@@ -584,64 +573,18 @@ impl TokenKey {
     pub fn generate(access: &KeyAccess, alg: KeyAlgorithm) -> Result<Arc<TokenKey>, Error> {
         let uri_text = access.uri.to_string();
         let bad = |detail: String| Error::Pkcs11 { key: uri_text.clone(), detail };
-        let Some(label) = access.uri.object.clone() else {
-            return Err(bad("a key to generate needs a label: give object=<label>".into()));
-        };
-        let (path, ctx) = loaded(&access.module)?;
-        let slot = find_slot(&ctx, &access.uri, &uri_text)?;
-        let session = ctx.open_rw_session(slot).map_err(|e| bad(format!("opening a session: {}", ck(&e))))?;
-        login(&path, slot, &session, &access.pin, &uri_text)?;
-        let mut existing = session
-            .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
-            .map_err(|e| bad(format!("searching the token: {}", ck(&e))))?;
-        if let Some(id) = &access.uri.id {
-            existing.extend(session.find_objects(&[Attribute::Id(id.clone())]).unwrap_or_default());
-        }
-        if !existing.is_empty() {
-            return Err(bad(format!(
-                "the token already holds an object labelled {label}; meshca does not replace keys: pick another \
-                 object= or sign with the existing key"
-            )));
-        }
-        let id = match &access.uri.id {
-            Some(id) => id.clone(),
-            None => session.generate_random_vec(16).map_err(|e| bad(format!("C_GenerateRandom: {}", ck(&e))))?,
-        };
-        let common = |private: bool| {
-            vec![
-                Attribute::Token(true),
-                Attribute::Private(private),
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::Id(id.clone()),
-            ]
-        };
-        let mut public = common(false);
-        public.push(Attribute::Verify(true));
-        let mut private = common(true);
-        private.extend([
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Sign(true),
-            Attribute::Decrypt(false),
-            Attribute::Derive(false),
-        ]);
-        let mechanism = match alg.key_type() {
+        let (mechanism, public) = match alg.key_type() {
             KeyType::EcdsaP256 | KeyType::EcdsaP384 => {
                 let oid = if alg.key_type() == KeyType::EcdsaP256 { OID_P256_DER } else { OID_P384_DER };
-                public.push(Attribute::EcParams(oid.to_vec()));
-                Mechanism::EccKeyPairGen
+                (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(oid.to_vec())])
             }
-            KeyType::Rsa { bits } => {
-                public.push(Attribute::ModulusBits((bits as u64).into()));
-                public.push(Attribute::PublicExponent(vec![1, 0, 1]));
-                Mechanism::RsaPkcsKeyPairGen
-            }
+            KeyType::Rsa { bits } => (
+                Mechanism::RsaPkcsKeyPairGen,
+                vec![Attribute::ModulusBits((bits as u64).into()), Attribute::PublicExponent(vec![1, 0, 1])],
+            ),
             other => return Err(bad(format!("cannot generate a {other} key in a token"))),
         };
-        let (_, handle) = session
-            .generate_key_pair(&mechanism, &public, &private)
-            .map_err(|e| bad(format!("generating a {alg} key pair: {}", ck(&e))))?;
-        let with_id = KeyUri { id: Some(id), ..access.uri.clone() };
+        let (ctx, slot, session, handle, with_id) = generate_pair(access, &mechanism, public, &alg.to_string())?;
         let (key_type, public_raw) = read_public(&session, &with_id, handle).map_err(|e| bad(e.to_string()))?;
         Ok(Self::pooled(&ctx, slot, uri_text, key_type, public_raw, handle, session))
     }
@@ -755,6 +698,217 @@ impl ExternalKey for TokenKey {
     fn describe(&self) -> String {
         self.uri.clone()
     }
+}
+
+/// Finds the one token `access` names, logs in on a new session, and finds the private key
+/// matching the URI: `None` when there is none, an error when several match (`uri` is the URI's
+/// text, for messages).
+fn find_private(access: &KeyAccess, uri: &str) -> Result<(Pkcs11, Slot, Session, Option<ObjectHandle>), Error> {
+    let (path, ctx) = loaded(&access.module)?;
+    let slot = find_slot(&ctx, &access.uri, uri)?;
+    let bad = |detail: String| Error::Pkcs11 { key: uri.into(), detail };
+    let session = ctx.open_ro_session(slot).map_err(|e| bad(format!("opening a session: {}", ck(&e))))?;
+    login(&path, slot, &session, &access.pin, uri)?;
+    let handles = session
+        .find_objects(&access.uri.key_template(ObjectClass::PRIVATE_KEY))
+        .map_err(|e| bad(format!("searching the token: {}", ck(&e))))?;
+    match handles.as_slice() {
+        [h] => Ok((ctx, slot, session, Some(*h))),
+        [] => Ok((ctx, slot, session, None)),
+        many => Err(bad(format!("{} private keys match; add id= to name one", many.len()))),
+    }
+}
+
+/// Generates a key pair with `mechanism` inside the token `access` names: token objects
+/// labelled by the URI's `object=` (required), the private key sensitive, not extractable,
+/// sign-only; `public` adds the public template's algorithm attributes. Refuses when an object
+/// with that label or ID exists (two keys under one name would make the URI ambiguous).
+/// Returns the logged-in read-write session, the private key and the URI with its ID.
+fn generate_pair(
+    access: &KeyAccess,
+    mechanism: &Mechanism<'_>,
+    public_params: Vec<Attribute>,
+    alg: &str,
+) -> Result<(Pkcs11, Slot, Session, ObjectHandle, KeyUri), Error> {
+    let uri_text = access.uri.to_string();
+    let bad = |detail: String| Error::Pkcs11 { key: uri_text.clone(), detail };
+    let Some(label) = access.uri.object.clone() else {
+        return Err(bad("a key to generate needs a label: give object=<label>".into()));
+    };
+    let (path, ctx) = loaded(&access.module)?;
+    let slot = find_slot(&ctx, &access.uri, &uri_text)?;
+    let session = ctx.open_rw_session(slot).map_err(|e| bad(format!("opening a session: {}", ck(&e))))?;
+    login(&path, slot, &session, &access.pin, &uri_text)?;
+    let mut existing = session
+        .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+        .map_err(|e| bad(format!("searching the token: {}", ck(&e))))?;
+    if let Some(id) = &access.uri.id {
+        existing.extend(session.find_objects(&[Attribute::Id(id.clone())]).unwrap_or_default());
+    }
+    if !existing.is_empty() {
+        return Err(bad(format!(
+            "the token already holds an object labelled {label}; meshca does not replace keys: pick another object= \
+             or sign with the existing key"
+        )));
+    }
+    let id = match &access.uri.id {
+        Some(id) => id.clone(),
+        None => session.generate_random_vec(16).map_err(|e| bad(format!("C_GenerateRandom: {}", ck(&e))))?,
+    };
+    let common = |private: bool| {
+        vec![
+            Attribute::Token(true),
+            Attribute::Private(private),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id.clone()),
+        ]
+    };
+    let mut public = common(false);
+    public.push(Attribute::Verify(true));
+    public.extend(public_params);
+    let mut private = common(true);
+    private.extend([
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Derive(false),
+    ]);
+    let (_, handle) = session
+        .generate_key_pair(mechanism, &public, &private)
+        .map_err(|e| bad(format!("generating a {alg} key pair: {}", ck(&e))))?;
+    let with_id = KeyUri { id: Some(id), ..access.uri.clone() };
+    Ok((ctx, slot, session, handle, with_id))
+}
+
+// ---- Ed25519 (the issuance log's key) ---------------------------------------------------------
+
+/// `CKA_EC_PARAMS` of Ed25519: the OID id-Ed25519 (RFC 8410), or the PrintableString
+/// `edwards25519` that PKCS#11 3.0 also allows.
+const ED25519_PARAMS_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+const ED25519_PARAMS_NAME: &[u8] = b"\x13\x0cedwards25519";
+
+/// An Ed25519 key in a token (`CKK_EC_EDWARDS`, signing with `CKM_EDDSA`): the issuance log's
+/// checkpoint key ([`crate::audit`]). It signs notes, not certificates, so it is not an
+/// [`ExternalKey`]. `Debug` shows its URI only.
+pub struct Ed25519Key {
+    uri: String,
+    public: [u8; 32],
+    handle: ObjectHandle,
+    session: Mutex<Session>,
+}
+
+impl fmt::Debug for Ed25519Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ed25519Key").field("uri", &self.uri).finish_non_exhaustive()
+    }
+}
+
+impl Ed25519Key {
+    /// Opens the Ed25519 private key `access` names (exactly one) and its public half. When no
+    /// private key matches, generates one with `create` (see [`Ed25519Key::generate`]).
+    pub fn open(access: &KeyAccess, create: bool) -> Result<Ed25519Key, Error> {
+        let uri = access.uri.to_string();
+        let (_, _, session, handle) = find_private(access, &uri)?;
+        let handle = match handle {
+            Some(h) => h,
+            None if create => {
+                drop(session);
+                return Self::generate(access);
+            }
+            None => {
+                return Err(Error::Pkcs11 {
+                    key: uri,
+                    detail: "no private key with that object=/id= on the token; check the label".into(),
+                })
+            }
+        };
+        let public =
+            ed25519_public(&session, &access.uri).map_err(|e| Error::Pkcs11 { key: uri.clone(), detail: e })?;
+        Ok(Ed25519Key { uri, public, handle, session: Mutex::new(session) })
+    }
+
+    /// Generates an Ed25519 key pair in the token (as [`TokenKey::generate`]: sensitive, not
+    /// extractable, never replacing an object of that label).
+    pub fn generate(access: &KeyAccess) -> Result<Ed25519Key, Error> {
+        let uri = access.uri.to_string();
+        let params = vec![Attribute::EcParams(ED25519_PARAMS_OID.to_vec())];
+        let (_, _, session, handle, with_id) =
+            generate_pair(access, &Mechanism::EccEdwardsKeyPairGen, params, "Ed25519")?;
+        let public = ed25519_public(&session, &with_id).map_err(|e| Error::Pkcs11 { key: uri.clone(), detail: e })?;
+        Ok(Ed25519Key { uri, public, handle, session: Mutex::new(session) })
+    }
+
+    /// The key's URI (canonical, no PIN).
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The raw public key.
+    pub fn public_key(&self) -> &[u8; 32] {
+        &self.public
+    }
+
+    /// Signs `message` with pure Ed25519 (`CKM_EDDSA` without parameters): the 64-byte
+    /// signature. The caller checks it against [`Ed25519Key::public_key`].
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+        let session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        session
+            .sign(&Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), self.handle, message)
+            .map_err(|e| Error::Pkcs11 { key: self.uri.clone(), detail: format!("signing: {}", ck(&e)) })
+    }
+}
+
+/// The public half of the Ed25519 key `uri` names, read from its public key object without
+/// logging in (public key objects are not private): what a log's auditor needs, no PIN.
+pub fn ed25519_public_key(module: &Path, uri: &KeyUri) -> Result<[u8; 32], Error> {
+    let text = uri.to_string();
+    let bad = |detail: String| Error::Pkcs11 { key: text.clone(), detail };
+    let (_, ctx) = loaded(module)?;
+    let slot = find_slot(&ctx, uri, &text)?;
+    let session = ctx.open_ro_session(slot).map_err(|e| bad(format!("opening a session: {}", ck(&e))))?;
+    ed25519_public(&session, uri).map_err(bad)
+}
+
+/// Reads the one public key object matching `uri`, which must be an Ed25519 key.
+fn ed25519_public(session: &Session, uri: &KeyUri) -> Result<[u8; 32], String> {
+    let publics = session.find_objects(&uri.key_template(ObjectClass::PUBLIC_KEY)).map_err(|e| ck(&e))?;
+    let [public] = publics.as_slice() else {
+        return Err(format!(
+            "{} public key objects match the key's label/ID (need exactly one, to read the Ed25519 key)",
+            publics.len()
+        ));
+    };
+    let attrs = session
+        .get_attributes(*public, &[AttributeType::KeyType, AttributeType::EcParams, AttributeType::EcPoint])
+        .map_err(|e| ck(&e))?;
+    let (mut kind, mut params, mut point) = (None, None, None);
+    for a in attrs {
+        match a {
+            Attribute::KeyType(k) => kind = Some(k),
+            Attribute::EcParams(p) => params = Some(p),
+            Attribute::EcPoint(p) => point = Some(p),
+            _ => {}
+        }
+    }
+    if kind != Some(CkKeyType::EC_EDWARDS) {
+        return Err(format!(
+            "the key is {}, not Ed25519 (CKK_EC_EDWARDS); the issuance log signs with Ed25519",
+            kind.map_or_else(|| "of no CKA_KEY_TYPE".into(), |k| format!("a {k} key"))
+        ));
+    }
+    if !matches!(params.as_deref(), Some(ED25519_PARAMS_OID | ED25519_PARAMS_NAME)) {
+        return Err("the Edwards key is not on edwards25519 (Ed448 is not what the log signs with)".into());
+    }
+    let point = point.ok_or_else(|| "the public key has no CKA_EC_POINT".to_string())?;
+    // PKCS#11 3.0 says a DER OCTET STRING; some tokens return the bare 32 bytes.
+    let raw = match point.as_slice() {
+        [0x04, 0x20, rest @ ..] if rest.len() == 32 => rest,
+        bare if bare.len() == 32 => bare,
+        _ => return Err("CKA_EC_POINT is not a 32-byte Ed25519 key (bare or as an OCTET STRING)".into()),
+    };
+    raw.try_into().map_err(|_| "CKA_EC_POINT is not 32 bytes".to_string())
 }
 
 /// Why a token's key object is not one meshca can sign with (its messages are what the
