@@ -1216,12 +1216,27 @@ fn make_csr<'py>(
 }
 
 /// The issuance log (spec.config.auditLog) of a policy in a directory store, to read and
-/// verify: `AuditLog(store, policy_yaml, mgmt_cluster="mgmt")`.
+/// verify: `AuditLog(store, policy_yaml, mgmt_cluster="mgmt", trusted_key=None,
+/// pkcs11_module=None)`. Checkpoints are checked with `trusted_key` (a verifier key kept
+/// earlier) when given, else with the policy's key: its Secret, or the public key in its token,
+/// reached through `pkcs11_module` (no PIN).
 #[pyclass(name = "AuditLog", module = "meshca", frozen)]
 struct PyAuditLog {
     store: meshca_ops::store::DirStore,
     policy: meshca_ops::policy::Policy,
     mgmt: String,
+    trusted: Option<meshca::tlog::VerifierKey>,
+    token: meshca_ops::reconcile::TokenAccess,
+}
+
+impl PyAuditLog {
+    /// The key checkpoints are checked with: the one kept, else the policy's.
+    fn key(&self) -> PyResult<meshca::tlog::VerifierKey> {
+        match &self.trusted {
+            Some(k) => Ok(k.clone()),
+            None => meshca_ops::audit::verifier(&self.store, &self.policy, &self.mgmt, &self.token).map_err(cli_err),
+        }
+    }
 }
 
 fn entry_dict<'py>(py: Python<'py>, index: u64, e: &meshca::tlog::LogEntry) -> PyResult<Bound<'py, PyDict>> {
@@ -1243,11 +1258,24 @@ fn entry_dict<'py>(py: Python<'py>, index: u64, e: &meshca::tlog::LogEntry) -> P
 #[pymethods]
 impl PyAuditLog {
     #[new]
-    #[pyo3(signature = (store, policy_yaml, mgmt_cluster = "mgmt"))]
-    fn new(store: PathBuf, policy_yaml: &str, mgmt_cluster: &str) -> PyResult<Self> {
+    #[pyo3(signature = (store, policy_yaml, mgmt_cluster = "mgmt", trusted_key = None, pkcs11_module = None))]
+    fn new(
+        store: PathBuf,
+        policy_yaml: &str,
+        mgmt_cluster: &str,
+        trusted_key: Option<&str>,
+        pkcs11_module: Option<PathBuf>,
+    ) -> PyResult<Self> {
         let policy = meshca_ops::policy::parse(policy_yaml, "policy_yaml").map_err(cli_err)?;
         meshca_ops::audit::config(&policy).map_err(cli_err)?;
-        Ok(PyAuditLog { store: meshca_ops::store::DirStore::new(store), policy, mgmt: mgmt_cluster.to_owned() })
+        let trusted = trusted_key.map(meshca::tlog::VerifierKey::parse).transpose().map_err(core_err)?;
+        Ok(PyAuditLog {
+            store: meshca_ops::store::DirStore::new(store),
+            policy,
+            mgmt: mgmt_cluster.to_owned(),
+            trusted,
+            token: meshca_ops::reconcile::TokenAccess::new(pkcs11_module, None),
+        })
     }
 
     /// Every entry, in order, as dicts (index, kind, cluster, reason, policy, generation, time,
@@ -1264,12 +1292,12 @@ impl PyAuditLog {
 
     /// The current signed checkpoint (C2SP signed note), its signature checked.
     fn checkpoint(&self) -> PyResult<String> {
-        Ok(meshca_ops::audit::checkpoint(&self.store, &self.policy, &self.mgmt).map_err(cli_err)?.0)
+        Ok(meshca_ops::audit::checkpoint(&self.store, &self.policy, &self.mgmt, &self.key()?).map_err(cli_err)?.0)
     }
 
     /// The log's verifier key (`name+hash+base64`).
     fn verifier_key(&self) -> PyResult<String> {
-        Ok(meshca_ops::audit::verifier(&self.store, &self.policy, &self.mgmt).map_err(cli_err)?.to_string())
+        Ok(self.key()?.to_string())
     }
 
     /// Verifies the log (and its consistency with `since`, a checkpoint kept earlier) and that
@@ -1291,7 +1319,9 @@ impl PyAuditLog {
                 self.store.clusters_with_cacerts().map_err(cli_err)?.into_iter().filter(|c| *c != self.mgmt).collect()
             }
         };
-        let r = meshca_ops::audit::verify(&self.store, &self.policy, &self.mgmt, &clusters, since).map_err(cli_err)?;
+        let key = self.key()?;
+        let r = meshca_ops::audit::verify(&self.store, &self.policy, &self.mgmt, &key, &clusters, since)
+            .map_err(cli_err)?;
         let d = PyDict::new(py);
         d.set_item("ok", r.ok())?;
         d.set_item("size", r.entries)?;
@@ -1317,7 +1347,8 @@ impl PyAuditLog {
     /// tree_size, root_hash, leaf, leaf_hash, path (bytes, leaf to root) and checkpoint.
     fn prove<'py>(&self, py: Python<'py>, serial: &str) -> PyResult<Bound<'py, PyDict>> {
         let serial = meshca::parse_serial(serial).map_err(core_err)?;
-        let p = meshca_ops::audit::prove(&self.store, &self.policy, &self.mgmt, &serial).map_err(cli_err)?;
+        let p =
+            meshca_ops::audit::prove(&self.store, &self.policy, &self.mgmt, &self.key()?, &serial).map_err(cli_err)?;
         let d = PyDict::new(py);
         d.set_item("index", p.index)?;
         d.set_item("tree_size", p.checkpoint.size)?;

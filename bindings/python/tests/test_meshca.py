@@ -706,6 +706,13 @@ def test_audit_log_reads_verifies_and_proves_a_log_written_by_another_implementa
     assert [e["der"] for e in entries] == ders
     assert [e["kind"] for e in entries] == ["root"] * 5
     assert log.verify()["ok"] is True
+    # The verifier key kept checks the log without the store's key; another log's key does not.
+    assert meshca.AuditLog(store, AUDIT_POLICY, trusted_key=vkey).verify()["ok"] is True
+    _, _, other = _write_log(tmp_path / "other", ders[:1])
+    with pytest.raises(meshca.MeshcaError, match="no signature by"):
+        meshca.AuditLog(store, AUDIT_POLICY, trusted_key=other).checkpoint()
+    with pytest.raises(meshca.MeshcaError, match="verifier key"):
+        meshca.AuditLog(store, AUDIT_POLICY, trusted_key="not-a-key")
 
     # meshca's inclusion proofs lead to the root this side computed, by this side's algorithm.
     for i, r in enumerate(roots):

@@ -167,13 +167,16 @@ impl Pkcs11Args {
         policy: &meshca_ops::policy::Policy,
         policy_file: &std::path::Path,
     ) -> Result<meshca_ops::reconcile::TokenAccess, crate::failure::Failure> {
-        if let (Some(k), None) = (&policy.signer_key, &self.pkcs11_module) {
-            return Err(crate::failure::usage(format!(
-                "{}: the signing key is in a PKCS#11 token ({}): give its module with --pkcs11-module PATH (or \
-                 $MESHCA_PKCS11_MODULE)",
-                policy_file.display(),
-                k.uri
-            )));
+        let log_key = policy.audit_log.as_ref().and_then(|a| a.token.as_ref());
+        for (what, k) in [("the signing key", policy.signer_key.as_ref()), ("the issuance log's key", log_key)] {
+            if let (Some(k), None) = (k, &self.pkcs11_module) {
+                return Err(crate::failure::usage(format!(
+                    "{}: {what} is in a PKCS#11 token ({}): give its module with --pkcs11-module PATH (or \
+                     $MESHCA_PKCS11_MODULE)",
+                    policy_file.display(),
+                    k.uri
+                )));
+            }
         }
         Ok(meshca_ops::reconcile::TokenAccess::new(self.pkcs11_module.clone(), self.pin()?))
     }

@@ -770,22 +770,6 @@ fn bundle_prints_the_trust_set_the_run_published() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-/// Runs the independent RFC 6962 verifier (Python's hashlib, the openssl CLI) over `input`.
-fn rfc6962(args: &[&str], input: &str) -> String {
-    use std::io::Write;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rfc6962.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn audit_proofs_verify_independently_and_a_planted_ca_exits_1() {
     let d = tempdir("audit");

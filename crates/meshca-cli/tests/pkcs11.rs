@@ -357,3 +357,89 @@ fn the_readme_hsm_section_runs_as_written() {
     }
     assert!(!dir.join("hsm-root/ca-key.pem").exists());
 }
+
+fn argv(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The issuance log's key in the token (README "Every CA on the record"): the run that writes
+/// needs the module and the PIN, the auditor only the module (or the verifier key kept), and
+/// every proof and the checkpoint's Ed25519 signature are checked by the independent verifier
+/// (hashlib and `openssl pkeyutl`).
+#[test]
+fn the_issuance_log_key_in_the_token_signs_checkpoints_openssl_verifies() {
+    let Some(hsm) = Hsm::new("log") else { return };
+    let (d, m, pin) = (&hsm.dir, s(&hsm.module), s(&hsm.pin_file));
+    let pol = d.join("policy.yaml");
+    std::fs::write(
+        &pol,
+        "apiVersion: admin.gloo.solo.io/v2\nkind: RootTrustPolicy\nmetadata:\n  name: mesh\n  namespace: gloo-mesh\n\
+         spec:\n  config:\n    mgmtServerCa:\n      generated: {}\n    auditLog:\n      pkcs11:\n        \
+         uri: pkcs11:token=meshca;object=audit-log\n",
+    )
+    .unwrap();
+    let target = [s(&pol), s(&d.join("store"))];
+    let with = |args: &[&str]| {
+        let mut v = args.to_vec();
+        v.extend(["--policy", &target[0], "--store", &target[1]]);
+        v.into_iter().map(str::to_owned).collect::<Vec<String>>()
+    };
+    let reconcile = with(&["reconcile", "--cluster", "east", "--cluster", "west"]);
+
+    // No module: a usage error naming the flag, and nothing written.
+    let out = hsm.run(&argv(&reconcile), &[]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("issuance log's key") && out.stderr.contains("--pkcs11-module"), "{}", out.stderr);
+    assert!(!d.join("store/east").exists());
+    let mut writing = reconcile.clone();
+    writing.extend(["--pkcs11-module".into(), m.clone(), "--pin-file".into(), pin.clone()]);
+    hsm.ok(&argv(&writing), &[]);
+
+    // The auditor: the module, no PIN.
+    let vkey = hsm.ok(&argv(&with(&["audit", "checkpoint", "--verifier-key", "--pkcs11-module", &m])), &[]).stdout;
+    assert!(vkey.starts_with("meshca.dev/gloo-mesh/mesh+"), "{vkey}");
+    let log = hsm.ok(&argv(&with(&["audit", "log"])), &[]).stdout;
+    let serials: Vec<&str> = log.lines().filter_map(|l| l.split('\t').nth(5)).collect();
+    assert_eq!(serials.len(), 3, "the root and two intermediates: {log}");
+    for serial in serials {
+        let proof = hsm.ok(&argv(&with(&["audit", "prove", "--serial", serial, "--pkcs11-module", &m])), &[]).stdout;
+        assert_eq!(support::rfc6962(&["inclusion", vkey.trim()], &proof).trim(), "ok", "{proof}");
+    }
+    // Or the verifier key kept: neither module nor store key needed.
+    let kept = hsm.ok(&argv(&with(&["audit", "verify", "--trusted-key", vkey.trim()])), &[]);
+    assert!(kept.stdout.contains("every CA in the clusters is in the log"), "{}", kept.stdout);
+    // A key that is not the log's verifies nothing.
+    let (stranger, _) = meshca::tlog::LogKey::generate("meshca.dev/gloo-mesh/mesh", &mut meshca::OsRng).unwrap();
+    let out = hsm.run(&argv(&with(&["audit", "verify", "--trusted-key", &stranger.verifier().to_string()])), &[]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("no signature by meshca.dev/gloo-mesh/mesh+"), "{}", out.stderr);
+    let out = hsm.run(&argv(&with(&["audit", "verify", "--trusted-key", "not-a-key"])), &[]);
+    assert!(out.code == 1 && out.stderr.contains("--trusted-key"), "{}", out.all());
+}
+
+/// The README's "The log key in an HSM" block, run as written (the module path is the one
+/// found here), in a directory of its own, with this build's `meshca`.
+#[test]
+fn the_readme_log_key_in_an_hsm_block_runs_as_written() {
+    let Some(module) = module() else { return };
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme.split("### The log key in an HSM").nth(1).expect("the README has the section");
+    let block = section.split("```sh\n").nth(1).and_then(|b| b.split("\n```").next()).expect("a sh block");
+    let script = block.replace("/usr/lib/softhsm/libsofthsm2.so", &s(&module));
+    let dir = tempdir("p11-readme-log");
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}", s(bin_dir), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(&dir)
+        .env("PATH", path)
+        .env_remove("MESHCA_PKCS11_PIN")
+        .output()
+        .expect("bash runs");
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the README's log key block failed:\n{all}");
+    assert!(all.contains("every CA in the clusters is in the log"), "{all}");
+    let vkey = std::fs::read_to_string(dir.join("log.vkey")).unwrap();
+    assert!(vkey.starts_with("meshca.dev/gloo-mesh/mesh+"), "{vkey}");
+    assert!(!dir.join("store/mgmt/gloo-mesh/mesh-audit-key").exists(), "no key Secret beside the token's key");
+}

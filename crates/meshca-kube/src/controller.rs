@@ -652,25 +652,16 @@ async fn reconcile_policy_in(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         Some(report) => ((Vec::new(), Ok(Run::Reconciled(report))), None),
         None => tokio::task::spawn_blocking(move || {
             span.in_scope(|| {
+                let tail = |from: u64, limit: usize| {
+                    meshca_ops::audit::tail(&store, &policy, &opts.mgmt_cluster, &opts.token, from, limit)
+                };
                 // On this replica's first pass, the entries the pass itself appends.
-                let audit_from = audit_from.map(|seen| {
-                    seen.or_else(|| {
-                        meshca_ops::audit::tail(&store, &policy, &opts.mgmt_cluster, u64::MAX, 0).ok().map(|t| t.size)
-                    })
-                });
+                let audit_from = audit_from.map(|seen| seen.or_else(|| tail(u64::MAX, 0).ok().map(|t| t.size)));
                 let pass = run_pass(&store, &policy, &opts, asked);
                 if let Some((endpoint, policy_key)) = endpoint {
                     serve_bundle(&store, &policy, &opts, &endpoint, &policy_key);
                 }
-                let logged = audit_from.map(|from| {
-                    meshca_ops::audit::tail(
-                        &store,
-                        &policy,
-                        &opts.mgmt_cluster,
-                        from.unwrap_or(u64::MAX),
-                        EVENTS_PER_PASS,
-                    )
-                });
+                let logged = audit_from.map(|from| tail(from.unwrap_or(u64::MAX), EVENTS_PER_PASS));
                 (pass, logged)
             })
         })

@@ -7,7 +7,13 @@
 //!   `entries` (each entry as a 4-byte big-endian length and the entry's leaf bytes); at most
 //!   [`SEGMENT_ENTRIES`] entries and [`SEGMENT_BYTES`] bytes;
 //! - `<policy>-audit-log`: `checkpoint`, the last signed checkpoint (C2SP signed note);
-//! - the key Secret the policy names (`log.key`, Ed25519 PKCS#8 PEM), generated when absent.
+//! - the log key: in the Secret the policy names (`log.key`, Ed25519 PKCS#8 PEM), or in a
+//!   PKCS#11 token (`spec.config.auditLog.pkcs11`, an Ed25519 key signing with `CKM_EDDSA`),
+//!   generated when absent.
+//!
+//! Readers check checkpoints with a [`VerifierKey`]: the one [`verifier`] derives from the
+//! policy's key (its Secret, or the token's public key object, read without a PIN), or one the
+//! user kept, which trusts nothing in the store.
 //!
 //! The segments are the log; the checkpoint signs a prefix of them. An append first checks that
 //! the segments still reproduce the last checkpoint (a rewritten or truncated log stops every
@@ -21,7 +27,9 @@ use meshca::tlog::{self, Checkpoint, Hash, LogEntry, LogKey, RootBuilder, Verifi
 use meshca::{Certificate, Crl, Files};
 use time::OffsetDateTime;
 
+use crate::context::TokenAccess;
 use crate::error::Error;
+use crate::pkcs11::Ed25519Key;
 use crate::policy::{AuditLogConfig, Policy};
 use crate::store::{SecretRef, Store, WriteMeta};
 
@@ -36,6 +44,8 @@ pub const LOG_KEY_FILE: &str = "log.key";
 const ENTRIES: &str = "entries";
 const FIRST: &str = "first";
 const CHECKPOINT: &str = "checkpoint";
+/// The policy field of a log key in a token.
+const TOKEN_FIELD: &str = "spec.config.auditLog.pkcs11";
 
 /// Reasons a [`crate::writer::Writer`] records.
 pub mod reason {
@@ -75,9 +85,16 @@ fn log_error(location: String, detail: impl Into<String>) -> Error {
     Error::Core { context: location, source: meshca::Error::Log { detail: detail.into() } }
 }
 
-/// Reads the log key; with `create`, generates it (0600, managed) when the Secret is absent.
+/// Reads the log key from its Secret; with `create`, generates it (0600, managed) when the
+/// Secret is absent. Refused when the policy keeps the key in a token.
 pub fn load_key(store: &dyn Store, policy: &Policy, mgmt: &str, create: bool) -> Result<Option<LogKey>, Error> {
     let cfg = config(policy)?;
+    if let Some(k) = &cfg.token {
+        return Err(log_error(
+            TOKEN_FIELD.into(),
+            format!("the log key is in a PKCS#11 token ({}), not in a Secret", k.uri),
+        ));
+    }
     let secret = key_secret(cfg, mgmt);
     let location = store.location(&secret);
     if let Some(files) = store.read(&secret)? {
@@ -96,8 +113,55 @@ pub fn load_key(store: &dyn Store, policy: &Policy, mgmt: &str, create: bool) ->
     Ok(Some(key))
 }
 
-/// The verifier key of the policy's log, from its key Secret.
-pub fn verifier(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<VerifierKey, Error> {
+/// The log's signing key, where the policy keeps it.
+enum Signer {
+    Secret(LogKey),
+    Token(Ed25519Key, VerifierKey),
+}
+
+impl Signer {
+    /// The policy's log key (`token`: the module and PIN meshca's operator gave), generated
+    /// when absent.
+    fn open(store: &dyn Store, policy: &Policy, mgmt: &str, token: &TokenAccess) -> Result<Signer, Error> {
+        let cfg = config(policy)?;
+        let Some(k) = &cfg.token else {
+            let key = load_key(store, policy, mgmt, true)?;
+            return key.map(Signer::Secret).ok_or_else(|| log_error(String::new(), "no log key"));
+        };
+        let access = crate::signer::token_access(store, mgmt, token, k, TOKEN_FIELD, k.uri.clone())?;
+        let key = Ed25519Key::open(&access, true)?;
+        let vk = VerifierKey::ed25519(&cfg.origin, key.public_key()).map_err(Error::core(key.uri()))?;
+        Ok(Signer::Token(key, vk))
+    }
+
+    fn verifier(&self) -> VerifierKey {
+        match self {
+            Signer::Secret(k) => k.verifier(),
+            Signer::Token(_, vk) => vk.clone(),
+        }
+    }
+
+    /// The signed note of `cp`; a token's signature is checked before it is used.
+    fn sign(&self, cp: &Checkpoint, location: &str) -> Result<String, Error> {
+        match self {
+            Signer::Secret(k) => k.sign(cp).map_err(Error::core(location)),
+            Signer::Token(k, vk) => {
+                let sig = k.sign(cp.body().as_bytes())?;
+                cp.note(vk, &sig).map_err(Error::core(k.uri()))
+            }
+        }
+    }
+}
+
+/// The verifier key of the policy's log: from its key Secret, or from the token's public key
+/// object (no PIN needed; `token` gives the module).
+pub fn verifier(store: &dyn Store, policy: &Policy, mgmt: &str, token: &TokenAccess) -> Result<VerifierKey, Error> {
+    let cfg = config(policy)?;
+    if let Some(k) = &cfg.token {
+        let module = crate::signer::token_module(token, k, TOKEN_FIELD)?;
+        let public = crate::pkcs11::ed25519_public_key(&module, &k.uri)?;
+        return VerifierKey::ed25519(&cfg.origin, &public).map_err(Error::core(k.uri.to_string()));
+    }
     let key = load_key(store, policy, mgmt, false)?;
     key.map(|k| k.verifier()).ok_or_else(|| {
         let cfg = policy.audit_log.as_ref().map(|c| key_secret(c, mgmt));
@@ -216,14 +280,20 @@ fn refuse_unmanaged(store: &dyn Store, secret: &SecretRef) -> Result<(), Error> 
 /// Appends `entries` whose DER is not yet in the log and signs a new checkpoint; returns the
 /// indices appended. Fails (and nothing is appended) when the log no longer matches its last
 /// checkpoint, or an entry cannot be logged.
-pub fn append(store: &dyn Store, policy: &Policy, mgmt: &str, entries: Vec<LogEntry>) -> Result<Vec<u64>, Error> {
+pub fn append(
+    store: &dyn Store,
+    policy: &Policy,
+    mgmt: &str,
+    token: &TokenAccess,
+    entries: Vec<LogEntry>,
+) -> Result<Vec<u64>, Error> {
     // One append at a time in this process: a run writes its clusters in parallel, and two
     // appends reading the same tail would each write a segment without the other's entry.
     // Across processes the directory store's lock, and the controller's leadership, hold.
     static APPENDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = APPENDING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let cfg = config(policy)?;
-    let key = load_key(store, policy, mgmt, true)?.ok_or_else(|| log_error(String::new(), "no log key"))?;
+    let key = Signer::open(store, policy, mgmt, token)?;
     let head = head_secret(policy, mgmt);
     let head_location = store.location(&head);
     let last = match read_checkpoint(store, policy, mgmt)? {
@@ -289,20 +359,26 @@ pub fn append(store: &dyn Store, policy: &Policy, mgmt: &str, entries: Vec<LogEn
         write(n, first, &leaves)?;
     }
     let cp = Checkpoint { origin: cfg.origin.clone(), size: scan.size, root: scan.builder.root() };
-    let note = key.sign(&cp).map_err(Error::core(&head_location))?;
+    let note = key.sign(&cp, &head_location)?;
     let mut files = Files::new();
     files.insert(CHECKPOINT, note.into_bytes());
     store.write(&head, &files, &meta)?;
     Ok(indices)
 }
 
-/// The log's current signed checkpoint (its signature checked), as the note text users keep.
-pub fn checkpoint(store: &dyn Store, policy: &Policy, mgmt: &str) -> Result<(String, Checkpoint), Error> {
+/// The log's current signed checkpoint (its signature checked with `key`), as the note text
+/// users keep.
+pub fn checkpoint(
+    store: &dyn Store,
+    policy: &Policy,
+    mgmt: &str,
+    key: &VerifierKey,
+) -> Result<(String, Checkpoint), Error> {
     config(policy)?;
     let location = store.location(&head_secret(policy, mgmt));
     let note = read_checkpoint(store, policy, mgmt)?
         .ok_or_else(|| log_error(location.clone(), "there is no checkpoint: nothing was logged yet"))?;
-    let cp = tlog::open_checkpoint(&note, &verifier(store, policy, mgmt)?).map_err(Error::core(&location))?;
+    let cp = tlog::open_checkpoint(&note, key).map_err(Error::core(&location))?;
     Ok((String::from_utf8_lossy(&note).into_owned(), cp))
 }
 
@@ -400,20 +476,20 @@ fn bundle_targets(store: &dyn Store, cluster: &str) -> Result<Vec<(String, Unacc
 }
 
 /// Verifies the log: its checkpoint's signature, that the segments reproduce it, that it extends
-/// `since` (a checkpoint the user kept, checked with the same key), and that every CA
-/// certificate and CRL in `clusters`' bundles is in it. Memory: one segment, the log's right
-/// edge, and the clusters' CAs.
+/// `since` (a checkpoint the user kept), and that every CA certificate and CRL in `clusters`'
+/// bundles is in it. Both checkpoints are checked with `key`. Memory: one segment, the log's
+/// right edge, and the clusters' CAs.
 pub fn verify(
     store: &dyn Store,
     policy: &Policy,
     mgmt: &str,
+    key: &VerifierKey,
     clusters: &[String],
     since: Option<&[u8]>,
 ) -> Result<AuditReport, Error> {
-    let (note, cp) = checkpoint(store, policy, mgmt)?;
-    let vk = verifier(store, policy, mgmt)?;
+    let (note, cp) = checkpoint(store, policy, mgmt, key)?;
     let since =
-        since.map(|n| tlog::open_checkpoint(n, &vk).map_err(Error::core("the checkpoint given"))).transpose()?;
+        since.map(|n| tlog::open_checkpoint(n, key).map_err(Error::core("the checkpoint given"))).transpose()?;
     let mut targets: BTreeMap<String, Vec<Unaccounted>> = BTreeMap::new();
     let mut checked = 0;
     for cluster in clusters {
@@ -490,9 +566,16 @@ pub struct InclusionProof {
 }
 
 /// Proves that the CA certificate with serial `serial` (content octets) is in the log's current
-/// checkpoint (the first such entry). The proof is checked before it is returned.
-pub fn prove(store: &dyn Store, policy: &Policy, mgmt: &str, serial: &[u8]) -> Result<InclusionProof, Error> {
-    let (note, cp) = checkpoint(store, policy, mgmt)?;
+/// checkpoint (the first such entry; the checkpoint checked with `key`). The proof is checked
+/// before it is returned.
+pub fn prove(
+    store: &dyn Store,
+    policy: &Policy,
+    mgmt: &str,
+    key: &VerifierKey,
+    serial: &[u8],
+) -> Result<InclusionProof, Error> {
+    let (note, cp) = checkpoint(store, policy, mgmt, key)?;
     let want = tlog::hex(meshca::canonical_serial(serial));
     let mut found = None;
     let mut leaves = Vec::new();
@@ -541,11 +624,22 @@ pub struct Tail {
     pub more: u64,
 }
 
-/// The log's size, its checkpoint's (signature checked), and up to `limit` entries from index
-/// `from` on.
-pub fn tail(store: &dyn Store, policy: &Policy, mgmt: &str, from: u64, limit: usize) -> Result<Tail, Error> {
+/// The log's size, its checkpoint's (signature checked with the policy's [`verifier`], when
+/// there is a checkpoint), and up to `limit` entries from index `from` on.
+pub fn tail(
+    store: &dyn Store,
+    policy: &Policy,
+    mgmt: &str,
+    token: &TokenAccess,
+    from: u64,
+    limit: usize,
+) -> Result<Tail, Error> {
+    let location = store.location(&head_secret(policy, mgmt));
     let checkpoint_size = match read_checkpoint(store, policy, mgmt)? {
-        Some(_) => checkpoint(store, policy, mgmt)?.1.size,
+        Some(note) => {
+            let key = verifier(store, policy, mgmt, token)?;
+            tlog::open_checkpoint(&note, &key).map_err(Error::core(&location))?.size
+        }
         None => 0,
     };
     let mut t = Tail { checkpoint_size, ..Tail::default() };
@@ -623,10 +717,14 @@ mod tests {
         Fleet { dir, store, policy, root }
     }
 
+    fn vk(f: &Fleet) -> VerifierKey {
+        verifier(&f.store, &f.policy, "mgmt", &TokenAccess::default()).unwrap()
+    }
+
     fn audit(f: &Fleet, since: Option<&[u8]>) -> Result<AuditReport, Error> {
         let clusters: Vec<String> =
             f.store.clusters_with_cacerts().unwrap().into_iter().filter(|c| c != "mgmt").collect();
-        verify(&f.store, &f.policy, "mgmt", &clusters, since)
+        verify(&f.store, &f.policy, "mgmt", &vk(f), &clusters, since)
     }
 
     fn all_entries(f: &Fleet) -> Vec<LogEntry> {
@@ -678,7 +776,7 @@ mod tests {
     #[test]
     fn a_rewritten_truncated_or_forked_log_is_detected_from_an_older_checkpoint() {
         let f = fleet("tamper");
-        let (kept, _) = checkpoint(&f.store, &f.policy, "mgmt").unwrap();
+        let (kept, _) = checkpoint(&f.store, &f.policy, "mgmt", &vk(&f)).unwrap();
         let original = segment(&f, 0);
         let leaves = decode_segment(original.get(ENTRIES).unwrap(), "").unwrap();
 
@@ -689,7 +787,7 @@ mod tests {
         let err = audit(&f, Some(kept.as_bytes())).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
         // ... and no issuance builds on it.
-        let err = append(&f.store, &f.policy, "mgmt", Vec::new()).unwrap_err().to_string();
+        let err = append(&f.store, &f.policy, "mgmt", &TokenAccess::default(), Vec::new()).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
 
         // Rewritten: an entry replaced by another of the same form.
@@ -774,7 +872,7 @@ mod tests {
             .unwrap();
         let cert = planted.value.ca_cert().clone();
         let entries = entries_for(&f.policy, None, "north", reason::ISSUE, &[&cert], &[], meshca_testkit::t0());
-        let err = append(&f.store, &f.policy, "mgmt", entries).unwrap_err();
+        let err = append(&f.store, &f.policy, "mgmt", &TokenAccess::default(), entries).unwrap_err();
         assert!(matches!(err, Error::Occupied { .. }), "{err}");
         assert_eq!(f.store.read(&head).unwrap().unwrap(), theirs, "untouched");
         assert_eq!(all_entries(&f).len(), 3, "nothing appended");
@@ -792,7 +890,7 @@ mod tests {
                 e
             })
             .collect();
-        let added = append(&f.store, &f.policy, "mgmt", many).unwrap();
+        let added = append(&f.store, &f.policy, "mgmt", &TokenAccess::default(), many).unwrap();
         assert_eq!(added.len(), 100_000);
         assert!(f.store.read(&segment_secret(&f.policy, "mgmt", 100_003 / SEGMENT_ENTRIES as u64)).unwrap().is_some());
         let r = audit(&f, None).unwrap();

@@ -195,6 +195,7 @@ impl Options {
     }
 
     pub(crate) fn writer<'a>(&'a self, store: &'a dyn Store, policy: &'a Policy) -> Writer<'a> {
-        Writer::new(store, policy, self.policy_generation, self.now, self.dry_run).log_in(&self.mgmt_cluster)
+        Writer::new(store, policy, self.policy_generation, self.now, self.dry_run)
+            .log_in(&self.mgmt_cluster, &self.token)
     }
 }

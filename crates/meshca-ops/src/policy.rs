@@ -314,6 +314,11 @@ pub struct AuditLogSpec {
     /// when absent (default `<policy>-audit-key` beside the policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret_ref: Option<SecretRefSpec>,
+    /// The log's Ed25519 key in a PKCS#11 token instead (`CKK_EC_EDWARDS`, signing with
+    /// `CKM_EDDSA`), as `mgmtServerCa.pkcs11`: meshca generates it there, not extractable, when
+    /// no key matches the URI. Excludes keySecretRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<Pkcs11Spec>,
 }
 
 /// The issuance log a policy keeps (`spec.config.auditLog`).
@@ -322,8 +327,10 @@ pub struct AuditLogSpec {
 pub struct AuditLogConfig {
     /// The checkpoint origin and key name.
     pub origin: String,
-    /// The Secret of the log key.
+    /// The Secret of the log key (unused when the key is in a token).
     pub key: SecretName,
+    /// The log key in a PKCS#11 token (`spec.config.auditLog.pkcs11`), instead of the Secret.
+    pub token: Option<SignerKey>,
 }
 
 /// `spec.config.trustDistribution`.
@@ -941,12 +948,20 @@ pub fn parse_value(value: Value, file: &str) -> Result<Policy, Error> {
             meshca::tlog::check_origin(&origin).map_err(|_| {
                 bad("spec.config.auditLog.origin must be 1 to 200 printable characters without spaces".into())
             })?;
+            if a.pkcs11.is_some() && a.key_secret_ref.is_some() {
+                return Err(bad(
+                    "spec.config.auditLog has both keySecretRef and pkcs11: the log key is in one place; keep one"
+                        .into(),
+                ));
+            }
+            let token =
+                a.pkcs11.map(|k| parse_signer_key("spec.config.auditLog.pkcs11", k, &namespace, &bad)).transpose()?;
             let key = secret_name(
                 "spec.config.auditLog.keySecretRef".into(),
                 a.key_secret_ref
                     .unwrap_or(SecretRefSpec { name: format!("{}-audit-key", raw.metadata.name), namespace: None }),
             )?;
-            Some(AuditLogConfig { origin, key })
+            Some(AuditLogConfig { origin, key, token })
         }
     };
 
@@ -1341,6 +1356,33 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text, "policy.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_audit_log_field_names_its_key_in_one_place_and_refuses_a_bad_origin() {
+        let with = |log: &str| format!("{SEED_POLICY}    auditLog:{log}\n");
+        let p = parse(&with(" {}"), "policy.yaml").unwrap();
+        let a = p.audit_log.unwrap();
+        assert_eq!(a.origin, "meshca.dev/gloo-mesh/root-trust-policy");
+        assert_eq!((a.key.namespace.as_str(), a.key.name.as_str()), ("gloo-mesh", "root-trust-policy-audit-key"));
+        assert!(a.token.is_none());
+        let p = parse(
+            &with("\n      pkcs11:\n        uri: pkcs11:token=hsm;object=log\n        pinSecretRef: {name: hsm-pin}"),
+            "policy.yaml",
+        )
+        .unwrap();
+        let k = p.audit_log.unwrap().token.unwrap();
+        assert_eq!(k.uri.to_string(), "pkcs11:token=hsm;object=log");
+        assert_eq!(k.pin.map(|(s, key)| (s.name, key)), Some(("hsm-pin".into(), "pin".into())));
+        let both = with("\n      keySecretRef: {name: k}\n      pkcs11: {uri: 'pkcs11:token=hsm;object=log'}");
+        assert!(err(&both).contains("both keySecretRef and pkcs11"), "{}", err(&both));
+        let bad_uri = with("\n      pkcs11: {uri: 'pkcs11:token=hsm'}");
+        assert!(err(&bad_uri).contains("spec.config.auditLog.pkcs11.uri"), "{}", err(&bad_uri));
+        for origin in ["'has space'", "''", &format!("'{}'", "a".repeat(201))] {
+            let e = err(&with(&format!("\n      origin: {origin}")));
+            assert!(e.contains("spec.config.auditLog.origin"), "{origin}: {e}");
+            assert!(!e.contains("has space"), "the refused value is not echoed: {e}");
+        }
     }
 
     #[test]

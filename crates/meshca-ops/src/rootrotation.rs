@@ -192,7 +192,7 @@ pub fn start(
 
 fn writer<'a>(store: &'a dyn Store, policy: &'a Policy, opts: &'a Options) -> Writer<'a> {
     Writer::new(store, policy, opts.policy_generation, opts.now, opts.dry_run)
-        .log_in(&opts.mgmt_cluster)
+        .log_in(&opts.mgmt_cluster, &opts.token)
         .because(crate::audit::reason::ROOT_ROTATION)
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use meshca::{Entropy, ExternalKey, SigningCa};
 use time::OffsetDateTime;
 
-use crate::context::Options;
+use crate::context::{Options, TokenAccess};
 use crate::error::Error;
 use crate::policy::{Policy, SecretName, SignerKey, SignerSource, Signs, VaultAuth, VaultSigner};
 use crate::report::SignerInfo;
@@ -50,7 +50,7 @@ impl KeySource for Pkcs11Source<'_> {
                 ),
             })?,
         };
-        let access = token_access(store, self.key, self.opts, uri)?;
+        let access = token_access(store, &self.opts.mgmt_cluster, &self.opts.token, self.key, MGMT_PKCS11, uri)?;
         Ok(crate::pkcs11::TokenKey::open(&access)?)
     }
 }
@@ -447,7 +447,7 @@ fn management_intermediate(
             Some(k) => {
                 let mut uri = k.uri.clone();
                 uri.object = Some(format!("{}-{}", k.uri.object.as_deref().unwrap_or("meshca"), now.unix_timestamp()));
-                let access = token_access(store, k, opts, uri)?;
+                let access = token_access(store, &opts.mgmt_cluster, &opts.token, k, MGMT_PKCS11, uri)?;
                 let key = crate::pkcs11::TokenKey::generate(&access, params.key)?;
                 meshca::CaRequest::with_key(&params, meshca::CaKey::External(key))
             }
@@ -496,13 +496,13 @@ fn management_intermediate(
 /// names; its absence an error saying `fix`.
 fn secret_key(
     store: &dyn Store,
-    opts: &Options,
+    mgmt: &str,
     name: &SecretName,
     key: &str,
     field: &str,
     fix: &'static str,
 ) -> Result<Vec<u8>, Error> {
-    let r = SecretRef::new(&opts.mgmt_cluster, &name.namespace, &name.name);
+    let r = SecretRef::new(mgmt, &name.namespace, &name.name);
     let location = store.location(&r);
     let files = store.read(&r)?.ok_or_else(|| Error::PolicySecret {
         field: field.to_owned(),
@@ -522,7 +522,7 @@ fn secret_key(
 /// service account) or, without `auth`, the token meshca's operator gave.
 pub fn connect_vault(store: &dyn Store, v: &VaultSigner, opts: &Options) -> Result<Vault, Error> {
     let secret_value = |(name, key): &(SecretName, String), field: &str, fix: &'static str| {
-        secret_key(store, opts, name, key, field, fix)
+        secret_key(store, &opts.mgmt_cluster, name, key, field, fix)
     };
     let base = "spec.config.mgmtServerCa.vault";
     let ca_cert = v
@@ -578,20 +578,16 @@ pub fn connect_vault(store: &dyn Store, v: &VaultSigner, opts: &Options) -> Resu
     Vault::login(connect, login)
 }
 
-/// How to reach the key `uri` of the policy's token: the module the operator allowed (which
-/// the policy, when it names one, must agree with), the PIN given or read from `pinSecretRef`.
-fn token_access(
-    store: &dyn Store,
-    k: &crate::policy::SignerKey,
-    opts: &Options,
-    uri: crate::pkcs11::KeyUri,
-) -> Result<crate::pkcs11::KeyAccess, Error> {
-    use crate::pkcs11::{KeyAccess, Pin};
-    let field = "spec.config.mgmtServerCa.pkcs11";
+/// The policy field of the signing CA's token key.
+const MGMT_PKCS11: &str = "spec.config.mgmtServerCa.pkcs11";
+
+/// The PKCS#11 module for the token key `k` (policy field `field`): the one meshca's operator
+/// allowed, which the policy, when it names one, must agree with.
+pub(crate) fn token_module(token: &TokenAccess, k: &SignerKey, field: &str) -> Result<std::path::PathBuf, Error> {
     let uri_text = k.uri.to_string();
     let bad = |detail: String| Error::Pkcs11 { key: uri_text.clone(), detail };
     let expected = k.module.clone().or_else(|| k.uri.module_path.clone());
-    let module = match (&opts.token.module, expected) {
+    match (&token.module, expected) {
         (Some(given), Some(expected)) => {
             let same = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
             if same(given) != same(&expected) {
@@ -602,27 +598,42 @@ fn token_access(
                     given.display()
                 )));
             }
-            given.clone()
+            Ok(given.clone())
         }
-        (Some(given), None) => given.clone(),
-        (None, Some(expected)) => {
-            return Err(bad(format!(
-                "{field} expects the PKCS#11 module {}; meshca loads a module only when its operator names it",
-                expected.display()
-            )))
-        }
-        (None, None) => return Err(bad("the signing key is in a PKCS#11 token, and no module was given".into())),
-    };
-    let pin = match (&opts.token.pin, &k.pin) {
+        (Some(given), None) => Ok(given.clone()),
+        (None, Some(expected)) => Err(bad(format!(
+            "{field} expects the PKCS#11 module {}; meshca loads a module only when its operator names it",
+            expected.display()
+        ))),
+        (None, None) => Err(bad(format!("{field}: the key is in a PKCS#11 token, and no module was given"))),
+    }
+}
+
+/// How to reach the key `uri` of the policy's token key `k` (policy field `field`): the
+/// module (see [`token_module`]), the PIN given or read from `pinSecretRef` on `mgmt`.
+pub(crate) fn token_access(
+    store: &dyn Store,
+    mgmt: &str,
+    token: &TokenAccess,
+    k: &SignerKey,
+    field: &str,
+    uri: crate::pkcs11::KeyUri,
+) -> Result<crate::pkcs11::KeyAccess, Error> {
+    use crate::pkcs11::{KeyAccess, Pin};
+    let module = token_module(token, k, field)?;
+    let pin = match (&token.pin, &k.pin) {
         (Some(pin), _) => pin.clone(),
         (None, Some((secret, key))) => {
             let field = format!("{field}.pinSecretRef");
-            let value = secret_key(store, opts, secret, key, &field, "put the token's user PIN there")?;
-            let location = store.location(&SecretRef::new(&opts.mgmt_cluster, &secret.namespace, &secret.name));
+            let value = secret_key(store, mgmt, secret, key, &field, "put the token's user PIN there")?;
+            let location = store.location(&SecretRef::new(mgmt, &secret.namespace, &secret.name));
             Pin::from_bytes(&value, &format!("{location}/{key}"))?
         }
         (None, None) => {
-            return Err(bad(format!("no PIN for the token: set {field}.pinSecretRef, or give the PIN to meshca")))
+            return Err(Error::Pkcs11 {
+                key: k.uri.to_string(),
+                detail: format!("no PIN for the token: set {field}.pinSecretRef, or give the PIN to meshca"),
+            })
         }
     };
     Ok(KeyAccess { module, uri, pin })

@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 
 use meshca::{Cacerts, Crl, Files, Layout, SigningCa, CA_CRL};
 
+use crate::context::TokenAccess;
 use crate::error::Error;
 use crate::policy::Policy;
 use crate::store::{SecretRef, Store, WriteMeta};
@@ -54,8 +55,12 @@ pub struct Writer<'a> {
     dry_run: bool,
     crls: Option<(&'a [u8], &'a [Crl])>,
     mgmt: &'a str,
+    token: &'a TokenAccess,
     reason: &'static str,
 }
+
+/// No token access: a writer given none reaches no token.
+static NO_TOKEN: TokenAccess = TokenAccess { module: None, pin: None };
 
 impl std::fmt::Debug for Writer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,14 +89,17 @@ impl<'a> Writer<'a> {
             dry_run,
             crls: None,
             mgmt: "mgmt",
+            token: &NO_TOKEN,
             reason: crate::audit::reason::ISSUE,
         }
     }
 
     /// The same writer, keeping the policy's issuance log in management cluster `mgmt`
-    /// (default `mgmt`, as [`crate::context::Options`]).
-    pub fn log_in(mut self, mgmt: &'a str) -> Self {
+    /// (default `mgmt`, as [`crate::context::Options`]), its key reached with `token` when the
+    /// policy keeps it in a PKCS#11 token.
+    pub fn log_in(mut self, mgmt: &'a str, token: &'a TokenAccess) -> Self {
         self.mgmt = mgmt;
+        self.token = token;
         self
     }
 
@@ -110,7 +118,7 @@ impl<'a> Writer<'a> {
         }
         let entries =
             crate::audit::entries_for(self.policy, self.generation, cluster, self.reason, certs, crls, self.now);
-        crate::audit::append(self.store, self.policy, self.mgmt, entries).map(|_| ())
+        crate::audit::append(self.store, self.policy, self.mgmt, self.token, entries).map(|_| ())
     }
 
     /// The same writer, putting the fleet's CRL set (`ca-crl.pem` as `pem`, parsed as `crls`;

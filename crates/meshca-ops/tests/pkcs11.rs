@@ -456,3 +456,110 @@ fn the_quickstart_root_moves_into_the_token_with_revocations_throughout() {
     assert_key_stays_in_token(hsm, &token, "root-2");
     assert!(!store.read(&mgmt("hsm-root")).unwrap().unwrap().contains(meshca::CA_KEY));
 }
+
+/// The error a run stopped with: its own, or the first cluster's in its report.
+fn run_failure(r: Result<Run, Error>) -> String {
+    match r {
+        Err(e) => e.to_string(),
+        Ok(Run::Reconciled(report)) => {
+            assert!(!report.ok(), "the run should have failed: {report:?}");
+            format!("{report:?}")
+        }
+        Ok(other) => panic!("the run should have failed: {other:?}"),
+    }
+}
+
+/// The issuance log's key in the token (spec.config.auditLog.pkcs11): generated there as an
+/// Ed25519 key that stays in it, signing every checkpoint through CKM_EDDSA, its public half
+/// read back without a PIN. Without a PIN, or with a key of another kind at the URI, the run
+/// stops before any cluster is written: an issuance that cannot be logged does not happen.
+#[test]
+fn the_issuance_log_signs_every_checkpoint_with_an_ed25519_key_in_the_token() {
+    use meshca_ops::audit;
+    let Some(hsm) = softhsm("the_issuance_log_signs_every_checkpoint_with_an_ed25519_key_in_the_token") else {
+        return;
+    };
+    let t = now();
+    let token = hsm.new_token("log");
+    let dir = tempdir("log-in-token");
+    let store = DirStore::new(dir.join("store"));
+    let root = SigningCa::generate_root(&RootParams::default(), &mut meshca::OsRng, t).unwrap();
+    let signer = SecretRef::new("mgmt", "gloo-mesh", "my-root-trust-policy.gloo-mesh");
+    store.write(&signer, &root.bundle().to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    let with_key = |object: &str| {
+        let text = format!(
+            "{}    auditLog:\n      pkcs11:\n        uri: pkcs11:token={token};object={object}\n",
+            policy::SEED_POLICY
+        );
+        policy::parse(&text, "policy.yaml").unwrap()
+    };
+    let run = |policy: &policy::Policy, token: TokenAccess| {
+        let mut opts = Options::new(t, vec!["east".into(), "west".into()]);
+        opts.token = token;
+        reconcile::run(&store, policy, &opts, &mut meshca::OsRng, &mut |_, _| {})
+    };
+    let module_only = TokenAccess::new(Some(hsm.module.clone()), None);
+    let with_pin = TokenAccess::new(Some(hsm.module.clone()), Some(Pin::new(PIN).unwrap()));
+    let untouched = || {
+        for c in ["east", "west"] {
+            assert!(store.read(&SecretRef::cacerts(c)).unwrap().is_none(), "{c} was written without its log entry");
+        }
+    };
+
+    // No PIN for the log key: nothing is logged, so nothing is written.
+    let policy = with_key("audit-log");
+    let e = run_failure(run(&policy, module_only.clone()));
+    assert!(e.contains("spec.config.auditLog.pkcs11") && e.contains("no PIN"), "{e}");
+    untouched();
+    // An ECDSA key at the URI is not a log key.
+    TokenKey::generate(&access(hsm, &token, "p256", PIN), KeyAlgorithm::EcdsaP256).unwrap();
+    let e = run_failure(run(&with_key("p256"), with_pin.clone()));
+    assert!(e.contains("not Ed25519"), "{e}");
+    untouched();
+
+    // With the PIN: the key is made in the token and signs the log of every CA written.
+    let Run::Reconciled(report) = run(&policy, with_pin.clone()).unwrap() else { panic!("no rotation asked") };
+    assert!(report.ok(), "{report:?}");
+    assert_key_stays_in_token(hsm, &token, "audit-log");
+    let key_secret = SecretRef::new("mgmt", "gloo-mesh", "root-trust-policy-audit-key");
+    assert!(store.read(&key_secret).unwrap().is_none(), "a log key in a Secret was made beside the token's");
+    assert!(audit::load_key(&store, &policy, "mgmt", true).unwrap_err().to_string().contains("PKCS#11 token"));
+    // Anyone with the module reads the verifier key; no PIN.
+    let vk = audit::verifier(&store, &policy, "mgmt", &module_only).unwrap();
+    assert_eq!(vk.name(), "meshca.dev/gloo-mesh/root-trust-policy");
+    let clusters = vec!["east".to_owned(), "west".to_owned()];
+    let r = audit::verify(&store, &policy, "mgmt", &vk, &clusters, None).unwrap();
+    assert!(r.ok() && r.unaccounted.is_empty(), "{r:?}");
+    assert_eq!((r.entries, r.checkpoint.size), (3, 3), "the root and two intermediates");
+    let (kept, _) = audit::checkpoint(&store, &policy, "mgmt", &vk).unwrap();
+    // The token's public key object, read here through cryptoki, is the one the note names.
+    let ctx = meshca_ops::pkcs11::module(&hsm.module).unwrap();
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label() == token)
+        .unwrap();
+    let s = ctx.open_ro_session(slot).unwrap();
+    let public =
+        s.find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::Label(b"audit-log".to_vec())]).unwrap();
+    let point = match s.get_attributes(public[0], &[AttributeType::EcPoint]).unwrap().pop() {
+        Some(Attribute::EcPoint(p)) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(&point[point.len() - 32..], vk.public_key());
+
+    // A later run that issues a new intermediate reopens the same key (no second one is made),
+    // and the log stays consistent with the checkpoint kept.
+    let mut later = Options::new(t + time::Duration::days(1), clusters.clone());
+    later.token = with_pin;
+    let r = reconcile::run(&store, &policy, &later, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
+    let Run::Reconciled(report) = r else { panic!("no rotation asked") };
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(audit::verifier(&store, &policy, "mgmt", &module_only).unwrap(), vk);
+    let r = audit::verify(&store, &policy, "mgmt", &vk, &clusters, Some(kept.as_bytes())).unwrap();
+    assert!(r.ok() && r.entries == 5 && r.since.is_some(), "{r:?}");
+    // A key from anywhere else verifies nothing.
+    let (stranger, _) = meshca::tlog::LogKey::generate(vk.name(), &mut meshca::OsRng).unwrap();
+    assert!(audit::verify(&store, &policy, "mgmt", &stranger.verifier(), &clusters, None).is_err());
+}

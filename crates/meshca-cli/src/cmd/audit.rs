@@ -28,6 +28,36 @@ pub(crate) enum AuditCommand {
     Prove(ProveArgs),
 }
 
+/// Which key the log's checkpoints must be signed by.
+#[derive(Args, Debug)]
+pub(crate) struct KeyArgs {
+    /// The log's verifier key you kept (name+hash+base64, as `meshca audit checkpoint
+    /// --verifier-key` printed it): checkpoints are checked with it, not with a key the store or
+    /// the token holds.
+    #[arg(long, value_name = "VERIFIER_KEY")]
+    pub(crate) trusted_key: Option<String>,
+    /// The PKCS#11 module of the token holding the log key (spec.config.auditLog.pkcs11): its
+    /// public key is read, without a PIN.
+    #[arg(long, value_name = "PATH", env = meshca_ops::pkcs11::MODULE_ENV)]
+    pub(crate) pkcs11_module: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// The verifier key: the one kept, else the policy's (its Secret, or its token's public key).
+    fn verifier(
+        &self,
+        store: &dyn meshca_ops::store::Store,
+        pol: &meshca_ops::policy::Policy,
+        mgmt: &str,
+    ) -> Result<meshca::tlog::VerifierKey, crate::failure::Failure> {
+        if let Some(k) = &self.trusted_key {
+            return meshca::tlog::VerifierKey::parse(k).map_err(|e| refused(format!("--trusted-key: {e}")));
+        }
+        let token = meshca_ops::reconcile::TokenAccess::new(self.pkcs11_module.clone(), None);
+        Ok(audit::verifier(store, pol, mgmt, &token)?)
+    }
+}
+
 #[derive(Args, Debug)]
 pub(crate) struct LogArgs {
     #[command(flatten)]
@@ -41,6 +71,8 @@ pub(crate) struct CheckpointArgs {
     /// Print the log's verifier key (name+hash+base64, as Go's sumdb/note) instead.
     #[arg(long)]
     pub(crate) verifier_key: bool,
+    #[command(flatten)]
+    pub(crate) key: KeyArgs,
 }
 
 #[derive(Args, Debug)]
@@ -54,6 +86,8 @@ pub(crate) struct VerifyArgs {
     /// holding a cacerts). With --kube: NAME=CONTEXT, required.
     #[arg(long = "cluster", value_name = "NAME")]
     pub(crate) clusters: Vec<ClusterSpec>,
+    #[command(flatten)]
+    pub(crate) key: KeyArgs,
 }
 
 #[derive(Args, Debug)]
@@ -63,6 +97,8 @@ pub(crate) struct ProveArgs {
     /// The CA certificate's serial number, hex (colons allowed).
     #[arg(long, value_name = "HEX")]
     pub(crate) serial: String,
+    #[command(flatten)]
+    pub(crate) key: KeyArgs,
 }
 
 fn b64(h: &[u8]) -> String {
@@ -92,10 +128,11 @@ pub(crate) fn run(c: AuditCommand) -> CmdResult {
         AuditCommand::Checkpoint(a) => {
             let pol = load_policy(&a.target.policy)?;
             let opened = open_store(&a.target, &[])?;
+            let key = a.key.verifier(opened.store.as_ref(), &pol, &opened.mgmt)?;
             if a.verifier_key {
-                outln!("{}", audit::verifier(opened.store.as_ref(), &pol, &opened.mgmt)?);
+                outln!("{key}");
             } else {
-                let (note, _) = audit::checkpoint(opened.store.as_ref(), &pol, &opened.mgmt)?;
+                let (note, _) = audit::checkpoint(opened.store.as_ref(), &pol, &opened.mgmt, &key)?;
                 outln!("{}", note.trim_end_matches('\n'));
             }
             Ok(ExitCode::SUCCESS)
@@ -105,7 +142,8 @@ pub(crate) fn run(c: AuditCommand) -> CmdResult {
             let pol = load_policy(&a.target.policy)?;
             let serial = meshca::parse_serial(&a.serial).map_err(|e| refused(format!("--serial: {e}")))?;
             let opened = open_store(&a.target, &[])?;
-            let p = audit::prove(opened.store.as_ref(), &pol, &opened.mgmt, &serial)?;
+            let key = a.key.verifier(opened.store.as_ref(), &pol, &opened.mgmt)?;
+            let p = audit::prove(opened.store.as_ref(), &pol, &opened.mgmt, &key, &serial)?;
             outln!("origin: {}", p.checkpoint.origin);
             outln!("tree size: {}", p.checkpoint.size);
             outln!("root hash: {}", b64(&p.checkpoint.root));
@@ -145,7 +183,8 @@ fn verify(a: VerifyArgs) -> CmdResult {
     } else {
         store.clusters_with_cacerts()?.into_iter().filter(|c| *c != opened.mgmt).collect()
     };
-    let r = audit::verify(store, &pol, &opened.mgmt, &clusters, since.as_deref())?;
+    let key = a.key.verifier(store, &pol, &opened.mgmt)?;
+    let r = audit::verify(store, &pol, &opened.mgmt, &key, &clusters, since.as_deref())?;
     outln!("log {}: {} entries, checkpoint signed at {} entries", r.checkpoint.origin, r.entries, r.checkpoint.size);
     if r.entries > r.checkpoint.size {
         outln!(

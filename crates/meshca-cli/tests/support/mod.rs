@@ -43,3 +43,19 @@ pub fn s(p: &Path) -> String {
 pub fn testdata(rel: &str) -> String {
     s(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(rel))
 }
+
+/// Runs the independent RFC 6962 verifier (Python's hashlib, the openssl CLI) over `input`.
+pub fn rfc6962(args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rfc6962.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
