@@ -293,13 +293,18 @@ pub fn append(
     static APPENDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = APPENDING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let cfg = config(policy)?;
-    let key = Signer::open(store, policy, mgmt, token)?;
     let head = head_secret(policy, mgmt);
     let head_location = store.location(&head);
+    // The last checkpoint is checked with the public key only: a write that logs nothing new
+    // needs no signing, and so no PIN and no login.
     let last = match read_checkpoint(store, policy, mgmt)? {
-        Some(note) => Some(tlog::open_checkpoint(&note, &key.verifier()).map_err(Error::core(&head_location))?),
+        Some(note) => {
+            let vk = verifier(store, policy, mgmt, token)?;
+            Some((tlog::open_checkpoint(&note, &vk).map_err(Error::core(&head_location))?, vk))
+        }
         None => None,
     };
+    let (last, signed_by) = last.unzip();
     let mut known = HashSet::new();
     let at: Vec<u64> = last.iter().map(|c| c.size).collect();
     let mut scan = scan(store, policy, mgmt, &at, &mut |_, leaf| {
@@ -318,6 +323,11 @@ pub fn append(
     }
     if fresh.is_empty() && last.as_ref().is_some_and(|c| c.size == scan.size) {
         return Ok(Vec::new());
+    }
+    // Before any segment is written: a key that cannot sign leaves the log as it was.
+    let key = Signer::open(store, policy, mgmt, token)?;
+    if signed_by.is_some_and(|vk| vk != key.verifier()) {
+        return Err(log_error(head_location, "the log key is not the key that signed the last checkpoint"));
     }
     // Fill the last segment, then new ones.
     let (mut n, mut first, mut leaves) = match scan.last.take() {

@@ -552,7 +552,7 @@ fn the_issuance_log_signs_every_checkpoint_with_an_ed25519_key_in_the_token() {
     // A later run that issues a new intermediate reopens the same key (no second one is made),
     // and the log stays consistent with the checkpoint kept.
     let mut later = Options::new(t + time::Duration::days(1), clusters.clone());
-    later.token = with_pin;
+    later.token = with_pin.clone();
     let r = reconcile::run(&store, &policy, &later, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
     let Run::Reconciled(report) = r else { panic!("no rotation asked") };
     assert!(report.ok(), "{report:?}");
@@ -562,4 +562,25 @@ fn the_issuance_log_signs_every_checkpoint_with_an_ed25519_key_in_the_token() {
     // A key from anywhere else verifies nothing.
     let (stranger, _) = meshca::tlog::LogKey::generate(vk.name(), &mut meshca::OsRng).unwrap();
     assert!(audit::verify(&store, &policy, "mgmt", &stranger.verifier(), &clusters, None).is_err());
+
+    // The key removed from the token: a run that would log is refused, and no new key takes
+    // the old one's place (it could not sign on from the last checkpoint).
+    let rw = ctx.open_rw_session(slot).unwrap();
+    rw.login(UserType::User, Some(&AuthPin::from(PIN)))
+        .or_else(|e| match e {
+            cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _) => Ok(()),
+            e => Err(e),
+        })
+        .unwrap();
+    let label = [Attribute::Label(b"audit-log".to_vec())];
+    for o in rw.find_objects(&label).unwrap() {
+        rw.destroy_object(o).unwrap();
+    }
+    let before = meshca_testkit::snapshot(&dir.join("store"));
+    let mut third = Options::new(t + time::Duration::days(2), clusters.clone());
+    third.token = with_pin;
+    let e = run_failure(reconcile::run(&store, &policy, &third, &mut meshca::OsRng, &mut |_, _| {}));
+    assert!(e.contains("0 public key objects"), "{e}");
+    assert!(rw.find_objects(&label).unwrap().is_empty(), "a new log key was made in the old one's place");
+    assert_eq!(meshca_testkit::snapshot(&dir.join("store")), before, "a run that could not log changed the store");
 }
