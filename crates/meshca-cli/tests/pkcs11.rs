@@ -334,23 +334,13 @@ fn reconcile_signs_the_quickstart_clusters_through_the_token_and_a_removed_token
 #[test]
 fn the_readme_hsm_section_runs_as_written() {
     let Some(module) = module() else { return };
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let section = readme.split("## Keep the CA key in an HSM").nth(1).expect("the README has the section");
-    let block = section.split("```sh\n").nth(1).and_then(|b| b.split("\n```").next()).expect("a sh block");
-    assert!(block.contains("/usr/lib/softhsm/libsofthsm2.so"));
-    let script = block.replace("/usr/lib/softhsm/libsofthsm2.so", &s(&module));
-    let dir = tempdir("p11-readme");
-    let bin_dir = Path::new(BIN).parent().unwrap();
-    let path = format!("{}:{}", s(bin_dir), std::env::var("PATH").unwrap_or_default());
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &script])
-        .current_dir(&dir)
-        .env("PATH", path)
-        .env_remove("MESHCA_PKCS11_PIN")
-        .output()
-        .expect("bash runs");
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the README's HSM block failed:\n{all}");
+    let (dir, ok, all) = support::run_readme_block(
+        "## Keep the CA key in an HSM",
+        "p11-readme",
+        &[("/usr/lib/softhsm/libsofthsm2.so", &s(&module))],
+        &["MESHCA_PKCS11_PIN"],
+    );
+    assert!(ok, "the README's HSM block failed:\n{all}");
     assert!(all.contains("its key in a PKCS#11 token") && all.contains("cluster1/ca-cert.pem: OK"), "{all}");
     for c in ["cluster1", "cluster2", "cluster3"] {
         assert!(dir.join("store").join(c).join("istio-system/cacerts/ca-cert.pem").is_file(), "{c}");
@@ -422,22 +412,13 @@ fn the_issuance_log_key_in_the_token_signs_checkpoints_openssl_verifies() {
 #[test]
 fn the_readme_log_key_in_an_hsm_block_runs_as_written() {
     let Some(module) = module() else { return };
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let section = readme.split("### The log key in an HSM").nth(1).expect("the README has the section");
-    let block = section.split("```sh\n").nth(1).and_then(|b| b.split("\n```").next()).expect("a sh block");
-    let script = block.replace("/usr/lib/softhsm/libsofthsm2.so", &s(&module));
-    let dir = tempdir("p11-readme-log");
-    let bin_dir = Path::new(BIN).parent().unwrap();
-    let path = format!("{}:{}", s(bin_dir), std::env::var("PATH").unwrap_or_default());
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &script])
-        .current_dir(&dir)
-        .env("PATH", path)
-        .env_remove("MESHCA_PKCS11_PIN")
-        .output()
-        .expect("bash runs");
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the README's log key block failed:\n{all}");
+    let (dir, ok, all) = support::run_readme_block(
+        "### The log key in an HSM",
+        "p11-readme-log",
+        &[("/usr/lib/softhsm/libsofthsm2.so", &s(&module))],
+        &["MESHCA_PKCS11_PIN"],
+    );
+    assert!(ok, "the README's log key block failed:\n{all}");
     assert!(all.contains("every CA in the clusters is in the log"), "{all}");
     let vkey = std::fs::read_to_string(dir.join("log.vkey")).unwrap();
     assert!(vkey.starts_with("meshca.dev/gloo-mesh/mesh+"), "{vkey}");

@@ -59,3 +59,33 @@ pub fn rfc6962(args: &[&str], input: &str) -> String {
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs the first ```sh block after `heading` in the README as written (each `(from, to)` of
+/// `replace` substituted, e.g. a module path found elsewhere here), under `bash -euo pipefail`
+/// in a new directory of its own, with this build's `meshca` first on PATH and `unset` removed
+/// from the environment. Returns the directory, whether the block succeeded, and its output.
+pub fn run_readme_block(
+    heading: &str,
+    tag: &str,
+    replace: &[(&str, &str)],
+    unset: &[&str],
+) -> (std::path::PathBuf, bool, String) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme.split(heading).nth(1).unwrap_or_else(|| panic!("the README has no {heading}"));
+    let block = section.split("```sh\n").nth(1).and_then(|b| b.split("\n```").next()).expect("a sh block");
+    let script = replace.iter().fold(block.to_owned(), |s, (from, to)| {
+        assert!(s.contains(from), "the README's block has no {from}");
+        s.replace(from, to)
+    });
+    let dir = tempdir(tag);
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}", s(bin_dir), std::env::var("PATH").unwrap_or_default());
+    let mut cmd = Command::new("bash");
+    cmd.args(["-euo", "pipefail", "-c", &script]).current_dir(&dir).env("PATH", path);
+    for v in unset {
+        cmd.env_remove(v);
+    }
+    let out = cmd.output().expect("bash runs");
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (dir, out.status.success(), all)
+}
