@@ -763,6 +763,35 @@ mod tests {
     }
 
     #[test]
+    fn a_replaced_intermediate_is_logged_as_a_rotation() {
+        let f = fleet("rotation");
+        let mut later = opts(&CLUSTERS);
+        later.now = meshca_testkit::t0() + time::Duration::days(1);
+        let r = reconcile::reconcile(&f.store, &f.policy, &later, &mut meshca::OsRng, &mut |_, _| {}).unwrap();
+        assert!(r.ok(), "{r:?}");
+        let got: Vec<(&str, String, String)> =
+            all_entries(&f).into_iter().map(|e| (e.kind.as_str(), e.reason.clone(), e.cluster.clone())).collect();
+        // The first run's three entries (in the order the bundles were written), then the
+        // second run's two.
+        let mut reasons: Vec<(&str, &str)> = got.iter().map(|(k, r, _)| (*k, r.as_str())).collect();
+        reasons[..3].sort();
+        assert_eq!(
+            reasons,
+            [
+                ("intermediate", "issue"),
+                ("intermediate", "issue"),
+                ("root", "issue"),
+                ("intermediate", "rotate"),
+                ("intermediate", "rotate")
+            ],
+            "{got:?}"
+        );
+        let mut rotated: Vec<&str> = got[3..].iter().map(|(_, _, c)| c.as_str()).collect();
+        rotated.sort();
+        assert_eq!(rotated, CLUSTERS, "{got:?}");
+    }
+
+    #[test]
     fn an_intermediate_planted_by_hand_is_unaccounted_for() {
         let f = fleet("planted");
         let planted = f

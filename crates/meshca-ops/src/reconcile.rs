@@ -651,6 +651,8 @@ fn reconcile_attempt(
                 result.reason = format!("{}; the PKI would sign it", result.reason);
                 return Attempt::Done(result, parsed.and_then(Result::ok).map(Box::new));
             }
+            // The issuance log records a replaced intermediate as a rotation.
+            let writer = if existed { writer.because(crate::audit::reason::ROTATE) } else { writer };
             match issue_and_write(ctx, policy, cluster, &writer, &secret, opts, rng) {
                 Ok(bundle) => {
                     result.action = match (existed, opts.dry_run) {
