@@ -502,10 +502,20 @@ pub fn verify(
         since.map(|n| tlog::open_checkpoint(n, key).map_err(Error::core("the checkpoint given"))).transpose()?;
     let mut targets: BTreeMap<String, Vec<Unaccounted>> = BTreeMap::new();
     let mut checked = 0;
+    // An RA-mode cluster's intermediate is kept on the management side (its `cacerts` as
+    // RaStore reads it); its own `cacerts` is checked too: one planted there is unaccounted for.
+    let ra = crate::ra::RaStore::wrap(store, policy, mgmt);
     for cluster in clusters {
-        for (sha, u) in bundle_targets(store, cluster)? {
-            targets.entry(sha).or_default().push(u);
-            checked += 1;
+        let mut found = bundle_targets(store, cluster)?;
+        if let Some(ra) = &ra {
+            found.extend(bundle_targets(ra, cluster)?);
+        }
+        let mut seen = HashSet::new();
+        for (sha, u) in found {
+            if seen.insert(sha.clone()) {
+                targets.entry(sha).or_default().push(u);
+                checked += 1;
+            }
         }
     }
     let mut at = vec![cp.size];

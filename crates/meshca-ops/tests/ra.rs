@@ -143,3 +143,39 @@ fn the_readme_s_workload_signing_block_is_a_policy_meshca_accepts() {
     assert!(ws.covers("cluster1") && !ws.covers("cluster2"));
     assert_eq!(ws.rules.max_ttl, time::Duration::hours(24));
 }
+
+/// The issuance log covers RA clusters: their intermediates, kept on the management side, are
+/// logged as they are written, and `verify` checks that Secret as well as the cluster's own
+/// `cacerts`. An intermediate planted in either is unaccounted for.
+#[test]
+fn an_ra_cluster_s_intermediate_is_in_the_log_and_one_planted_beside_it_is_not() {
+    use meshca_ops::audit;
+    let (_dir, store, root) = fleet("audit");
+    let text = SEED_POLICY.replace("ttlDays: 1", "ttlDays: 30")
+        + "    workloadSigning:\n      signerName: meshca.dev/istio\n      clusters: [east]\n    auditLog: {}\n";
+    let policy = policy::parse(&text, "policy.yaml").unwrap();
+    let r =
+        reconcile::reconcile(&store, &policy, &opts(&["east", "west"]), &mut meshca::OsRng, &mut |_, _| {}).unwrap();
+    assert!(r.ok(), "{r:?}");
+    let token = reconcile::TokenAccess::default();
+    let key = audit::verifier(&store, &policy, "mgmt", &token).unwrap();
+    let clusters = vec!["east".to_owned(), "west".to_owned()];
+    let report = audit::verify(&store, &policy, "mgmt", &key, &clusters, None).unwrap();
+    assert!(report.ok(), "{report:?}");
+    // east's intermediate and root (management side), west's intermediate and root: the root
+    // is counted once per cluster.
+    assert_eq!(report.checked, 4, "{report:?}");
+
+    let planted = |secret: SecretRef| {
+        let rogue =
+            root.issue_intermediate(&meshca::IntermediateParams::new("rogue"), &mut meshca::OsRng, t0()).unwrap();
+        store.write(&secret, &rogue.value.to_files(Layout::Istio), &WriteMeta::default()).unwrap();
+    };
+    planted(ra::key_secret("mgmt", &policy, "east"));
+    let report = audit::verify(&store, &policy, "mgmt", &key, &clusters, None).unwrap();
+    let found: Vec<(&str, &str)> = report.unaccounted.iter().map(|u| (u.cluster.as_str(), u.kind)).collect();
+    assert_eq!(found, [("east", "intermediate")], "{report:?}");
+    planted(SecretRef::cacerts("east"));
+    let report = audit::verify(&store, &policy, "mgmt", &key, &clusters, None).unwrap();
+    assert_eq!(report.unaccounted.len(), 2, "{report:?}");
+}
