@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import pytest
 from cryptography import x509
@@ -658,8 +658,9 @@ def _root_from_path(leaf_hash: bytes, index: int, size: int, path: List[bytes]) 
     return r
 
 
-def _write_log(store: Path, ders: List[bytes]):
-    """A log of `ders` in meshca's directory-store layout, signed with a fresh Ed25519 key."""
+def _write_log(store: Path, ders: List[bytes], key: Any = None):
+    """A log of `ders` in meshca's directory-store layout, signed with `key` (an Ed25519
+    private key; default a fresh one, kept in the log key Secret)."""
     import base64
     import hashlib
 
@@ -667,11 +668,15 @@ def _write_log(store: Path, ders: List[bytes]):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     ns = store / "mgmt" / "gloo-mesh"
-    key = Ed25519PrivateKey.generate()
-    (ns / "mesh-audit-key").mkdir(parents=True)
-    (ns / "mesh-audit-key" / "log.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    ns.mkdir(parents=True)
+    if key is None:
+        key = Ed25519PrivateKey.generate()
+        (ns / "mesh-audit-key").mkdir()
+        (ns / "mesh-audit-key" / "log.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     leaves = []
     for der in ders:
         head = (
@@ -737,6 +742,37 @@ def test_audit_log_reads_verifies_and_proves_a_log_written_by_another_implementa
     seg.write_bytes(bytes(data))
     with pytest.raises(meshca.MeshcaError):
         log.verify()
+
+
+def test_audit_log_reads_the_verifier_key_of_a_log_key_in_a_token_without_a_pin(tmp_path: Path, softhsm) -> None:
+    """A log whose key is in the token (auditLog.pkcs11): the key imported with softhsm2-util
+    (not made by meshca), the log written and signed here, read with only the module."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    module, pin = softhsm
+    key = Ed25519PrivateKey.generate()
+    pem = tmp_path / "log.pem"
+    pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    subprocess.run(
+        ["softhsm2-util", "--import", str(pem), "--token", "meshca-py", "--label", "py-log", "--id", "0a"]
+        + ["--pin", pin.read_text().strip()],
+        check=True,
+        capture_output=True,
+    )
+    root = meshca.SigningCa.generate_root(common_name="Root")
+    der = x509.load_pem_x509_certificate(root.cacerts.root_cert_pem).public_bytes(serialization_der())
+    store = tmp_path / "store"
+    _, _, vkey = _write_log(store, [der], key=key)
+    policy = AUDIT_POLICY.replace("auditLog: {}", "auditLog:\n      pkcs11: {uri: 'pkcs11:token=meshca-py;object=py-log'}")
+    log = meshca.AuditLog(store, policy, pkcs11_module=module)
+    assert log.verifier_key() == vkey
+    assert log.verify()["ok"] is True
+    # Without the module the key cannot be read, and the error names the policy field.
+    with pytest.raises(meshca.MeshcaError, match="auditLog.pkcs11"):
+        meshca.AuditLog(store, policy).verify()
 
 
 def serialization_der():
