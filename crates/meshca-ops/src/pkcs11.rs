@@ -868,7 +868,16 @@ pub fn ed25519_public_key(module: &Path, uri: &KeyUri) -> Result<[u8; 32], Error
     let (_, ctx) = loaded(module)?;
     let slot = find_slot(&ctx, uri, &text)?;
     let session = ctx.open_ro_session(slot).map_err(|e| bad(format!("opening a session: {}", ck(&e))))?;
-    ed25519_public(&session, uri).map_err(bad)
+    ed25519_public(&session, uri).map_err(|e| {
+        bad(if e.starts_with("0 ") {
+            format!(
+                "{e}; read without logging in, so a token that shows public keys only after login hides it: check \
+                 against the verifier key you kept instead"
+            )
+        } else {
+            e
+        })
+    })
 }
 
 /// Reads the one public key object matching `uri`, which must be an Ed25519 key.
