@@ -405,6 +405,20 @@ fn the_issuance_log_key_in_the_token_signs_checkpoints_openssl_verifies() {
     assert!(out.stderr.contains("no signature by meshca.dev/gloo-mesh/mesh+"), "{}", out.stderr);
     let out = hsm.run(&argv(&with(&["audit", "verify", "--trusted-key", "not-a-key"])), &[]);
     assert!(out.code == 1 && out.stderr.contains("--trusted-key"), "{}", out.all());
+
+    // A root rotation started from the command line logs the incoming root through the token.
+    let next = s(&d.join("next-root"));
+    hsm.ok(&["root-ca", "--out", &next], &[]);
+    let mut start = with(&["rotate-root", "start", "--new-ca", &next, "--cluster", "east", "--cluster", "west"]);
+    let out = hsm.run(&argv(&start), &[]);
+    assert!(out.code == 2 && out.stderr.contains("--pkcs11-module"), "{}", out.all());
+    start.extend(["--pkcs11-module".into(), m.clone(), "--pin-file".into(), pin.clone()]);
+    hsm.ok(&argv(&start), &[]);
+    let log = hsm.ok(&argv(&with(&["audit", "log"])), &[]).stdout;
+    let rotation: Vec<&str> = log.lines().filter(|l| l.split('\t').nth(4) == Some("root-rotation")).collect();
+    assert!(rotation.iter().any(|l| l.split('\t').nth(2) == Some("root")), "{log}");
+    let kept = hsm.ok(&argv(&with(&["audit", "verify", "--trusted-key", vkey.trim()])), &[]);
+    assert!(kept.stdout.contains("every CA in the clusters is in the log"), "{}", kept.stdout);
 }
 
 /// The README's "The log key in an HSM" block, run as written (the module path is the one

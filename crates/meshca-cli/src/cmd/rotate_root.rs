@@ -43,6 +43,9 @@ pub(crate) struct RotateCommonArgs {
     pub(crate) at: Option<OffsetDateTime>,
     #[command(flatten)]
     pub(crate) lock: LockArgs,
+    /// The token of a key the policy keeps in one (the issuance log's, the signing CA's).
+    #[command(flatten)]
+    pub(crate) pkcs11: crate::args::Pkcs11Args,
 }
 
 impl RotateCommonArgs {
@@ -51,11 +54,19 @@ impl RotateCommonArgs {
         self.target.store.as_ref().map(|dir| lock_store(&DirStore::new(dir), &self.lock, command)).transpose()
     }
 
-    /// The run's options at `now` for the opened store's clusters.
-    fn options(&self, opened: &crate::io::Opened) -> Options {
+    /// The run's options at `now` for the opened store's clusters; for a subcommand that
+    /// writes CAs (`signs`, the policy), the token of a key the policy keeps in one.
+    fn options(
+        &self,
+        opened: &crate::io::Opened,
+        signs: Option<&meshca_ops::policy::Policy>,
+    ) -> Result<Options, Failure> {
         let mut opts = Options::new(crate::args::now_or(self.at), opened.clusters.clone());
         opts.mgmt_cluster = opened.mgmt.clone();
-        opts
+        if let Some(pol) = signs {
+            opts.token = self.pkcs11.token(pol, &self.target.policy)?;
+        }
+        Ok(opts)
     }
 }
 
@@ -80,7 +91,7 @@ pub(crate) fn run(c: RotateRootCommand) -> CmdResult {
             let pol = load_policy(&c.target.policy)?;
             let opened = open_store(&c.target, &c.clusters)?;
             let _lock = c.lock_store("rotate-root start")?;
-            let opts = c.options(&opened);
+            let opts = c.options(&opened, Some(&pol))?;
             let store = opened.store.as_ref();
             let (ns, name) = pol.signer.secret();
             let current_ref = SecretRef::new(&opened.mgmt, ns, name);
@@ -105,7 +116,7 @@ pub(crate) fn run(c: RotateRootCommand) -> CmdResult {
         RotateRootCommand::Status(a) => {
             let pol = load_policy(&a.target.policy)?;
             let opened = open_store(&a.target, &a.clusters)?;
-            let now = a.options(&opened).now;
+            let now = crate::args::now_or(a.at);
             let store = opened.store.as_ref();
             let Some(stored) = rootrotation::load(store, &pol, &opened.mgmt)? else {
                 match &pol.root_rotation {
@@ -152,7 +163,7 @@ pub(crate) fn run(c: RotateRootCommand) -> CmdResult {
             }
             let opened = open_store(&a.target, &[])?;
             let _lock = a.lock_store("rotate-root forget")?;
-            let opts = a.options(&opened);
+            let opts = a.options(&opened, None)?;
             for c in ClusterSpec::names(&a.clusters) {
                 if rootrotation::forget(opened.store.as_ref(), &pol, &opts, &c)? {
                     outln!("forgot {c}: the rotation no longer waits for it");
@@ -166,7 +177,7 @@ pub(crate) fn run(c: RotateRootCommand) -> CmdResult {
             let pol = load_policy(&a.target.policy)?;
             let opened = open_store(&a.target, &a.clusters)?;
             let _lock = a.lock_store("rotate-root rollback")?;
-            let r = rootrotation::rollback(opened.store.as_ref(), &pol, &a.options(&opened))?;
+            let r = rootrotation::rollback(opened.store.as_ref(), &pol, &a.options(&opened, None)?)?;
             outln!("rolling back: phase {}; run `meshca reconcile` to apply it", rootrotation::PhaseName(r.phase));
             if pol.root_rotation.is_some() {
                 outln!(
