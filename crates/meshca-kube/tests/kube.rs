@@ -1944,3 +1944,38 @@ async fn controller_logs_every_ca_it_writes_with_metrics_and_events() {
     let checkpoint = mgmt.get(SECRETS, "gloo-mesh", "root-trust-policy-audit-log").expect("the checkpoint Secret");
     assert!(checkpoint["data"]["checkpoint"].is_string());
 }
+
+/// The controller keeping the issuance log with its key in a token (`auditLog.pkcs11`, the PIN
+/// in a Secret): the key is made in the token on the first pass, every checkpoint verifies
+/// against the token's public key, and no key Secret is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_signs_the_issuance_log_with_a_key_in_a_token() {
+    let Some(hsm) = softhsm::softhsm("controller_signs_the_issuance_log_with_a_key_in_a_token") else { return };
+    let token = hsm.new_token("log");
+    let uri = format!("pkcs11:token={token};object=audit-log");
+    let (mgmt, _root) = mgmt_with_root().await;
+    let cs = servers(1).await;
+    mgmt.put(SECRETS, "istio-system", remote_secret("east", &cs[0]));
+    let pin = format!("{}\n", softhsm::PIN);
+    mgmt.put(SECRETS, "gloo-mesh", secret_json("hsm-pin", &[("pin", pin.as_str())].into_iter().collect(), &[]));
+    let mut cr = policy_cr(30);
+    cr["spec"]["config"]["auditLog"] = json!({"pkcs11": {"uri": uri, "pinSecretRef": {"name": "hsm-pin"}}});
+    mgmt.put(POLICIES, "gloo-mesh", cr);
+    let mut cfg = controller::ControllerConfig::new("replica-a");
+    cfg.token = reconcile::TokenAccess::new(Some(hsm.module.clone()), None);
+    let metrics = cfg.metrics.clone();
+    let controller = start_controller(mgmt.client(), cfg);
+    let label = "policy=\"gloo-mesh/root-trust-policy\"";
+    wait_for("the checkpoint size metric", || {
+        series(&metrics.render(), "meshca_audit_log_checkpoint_size", label) == Some(2.0)
+    })
+    .await;
+    assert!(cs[0].get(SECRETS, "istio-system", "cacerts").is_some());
+    let public = meshca_ops::pkcs11::ed25519_public_key(&hsm.module, &uri.parse().unwrap()).unwrap();
+    let key = meshca::tlog::VerifierKey::ed25519("meshca.dev/gloo-mesh/root-trust-policy", &public).unwrap();
+    let head = mgmt.get(SECRETS, "gloo-mesh", "root-trust-policy-audit-log").expect("the checkpoint Secret");
+    let note = files_of(&head).get("checkpoint").unwrap().to_vec();
+    assert_eq!(meshca::tlog::open_checkpoint(&note, &key).unwrap().size, 2);
+    assert!(mgmt.get(SECRETS, "gloo-mesh", "root-trust-policy-audit-key").is_none(), "no key Secret");
+    controller.stop(Duration::from_secs(10)).await;
+}
