@@ -45,10 +45,9 @@ fn openssl_verify(dir: &Path, leaf: &Certificate, untrusted: &[Certificate], roo
         .unwrap_or_else(|e| panic!("openssl verify: {e}"));
 }
 
-/// A root whose key was made in the token: the private key is sensitive and not extractable,
-/// and asking the token for its value fails. Checked through cryptoki on a session of its own,
-/// not through meshca.
-fn assert_key_stays_in_token(hsm: &SoftHsm, token: &str, object: &str) {
+/// A read-write session of the test's own on `token` (through the module meshca loaded),
+/// logged in as the user when `login`.
+fn own_session(hsm: &SoftHsm, token: &str, login: bool) -> cryptoki::session::Session {
     let ctx = meshca_ops::pkcs11::module(&hsm.module).unwrap();
     let slot = ctx
         .get_slots_with_token()
@@ -56,13 +55,23 @@ fn assert_key_stays_in_token(hsm: &SoftHsm, token: &str, object: &str) {
         .into_iter()
         .find(|s| ctx.get_token_info(*s).unwrap().label() == token)
         .unwrap();
-    let s = ctx.open_ro_session(slot).unwrap();
-    s.login(UserType::User, Some(&AuthPin::from(PIN)))
-        .or_else(|e| match e {
-            cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _) => Ok(()),
-            e => Err(e),
-        })
-        .unwrap();
+    let s = ctx.open_rw_session(slot).unwrap();
+    if login {
+        s.login(UserType::User, Some(&AuthPin::from(PIN)))
+            .or_else(|e| match e {
+                cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _) => Ok(()),
+                e => Err(e),
+            })
+            .unwrap();
+    }
+    s
+}
+
+/// A root whose key was made in the token: the private key is sensitive and not extractable,
+/// and asking the token for its value fails. Checked through cryptoki on a session of its own,
+/// not through meshca.
+fn assert_key_stays_in_token(hsm: &SoftHsm, token: &str, object: &str) {
+    let s = own_session(hsm, token, true);
     let keys = s
         .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Label(object.as_bytes().to_vec())])
         .unwrap();
@@ -533,14 +542,7 @@ fn the_issuance_log_signs_every_checkpoint_with_an_ed25519_key_in_the_token() {
     assert_eq!((r.entries, r.checkpoint.size), (3, 3), "the root and two intermediates");
     let (kept, _) = audit::checkpoint(&store, &policy, "mgmt", &vk).unwrap();
     // The token's public key object, read here through cryptoki, is the one the note names.
-    let ctx = meshca_ops::pkcs11::module(&hsm.module).unwrap();
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label() == token)
-        .unwrap();
-    let s = ctx.open_ro_session(slot).unwrap();
+    let s = own_session(hsm, &token, false);
     let public =
         s.find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::Label(b"audit-log".to_vec())]).unwrap();
     let point = match s.get_attributes(public[0], &[AttributeType::EcPoint]).unwrap().pop() {
@@ -565,13 +567,7 @@ fn the_issuance_log_signs_every_checkpoint_with_an_ed25519_key_in_the_token() {
 
     // The key removed from the token: a run that would log is refused, and no new key takes
     // the old one's place (it could not sign on from the last checkpoint).
-    let rw = ctx.open_rw_session(slot).unwrap();
-    rw.login(UserType::User, Some(&AuthPin::from(PIN)))
-        .or_else(|e| match e {
-            cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _) => Ok(()),
-            e => Err(e),
-        })
-        .unwrap();
+    let rw = own_session(hsm, &token, true);
     let label = [Attribute::Label(b"audit-log".to_vec())];
     for o in rw.find_objects(&label).unwrap() {
         rw.destroy_object(o).unwrap();
