@@ -161,13 +161,16 @@ impl Pkcs11Args {
     }
 
     /// What a policy run passes on (the policy names the key; its PIN may be in a Secret).
-    /// Refused, naming the flag, when the policy keeps its key in a token and no module is given.
+    /// Refused, naming the flag, when the policy keeps its signing key in a token, or (for a
+    /// run that `writes`) its issuance log's key, and no module is given.
     pub(crate) fn token(
         &self,
         policy: &meshca_ops::policy::Policy,
         policy_file: &std::path::Path,
+        writes: bool,
     ) -> Result<meshca_ops::reconcile::TokenAccess, crate::failure::Failure> {
-        let log_key = policy.audit_log.as_ref().and_then(|a| a.token.as_ref());
+        // The log key signs only what is written: a dry run or status needs no token for it.
+        let log_key = policy.audit_log.as_ref().and_then(|a| a.token.as_ref()).filter(|_| writes);
         for (what, k) in [("the signing key", policy.signer_key.as_ref()), ("the issuance log's key", log_key)] {
             if let (Some(k), None) = (k, &self.pkcs11_module) {
                 return Err(crate::failure::usage(format!(

@@ -381,6 +381,11 @@ fn the_issuance_log_key_in_the_token_signs_checkpoints_openssl_verifies() {
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.stderr.contains("issuance log's key") && out.stderr.contains("--pkcs11-module"), "{}", out.stderr);
     assert!(!d.join("store/east").exists());
+    // A dry run logs nothing, so it needs no token.
+    let mut dry = reconcile.clone();
+    dry.push("--dry-run".into());
+    hsm.ok(&argv(&dry), &[]);
+    assert!(!d.join("store/east").exists());
     let mut writing = reconcile.clone();
     writing.extend(["--pkcs11-module".into(), m.clone(), "--pin-file".into(), pin.clone()]);
     hsm.ok(&argv(&writing), &[]);

@@ -92,7 +92,7 @@ pub(crate) fn run(a: ReconcileArgs) -> CmdResult {
     let future = check_future_at(now, a.target.kube.kube, a.dry_run)?;
     let clusters = read_clusters(&a)?;
     let pol = load_policy(&a.target.policy)?;
-    let token = a.pkcs11.token(&pol, &a.target.policy)?;
+    let token = a.pkcs11.token(&pol, &a.target.policy, !a.dry_run)?;
     let fleet = Fleet::open(
         &a.target,
         &clusters,

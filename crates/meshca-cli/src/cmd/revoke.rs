@@ -146,7 +146,7 @@ fn act(
     let now = crate::args::now_or(f.at);
     let future = check_future_at(now, f.target.kube.kube, f.dry_run)?;
     let pol = load_policy(&f.target.policy)?;
-    let token = f.pkcs11.token(&pol, &f.target.policy)?;
+    let token = f.pkcs11.token(&pol, &f.target.policy, !f.dry_run)?;
     let clusters = fleet_clusters(f, cluster)?;
     let fleet = Fleet::open(
         &f.target,

@@ -50,7 +50,7 @@ pub(crate) fn run(a: RotateArgs) -> CmdResult {
     let now = crate::args::now_or(a.at);
     let future = check_future_at(now, a.target.kube.kube, a.dry_run)?;
     let pol = load_policy(&a.target.policy)?;
-    let token = a.pkcs11.token(&pol, &a.target.policy)?;
+    let token = a.pkcs11.token(&pol, &a.target.policy, !a.dry_run)?;
     let mgmt = a.target.mgmt_cluster.name.clone();
     let clusters = if a.all {
         let Some(dir) = &a.target.store else {

@@ -64,7 +64,7 @@ impl RotateCommonArgs {
         let mut opts = Options::new(crate::args::now_or(self.at), opened.clusters.clone());
         opts.mgmt_cluster = opened.mgmt.clone();
         if let Some(pol) = signs {
-            opts.token = self.pkcs11.token(pol, &self.target.policy)?;
+            opts.token = self.pkcs11.token(pol, &self.target.policy, true)?;
         }
         Ok(opts)
     }

@@ -41,7 +41,7 @@ pub(crate) struct StatusArgs {
 pub(crate) fn run(a: StatusArgs) -> CmdResult {
     let now = crate::args::now_or(a.at);
     let pol = load_policy(&a.target.policy)?;
-    let token = a.pkcs11.token(&pol, &a.target.policy)?;
+    let token = a.pkcs11.token(&pol, &a.target.policy, false)?;
     let mgmt = a.target.mgmt_cluster.name.clone();
     let clusters = if !a.clusters.is_empty() {
         a.clusters.clone()
