@@ -208,8 +208,8 @@ struct Scan {
     last: Option<(u64, u64, Vec<Vec<u8>>)>,
 }
 
-/// What [`scan`] hands each entry to: its index and leaf bytes.
-type EachLeaf<'a> = dyn FnMut(u64, &[u8]) -> Result<(), Error> + 'a;
+/// What [`scan`] hands each entry to: its index, leaf bytes and leaf hash.
+type EachLeaf<'a> = dyn FnMut(u64, &[u8], &Hash) -> Result<(), Error> + 'a;
 
 /// Reads the log's segments in order, in one segment's memory, handing each entry to `each`,
 /// and records the root at each size in `at`.
@@ -234,8 +234,9 @@ fn scan(store: &dyn Store, policy: &Policy, mgmt: &str, at: &[u64], each: &mut E
             return Err(log_error(location, "the segment is empty"));
         }
         for leaf in &leaves {
-            each(s.size, leaf)?;
-            s.builder.push(tlog::leaf_hash(leaf));
+            let hash = tlog::leaf_hash(leaf);
+            each(s.size, leaf, &hash)?;
+            s.builder.push(hash);
             s.size += 1;
             if at.contains(&s.size) {
                 s.roots_at.insert(s.size, s.builder.root());
@@ -307,7 +308,7 @@ pub fn append(
     let (last, signed_by) = last.unzip();
     let mut known = HashSet::new();
     let at: Vec<u64> = last.iter().map(|c| c.size).collect();
-    let mut scan = scan(store, policy, mgmt, &at, &mut |_, leaf| {
+    let mut scan = scan(store, policy, mgmt, &at, &mut |_, leaf, _| {
         let e = LogEntry::decode(leaf).map_err(Error::core("an issuance log entry"))?;
         known.insert(e.der_sha256());
         Ok(())
@@ -400,7 +401,7 @@ pub fn entries(
     each: &mut dyn FnMut(u64, LogEntry) -> Result<(), Error>,
 ) -> Result<u64, Error> {
     config(policy)?;
-    let s = scan(store, policy, mgmt, &[], &mut |i, leaf| {
+    let s = scan(store, policy, mgmt, &[], &mut |i, leaf, _| {
         each(i, LogEntry::decode(leaf).map_err(Error::core(format!("issuance log entry {i}")))?)
     })?;
     Ok(s.size)
@@ -487,8 +488,9 @@ fn bundle_targets(store: &dyn Store, cluster: &str) -> Result<Vec<(String, Unacc
 
 /// Verifies the log: its checkpoint's signature, that the segments reproduce it, that it extends
 /// `since` (a checkpoint the user kept), and that every CA certificate and CRL in `clusters`'
-/// bundles is in it. Both checkpoints are checked with `key`. Memory: one segment, the log's
-/// right edge, and the clusters' CAs.
+/// bundles is in it. Both checkpoints are checked with `key`. One pass over the log. Memory:
+/// one segment, the log's right edge, and the clusters' CAs; with `since`, also 32 bytes per
+/// entry, to build the consistency proof.
 pub fn verify(
     store: &dyn Store,
     policy: &Policy,
@@ -520,9 +522,14 @@ pub fn verify(
     }
     let mut at = vec![cp.size];
     at.extend(since.iter().map(|s| s.size));
-    let s = scan(store, policy, mgmt, &at, &mut |i, leaf| {
+    // The leaf hashes the consistency proof is built from, gathered in the same pass.
+    let mut leaves = Vec::new();
+    let s = scan(store, policy, mgmt, &at, &mut |i, leaf, hash| {
         let e = LogEntry::decode(leaf).map_err(Error::core(format!("issuance log entry {i}")))?;
         targets.remove(&e.der_sha256());
+        if since.is_some() && i < cp.size {
+            leaves.push(*hash);
+        }
         Ok(())
     })?;
     let head = store.location(&head_secret(policy, mgmt));
@@ -540,7 +547,6 @@ pub fn verify(
                 ));
             }
             check_prefix(&s, &old, "the checkpoint given", &head)?;
-            let leaves = leaf_hashes(store, policy, mgmt, cp.size)?;
             let proof = tlog::consistency_proof(&leaves, old.size).map_err(Error::core(&head))?;
             tlog::verify_consistency(old.size, cp.size, &old.root, &cp.root, &proof).map_err(Error::core(&head))?;
             Some((old, proof))
@@ -554,17 +560,6 @@ pub fn verify(
         checked,
         unaccounted: targets.into_values().flatten().collect(),
     })
-}
-
-fn leaf_hashes(store: &dyn Store, policy: &Policy, mgmt: &str, size: u64) -> Result<Vec<Hash>, Error> {
-    let mut leaves = Vec::new();
-    scan(store, policy, mgmt, &[], &mut |i, leaf| {
-        if i < size {
-            leaves.push(tlog::leaf_hash(leaf));
-        }
-        Ok(())
-    })?;
-    Ok(leaves)
 }
 
 /// An inclusion proof of one entry in the current checkpoint's tree.
@@ -599,9 +594,9 @@ pub fn prove(
     let want = tlog::hex(meshca::canonical_serial(serial));
     let mut found = None;
     let mut leaves = Vec::new();
-    scan(store, policy, mgmt, &[], &mut |i, leaf| {
+    scan(store, policy, mgmt, &[], &mut |i, leaf, hash| {
         if i < cp.size {
-            leaves.push(tlog::leaf_hash(leaf));
+            leaves.push(*hash);
             if found.is_none() {
                 let e = LogEntry::decode(leaf).map_err(Error::core(format!("issuance log entry {i}")))?;
                 if e.kind != tlog::EntryKind::Crl && e.serial().as_deref() == Some(want.as_str()) {
